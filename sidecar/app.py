@@ -1,0 +1,72 @@
+"""The Flask application factory: one app, blueprints registered here, nothing global."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from sidecar.bootstrap import Runtime
+from sidecar.logs import request_id_var
+from sidecar.web import health, home, i18n
+
+log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
+    app = Flask("sidecar.web", template_folder="templates", static_folder="static")
+    settings = runtime.settings
+    secret = settings.web.secret_key.reveal() if settings.web.secret_key else uuid.uuid4().hex
+    app.config.update(
+        SECRET_KEY=secret,
+        TESTING=testing,
+        MAX_CONTENT_LENGTH=max(settings.bridge.max_body_bytes, 1024 * 1024),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.web.public_url.startswith("https://"),
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["mlsidecar"] = runtime
+    if settings.web.trusted_proxies:
+        n = settings.web.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)  # type: ignore[method-assign]
+
+    @app.before_request
+    def _start_request() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_token = request_id_var.set(g.request_id)
+        g.started = time.monotonic()
+
+    @app.after_request
+    def _finish_request(response):  # noqa: ANN001
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Content-Security-Policy",
+                                    "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'")
+        if request.path not in ("/healthz", "/readyz"):
+            log.info("%s %s -> %s in %.1f ms", request.method, request.path, response.status_code,
+                     (time.monotonic() - g.get("started", time.monotonic())) * 1000)
+        return response
+
+    @app.teardown_request
+    def _reset_request_id(_exc) -> None:  # noqa: ANN001
+        token = g.pop("request_token", None)
+        if token is not None:
+            request_id_var.reset(token)
+
+    i18n.init_app(app)
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(home.blueprint)
+    return app
+
+
+def runtime_of(app: Flask) -> Runtime:
+    return app.extensions["mlsidecar"]

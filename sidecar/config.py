@@ -1,0 +1,379 @@
+"""One typed, validated settings object, loaded once from TOML plus ``MLS_...`` environment overrides.
+
+Every mistake stops start-up with exit code 2 and a message naming the key, the offending value and
+what was expected (``ConfigError``). Secrets are never written in the message.
+
+Secrets (passwords, tokens, API keys) may be given as a literal, as ``env:VARIABLE`` or as
+``file:/path/to/file`` (first line, trailing whitespace removed). Literal secrets belong only in a
+config file that is not shared; the example uses ``env:`` references.
+
+Environment overrides: ``MLS_<SECTION>__<KEY>=value`` (double underscore between levels), e.g.
+``MLS_WORDPRESS__TABLE_PREFIX=wpx_`` or ``MLS_LOG__FORMAT=json``. Values are parsed as TOML
+literals when they look like one (numbers, booleans, arrays), else taken as strings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "MLS_"
+CONFIG_ENV = "MLS_CONFIG"
+DEFAULT_CONFIG_PATHS = (Path("mlsidecar.toml"), Path("/etc/mlsidecar/mlsidecar.toml"))
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. ``problems`` holds one line per offending key."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str], source: str = "configuration") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class Secret:
+    """A secret value that never shows itself in ``repr``/``str`` or logs."""
+
+    __slots__ = ("_value", "origin")
+
+    def __init__(self, value: str, origin: str) -> None:
+        self._value = value
+        self.origin = origin
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.origin})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def resolve_secret(reference: Any) -> Secret | None:
+    if reference is None or isinstance(reference, Secret):
+        return reference
+    if not isinstance(reference, str):
+        raise ValueError("expected a string: a literal, 'env:VARIABLE' or 'file:/path'")
+    if reference == "":
+        return None
+    if reference.startswith("env:"):
+        name = reference[4:]
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"'{reference}' is not a valid environment variable reference")
+        value = os.environ.get(name)
+        if value is None or value == "":
+            raise ValueError(f"environment variable {name} is not set or empty")
+        return Secret(value, f"env:{name}")
+    if reference.startswith("file:"):
+        path = Path(reference[5:]).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {path}: {exc.strerror or exc}") from None
+        value = lines[0].strip() if lines else ""
+        if not value:
+            raise ValueError(f"secret file {path} is empty")
+        return Secret(value, f"file:{path}")
+    return Secret(reference, "literal")
+
+
+def _secret_field(description: str) -> Any:
+    return Field(default=None, description=description, json_schema_extra={"secret": True})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _resolve_secrets(cls, value: Any, info: Any) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        if field is not None and (field.json_schema_extra or {}).get("secret"):
+            return resolve_secret(value)
+        return value
+
+
+def _check_db_url(value: str) -> str:
+    if not re.match(r"^[a-z0-9+]+://", value):
+        raise ValueError("expected a SQLAlchemy URL such as 'mysql+pymysql://user@host/db' or 'sqlite:///path'")
+    if re.match(r"^[a-z0-9+]+://[^/@]*:[^/@]+@", value):
+        raise ValueError("put the password in the separate *_password key (env:/file: reference), not in the URL")
+    return value
+
+
+def _check_timezone(value: str) -> str:
+    if value in ("", "site"):
+        return value
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("expected an IANA time zone name such as 'Europe/Moscow', or '' to use the site's") from None
+    return value
+
+
+def _check_prefix(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,32}", value):
+        raise ValueError("expected letters, digits and underscores only (WordPress $table_prefix), e.g. 'wp_'")
+    return value
+
+
+DbUrl = Annotated[str, AfterValidator(_check_db_url)]
+TimezoneName = Annotated[str, AfterValidator(_check_timezone)]
+TablePrefix = Annotated[str, AfterValidator(_check_prefix)]
+
+
+class WordPressSettings(_Section):
+    db_url: DbUrl = Field(description="SQLAlchemy URL of the WordPress database, read-only user recommended (sql/readonly-user.sql).")
+    db_password: Secret | None = _secret_field("Password of the WordPress database user.")
+    table_prefix: TablePrefix = Field("wp_", description="WordPress $table_prefix of the site (multisite: the sub-site prefix, e.g. 'wp_2_').")
+    base_prefix: TablePrefix | Literal[""] = Field("", description="Multisite only: network prefix of users/usermeta; '' = same as table_prefix.")
+    timezone: TimezoneName = Field("", description="Override of the site time zone (display and schedules); '' = read from wp_options.")
+    connect_timeout_seconds: int = Field(5, ge=1, le=120, description="Connect timeout for the WordPress database.")
+    include_basket_keys: bool = Field(True, description="Count used keys moved to the admin's basket as access (MemberLux itself does).")
+
+    @property
+    def users_prefix(self) -> str:
+        return self.base_prefix or self.table_prefix
+
+
+class MemberLuxSettings(_Section):
+    rest_base_url: str = Field(description="Site REST root, e.g. 'https://school.example/wp-json' (the order route is <root>/mbl/v1/order).")
+    rest_user: str = Field("", description="WordPress account (administrator) that owns the Application Password.")
+    rest_password: Secret | None = _secret_field("The Application Password of rest_user.")
+    order_dialect: Literal["woocommerce", "term_id"] = Field(
+        "woocommerce", description="'woocommerce': real module, email + product_id; 'term_id': JSON with customer/product{term_id,duration,units}.")
+    timeout_seconds: float = Field(90.0, gt=0, le=600, description="Timeout of one order call (the real call takes seconds).")
+    verify_tls: bool = Field(True, description="Verify the site's TLS certificate.")
+
+    @field_validator("rest_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("expected an http(s) URL such as 'https://school.example/wp-json'")
+        return value.rstrip("/")
+
+
+class StoreSettings(_Section):
+    url: DbUrl = Field("sqlite:///mlsidecar.sqlite", description="Our own store: SQLite file, or MariaDB/MySQL/PostgreSQL for several processes.")
+    password: Secret | None = _secret_field("Password of the store database user.")
+
+
+class SmtpSettings(_Section):
+    host: str = Field("", description="SMTP server; '' disables e-mail.")
+    port: int = Field(587, ge=1, le=65535, description="SMTP port.")
+    security: Literal["starttls", "ssl", "none"] = Field("starttls", description="Transport security.")
+    username: str = Field("", description="SMTP login ('' = no authentication).")
+    password: Secret | None = _secret_field("SMTP password.")
+    from_address: str = Field("", description="Envelope and header sender, e.g. 'school@example.org'.")
+    from_name: str = Field("", description="Display name of the sender.")
+    timeout_seconds: float = Field(30.0, gt=0, le=300, description="Connect/send timeout.")
+    max_per_minute: int = Field(60, ge=1, le=10000, description="Rate limit of outgoing messages.")
+
+    @model_validator(mode="after")
+    def _sender_when_enabled(self) -> SmtpSettings:
+        if self.host and "@" not in self.from_address:
+            raise ValueError("from_address must be an e-mail address when host is set")
+        return self
+
+
+class BridgeSettings(_Section):
+    hmac_secret: Secret | None = _secret_field("Shared secret of the legacy signed requests (X-MLGB-Signature).")
+    api_keys: dict[str, Secret] = Field(default_factory=dict, description="Named API keys accepted in X-API-Key, e.g. {amocrm = 'env:MLS_KEY_AMO'}.")
+    max_body_bytes: int = Field(65536, ge=1024, le=10_485_760, description="Largest accepted request body.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _resolve_keys(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError("expected a table of name = secret reference")
+        resolved = {}
+        for name, reference in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", str(name)):
+                raise ValueError(f"key name '{name}' must be 1-64 letters, digits, '_', '-' or '.'")
+            secret = resolve_secret(reference)
+            if secret is None:
+                raise ValueError(f"api key '{name}' is empty")
+            resolved[str(name)] = secret
+        return resolved
+
+
+class ScheduleSettings(_Section):
+    timezone: TimezoneName = Field("site", description="Zone of the daily times below: 'site' (from WordPress) or an IANA name.")
+    reminders_at: time = Field(time(9, 0), description="Daily time of the reminders run, 'HH:MM'.")
+    certificate_poll_seconds: int = Field(60, ge=5, le=3600, description="How often new certificates are looked for.")
+    outbox_poll_seconds: int = Field(5, ge=1, le=600, description="How often the outbox worker looks for due work.")
+
+
+class WebSettings(_Section):
+    host: str = Field("127.0.0.1", description="Listen address of `mlsidecar serve`.")
+    port: int = Field(8080, ge=1, le=65535, description="Listen port.")
+    workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
+    public_url: str = Field("", description="URL under which people and CRMs reach the sidecar (links in e-mails).")
+    secret_key: Secret | None = _secret_field("Signs sessions and unsubscribe links; required outside the demo.")
+    trusted_proxies: int = Field(0, ge=0, le=5, description="Number of reverse proxies whose X-Forwarded-* headers are trusted.")
+
+
+class LogSettings(_Section):
+    format: Literal["text", "json"] = Field("text", description="Log line format.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Minimum level.")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    wordpress: WordPressSettings
+    memberlux: MemberLuxSettings
+    store: StoreSettings = StoreSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    bridge: BridgeSettings = BridgeSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    web: WebSettings = WebSettings()
+    log: LogSettings = LogSettings()
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Copy of ``data`` with ``MLS_SECTION__KEY`` variables applied; unknown sections are errors."""
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    problems = []
+    sections = set(Settings.model_fields)
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        if path[0] not in sections or len(path) < 2 or not all(path):
+            problems.append(f"{name}: unknown setting (expected MLS_<SECTION>__<KEY> with a section of {sorted(sections)})")
+            continue
+        node = merged.setdefault(path[0], {})
+        for part in path[1:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _parse_env_value(raw)
+    if problems:
+        raise ConfigError(problems, "environment")
+    return merged
+
+
+def _describe(value: Any) -> str:
+    text = re.sub(r"(://[^/:@\s]*:)[^/@\s]+@", r"\1***@", repr(value))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _format_errors(error: ValidationError, secret_paths: set[str]) -> list[str]:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key")
+            continue
+        if item["type"] == "missing":
+            lines.append(f"{path}: required key is missing")
+            continue
+        shown = "<secret>" if any(path.startswith(p) for p in secret_paths) else _describe(item.get("input"))
+        lines.append(f"{path} = {shown}: {message}")
+    return lines
+
+
+def _secret_paths() -> set[str]:
+    paths = set()
+    for section_name, section_field in Settings.model_fields.items():
+        model = section_field.annotation
+        for name, field in getattr(model, "model_fields", {}).items():
+            if (field.json_schema_extra or {}).get("secret") or name == "api_keys":
+                paths.add(f"{section_name}.{name}")
+    return paths
+
+
+def settings_from_mapping(data: Mapping[str, Any], *, environ: Mapping[str, str] | None = None,
+                          source: str = "configuration") -> Settings:
+    merged = apply_env_overrides(dict(data), os.environ if environ is None else environ)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, _secret_paths()), source) from None
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.exists():
+            return candidate
+    raise ConfigError([f"no configuration file: pass --config, set {CONFIG_ENV}, or create "
+                       + " or ".join(str(p) for p in DEFAULT_CONFIG_PATHS)
+                       + " (start from config.example.toml)"])
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None) -> Settings:
+    file = find_config_file(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"cannot read {file}: {exc.strerror or exc}"], str(file)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{file} is not UTF-8 text"], str(file)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"TOML syntax: {exc}"], str(file)) from None
+    return settings_from_mapping(data, environ=environ, source=str(file))
+
+
+def with_password(url: str, password: Secret | None) -> str:
+    """The URL with the password filled in, for the engine only (never log the result)."""
+    if password is None:
+        return url
+    from sqlalchemy import make_url
+
+    return make_url(url).set(password=password.reveal()).render_as_string(hide_password=False)
+
+
+def describe_settings(settings: Settings) -> dict[str, Any]:
+    """A JSON-safe view with secrets replaced by where they come from."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, Secret):
+            return f"<secret from {value.origin.split(':')[0]}>"
+        if isinstance(value, BaseModel):
+            return {k: clean(getattr(value, k)) for k in type(value).model_fields}
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, time):
+            return value.strftime("%H:%M")
+        return value
+
+    return clean(settings)

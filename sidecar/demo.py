@@ -1,0 +1,108 @@
+"""`mlsidecar demo`: an emulated MemberLux site with realistic data and the sidecar, in one process.
+
+Nothing to install or configure: the site lives in a SQLite file under ``--data-dir``, the emulator
+serves its REST API on one port, the sidecar (web app + scheduler) on another.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import click
+import sqlalchemy as sa
+
+from sidecar.config import settings_from_mapping
+from sidecar.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+DEMO_APP_USER = "admin"
+SITE_FILE = "wordpress.sqlite"
+STORE_FILE = "store.sqlite"
+MARKER_FILE = "seeded.txt"
+
+
+def demo_settings(data_dir: Path, emulator_url: str, app_password: str, port: int, host: str):
+    return settings_from_mapping({
+        "wordpress": {"db_url": f"sqlite:///{(data_dir / SITE_FILE).resolve()}", "table_prefix": "wp_"},
+        "memberlux": {"rest_base_url": emulator_url + "/wp-json", "rest_user": DEMO_APP_USER,
+                      "rest_password": app_password, "timeout_seconds": 60},
+        "store": {"url": f"sqlite:///{(data_dir / STORE_FILE).resolve()}"},
+        "web": {"host": host, "port": max(port, 1), "public_url": f"http://{host}:{port}",
+                "secret_key": secrets.token_hex(32)},
+        "log": {"format": "text", "level": "INFO"},
+    }, environ={}, source="demo settings")
+
+
+def _prepare_site(data_dir: Path, users: int, levels: int, seed: int, fresh: bool) -> dict:
+    from sidecar.devstack.site import build_demo_site
+
+    site_file, marker = data_dir / SITE_FILE, data_dir / MARKER_FILE
+    wanted = f"users={users} levels={levels} seed={seed}"
+    if fresh or not site_file.exists() or not marker.exists() or marker.read_text().split("\n")[0] != wanted:
+        for stale in (site_file, data_dir / STORE_FILE):
+            stale.unlink(missing_ok=True)
+        started = time.monotonic()
+        click.echo(f"building the demo site ({users} learners, {levels} levels, seed {seed})…", err=True)
+        summary = build_demo_site(f"sqlite:///{site_file.resolve()}", users=users, levels=levels, seed=seed,
+                                  today=datetime.now(timezone.utc).date(), fresh=True)
+        marker.write_text(f"{wanted}\nbuilt {date.today()} in {time.monotonic() - started:.1f} s\n")
+        return summary.as_dict()
+    return {}
+
+
+def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users: int, levels: int, seed: int,
+             fresh: bool, exit_after: float | None = None) -> None:
+    from sidecar.app import create_app
+    from sidecar.bootstrap import build_runtime
+    from sidecar.devstack.emulator import create_emulator_app
+    from sidecar.devstack.seed import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD
+    from sidecar.devstack.server import serve_in_thread
+    from sidecar.store import db as store_db
+    from sidecar.worker import build_scheduler
+
+    started = time.monotonic()
+    configure_logging("text", "INFO")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_site(data_dir, users, levels, seed, fresh)
+
+    app_password = secrets.token_urlsafe(18)
+    site_engine = sa.create_engine(f"sqlite:///{(data_dir / SITE_FILE).resolve()}",
+                                   connect_args={"timeout": 30, "check_same_thread": False})
+    emulator = create_emulator_app(site_engine, prefix="wp_", app_user=DEMO_APP_USER, app_password=app_password,
+                                   dialect="both")
+    emulator_url, stop_emulator = serve_in_thread(emulator, host=host, port=emulator_port)
+
+    settings = demo_settings(data_dir, emulator_url, app_password, port, host)
+    store_engine = store_db.create_store_engine(f"sqlite:///{(data_dir / STORE_FILE).resolve()}")
+    store_db.upgrade(store_engine)
+    store_engine.dispose()
+    runtime = build_runtime(settings)
+    scheduler = build_scheduler(runtime, background=True)
+    scheduler.start()
+    sidecar_url, stop_sidecar = serve_in_thread(create_app(runtime), host=host, port=port)
+
+    click.echo("")
+    click.echo(f"  mlsidecar demo is running (ready in {time.monotonic() - started:.1f} s)")
+    click.echo(f"  sidecar:        {sidecar_url}/")
+    click.echo(f"  emulated site:  {emulator_url}/wp-json/  (MemberLux {runtime.reader.option('wpm_version')})")
+    click.echo(f"  demo admin:     login '{DEMO_ADMIN_LOGIN}', password '{DEMO_ADMIN_PASSWORD}'")
+    click.echo(f"  data:           {data_dir.resolve()}  (delete it or pass --fresh to rebuild)")
+    click.echo("  Ctrl-C stops everything.")
+    click.echo("")
+    stop = threading.Event()
+    try:
+        stop.wait(exit_after) if exit_after is not None else stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.shutdown(wait=False)
+        stop_sidecar()
+        stop_emulator()
+        runtime.close()
+        site_engine.dispose()

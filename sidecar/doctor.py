@@ -1,0 +1,240 @@
+"""`mlsidecar doctor`: every dependency checked once, in the order an operator would fix them.
+
+Each check returns OK, WARN or FAIL with a sentence that says what to do. Checks after a failed
+prerequisite are reported as skipped rather than crashing with a cascade of secondary errors.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from sidecar.bootstrap import store_url, wordpress_url
+from sidecar.config import Settings
+from sidecar.memberlux import wpdata
+from sidecar.memberlux.reader import MemberLuxReader
+from sidecar.memberlux.rest import MemberLuxRestClient, RestError
+from sidecar.memberlux.schema import SiteSchema, connect_wordpress, reflect_site
+from sidecar.status import HEARTBEAT_JOB
+from sidecar.store import db as store_db
+from sidecar.store import leases
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    seconds: float = 0.0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+class Doctor:
+    def __init__(self, settings: Settings, *, rest_client: MemberLuxRestClient | None = None) -> None:
+        self.settings = settings
+        self.rest_client = rest_client
+        self.wp_engine: sa.Engine | None = None
+        self.site: SiteSchema | None = None
+        self.store_engine: sa.Engine | None = None
+
+    def run(self) -> Iterator[Check]:
+        steps: list[tuple[str, Callable[[], tuple[str, str]], tuple[str, ...]]] = [
+            ("WordPress database", self.wordpress_connect, ()),
+            ("Read-only access", self.read_only, ("wp",)),
+            ("MemberLux tables", self.tables, ("wp",)),
+            ("Optional modules", self.modules, ("site",)),
+            ("Site time zone", self.timezone, ("site",)),
+            ("Payments auto-activation", self.auto_activation, ("site",)),
+            ("MemberLux REST API", self.rest, ()),
+            ("Store database", self.store, ()),
+            ("Store migrations", self.migrations, ("store",)),
+            ("Background worker", self.worker, ("store_current",)),
+            ("SMTP", self.smtp, ()),
+        ]
+        for name, step, needs in steps:
+            missing = [n for n in needs if not self._have(n)]
+            if missing:
+                yield Check(name, SKIP, "skipped: an earlier check failed")
+                continue
+            started = time.monotonic()
+            try:
+                status, detail = step()
+            except Exception as exc:  # noqa: BLE001 - a check that crashes is a failed check
+                status, detail = FAIL, _first_line(exc)
+            yield Check(name, status, detail, time.monotonic() - started)
+
+    def close(self) -> None:
+        for engine in (self.wp_engine, self.store_engine):
+            if engine is not None:
+                engine.dispose()
+
+    def _have(self, what: str) -> bool:
+        if what == "wp":
+            return self.wp_engine is not None
+        if what == "site":
+            return self.site is not None
+        if what == "store":
+            return self.store_engine is not None
+        if what == "store_current":
+            return self.store_engine is not None and store_db.is_current(self.store_engine)
+        raise ValueError(what)
+
+    @property
+    def reader(self) -> MemberLuxReader:
+        assert self.wp_engine is not None and self.site is not None
+        return MemberLuxReader(self.wp_engine, self.site)
+
+    # --- WordPress ----------------------------------------------------------------------------
+    def wordpress_connect(self) -> tuple[str, str]:
+        wp = self.settings.wordpress
+        engine = connect_wordpress(wordpress_url(self.settings), connect_timeout=wp.connect_timeout_seconds)
+        with engine.connect() as conn:
+            version = conn.execute(sa.text("SELECT VERSION()")).scalar() if engine.dialect.name == "mysql" \
+                else "SQLite " + str(conn.execute(sa.text("SELECT sqlite_version()")).scalar())
+        self.wp_engine = engine
+        return OK, f"connected ({version})"
+
+    def read_only(self) -> tuple[str, str]:
+        engine = self.wp_engine
+        assert engine is not None
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                flag = conn.execute(sa.text("PRAGMA query_only")).scalar()
+                return (OK, "database opened read-only (mode=ro, query_only)") if flag else (FAIL, "query_only is off")
+            ro = conn.execute(sa.text("SELECT @@session.tx_read_only")).scalar()
+            grants = [row[0] for row in conn.execute(sa.text("SHOW GRANTS FOR CURRENT_USER()"))]
+        writes = [g for g in grants if any(w in g.upper() for w in ("ALL PRIVILEGES", "INSERT", "UPDATE", "DELETE"))]
+        if not ro:
+            return FAIL, "the session is not read-only"
+        if writes:
+            return WARN, ("sessions are read-only, but the MySQL user could write "
+                          f"({len(writes)} grant(s) with write privileges); use the SELECT-only user of sql/readonly-user.sql")
+        return OK, "read-only sessions and a SELECT-only MySQL user"
+
+    def tables(self) -> tuple[str, str]:
+        wp = self.settings.wordpress
+        assert self.wp_engine is not None
+        self.site = reflect_site(self.wp_engine, wp.table_prefix, wp.base_prefix or None)
+        keys = self.reader.count_rows("memberlux_term_keys")
+        return OK, (f"{len(self.site.tables)} tables reflected in {self.site.reflected_in_seconds * 1000:.0f} ms "
+                    f"(prefix '{self.site.prefix}'); {keys} key rows")
+
+    def modules(self) -> tuple[str, str]:
+        assert self.site is not None
+        off = [name for name, present in self.site.features.items() if not present]
+        if off:
+            return WARN, "; ".join(self.site.notices) or f"missing: {', '.join(off)}"
+        return OK, "certificates, webhooks, auto-responder and WooCommerce tables present"
+
+    def timezone(self) -> tuple[str, str]:
+        override = self.settings.wordpress.timezone
+        tz = self.reader.site_timezone()
+        detail = f"{tz.tz} (from {tz.source})"
+        if override:
+            detail = f"{override} (config override; WordPress says {tz.tz})"
+        if tz.warning and not override:
+            return WARN, detail + f": {tz.warning}"
+        return OK, detail + "; key dates are compared as UTC days, the zone is for display and schedules"
+
+    def auto_activation(self) -> tuple[str, str]:
+        options = wpdata.maybe_unserialize(self.reader.option("wpm_main_options"))
+        mblp = options.get("mblp") if isinstance(options, dict) else None
+        value = mblp.get("auto_activation") if isinstance(mblp, dict) else None
+        if value == "on":
+            return OK, "wpm_main_options.mblp.auto_activation is on: orders activate their keys"
+        return WARN, (f"wpm_main_options.mblp.auto_activation is {value!r}: orders through /mbl/v1/order would "
+                      "create keys that are only e-mailed, not activated; switch it on in MEMBERLUX PAYMENTS")
+
+    # --- REST -------------------------------------------------------------------------------
+    def rest(self) -> tuple[str, str]:
+        ml = self.settings.memberlux
+        if not ml.rest_user or ml.rest_password is None:
+            return FAIL, "memberlux.rest_user and memberlux.rest_password (an Application Password) are required"
+        client = self.rest_client or MemberLuxRestClient(ml.rest_base_url, ml.rest_user, ml.rest_password.reveal(),
+                                                         timeout=min(ml.timeout_seconds, 15), verify_tls=ml.verify_tls)
+        try:
+            index = client.index()
+            namespaces = index.get("namespaces") or []
+            if "mbl/v1" not in namespaces:
+                return FAIL, ("the site does not serve the mbl/v1 namespace: enable the MemberLux API & webhooks "
+                              "module (licence type api or fullpackaccess)")
+            me = client.current_user()
+        except RestError as exc:
+            return FAIL, str(exc)
+        capabilities = me.get("capabilities") or {}
+        who = me.get("username") or me.get("slug") or me.get("name") or "?"
+        if not capabilities.get("manage_options"):
+            return FAIL, f"authenticated as '{who}', who lacks manage_options: orders would be refused with 403"
+        return OK, f"mbl/v1 served; authenticated as '{who}' with manage_options"
+
+    # --- store --------------------------------------------------------------------------------
+    def store(self) -> tuple[str, str]:
+        engine = store_db.create_store_engine(store_url(self.settings))
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        store_db.guard_separate(self.settings.store.url, self.settings.wordpress.db_url, engine,
+                                self.settings.wordpress.table_prefix)
+        self.store_engine = engine
+        return OK, f"reachable ({engine.dialect.name}), separate from WordPress"
+
+    def migrations(self) -> tuple[str, str]:
+        assert self.store_engine is not None
+        current, head = store_db.current_revision(self.store_engine), store_db.head_revision()
+        if current == head:
+            return OK, f"at {head}"
+        return FAIL, f"at {current or 'no revision'}, code expects {head}: run `mlsidecar db upgrade`"
+
+    def worker(self) -> tuple[str, str]:
+        assert self.store_engine is not None
+        lease = leases.get(store_db.session_factory(self.store_engine), HEARTBEAT_JOB)
+        if lease is None or lease.last_finished_at is None:
+            return WARN, "no worker has run yet: start `mlsidecar worker` (scheduled jobs run only there)"
+        from datetime import datetime, timezone
+
+        age = datetime.now(timezone.utc) - lease.last_finished_at
+        if age > timedelta(minutes=5):
+            return WARN, f"last heartbeat {int(age.total_seconds() // 60)} min ago from {lease.holder}: is the worker running?"
+        return OK, f"heartbeat {int(age.total_seconds())} s ago from {lease.holder}"
+
+    # --- SMTP ---------------------------------------------------------------------------------
+    def smtp(self) -> tuple[str, str]:
+        smtp = self.settings.smtp
+        if not smtp.host:
+            return WARN, "smtp.host is empty: e-mail (reminders, notifications) is disabled"
+        context = ssl.create_default_context()
+        if smtp.security == "ssl":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds, context=context)
+        else:
+            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
+        try:
+            client.ehlo()
+            if smtp.security == "starttls":
+                client.starttls(context=context)
+                client.ehlo()
+            if smtp.username:
+                client.login(smtp.username, smtp.password.reveal() if smtp.password else "")
+        finally:
+            try:
+                client.quit()
+            except smtplib.SMTPException:
+                client.close()
+        auth = " and logged in" if smtp.username else ""
+        return OK, f"{smtp.host}:{smtp.port} answered ({smtp.security}){auth}"
+
+
+def render_table(checks: list[Check]) -> str:
+    marks = {OK: "OK  ", WARN: "WARN", FAIL: "FAIL", SKIP: "SKIP"}
+    width = max(len(c.name) for c in checks)
+    return "\n".join(f"{marks[c.status]}  {c.name.ljust(width)}  {c.detail}" for c in checks)

@@ -1,0 +1,1 @@
+"""Pure domain rules of the sidecar (no I/O)."""

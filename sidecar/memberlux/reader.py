@@ -1,0 +1,487 @@
+"""The read queries against a MemberLux site.
+
+SELECT only, built with SQLAlchemy Core on the reflected tables of :class:`SiteSchema`. Values
+come back normalised (zero dates -> ``None``, NULL flags -> ``False``...) as plain dataclasses, so
+the domain never sees a driver quirk. Two things are never selected: ``memberlux_auto_auth`` (not
+even reflected) and ``users.user_pass`` outside :meth:`MemberLuxReader.password_hash_for_login`.
+
+Orphans (key or certificate rows whose user or level was deleted) are normal data: look-ups for
+the missing user or level simply return nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+
+from sidecar.domain.access import (
+    KEY_STATUS_EXPIRED,
+    KEY_STATUS_NEW,
+    KEY_STATUS_USED,
+    KEY_TYPE_BASKET,
+    KEY_TYPE_TERM,
+    UNITS_DAYS,
+    UNITS_MONTHS,
+    KeyRow,
+)
+from sidecar.memberlux.schema import SiteSchema, parse_date, parse_datetime
+from sidecar.memberlux.wpdata import SiteTimezone, WpDataError, capabilities, maybe_unserialize, site_timezone
+
+__all__ = [
+    "LEVEL_TAXONOMY",
+    "Level",
+    "WpUser",
+    "CertificateRow",
+    "PasswordRecord",
+    "OrphanCounts",
+    "ancestors_from_parents",
+    "MemberLuxReader",
+]
+
+LEVEL_TAXONOMY = "wpm-levels"
+_STATUSES = frozenset({KEY_STATUS_NEW, KEY_STATUS_USED, KEY_STATUS_EXPIRED})
+_KEY_TYPES = frozenset({KEY_TYPE_TERM, KEY_TYPE_BASKET})
+_IN_CHUNK = 500  # bound IN (...) lists; MySQL handles more, but plans and packets stay small
+_UTM_LENGTH = 60  # keys_meta.utm_* width; MemberLux truncates longer values on write
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """An access level: a term of the ``wpm-levels`` taxonomy. ``parent`` 0 = top level."""
+
+    term_id: int
+    name: str
+    slug: str
+    parent: int
+
+
+@dataclass(frozen=True, slots=True)
+class WpUser:
+    id: int
+    login: str
+    email: str
+    display_name: str
+    first_name: str
+    last_name: str
+    blocked: bool  # usermeta wpm_status = 'inactive': no access whatever the keys say
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRow:
+    """A row of ``memberlux_certificate`` (certificates module). ``custom_fields`` is decoded."""
+
+    certificate_id: int
+    user_id: int
+    level_id: int
+    certificate_name: str
+    template_id: int | None
+    graduate_first_name: str
+    graduate_last_name: str
+    graduate_surname: str  # patronymic
+    date_issue: date | None
+    create_date: date | None
+    series: str
+    number: str
+    responsible_person: int | None
+    course_name: str
+    custom_fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PasswordRecord:
+    """What an admin login check needs; the hash stays out of reprs and logs."""
+
+    user_id: int
+    login: str
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanCounts:
+    """Activated key rows pointing at a deleted user or a deleted level."""
+
+    missing_user: int
+    missing_level: int
+
+
+def ancestors_from_parents(parents: Mapping[int, int], term_id: int) -> list[int]:
+    """Ancestors of ``term_id``, nearest first, from a ``{term_id: parent}`` map.
+
+    Stops at a top level (parent 0), at a parent that is not a level any more, and at a cycle
+    (WordPress does not prevent one when parents are edited directly in the database).
+    """
+    result: list[int] = []
+    seen = {term_id}
+    current = parents.get(term_id, 0)
+    while current and current in parents and current not in seen:
+        result.append(current)
+        seen.add(current)
+        current = parents[current]
+    return result
+
+
+def _chunks(values: Iterable[int], size: int = _IN_CHUNK) -> Iterator[list[int]]:
+    batch: list[int] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _key_row(row: sa.Row) -> KeyRow:
+    status = row.status if row.status in _STATUSES else KEY_STATUS_NEW
+    key_type = row.key_type if row.key_type in _KEY_TYPES else KEY_TYPE_TERM
+    return KeyRow(
+        key_id=int(row.id),
+        user_id=None if row.user_id is None else int(row.user_id),
+        term_id=None if row.term_id is None else int(row.term_id),
+        status=status,
+        key_type=key_type,
+        is_banned=bool(row.is_banned),
+        is_unlimited=bool(row.is_unlimited),
+        duration=int(row.duration or 0),
+        # MemberLux coerces every unit other than 'days' to 'months' on write; mirror that.
+        units=UNITS_DAYS if row.units == UNITS_DAYS else UNITS_MONTHS,
+        date_start=parse_date(row.date_start),
+        date_end=parse_date(row.date_end),
+        date_registered=parse_date(row.date_registered),
+        activated_at=parse_datetime(row.activation_datetime),
+    )
+
+
+class MemberLuxReader:
+    """Read-only queries on one site. Thread-safe: every call takes its own pooled connection."""
+
+    def __init__(self, engine: sa.Engine, schema: SiteSchema) -> None:
+        self.engine = engine
+        self.schema = schema
+        self._casefold_sql = engine.dialect.name == "sqlite"
+
+    # --- options ---------------------------------------------------------------------------------
+
+    def option(self, name: str, default: Any = None, *, unserialize: bool = False) -> Any:
+        """The raw ``option_value`` (or ``default``); ``unserialize=True`` applies ``maybe_unserialize``."""
+        value = self.options([name]).get(name)
+        if value is None:
+            return default
+        return maybe_unserialize(value) if unserialize else value
+
+    def options(self, names: Iterable[str]) -> dict[str, str]:
+        """Raw values of the named options that exist."""
+        options = self.schema.table("options")
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return {}
+        stmt = sa.select(options.c.option_name, options.c.option_value).where(options.c.option_name.in_(wanted))
+        with self.engine.connect() as conn:
+            return {row.option_name: _text(row.option_value) for row in conn.execute(stmt)}
+
+    def site_timezone(self) -> SiteTimezone:
+        """The zone from WordPress settings; a configured override is the caller's business."""
+        values = self.options(["timezone_string", "gmt_offset"])
+        return site_timezone(values.get("timezone_string"), values.get("gmt_offset"))
+
+    # --- levels ----------------------------------------------------------------------------------
+
+    def _levels_stmt(self) -> sa.Select:
+        terms, tt = self.schema.table("terms"), self.schema.table("term_taxonomy")
+        stmt = (
+            sa.select(terms.c.term_id, terms.c.name, terms.c.slug, tt.c.parent)
+            .join(tt, tt.c.term_id == terms.c.term_id)
+            .where(tt.c.taxonomy == LEVEL_TAXONOMY)
+        )
+        if "custom_order" in tt.c:  # MemberLux's own ordering column (core.md 1.1)
+            stmt = stmt.order_by(tt.c.custom_order)
+        return stmt.order_by(terms.c.name, terms.c.term_id)
+
+    @staticmethod
+    def _level(row: sa.Row) -> Level:
+        return Level(int(row.term_id), _text(row.name), _text(row.slug), int(row.parent or 0))
+
+    def levels(self) -> list[Level]:
+        with self.engine.connect() as conn:
+            return [self._level(row) for row in conn.execute(self._levels_stmt())]
+
+    def level(self, term_id: int) -> Level | None:
+        stmt = self._levels_stmt().where(self.schema.table("terms").c.term_id == term_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else self._level(row)
+
+    def level_parents(self) -> dict[int, int]:
+        tt = self.schema.table("term_taxonomy")
+        stmt = sa.select(tt.c.term_id, tt.c.parent).where(tt.c.taxonomy == LEVEL_TAXONOMY)
+        with self.engine.connect() as conn:
+            return {int(row.term_id): int(row.parent or 0) for row in conn.execute(stmt)}
+
+    def ancestors(self, term_id: int) -> list[int]:
+        """Ancestor level ids, nearest first (keys of any of them also open ``term_id``)."""
+        return ancestors_from_parents(self.level_parents(), term_id)
+
+    def level_meta(self, term_id: int) -> dict[str, str]:
+        """termmeta of a level; for repeated keys the first row wins, as in ``get_term_meta``."""
+        tm = self.schema.table("termmeta")
+        stmt = (
+            sa.select(tm.c.meta_key, tm.c.meta_value)
+            .where(tm.c.term_id == term_id)
+            .order_by(tm.c.meta_id)
+        )
+        meta: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(stmt):
+                if row.meta_key is not None:
+                    meta.setdefault(row.meta_key, _text(row.meta_value))
+        return meta
+
+    def existing_level_ids(self, term_ids: Iterable[int]) -> set[int]:
+        tt = self.schema.table("term_taxonomy")
+        found: set[int] = set()
+        with self.engine.connect() as conn:
+            for batch in _chunks(dict.fromkeys(term_ids)):
+                stmt = sa.select(tt.c.term_id).where(tt.c.taxonomy == LEVEL_TAXONOMY, tt.c.term_id.in_(batch))
+                found.update(int(v) for v in conn.execute(stmt).scalars())
+        return found
+
+    # --- users -----------------------------------------------------------------------------------
+
+    _USER_META = ("first_name", "last_name", "wpm_status")
+
+    def _user_columns(self) -> list[sa.Column]:
+        users = self.schema.table("users")
+        # Explicit list: user_pass must never ride along by accident.
+        return [users.c.ID, users.c.user_login, users.c.user_email, users.c.display_name]
+
+    def _users(self, conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[WpUser]:
+        users, um = self.schema.table("users"), self.schema.table("usermeta")
+        rows = conn.execute(sa.select(*self._user_columns()).where(where).order_by(users.c.ID)).all()
+        if not rows:
+            return []
+        meta: dict[int, dict[str, str]] = {}
+        for batch in _chunks(int(r.ID) for r in rows):
+            stmt = (
+                sa.select(um.c.user_id, um.c.meta_key, um.c.meta_value)
+                .where(um.c.user_id.in_(batch), um.c.meta_key.in_(self._USER_META))
+                .order_by(um.c.umeta_id)
+            )
+            for m in conn.execute(stmt):
+                meta.setdefault(int(m.user_id), {}).setdefault(m.meta_key, _text(m.meta_value))
+        return [
+            WpUser(
+                id=int(r.ID), login=_text(r.user_login), email=_text(r.user_email),
+                display_name=_text(r.display_name),
+                first_name=meta.get(int(r.ID), {}).get("first_name", ""),
+                last_name=meta.get(int(r.ID), {}).get("last_name", ""),
+                blocked=meta.get(int(r.ID), {}).get("wpm_status", "").strip() == "inactive",
+            )
+            for r in rows
+        ]
+
+    def user(self, user_id: int) -> WpUser | None:
+        with self.engine.connect() as conn:
+            found = self._users(conn, self.schema.table("users").c.ID == user_id)
+        return found[0] if found else None
+
+    def users(self, user_ids: Iterable[int]) -> dict[int, WpUser]:
+        """Several users at once (for reports); missing ids are simply absent."""
+        result: dict[int, WpUser] = {}
+        users = self.schema.table("users")
+        with self.engine.connect() as conn:
+            for batch in _chunks(dict.fromkeys(user_ids)):
+                result.update((u.id, u) for u in self._users(conn, users.c.ID.in_(batch)))
+        return result
+
+    def _ci_equals(self, column: sa.Column, value: str) -> sa.ColumnElement[bool]:
+        # MySQL compares with the column's case-insensitive collation and uses the index; SQLite
+        # gets the Python casefold registered by connect_wordpress.
+        if self._casefold_sql:
+            return sa.func.casefold(column) == value.casefold()
+        return column == value
+
+    def user_by_email(self, email: str) -> WpUser | None:
+        """Case-insensitive look-up; the lowest user id wins if WordPress let duplicates in."""
+        wanted = email.strip()
+        if not wanted:
+            return None
+        with self.engine.connect() as conn:
+            found = self._users(conn, self._ci_equals(self.schema.table("users").c.user_email, wanted))
+        # Re-check in Python: some collations (utf8mb4_unicode_ci) treat all emoji as equal.
+        matches = [u for u in found if u.email.strip().casefold() == wanted.casefold()]
+        return matches[0] if matches else None
+
+    def existing_user_ids(self, user_ids: Iterable[int]) -> set[int]:
+        users = self.schema.table("users")
+        found: set[int] = set()
+        with self.engine.connect() as conn:
+            for batch in _chunks(dict.fromkeys(user_ids)):
+                found.update(int(v) for v in conn.execute(sa.select(users.c.ID).where(users.c.ID.in_(batch))).scalars())
+        return found
+
+    def user_roles(self, user_id: int, capabilities_prefix: str | None = None) -> set[str]:
+        """Roles from usermeta ``{prefix}capabilities``; on multisite pass the site prefix (default)."""
+        um = self.schema.table("usermeta")
+        key = f"{capabilities_prefix if capabilities_prefix is not None else self.schema.prefix}capabilities"
+        stmt = (
+            sa.select(um.c.meta_value)
+            .where(um.c.user_id == user_id, um.c.meta_key == key)
+            .order_by(um.c.umeta_id)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return capabilities(conn.execute(stmt).scalar())
+
+    def password_hash_for_login(self, login_or_email: str) -> PasswordRecord | None:
+        """The stored hash for an admin login; by login first, then by e-mail, as WordPress does."""
+        users = self.schema.table("users")
+        wanted = login_or_email.strip()
+        if not wanted:
+            return None
+        columns = (users.c.ID, users.c.user_login, users.c.user_email, users.c.user_pass)
+        with self.engine.connect() as conn:
+            for column, attr in ((users.c.user_login, "user_login"), (users.c.user_email, "user_email")):
+                stmt = sa.select(*columns).where(self._ci_equals(column, wanted)).order_by(users.c.ID)
+                for row in conn.execute(stmt):
+                    if _text(getattr(row, attr)).strip().casefold() == wanted.casefold():
+                        return PasswordRecord(int(row.ID), _text(row.user_login), _text(row.user_pass))
+        return None
+
+    # --- keys ------------------------------------------------------------------------------------
+
+    def _key_stmt(self) -> sa.Select:
+        tk, km = self.schema.table("memberlux_term_keys"), self.schema.table("memberlux_keys_meta")
+        # is_unlimited was added by ALTER TABLE in 2.9.9.9.5; a site that skipped the repair lacks it.
+        unlimited = tk.c.is_unlimited if "is_unlimited" in tk.c else sa.literal(0)
+        return (
+            sa.select(
+                tk.c.id, tk.c.user_id, tk.c.term_id, tk.c.status, tk.c.key_type, tk.c.is_banned,
+                unlimited.label("is_unlimited"), tk.c.duration, tk.c.units, tk.c.date_start,
+                tk.c.date_end, tk.c.date_registered, km.c.activation_datetime,
+            )
+            .select_from(tk.outerjoin(km, km.c.key_id == tk.c.id))
+            # Rows without an owner or a level cannot grant anything (unused codes, basket anomalies).
+            .where(tk.c.user_id.is_not(None), tk.c.term_id.is_not(None))
+        )
+
+    def key_rows(self, user_id: int, term_ids: Iterable[int] | None = None) -> list[KeyRow]:
+        """All key rows of a user (optionally only for some levels), oldest first."""
+        tk = self.schema.table("memberlux_term_keys")
+        stmt = self._key_stmt().where(tk.c.user_id == user_id)
+        if term_ids is not None:
+            ids = list(dict.fromkeys(term_ids))
+            if not ids:
+                return []
+            stmt = stmt.where(tk.c.term_id.in_(ids))
+        with self.engine.connect() as conn:
+            return [_key_row(row) for row in conn.execute(stmt.order_by(tk.c.id))]
+
+    def key_rows_for_level(self, term_id: int, *, chunk_size: int = 2000) -> Iterator[KeyRow]:
+        """Every owned row of a level, grouped by user (ordered by user_id, id), streamed.
+
+        A server-side cursor keeps memory flat on levels with 10^5 rows; the connection stays
+        checked out until the iterator is exhausted or closed.
+        """
+        tk = self.schema.table("memberlux_term_keys")
+        stmt = self._key_stmt().where(tk.c.term_id == term_id).order_by(tk.c.user_id, tk.c.id)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=chunk_size).execute(stmt)
+            for row in result:
+                yield _key_row(row)
+
+    def key_ids_by_utm_id(self, utm_id: str) -> list[int]:
+        """Key rows whose activation carried ``utm_id`` (how an unknown REST outcome is resolved)."""
+        km = self.schema.table("memberlux_keys_meta")
+        width = getattr(km.c.utm_id.type, "length", None) or _UTM_LENGTH
+        stmt = sa.select(km.c.key_id).where(km.c.utm_id == utm_id[:width]).order_by(km.c.key_id)
+        with self.engine.connect() as conn:
+            return [int(v) for v in conn.execute(stmt).scalars()]
+
+    def is_orphan(self, row: KeyRow) -> bool:
+        """True when the row's user or level no longer exists (such rows grant nothing)."""
+        if row.user_id is None or row.term_id is None:
+            return True
+        return not self.existing_user_ids([row.user_id]) or not self.existing_level_ids([row.term_id])
+
+    def count_orphan_keys(self) -> OrphanCounts:
+        """For the doctor: full scans of term_keys, do not call per request."""
+        tk = self.schema.table("memberlux_term_keys")
+        users, tt = self.schema.table("users"), self.schema.table("term_taxonomy")
+        no_user = (
+            sa.select(sa.func.count())
+            .select_from(tk.outerjoin(users, users.c.ID == tk.c.user_id))
+            .where(tk.c.user_id.is_not(None), users.c.ID.is_(None))
+        )
+        no_level = (
+            sa.select(sa.func.count())
+            .select_from(tk.outerjoin(tt, sa.and_(tt.c.term_id == tk.c.term_id, tt.c.taxonomy == LEVEL_TAXONOMY)))
+            .where(tk.c.term_id.is_not(None), tk.c.user_id.is_not(None), tt.c.term_taxonomy_id.is_(None))
+        )
+        with self.engine.connect() as conn:
+            return OrphanCounts(int(conn.execute(no_user).scalar_one()), int(conn.execute(no_level).scalar_one()))
+
+    # --- certificates ----------------------------------------------------------------------------
+
+    def latest_certificate_id(self) -> int | None:
+        self.schema.require("certificates")
+        cert = self.schema.table("memberlux_certificate")
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(cert.c.certificate_id))).scalar()
+        return None if value is None else int(value)
+
+    def certificates_after(self, last_id: int, limit: int = 500) -> list[CertificateRow]:
+        """Certificates with ``certificate_id > last_id`` in id order (the PK is the only index)."""
+        self.schema.require("certificates")
+        cert = self.schema.table("memberlux_certificate")
+        stmt = (
+            sa.select(cert)
+            .where(cert.c.certificate_id > last_id)
+            .order_by(cert.c.certificate_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_certificate(row._mapping) for row in conn.execute(stmt)]
+
+    # --- diagnostics -----------------------------------------------------------------------------
+
+    def count_rows(self, short_name: str) -> int:
+        table = self.schema.table(short_name)
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _certificate(m: Mapping[str, Any]) -> CertificateRow:
+    try:
+        fields = maybe_unserialize(m.get("custom_fields"))
+    except WpDataError:
+        fields = None
+    return CertificateRow(
+        certificate_id=int(m["certificate_id"]),
+        user_id=int(m["user_id"]),
+        level_id=int(m["wpmlevel_id"]),
+        certificate_name=_text(m.get("certificate_name")),
+        template_id=_optional_int(m.get("certificate_template_id")),
+        graduate_first_name=_text(m.get("graduate_first_name")),
+        graduate_last_name=_text(m.get("graduate_last_name")),
+        graduate_surname=_text(m.get("graduate_surname")),
+        date_issue=parse_date(m.get("date_issue")),
+        create_date=parse_date(m.get("create_date")),
+        series=_text(m.get("series")),
+        number=_text(m.get("number")),
+        responsible_person=_optional_int(m.get("responsible_person")),
+        course_name=_text(m.get("course_name")),
+        custom_fields=fields if isinstance(fields, dict) else {},
+    )
+

@@ -1,0 +1,57 @@
+"""What the status page and `doctor` show about the running system, gathered in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from sidecar.bootstrap import Runtime
+from sidecar.store import db as store_db
+from sidecar.store import leases
+
+HEARTBEAT_JOB = "worker.heartbeat"
+
+
+@dataclass(frozen=True)
+class SystemStatus:
+    memberlux_version: str | None
+    site_timezone: str
+    timezone_source: str
+    levels: int
+    modules: dict[str, bool]
+    notices: list[str] = field(default_factory=list)
+    store_revision: str | None = None
+    store_current: bool = False
+    worker_heartbeat: datetime | None = None
+    today_utc: date | None = None
+    today_site: date | None = None
+
+
+def site_timezone(runtime: Runtime):
+    """The zone for display and schedules: the config override, else WordPress's own setting."""
+    from zoneinfo import ZoneInfo
+
+    override = runtime.settings.wordpress.timezone
+    if override:
+        return ZoneInfo(override), "config"
+    tz = runtime.reader.site_timezone()
+    return tz.tz, tz.source
+
+
+def collect(runtime: Runtime) -> SystemStatus:
+    zone, source = site_timezone(runtime)
+    heartbeat = leases.get(runtime.sessions, HEARTBEAT_JOB)
+    revision = store_db.current_revision(runtime.store_engine)
+    return SystemStatus(
+        memberlux_version=runtime.reader.option("wpm_version"),
+        site_timezone=str(zone),
+        timezone_source=source,
+        levels=len(runtime.reader.levels()),
+        modules=dict(runtime.site.features),
+        notices=list(runtime.site.notices),
+        store_revision=revision,
+        store_current=revision == store_db.head_revision(),
+        worker_heartbeat=heartbeat.last_finished_at if heartbeat else None,
+        today_utc=runtime.clock.today_utc(),
+        today_site=runtime.clock.today_in(zone),
+    )

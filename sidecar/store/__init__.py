@@ -1,0 +1,1 @@
+"""Our own state (never WordPress's): models, engine, migrations and repository functions."""

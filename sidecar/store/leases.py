@@ -1,0 +1,52 @@
+"""Named leases in the store: at most one process runs a given job at a time, across hosts.
+
+A lease is taken with one conditional UPDATE (or the INSERT of a new row, guarded by the primary
+key), so two workers racing for it cannot both win, whatever the database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sidecar.store.models import JobLease
+
+
+def try_acquire(sessions: sessionmaker[Session], name: str, holder: str, ttl: timedelta, now: datetime) -> bool:
+    expires = now + ttl
+    with sessions() as session:
+        updated = session.execute(
+            sa.update(JobLease)
+            .where(JobLease.name == name, sa.or_(JobLease.expires_at <= now, JobLease.holder == holder))
+            .values(holder=holder, expires_at=expires, last_started_at=now)
+        ).rowcount
+        if updated:
+            session.commit()
+            return True
+        session.rollback()
+    with sessions() as session:
+        try:
+            session.add(JobLease(name=name, holder=holder, expires_at=expires, last_started_at=now))
+            session.commit()
+            return True
+        except IntegrityError:
+            session.rollback()
+            return False
+
+
+def release(sessions: sessionmaker[Session], name: str, holder: str, now: datetime, outcome: str) -> None:
+    with sessions() as session:
+        session.execute(
+            sa.update(JobLease)
+            .where(JobLease.name == name, JobLease.holder == holder)
+            .values(expires_at=now, last_finished_at=now, last_outcome=outcome[:200])
+        )
+        session.commit()
+
+
+def get(sessions: sessionmaker[Session], name: str) -> JobLease | None:
+    with sessions() as session:
+        return session.get(JobLease, name)

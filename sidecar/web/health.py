@@ -1,0 +1,34 @@
+"""Liveness and readiness probes for systemd, load balancers and the docs' monitoring examples."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Blueprint, current_app, jsonify
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/healthz")
+def healthz():
+    """The process answers. Touches no database, so a slow MySQL never restarts a healthy web worker."""
+    return jsonify(status="ok")
+
+
+def _probe(engine: sa.Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure makes us not ready
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+
+
+@blueprint.get("/readyz")
+def readyz():
+    """Ready to serve: the WordPress database and our store both answer."""
+    runtime = current_app.extensions["mlsidecar"]
+    problems = {name: error for name, error in (("wordpress", _probe(runtime.wp_engine)),
+                                                ("store", _probe(runtime.store_engine))) if error}
+    if problems:
+        return jsonify(status="unavailable", problems=problems), 503
+    return jsonify(status="ready")

@@ -1,0 +1,63 @@
+"""The single scheduler: background jobs run here, never inside web workers.
+
+Each job runs under a lease in the store (``sidecar.store.leases``), so a second worker started by
+mistake (or a second host) waits instead of doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from sidecar.bootstrap import Runtime
+from sidecar.status import HEARTBEAT_JOB
+from sidecar.store import leases
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 30
+
+
+def holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_leased(runtime: Runtime, name: str, job: Callable[[Runtime], str | None], ttl: timedelta) -> bool:
+    """Run ``job`` if this process wins the lease; record the outcome. Returns whether it ran."""
+    holder = holder_name()
+    if not leases.try_acquire(runtime.sessions, name, holder, ttl, runtime.clock.now()):
+        log.debug("job %s is running elsewhere; skipped", name)
+        return False
+    outcome = "ok"
+    try:
+        outcome = job(runtime) or "ok"
+    except Exception as exc:  # noqa: BLE001 - a failing job must not kill the scheduler
+        outcome = f"failed: {type(exc).__name__}: {exc}"
+        log.exception("job %s failed", name)
+    finally:
+        leases.release(runtime.sessions, name, holder, runtime.clock.now(), outcome)
+    return True
+
+
+def heartbeat(runtime: Runtime) -> str:
+    """Proves to the status page and `doctor` that a worker is alive and can reach both databases."""
+    runtime.reader.option("wpm_version")
+    return "alive"
+
+
+def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
+    scheduler.add_job(run_leased, "interval", seconds=HEARTBEAT_SECONDS, id=HEARTBEAT_JOB,
+                      args=(runtime, HEARTBEAT_JOB, heartbeat, timedelta(seconds=HEARTBEAT_SECONDS)),
+                      max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
+
+
+def build_scheduler(runtime: Runtime, *, background: bool):
+    cls = BackgroundScheduler if background else BlockingScheduler
+    scheduler = cls(timezone="UTC", job_defaults={"misfire_grace_time": 300})
+    register_jobs(scheduler, runtime)
+    return scheduler
