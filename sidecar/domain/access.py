@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 
 __all__ = [
@@ -162,7 +162,7 @@ class AccessVerdict:
     ended_on: date | None = None
     current_period: Period | None = None
     renewed_by: KeyRow | None = None
-    underlying: AccessState | None = field(default=None)
+    underlying: AccessState | None = None
 
     @property
     def has_access(self) -> bool:
@@ -330,7 +330,7 @@ def access_ended_on(
     if not started:
         return None
     end = started[-1].end
-    if end is None or end >= day:
+    if end is None or end > day:
         return None
     return end
 

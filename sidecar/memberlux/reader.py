@@ -28,7 +28,7 @@ from sidecar.domain.access import (
     UNITS_MONTHS,
     KeyRow,
 )
-from sidecar.memberlux.schema import SiteSchema, parse_date, parse_datetime
+from sidecar.memberlux.schema import SiteSchema, cannot_store, parse_date, parse_datetime
 from sidecar.memberlux.wpdata import SiteTimezone, WpDataError, capabilities, maybe_unserialize, site_timezone
 
 __all__ = [
@@ -311,10 +311,12 @@ class MemberLuxReader:
     def user_by_email(self, email: str) -> WpUser | None:
         """Case-insensitive look-up; the lowest user id wins if WordPress let duplicates in."""
         wanted = email.strip()
-        if not wanted:
+        users = self.schema.table("users")
+        # Sites upgraded from before WordPress 4.2 may still have a utf8mb3 users table.
+        if not wanted or cannot_store(users.c.user_email, wanted):
             return None
         with self.engine.connect() as conn:
-            found = self._users(conn, self._ci_equals(self.schema.table("users").c.user_email, wanted))
+            found = self._users(conn, self._ci_equals(users.c.user_email, wanted))
         # Re-check in Python: some collations (utf8mb4_unicode_ci) treat all emoji as equal.
         matches = [u for u in found if u.email.strip().casefold() == wanted.casefold()]
         return matches[0] if matches else None
@@ -344,7 +346,7 @@ class MemberLuxReader:
         """The stored hash for an admin login; by login first, then by e-mail, as WordPress does."""
         users = self.schema.table("users")
         wanted = login_or_email.strip()
-        if not wanted:
+        if not wanted or cannot_store(users.c.user_login, wanted):
             return None
         columns = (users.c.ID, users.c.user_login, users.c.user_email, users.c.user_pass)
         with self.engine.connect() as conn:
@@ -401,6 +403,8 @@ class MemberLuxReader:
         """Key rows whose activation carried ``utm_id`` (how an unknown REST outcome is resolved)."""
         km = self.schema.table("memberlux_keys_meta")
         width = getattr(km.c.utm_id.type, "length", None) or _UTM_LENGTH
+        if cannot_store(km.c.utm_id, utm_id):
+            return []
         stmt = sa.select(km.c.key_id).where(km.c.utm_id == utm_id[:width]).order_by(km.c.key_id)
         with self.engine.connect() as conn:
             return [int(v) for v in conn.execute(stmt).scalars()]

@@ -34,6 +34,7 @@ __all__ = [
     "LenientDateTime",
     "parse_date",
     "parse_datetime",
+    "cannot_store",
     "SiteSchema",
     "connect_wordpress",
     "reflect_site",
@@ -80,6 +81,8 @@ _MODULE_CONSEQUENCES: dict[str, tuple[str, str]] = {
     "auto_responder": ("Auto-responder module", "auto-responder sequences are not shown"),
     "woocommerce": ("WooCommerce", "order look-ups are disabled"),
 }
+
+_MODULE_OF = {short: module for module, shorts in OPTIONAL_MODULE_TABLES.items() for short in shorts}
 
 _LEGACY_FLAG = "wpm_has_to_update_term_keys"
 
@@ -184,6 +187,19 @@ def _lenient_type(column_type: sa.types.TypeEngine, short_table: str | None, col
     if isinstance(column_type, sa.String) and short_table is not None:
         return _KNOWN_TEMPORAL.get(short_table, {}).get(column)
     return None
+
+
+def cannot_store(column: sa.Column, value: str) -> bool:
+    """True when ``value`` can never equal anything in ``column``.
+
+    MemberLux's own tables use the 3-byte ``utf8`` charset, which holds no character beyond U+FFFF
+    (emoji); MySQL refuses to even compare such a column with a 4-byte string ("Illegal mix of
+    collations"), so a look-up for such a value is answered without asking the server.
+    """
+    charset = getattr(column.type, "charset", None) or column.table.dialect_kwargs.get("mysql_default charset")
+    if str(charset or "").lower() not in ("utf8", "utf8mb3"):
+        return False
+    return any(ord(ch) > 0xFFFF for ch in value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,6 +346,18 @@ def _check_legacy_storage(conn: sa.Connection, options_table: str) -> None:
         )
 
 
+def _module_features(actual: dict[str, str | None], wanted: dict[str, str]) -> tuple[dict[str, bool], list[str]]:
+    features: dict[str, bool] = {}
+    notices: list[str] = []
+    for module, shorts in OPTIONAL_MODULE_TABLES.items():
+        missing = [wanted[s] for s in shorts if actual[s] is None]
+        features[module] = not missing
+        if missing:
+            label, consequence = _MODULE_CONSEQUENCES[module]
+            notices.append(f"{label} tables not found ({', '.join(missing)}): {consequence}.")
+    return features, notices
+
+
 def reflect_site(engine: sa.Engine, prefix: str, base_prefix: str | None = None) -> SiteSchema:
     """Reflect the tables the sidecar reads and work out which optional modules exist.
 
@@ -345,6 +373,7 @@ def reflect_site(engine: sa.Engine, prefix: str, base_prefix: str | None = None)
         by_lower = {name.lower(): name for name in existing}
         actual = {short: by_lower.get(full.lower()) for short, full in wanted.items()}
 
+        # Checked first: during the migration a missing key table is expected, not a wrong prefix.
         if actual["options"] is not None:
             _check_legacy_storage(conn, actual["options"])
         for short in (*REQUIRED_BASE_TABLES, *REQUIRED_SITE_TABLES):
@@ -356,17 +385,12 @@ def reflect_site(engine: sa.Engine, prefix: str, base_prefix: str | None = None)
                     + ")." + _prefix_hint(existing, short)
                 )
 
-        features: dict[str, bool] = {}
-        notices: list[str] = []
-        for module, shorts in OPTIONAL_MODULE_TABLES.items():
-            missing = [wanted[s] for s in shorts if actual[s] is None]
-            features[module] = not missing
-            if missing:
-                label, consequence = _MODULE_CONSEQUENCES[module]
-                notices.append(f"{label} tables not found ({', '.join(missing)}): {consequence}.")
-
-        present = {short: name for short, name in actual.items()
-                   if name is not None and (features.get(_module_of(short), True))}
+        features, notices = _module_features(actual, wanted)
+        # A half-installed module is left out entirely, so no query can touch a lone table of it.
+        present = {
+            short: name for short, name in actual.items()
+            if name is not None and (short not in _MODULE_OF or features[_MODULE_OF[short]])
+        }
         short_of = {name: short for short, name in present.items()}
         metadata = sa.MetaData()
 
@@ -380,16 +404,8 @@ def reflect_site(engine: sa.Engine, prefix: str, base_prefix: str | None = None)
 
     tables = {short: metadata.tables[name] for short, name in present.items()}
     elapsed = time.perf_counter() - started
-    log.info("Reflected %d WordPress tables (prefix %r, base %r) in %.3f s",
-             len(tables), prefix, base, elapsed)
+    log.debug("Reflected %d WordPress tables (prefix %r, base %r) in %.3f s", len(tables), prefix, base, elapsed)
     for notice in notices:
-        log.info(notice)
+        log.debug(notice)
     return SiteSchema(prefix=prefix, base_prefix=base, metadata=metadata, tables=tables,
                       features=features, notices=notices, reflected_in_seconds=elapsed)
-
-
-def _module_of(short_name: str) -> str | None:
-    for module, shorts in OPTIONAL_MODULE_TABLES.items():
-        if short_name in shorts:
-            return module
-    return None

@@ -223,7 +223,10 @@ class TestActivationDates:
 
 class TestQualifyingRows:
     def test_new_and_null_status_rows_are_ignored(self):
-        rows = [key(D(2034, 1, 1), D(2034, 1, 1), status=KEY_STATUS_NEW), key(D(2024, 1, 1), D(2024, 2, 1), status=None)]
+        rows = [
+            key(D(2034, 1, 1), D(2034, 1, 1), status=KEY_STATUS_NEW),
+            key(D(2024, 1, 1), D(2024, 2, 1), status=None),
+        ]
         assert qualifying_rows(rows) == []
 
     def test_used_and_expired_rows_count(self):
@@ -277,7 +280,7 @@ class TestHasAccessOn:
         assert not has_access_on([], D(2024, 1, 10))
 
     def test_expired_status_inside_its_dates_still_grants_access(self):
-        # The cron may have expired it early in a different clock, or a human edited dates; dates win.
+        # Status lags the cron and flips back and forth (core §3.3); only dates decide.
         row = key(D(2024, 1, 10), D(2024, 2, 10), status=KEY_STATUS_EXPIRED)
         assert has_access_on([row], D(2024, 1, 20))
 
@@ -343,7 +346,11 @@ class TestAccessPeriods:
         ]
 
     def test_overlapping_rows_merge_and_output_is_sorted(self):
-        rows = [key(D(2024, 3, 1), D(2024, 5, 1)), key(D(2024, 1, 1), D(2024, 2, 1)), key(D(2024, 1, 15), D(2024, 3, 15))]
+        rows = [
+            key(D(2024, 3, 1), D(2024, 5, 1)),
+            key(D(2024, 1, 1), D(2024, 2, 1)),
+            key(D(2024, 1, 15), D(2024, 3, 15)),
+        ]
         assert access_periods(rows) == [Period(D(2024, 1, 1), D(2024, 5, 1))]
 
     def test_contained_row_does_not_shorten_a_period(self):
@@ -356,14 +363,21 @@ class TestAccessPeriods:
             key(D(2024, 5, 1), D(2024, 6, 1), unlimited=True),
             key(D(2024, 7, 1), D(2024, 8, 1)),
         ]
-        assert access_periods(rows) == [Period(D(2024, 1, 1), D(2024, 2, 1)), Period(D(2024, 5, 1), None)]
+        assert access_periods(rows) == [
+            Period(D(2024, 1, 1), D(2024, 2, 1)),
+            Period(D(2024, 5, 1), None),
+        ]
 
     def test_unlimited_row_joins_an_adjacent_limited_period(self):
         rows = [key(D(2024, 1, 1), D(2024, 2, 1)), key(D(2024, 2, 1), D(2024, 1, 1), unlimited=True)]
         assert access_periods(rows) == [Period(D(2024, 1, 1), None)]
 
     def test_zero_length_row_gives_no_period_and_bridges_nothing(self):
-        rows = [key(D(2024, 1, 1), D(2024, 2, 1)), key(D(2024, 2, 5), D(2024, 2, 5), duration=0), key(D(2024, 3, 1), D(2024, 4, 1))]
+        rows = [
+            key(D(2024, 1, 1), D(2024, 2, 1)),
+            key(D(2024, 2, 5), D(2024, 2, 5), duration=0),
+            key(D(2024, 3, 1), D(2024, 4, 1)),
+        ]
         assert access_periods(rows) == [
             Period(D(2024, 1, 1), D(2024, 2, 1)),
             Period(D(2024, 3, 1), D(2024, 4, 1)),
@@ -431,7 +445,10 @@ class TestAccessEndedOn:
         assert access_ended_on(rows, D(2024, 2, 20)) == D(2024, 2, 1)
 
     def test_basket_row_expiry_follows_the_policy(self):
-        rows = [key(D(2024, 1, 1), D(2024, 2, 1)), key(D(2024, 2, 1), D(2024, 3, 1), key_type=KEY_TYPE_BASKET)]
+        rows = [
+            key(D(2024, 1, 1), D(2024, 2, 1)),
+            key(D(2024, 2, 1), D(2024, 3, 1), key_type=KEY_TYPE_BASKET),
+        ]
         assert access_ended_on(rows, D(2024, 2, 10)) is None
         assert access_ended_on(rows, D(2024, 2, 10), NO_BASKET) == D(2024, 2, 1)
 
@@ -459,7 +476,10 @@ class TestLastEnd:
         assert last_end([key(D(2024, 1, 10), D(2024, 1, 10), duration=0)]) == D(2024, 1, 10)
 
     def test_basket_rows_follow_the_policy(self):
-        rows = [key(D(2024, 1, 1), D(2024, 2, 1)), key(D(2024, 2, 1), D(2024, 3, 1), key_type=KEY_TYPE_BASKET)]
+        rows = [
+            key(D(2024, 1, 1), D(2024, 2, 1)),
+            key(D(2024, 2, 1), D(2024, 3, 1), key_type=KEY_TYPE_BASKET),
+        ]
         assert last_end(rows) == D(2024, 3, 1)
         assert last_end(rows, NO_BASKET) == D(2024, 2, 1)
 
@@ -546,7 +566,8 @@ class TestLevelAccess:
         assert rows_for_level({self.CHILD: [row]}, self.CHILD, [self.CHILD, self.PARENT]) == [row]
 
     def test_policy_applies_to_ancestor_rows(self):
-        rows_by_level = {self.PARENT: [key(D(2024, 1, 1), D(2024, 2, 1), key_type=KEY_TYPE_BASKET, term_id=self.PARENT)]}
+        parent_basket_row = key(D(2024, 1, 1), D(2024, 2, 1), key_type=KEY_TYPE_BASKET, term_id=self.PARENT)
+        rows_by_level = {self.PARENT: [parent_basket_row]}
         assert level_access_on(rows_by_level, self.CHILD, [self.PARENT], D(2024, 1, 15))
         assert not level_access_on(rows_by_level, self.CHILD, [self.PARENT], D(2024, 1, 15), NO_BASKET)
 
@@ -584,7 +605,10 @@ class TestClassify:
         assert classify(rows, self.DAY).state is AccessState.NEVER_ACTIVATED
 
     def test_only_banned_rows(self):
-        rows = [key(D(2024, 1, 1), D(2024, 3, 1), banned=True), key(D(2034, 1, 1), D(2034, 1, 1), status=KEY_STATUS_NEW)]
+        rows = [
+            key(D(2024, 1, 1), D(2024, 3, 1), banned=True),
+            key(D(2034, 1, 1), D(2034, 1, 1), status=KEY_STATUS_NEW),
+        ]
         assert classify(rows, self.DAY).state is AccessState.BANNED_ONLY
 
     def test_only_zero_date_rows(self):

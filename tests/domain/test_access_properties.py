@@ -28,6 +28,7 @@ from sidecar.domain.access import (
 
 BASE = date(2023, 1, 1)
 SPAN = 730  # rows start within about two years
+LATEST_START = BASE + timedelta(days=SPAN - 5)
 # Days examined: a little before the first possible start to well after the last possible end.
 FIRST_DAY = BASE - timedelta(days=3)
 LAST_DAY = BASE + timedelta(days=SPAN + 260)
@@ -41,29 +42,42 @@ PROPERTY_SETTINGS = settings(max_examples=300, deadline=None)
 
 
 @st.composite
-def key_rows(draw) -> KeyRow:
-    start = BASE + timedelta(days=draw(st.integers(0, SPAN)))
-    # Mostly ordinary lengths, some zero-length and a few inverted rows.
-    length = draw(st.one_of(st.integers(1, 200), st.just(0), st.integers(-20, -1)))
-    end = start + timedelta(days=length)
-    zero_dates = draw(st.sampled_from(["none", "none", "none", "none", "start", "end", "both"]))
-    return KeyRow(
-        key_id=draw(st.integers(1, 10_000)),
-        user_id=7,
-        term_id=3,
-        status=draw(st.sampled_from(["used", "used", "used", "expired", "expired", "new", None])),
-        key_type=draw(st.sampled_from(["wpm_term_keys", "wpm_term_keys", None, "wpm_keys_basket"])),
-        is_banned=draw(st.integers(0, 3)) == 0,
-        is_unlimited=draw(st.integers(0, 7)) == 0,
-        duration=length,
-        units="days",
-        date_start=None if zero_dates in ("start", "both") else start,
-        date_end=None if zero_dates in ("end", "both") else end,
-        date_registered=None,
-    )
+def row_lists(draw) -> list[KeyRow]:
+    """Rows of one user and level; many start on or just after an earlier row's end, as renewals do."""
+    rows: list[KeyRow] = []
+    for _ in range(draw(st.integers(0, 7))):
+        # Renewals chain only while they stay inside the window the oracle walks.
+        ends = [r.date_end for r in rows if r.date_end is not None and BASE <= r.date_end <= LATEST_START]
+        how = draw(st.sampled_from(["anywhere", "stacked", "after_lapse"] if ends else ["anywhere"]))
+        if how == "anywhere":
+            start = BASE + timedelta(days=draw(st.integers(0, SPAN - 5)))
+        else:
+            start = draw(st.sampled_from(ends))
+            if how == "after_lapse":
+                start += timedelta(days=draw(st.integers(1, 5)))
+        # Mostly ordinary lengths, some zero-length and a few inverted rows.
+        length = draw(st.one_of(st.integers(1, 200), st.just(0), st.integers(-20, -1)))
+        zero_dates = draw(st.sampled_from(["none"] * 5 + ["start", "end", "both"]))
+        rows.append(
+            KeyRow(
+                key_id=len(rows) + 1,
+                user_id=7,
+                term_id=3,
+                status=draw(st.sampled_from(["used", "used", "used", "expired", "expired", "new", None])),
+                key_type=draw(st.sampled_from(["wpm_term_keys", "wpm_term_keys", None, "wpm_keys_basket"])),
+                is_banned=draw(st.integers(0, 4)) == 0,
+                is_unlimited=draw(st.integers(0, 7)) == 0,
+                duration=length,
+                units="days",
+                date_start=None if zero_dates in ("start", "both") else start,
+                date_end=None if zero_dates in ("end", "both") else start + timedelta(days=length),
+                date_registered=None,
+            )
+        )
+    # Input order must not matter.
+    return draw(st.permutations(rows))
 
 
-row_lists = st.lists(key_rows(), min_size=0, max_size=7)
 policies = st.builds(AccessPolicy, include_basket=st.booleans())
 
 
@@ -114,7 +128,7 @@ def oracle_ended_on(rows, policy) -> list[date | None]:
 
 
 @PROPERTY_SETTINGS
-@given(rows=row_lists, policy=policies)
+@given(rows=row_lists(), policy=policies)
 def test_has_access_on_matches_the_oracle_on_every_day(rows, policy):
     expected = oracle_access_days(rows, policy)
     actual = [has_access_on(rows, day, policy) for day in DAYS]
@@ -122,7 +136,7 @@ def test_has_access_on_matches_the_oracle_on_every_day(rows, policy):
 
 
 @PROPERTY_SETTINGS
-@given(rows=row_lists, policy=policies, day_index=st.integers(0, len(DAYS) - 1))
+@given(rows=row_lists(), policy=policies, day_index=st.integers(0, len(DAYS) - 1))
 def test_blocked_accounts_never_have_access(rows, policy, day_index):
     assert not has_access_on(rows, DAYS[day_index], policy, blocked=True)
     assert classify(rows, DAYS[day_index], policy, blocked=True).state in (
@@ -132,7 +146,7 @@ def test_blocked_accounts_never_have_access(rows, policy, day_index):
 
 
 @PROPERTY_SETTINGS
-@given(rows=row_lists, policy=policies)
+@given(rows=row_lists(), policy=policies)
 def test_access_periods_cover_exactly_the_oracle_days(rows, policy):
     periods = access_periods(rows, policy)
 
@@ -154,7 +168,7 @@ def test_access_periods_cover_exactly_the_oracle_days(rows, policy):
 
 
 @PROPERTY_SETTINGS
-@given(rows=row_lists, policy=policies)
+@given(rows=row_lists(), policy=policies)
 def test_access_ended_on_matches_the_oracle_on_every_day(rows, policy):
     expected = oracle_ended_on(rows, policy)
     actual = [access_ended_on(rows, day, policy) for day in DAYS]
@@ -162,7 +176,7 @@ def test_access_ended_on_matches_the_oracle_on_every_day(rows, policy):
 
 
 @PROPERTY_SETTINGS
-@given(rows=row_lists, policy=policies)
+@given(rows=row_lists(), policy=policies)
 def test_last_end_is_the_greatest_end_unless_unlimited(rows, policy):
     counted = [row for row in rows if oracle_counts(row, policy)]
     if not counted or any(row.is_unlimited for row in counted):
@@ -173,7 +187,7 @@ def test_last_end_is_the_greatest_end_unless_unlimited(rows, policy):
 
 
 @PROPERTY_SETTINGS
-@given(rows=row_lists, policy=policies, day_index=st.integers(0, len(DAYS) - 1))
+@given(rows=row_lists(), policy=policies, day_index=st.integers(0, len(DAYS) - 1))
 def test_once_the_last_end_has_passed_it_is_the_expiry_date(rows, policy, day_index):
     day = DAYS[day_index]
     x = last_end(rows, policy)
@@ -189,7 +203,7 @@ def test_once_the_last_end_has_passed_it_is_the_expiry_date(rows, policy, day_in
 
 
 @PROPERTY_SETTINGS
-@given(rows=row_lists, policy=policies, day_index=st.integers(0, len(DAYS) - 1))
+@given(rows=row_lists(), policy=policies, day_index=st.integers(0, len(DAYS) - 1))
 def test_classify_agrees_with_the_oracle(rows, policy, day_index):
     day = DAYS[day_index]
     verdict = classify(rows, day, policy)
@@ -213,7 +227,7 @@ def test_classify_agrees_with_the_oracle(rows, policy, day_index):
 
 
 @PROPERTY_SETTINGS
-@given(rows=row_lists, policy=policies)
+@given(rows=row_lists(), policy=policies)
 def test_renewal_after_an_expiry_is_where_access_resumes(rows, policy):
     covered = oracle_access_days(rows, policy)
     for i, ended in enumerate(oracle_ended_on(rows, policy)):
@@ -257,7 +271,7 @@ def test_add_duration_days_is_ordinal_arithmetic(start, days):
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows=row_lists, today_index=st.integers(0, len(DAYS) - 1), months=st.integers(0, 24))
+@given(rows=row_lists(), today_index=st.integers(0, len(DAYS) - 1), months=st.integers(0, 24))
 def test_activation_starts_today_or_on_a_stackable_end(rows, today_index, months):
     today = DAYS[today_index]
     start, end = activation_dates(rows, today, months, "months")

@@ -1,0 +1,192 @@
+"""The shipped SQL scripts run on MariaDB and do what their comments promise."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+import sqlalchemy as sa
+
+from sidecar.devstack.wpschema import create_site_schema
+from sidecar.memberlux.schema import connect_wordpress, reflect_site
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+
+
+def split_statements(script: str) -> list[str]:
+    """Split on ';' outside quotes and comments (the scripts use no DELIMITER changes)."""
+    statements: list[str] = []
+    current: list[str] = []
+    quote: str | None = None
+    i = 0
+    while i < len(script):
+        ch = script[i]
+        if quote:
+            current.append(ch)
+            if ch == "\\" and quote != "`" and i + 1 < len(script):
+                current.append(script[i + 1])
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"`":
+            quote = ch
+            current.append(ch)
+        elif script.startswith("-- ", i) or ch == "#":
+            end = script.find("\n", i)
+            i = len(script) if end == -1 else end
+            continue
+        elif ch == ";":
+            statement = "".join(current).strip()
+            if statement:
+                statements.append(statement)
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    assert not "".join(current).strip(), "statement without terminating ';'"
+    return statements
+
+
+def render(script: str, **values: str) -> str:
+    """Set the header variables the way an administrator edits them."""
+    for name, value in values.items():
+        script, count = re.subn(rf"^SET @{name} = '[^']*';", f"SET @{name} = '{value}';", script, flags=re.M)
+        assert count == 1, f"@{name} not found in script header"
+    return script
+
+
+def run_script(conn: pymysql.connections.Connection, script: str) -> None:
+    with conn.cursor() as cursor:
+        for statement in split_statements(script):
+            cursor.execute(statement)
+
+
+def _connect(admin_url: str, database: str, user: str | None = None, password: str = "") -> pymysql.Connection:
+    url = sa.make_url(admin_url)
+    return pymysql.connect(host=url.host or "127.0.0.1", port=url.port or 3306,
+                           user=user or url.username or "root",
+                           password=password if user else (url.password or ""),
+                           database=database, autocommit=True, charset="utf8mb4")
+
+
+@pytest.fixture
+def site_db(mariadb_database: str) -> Iterator[tuple[str, str]]:
+    yield mariadb_database, sa.make_url(mariadb_database).database
+
+
+@pytest.fixture
+def readonly_account(mariadb_admin_url) -> Iterator[tuple[str, str]]:
+    user, password = f"mls_ro_{uuid.uuid4().hex[:10]}", f"test-{uuid.uuid4().hex}"
+    yield user, password
+    conn = _connect(mariadb_admin_url, "mysql")
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+    finally:
+        conn.close()
+
+
+def test_splitter_respects_quotes_and_comments():
+    script = "SET @a = 'x;y'; -- a comment; with semicolon\nSELECT `b;c`, \"d;e\";\n# hash; comment\nDO 0;"
+    assert split_statements(script) == ["SET @a = 'x;y'", 'SELECT `b;c`, "d;e"', "DO 0"]
+
+
+def test_scripts_have_obviously_fake_password_and_no_auto_auth_grant():
+    script = (SQL_DIR / "readonly-user.sql").read_text()
+    assert "CHANGE-ME" in re.search(r"^SET @ro_password = '([^']*)';", script, re.M).group(1)
+    assert "auto_auth" not in "".join(s for s in split_statements(script) if "@t" in s)
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("without_modules", [(), ("certificates", "webhooks", "auto_responder", "woocommerce")])
+def test_readonly_user_can_select_but_not_write(mariadb_admin_url, site_db, readonly_account, without_modules):
+    url, database = site_db
+    writer = sa.create_engine(url)
+    md = create_site_schema(writer, "wpt_", without_modules=without_modules)
+    with writer.begin() as conn:
+        conn.execute(md.tables["wpt_memberlux_term_keys"].insert().values(term_id=1, user_id=1, key="K", duration=1))
+        conn.execute(md.tables["wpt_memberlux_auto_auth"].insert().values(user_id=1, secret="s3cret"))
+    writer.dispose()
+    user, password = readonly_account
+
+    script = render((SQL_DIR / "readonly-user.sql").read_text(), db=database, p="wpt_", base_p="wpt_",
+                    ro_user=user, ro_host="%", ro_password=password)
+    admin = _connect(mariadb_admin_url, database)
+    try:
+        run_script(admin, script)
+        run_script(admin, script)  # re-running is harmless
+    finally:
+        admin.close()
+
+    ro = _connect(mariadb_admin_url, database, user, password)
+    try:
+        with ro.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM wpt_memberlux_term_keys")
+            assert cursor.fetchone() == (1,)
+            with pytest.raises(pymysql.err.OperationalError) as denied:
+                cursor.execute("INSERT INTO wpt_memberlux_term_keys (`key`, duration) VALUES ('X', 1)")
+            assert denied.value.args[0] == 1142  # command denied
+            with pytest.raises(pymysql.err.OperationalError):
+                cursor.execute("UPDATE wpt_memberlux_term_keys SET duration = 2")
+            with pytest.raises(pymysql.err.OperationalError):
+                cursor.execute("SELECT secret FROM wpt_memberlux_auto_auth")
+    finally:
+        ro.close()
+
+    # The sidecar starts with nothing more than this account.
+    ro_url = sa.make_url(url).set(username=user, password=password)
+    engine = connect_wordpress(ro_url.render_as_string(hide_password=False))
+    try:
+        site = reflect_site(engine, "wpt_")
+        assert all(site.features.values()) is (not without_modules)
+    finally:
+        engine.dispose()
+
+
+def _indexes(conn: pymysql.Connection, database: str) -> dict[tuple[str, str], list[str]]:
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS "
+            "WHERE TABLE_SCHEMA = %s AND INDEX_NAME LIKE 'mlsidecar%%' ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
+            (database,),
+        )
+        found: dict[tuple[str, str], list[str]] = {}
+        for table, index, column in cursor.fetchall():
+            found.setdefault((table, index), []).append(column)
+        return found
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("without_modules", [(), ("certificates",)])
+def test_indexes_script_is_idempotent_and_skips_missing_tables(mariadb_admin_url, site_db, without_modules):
+    url, database = site_db
+    writer = sa.create_engine(url)
+    create_site_schema(writer, "wpt_", without_modules=without_modules)
+    writer.dispose()
+    script = render((SQL_DIR / "indexes.sql").read_text(), db=database, p="wpt_")
+    admin = _connect(mariadb_admin_url, database)
+    try:
+        run_script(admin, script)
+        run_script(admin, script)
+        found = _indexes(admin, database)
+    finally:
+        admin.close()
+    expected = {
+        ("wpt_memberlux_term_keys", "mlsidecar_term_user_end"): ["term_id", "user_id", "date_end"],
+        ("wpt_memberlux_keys_meta", "mlsidecar_utm_id"): ["utm_id"],
+    }
+    if not without_modules:
+        expected[("wpt_memberlux_certificate", "mlsidecar_user_level")] = ["user_id", "wpmlevel_id"]
+    assert found == expected
+
+
+def test_every_index_is_documented():
+    script = (SQL_DIR / "indexes.sql").read_text()
+    blocks = script.split("-- ---- ")[2:]  # after the settings block
+    assert len(blocks) == 3
+    for block in blocks:
+        assert "Quer" in block and "Gain:" in block and "Cost:" in block, block[:60]
