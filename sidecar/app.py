@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from sidecar.bootstrap import Runtime
 from sidecar.logs import request_id_var
-from sidecar.web import health, home, i18n
+from sidecar.web import auth, health, home, i18n
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -63,8 +63,10 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
             request_id_var.reset(token)
 
     i18n.init_app(app)
+    auth.csrf_protect(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(home.blueprint)
+    app.register_blueprint(auth.blueprint)
     return app
 
 

@@ -157,6 +157,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     from sidecar.serving import run_gunicorn
 
     settings = _settings(ctx)
+    if settings.web.secret_key is None:
+        # Each gunicorn worker would invent its own key: sessions would break at random.
+        raise StartupError("web.secret_key is required for `serve` (e.g. secret_key = \"env:MLS_WEB_SECRET_KEY\")")
     _runtime(ctx).close()  # fail fast, with a readable message, before forking workers
     run_gunicorn(settings, host or settings.web.host, port or settings.web.port, workers or settings.web.workers)
 
@@ -226,7 +229,9 @@ def devstack_seed(db_url: str, users: int, levels: int, seed: int, prefix: str, 
 
         summary = build_demo_site(db_url, users=users, levels=levels, seed=seed, today=day, prefix=prefix,
                                   fresh=fresh, progress=progress)
-    click.echo(json.dumps(summary.as_dict(), indent=2, ensure_ascii=False, default=str))
+    import dataclasses
+
+    click.echo(json.dumps(dataclasses.asdict(summary), indent=2, ensure_ascii=False, default=str))
 
 
 @devstack.command("serve")

@@ -6,8 +6,10 @@ serves its REST API on one port, the sidecar (web app + scheduler) on another.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
+import socket
 import threading
 import time
 from datetime import date, datetime, timezone
@@ -21,22 +23,28 @@ from sidecar.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
-DEMO_APP_USER = "admin"
 SITE_FILE = "wordpress.sqlite"
 STORE_FILE = "store.sqlite"
 MARKER_FILE = "seeded.txt"
 
 
-def demo_settings(data_dir: Path, emulator_url: str, app_password: str, port: int, host: str):
+def demo_settings(data_dir: Path, emulator_url: str, api_login: str, app_password: str, port: int, host: str):
     return settings_from_mapping({
         "wordpress": {"db_url": f"sqlite:///{(data_dir / SITE_FILE).resolve()}", "table_prefix": "wp_"},
-        "memberlux": {"rest_base_url": emulator_url + "/wp-json", "rest_user": DEMO_APP_USER,
+        "memberlux": {"rest_base_url": emulator_url + "/wp-json", "rest_user": api_login,
                       "rest_password": app_password, "timeout_seconds": 60},
         "store": {"url": f"sqlite:///{(data_dir / STORE_FILE).resolve()}"},
-        "web": {"host": host, "port": max(port, 1), "public_url": f"http://{host}:{port}",
+        "web": {"host": host, "port": port, "public_url": f"http://{host}:{port}",
                 "secret_key": secrets.token_hex(32)},
         "log": {"format": "text", "level": "INFO"},
     }, environ={}, source="demo settings")
+
+
+def _free_port(host: str) -> int:
+    # The public URL (links in e-mails) must name the real port, so pick it before building the app.
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def _prepare_site(data_dir: Path, users: int, levels: int, seed: int, fresh: bool) -> dict:
@@ -52,7 +60,7 @@ def _prepare_site(data_dir: Path, users: int, levels: int, seed: int, fresh: boo
         summary = build_demo_site(f"sqlite:///{site_file.resolve()}", users=users, levels=levels, seed=seed,
                                   today=datetime.now(timezone.utc).date(), fresh=True)
         marker.write_text(f"{wanted}\nbuilt {date.today()} in {time.monotonic() - started:.1f} s\n")
-        return summary.as_dict()
+        return dataclasses.asdict(summary)
     return {}
 
 
@@ -61,24 +69,25 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     from sidecar.app import create_app
     from sidecar.bootstrap import build_runtime
     from sidecar.devstack.emulator import create_emulator_app
-    from sidecar.devstack.seed import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD
+    from sidecar.devstack.seed import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD, DEMO_API_LOGIN
     from sidecar.devstack.server import serve_in_thread
     from sidecar.store import db as store_db
     from sidecar.worker import build_scheduler
 
     started = time.monotonic()
     configure_logging("text", "INFO")
+    port = port or _free_port(host)
     data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_site(data_dir, users, levels, seed, fresh)
 
     app_password = secrets.token_urlsafe(18)
     site_engine = sa.create_engine(f"sqlite:///{(data_dir / SITE_FILE).resolve()}",
                                    connect_args={"timeout": 30, "check_same_thread": False})
-    emulator = create_emulator_app(site_engine, prefix="wp_", app_user=DEMO_APP_USER, app_password=app_password,
+    emulator = create_emulator_app(site_engine, prefix="wp_", app_user=DEMO_API_LOGIN, app_password=app_password,
                                    dialect="both")
     emulator_url, stop_emulator = serve_in_thread(emulator, host=host, port=emulator_port)
 
-    settings = demo_settings(data_dir, emulator_url, app_password, port, host)
+    settings = demo_settings(data_dir, emulator_url, DEMO_API_LOGIN, app_password, port, host)
     store_engine = store_db.create_store_engine(f"sqlite:///{(data_dir / STORE_FILE).resolve()}")
     store_db.upgrade(store_engine)
     store_engine.dispose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -94,3 +95,86 @@ def site_db_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'wordpress.sqlite'}"
     return request.getfixturevalue("mariadb_database")
+
+
+# --- a small emulated site with the sidecar wired to it ----------------------------------------------
+
+SMALL_SITE = {"users": 60, "levels": 4, "seed": 7}
+
+
+@pytest.fixture(scope="session")
+def small_site_template(tmp_path_factory) -> Path:
+    """A seeded SQLite site built once per session; tests get their own copy."""
+    from datetime import date
+
+    from sidecar.devstack.site import build_demo_site
+
+    path = tmp_path_factory.mktemp("site-template") / "wordpress.sqlite"
+    build_demo_site(f"sqlite:///{path}", today=date(2026, 11, 24), fresh=True, **SMALL_SITE)
+    return path
+
+
+@pytest.fixture
+def small_site(small_site_template, tmp_path) -> str:
+    """URL of a private copy of the seeded SQLite site."""
+    import shutil
+
+    target = tmp_path / "wordpress.sqlite"
+    shutil.copyfile(small_site_template, target)
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture
+def emulator(small_site):
+    """The emulated site served over real HTTP: yields (base_url, app_user, app_password, engine)."""
+    from sidecar.devstack.emulator import create_emulator_app
+    from sidecar.devstack.seed import DEMO_API_LOGIN
+    from sidecar.devstack.server import serve_in_thread
+
+    engine = sa.create_engine(small_site, connect_args={"timeout": 30, "check_same_thread": False})
+    password = "test-app-password-0000"
+    app = create_emulator_app(engine, prefix="wp_", app_user=DEMO_API_LOGIN, app_password=password, dialect="both")
+    base_url, stop = serve_in_thread(app)
+    try:
+        yield base_url, DEMO_API_LOGIN, password, engine
+    finally:
+        stop()
+        engine.dispose()
+
+
+@pytest.fixture
+def settings_for(tmp_path):
+    """Build Settings for a site URL (and optional emulator) with a store in tmp_path."""
+    from sidecar.config import settings_from_mapping
+
+    def build(site_url: str, emulator=None, **sections):
+        memberlux = {"rest_base_url": "http://127.0.0.1:9/wp-json", "rest_user": "nobody", "rest_password": "x"}
+        if emulator is not None:
+            base_url, user, password, _engine = emulator
+            memberlux = {"rest_base_url": base_url + "/wp-json", "rest_user": user, "rest_password": password,
+                         "timeout_seconds": 30}
+        data = {"wordpress": {"db_url": site_url}, "memberlux": memberlux,
+                "store": {"url": f"sqlite:///{tmp_path / 'store.sqlite'}"},
+                "web": {"secret_key": "test-secret-key-not-for-production"}}
+        for name, values in sections.items():
+            data[name] = {**data.get(name, {}), **values}
+        return settings_from_mapping(data, environ={})
+
+    return build
+
+
+@pytest.fixture
+def runtime(small_site, emulator, settings_for):
+    """A fully wired Runtime (migrated SQLite store) against the emulated site."""
+    from sidecar.bootstrap import build_runtime, store_url
+    from sidecar.store import db as store_db
+
+    settings = settings_for(small_site, emulator)
+    engine = store_db.create_store_engine(store_url(settings))
+    store_db.upgrade(engine)
+    engine.dispose()
+    built = build_runtime(settings)
+    try:
+        yield built
+    finally:
+        built.close()

@@ -176,6 +176,8 @@ class SeedSummary:
     coach_login: str = DEMO_COACH_LOGIN
     learner_password: str = DEMO_LEARNER_PASSWORD
     webhook_url: str = DEFAULT_WEBHOOK_URL
+    #: Module tables the site lacks (``create_site_schema(without_modules=...)``); nothing was written there.
+    skipped_tables: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def product_for(self, level_id: int, duration: int, units: str = "months", *,
@@ -316,9 +318,12 @@ class _Picker:
 class _Bulk:
     """Buffers rows per table and writes them with the driver's ``executemany`` in chunks."""
 
-    def __init__(self, conn: sa.Connection, chunk: int):
+    def __init__(self, conn: sa.Connection, chunk: int, existing: set[str]):
         self.conn = conn
         self.chunk = chunk
+        self.existing = existing
+        #: Tables of modules the site does not have: their rows are dropped, as the module never ran.
+        self.skipped: set[str] = set()
         self.buffers: dict[str, list[tuple]] = {}
         self.sql: dict[str, str] = {}
         self.counts: dict[str, int] = {}
@@ -328,6 +333,9 @@ class _Bulk:
         self.quote = conn.dialect.identifier_preparer.quote
 
     def table(self, name: str, columns: Sequence[str]) -> None:
+        if name not in self.existing:
+            self.skipped.add(name)
+            return
         cols = ", ".join(self.quote(c) for c in columns)
         marks = ", ".join([self.placeholder] * len(columns))
         self.sql[name] = f"INSERT INTO {self.quote(name)} ({cols}) VALUES ({marks})"
@@ -335,6 +343,8 @@ class _Bulk:
         self.counts.setdefault(name, 0)
 
     def add(self, name: str, row: tuple) -> None:
+        if name in self.skipped:
+            return
         buf = self.buffers[name]
         buf.append(row)
         if len(buf) >= self.chunk:
@@ -430,7 +440,7 @@ class _SiteBuilder:
         self.timezone_string = timezone_string
         self.webhook_url = webhook_url
         self.progress = progress
-        self.bulk = _Bulk(conn, chunk)
+        self.bulk = _Bulk(conn, chunk, set(sa.inspect(conn).get_table_names()))
         self.summary = SeedSummary(webhook_url=webhook_url)
         self.site_start = today - timedelta(days=6 * 365)
         # keys_meta appeared with a later MemberLux update: older activations have no row (core.md 1.4).
@@ -671,7 +681,7 @@ class _SiteBuilder:
         """Certificate mode per level, given each level's share of activations.
 
         Auto levels get a certificate at every activation, so they are picked until they cover about
-        15 % of activations (a realistic certificate volume); at least one level is auto. The rest
+        10 % of activations (a realistic certificate volume); at least one level is auto. The rest
         split between manual issue and no certificates, with every flavour present when possible.
         """
         rng = self.rng
@@ -681,7 +691,7 @@ class _SiteBuilder:
         rng.shuffle(candidates)
         covered = 0.0
         for index in candidates:
-            if covered == 0.0 or covered + share[index] <= 0.15:
+            if covered == 0.0 or covered + share[index] <= 0.10:
                 modes[index] = "auto"
                 covered += share[index]
         rest = [index for index in candidates if modes[index] != "auto"]
@@ -771,7 +781,9 @@ class _SiteBuilder:
             post_id = next_post
             next_post += 1
             title = f"Сборный курс №{index + 1}: " + " → ".join(lv.name for lv in chosen)
-            moment = start_moment + timedelta(days=200 + 40 * index)
+            # The custom plugin is younger than keys_meta, so its keys always carry source program_flow.
+            moment = datetime.combine(self.keys_meta_since, datetime.min.time(), tzinfo=timezone.utc) + timedelta(
+                days=60 + 40 * index, hours=10)
             self.post(post_id, title=title[:200], post_type="ml_program", moment=moment,
                       status="draft" if index == 2 else "publish")
             self.postmeta(post_id, "mlp_steps", php_serialize(
@@ -1010,7 +1022,8 @@ class _SiteBuilder:
         activated_target = max(1.5 * n, total_keys_target - self.summary.unused_keys)
         per_user_target = activated_target / max(1, n)
         produced = 0
-        histories_seen = 0
+        # Counted per attempt, so histories lost to level collisions are made up for by later users.
+        histories_tried = 0
         enrol_rate = 0.03 if self.programs else 0.0
         program_levels = {step[0] for prog in self.programs for step in prog.steps}
         blocked = enrolled = 0
@@ -1053,7 +1066,8 @@ class _SiteBuilder:
             login = local[:60]
             display = f"{first} {last}".strip() or login
             h = rng.random()
-            if h < 0.002:
+            if i < 10:
+                # bcrypt costs ~50 ms a hash: only a handful of learners get their own salt.
                 pass_hash = wp_password_hash(DEMO_LEARNER_PASSWORD, rng=self.rng)
             elif h < 0.85:
                 pass_hash = _LEARNER_HASH_WP_BCRYPT
@@ -1077,10 +1091,11 @@ class _SiteBuilder:
                 meta.append(("wpm_status", "inactive"))
                 blocked += 1
             # -- access histories --------------------------------------------------------------------
-            e_h = produced / histories_seen if histories_seen > 50 else 1.7
-            mean = per_user_target / e_h
-            if i > 200 and produced:
-                mean *= min(1.25, max(0.8, per_user_target * i / produced))
+            e_h = produced / histories_tried if histories_tried > 50 else 1.7
+            # Steer by the running deficit, so the site ends close to its key budget whatever the
+            # level count and the collisions between histories.
+            base_mean = per_user_target / e_h
+            mean = min(2 * base_mean, max(0.5 * base_mean, (per_user_target * (i + 1) - produced) / e_h))
             n_hist = _poisson(rng, mean)
             keys: list[_Key] = []
             certs: list[_Cert] = []
@@ -1091,6 +1106,7 @@ class _SiteBuilder:
                 used_terms.update(program_levels)
                 n_hist = min(n_hist, 1)
             for h_index in range(min(n_hist, len(levels) + 1)):
+                histories_tried += 1
                 if rng.random() < 0.003:
                     level, term = None, self.deleted_level
                 else:
@@ -1116,7 +1132,9 @@ class _SiteBuilder:
                     scenario = "single"
                 history = self._history(level, term, first_day, earliest, normal_source, registration_source,
                                         month_term, day_term, scenario)
-                histories_seen += 1
+                if (h_index == 0 and first_day == reg_day and history[0].registered is not None
+                        and rng.random() < 0.06):
+                    history[0].source = "bulk_operations_reg"  # registered by an admin's bulk import
                 keys.extend(history)
                 if level is not None:
                     self._certificates_for(level, history, uid, certs)
@@ -1212,7 +1230,7 @@ class _SiteBuilder:
                           meta: list[tuple[str, str]]) -> None:
         """Enrolment, hand-granted first step and certificate-driven steps (legacy-plugins.md 2.3-2.4)."""
         rng, today = self.rng, self.today
-        enrol_day = self._day_between(max(reg_day, self.site_start + timedelta(days=230)), today)
+        enrol_day = self._day_between(max(reg_day, self.keys_meta_since + timedelta(days=180)), today)
         meta.append(("mlp_program_id", str(program.post_id)))
         first_term, first_duration, first_units = program.steps[0]
         history: list[_Key] = []
@@ -1309,5 +1327,8 @@ def seed_site(
         builder.bulk.flush_all()
         conn.commit()
     summary = builder.summary
+    if f"{prefix}memberlux_certificate" in builder.bulk.skipped:
+        summary.certificates = summary.auto_certificates = summary.manual_certificates = 0
+    summary.skipped_tables = sorted(builder.bulk.skipped)
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary

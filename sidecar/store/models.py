@@ -84,3 +84,21 @@ class JobLease(Base):
     last_started_at: Mapped[datetime | None]
     last_finished_at: Mapped[datetime | None]
     last_outcome: Mapped[str | None] = mapped_column(sa.String(200))
+
+
+class LoginAttempt(Base):
+    """One failed admin login, counted per client IP and per login name to throttle guessing.
+
+    Rows live in the store rather than in process memory so that every web worker sees the same
+    counters; they are pruned once they fall out of the throttling window.
+    """
+
+    __tablename__ = "mls_login_attempts"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True)
+    bucket: Mapped[str] = mapped_column(sa.String(10))  # 'ip' or 'login'
+    # The IP as seen after ProxyFix, or a SHA-256 of the case-folded login (no personal data at rest).
+    subject: Mapped[str] = mapped_column(sa.String(64))
+    attempted_at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = (sa.Index("ix_mls_login_attempts_subject", "bucket", "subject", "attempted_at"),)

@@ -1,0 +1,69 @@
+"""`mlsidecar doctor` against the emulated site: every check reported, failures explained."""
+
+from __future__ import annotations
+
+from sidecar.bootstrap import store_url
+from sidecar.doctor import FAIL, OK, SKIP, WARN, Doctor, render_table
+from sidecar.store import db as store_db
+
+
+def checks_by_name(settings) -> dict:
+    doctor = Doctor(settings)
+    try:
+        return {c.name: c for c in doctor.run()}
+    finally:
+        doctor.close()
+
+
+def migrate(settings) -> None:
+    engine = store_db.create_store_engine(store_url(settings))
+    store_db.upgrade(engine)
+    engine.dispose()
+
+
+def test_healthy_demo_site(small_site, emulator, settings_for):
+    settings = settings_for(small_site, emulator)
+    migrate(settings)
+    checks = checks_by_name(settings)
+    for name in ("WordPress database", "Read-only access", "MemberLux tables", "Optional modules", "Site time zone",
+                 "Payments auto-activation", "MemberLux REST API", "Store database", "Store migrations"):
+        assert checks[name].status == OK, (name, checks[name].detail)
+    assert "manage_options" in checks["MemberLux REST API"].detail
+    assert checks["Background worker"].status == WARN  # no worker ran in this test
+    assert checks["SMTP"].status == WARN and "disabled" in checks["SMTP"].detail
+    table = render_table(list(checks.values()))
+    assert "OK    WordPress database" in table
+
+
+def test_wrong_rest_password_fails_with_reason(small_site, emulator, settings_for):
+    base_url, user, _password, engine = emulator
+    settings = settings_for(small_site, (base_url, user, "wrong-password", engine))
+    check = checks_by_name(settings)["MemberLux REST API"]
+    assert check.status == FAIL and "401" in check.detail
+
+
+def test_unreachable_site_and_missing_tables(tmp_path, settings_for):
+    settings = settings_for(f"sqlite:///{tmp_path / 'empty.sqlite'}")
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    checks = checks_by_name(settings)
+    assert checks["WordPress database"].status == OK
+    assert checks["MemberLux tables"].status == FAIL and "wp_users" in checks["MemberLux tables"].detail
+    assert checks["Optional modules"].status == SKIP
+    assert checks["MemberLux REST API"].status == FAIL
+    assert checks["Store migrations"].status == FAIL and "mlsidecar db upgrade" in checks["Store migrations"].detail
+
+
+def test_wrong_prefix_is_named(small_site, emulator, settings_for):
+    settings = settings_for(small_site, emulator, wordpress={"table_prefix": "wpx_"})
+    check = checks_by_name(settings)["MemberLux tables"]
+    assert check.status == FAIL and "wpx_" in check.detail
+
+
+def test_worker_heartbeat_seen(runtime):
+    from datetime import timedelta
+
+    from sidecar.worker import heartbeat, run_leased
+
+    assert run_leased(runtime, "worker.heartbeat", heartbeat, timedelta(seconds=30))
+    check = checks_by_name(runtime.settings)["Background worker"]
+    assert check.status == OK and "heartbeat" in check.detail
