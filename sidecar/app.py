@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from sidecar.bootstrap import Runtime
 from sidecar.logs import request_id_var
+from sidecar.bridge import blueprint as bridge
 from sidecar.web import auth, health, home, i18n
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(home.blueprint)
     app.register_blueprint(auth.blueprint)
+    app.register_blueprint(bridge.blueprint)
     return app
 
 

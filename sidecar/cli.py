@@ -168,16 +168,19 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run the scheduler and background jobs (run exactly one per site; extras wait on leases)."""
-    from sidecar.worker import build_scheduler
+    from sidecar.worker import build_outbox, build_scheduler
 
     runtime = _runtime(ctx)
     scheduler = build_scheduler(runtime, background=False)
+    outbox = build_outbox(runtime)
+    outbox.start()
     click.echo("worker started; Ctrl-C to stop", err=True)
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
+        outbox.stop()
         runtime.close()
 
 

@@ -200,25 +200,103 @@ class SmtpSettings(_Section):
         return self
 
 
+def _resolve_named_secrets(value: Any, what: str) -> dict[str, Secret]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a table of name = secret reference ({what})")
+    resolved = {}
+    for name, reference in value.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", str(name)):
+            raise ValueError(f"name '{name}' must be 1-64 letters, digits, '_', '-' or '.'")
+        secret = resolve_secret(reference)
+        if secret is None:
+            raise ValueError(f"{what} '{name}' is empty")
+        resolved[str(name)] = secret
+    return resolved
+
+
+class ProductOverride(_Section):
+    term_id: int = Field(gt=0, description="Access level.")
+    duration: int = Field(gt=0, description="Duration in units.")
+    units: Literal["days", "months"] = Field(description="days | months (years are given as months).")
+    product_id: int = Field(gt=0, description="WooCommerce mbl_key product to order for this level and term.")
+
+
+class AmoCrmSettings(_Section):
+    enabled: bool = Field(False, description="Accept amoCRM webhooks at /hooks/amocrm/<path_token>.")
+    base_url: str = Field("", description="The account's amoCRM URL, e.g. 'https://school.amocrm.ru'.")
+    token: Secret | None = _secret_field("Long-lived amoCRM API token (the old AMO_ACCESS_TOKEN).")
+    path_token: Secret | None = _secret_field("Secret path segment of the webhook URL: amoCRM cannot sign, so the URL is the credential.")
+    ip_allowlist: list[str] = Field(default_factory=list, description="Optional CIDRs allowed to post (peer address; X-Forwarded-For only through web.trusted_proxies).")
+    pipeline_ids: list[int] = Field(default_factory=list, description="Only leads in these pipelines grant ([] = any).")
+    status_ids: list[int] = Field(default_factory=list, description="Only leads that reached these statuses grant ([] = any).")
+    idempotency: Literal["lead", "lead_status"] = Field("lead", description="One grant per lead, or per lead and status.")
+    course_field: str | int = Field("Курс", description="Lead field (name, or numeric field id) holding 'Course name (term_id)'.")
+    duration_field: str | int = Field("Срок выдачи", description="Lead field with the duration.")
+    units_field: str | int = Field("Тип срока", description="Lead field with the units word.")
+    start_date_field: str | int = Field("Дата старта", description="Lead field with the start date (recorded, not used: MemberLux starts access on activation).")
+    email_field_code: str | int = Field("EMAIL", description="Contact field code (or id) holding the e-mail.")
+    phone_field_code: str | int = Field("PHONE", description="Contact field code (or id) holding the phone.")
+    timezone: TimezoneName = Field("", description="Zone of the account's date fields; '' = the site's.")
+    timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of one amoCRM API call.")
+
+    @field_validator("ip_allowlist")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"'{item}' is not an IP address or CIDR network") from None
+        return value
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> AmoCrmSettings:
+        if self.enabled:
+            missing = [name for name in ("base_url", "token", "path_token") if not getattr(self, name)]
+            if missing:
+                raise ValueError("enabled amoCRM intake needs " + ", ".join(missing))
+            if not re.match(r"^https?://[^\s/]+", self.base_url):
+                raise ValueError("base_url must be an http(s) URL such as 'https://school.amocrm.ru'")
+            if self.path_token and len(self.path_token.reveal()) < 16:
+                raise ValueError("path_token must be at least 16 characters (it is the only credential)")
+        return self
+
+
 class BridgeSettings(_Section):
     hmac_secret: Secret | None = _secret_field("Shared secret of the legacy signed requests (X-MLGB-Signature).")
-    api_keys: dict[str, Secret] = Field(default_factory=dict, description="Named API keys accepted in X-API-Key, e.g. {amocrm = 'env:MLS_KEY_AMO'}.")
+    api_keys: dict[str, Secret] = Field(default_factory=dict, description="Named API keys accepted in X-API-Key, e.g. {crm = 'env:MLS_KEY_CRM'}.")
+    standard_webhook_secrets: dict[str, Secret] = Field(default_factory=dict, description="Named 'whsec_...' secrets for senders that sign per Standard Webhooks.")
     max_body_bytes: int = Field(65536, ge=1024, le=10_485_760, description="Largest accepted request body.")
+    replay_window_seconds: int = Field(300, ge=30, le=3600, description="Clock skew allowed on signed requests; a signature is accepted once inside it.")
+    concurrency: int = Field(4, ge=1, le=64, description="Orders the worker sends to MemberLux at the same time.")
+    retry_base_seconds: int = Field(30, ge=1, le=3600, description="First retry delay after a transient failure (doubles each time, with jitter).")
+    retry_max_seconds: int = Field(3600, ge=10, le=86400, description="Longest delay between two retries.")
+    give_up_after_hours: int = Field(72, ge=1, le=720, description="A grant still failing transiently after this long is marked failed.")
+    max_wait_seconds: int = Field(60, ge=0, le=300, description="Cap of ?wait=SECONDS (synchronous answer).")
+    product_overrides: list[ProductOverride] = Field(default_factory=list, description="Explicit (level, duration, units) -> product_id mappings, checked before product meta.")
+    amocrm: AmoCrmSettings = AmoCrmSettings()
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _resolve_keys(cls, value: Any) -> Any:
-        if not isinstance(value, Mapping):
-            raise ValueError("expected a table of name = secret reference")
-        resolved = {}
-        for name, reference in value.items():
-            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", str(name)):
-                raise ValueError(f"key name '{name}' must be 1-64 letters, digits, '_', '-' or '.'")
-            secret = resolve_secret(reference)
-            if secret is None:
-                raise ValueError(f"api key '{name}' is empty")
-            resolved[str(name)] = secret
-        return resolved
+        return _resolve_named_secrets(value, "api key")
+
+    @field_validator("standard_webhook_secrets", mode="before")
+    @classmethod
+    def _resolve_webhook_secrets(cls, value: Any) -> Any:
+        secrets = _resolve_named_secrets(value, "standard webhook secret")
+        for name, secret in secrets.items():
+            if not secret.reveal().startswith("whsec_"):
+                raise ValueError(f"standard webhook secret '{name}' must start with 'whsec_'")
+        return secrets
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> BridgeSettings:
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError("retry_max_seconds must not be smaller than retry_base_seconds")
+        return self
 
 
 class ScheduleSettings(_Section):
@@ -311,7 +389,7 @@ def _secret_paths() -> set[str]:
     for section_name, section_field in Settings.model_fields.items():
         model = section_field.annotation
         for name, field in getattr(model, "model_fields", {}).items():
-            if (field.json_schema_extra or {}).get("secret") or name == "api_keys":
+            if (field.json_schema_extra or {}).get("secret") or name in ("api_keys", "standard_webhook_secrets", "amocrm"):
                 paths.add(f"{section_name}.{name}")
     return paths
 

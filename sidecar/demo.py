@@ -72,7 +72,7 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     from sidecar.devstack.seed import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD, DEMO_API_LOGIN
     from sidecar.devstack.server import serve_in_thread
     from sidecar.store import db as store_db
-    from sidecar.worker import build_scheduler
+    from sidecar.worker import build_outbox, build_scheduler
 
     started = time.monotonic()
     configure_logging("text", "INFO")
@@ -94,6 +94,8 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     runtime = build_runtime(settings)
     scheduler = build_scheduler(runtime, background=True)
     scheduler.start()
+    outbox = build_outbox(runtime)
+    outbox.start()
     sidecar_url, stop_sidecar = serve_in_thread(create_app(runtime), host=host, port=port)
 
     click.echo("")
@@ -111,6 +113,7 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
         pass
     finally:
         scheduler.shutdown(wait=False)
+        outbox.stop()
         stop_sidecar()
         stop_emulator()
         runtime.close()

@@ -50,10 +50,31 @@ def heartbeat(runtime: Runtime) -> str:
     return "alive"
 
 
+def purge_seen_signatures(runtime: Runtime) -> str:
+    from sidecar.bridge.auth import purge_seen_signatures as purge
+
+    return f"{purge(runtime.sessions, runtime.clock.now())} expired signatures removed"
+
+
+PURGE_JOB = "bridge.purge_signatures"
+
+
 def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
     scheduler.add_job(run_leased, "interval", seconds=HEARTBEAT_SECONDS, id=HEARTBEAT_JOB,
                       args=(runtime, HEARTBEAT_JOB, heartbeat, timedelta(seconds=HEARTBEAT_SECONDS)),
                       max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
+    scheduler.add_job(run_leased, "interval", hours=1, id=PURGE_JOB,
+                      args=(runtime, PURGE_JOB, purge_seen_signatures, timedelta(minutes=10)),
+                      max_instances=1, coalesce=True)
+
+
+def build_outbox(runtime: Runtime):  # noqa: ANN201
+    """The grant delivery loop. Claims in the store keep it safe next to other workers."""
+    from sidecar.bridge.outbox import GrantDeliverer, OutboxRunner
+
+    bridge = runtime.settings.bridge
+    return OutboxRunner(GrantDeliverer(runtime), concurrency=bridge.concurrency,
+                        poll_seconds=runtime.settings.schedule.outbox_poll_seconds)
 
 
 def build_scheduler(runtime: Runtime, *, background: bool):

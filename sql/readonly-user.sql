@@ -70,6 +70,13 @@ PREPARE stmt FROM @sql;
 EXECUTE stmt;
 DEALLOCATE PREPARE stmt;
 
+-- WooCommerce product types (mbl_key) are terms linked to product posts.
+SET @t = 'term_relationships';
+SET @sql = CONCAT('GRANT SELECT ON ', @on_site, @t, '` TO ', @account);
+PREPARE stmt FROM @sql;
+EXECUTE stmt;
+DEALLOCATE PREPARE stmt;
+
 SET @t = 'posts';
 SET @sql = CONCAT('GRANT SELECT ON ', @on_site, @t, '` TO ', @account);
 PREPARE stmt FROM @sql;

@@ -38,14 +38,22 @@ def test_minimal_configuration_gets_documented_defaults():
 
 def test_example_file_is_valid_and_documents_every_key(monkeypatch):
     for name in ("MLS_WP_DB_PASSWORD", "MLS_REST_PASSWORD", "MLS_SMTP_PASSWORD", "MLS_BRIDGE_HMAC_SECRET",
-                 "MLS_BRIDGE_KEY_CRM", "MLS_WEB_SECRET_KEY"):
+                 "MLS_BRIDGE_KEY_CRM", "MLS_WEB_SECRET_KEY", "MLS_AMO_TOKEN", "MLS_AMO_PATH_TOKEN"):
         monkeypatch.setenv(name, "fake-" + name.lower())
     settings = load_settings(ROOT / "config.example.toml", environ={})
     text = (ROOT / "config.example.toml").read_text()
+    def check(section: str, values: dict) -> None:
+        assert f"[{section}]" in text, f"[{section}] undocumented"
+        for key, value in values.items():
+            if isinstance(value, dict) and key not in ("api_keys", "standard_webhook_secrets"):
+                check(f"{section}.{key}", value)
+            elif key in ("api_keys", "standard_webhook_secrets"):
+                assert f"[{section}.{key}]" in text
+            else:
+                assert f"\n{key} =" in text or f"# {key} =" in text, f"{section}.{key} undocumented"
+
     for section, values in describe_settings(settings).items():
-        assert f"[{section}]" in text
-        for key in values:
-            assert f"{key} =" in text or f"# {key} =" in text or key == "api_keys", f"{section}.{key} undocumented"
+        check(section, values)
 
 
 def test_unknown_key_is_named():

@@ -409,6 +409,15 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return [int(v) for v in conn.execute(stmt).scalars()]
 
+    def key_rows_by_utm_id(self, utm_id: str) -> list[KeyRow]:
+        """The activated rows an order carrying ``utm_id`` produced, read back to confirm a grant."""
+        ids = self.key_ids_by_utm_id(utm_id)
+        if not ids:
+            return []
+        tk = self.schema.table("memberlux_term_keys")
+        with self.engine.connect() as conn:
+            return [_key_row(row) for row in conn.execute(self._key_stmt().where(tk.c.id.in_(ids)).order_by(tk.c.id))]
+
     def is_orphan(self, row: KeyRow) -> bool:
         """True when the row's user or level no longer exists (such rows grant nothing)."""
         if row.user_id is None or row.term_id is None:

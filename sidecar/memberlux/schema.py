@@ -63,7 +63,7 @@ class FeatureUnavailable(Exception):
 REQUIRED_BASE_TABLES: tuple[str, ...] = ("users", "usermeta")
 #: Tables under the site prefix.
 REQUIRED_SITE_TABLES: tuple[str, ...] = (
-    "options", "terms", "term_taxonomy", "termmeta", "posts", "postmeta",
+    "options", "terms", "term_taxonomy", "termmeta", "term_relationships", "posts", "postmeta",
     "memberlux_term_keys", "memberlux_keys_meta",
 )
 #: Tables of optional modules (site prefix). A module counts as present only with all its tables.

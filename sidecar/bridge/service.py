@@ -1,0 +1,268 @@
+"""Accepting grant requests: validation against the site, idempotency, the durable record.
+
+A valid request becomes one ``mls_grants`` row (the outbox entry) in the same transaction as its
+audit events; the answer is 202 and the worker delivers it. Idempotency is decided by the unique
+``idempotency_key``: a second request for the same deal gets the first grant back, and a request
+reusing a key with a different payload is refused (409), never silently merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from sidecar.bootstrap import Runtime
+from sidecar.domain.grants import FieldError, GrantSpec, validate_grant
+from sidecar.memberlux.products import Override, ProductCatalog
+from sidecar.store import audit
+from sidecar.store.db import unit_of_work
+from sidecar.store.grant_models import CANCELLED, FAILED, FETCHING, FINAL_STATES, OPEN_STATES, QUEUED, Grant
+
+from .auth import Principal
+from .parsers import ParsedRequest
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_grant_id(now: datetime) -> str:
+    """Time-ordered, unguessable, short enough for keys_meta.utm_id (60 characters)."""
+    millis = int(now.timestamp() * 1000)
+    stamp = "".join(_CROCKFORD[(millis >> shift) & 31] for shift in range(45, -1, -5))
+    return "g" + stamp + "".join(secrets.choice(_CROCKFORD) for _ in range(12))
+
+
+class IntakeRejected(Exception):
+    def __init__(self, status: int, code: str, message: str, *, errors: list[FieldError] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors or []
+        self.extra = extra or {}
+
+
+@dataclass
+class Acceptance:
+    grant: Grant
+    replayed: bool
+
+
+@dataclass
+class IntakeContext:
+    channel: str                 # legacy | api | amocrm
+    principal: Principal
+    source_ip: str | None = None
+    idempotency_header: str | None = None
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _LevelCache:
+    """Level ids, refreshed every ``ttl`` seconds: every intake checks the level, and levels rarely change."""
+
+    def __init__(self, runtime: Runtime, ttl: float = 30.0) -> None:
+        self.runtime, self.ttl = runtime, ttl
+        self._lock = threading.Lock()
+        self._loaded_at = 0.0
+        self._names: dict[int, str] = {}
+
+    def name(self, term_id: int) -> str | None:
+        with self._lock:
+            if time.monotonic() - self._loaded_at > self.ttl:
+                self._names = {level.term_id: level.name for level in self.runtime.reader.levels()}
+                self._loaded_at = time.monotonic()
+            if term_id in self._names:
+                return self._names[term_id]
+        level = self.runtime.reader.level(term_id)  # created since the last refresh?
+        return level.name if level else None
+
+
+def request_hash(spec: GrantSpec) -> str:
+    return spec.fingerprint()
+
+
+def amo_hash(lead_id: int, status_id: int | None) -> str:
+    return hashlib.sha256(f"amocrm:{lead_id}:{status_id}".encode()).hexdigest()
+
+
+class BridgeService:
+    def __init__(self, runtime: Runtime, catalog: ProductCatalog | None = None) -> None:
+        self.runtime = runtime
+        settings = runtime.settings
+        self.catalog = catalog or ProductCatalog(
+            runtime.wp_engine, runtime.site,
+            [Override(o.term_id, o.duration, o.units, o.product_id) for o in settings.bridge.product_overrides])
+        self.levels = _LevelCache(runtime)
+
+    # --- idempotency keys ---------------------------------------------------------------------
+    def idempotency_key(self, parsed: ParsedRequest, context: IntakeContext) -> str | None:
+        if context.idempotency_header:
+            header = context.idempotency_header.strip()
+            if not header or len(header) > 150 or not header.isprintable():
+                raise IntakeRejected(400, "invalid_idempotency_key", "Idempotency-Key must be 1-150 printable characters")
+            return f"hdr:{header}"
+        if parsed.external_id:
+            return f"ext:{parsed.external_id}"
+        if parsed.amo_lead_id:
+            # Same namespace as direct amoCRM webhooks: switching from the old relay never grants twice.
+            return f"amocrm:lead:{parsed.amo_lead_id}"
+        return None
+
+    def amo_idempotency_key(self, lead_id: int, status_id: int | None) -> str:
+        if self.runtime.settings.bridge.amocrm.idempotency == "lead_status":
+            return f"amocrm:lead:{lead_id}:status:{status_id or 0}"
+        return f"amocrm:lead:{lead_id}"
+
+    # --- validation against the site -----------------------------------------------------------
+    def check_spec(self, spec: GrantSpec) -> tuple[str, int | None, str | None]:
+        """(level name, product id, product description); IntakeRejected(422) when the site cannot grant it."""
+        level_name = self.levels.name(spec.term_id)
+        if level_name is None:
+            raise IntakeRejected(422, "unknown_level", f"access level {spec.term_id} does not exist on the site",
+                                 errors=[FieldError("term_id", "unknown_level", "no such wpm-levels term")])
+        if self.runtime.settings.memberlux.order_dialect != "woocommerce":
+            return level_name, None, None
+        product = self.catalog.find(spec.term_id, spec.duration, spec.units)
+        if product is None:
+            available = [p.describe() for p in self.catalog.for_level(spec.term_id) if p.status != "trash"]
+            raise IntakeRejected(
+                422, "no_product",
+                f"no WooCommerce mbl_key product grants level {spec.term_id} for {spec.duration} {spec.units}"
+                + (f"; products of this level: {', '.join(available)}" if available else
+                   "; the level has no mbl_key product (create one, or map it in bridge.product_overrides)"),
+                extra={"products": available})
+        return level_name, product.product_id, product.describe()
+
+    def validate(self, parsed: ParsedRequest) -> GrantSpec:
+        spec, errors = validate_grant(parsed.raw)
+        if errors:
+            raise IntakeRejected(422, "validation_failed", "the request has invalid fields", errors=errors)
+        assert spec is not None
+        return spec
+
+    # --- intake -----------------------------------------------------------------------------------
+    def accept(self, parsed: ParsedRequest, context: IntakeContext) -> Acceptance:
+        spec = self.validate(parsed)
+        level_name, product_id, product_text = self.check_spec(spec)
+        key = self.idempotency_key(parsed, context)
+        now = self.runtime.clock.now()
+        grant = Grant(
+            id=new_grant_id(now), idempotency_key=key, request_hash=request_hash(spec), channel=context.channel,
+            source_label=parsed.source_label, principal=str(context.principal), external_id=parsed.external_id,
+            amo_lead_id=parsed.amo_lead_id, email=spec.email, first_name=spec.first_name or None,
+            last_name=spec.last_name or None, patronymic=spec.patronymic or None, phone=spec.phone or None,
+            term_id=spec.term_id, duration=spec.duration, units=spec.units, product_id=product_id,
+            meta={**parsed.meta, **context.extra_meta}, status=QUEUED, attempts=0, next_attempt_at=now,
+            source_ip=context.source_ip, created_at=now, updated_at=now,
+        )
+        steps = [
+            ("intake.received", {"format": parsed.format, "channel": context.channel,
+                                 "authenticated_as": str(context.principal), "idempotency_key": key}),
+            ("intake.validated", {"email": spec.email, "term_id": spec.term_id, "level": level_name,
+                                  "duration": spec.duration, "units": spec.units}),
+        ]
+        if product_id is not None:
+            steps.append(("intake.product_chosen", {"product_id": product_id, "product": product_text}))
+        return self._insert(grant, steps, context)
+
+    def accept_amo_lead(self, lead_id: int, status_id: int | None, pipeline_id: int | None,
+                        context: IntakeContext) -> Acceptance:
+        """An amoCRM event whose lead data is still to be read: recorded now, fetched by the worker."""
+        now = self.runtime.clock.now()
+        grant = Grant(
+            id=new_grant_id(now), idempotency_key=self.amo_idempotency_key(lead_id, status_id),
+            request_hash=amo_hash(lead_id, status_id if self.runtime.settings.bridge.amocrm.idempotency == "lead_status" else None),
+            channel="amocrm", source_label="amocrm", principal=str(context.principal), amo_lead_id=lead_id,
+            meta={"amo_status_id": status_id, "amo_pipeline_id": pipeline_id, **context.extra_meta},
+            status=FETCHING, attempts=0, next_attempt_at=now, source_ip=context.source_ip,
+            created_at=now, updated_at=now,
+        )
+        steps = [("intake.received", {"format": "amocrm", "channel": "amocrm", "authenticated_as": str(context.principal),
+                                      "lead_id": lead_id, "status_id": status_id, "pipeline_id": pipeline_id})]
+        return self._insert(grant, steps, context)
+
+    def _insert(self, grant: Grant, steps: list[tuple[str, dict]], context: IntakeContext) -> Acceptance:
+        if grant.idempotency_key:
+            existing = self._existing(grant)
+            if existing is not None:
+                return existing
+        try:
+            with unit_of_work(self.runtime.sessions) as session:
+                session.add(grant)
+                session.flush()
+                for action, details in steps:
+                    audit.record(session, subject_type="grant", subject_id=grant.id, action=action, at=grant.created_at,
+                                 actor=str(context.principal), source_ip=context.source_ip, **details)
+        except IntegrityError:
+            # A concurrent request with the same key won the unique constraint a moment ago.
+            existing = self._existing(grant)
+            if existing is None:
+                raise
+            return existing
+        return Acceptance(grant, replayed=False)
+
+    def _existing(self, grant: Grant) -> Acceptance | None:
+        with self.runtime.sessions() as session:
+            found = session.scalar(sa.select(Grant).where(Grant.idempotency_key == grant.idempotency_key))
+        if found is None:
+            return None
+        if found.request_hash != grant.request_hash:
+            raise IntakeRejected(409, "idempotency_conflict",
+                                 f"idempotency key already used by grant {found.id} with a different payload",
+                                 extra={"grant_id": found.id})
+        return Acceptance(found, replayed=True)
+
+    # --- lookups and admin actions -----------------------------------------------------------------
+    def get(self, ref: str) -> Grant | None:
+        with self.runtime.sessions() as session:
+            grant = session.get(Grant, ref)
+            if grant is None:
+                grant = session.scalar(sa.select(Grant).where(Grant.external_id == ref).order_by(Grant.created_at.desc()))
+            return grant
+
+    def retry(self, grant_id: str, actor: str) -> Grant:
+        """A failed grant goes back to the queue (a lookup precedes any new order if the outcome was unknown)."""
+        now = self.runtime.clock.now()
+        with unit_of_work(self.runtime.sessions) as session:
+            grant = session.get(Grant, grant_id, with_for_update=True)
+            if grant is None:
+                raise IntakeRejected(404, "not_found", f"no grant {grant_id}")
+            if grant.status not in (FAILED, CANCELLED):
+                raise IntakeRejected(409, "not_retryable", f"grant {grant_id} is {grant.status}; only failed or cancelled grants can be retried")
+            grant.status = FETCHING if grant.term_id is None else QUEUED
+            grant.next_attempt_at, grant.updated_at, grant.completed_at = now, now, None
+            grant.meta = {**(grant.meta or {}), "retried_at": now.isoformat()}
+            audit.record(session, subject_type="grant", subject_id=grant.id, action="admin.retry", at=now, actor=actor)
+            return grant
+
+    def cancel(self, grant_id: str, actor: str) -> Grant:
+        now = self.runtime.clock.now()
+        with unit_of_work(self.runtime.sessions) as session:
+            updated = session.execute(
+                sa.update(Grant).where(Grant.id == grant_id, Grant.status.in_((QUEUED, FETCHING, FAILED)))
+                .values(status=CANCELLED, updated_at=now, completed_at=now, last_error="cancelled by " + actor)
+            ).rowcount
+            grant = session.get(Grant, grant_id)
+            if grant is None:
+                raise IntakeRejected(404, "not_found", f"no grant {grant_id}")
+            if not updated:
+                raise IntakeRejected(409, "not_cancellable",
+                                     f"grant {grant_id} is {grant.status}; only queued, fetching or failed grants can be cancelled "
+                                     "(one being delivered may already exist on the site)")
+            audit.record(session, subject_type="grant", subject_id=grant.id, action="admin.cancel", at=now, actor=actor)
+            return grant
+
+
+def is_final(grant: Grant) -> bool:
+    return grant.status in FINAL_STATES
+
+
+__all__ = ["Acceptance", "BridgeService", "IntakeContext", "IntakeRejected", "OPEN_STATES", "is_final", "new_grant_id"]

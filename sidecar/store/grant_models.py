@@ -1,0 +1,103 @@
+"""The grant bridge's state: one row per requested grant (also its outbox entry), its delivery
+attempts, and the signatures already seen (replay protection).
+
+Exactly-once rests on two constraints of this schema, not on there being one worker:
+``mls_grants.idempotency_key`` is unique (a second request for the same deal finds the first), and a
+grant is delivered only by whoever moved its ``status`` with a conditional UPDATE (a claim).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from sidecar.store.models import Base
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# Grant states. "fetching" waits for CRM data (amoCRM lead) before it can be validated;
+# "confirming" means the order was accepted and only the read-back of the key is pending:
+# such a grant is never ordered again.
+QUEUED, FETCHING, DELIVERING, CONFIRMING = "queued", "fetching", "delivering", "confirming"
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+OPEN_STATES = (QUEUED, FETCHING, DELIVERING, CONFIRMING)
+FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+ALL_STATES = OPEN_STATES + FINAL_STATES
+
+
+class Grant(Base):
+    __tablename__ = "mls_grants"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(200), unique=True)
+    request_hash: Mapped[str] = mapped_column(sa.String(64))
+    channel: Mapped[str] = mapped_column(sa.String(20))            # legacy | api | amocrm | program
+    source_label: Mapped[str | None] = mapped_column(sa.String(100))  # the sender's own "source" text
+    principal: Mapped[str] = mapped_column(sa.String(120))         # which credential let it in
+    external_id: Mapped[str | None] = mapped_column(sa.String(190), index=True)
+    amo_lead_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+    email: Mapped[str | None] = mapped_column(sa.String(100))
+    first_name: Mapped[str | None] = mapped_column(sa.String(100))
+    last_name: Mapped[str | None] = mapped_column(sa.String(100))
+    patronymic: Mapped[str | None] = mapped_column(sa.String(100))
+    phone: Mapped[str | None] = mapped_column(sa.String(40))
+    term_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    duration: Mapped[int | None]
+    units: Mapped[str | None] = mapped_column(sa.String(10))
+    product_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    meta: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+
+    status: Mapped[str] = mapped_column(sa.String(12), index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    outcome_unknown: Mapped[bool] = mapped_column(default=False)
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(120))
+    claim_expires_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.String(500))
+
+    order_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    user_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    user_existed: Mapped[bool | None]
+    key_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    date_start: Mapped[date | None] = mapped_column(sa.Date)
+    date_end: Mapped[date | None] = mapped_column(sa.Date)
+    is_unlimited: Mapped[bool] = mapped_column(default=False)
+
+    source_ip: Mapped[str | None] = mapped_column(sa.String(45))
+    request_id: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    updated_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+
+    __table_args__ = (sa.Index("ix_mls_grants_due", "status", "next_attempt_at"),)
+
+
+class GrantAttempt(Base):
+    """One call to MemberLux (or to the CRM) on behalf of a grant, with what came back."""
+
+    __tablename__ = "mls_grant_attempts"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    grant_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("mls_grants.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int]
+    kind: Mapped[str] = mapped_column(sa.String(20))      # order | lookup | confirm | crm_fetch
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(sa.String(20))   # ok | permanent | unknown | unreachable | found | not_found
+    http_status: Mapped[int | None]
+    detail: Mapped[str | None] = mapped_column(sa.String(1000))
+    elapsed_ms: Mapped[int | None]
+    worker: Mapped[str | None] = mapped_column(sa.String(120))
+
+
+class SeenSignature(Base):
+    """A legacy HMAC signature accepted once; the same one inside the window is a replay."""
+
+    __tablename__ = "mls_seen_signatures"
+
+    digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
