@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from sqlalchemy.exc import OperationalError
 
 from sidecar.store.grant_models import FAILED, FINAL_STATES, Grant
 from sidecar.web.auth import csrf_exempt, current_admin
@@ -52,6 +53,15 @@ def _deliverer() -> GrantDeliverer:
     if "mlsidecar.deliverer" not in ext:
         ext["mlsidecar.deliverer"] = GrantDeliverer(_runtime(), _service())
     return ext["mlsidecar.deliverer"]
+
+
+@blueprint.errorhandler(OperationalError)
+def _store_unavailable(exc: OperationalError) -> Response:
+    # Nothing was recorded, so nothing is lost: the sender must retry (a CRM that sees 503 does).
+    log.error("grant intake: database unavailable: %s", str(exc).splitlines()[0][:200])
+    response = _error(503, "store_unavailable", "the sidecar's database is unavailable; retry shortly")
+    response.headers["Retry-After"] = "30"
+    return response
 
 
 def grant_view(grant: Grant) -> dict[str, Any]:

@@ -151,8 +151,14 @@ class BridgeService:
     # --- intake -----------------------------------------------------------------------------------
     def accept(self, parsed: ParsedRequest, context: IntakeContext) -> Acceptance:
         spec = self.validate(parsed)
-        level_name, product_id, product_text = self.check_spec(spec)
         key = self.idempotency_key(parsed, context)
+        if key:
+            # Before the site checks: a replay returns the original grant even if its product was
+            # unpublished since.
+            existing = self._existing(key, request_hash(spec))
+            if existing is not None:
+                return existing
+        level_name, product_id, product_text = self.check_spec(spec)
         now = self.runtime.clock.now()
         grant = Grant(
             id=new_grant_id(now), idempotency_key=key, request_hash=request_hash(spec), channel=context.channel,
@@ -191,7 +197,7 @@ class BridgeService:
 
     def _insert(self, grant: Grant, steps: list[tuple[str, dict]], context: IntakeContext) -> Acceptance:
         if grant.idempotency_key:
-            existing = self._existing(grant)
+            existing = self._existing(grant.idempotency_key, grant.request_hash)
             if existing is not None:
                 return existing
         try:
@@ -203,18 +209,18 @@ class BridgeService:
                                  actor=str(context.principal), source_ip=context.source_ip, **details)
         except IntegrityError:
             # A concurrent request with the same key won the unique constraint a moment ago.
-            existing = self._existing(grant)
+            existing = self._existing(grant.idempotency_key or "", grant.request_hash)
             if existing is None:
                 raise
             return existing
         return Acceptance(grant, replayed=False)
 
-    def _existing(self, grant: Grant) -> Acceptance | None:
+    def _existing(self, key: str, fingerprint: str) -> Acceptance | None:
         with self.runtime.sessions() as session:
-            found = session.scalar(sa.select(Grant).where(Grant.idempotency_key == grant.idempotency_key))
+            found = session.scalar(sa.select(Grant).where(Grant.idempotency_key == key))
         if found is None:
             return None
-        if found.request_hash != grant.request_hash:
+        if found.request_hash != fingerprint:
             raise IntakeRejected(409, "idempotency_conflict",
                                  f"idempotency key already used by grant {found.id} with a different payload",
                                  extra={"grant_id": found.id})
