@@ -264,6 +264,34 @@ class AmoCrmSettings(_Section):
         return self
 
 
+_WELCOME_SUBJECT = "Доступ к курсу «{{ level_name }}»"
+_WELCOME_BODY = (
+    "<p>Здравствуйте{% if first_name %}, {{ first_name }}{% endif %}!</p>\n"
+    "<p>Вам открыт доступ к курсу «{{ level_name }}»{% if access_until %} до {{ access_until }} включительно{% endif %}.</p>\n"
+    "<p>Ваш логин: <b>{{ login }}</b>. Чтобы задать пароль, откройте <a href=\"{{ reset_url }}\">эту ссылку</a> "
+    "и введите свой e-mail.</p>\n"
+    "<p>Войти в личный кабинет: <a href=\"{{ site_url }}\">{{ site_url }}</a></p>\n"
+)
+
+
+def _check_template(value: str) -> str:
+    from sidecar.mail.templates import TemplateError, check
+
+    try:
+        check(value)
+    except TemplateError as exc:
+        raise ValueError(f"template error at {exc}") from None
+    return value
+
+
+class WelcomeEmailSettings(_Section):
+    enabled: bool = Field(False, description="E-mail users that an order created (MemberLux sends them no password).")
+    subject: Annotated[str, AfterValidator(_check_template)] = Field(_WELCOME_SUBJECT, description="Jinja2 subject template.")
+    body_html: Annotated[str, AfterValidator(_check_template)] = Field(
+        _WELCOME_BODY, description="Jinja2 HTML body; variables: first_name, last_name, email, login, level_name, "
+                                   "access_until, site_url, reset_url.")
+
+
 class BridgeSettings(_Section):
     hmac_secret: Secret | None = _secret_field("Shared secret of the legacy signed requests (X-MLGB-Signature).")
     api_keys: dict[str, Secret] = Field(default_factory=dict, description="Named API keys accepted in X-API-Key, e.g. {crm = 'env:MLS_KEY_CRM'}.")
@@ -277,6 +305,7 @@ class BridgeSettings(_Section):
     max_wait_seconds: int = Field(60, ge=0, le=300, description="Cap of ?wait=SECONDS (synchronous answer).")
     product_overrides: list[ProductOverride] = Field(default_factory=list, description="Explicit (level, duration, units) -> product_id mappings, checked before product meta.")
     amocrm: AmoCrmSettings = AmoCrmSettings()
+    welcome_email: WelcomeEmailSettings = WelcomeEmailSettings()
 
     @field_validator("api_keys", mode="before")
     @classmethod

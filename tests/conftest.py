@@ -178,3 +178,41 @@ def runtime(small_site, emulator, settings_for):
         yield built
     finally:
         built.close()
+
+
+# --- a real SMTP server --------------------------------------------------------------------------------
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list = []
+        self.fail_with: tuple[int, str] | None = None
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, N802 - aiosmtpd's hook name
+        import email
+        from email import policy
+
+        if self.fail_with:
+            code, text = self.fail_with
+            return f"{code} {text}"
+        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), message))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server():
+    """An aiosmtpd server on loopback; yields (host, port, inbox) where inbox.messages collects mail."""
+    from aiosmtpd.controller import Controller
+
+    import socket
+
+    with socket.socket() as probe:  # the controller checks readiness by connecting, so port 0 won't do
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield "127.0.0.1", port, inbox
+    finally:
+        controller.stop()

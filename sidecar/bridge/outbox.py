@@ -311,6 +311,10 @@ class GrantDeliverer:
                          extra_keys=[r.key_id for r in rows if r is not row] or None)
         log.info("grant %s succeeded: key %s for user %s, level %s until %s", grant.id, row.key_id, row.user_id,
                  row.term_id, row.date_end)
+        if released is not None and self.runtime.settings.bridge.welcome_email.enabled:
+            from .welcome import send_welcome
+
+            send_welcome(self.runtime, released)
         return released
 
 

@@ -1,0 +1,134 @@
+"""The one SMTP mailer: STARTTLS/SSL, authentication, a rate limit, and error classes.
+
+``TransientMailError`` (connection refused, timeouts, 4xx replies) may be retried later;
+``PermanentMailError`` (5xx replies such as an unknown recipient) will fail again. The caller keeps
+the ``Message-ID`` we set, so a message can be traced in the SMTP server's logs.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from sidecar.config import SmtpSettings
+
+
+class MailError(Exception):
+    pass
+
+
+class TransientMailError(MailError):
+    pass
+
+
+class PermanentMailError(MailError):
+    pass
+
+
+class MailDisabled(MailError):
+    """smtp.host is empty."""
+
+
+@dataclass
+class Mail:
+    to: str
+    subject: str
+    html: str
+    text: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class RateLimiter:
+    """At most ``per_minute`` sends in any sliding minute, shared by the threads of one process."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic, sleep=time.sleep) -> None:  # noqa: ANN001
+        self.per_minute = per_minute
+        self.clock, self.sleep = clock, sleep
+        self._sent: list[float] = []
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        while True:
+            with self._lock:
+                now = self.clock()
+                self._sent = [t for t in self._sent if now - t < 60]
+                if len(self._sent) < self.per_minute:
+                    self._sent.append(now)
+                    return
+                pause = 60 - (now - self._sent[0])
+            self.sleep(max(pause, 0.01))
+
+
+class Mailer:
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self.limiter = RateLimiter(settings.max_per_minute)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.settings.host)
+
+    def build(self, mail: Mail) -> EmailMessage:
+        smtp = self.settings
+        message = EmailMessage()
+        domain = smtp.from_address.rpartition("@")[2] or "localhost"
+        message["Message-ID"] = make_msgid(domain=domain)
+        message["Date"] = formatdate(localtime=False)
+        local, _, host = smtp.from_address.partition("@")
+        message["From"] = Address(smtp.from_name or "", local, host) if smtp.from_name else smtp.from_address
+        message["To"] = mail.to
+        message["Subject"] = mail.subject
+        for name, value in mail.headers.items():
+            message[name] = value
+        message.set_content(mail.text)
+        message.add_alternative(mail.html, subtype="html")
+        return message
+
+    def send(self, mail: Mail) -> str:
+        """Send one message; returns its Message-ID."""
+        if not self.enabled:
+            raise MailDisabled("e-mail is disabled (smtp.host is empty)")
+        message = self.build(mail)
+        self.send_message(message)
+        return str(message["Message-ID"])
+
+    def send_message(self, message: EmailMessage) -> None:
+        smtp = self.settings
+        self.limiter.wait()
+        context = ssl.create_default_context()
+        try:
+            if smtp.security == "ssl":
+                client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds, context=context)
+            else:
+                client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
+            try:
+                client.ehlo()
+                if smtp.security == "starttls":
+                    client.starttls(context=context)
+                    client.ehlo()
+                if smtp.username:
+                    client.login(smtp.username, smtp.password.reveal() if smtp.password else "")
+                refused = client.send_message(message)
+            finally:
+                try:
+                    client.quit()
+                except (smtplib.SMTPException, OSError):
+                    client.close()
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            cls = TransientMailError if all(400 <= c < 500 for c in codes) else PermanentMailError
+            raise cls(f"recipient refused: {codes}") from None
+        except smtplib.SMTPResponseException as exc:
+            cls = TransientMailError if 400 <= exc.smtp_code < 500 else PermanentMailError
+            raise cls(f"SMTP {exc.smtp_code}: {exc.smtp_error.decode('utf-8', 'replace')[:200]}") from None
+        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+            raise TransientMailError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        if refused:
+            raise PermanentMailError(f"recipient refused: {list(refused.values())[:3]}")
