@@ -28,7 +28,8 @@ STORE_FILE = "store.sqlite"
 MARKER_FILE = "seeded.txt"
 
 
-def demo_settings(data_dir: Path, emulator_url: str, api_login: str, app_password: str, port: int, host: str):
+def demo_settings(data_dir: Path, emulator_url: str, api_login: str, app_password: str, port: int, host: str,
+                  api_key: str):
     return settings_from_mapping({
         "wordpress": {"db_url": f"sqlite:///{(data_dir / SITE_FILE).resolve()}", "table_prefix": "wp_"},
         "memberlux": {"rest_base_url": emulator_url + "/wp-json", "rest_user": api_login,
@@ -36,6 +37,7 @@ def demo_settings(data_dir: Path, emulator_url: str, api_login: str, app_passwor
         "store": {"url": f"sqlite:///{(data_dir / STORE_FILE).resolve()}"},
         "web": {"host": host, "port": port, "public_url": f"http://{host}:{port}",
                 "secret_key": secrets.token_hex(32)},
+        "bridge": {"api_keys": {"demo": api_key}, "retry_base_seconds": 5},
         "log": {"format": "text", "level": "INFO"},
     }, environ={}, source="demo settings")
 
@@ -64,6 +66,20 @@ def _prepare_site(data_dir: Path, users: int, levels: int, seed: int, fresh: boo
     return {}
 
 
+def _example_grant(runtime) -> str | None:  # noqa: ANN001
+    from sidecar.bridge.service import BridgeService
+
+    products = [p for p in BridgeService(runtime).catalog.products()
+                if p.status == "publish" and not p.unlimited and p.level_id]
+    if not products:
+        return None
+    product = products[0]
+    units = "month" if product.units == "months" else "day"
+    return ('{"user":{"email":"new.learner@example.com","first_name":"Анна"},'
+            f'"grant":{{"term_id":{product.level_id},"duration":{product.duration},"units":"{units}"}},'
+            '"external_id":"demo-deal-1"}')
+
+
 def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users: int, levels: int, seed: int,
              fresh: bool, exit_after: float | None = None) -> None:
     from sidecar.app import create_app
@@ -87,7 +103,8 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
                                    dialect="both")
     emulator_url, stop_emulator = serve_in_thread(emulator, host=host, port=emulator_port)
 
-    settings = demo_settings(data_dir, emulator_url, DEMO_API_LOGIN, app_password, port, host)
+    api_key = "demo-" + secrets.token_urlsafe(12)
+    settings = demo_settings(data_dir, emulator_url, DEMO_API_LOGIN, app_password, port, host, api_key)
     store_engine = store_db.create_store_engine(f"sqlite:///{(data_dir / STORE_FILE).resolve()}")
     store_db.upgrade(store_engine)
     store_engine.dispose()
@@ -104,6 +121,11 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     click.echo(f"  emulated site:  {emulator_url}/wp-json/  (MemberLux {runtime.reader.option('wpm_version')})")
     click.echo(f"  demo admin:     login '{DEMO_ADMIN_LOGIN}', password '{DEMO_ADMIN_PASSWORD}'")
     click.echo(f"  data:           {data_dir.resolve()}  (delete it or pass --fresh to rebuild)")
+    example = _example_grant(runtime)
+    if example:
+        click.echo("  grant access as a CRM would (API key valid for this run only):")
+        click.echo(f"    curl -s -X POST '{sidecar_url}/api/v1/grants?wait=15' -H 'X-API-Key: {api_key}' \\")
+        click.echo(f"         -H 'Content-Type: application/json' -d '{example}'")
     click.echo("  Ctrl-C stops everything.")
     click.echo("")
     stop = threading.Event()
