@@ -6,8 +6,6 @@ prerequisite are reported as skipped rather than crashing with a cascade of seco
 
 from __future__ import annotations
 
-import smtplib
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -213,23 +211,10 @@ class Doctor:
         smtp = self.settings.smtp
         if not smtp.host:
             return WARN, "smtp.host is empty: e-mail (reminders, notifications) is disabled"
-        context = ssl.create_default_context()
-        if smtp.security == "ssl":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds, context=context)
-        else:
-            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
-        try:
-            client.ehlo()
-            if smtp.security == "starttls":
-                client.starttls(context=context)
-                client.ehlo()
-            if smtp.username:
-                client.login(smtp.username, smtp.password.reveal() if smtp.password else "")
-        finally:
-            try:
-                client.quit()
-            except smtplib.SMTPException:
-                client.close()
+        from sidecar.mail.mailer import Mailer
+
+        with Mailer(smtp).session():
+            pass
         auth = " and logged in" if smtp.username else ""
         return OK, f"{smtp.host}:{smtp.port} answered ({smtp.security}){auth}"
 

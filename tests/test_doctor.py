@@ -67,3 +67,17 @@ def test_worker_heartbeat_seen(runtime):
     assert run_leased(runtime, "worker.heartbeat", heartbeat, timedelta(seconds=30))
     check = checks_by_name(runtime.settings)["Background worker"]
     assert check.status == OK and "heartbeat" in check.detail
+
+
+def test_smtp_reachable(small_site, emulator, settings_for, smtp_server):
+    host, port, _inbox = smtp_server
+    settings = settings_for(small_site, emulator, smtp={"host": host, "port": port, "security": "none",
+                                                        "from_address": "school@example.org"})
+    check = checks_by_name(settings)["SMTP"]
+    assert check.status == OK and f"{host}:{port}" in check.detail
+
+
+def test_smtp_down_fails(small_site, emulator, settings_for):
+    settings = settings_for(small_site, emulator, smtp={"host": "127.0.0.1", "port": 9, "security": "none",
+                                                        "from_address": "school@example.org"})
+    assert checks_by_name(settings)["SMTP"].status == FAIL

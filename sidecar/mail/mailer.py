@@ -12,6 +12,8 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -99,28 +101,34 @@ class Mailer:
         self.send_message(message)
         return str(message["Message-ID"])
 
-    def send_message(self, message: EmailMessage) -> None:
+    @contextmanager
+    def session(self) -> Iterator[smtplib.SMTP]:
+        """A connected, secured and authenticated SMTP session, closed on exit."""
         smtp = self.settings
-        self.limiter.wait()
         context = ssl.create_default_context()
+        if smtp.security == "ssl":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds, context=context)
+        else:
+            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
         try:
-            if smtp.security == "ssl":
-                client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds, context=context)
-            else:
-                client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
-            try:
+            client.ehlo()
+            if smtp.security == "starttls":
+                client.starttls(context=context)
                 client.ehlo()
-                if smtp.security == "starttls":
-                    client.starttls(context=context)
-                    client.ehlo()
-                if smtp.username:
-                    client.login(smtp.username, smtp.password.reveal() if smtp.password else "")
+            if smtp.username:
+                client.login(smtp.username, smtp.password.reveal() if smtp.password else "")
+            yield client
+        finally:
+            try:
+                client.quit()
+            except (smtplib.SMTPException, OSError):
+                client.close()
+
+    def send_message(self, message: EmailMessage) -> None:
+        self.limiter.wait()
+        try:
+            with self.session() as client:
                 refused = client.send_message(message)
-            finally:
-                try:
-                    client.quit()
-                except (smtplib.SMTPException, OSError):
-                    client.close()
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             cls = TransientMailError if all(400 <= c < 500 for c in codes) else PermanentMailError
