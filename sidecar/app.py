@@ -12,7 +12,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from sidecar.bootstrap import Runtime
 from sidecar.logs import request_id_var
+from sidecar.bridge import admin as grants_admin
 from sidecar.bridge import blueprint as bridge
+from sidecar.bridge import openapi
 from sidecar.web import auth, health, home, i18n
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     app.register_blueprint(home.blueprint)
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(bridge.blueprint)
+    app.register_blueprint(grants_admin.blueprint)
+    app.register_blueprint(openapi.blueprint)
     return app
 
 

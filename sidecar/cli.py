@@ -262,6 +262,170 @@ def devstack_serve(db_url: str, prefix: str, host: str, port: int, app_user: str
     run_simple(host, port, app, threaded=True)
 
 
+# --- grants ------------------------------------------------------------------------------------------
+@cli.group("grants")
+def grants_group() -> None:
+    """Grant bridge: list, inspect, retry and cancel grants (our store; WordPress only for level names)."""
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - containers may run under a uid without a passwd entry
+        user = "unknown"
+    return f"cli:{user}"
+
+
+def _text_table(headers: list[str], rows: list[list[object]]) -> str:
+    cells = [[("" if value is None else str(value)) for value in row] for row in rows]
+    widths = [max([len(header)] + [len(row[i]) for row in cells]) for i, header in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _clip(text: str | None, limit: int) -> str:
+    if not text:
+        return ""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _utc(moment) -> str:  # noqa: ANN001
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def _term(grant) -> str:  # noqa: ANN001
+    if grant.is_unlimited:
+        return "unlimited"
+    return f"{grant.duration} {grant.units}" if grant.duration is not None else ""
+
+
+def _level_names(runtime) -> dict[int, str]:  # noqa: ANN001
+    return {level.term_id: level.name for level in runtime.reader.levels()}
+
+
+@grants_group.command("list")
+@click.option("--status", default=None, help="Only grants in this state (queued, fetching, delivering, confirming, "
+                                               "succeeded, failed, cancelled).")
+@click.option("--channel", default=None, help="Only grants that came through this channel (legacy, api, amocrm, program).")
+@click.option("--search", "-q", default=None, help="Part of the e-mail, or exactly an external id, grant id or amoCRM lead id.")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--before", "cursor", default=None, help="Continue after a previous page (the cursor it printed).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def grants_list(ctx: click.Context, status: str | None, channel: str | None, search: str | None, limit: int,
+                cursor: str | None, fmt: str) -> None:
+    """List grants, newest first."""
+    from sidecar.bridge import queries
+    from sidecar.store.grant_models import ALL_STATES
+
+    if status is not None and status not in ALL_STATES:
+        raise click.BadParameter(f"'{status}' is not one of {', '.join(ALL_STATES)}", param_hint="--status")
+    try:
+        before = queries.Cursor.decode(cursor) if cursor else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--before") from None
+    runtime = _runtime(ctx)
+    try:
+        with runtime.sessions() as session:
+            page = queries.list_grants(session, status=status, channel=channel, search=search, before=before,
+                                       limit=limit)
+        levels = _level_names(runtime)
+    finally:
+        runtime.close()
+    next_cursor = page.next_cursor.encode() if page.next_cursor else None
+    if fmt == "json":
+        grants = [{**queries.grant_record(g), "level_name": levels.get(g.term_id)} for g in page.rows]
+        click.echo(json.dumps({"grants": grants, "next_cursor": next_cursor}, indent=2, ensure_ascii=False))
+        return
+    if not page.rows:
+        click.echo("no grants match")
+        return
+    click.echo(_text_table(
+        ["ID", "CREATED (UTC)", "STATUS", "CHANNEL", "EMAIL", "LEVEL", "TERM", "ATTEMPTS", "LAST ERROR"],
+        [[g.id, _utc(g.created_at), g.status, g.channel, g.email, _clip(levels.get(g.term_id, g.term_id and f"#{g.term_id}"), 30),
+          _term(g), g.attempts, _clip(g.last_error, 60)] for g in page.rows]))
+    if next_cursor:
+        # On stderr so that piping the table elsewhere keeps only rows.
+        click.echo(f"more: add --before {next_cursor}", err=True)
+
+
+@grants_group.command("show")
+@click.argument("grant_id")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def grants_show(ctx: click.Context, grant_id: str, fmt: str) -> None:
+    """Every field of one grant, its delivery attempts and its audit trail."""
+    from sidecar.bridge import queries
+
+    runtime = _runtime(ctx)
+    try:
+        with runtime.sessions() as session:
+            detail = queries.grant_detail(session, grant_id)
+        if detail is None:
+            raise click.ClickException(f"no grant with id '{grant_id}' (search by e-mail or external id with `grants list -q`)")
+        levels = _level_names(runtime)
+    finally:
+        runtime.close()
+    record = {**queries.grant_record(detail.grant), "level_name": levels.get(detail.grant.term_id)}
+    if fmt == "json":
+        click.echo(json.dumps({"grant": record, "attempts": [queries.attempt_record(a) for a in detail.attempts],
+                               "audit": [queries.event_record(e) for e in detail.events]},
+                              indent=2, ensure_ascii=False, default=str))
+        return
+    width = max(len(key) for key in record)
+    for key, value in record.items():
+        shown = json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, (dict, list)) else value
+        click.echo(f"{key.ljust(width)}  {'' if shown is None else shown}")
+    click.echo(f"\nattempts ({len(detail.attempts)}):")
+    if detail.attempts:
+        click.echo(_text_table(
+            ["#", "STARTED (UTC)", "KIND", "OUTCOME", "HTTP", "MS", "WORKER", "DETAIL"],
+            [[a.number, _utc(a.started_at), a.kind, a.outcome, a.http_status, a.elapsed_ms, a.worker, _clip(a.detail, 80)]
+             for a in detail.attempts]))
+    click.echo(f"\naudit ({len(detail.events)}):")
+    if detail.events:
+        click.echo(_text_table(
+            ["TIME (UTC)", "ACTION", "ACTOR", "SOURCE IP", "DETAILS"],
+            [[_utc(e.occurred_at), e.action, e.actor, e.source_ip,
+              _clip(json.dumps(e.details or {}, ensure_ascii=False, default=str), 120)] for e in detail.events]))
+
+
+def _grant_action(ctx: click.Context, grant_id: str, action: str) -> None:
+    from sidecar.bridge.service import BridgeService, IntakeRejected
+
+    runtime = _runtime(ctx)
+    try:
+        service = BridgeService(runtime)
+        before = service.get(grant_id)
+        try:
+            grant = service.retry(grant_id, _cli_actor()) if action == "retry" else service.cancel(grant_id, _cli_actor())
+        except IntakeRejected as exc:
+            raise click.ClickException(exc.message) from None
+    finally:
+        runtime.close()
+    click.echo(f"grant {grant.id}: {before.status if before else '?'} -> {grant.status}")
+
+
+@grants_group.command("retry")
+@click.argument("grant_id")
+@click.pass_context
+def grants_retry(ctx: click.Context, grant_id: str) -> None:
+    """Put a failed or cancelled grant back in the queue (the worker delivers it)."""
+    _grant_action(ctx, grant_id, "retry")
+
+
+@grants_group.command("cancel")
+@click.argument("grant_id")
+@click.pass_context
+def grants_cancel(ctx: click.Context, grant_id: str) -> None:
+    """Cancel a queued, CRM-reading or failed grant (never one being delivered)."""
+    _grant_action(ctx, grant_id, "cancel")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False, prog_name="mlsidecar")

@@ -111,6 +111,10 @@ def _standard_webhooks(headers: Mapping[str, str], body: bytes, settings: Bridge
         except WebhookVerificationError as exc:
             if "timestamp" in str(exc).lower():
                 raise AuthError(401, "timestamp_expired", "webhook-timestamp is outside the tolerance") from None
+        except ValueError:
+            # The library unpacks and base64-decodes the header (and decodes the body as UTF-8)
+            # without catching: a malformed header or body is simply not a valid signature.
+            continue
     if matched is None:
         raise AuthError(403, "invalid_signature", "no configured secret verifies webhook-signature")
     if not _remember_once(sessions, f"sw:{matched}:{wanted[SW_ID]}", now, settings.replay_window_seconds):

@@ -150,7 +150,8 @@ class GrantDeliverer:
 
     def _fail(self, grant: Grant, reason: str, **changes) -> Grant:
         now = self.runtime.clock.now()
-        changes.setdefault("status", FAILED)
+        # Always final: giving up from ``_transient`` passes the caller's retry changes (status=queued).
+        changes["status"] = FAILED
         released = self._release(grant, completed_at=now, last_error=reason[:500], **changes)
         with unit_of_work(self.runtime.sessions) as session:
             audit.record(session, subject_type="grant", subject_id=grant.id, action="grant.failed", at=now,

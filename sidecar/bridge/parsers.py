@@ -15,8 +15,6 @@ from urllib.parse import parse_qsl
 
 from sidecar.domain.grants import RawGrant
 
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-
 
 class PayloadError(Exception):
     """The body cannot be used. ``status`` is 400 (malformed) or 415 (content type)."""

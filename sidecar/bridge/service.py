@@ -122,12 +122,14 @@ class BridgeService:
         return f"amocrm:lead:{lead_id}"
 
     # --- validation against the site -----------------------------------------------------------
-    def check_spec(self, spec: GrantSpec) -> tuple[str, int | None, str | None]:
-        """(level name, product id, product description); IntakeRejected(422) when the site cannot grant it."""
+    def check_spec(self, spec: GrantSpec, term_field: str = "term_id") -> tuple[str, int | None, str | None]:
+        """(level name, product id, product description); IntakeRejected(422) when the site cannot grant it.
+
+        ``term_field`` names the level field as the sender wrote it (``key.term_id``, ``grant.term_id``)."""
         level_name = self.levels.name(spec.term_id)
         if level_name is None:
             raise IntakeRejected(422, "unknown_level", f"access level {spec.term_id} does not exist on the site",
-                                 errors=[FieldError("term_id", "unknown_level", "no such wpm-levels term")])
+                                 errors=[FieldError(term_field, "unknown_level", "no such wpm-levels term")])
         if self.runtime.settings.memberlux.order_dialect != "woocommerce":
             return level_name, None, None
         product = self.catalog.find(spec.term_id, spec.duration, spec.units)
@@ -155,10 +157,10 @@ class BridgeService:
         if key:
             # Before the site checks: a replay returns the original grant even if its product was
             # unpublished since.
-            existing = self._existing(key, request_hash(spec))
+            existing = self._existing(key, request_hash(spec), context.channel)
             if existing is not None:
                 return existing
-        level_name, product_id, product_text = self.check_spec(spec)
+        level_name, product_id, product_text = self.check_spec(spec, parsed.raw.name_of("term_id"))
         now = self.runtime.clock.now()
         grant = Grant(
             id=new_grant_id(now), idempotency_key=key, request_hash=request_hash(spec), channel=context.channel,
@@ -197,7 +199,7 @@ class BridgeService:
 
     def _insert(self, grant: Grant, steps: list[tuple[str, dict]], context: IntakeContext) -> Acceptance:
         if grant.idempotency_key:
-            existing = self._existing(grant.idempotency_key, grant.request_hash)
+            existing = self._existing(grant.idempotency_key, grant.request_hash, grant.channel)
             if existing is not None:
                 return existing
         try:
@@ -209,18 +211,21 @@ class BridgeService:
                                  actor=str(context.principal), source_ip=context.source_ip, **details)
         except IntegrityError:
             # A concurrent request with the same key won the unique constraint a moment ago.
-            existing = self._existing(grant.idempotency_key or "", grant.request_hash)
+            existing = self._existing(grant.idempotency_key or "", grant.request_hash, grant.channel)
             if existing is None:
                 raise
             return existing
         return Acceptance(grant, replayed=False)
 
-    def _existing(self, key: str, fingerprint: str) -> Acceptance | None:
+    def _existing(self, key: str, fingerprint: str, channel: str) -> Acceptance | None:
         with self.runtime.sessions() as session:
             found = session.scalar(sa.select(Grant).where(Grant.idempotency_key == key))
         if found is None:
             return None
-        if found.request_hash != fingerprint:
+        # An amoCRM lead is one deal whichever way it arrives (the old relay's signed request or the
+        # webhook itself): across those channels a match is the same grant although the payloads differ.
+        crossed_channels = key.startswith("amocrm:lead:") and found.channel != channel
+        if found.request_hash != fingerprint and not crossed_channels:
             raise IntakeRejected(409, "idempotency_conflict",
                                  f"idempotency key already used by grant {found.id} with a different payload",
                                  extra={"grant_id": found.id})

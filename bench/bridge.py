@@ -1,0 +1,603 @@
+"""Grant bridge figures: intake throughput of `mlsidecar serve`, delivery throughput of `mlsidecar worker`.
+
+    .venv/bin/python bench/bridge.py [--requests 5000] [--concurrency 32] [--workers 2]
+                                     [--delivery-concurrency 8] [--latency 1.5] [--grants 400]
+                                     [--store-url mysql+pymysql://root@127.0.0.1:3306/mls_bench]
+
+Everything runs on loopback, in a temporary directory removed at the end (also on Ctrl-C):
+
+1. A demo site (SQLite, ``--users`` learners) served by ``mlsidecar devstack serve``; a store (SQLite
+   file in WAL mode, or ``--store-url``: an existing, disposable database) migrated to head; a TOML
+   configuration; ``mlsidecar serve`` under gunicorn with ``--workers`` processes.
+2. Intake: ``--requests`` brief-style JSON posts with an API key from ``--concurrency`` keep-alive
+   connections (one thread and one ``http.client`` connection each), 10 % of them repeating an earlier
+   ``external_id`` with the same payload. No worker runs, so this measures the sidecar's intake alone.
+   A GET /healthz run with the same client first shows the ceiling of client + gunicorn on this machine.
+3. Delivery: the first ``--grants`` accepted grants stay queued (the others are cancelled in the store,
+   so the phase is bounded); ``mlsidecar worker`` with ``bridge.concurrency = --delivery-concurrency``
+   delivers them to the emulator, which takes ``--latency`` seconds per order. Lost grants (accepted but
+   not succeeded) and duplicated grants (more than one site key carrying the grant id in
+   ``keys_meta.utm_id``) are counted; both must be 0.
+4. Overhead: ``--overhead-grants`` grants delivered by a worker with concurrency 1 against the emulator
+   at latency 0, against the same number of orders sent straight to the emulator with
+   ``MemberLuxRestClient``; the difference per grant is what the sidecar adds around one order.
+
+Prints one summary block; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sidecar.bootstrap import build_runtime, store_url  # noqa: E402
+from sidecar.bridge.service import BridgeService  # noqa: E402
+from sidecar.config import load_settings  # noqa: E402
+from sidecar.devstack.seed import DEMO_API_LOGIN  # noqa: E402
+from sidecar.devstack.site import build_demo_site  # noqa: E402
+from sidecar.memberlux.rest import Customer, MemberLuxRestClient  # noqa: E402
+from sidecar.store import db as store_db  # noqa: E402
+from sidecar.store.grant_models import CANCELLED, FINAL_STATES, QUEUED, SUCCEEDED, Grant, GrantAttempt  # noqa: E402
+
+HOST = "127.0.0.1"
+DUPLICATE_SHARE = 0.10
+WARMUP_REQUESTS = 64
+
+
+# --- processes -------------------------------------------------------------------------------------
+class Processes:
+    """Children started by this script; each in its own session so gunicorn's workers go with it."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.running: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir,
+                                   env={**os.environ, **(env or {})}, start_new_session=True)
+        log.close()
+        self.running[name] = process
+        return process
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 40) -> None:
+        process = self.running.get(name)
+        if process is None:
+            return
+        try:
+            if process.poll() is None:
+                os.killpg(process.pid, sig)
+                process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
+        finally:
+            # Not gone in time, or this wait was interrupted: leave nothing behind.
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(10)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+            self.running.pop(name, None)
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).with_name("mlsidecar")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sidecar.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def _wait_http(url: str, processes: Processes, name: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process = processes.running.get(name)
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"{name} exited with {process.returncode}:\n{processes.tail(name)}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{name} did not answer {url} within {timeout:.0f} s:\n{processes.tail(name)}")
+
+
+def _cpu_seconds(root_pid: int) -> float:
+    """User + system CPU of a process and its children (gunicorn master and workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, pending, seen = 0.0, [root_pid], set()
+    while pending:
+        pid = pending.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(c) for c in children)
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+# --- setup -------------------------------------------------------------------------------------------
+def _toml_value(value) -> str:  # noqa: ANN001
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def write_config(path: Path, sections: dict[str, dict]) -> Path:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _split_password(url: str) -> tuple[str, str | None]:
+    # The configuration refuses passwords inside URLs; they go to store.password.
+    parsed = sa.make_url(url)
+    if parsed.password is None:
+        return url, None
+    return parsed.set(password=None).render_as_string(hide_password=False), parsed.password
+
+
+# --- load generation -------------------------------------------------------------------------------------
+class LoadResult:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.statuses: Counter = Counter()
+        self.replayed = 0
+        self.errors: Counter = Counter()
+        self.wall = 0.0
+        self.client_cpu = 0.0
+        self.server_cpu = 0.0
+
+
+def run_load(port: int, requests_: list[tuple[str, str, bytes | None, dict[str, str]]], concurrency: int,
+             server_pid: int | None) -> LoadResult:
+    """Send every request once over ``concurrency`` keep-alive connections; time each one."""
+    result = LoadResult()
+    lock = threading.Lock()
+    position = iter(range(len(requests_)))
+
+    def worker() -> None:
+        latencies, statuses, errors, replayed = [], Counter(), Counter(), 0
+        connection = http.client.HTTPConnection(HOST, port, timeout=120)
+        while True:
+            with lock:
+                index = next(position, None)
+            if index is None:
+                break
+            method, path, body, headers = requests_[index]
+            started = time.perf_counter()
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                errors[type(exc).__name__] += 1
+                connection.close()
+                connection = http.client.HTTPConnection(HOST, port, timeout=120)
+                continue
+            latencies.append(time.perf_counter() - started)
+            statuses[response.status] += 1
+            replayed += response.getheader("Idempotent-Replayed") == "true"
+            if response.will_close:
+                connection.close()
+                connection = http.client.HTTPConnection(HOST, port, timeout=120)
+        connection.close()
+        with lock:
+            result.latencies.extend(latencies)
+            result.statuses.update(statuses)
+            result.errors.update(errors)
+            result.replayed += replayed
+
+    threads = [threading.Thread(target=worker, name=f"load-{n}", daemon=True) for n in range(concurrency)]
+    cpu_before = time.process_time()
+    server_before = _cpu_seconds(server_pid) if server_pid else 0.0
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.wall = time.perf_counter() - started
+    result.client_cpu = time.process_time() - cpu_before
+    result.server_cpu = (_cpu_seconds(server_pid) - server_before) if server_pid else 0.0
+    return result
+
+
+def _percentile(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def grant_requests(count: int, run_id: str, products: list[tuple[int, int, str]], api_key: str,
+                   rng: random.Random, duplicate_share: float = DUPLICATE_SHARE
+                   ) -> list[tuple[str, str, bytes, dict[str, str]]]:
+    """Brief-style posts; a share repeats an earlier request exactly (a CRM resending a deal)."""
+    made: list[tuple[str, str, bytes, dict[str, str]]] = []
+    headers = {"Content-Type": "application/json", "X-API-Key": api_key}
+    for n in range(count):
+        if made and rng.random() < duplicate_share:
+            made.append(made[rng.randrange(len(made))])
+            continue
+        term_id, duration, units = products[n % len(products)]
+        body = {"user": {"email": f"bench.{run_id}.{n}@example.org", "first_name": "Bench", "last_name": f"N{n}"},
+                "grant": {"term_id": term_id, "duration": duration, "units": units},
+                "external_id": f"bench-{run_id}-{n}", "source": "bench"}
+        made.append(("POST", "/api/v1/grants", json.dumps(body).encode(), headers))
+    return made
+
+
+# --- store queries --------------------------------------------------------------------------------------
+def grants_of_run(runtime, run_id: str) -> list[Grant]:  # noqa: ANN001
+    with runtime.sessions() as session:
+        return list(session.scalars(sa.select(Grant).where(Grant.external_id.like(f"bench-{run_id}-%"))
+                                    .order_by(Grant.created_at, Grant.id)))
+
+
+def set_aside(runtime, keep: list[str]) -> int:  # noqa: ANN001
+    """Cancel every queued bench grant outside the delivery phase (warm-up, the rest of the intake,
+    leftovers of an interrupted earlier run on a kept store), so the worker delivers exactly ``keep``."""
+    now = runtime.clock.now()
+    with runtime.sessions() as session:
+        changed = session.execute(
+            sa.update(Grant).where(Grant.external_id.like("bench-%"), Grant.status == QUEUED,
+                                   Grant.id.not_in(keep))
+            .values(status=CANCELLED, completed_at=now, updated_at=now, last_error="set aside by bench/bridge.py")
+        ).rowcount
+        session.commit()
+        return changed or 0
+
+
+def _chunks(items: list[str], size: int = 500):  # noqa: ANN202
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def final_count(runtime, ids: list[str]) -> int:  # noqa: ANN001
+    total = 0
+    with runtime.sessions() as session:
+        for chunk in _chunks(ids):
+            total += session.scalar(sa.select(sa.func.count()).select_from(Grant)
+                                    .where(Grant.id.in_(chunk), Grant.status.in_(FINAL_STATES))) or 0
+    return total
+
+
+def delivery_figures(runtime, ids: list[str]) -> dict:  # noqa: ANN001
+    rows, order_ms = [], []
+    with runtime.sessions() as session:
+        for chunk in _chunks(ids):
+            rows.extend(session.execute(sa.select(Grant.id, Grant.status, Grant.attempts)
+                                        .where(Grant.id.in_(chunk))).all())
+            order_ms.extend(session.scalars(sa.select(GrantAttempt.elapsed_ms).where(
+                GrantAttempt.grant_id.in_(chunk), GrantAttempt.kind == "order", GrantAttempt.outcome == "ok")))
+    succeeded = sum(1 for r in rows if r.status == SUCCEEDED)
+    return {"statuses": Counter(r.status for r in rows), "succeeded": succeeded,
+            "attempts": Counter(r.attempts for r in rows), "order_ms": [ms for ms in order_ms if ms is not None]}
+
+
+def site_keys_per_grant(site_url: str, ids: list[str]) -> Counter:
+    """How many site keys carry each grant id in keys_meta.utm_id (0 = not on the site)."""
+    engine = sa.create_engine(site_url)
+    counts: Counter = Counter({grant_id: 0 for grant_id in ids})
+    try:
+        with engine.connect() as conn:
+            for chunk in _chunks(ids):
+                query = sa.text("SELECT utm_id, COUNT(*) FROM wp_memberlux_keys_meta "
+                                "WHERE utm_source = 'mlsidecar' AND utm_id IN :ids GROUP BY utm_id"
+                                ).bindparams(sa.bindparam("ids", expanding=True))
+                for utm_id, number in conn.execute(query, {"ids": chunk}):
+                    counts[utm_id] = number
+    finally:
+        engine.dispose()
+    return counts
+
+
+class Progress:
+    """How many grants were final when, seen from here: timed by this clock, so the figures do not
+    depend on the store's timestamp precision (MariaDB DATETIME keeps whole seconds)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.samples: list[tuple[float, int]] = []
+
+    @property
+    def elapsed(self) -> float:
+        return self.samples[-1][0] if self.samples else 0.0
+
+    def rate(self) -> tuple[float, float]:
+        """(grants per second, seconds) from the first final grant seen to the last one."""
+        first = next(((t, n) for t, n in self.samples if n > 0), None)
+        last = self.samples[-1] if self.samples else None
+        if first is None or last is None or last[0] <= first[0]:
+            return float("nan"), 0.0
+        return (last[1] - first[1]) / (last[0] - first[0]), last[0] - first[0]
+
+
+def wait_final(runtime, ids: list[str], timeout: float, processes: Processes, name: str,  # noqa: ANN001
+               poll: float) -> Progress:
+    progress = Progress(len(ids))
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        done = final_count(runtime, ids)
+        progress.samples.append((time.monotonic() - started, done))
+        if done == len(ids):
+            break
+        process = processes.running.get(name)
+        if process is not None and process.poll() is not None:
+            print(f"  ! {name} exited with {process.returncode}:\n{processes.tail(name)}", file=sys.stderr)
+            break
+        time.sleep(poll)
+    return progress
+
+
+def set_latency(emulator_url: str, password: str, seconds: float) -> None:
+    response = requests.post(emulator_url + "/devstack/faults", json={"latency_seconds": seconds},
+                             auth=(DEMO_API_LOGIN, password), timeout=10)
+    response.raise_for_status()
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+def main() -> None:  # noqa: PLR0915 - one linear script
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=5000, help="intake requests (default 5000)")
+    parser.add_argument("--concurrency", type=int, default=32, help="client connections during intake (default 32)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    parser.add_argument("--delivery-concurrency", type=int, default=8, help="bridge.concurrency of the worker (default 8)")
+    parser.add_argument("--latency", type=float, default=1.5, help="seconds the emulator takes per order (default 1.5)")
+    parser.add_argument("--grants", type=int, default=400, help="grants delivered in the delivery phase (default 400)")
+    parser.add_argument("--overhead-grants", type=int, default=60, help="grants of the overhead phase (default 60)")
+    parser.add_argument("--baseline-requests", type=int, default=2000, help="GET /healthz requests (default 2000)")
+    parser.add_argument("--users", type=int, default=2000, help="learners of the demo site (default 2000)")
+    parser.add_argument("--store-url", default=None,
+                        help="store database instead of a SQLite file (an existing database you can spare)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
+    args = parser.parse_args()
+
+    def interrupted(signum, _frame):  # noqa: ANN001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    # Also when started with SIGINT ignored (a background job): the children inherit an ignored
+    # SIGINT, and the workers are stopped gracefully with it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    work = Path(tempfile.mkdtemp(prefix="mls-bench-bridge-"))
+    processes = Processes(work)
+    runtime = None
+    try:
+        runtime = run(args, work, processes)
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping processes and removing the temporary directory", file=sys.stderr)
+    finally:
+        processes.stop_all()
+        if runtime is not None:
+            runtime.close()
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, work: Path, processes: Processes):  # noqa: ANN001, ANN201, PLR0915
+    rng = random.Random(args.seed)
+    run_id = uuid.uuid4().hex[:8]
+    cli = _cli()
+    notes: list[str] = []
+
+    # Site and emulator ------------------------------------------------------------------------------------
+    site_file = work / "wordpress.sqlite"
+    site_url = f"sqlite:///{site_file}"
+    started = time.perf_counter()
+    build_demo_site(site_url, users=args.users, levels=8, seed=args.seed, today=date.today(), fresh=True)
+    seeded_in = time.perf_counter() - started
+    # The emulator writes while the sidecar reads: WAL lets readers go on during a write, as InnoDB does.
+    engine = sa.create_engine(site_url)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    engine.dispose()
+
+    app_password = secrets.token_urlsafe(18)
+    emulator_port = _free_port()
+    emulator_url = f"http://{HOST}:{emulator_port}"
+    processes.start("emulator", [*cli, "devstack", "serve", "--db-url", site_url, "--host", HOST,
+                                 "--port", str(emulator_port), "--app-user", DEMO_API_LOGIN,
+                                 "--latency", str(args.latency)],
+                    env={"MLS_DEVSTACK_APP_PASSWORD": app_password})
+    _wait_http(emulator_url + "/devstack/health", processes, "emulator")
+
+    # Store and configuration -----------------------------------------------------------------------------------
+    if args.store_url:
+        store, store_password = _split_password(args.store_url)
+        notes.append("store: " + sa.make_url(store).render_as_string(hide_password=True) +
+                     " (left in place; this run's grants are tagged bench-" + run_id + ")")
+    else:
+        store, store_password = f"sqlite:///{work / 'store.sqlite'}", None
+    port = _free_port()
+    api_key = "bench-" + secrets.token_urlsafe(16)
+
+    def config(name: str, concurrency: int) -> Path:
+        return write_config(work / name, {
+            "wordpress": {"db_url": site_url, "table_prefix": "wp_"},
+            "memberlux": {"rest_base_url": emulator_url + "/wp-json", "rest_user": DEMO_API_LOGIN,
+                          "rest_password": app_password, "timeout_seconds": 60},
+            "store": {"url": store, **({"password": store_password} if store_password else {})},
+            "web": {"host": HOST, "port": port, "workers": args.workers, "secret_key": secrets.token_hex(32)},
+            "bridge": {"api_keys": {"bench": api_key}, "concurrency": concurrency},
+            "schedule": {"outbox_poll_seconds": 1},
+            "log": {"format": "text", "level": "INFO"},
+        })
+
+    main_config = config("mlsidecar.toml", args.delivery_concurrency)
+    single_config = config("mlsidecar-c1.toml", 1)
+    settings = load_settings(main_config, environ={})
+    engine = store_db.create_store_engine(store_url(settings))
+    store_db.upgrade(engine)
+    engine.dispose()
+    runtime = build_runtime(settings)
+    products = sorted({(p.level_id, p.duration, p.units) for p in BridgeService(runtime).catalog.products()
+                       if p.status == "publish" and p.level_id and not p.unlimited})
+    if not products:
+        raise SystemExit("the demo site has no published mbl_key product")
+
+    # Sidecar web ------------------------------------------------------------------------------------------------
+    server = processes.start("serve", [*cli, "--config", str(main_config), "serve"])
+    _wait_http(f"http://{HOST}:{port}/healthz", processes, "serve")
+
+    # Baseline and intake -----------------------------------------------------------------------------------------
+    baseline = None
+    if args.baseline_requests:
+        baseline = run_load(port, [("GET", "/healthz", None, {})] * args.baseline_requests, args.concurrency,
+                            server.pid)
+    warmup = grant_requests(WARMUP_REQUESTS, run_id + "w", products, api_key, rng)
+    run_load(port, warmup, min(args.concurrency, 8), None)
+    intake_requests = grant_requests(args.requests, run_id, products, api_key, rng)
+    duplicates = args.requests - len({body for _m, _p, body, _h in intake_requests})
+    intake = run_load(port, intake_requests, args.concurrency, server.pid)
+
+    # Delivery ------------------------------------------------------------------------------------------------------
+    accepted = grants_of_run(runtime, run_id)
+    measured = [g.id for g in accepted if g.status == QUEUED][: args.grants]
+    aside = set_aside(runtime, measured)
+    processes.start("worker", [*cli, "--config", str(main_config), "worker"])
+    bound = max(120.0, len(measured) * args.latency / max(1, args.delivery_concurrency) * 4 + 60)
+    delivery_progress = wait_final(runtime, measured, bound, processes, "worker", poll=0.1)
+    processes.stop("worker", signal.SIGINT)
+    delivery = delivery_figures(runtime, measured)
+    keys = site_keys_per_grant(site_url, measured)
+    lost = len(measured) - delivery["succeeded"]
+    duplicated = sum(1 for n in keys.values() if n > 1)
+    missing_on_site = sum(1 for grant_id, n in keys.items() if n == 0)
+
+    # Overhead: one order at a time, emulator without added latency ----------------------------------------------------
+    overhead = None
+    if args.overhead_grants:
+        set_latency(emulator_url, app_password, 0.0)
+        posts = grant_requests(args.overhead_grants, run_id + "o", products, api_key, rng, duplicate_share=0)
+        run_load(port, posts, 4, None)
+        single = [g.id for g in grants_of_run(runtime, run_id + "o") if g.status == QUEUED]
+        processes.start("worker-c1", [*cli, "--config", str(single_config), "worker"])
+        single_progress = wait_final(runtime, single, 60 + len(single) * 5, processes, "worker-c1", poll=0.02)
+        processes.stop("worker-c1", signal.SIGINT)
+        sequential = delivery_figures(runtime, single)
+        # The same orders the worker sent (same products in the same order, new customers each time),
+        # after a few unmeasured ones so both sides run against a warm emulator.
+        client = MemberLuxRestClient(emulator_url + "/wp-json", DEMO_API_LOGIN, app_password, timeout=60)
+        catalog = BridgeService(runtime).catalog
+        direct = []
+        for n in range(-3, len(single)):
+            term_id, duration, units = products[max(n, 0) % len(products)]
+            product_id = catalog.find(term_id, duration, units).product_id
+            began = time.perf_counter()
+            client.order_product(Customer(email=f"direct.{run_id}.{n + 3}@example.org", first_name="Bench",
+                                          last_name=f"N{n}"), product_id, f"bench-direct-{run_id}-{n + 3}")
+            if n >= 0:
+                direct.append(time.perf_counter() - began)
+        overhead = {"grants": len(single), "succeeded": sequential["succeeded"],
+                    "per_grant": 1 / single_progress.rate()[0] if single_progress.rate()[0] else float("nan"),
+                    "order_in_worker": statistics.mean(sequential["order_ms"]) / 1000 if sequential["order_ms"] else float("nan"),
+                    "direct_mean": statistics.mean(direct), "direct_p50": statistics.median(direct)}
+
+    # Summary -------------------------------------------------------------------------------------------------------------
+    cores = os.cpu_count() or 1
+    store_kind = sa.make_url(store).get_backend_name()
+    print()
+    print("grant bridge bench")
+    print(f"  machine           {cores} CPU cores; everything on loopback; Python {sys.version.split()[0]}")
+    print(f"  site              SQLite (WAL), {args.users} learners, {len(products)} grantable products, "
+          f"seeded in {seeded_in:.1f} s; emulator = `mlsidecar devstack serve` (werkzeug, threaded)")
+    print(f"  sidecar           `mlsidecar serve`: gunicorn gthread, {args.workers} workers x 4 threads; "
+          f"store {store_kind}{' (WAL)' if store_kind == 'sqlite' else ''}; log level INFO")
+    if baseline:
+        print(f"  baseline          GET /healthz x{args.baseline_requests}, {args.concurrency} connections: "
+              f"{len(baseline.latencies) / baseline.wall:,.0f} req/s, p50 {_percentile(baseline.latencies, .5) * 1000:.1f} ms"
+              f", p99 {_percentile(baseline.latencies, .99) * 1000:.1f} ms")
+    print(f"  intake            {args.requests} POST /api/v1/grants (brief JSON, X-API-Key), {args.concurrency} "
+          f"connections, {duplicates} repeats of earlier external_ids; worker not running")
+    print(f"    throughput      {len(intake.latencies) / intake.wall:,.0f} req/s ({intake.wall:.1f} s)")
+    print(f"    latency         p50 {_percentile(intake.latencies, .5) * 1000:.1f} ms, "
+          f"p95 {_percentile(intake.latencies, .95) * 1000:.1f} ms, p99 {_percentile(intake.latencies, .99) * 1000:.1f} ms, "
+          f"max {max(intake.latencies, default=0) * 1000:.1f} ms")
+    print(f"    status codes    {dict(sorted(intake.statuses.items()))}; Idempotent-Replayed: {intake.replayed}; "
+          f"transport errors: {dict(intake.errors) or 0}")
+    print(f"    grants stored   {len(accepted)} distinct (expected {args.requests - duplicates})")
+    print(f"    CPU             client {intake.client_cpu:.1f} s ({intake.client_cpu / intake.wall:.0%} of a core), "
+          f"gunicorn {intake.server_cpu:.1f} s ({intake.server_cpu / intake.wall:.0%} of a core), "
+          f"of {cores} cores x {intake.wall:.1f} s")
+    ceiling = args.delivery_concurrency / args.latency if args.latency else float("inf")
+    rate, span = delivery_progress.rate()
+    print(f"  delivery          {len(measured)} grants, worker concurrency {args.delivery_concurrency}, "
+          f"emulator latency {args.latency:.1f} s/order ({aside} other queued bench grants set aside)")
+    print(f"    throughput      {rate:.2f} grants/s over {span:.1f} s from the first grant final to the last "
+          f"(ceiling {args.delivery_concurrency} / {args.latency:g} s = {ceiling:.2f}/s); all final "
+          f"{delivery_progress.elapsed:.1f} s after the worker was started")
+    print(f"    outcome         {dict(delivery['statuses'])}; attempts per grant {dict(delivery['attempts'])}")
+    print(f"    lost            {lost}  (accepted, not succeeded)")
+    print(f"    duplicated      {duplicated}  (grants with more than one site key in keys_meta.utm_id)")
+    print(f"    not on site     {missing_on_site}  (grants with no site key)")
+    if overhead:
+        print(f"  overhead          {overhead['grants']} grants, worker concurrency 1, emulator latency 0")
+        print(f"    per grant       {overhead['per_grant'] * 1000:.1f} ms wall per delivered grant "
+              f"({overhead['succeeded']} succeeded); the order call inside it, as the worker timed it: "
+              f"{overhead['order_in_worker'] * 1000:.1f} ms mean")
+        print(f"    direct order    {overhead['direct_mean'] * 1000:.1f} ms mean, {overhead['direct_p50'] * 1000:.1f} ms p50 "
+              f"(MemberLuxRestClient straight to the emulator, same products, new customers)")
+        print(f"    sidecar adds    {(overhead['per_grant'] - overhead['direct_mean']) * 1000:.1f} ms per grant")
+    for note in notes:
+        print(f"  note              {note}")
+    return runtime
+
+
+if __name__ == "__main__":
+    main()

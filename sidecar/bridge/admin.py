@@ -1,0 +1,272 @@
+"""Admin pages of the grant bridge: the list of grants, one grant in full, retry and cancel.
+
+Thin on purpose: reading goes through ``sidecar.bridge.queries``, changes through ``BridgeService``
+(which writes the audit events, with the administrator's login as actor). Every view needs an admin
+session; the POST forms carry the session's CSRF token, checked app-wide before the view runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timezone, tzinfo
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
+
+from sidecar.bootstrap import Runtime
+from sidecar.status import site_timezone
+from sidecar.store.grant_models import ALL_STATES, CANCELLED, FAILED, FETCHING, QUEUED, Grant
+from sidecar.web.auth import current_admin, login_required
+from sidecar.web.i18n import translate
+
+from . import queries
+from .service import BridgeService, IntakeRejected
+
+blueprint = Blueprint("grants_admin", __name__)
+
+PER_PAGE = 50
+MAX_PER_PAGE = 200
+MAX_SEARCH = 200
+ERROR_PREVIEW = 80
+# Mirrors what BridgeService.retry/cancel accept, so a page offers only buttons that can work.
+RETRYABLE = (FAILED, CANCELLED)
+CANCELLABLE = (QUEUED, FETCHING, FAILED)
+
+
+def _runtime() -> Runtime:
+    return current_app.extensions["mlsidecar"]
+
+
+def _service() -> BridgeService:
+    # The same instance the intake blueprint uses (its level cache is worth sharing).
+    ext = current_app.extensions
+    if "mlsidecar.bridge" not in ext:
+        ext["mlsidecar.bridge"] = BridgeService(_runtime())
+    return ext["mlsidecar.bridge"]
+
+
+# --- presentation helpers --------------------------------------------------------------------------
+
+class Display:
+    """Formatting shared by both templates: site-zone times, level names, terms, labels."""
+
+    def __init__(self, zone: tzinfo, levels: dict[int, str]) -> None:
+        self.zone = zone
+        self.zone_name = str(zone)
+        self.levels = levels
+
+    def local(self, moment: datetime | None) -> str:
+        return moment.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
+
+    def utc(self, moment: datetime | None) -> str:
+        return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+
+    def level(self, term_id: int | None) -> str:
+        if term_id is None:
+            return "—"
+        name = self.levels.get(term_id)
+        return f"{name} (#{term_id})" if name else translate("grants.level_missing", id=term_id)
+
+    def term(self, grant: Grant) -> str:
+        if grant.is_unlimited:
+            return translate("grants.term.unlimited")
+        if grant.duration is None:
+            return "—"
+        if grant.units in ("days", "months"):
+            return translate(f"grants.term.{grant.units}", n=grant.duration)
+        return f"{grant.duration} {grant.units or ''}".strip()
+
+    @staticmethod
+    def status(state: str) -> str:
+        key = f"grants.status.{state}"
+        text = translate(key)
+        return state if text == key else text
+
+    @staticmethod
+    def channel(name: str | None) -> str:
+        if not name:
+            return "—"
+        key = f"grants.channel.{name}"
+        text = translate(key)
+        return name if text == key else text
+
+    @staticmethod
+    def short(text: str | None, limit: int = ERROR_PREVIEW) -> str:
+        if not text:
+            return ""
+        return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+    @staticmethod
+    def yes_no(value: bool | None) -> str:
+        if value is None:
+            return "—"
+        return translate("grants.yes") if value else translate("grants.no")
+
+    @staticmethod
+    def value(value: Any) -> str:
+        if value is None or value == "":
+            return "—"
+        if isinstance(value, (date, datetime)):
+            return value.isoformat()
+        return str(value)
+
+    @staticmethod
+    def details(details: dict[str, Any] | None) -> list[tuple[str, str]]:
+        return [(key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
+                for key, value in (details or {}).items()]
+
+    @staticmethod
+    def json(value: Any) -> str:
+        return json.dumps(value or {}, ensure_ascii=False, indent=2, sort_keys=True, default=str)
+
+
+def _display(runtime: Runtime) -> Display:
+    zone, _source = site_timezone(runtime)
+    # Once per page: level names come from WordPress, not from our store.
+    return Display(zone, {level.term_id: level.name for level in runtime.reader.levels()})
+
+
+# --- the list ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Filters:
+    status: str = ""
+    channel: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    search: str = ""
+    before: queries.Cursor | None = None
+    per_page: int = PER_PAGE
+
+    def query_args(self) -> dict[str, str]:
+        """The filters as URL parameters (empty ones left out), to build links that keep them."""
+        values = {
+            "status": self.status, "channel": self.channel,
+            "from": self.date_from.isoformat() if self.date_from else "",
+            "to": self.date_to.isoformat() if self.date_to else "",
+            "q": self.search, "before": self.before.encode() if self.before else "",
+            "per_page": str(self.per_page) if self.per_page != PER_PAGE else "",
+        }
+        return {key: value for key, value in values.items() if value}
+
+    def url(self, **changes: Any) -> str:
+        return url_for(".grant_list", **replace(self, **changes).query_args())
+
+
+def _parse_date(raw: str, problems: list[str]) -> date | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        problems.append(translate("grants.error.bad_date", value=raw[:40]))
+        return None
+
+
+def parse_filters(args: MultiDict[str, str]) -> tuple[Filters, list[str]]:
+    """Filters from the query string; what cannot be used is dropped and explained, not a 400."""
+    problems: list[str] = []
+    status = args.get("status", "").strip()
+    if status and status not in ALL_STATES:
+        problems.append(translate("grants.error.bad_status", value=status[:40]))
+        status = ""
+    before = None
+    if args.get("before"):
+        try:
+            before = queries.Cursor.decode(args["before"])
+        except ValueError:
+            problems.append(translate("grants.error.bad_cursor"))
+    try:
+        per_page = max(1, min(int(args.get("per_page", PER_PAGE)), MAX_PER_PAGE))
+    except ValueError:
+        per_page = PER_PAGE
+    filters = Filters(
+        status=status, channel=args.get("channel", "").strip()[:20],
+        date_from=_parse_date(args.get("from", ""), problems), date_to=_parse_date(args.get("to", ""), problems),
+        search=args.get("q", "").strip()[:MAX_SEARCH], before=before, per_page=per_page,
+    )
+    return filters, problems
+
+
+@blueprint.get("/admin/grants")
+@login_required
+def grant_list():  # noqa: ANN201
+    runtime = _runtime()
+    filters, problems = parse_filters(request.args)
+    display = _display(runtime)
+    created_from, created_to = queries.day_range(filters.date_from, filters.date_to, display.zone)
+    with runtime.sessions() as session:
+        page = queries.list_grants(session, status=filters.status or None, channel=filters.channel or None,
+                                   created_from=created_from, created_to=created_to, search=filters.search or None,
+                                   before=filters.before, limit=filters.per_page)
+        counts = queries.counts_by_status(session)
+        known_channels = queries.channels(session)
+    if filters.channel and filters.channel not in known_channels:
+        known_channels.append(filters.channel)
+    chips = [{"label": translate("grants.all"), "count": sum(counts.values()), "active": not filters.status,
+              "url": filters.url(status="", before=None), "state": "all"}]
+    chips += [{"label": display.status(state), "count": count, "active": filters.status == state,
+               "url": filters.url(status=state, before=None), "state": state} for state, count in counts.items()]
+    return render_template(
+        "grants_list.html", page=page, filters=filters, problems=problems, chips=chips, fmt=display,
+        statuses=list(counts), channels=known_channels,
+        first_url=filters.url(before=None) if filters.before else None,
+        next_url=filters.url(before=page.next_cursor) if page.next_cursor else None,
+        reset_url=url_for(".grant_list"),
+    )
+
+
+# --- one grant ----------------------------------------------------------------------------------------
+
+@blueprint.get("/admin/grants/<grant_id>")
+@login_required
+def grant_page(grant_id: str):  # noqa: ANN201
+    runtime = _runtime()
+    with runtime.sessions() as session:
+        detail = queries.grant_detail(session, grant_id)
+    if detail is None:
+        abort(404, description=translate("grants.error.not_found", id=grant_id[:40]))
+    return render_template("grant_detail.html", grant=detail.grant, attempts=detail.attempts, events=detail.events,
+                           fmt=_display(runtime), can_retry=detail.grant.status in RETRYABLE,
+                           can_cancel=detail.grant.status in CANCELLABLE, list_url=url_for(".grant_list"))
+
+
+def _rejection_text(exc: IntakeRejected, grant_id: str) -> str:
+    if exc.code == "not_found":
+        return translate("grants.error.not_found", id=grant_id[:40])
+    if exc.code in ("not_retryable", "not_cancellable"):
+        current = _service().get(grant_id)
+        state = Display.status(current.status) if current else "?"
+        return translate(f"grants.error.{exc.code}", status=state)
+    return exc.message
+
+
+def _act(grant_id: str, action: str):  # noqa: ANN202
+    admin = current_admin()
+    assert admin is not None  # login_required ran first
+    service = _service()
+    try:
+        grant = service.retry(grant_id, admin.login) if action == "retry" else service.cancel(grant_id, admin.login)
+    except IntakeRejected as exc:
+        flash(_rejection_text(exc, grant_id), "error")
+        if exc.code == "not_found":
+            return redirect(url_for(".grant_list"))
+    else:
+        flash(translate(f"grants.flash.{action}", status=Display.status(grant.status)), "ok")
+    # Post/redirect/get: reloading the page does not repeat the action.
+    return redirect(url_for(".grant_page", grant_id=grant_id))
+
+
+@blueprint.post("/admin/grants/<grant_id>/retry")
+@login_required
+def grant_retry(grant_id: str):  # noqa: ANN201
+    return _act(grant_id, "retry")
+
+
+@blueprint.post("/admin/grants/<grant_id>/cancel")
+@login_required
+def grant_cancel(grant_id: str):  # noqa: ANN201
+    return _act(grant_id, "cancel")

@@ -1,0 +1,555 @@
+"""The OpenAPI 3.1 description of the bridge's public HTTP interface, served at ``GET /openapi.json``.
+
+Written by hand rather than derived from the routes: the interesting part of the contract (which
+bodies are accepted, which error codes come back and with what body) lives in the parsers, the
+service and the auth module, not in the route declarations. ``tests/bridge/test_openapi.py`` keeps
+it honest: every bridge route must appear here, and a schemathesis run against the app checks that
+the answers match what is documented.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from importlib import metadata
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from sidecar.store.grant_models import ALL_STATES
+
+blueprint = Blueprint("openapi", __name__)
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+_ERROR = "#/components/schemas/Error"
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` or ``null`` (JSON Schema 2020-12 style, as OpenAPI 3.1 uses)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+# --- schemas ------------------------------------------------------------------------------------
+_WHOLE_NUMBER = {
+    "description": "A whole number, as a JSON number or a string of digits (CRMs often send strings).",
+    "oneOf": [
+        {"type": "integer"},
+        {"type": "string", "pattern": r"^\s*\+?[0-9]+\s*$", "maxLength": 20},
+    ],
+}
+
+_UNITS = {
+    "type": "string",
+    "maxLength": 20,
+    "description": "Units of `duration`: day(s), month(s) or year(s) — also d/m/y and the Russian words "
+                   "(день, дней, месяц, месяцев, год, лет, …); case-insensitive. Years become months. "
+                   "Default: months.",
+    "examples": ["months", "days", "years", "месяцев"],
+}
+
+_PERSON_FIELDS: dict[str, Any] = {
+    "first_name": {"type": "string", "maxLength": 200},
+    "last_name": {"type": "string", "maxLength": 200},
+    "patronymic": {"type": "string", "maxLength": 200},
+    "phone": {"type": "string", "maxLength": 60},
+}
+
+_COMMON_FIELDS: dict[str, Any] = {
+    "external_id": {
+        "type": "string", "maxLength": 190,
+        "description": "The sender's deal id. Makes the request idempotent unless an `Idempotency-Key` "
+                       "header is sent: the same deal is granted once, and the same id with a different "
+                       "payload is refused (409).",
+    },
+    "source": {"type": "string", "maxLength": 100, "description": "Free label of the sender, kept with the grant."},
+    "meta": {
+        "type": "object",
+        "description": "Free data kept with the grant. `amo_lead_id` (a positive integer) makes the request "
+                       "idempotent per amoCRM lead when there is neither a header key nor an `external_id`.",
+        "properties": {"amo_lead_id": _WHOLE_NUMBER},
+    },
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "BriefGrantRequest": {
+        "title": "Brief-style grant request",
+        "type": "object",
+        "required": ["user", "grant"],
+        "properties": {
+            "user": {
+                "type": "object",
+                "required": ["email"],
+                "properties": {"email": {"type": "string", "format": "email", "maxLength": 100}, **_PERSON_FIELDS},
+            },
+            "grant": {
+                "type": "object",
+                "required": ["term_id", "duration"],
+                "properties": {
+                    "term_id": {**_WHOLE_NUMBER, "description": "Access level (term id of `wpm-levels`)."},
+                    "duration": {**_WHOLE_NUMBER, "description": "Length of the access, 1 day to 10 years."},
+                    "units": _UNITS,
+                },
+            },
+            **_COMMON_FIELDS,
+        },
+        "examples": [{
+            "user": {"email": "student@example.org", "first_name": "Anna"},
+            "grant": {"term_id": 12, "duration": 6, "units": "months"},
+            "external_id": "deal-100500",
+            "source": "crm",
+        }],
+    },
+    "LegacyGrantRequest": {
+        "title": "Legacy bridge request",
+        "description": "The body of the old WordPress bridge plugin (`mlgb/v1/grant`), kept for existing senders.",
+        "type": "object",
+        "required": ["email", "key"],
+        "properties": {
+            # A body with either of these is read as brief-style, never as legacy.
+            "user": False,
+            "grant": False,
+            "email": {"type": "string", "format": "email", "maxLength": 100},
+            "key": {
+                "type": "object",
+                "required": ["term_id", "duration"],
+                "properties": {"term_id": _WHOLE_NUMBER, "duration": _WHOLE_NUMBER, "units": _UNITS},
+            },
+            **_PERSON_FIELDS,
+            **_COMMON_FIELDS,
+        },
+        "examples": [{
+            "email": "student@example.org",
+            "key": {"term_id": 12, "duration": 30, "units": "days"},
+            "meta": {"amo_lead_id": 31337},
+        }],
+    },
+    "GrantRequest": {
+        "oneOf": [_ref("schemas", "BriefGrantRequest"), _ref("schemas", "LegacyGrantRequest")],
+    },
+    "FieldError": {
+        "type": "object",
+        "required": ["field", "code", "message"],
+        "properties": {
+            "field": {"type": "string", "description": "The field as the sender named it, e.g. `grant.term_id`."},
+            "code": {"type": "string", "examples": ["required", "invalid_email", "invalid_level", "invalid_units",
+                                                    "invalid_duration", "unknown_level"]},
+            "message": {"type": "string"},
+        },
+    },
+    "Error": {
+        "title": "Error",
+        "description": "Every failure: `ok` is false, `code` is stable and meant for programs, `message` for "
+                       "people. Some codes add fields: `errors` (422), `grant_id` (409 idempotency_conflict), "
+                       "`products` (422 no_product); `error` repeats the legacy plugin's error name.",
+        "type": "object",
+        "required": ["ok", "code", "message"],
+        "properties": {
+            "ok": {"const": False},
+            "code": {"type": "string"},
+            "message": {"type": "string"},
+            "errors": {"type": "array", "items": _ref("schemas", "FieldError")},
+            "error": {"type": "string", "description": "The legacy plugin's error field, for callers that read it."},
+            "grant_id": {"type": "string"},
+            "products": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Grant": {
+        "title": "Grant",
+        "description": "A requested grant and where its delivery stands. The access code is never shown.",
+        "type": "object",
+        "required": ["grant_id", "status", "channel", "source", "external_id", "amo_lead_id", "email", "term_id",
+                     "duration", "units", "product_id", "user_id", "key_id", "date_start", "date_end",
+                     "unlimited", "order_id", "attempts", "last_error", "created_at", "updated_at",
+                     "completed_at", "status_url"],
+        "properties": {
+            "grant_id": {"type": "string", "maxLength": 32,
+                         "description": "Also stored as `utm_id` in MemberLux's keys_meta for the key it activated."},
+            "status": {"enum": list(ALL_STATES)},
+            "channel": {"type": "string", "examples": ["api", "legacy", "amocrm"]},
+            "source": _nullable({"type": "string"}),
+            "external_id": _nullable({"type": "string"}),
+            "amo_lead_id": _nullable({"type": "integer"}),
+            "email": _nullable({"type": "string"}),
+            "term_id": _nullable({"type": "integer"}),
+            "duration": _nullable({"type": "integer"}),
+            "units": _nullable({"enum": ["days", "months"]}),
+            "product_id": _nullable({"type": "integer"}),
+            "user_id": _nullable({"type": "integer"}),
+            "key_id": _nullable({"type": "integer"}),
+            "date_start": _nullable({"type": "string", "format": "date"}),
+            "date_end": _nullable({"type": "string", "format": "date"}),
+            "unlimited": {"type": "boolean"},
+            "order_id": _nullable({"type": "integer"}),
+            "attempts": {"type": "integer", "minimum": 0},
+            "last_error": _nullable({"type": "string"}),
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "completed_at": _nullable({"type": "string", "format": "date-time"}),
+            "status_url": {"type": "string", "description": "Path of `GET /api/v1/grants/{ref}` for this grant."},
+        },
+    },
+    "GrantAccepted": {
+        "description": "202: recorded, the worker delivers it; 200: already final (a replay, or `wait` was given).",
+        "allOf": [{"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
+                  _ref("schemas", "Grant")],
+    },
+    "GrantFailure": {
+        "description": "The grant failed: its record, with the failure as an error.",
+        "allOf": [{"$ref": _ERROR}, _ref("schemas", "Grant")],
+    },
+    "GrantState": {
+        "description": "`ok` is false when the grant failed.",
+        "allOf": [{"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}},
+                  _ref("schemas", "Grant")],
+    },
+    "AmoIgnored": {
+        "type": "object",
+        "required": ["ok", "ignored", "lead_id"],
+        "properties": {"ok": {"const": True}, "ignored": {"const": "pipeline_or_status_filtered"},
+                       "lead_id": {"type": "integer"}},
+    },
+    "AmoWebhook": {
+        "description": "amoCRM's lead webhook. The lead id is read from the first of `leads[status][0][id]`, "
+                       "`leads[0][id]`, `lead_id` that is present; "
+                       "`status_id` and `pipeline_id` from the same element. The rest is ignored.",
+        "type": "object",
+        "additionalProperties": True,
+        "examples": [{"leads[status][0][id]": "4200", "leads[status][0][status_id]": "142",
+                      "leads[status][0][pipeline_id]": "7"}],
+    },
+}
+
+# --- parameters, headers, responses ------------------------------------------------------------
+_PARAMETERS: dict[str, Any] = {
+    "IdempotencyKey": {
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "description": "1-150 printable characters. Takes precedence over `external_id` and `meta.amo_lead_id`: "
+                       "a request with a key already used returns the first grant (same payload) or 409 "
+                       "(different payload).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 150},
+    },
+    "Wait": {
+        "name": "wait", "in": "query", "required": False,
+        "description": "Seconds to wait for the delivery before answering (capped by `bridge.max_wait_seconds`). "
+                       "The grant is delivered inside the request if no worker holds it; the answer is 200 when "
+                       "it succeeded in time, 502 when the site refused it, 202 when it is still on its way.",
+        "schema": {"type": "number", "minimum": 0},
+    },
+    "GrantRef": {
+        "name": "ref", "in": "path", "required": True,
+        "description": "A grant id, or an `external_id` (the newest grant with it).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 190},
+    },
+    "AmoToken": {
+        "name": "token", "in": "path", "required": True,
+        "description": "`bridge.amocrm.path_token`: amoCRM cannot sign its webhooks, so the URL is the credential.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+}
+
+_HEADERS: dict[str, Any] = {
+    "Location": {"description": "Path of the grant's status resource.", "schema": {"type": "string"}},
+    "IdempotentReplayed": {
+        "description": "`true` when the answer is the grant of an earlier, identical request.",
+        "schema": {"const": "true"},
+    },
+    "RetryAfter": {"description": "Seconds to wait before retrying.", "schema": {"type": "string"}},
+    "RequestId": {"description": "Correlation id, echoed from the request's `X-Request-ID` or made up.",
+                  "schema": {"type": "string"}},
+}
+
+
+def _error_response(description: str, codes: list[str], *, schema: dict[str, Any] | None = None,
+                    headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    content_schema = schema or {"$ref": _ERROR}
+    response: dict[str, Any] = {
+        "description": description + " Codes: " + ", ".join(f"`{c}`" for c in codes) + ".",
+        "content": {JSON: {"schema": content_schema}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RESPONSES: dict[str, Any] = {
+    "GrantAccepted": {
+        "description": "Recorded: the worker delivers it. A replay of a grant still on its way answers the same, "
+                       "with `Idempotent-Replayed: true`.",
+        "headers": {"Location": _ref("headers", "Location"), "Idempotent-Replayed": _ref("headers", "IdempotentReplayed")},
+        "content": {JSON: {"schema": _ref("schemas", "GrantAccepted")}},
+    },
+    "GrantFinal": {
+        "description": "The grant is final: delivered while the request waited (`wait`), or a replay of a "
+                       "delivered (or cancelled) grant.",
+        "headers": {"Location": _ref("headers", "Location"), "Idempotent-Replayed": _ref("headers", "IdempotentReplayed")},
+        "content": {JSON: {"schema": _ref("schemas", "GrantAccepted")}},
+    },
+    "BadRequest": _error_response(
+        "The body or a parameter cannot be used.",
+        ["empty_body", "malformed_json", "malformed_form", "unrecognized_payload", "invalid_input", "invalid_wait",
+         "invalid_idempotency_key"]),
+    "Unauthenticated": _error_response(
+        "No usable credential.",
+        ["authentication_required", "hmac_headers_missing", "hmac_not_configured", "signature_headers_missing",
+         "signature_not_configured", "timestamp_expired"]),
+    "Forbidden": _error_response("The credential is wrong.", ["invalid_api_key", "invalid_hmac", "invalid_signature"]),
+    "IntakeConflict": _error_response(
+        "The request conflicts with an earlier one: the idempotency key was used with a different payload "
+        "(`grant_id` names the first grant), the signed request or webhook-id was already received, or the "
+        "replayed deal's grant failed (the body then also carries the grant).",
+        ["idempotency_conflict", "replayed_request", "grant_failed"]),
+    "PayloadTooLarge": _error_response("The body is larger than `bridge.max_body_bytes`.", ["payload_too_large"]),
+    "UnsupportedMediaType": _error_response(
+        "Only `application/json` (or `+json`) and `application/x-www-form-urlencoded` are read.",
+        ["unsupported_media_type"]),
+    "Unprocessable": _error_response(
+        "Well-formed but not grantable: invalid fields (`errors`), a level the site does not have, or no "
+        "WooCommerce `mbl_key` product for this level and term (`products` lists the level's products).",
+        ["validation_failed", "unknown_level", "no_product"]),
+    "DeliveryFailed": _error_response(
+        "Only with `wait`: the site refused the order while the request waited; the body carries the grant.",
+        ["delivery_failed"], schema=_ref("schemas", "GrantFailure")),
+    "StoreUnavailable": _error_response(
+        "The sidecar's database is unavailable; nothing was recorded, send again later.", ["store_unavailable"],
+        headers={"Retry-After": _ref("headers", "RetryAfter")}),
+    "NotFound": _error_response("No such resource.", ["not_found"]),
+}
+
+_CREDENTIALS: list[dict[str, list[str]]] = [
+    {"apiKey": []},
+    {"mlgbTimestamp": [], "mlgbSignature": []},
+    {"webhookId": [], "webhookTimestamp": [], "webhookSignature": []},
+]
+
+_SECURITY_SCHEMES: dict[str, Any] = {
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+               "description": "One of the named keys of `bridge.api_keys`."},
+    "mlgbTimestamp": {"type": "apiKey", "in": "header", "name": "X-MLGB-Timestamp",
+                      "description": "Legacy signed requests: Unix time of the request, within "
+                                     "`bridge.replay_window_seconds` of the server clock."},
+    "mlgbSignature": {"type": "apiKey", "in": "header", "name": "X-MLGB-Signature",
+                      "description": "Legacy signed requests: lowercase hex HMAC-SHA256 with `bridge.hmac_secret` "
+                                     "over `timestamp + \".\" + raw body`. Each signature is accepted once."},
+    "webhookId": {"type": "apiKey", "in": "header", "name": "webhook-id",
+                  "description": "Standard Webhooks: message id, accepted once."},
+    "webhookTimestamp": {"type": "apiKey", "in": "header", "name": "webhook-timestamp",
+                         "description": "Standard Webhooks: Unix time of the message."},
+    "webhookSignature": {"type": "apiKey", "in": "header", "name": "webhook-signature",
+                         "description": "Standard Webhooks: `v1,<base64 HMAC-SHA256>` with one of "
+                                        "`bridge.standard_webhook_secrets` over `id.timestamp.body`."},
+    "adminSession": {"type": "apiKey", "in": "cookie", "name": "session",
+                     "description": "A signed-in administrator of the sidecar's web interface (status reads only)."},
+}
+
+
+# --- operations --------------------------------------------------------------------------------
+def _intake_operation(operation_id: str, summary: str, description: str, *, deprecated: bool = False,
+                      extra_parameters: list[dict[str, Any]] | None = None,
+                      extra_responses: dict[str, Any] | None = None) -> dict[str, Any]:
+    body_schema = _ref("schemas", "GrantRequest")
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "tags": ["grants"],
+        "summary": summary,
+        "description": description,
+        "security": copy.deepcopy(_CREDENTIALS),
+        "parameters": [*(extra_parameters or []), _ref("parameters", "IdempotencyKey"), _ref("parameters", "Wait")],
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {"schema": body_schema},
+                # PHP-style brackets, as WordPress reads forms: user[email]=…&grant[term_id]=5
+                FORM: {"schema": body_schema,
+                       "encoding": {name: {"style": "deepObject", "explode": True}
+                                    for name in ("user", "grant", "key", "meta")}},
+            },
+        },
+        "responses": {
+            "200": _ref("responses", "GrantFinal"),
+            "202": _ref("responses", "GrantAccepted"),
+            "400": _ref("responses", "BadRequest"),
+            "401": _ref("responses", "Unauthenticated"),
+            "403": _ref("responses", "Forbidden"),
+            "409": _ref("responses", "IntakeConflict"),
+            "413": _ref("responses", "PayloadTooLarge"),
+            "415": _ref("responses", "UnsupportedMediaType"),
+            "422": _ref("responses", "Unprocessable"),
+            "502": _ref("responses", "DeliveryFailed"),
+            "503": _ref("responses", "StoreUnavailable"),
+            **(extra_responses or {}),
+        },
+    }
+    if deprecated:
+        operation["deprecated"] = True
+    return operation
+
+
+_INTAKE_TEXT = ("Accepts a grant request — brief-style `{user, grant}` or the legacy bridge's `{email, key}`, "
+                "as JSON or as a form — authenticated by an API key, a legacy HMAC signature or a Standard "
+                "Webhooks signature. A valid request is recorded durably and answered 202; the worker orders "
+                "it from MemberLux. Requests are idempotent by `Idempotency-Key`, else `external_id`, else "
+                "`meta.amo_lead_id`.")
+_LEGACY_TEXT = _INTAKE_TEXT + " This is the old plugin's URL, for senders that cannot be changed."
+
+
+def _status_operation(operation_id: str, *, deprecated: bool = False) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "tags": ["grants"],
+        "summary": "Read a grant's state",
+        "description": "Any intake credential (signatures cover the empty body) or an administrator's session.",
+        "security": copy.deepcopy(_CREDENTIALS) + [{"adminSession": []}],
+        "parameters": [_ref("parameters", "GrantRef")],
+        "responses": {
+            "200": {"description": "The grant.", "content": {JSON: {"schema": _ref("schemas", "GrantState")}}},
+            "401": _ref("responses", "Unauthenticated"),
+            "403": _ref("responses", "Forbidden"),
+            "404": _ref("responses", "NotFound"),
+            "409": _error_response("The signed request or webhook-id was already received.", ["replayed_request"]),
+            "503": _ref("responses", "StoreUnavailable"),
+        },
+    }
+    if deprecated:
+        operation["deprecated"] = True
+    return operation
+
+
+def _amo_install_operation(operation_id: str) -> dict[str, Any]:
+    return {
+        "operationId": operation_id,
+        "tags": ["amocrm"],
+        "summary": "amoCRM integration install callback",
+        "parameters": [_ref("parameters", "AmoToken")],
+        "responses": {
+            "200": {"description": "Acknowledged.", "content": {"text/plain": {"schema": {"const": "OK"}}}},
+            "403": _error_response("The peer is not in `bridge.amocrm.ip_allowlist`.", ["forbidden_ip"]),
+            "404": _error_response("amoCRM intake is off, or the token is wrong.", ["not_found"]),
+        },
+    }
+
+
+def _build() -> dict[str, Any]:
+    try:
+        version = metadata.version("mlsidecar")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    legacy_slash = {"description": "The same route with a trailing slash (WordPress accepts both)."}
+    paths: dict[str, Any] = {
+        "/api/v1/grants": {"post": _intake_operation("createGrant", "Request a grant", _INTAKE_TEXT)},
+        "/mlgb/v1/grant": {"post": _intake_operation("createGrantLegacy", "Request a grant (legacy URL)", _LEGACY_TEXT)},
+        "/mlgb/v1/grant/": {**legacy_slash, "post": _intake_operation(
+            "createGrantLegacySlash", "Request a grant (legacy URL)", _LEGACY_TEXT)},
+        "/wp-json/mlgb/v1/grant": {"post": _intake_operation(
+            "createGrantWpJson", "Request a grant (legacy WordPress URL)",
+            _LEGACY_TEXT + " A reverse proxy in front of WordPress routes this URL to the sidecar.")},
+        "/wp-json/mlgb/v1/grant/": {**legacy_slash, "post": _intake_operation(
+            "createGrantWpJsonSlash", "Request a grant (legacy WordPress URL)", _LEGACY_TEXT)},
+        "/": {"post": _intake_operation(
+            "createGrantRestRoute", "Request a grant (WordPress without pretty permalinks)",
+            _LEGACY_TEXT + " Only with `?rest_route=/mlgb/v1/grant`; any other `rest_route` is 404.",
+            extra_parameters=[{"name": "rest_route", "in": "query", "required": True,
+                               "schema": {"enum": ["/mlgb/v1/grant", "/mlgb/v1/grant/"]}}],
+            extra_responses={"404": _error_response("`rest_route` names no route of the sidecar.",
+                                                    ["rest_no_route"])})},
+        "/api/v1/grants/{ref}": {"get": _status_operation("getGrant")},
+        "/mlgb/v1/grants/{ref}": {"get": _status_operation("getGrantLegacy")},
+        "/hooks/amocrm/{token}": {"post": {
+            "operationId": "amocrmWebhook",
+            "tags": ["amocrm"],
+            "summary": "amoCRM lead webhook",
+            "description": "Set as the webhook of the pipeline stage that grants access. The lead and its contact "
+                           "are read from amoCRM's API (now, and by the worker if amoCRM is slow), then granted "
+                           "like any request. One grant per lead (or per lead and status, "
+                           "`bridge.amocrm.idempotency`). Stages outside `pipeline_ids`/`status_ids` are "
+                           "acknowledged and ignored.",
+            "parameters": [_ref("parameters", "AmoToken")],
+            "requestBody": {"required": True, "content": {
+                FORM: {"schema": _ref("schemas", "AmoWebhook")},
+                JSON: {"schema": {"type": "object"}},
+            }},
+            "responses": {
+                "200": {"description": "The stage is filtered out (ignored), or a replay of a delivered lead.",
+                        "content": {JSON: {"schema": {"anyOf": [_ref("schemas", "AmoIgnored"),
+                                                                _ref("schemas", "GrantAccepted")]}}}},
+                "202": _ref("responses", "GrantAccepted"),
+                "400": _error_response("The body holds no usable lead id.",
+                                       ["empty_body", "malformed_json", "malformed_form", "lead_id_missing",
+                                        "lead_id_invalid"]),
+                "403": _error_response("The peer is not in `bridge.amocrm.ip_allowlist`.", ["forbidden_ip"]),
+                "404": _error_response("amoCRM intake is off, or the token is wrong.", ["not_found"]),
+                "409": _error_response("The lead's idempotency key was used by a different request.",
+                                       ["idempotency_conflict"]),
+                "413": _ref("responses", "PayloadTooLarge"),
+                "415": _ref("responses", "UnsupportedMediaType"),
+                "422": _error_response("The lead cannot be granted (missing or invalid fields, unknown level or "
+                                       "product); the code names the reason.",
+                                       ["validation_failed", "unknown_level", "no_product", "lead_rejected"]),
+                "503": _ref("responses", "StoreUnavailable"),
+            },
+        }},
+        "/hooks/amocrm/{token}/install": {"get": _amo_install_operation("amocrmInstallGet"),
+                                          "post": _amo_install_operation("amocrmInstallPost")},
+        "/healthz": {"get": {
+            "operationId": "healthz", "tags": ["operations"], "summary": "Liveness (touches no database)",
+            "responses": {"200": {"description": "The process answers.", "content": {JSON: {"schema": {
+                "type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}}}}},
+        }},
+        "/readyz": {"get": {
+            "operationId": "readyz", "tags": ["operations"], "summary": "Readiness: WordPress database and store answer",
+            "responses": {
+                "200": {"description": "Ready.", "content": {JSON: {"schema": {
+                    "type": "object", "required": ["status"], "properties": {"status": {"const": "ready"}}}}}},
+                "503": {"description": "A database does not answer.", "content": {JSON: {"schema": {
+                    "type": "object", "required": ["status", "problems"],
+                    "properties": {"status": {"const": "unavailable"},
+                                   "problems": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
+            },
+        }},
+        "/openapi.json": {"get": {
+            "operationId": "openapi", "tags": ["operations"], "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI 3.1 document.",
+                                  "content": {JSON: {"schema": {"type": "object"}}}}},
+        }},
+    }
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "info": {
+            "title": "mlsidecar grant bridge",
+            "version": version,
+            "description": "Grant intake for a WordPress site running MemberLux: CRMs and payment forms request "
+                           "access, the sidecar records it durably and orders it from MemberLux exactly once. "
+                           "Every JSON answer has `ok`; every failure has a stable `code` and is never 2xx.",
+        },
+        "tags": [{"name": "grants"}, {"name": "amocrm"}, {"name": "operations"}],
+        "paths": paths,
+        "components": {
+            "schemas": _SCHEMAS,
+            "parameters": _PARAMETERS,
+            "headers": _HEADERS,
+            "responses": _RESPONSES,
+            "securitySchemes": _SECURITY_SCHEMES,
+        },
+    }
+
+
+@lru_cache(maxsize=1)
+def _cached() -> dict[str, Any]:
+    return _build()
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document as a fresh dict (callers may change their copy)."""
+    return copy.deepcopy(_cached())
+
+
+@blueprint.get("/openapi.json")
+def openapi_json() -> Response:
+    response = jsonify(_cached())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
