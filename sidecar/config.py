@@ -342,6 +342,12 @@ class WebSettings(_Section):
     public_url: str = Field("", description="URL under which people and CRMs reach the sidecar (links in e-mails).")
     secret_key: Secret | None = _secret_field("Signs sessions and unsubscribe links; required outside the demo.")
     trusted_proxies: int = Field(0, ge=0, le=5, description="Number of reverse proxies whose X-Forwarded-* headers are trusted.")
+    api_tokens: dict[str, Secret] = Field(default_factory=dict, description="Named bearer tokens for the read API (/api/v1/sleepers); separate from the bridge's keys.")
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _resolve_tokens(cls, value: Any) -> Any:
+        return _resolve_named_secrets(value, "API token")
 
 
 class LogSettings(_Section):
@@ -418,7 +424,7 @@ def _secret_paths() -> set[str]:
     for section_name, section_field in Settings.model_fields.items():
         model = section_field.annotation
         for name, field in getattr(model, "model_fields", {}).items():
-            if (field.json_schema_extra or {}).get("secret") or name in ("api_keys", "standard_webhook_secrets", "amocrm"):
+            if (field.json_schema_extra or {}).get("secret") or name in ("api_keys", "standard_webhook_secrets", "amocrm", "api_tokens"):
                 paths.add(f"{section_name}.{name}")
     return paths
 

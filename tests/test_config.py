@@ -45,9 +45,9 @@ def test_example_file_is_valid_and_documents_every_key(monkeypatch):
     def check(section: str, values: dict) -> None:
         assert f"[{section}]" in text, f"[{section}] undocumented"
         for key, value in values.items():
-            if isinstance(value, dict) and key not in ("api_keys", "standard_webhook_secrets"):
+            if isinstance(value, dict) and key not in ("api_keys", "standard_webhook_secrets", "api_tokens"):
                 check(f"{section}.{key}", value)
-            elif key in ("api_keys", "standard_webhook_secrets"):
+            elif key in ("api_keys", "standard_webhook_secrets", "api_tokens"):
                 assert f"[{section}.{key}]" in text
             else:
                 assert f"\n{key} =" in text or f"# {key} =" in text, f"{section}.{key} undocumented"
