@@ -179,7 +179,7 @@ class BridgeService:
         ]
         if product_id is not None:
             steps.append(("intake.product_chosen", {"product_id": product_id, "product": product_text}))
-        return self._insert(grant, steps, context)
+        return self._insert(grant, steps, context, replay_checked=True)
 
     def accept_amo_lead(self, lead_id: int, status_id: int | None, pipeline_id: int | None,
                         context: IntakeContext) -> Acceptance:
@@ -197,15 +197,15 @@ class BridgeService:
                                       "lead_id": lead_id, "status_id": status_id, "pipeline_id": pipeline_id})]
         return self._insert(grant, steps, context)
 
-    def _insert(self, grant: Grant, steps: list[tuple[str, dict]], context: IntakeContext) -> Acceptance:
-        if grant.idempotency_key:
+    def _insert(self, grant: Grant, steps: list[tuple[str, dict]], context: IntakeContext, *,
+                replay_checked: bool = False) -> Acceptance:
+        if grant.idempotency_key and not replay_checked:
             existing = self._existing(grant.idempotency_key, grant.request_hash, grant.channel)
             if existing is not None:
                 return existing
         try:
             with unit_of_work(self.runtime.sessions) as session:
                 session.add(grant)
-                session.flush()
                 for action, details in steps:
                     audit.record(session, subject_type="grant", subject_id=grant.id, action=action, at=grant.created_at,
                                  actor=str(context.principal), source_ip=context.source_ip, **details)
