@@ -254,6 +254,59 @@ def run_load(port: int, requests_: list[tuple[str, str, bytes | None, dict[str, 
     return result
 
 
+def run_paced(port: int, requests_: list[tuple[str, str, bytes | None, dict[str, str]]], rate: float,
+              connections: int) -> LoadResult:
+    """Open-loop load: request i is due at start + i/rate whatever the server does; latency counts from
+    the due time, so a server that falls behind shows it (no coordinated omission)."""
+    import queue
+
+    result = LoadResult()
+    lock = threading.Lock()
+    due: queue.Queue = queue.Queue()
+
+    def worker() -> None:
+        latencies, statuses, errors = [], Counter(), Counter()
+        connection = http.client.HTTPConnection(HOST, port, timeout=120)
+        while True:
+            item = due.get()
+            if item is None:
+                break
+            scheduled, (method, path, body, headers) = item
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                errors[type(exc).__name__] += 1
+                connection.close()
+                connection = http.client.HTTPConnection(HOST, port, timeout=120)
+                continue
+            latencies.append(time.perf_counter() - scheduled)
+            statuses[response.status] += 1
+        connection.close()
+        with lock:
+            result.latencies.extend(latencies)
+            result.statuses.update(statuses)
+            result.errors.update(errors)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    started = time.perf_counter()
+    for index, request in enumerate(requests_):
+        when = started + index / rate
+        pause = when - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        due.put((when, request))
+    for _ in threads:
+        due.put(None)
+    for thread in threads:
+        thread.join()
+    result.wall = time.perf_counter() - started
+    return result
+
+
 def _percentile(values: list[float], share: float) -> float:
     if not values:
         return float("nan")
@@ -393,6 +446,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5000, help="intake requests (default 5000)")
     parser.add_argument("--concurrency", type=int, default=32, help="client connections during intake (default 32)")
+    parser.add_argument("--rate", type=float, default=500.0,
+                        help="offered load of the paced (open-loop) intake phase, req/s (default 500; 0 skips it)")
+    parser.add_argument("--paced-requests", type=int, default=5000, help="requests of the paced phase (default 5000)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     parser.add_argument("--delivery-concurrency", type=int, default=8, help="bridge.concurrency of the worker (default 8)")
     parser.add_argument("--latency", type=float, default=1.5, help="seconds the emulator takes per order (default 1.5)")
@@ -505,6 +561,10 @@ def run(args, work: Path, processes: Processes):  # noqa: ANN001, ANN201, PLR091
     intake_requests = grant_requests(args.requests, run_id, products, api_key, rng)
     duplicates = args.requests - len({body for _m, _p, body, _h in intake_requests})
     intake = run_load(port, intake_requests, args.concurrency, server.pid)
+    paced = None
+    if args.rate and args.paced_requests:
+        paced_requests = grant_requests(args.paced_requests, run_id + "p", products, api_key, rng)
+        paced = run_paced(port, paced_requests, args.rate, args.concurrency)
 
     # Delivery ------------------------------------------------------------------------------------------------------
     accepted = grants_of_run(runtime, run_id)
@@ -575,6 +635,14 @@ def run(args, work: Path, processes: Processes):  # noqa: ANN001, ANN201, PLR091
     print(f"    CPU             client {intake.client_cpu:.1f} s ({intake.client_cpu / intake.wall:.0%} of a core), "
           f"gunicorn {intake.server_cpu:.1f} s ({intake.server_cpu / intake.wall:.0%} of a core), "
           f"of {cores} cores x {intake.wall:.1f} s")
+    if paced:
+        print(f"  paced intake      {args.paced_requests} POST /api/v1/grants offered at {args.rate:g} req/s (open loop, "
+              f"latency from each request's due time), {args.concurrency} connections")
+        print(f"    achieved        {len(paced.latencies) / paced.wall:,.0f} req/s ({paced.wall:.1f} s)")
+        print(f"    latency         p50 {_percentile(paced.latencies, .5) * 1000:.1f} ms, "
+              f"p95 {_percentile(paced.latencies, .95) * 1000:.1f} ms, p99 {_percentile(paced.latencies, .99) * 1000:.1f} ms, "
+              f"max {max(paced.latencies, default=0) * 1000:.1f} ms")
+        print(f"    status codes    {dict(sorted(paced.statuses.items()))}; transport errors: {dict(paced.errors) or 0}")
     ceiling = args.delivery_concurrency / args.latency if args.latency else float("inf")
     rate, span = delivery_progress.rate()
     print(f"  delivery          {len(measured)} grants, worker concurrency {args.delivery_concurrency}, "
