@@ -120,7 +120,9 @@ class GrantDeliverer:
 
     # --- bookkeeping -------------------------------------------------------------------------------
     def _attempt(self, grant: Grant, kind: str, outcome: str, started: datetime, *, status: int | None = None,
-                 detail: str | None = None, action: str | None = None, **audit_details) -> None:
+                 detail: str | None = None, action: str | None = None, grant_changes: dict | None = None,
+                 **audit_details) -> None:
+        """Record one attempt (and its audit event), applying ``grant_changes`` in the same transaction."""
         now = self.runtime.clock.now()
         with unit_of_work(self.runtime.sessions) as session:
             number = (session.scalar(sa.select(sa.func.count()).select_from(GrantAttempt)
@@ -130,6 +132,8 @@ class GrantDeliverer:
                                      elapsed_ms=int((now - started).total_seconds() * 1000), worker=self.holder))
             audit.record(session, subject_type="grant", subject_id=grant.id, action=action or f"{kind}.{outcome}",
                          at=now, actor=self.holder, http_status=status, detail=(detail or None), **audit_details)
+            if grant_changes:
+                session.execute(sa.update(Grant).where(Grant.id == grant.id).values(updated_at=now, **grant_changes))
 
     def _backoff(self, attempts: int) -> timedelta:
         base, cap = self.settings.retry_base_seconds, self.settings.retry_max_seconds
@@ -238,17 +242,19 @@ class GrantDeliverer:
 
     # --- ordering -------------------------------------------------------------------------------------
     def _keys_of(self, grant: Grant) -> list[KeyRow]:
-        return self.runtime.reader.key_rows_by_utm_id(grant.id)
+        # Drive the read-back by the user (indexed) when the e-mail is known; keys_meta.utm_id has no index.
+        user = self.runtime.reader.user_by_email(grant.email) if grant.email else None
+        return self.runtime.reader.key_rows_by_utm_id(grant.id, user.id if user else None)
 
     def deliver(self, grant: Grant) -> Grant:
         interrupted = grant.status == DELIVERING or grant.outcome_unknown
         if interrupted:
             started = self.runtime.clock.now()
             rows = self._keys_of(grant)
-            self._attempt(grant, "lookup", "found" if rows else "not_found", started,
-                          detail=f"keys_meta.utm_id = {grant.id}: {len(rows)} key(s)")
             if rows:
-                return self._succeed(grant, rows, order_id=grant.order_id)
+                return self._succeed(grant, rows, order_id=grant.order_id,
+                                     attempt=("lookup", started, f"keys_meta.utm_id = {grant.id}: {len(rows)} key(s)"))
+            self._attempt(grant, "lookup", "not_found", started, detail=f"keys_meta.utm_id = {grant.id}: no key")
         prior_unknown = grant.outcome_unknown
         user_existed = grant.user_existed
         if user_existed is None and grant.email:
@@ -277,8 +283,8 @@ class GrantDeliverer:
             self._attempt(grant, "order", "unreachable", started, status=exc.status, detail=str(exc))
             return self._transient(grant, f"site unreachable: {exc}", status=QUEUED, outcome_unknown=prior_unknown)
         self._attempt(grant, "order", "ok", started, status=result.status,
-                      detail=f"order {result.order_id} in {result.elapsed:.2f} s", order_id=result.order_id)
-        self._update(grant.id, status=CONFIRMING, outcome_unknown=False, order_id=result.order_id)
+                      detail=f"order {result.order_id} in {result.elapsed:.2f} s", order_id=result.order_id,
+                      grant_changes={"status": CONFIRMING, "outcome_unknown": False, "order_id": result.order_id})
         grant.status, grant.order_id, grant.outcome_unknown = CONFIRMING, result.order_id, False
         return self.confirm(grant)
 
@@ -286,8 +292,8 @@ class GrantDeliverer:
         started = self.runtime.clock.now()
         rows = self._keys_of(grant)
         if rows:
-            self._attempt(grant, "confirm", "found", started, detail=f"{len(rows)} key(s) carry utm_id {grant.id}")
-            return self._succeed(grant, rows, order_id=grant.order_id)
+            return self._succeed(grant, rows, order_id=grant.order_id,
+                                 attempt=("confirm", started, f"{len(rows)} key(s) carry utm_id {grant.id}"))
         tries = int((grant.meta or {}).get("confirm_attempts", 0)) + 1
         self._attempt(grant, "confirm", "not_found", started, detail=f"read-back {tries} of {CONFIRM_ATTEMPTS}")
         meta = {**(grant.meta or {}), "confirm_attempts": tries}
@@ -298,18 +304,23 @@ class GrantDeliverer:
         delay = timedelta(seconds=CONFIRM_BASE_SECONDS * 2 ** (tries - 1))
         return self._release(grant, status=CONFIRMING, meta=meta, next_attempt_at=self.runtime.clock.now() + delay)
 
-    def _succeed(self, grant: Grant, rows: list[KeyRow], order_id: int | None) -> Grant:
+    def _succeed(self, grant: Grant, rows: list[KeyRow], order_id: int | None,
+                 attempt: tuple[str, datetime, str]) -> Grant:
+        """Record the read-back that found the key, the audit event and the final state: one transaction."""
         row = next((r for r in rows if r.term_id == grant.term_id), rows[0])
-        now = self.runtime.clock.now()
-        released = self._release(grant, status=SUCCEEDED, outcome_unknown=False, completed_at=now, last_error=None,
-                                 key_id=row.key_id, user_id=row.user_id, date_start=row.date_start,
-                                 date_end=None if row.is_unlimited else row.date_end, is_unlimited=row.is_unlimited,
-                                 order_id=order_id)
-        with unit_of_work(self.runtime.sessions) as session:
-            audit.record(session, subject_type="grant", subject_id=grant.id, action="grant.succeeded", at=now,
-                         actor=self.holder, key_id=row.key_id, user_id=row.user_id, term_id=row.term_id,
-                         date_start=str(row.date_start), date_end=str(row.date_end), order_id=order_id,
-                         extra_keys=[r.key_id for r in rows if r is not row] or None)
+        kind, started, detail = attempt
+        self._attempt(grant, kind, "found", started, detail=detail, action="grant.succeeded", key_id=row.key_id,
+                      user_id=row.user_id, term_id=row.term_id, date_start=str(row.date_start),
+                      date_end=str(row.date_end), order_id=order_id,
+                      extra_keys=[r.key_id for r in rows if r is not row] or None,
+                      grant_changes={"status": SUCCEEDED, "outcome_unknown": False, "last_error": None,
+                                     "completed_at": self.runtime.clock.now(), "key_id": row.key_id,
+                                     "user_id": row.user_id, "date_start": row.date_start,
+                                     "date_end": None if row.is_unlimited else row.date_end,
+                                     "is_unlimited": row.is_unlimited, "order_id": order_id,
+                                     "claimed_by": None, "claim_expires_at": None})
+        with self.runtime.sessions() as session:
+            released = session.get(Grant, grant.id)
         log.info("grant %s succeeded: key %s for user %s, level %s until %s", grant.id, row.key_id, row.user_id,
                  row.term_id, row.date_end)
         if released is not None and self.runtime.settings.bridge.welcome_email.enabled:

@@ -409,14 +409,26 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return [int(v) for v in conn.execute(stmt).scalars()]
 
-    def key_rows_by_utm_id(self, utm_id: str) -> list[KeyRow]:
-        """The activated rows an order carrying ``utm_id`` produced, read back to confirm a grant."""
-        ids = self.key_ids_by_utm_id(utm_id)
-        if not ids:
+    def key_rows_by_utm_id(self, utm_id: str, user_id: int | None = None) -> list[KeyRow]:
+        """The activated rows an order carrying ``utm_id`` produced, read back to confirm a grant.
+
+        With ``user_id`` the search is driven by the indexed ``term_keys.user_id`` and joins
+        ``keys_meta`` by its primary key; without it ``keys_meta.utm_id`` is scanned (no index on a
+        stock site), so callers pass the user whenever they know it.
+        """
+        tk, km = self.schema.table("memberlux_term_keys"), self.schema.table("memberlux_keys_meta")
+        width = getattr(km.c.utm_id.type, "length", None) or _UTM_LENGTH
+        if cannot_store(km.c.utm_id, utm_id):
             return []
-        tk = self.schema.table("memberlux_term_keys")
+        if user_id is None:
+            ids = self.key_ids_by_utm_id(utm_id)
+            if not ids:
+                return []
+            stmt = self._key_stmt().where(tk.c.id.in_(ids))
+        else:
+            stmt = self._key_stmt().where(tk.c.user_id == user_id, km.c.utm_id == utm_id[:width])
         with self.engine.connect() as conn:
-            return [_key_row(row) for row in conn.execute(self._key_stmt().where(tk.c.id.in_(ids)).order_by(tk.c.id))]
+            return [_key_row(row) for row in conn.execute(stmt.order_by(tk.c.id))]
 
     def is_orphan(self, row: KeyRow) -> bool:
         """True when the row's user or level no longer exists (such rows grant nothing)."""
