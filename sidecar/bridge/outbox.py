@@ -241,10 +241,12 @@ class GrantDeliverer:
             return session.get(Grant, grant.id)
 
     # --- ordering -------------------------------------------------------------------------------------
-    def _keys_of(self, grant: Grant) -> list[KeyRow]:
+    def _keys_of(self, grant: Grant, user_id: int | None = None) -> list[KeyRow]:
         # Drive the read-back by the user (indexed) when the e-mail is known; keys_meta.utm_id has no index.
-        user = self.runtime.reader.user_by_email(grant.email) if grant.email else None
-        return self.runtime.reader.key_rows_by_utm_id(grant.id, user.id if user else None)
+        if user_id is None and grant.email:
+            user = self.runtime.reader.user_by_email(grant.email)
+            user_id = user.id if user else None
+        return self.runtime.reader.key_rows_by_utm_id(grant.id, user_id)
 
     def deliver(self, grant: Grant) -> Grant:
         interrupted = grant.status == DELIVERING or grant.outcome_unknown
@@ -256,9 +258,8 @@ class GrantDeliverer:
                                      attempt=("lookup", started, f"keys_meta.utm_id = {grant.id}: {len(rows)} key(s)"))
             self._attempt(grant, "lookup", "not_found", started, detail=f"keys_meta.utm_id = {grant.id}: no key")
         prior_unknown = grant.outcome_unknown
-        user_existed = grant.user_existed
-        if user_existed is None and grant.email:
-            user_existed = self.runtime.reader.user_by_email(grant.email) is not None
+        existing_user = self.runtime.reader.user_by_email(grant.email) if grant.email else None
+        user_existed = grant.user_existed if grant.user_existed is not None else existing_user is not None
         # Committed before the call: a crash from here on is seen by the next claimer as "look up first".
         self._update(grant.id, status=DELIVERING, outcome_unknown=True, attempts=grant.attempts + 1,
                      user_existed=user_existed)
@@ -286,11 +287,11 @@ class GrantDeliverer:
                       detail=f"order {result.order_id} in {result.elapsed:.2f} s", order_id=result.order_id,
                       grant_changes={"status": CONFIRMING, "outcome_unknown": False, "order_id": result.order_id})
         grant.status, grant.order_id, grant.outcome_unknown = CONFIRMING, result.order_id, False
-        return self.confirm(grant)
+        return self.confirm(grant, existing_user.id if existing_user else None)
 
-    def confirm(self, grant: Grant) -> Grant:
+    def confirm(self, grant: Grant, user_id: int | None = None) -> Grant:
         started = self.runtime.clock.now()
-        rows = self._keys_of(grant)
+        rows = self._keys_of(grant, user_id)
         if rows:
             return self._succeed(grant, rows, order_id=grant.order_id,
                                  attempt=("confirm", started, f"{len(rows)} key(s) carry utm_id {grant.id}"))
