@@ -57,6 +57,8 @@ def purge_seen_signatures(runtime: Runtime) -> str:
 
 
 PURGE_JOB = "bridge.purge_signatures"
+CERTIFICATE_SYNC_JOB = "monitor.certificates.sync"
+CERTIFICATE_REVALIDATE_JOB = "monitor.certificates.revalidate"
 
 
 def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
@@ -65,6 +67,16 @@ def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
                       max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
     scheduler.add_job(run_leased, "interval", hours=1, id=PURGE_JOB,
                       args=(runtime, PURGE_JOB, purge_seen_signatures, timedelta(minutes=10)),
+                      max_instances=1, coalesce=True)
+    from sidecar.monitor.certificates import revalidate_job, sync_job
+
+    # The lease outlives the sync's time budget, so a slow run is never doubled by another worker.
+    scheduler.add_job(run_leased, "interval", seconds=runtime.settings.schedule.certificate_poll_seconds,
+                      id=CERTIFICATE_SYNC_JOB,
+                      args=(runtime, CERTIFICATE_SYNC_JOB, sync_job, timedelta(minutes=10)),
+                      max_instances=1, coalesce=True)
+    scheduler.add_job(run_leased, "interval", hours=1, id=CERTIFICATE_REVALIDATE_JOB,
+                      args=(runtime, CERTIFICATE_REVALIDATE_JOB, revalidate_job, timedelta(minutes=30)),
                       max_instances=1, coalesce=True)
 
 
