@@ -11,58 +11,17 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
+from sidecar import sqlscripts
 from sidecar.devstack.wpschema import create_site_schema
 from sidecar.memberlux.schema import connect_wordpress, reflect_site
+from sidecar.sqlscripts import render, split_statements
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 
-def split_statements(script: str) -> list[str]:
-    """Split on ';' outside quotes and comments (the scripts use no DELIMITER changes)."""
-    statements: list[str] = []
-    current: list[str] = []
-    quote: str | None = None
-    i = 0
-    while i < len(script):
-        ch = script[i]
-        if quote:
-            current.append(ch)
-            if ch == "\\" and quote != "`" and i + 1 < len(script):
-                current.append(script[i + 1])
-                i += 1
-            elif ch == quote:
-                quote = None
-        elif ch in "'\"`":
-            quote = ch
-            current.append(ch)
-        elif script.startswith("-- ", i) or ch == "#":
-            end = script.find("\n", i)
-            i = len(script) if end == -1 else end
-            continue
-        elif ch == ";":
-            statement = "".join(current).strip()
-            if statement:
-                statements.append(statement)
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    assert not "".join(current).strip(), "statement without terminating ';'"
-    return statements
-
-
-def render(script: str, **values: str) -> str:
-    """Set the header variables the way an administrator edits them."""
-    for name, value in values.items():
-        script, count = re.subn(rf"^SET @{name} = '[^']*';", f"SET @{name} = '{value}';", script, flags=re.M)
-        assert count == 1, f"@{name} not found in script header"
-    return script
-
-
 def run_script(conn: pymysql.connections.Connection, script: str) -> None:
     with conn.cursor() as cursor:
-        for statement in split_statements(script):
-            cursor.execute(statement)
+        sqlscripts.run_script(cursor, script)
 
 
 def _connect(admin_url: str, database: str, user: str | None = None, password: str = "") -> pymysql.Connection:
