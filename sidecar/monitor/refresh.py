@@ -1,0 +1,241 @@
+"""Rebuild the sleepers read model (``mls_sleepers``) one level at a time.
+
+A level's owned key rows are streamed in user order (``key_rows_for_level``), cut into groups per user
+and evaluated in batches of users with :func:`sidecar.domain.sleepers.evaluate`, the single source of
+truth for the rule. Each batch costs two look-ups whatever its size: the users themselves (names,
+e-mail, blocked flag; a missing user is an orphan and is skipped) and their rows on the ancestor levels
+(a parent's key opens the child). Manual-certificate holders of the level come from the store's
+classified certificates, loaded once per level.
+
+Only sleepers are kept in memory (as compact tuples); the level's rows in the read model are then
+replaced in one store transaction, so readers see either the old or the new set, never a mix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from sidecar.domain.access import KeyRow
+from sidecar.domain.sleepers import Reason, evaluate
+from sidecar.memberlux.reader import _key_row, ancestors_from_parents
+from sidecar.monitor.certificates import CertificateClassifier
+from sidecar.monitor.query import manual_certificate_users
+from sidecar.store.monitor_models import SleeperCount, SleeperEntry, SleeperRefresh
+
+if TYPE_CHECKING:
+    from sidecar.bootstrap import Runtime
+
+__all__ = ["RefreshReport", "SleeperRefresher", "search_text"]
+
+log = logging.getLogger(__name__)
+
+#: Users evaluated together: one users query and one ancestor-rows query per batch.
+USER_BATCH = 500
+#: Rows per INSERT statement when writing the read model.
+INSERT_CHUNK = 1000
+
+ProgressCallback = Callable[[int, int, int], None]  # (term_id, levels done, levels total)
+
+_COLUMN_WIDTHS = {"email": 100, "login": 60, "first_name": 100, "last_name": 100, "search_text": 400}
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    term_id: int
+    evaluated_for: date
+    seconds: float
+    rows_scanned: int
+    users_considered: int
+    sleepers: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    #: Set when the level was not evaluated (it no longer exists); its read-model rows were removed.
+    skipped: str | None = None
+
+
+def search_text(first_name: str, last_name: str, email: str, login: str) -> str:
+    """What the report's search box matches: lower-cased "first last email login"."""
+    text = " ".join(part.strip() for part in (first_name, last_name, email, login) if part and part.strip())
+    return text.lower()[: _COLUMN_WIDTHS["search_text"]]
+
+
+def _cut(value: str, column: str) -> str:
+    # MySQL stores refuse over-long values in strict mode; WordPress allows longer names in usermeta.
+    return (value or "")[: _COLUMN_WIDTHS[column]]
+
+
+def _user_groups(rows: Iterable[KeyRow]) -> Iterator[tuple[int, list[KeyRow]]]:
+    for user_id, group in itertools.groupby(rows, key=lambda r: r.user_id):
+        if user_id is not None:
+            yield user_id, list(group)
+
+
+def _batches(groups: Iterator[tuple[int, list[KeyRow]]], size: int) -> Iterator[list[tuple[int, list[KeyRow]]]]:
+    while True:
+        batch = list(itertools.islice(groups, size))
+        if not batch:
+            return
+        yield batch
+
+
+class SleeperRefresher:
+    """Evaluates levels against the MemberLux tables and stores the result in the read model."""
+
+    def __init__(self, runtime: Runtime, *, check_ancestors: bool = True, user_batch: int = USER_BATCH) -> None:
+        self.runtime = runtime
+        self.reader = runtime.reader
+        self.check_ancestors = check_ancestors
+        self.user_batch = user_batch
+
+    # --- public --------------------------------------------------------------------------------------
+
+    def refresh_level(self, term_id: int, day: date | None = None, *,
+                      parents: dict[int, int] | None = None) -> RefreshReport:
+        """Re-evaluate one level for UTC day ``day`` (default: today) and replace its read-model rows."""
+        started = time.perf_counter()
+        day = day or self.runtime.clock.today_utc()
+        parents = self.reader.level_parents() if parents is None else parents
+        if term_id not in parents:
+            # A deleted level opens nothing; its leftover rows are orphans and nobody sleeps in it.
+            seconds = self._replace(term_id, [], day, None, started)
+            return RefreshReport(term_id, day, seconds, 0, 0, 0, {}, skipped="level deleted")
+        ancestors = ancestors_from_parents(parents, term_id) if self.check_ancestors else []
+        manual = manual_certificate_users(self.runtime, term_id)
+        policy = self.runtime.access_policy
+
+        rows_scanned = 0
+        reasons: Counter[str] = Counter()
+        sleepers: list[tuple] = []
+
+        def counted(rows: Iterator[KeyRow]) -> Iterator[KeyRow]:
+            nonlocal rows_scanned
+            for row in rows:
+                rows_scanned += 1
+                yield row
+
+        stream = self.reader.key_rows_for_level(term_id)
+        try:
+            for batch in _batches(_user_groups(counted(stream)), self.user_batch):
+                ids = [user_id for user_id, _ in batch]
+                users = self.reader.users(ids)
+                ancestor_rows = self._ancestor_rows([u for u in ids if u in users], ancestors)
+                for user_id, rows in batch:
+                    user = users.get(user_id)
+                    verdict = evaluate(
+                        user_id, term_id, rows, day,
+                        ancestor_rows=ancestor_rows.get(user_id, ()),
+                        has_manual_certificate=user_id in manual,
+                        blocked=user.blocked if user is not None else False,
+                        user_exists=user is not None,
+                        policy=policy,
+                        check_ancestors=self.check_ancestors,
+                    )
+                    reasons[verdict.reason.value] += 1
+                    if verdict.reason is Reason.SLEEPER and user is not None:
+                        sleepers.append((user_id, verdict.expired_on, verdict.last_grant, verdict.blocked,
+                                         user.email, user.login, user.first_name, user.last_name))
+        finally:
+            stream.close()  # releases the streaming connection even when a batch fails
+
+        # Orphan rows (deleted users) are not "considered": they are counted apart in the reasons.
+        users_considered = sum(n for reason, n in reasons.items() if reason != Reason.USER_DELETED.value)
+        stats = {"rows_scanned": rows_scanned, "users_considered": users_considered,
+                 "sleepers": len(sleepers), "reasons": dict(sorted(reasons.items()))}
+        seconds = self._replace(term_id, sleepers, day, stats, started)
+        log.info("sleepers of level %s for %s: %d of %d users (%d rows) in %.2f s",
+                 term_id, day, len(sleepers), users_considered, rows_scanned, seconds)
+        return RefreshReport(term_id, day, seconds, **stats)
+
+    def refresh_all(self, progress: ProgressCallback | None = None, *, day: date | None = None,
+                    sync_certificates: bool = True) -> list[RefreshReport]:
+        """Refresh every existing level for the same day, and drop the rows of levels deleted since.
+
+        Certificates are synchronised first (when the classifier is available), so a certificate
+        issued or deleted since the last run is taken into account.
+        """
+        day = day or self.runtime.clock.today_utc()
+        if sync_certificates:
+            CertificateClassifier(self.runtime).sync()
+        parents = self.reader.level_parents()
+        level_ids = [level.term_id for level in self.reader.levels()]
+        self._drop_vanished_levels(set(parents))
+        reports: list[RefreshReport] = []
+        for done, term_id in enumerate(level_ids, start=1):
+            reports.append(self.refresh_level(term_id, day, parents=parents))
+            if progress is not None:
+                progress(term_id, done, len(level_ids))
+        return reports
+
+    # --- internals -----------------------------------------------------------------------------------
+
+    def _ancestor_rows(self, user_ids: Sequence[int], ancestors: Sequence[int]) -> dict[int, list[KeyRow]]:
+        """Rows of the ancestor levels for a batch of users, with one query driven by ``user_id``."""
+        if not ancestors or not user_ids:
+            return {}
+        tk = self.reader.schema.table("memberlux_term_keys")
+        # The reader's own statement and normalisation, so the rows read exactly like the level's.
+        stmt = (
+            self.reader._key_stmt()
+            .where(tk.c.user_id.in_(list(user_ids)), tk.c.term_id.in_(list(ancestors)))
+            .order_by(tk.c.user_id, tk.c.id)
+        )
+        result: dict[int, list[KeyRow]] = {}
+        with self.reader.engine.connect() as conn:
+            for raw in conn.execute(stmt):
+                row = _key_row(raw)
+                if row.user_id is not None:
+                    result.setdefault(row.user_id, []).append(row)
+        return result
+
+    def _replace(self, term_id: int, sleepers: list[tuple], day: date, stats: dict | None,
+                 started: float) -> float:
+        """Swap the level's read-model rows in one transaction; returns the seconds the refresh took.
+
+        ``stats`` ``None`` means the level is gone: its rows and refresh record are removed.
+        """
+        now = self.runtime.clock.now()
+        entries = SleeperEntry.__table__
+        with self.runtime.sessions.begin() as session:
+            session.execute(sa.delete(entries).where(entries.c.term_id == term_id))
+            for start in range(0, len(sleepers), INSERT_CHUNK):
+                session.execute(entries.insert(), [
+                    {
+                        "term_id": term_id, "user_id": user_id, "expired_on": expired_on,
+                        "last_grant": last_grant, "blocked": blocked,
+                        "email": _cut(email, "email"), "login": _cut(login, "login"),
+                        "first_name": _cut(first, "first_name"), "last_name": _cut(last, "last_name"),
+                        "search_text": search_text(first, last, email, login),
+                        "refreshed_at": now,
+                    }
+                    for user_id, expired_on, last_grant, blocked, email, login, first, last
+                    in sleepers[start:start + INSERT_CHUNK]
+                ])
+            seconds = round(time.perf_counter() - started, 3)
+            if stats is None:
+                session.execute(sa.delete(SleeperRefresh.__table__)
+                                .where(SleeperRefresh.__table__.c.term_id == term_id))
+                return seconds
+            session.merge(SleeperRefresh(term_id=term_id, evaluated_for=day, refreshed_at=now, seconds=seconds,
+                                         **stats))
+            session.merge(SleeperCount(term_id=term_id, day=day, sleepers=stats["sleepers"]))
+        return seconds
+
+    def _drop_vanished_levels(self, existing: set[int]) -> None:
+        entries = SleeperEntry.__table__
+        with self.runtime.sessions.begin() as session:
+            stored = {int(t) for t in session.scalars(sa.select(SleeperRefresh.term_id))}
+            stored |= {int(t) for t in session.scalars(sa.select(entries.c.term_id).distinct())}
+            vanished = sorted(stored - existing)
+            if vanished:
+                session.execute(sa.delete(entries).where(entries.c.term_id.in_(vanished)))
+                session.execute(sa.delete(SleeperRefresh.__table__)
+                                .where(SleeperRefresh.__table__.c.term_id.in_(vanished)))
+                log.info("dropped the sleepers of deleted levels %s", vanished)

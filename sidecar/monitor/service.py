@@ -1,0 +1,617 @@
+"""The read side of the learning monitor: what the UI, the CSV/JSON export, the API and the CLI show.
+
+Lists come from the read model (``mls_sleepers``) only, so a page never touches the WordPress tables
+whatever their size; level names are the one exception, read from WordPress and cached briefly.
+Pages use keyset pagination: the cursor carries the sort key of the last row plus ``(user_id,
+term_id)``, a tie-breaker unique per row, so pages never repeat or skip a row even when many rows share
+an expiry day, and a page costs the same at row 10 or at row 100 000.
+
+:meth:`MonitorService.explain` is different on purpose: it recomputes one verdict live, from the
+MemberLux rows and the domain rule, and shows the rows behind it, so an administrator can check a
+surprising listing (or a missing one) against the data as it is now.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from sidecar.domain.access import (
+    KEY_STATUS_NEW,
+    KeyRow,
+    activation_day,
+    effective_status,
+    has_access_on,
+    is_basket,
+    qualifying_rows,
+)
+from sidecar.domain.sleepers import Reason, SleeperVerdict, evaluate
+from sidecar.memberlux.reader import WpUser, ancestors_from_parents
+from sidecar.monitor.certificates import CertificateClassifier
+from sidecar.store.monitor_models import CertificateClassRow, SleeperCount, SleeperEntry, SleeperRefresh
+
+if TYPE_CHECKING:
+    from sidecar.bootstrap import Runtime
+
+__all__ = [
+    "SORTS",
+    "MAX_LIMIT",
+    "SleeperQuery",
+    "SleeperRow",
+    "SleeperPage",
+    "LevelFreshness",
+    "KeyFact",
+    "CertificateFact",
+    "ReadModelState",
+    "Explanation",
+    "UnknownUser",
+    "UnknownLevel",
+    "MonitorService",
+]
+
+SORTS = ("expired_on", "days_since", "name", "email", "level")
+MAX_LIMIT = 1000
+REMINDERS_TABLE = "mls_reminders"
+_LEVEL_CACHE_SECONDS = 60.0
+_CURSOR_VERSION = 1
+_ONE_DAY = timedelta(days=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Query and result types
+
+
+@dataclass(frozen=True)
+class SleeperQuery:
+    levels: tuple[int, ...] = ()
+    expired_from: date | None = None
+    expired_to: date | None = None
+    search: str = ""
+    sort: str = "expired_on"
+    descending: bool = False
+    after: str | None = None
+    limit: int = 20
+
+
+@dataclass(frozen=True)
+class SleeperRow:
+    user_id: int
+    email: str
+    login: str
+    first_name: str
+    last_name: str
+    term_id: int
+    level_name: str
+    expired_on: date          # X: first day without access
+    last_access_day: date     # X - 1
+    days_since: int           # today - X
+    last_grant: date | None
+    blocked: bool             # shown flagged, never mailed
+    reminders_sent: int
+
+
+@dataclass
+class SleeperPage:
+    rows: list[SleeperRow]
+    next_cursor: str | None
+    total: int
+
+
+@dataclass(frozen=True)
+class LevelFreshness:
+    term_id: int
+    evaluated_for: date       # the UTC day D the rule was evaluated for
+    refreshed_at: datetime
+    seconds: float
+    rows_scanned: int
+    users_considered: int
+    sleepers: int
+    reasons: dict[str, int]
+    stale: bool               # evaluated for a day before today
+
+
+@dataclass(frozen=True)
+class KeyFact:
+    """One key row as the rule saw it."""
+
+    key_id: int
+    term_id: int | None
+    status: str
+    key_type: str
+    basket: bool
+    banned: bool
+    unlimited: bool
+    duration: int
+    units: str
+    date_start: date | None
+    date_end: date | None
+    date_registered: date | None
+    activated_on: date | None
+    counts: bool              # part of R(U,T)
+    active_on_day: bool       # opens the level on the evaluation day
+    note: str                 # why the row does not count ('' when it does)
+
+
+@dataclass(frozen=True)
+class CertificateFact:
+    certificate_id: int
+    level_id: int
+    cls: str                  # auto | manual
+    reason: str
+    date_issue: date | None
+    create_date: date | None
+    responsible_person: int | None
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class ReadModelState:
+    listed: bool
+    expired_on: date | None
+    refreshed_at: datetime | None
+    evaluated_for: date | None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    user: WpUser
+    term_id: int
+    level_name: str
+    day: date
+    verdict: SleeperVerdict
+    keys: tuple[KeyFact, ...]
+    ancestors: tuple[tuple[int, str], ...]      # (term_id, name), nearest first
+    ancestor_keys: tuple[KeyFact, ...]
+    certificates: tuple[CertificateFact, ...]
+    certificates_available: bool
+    has_manual_certificate: bool
+    read_model: ReadModelState
+    include_basket: bool
+    check_ancestors: bool = True
+
+    @property
+    def reason(self) -> str:
+        return self.verdict.reason.value
+
+    @property
+    def is_sleeper(self) -> bool:
+        return self.verdict.is_sleeper
+
+    @property
+    def summary(self) -> str:
+        return _summary(self)
+
+
+class UnknownUser(LookupError):
+    """No WordPress user matches the id or e-mail given."""
+
+
+class UnknownLevel(LookupError):
+    """The access level does not exist (never did, or was deleted)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Sorting and cursors
+
+
+@dataclass(frozen=True)
+class _Order:
+    columns: tuple[sa.ColumnElement, ...]
+    kinds: tuple[str, ...]            # how each cursor value is encoded: date | str | int
+    ascending: bool
+
+
+_E = SleeperEntry
+
+
+def _order_for(sort: str, descending: bool, level_rank: sa.ColumnElement) -> _Order:
+    if sort not in SORTS:
+        raise ValueError(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")
+    if sort in ("expired_on", "days_since"):
+        # More days since expiry = an earlier expiry: days_since ascending is expired_on descending.
+        ascending = (not descending) if sort == "expired_on" else descending
+        return _Order((_E.expired_on, _E.user_id, _E.term_id), ("date", "int", "int"), ascending)
+    if sort == "name":
+        return _Order((_E.last_name, _E.first_name, _E.user_id, _E.term_id), ("str", "str", "int", "int"),
+                      not descending)
+    if sort == "email":
+        return _Order((_E.email, _E.user_id, _E.term_id), ("str", "int", "int"), not descending)
+    return _Order((level_rank, _E.expired_on, _E.user_id, _E.term_id), ("int", "date", "int", "int"),
+                  not descending)
+
+
+def _encode_cursor(sort: str, descending: bool, values: Sequence[Any]) -> str:
+    key = [v.isoformat() if isinstance(v, date) else v for v in values]
+    payload = json.dumps({"v": _CURSOR_VERSION, "s": sort, "d": bool(descending), "k": key}, separators=(",", ":"),
+                         ensure_ascii=False)
+    return base64.urlsafe_b64encode(payload.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str, descending: bool, kinds: Sequence[str]) -> list[Any]:
+    def bad(why: str) -> ValueError:
+        return ValueError(f"invalid cursor: {why}; start again from the first page")
+
+    if not isinstance(cursor, str) or not cursor or len(cursor) > 2000:
+        raise bad("empty or too long")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        payload = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad("not a cursor issued by this service") from None
+    if not isinstance(payload, dict) or payload.get("v") != _CURSOR_VERSION:
+        raise bad("unknown format")
+    if payload.get("s") != sort or payload.get("d") is not bool(descending):
+        raise bad(f"it was issued for another order (sort {payload.get('s')!r}, "
+                  f"descending {payload.get('d')!r})")
+    key = payload.get("k")
+    if not isinstance(key, list) or len(key) != len(kinds):
+        raise bad("wrong number of sort values")
+    values: list[Any] = []
+    for kind, value in zip(kinds, key):
+        if kind == "date":
+            try:
+                values.append(date.fromisoformat(value))
+            except (TypeError, ValueError):
+                raise bad(f"{value!r} is not a date") from None
+        elif kind == "int":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise bad(f"{value!r} is not an integer")
+            values.append(value)
+        else:
+            if not isinstance(value, str):
+                raise bad(f"{value!r} is not text")
+            values.append(value)
+    return values
+
+
+def _after(columns: Sequence[sa.ColumnElement], values: Sequence[Any], ascending: bool) -> sa.ColumnElement[bool]:
+    """Rows strictly after ``values`` in the order of ``columns`` (expanded, so every backend indexes it)."""
+    alternatives = []
+    for i, column in enumerate(columns):
+        equal = [columns[j] == values[j] for j in range(i)]
+        step = column > values[i] if ascending else column < values[i]
+        alternatives.append(sa.and_(*equal, step))
+    return sa.or_(*alternatives)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reminders (wired by the reminders capability)
+
+
+def _reminders_sent(session: Session, pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """Reminders sent per ``(user_id, term_id)``; zeros while the reminders table does not exist.
+
+    The reminders capability owns ``mls_reminders``; until its migration has run every count is 0.
+    Once present, rows are counted per user and level (``term_id`` or ``level_id`` column).
+    """
+    wanted = list(dict.fromkeys(pairs))
+    counts = {pair: 0 for pair in wanted}
+    if not wanted:
+        return counts
+    bind = session.get_bind()
+    if not sa.inspect(bind).has_table(REMINDERS_TABLE):
+        return counts
+    table = sa.Table(REMINDERS_TABLE, sa.MetaData(), autoload_with=bind)
+    level = table.c.get("term_id") if "term_id" in table.c else table.c.get("level_id")
+    if "user_id" not in table.c or level is None:
+        return counts
+    user_ids = sorted({u for u, _ in wanted})
+    for start in range(0, len(user_ids), 500):
+        stmt = (
+            sa.select(table.c.user_id, level, sa.func.count())
+            .where(table.c.user_id.in_(user_ids[start:start + 500]))
+            .group_by(table.c.user_id, level)
+        )
+        for user_id, term_id, n in session.execute(stmt):
+            pair = (int(user_id), int(term_id))
+            if pair in counts:
+                counts[pair] = int(n)
+    return counts
+
+
+# --------------------------------------------------------------------------------------------------
+# The service
+
+
+class MonitorService:
+    def __init__(self, runtime: Runtime, *, check_ancestors: bool = True) -> None:
+        self.runtime = runtime
+        self.check_ancestors = check_ancestors
+        self._levels_cache: tuple[float, dict[int, str], dict[int, int]] | None = None
+
+    # --- levels ------------------------------------------------------------------------------------
+
+    def level_names(self) -> dict[int, str]:
+        """``{term_id: name}`` of the existing levels (cached for a minute)."""
+        return self._levels()[0]
+
+    def _levels(self) -> tuple[dict[int, str], dict[int, int]]:
+        now = time.monotonic()
+        if self._levels_cache is None or now - self._levels_cache[0] > _LEVEL_CACHE_SECONDS:
+            levels = self.runtime.reader.levels()
+            names = {lv.term_id: lv.name for lv in levels}
+            ordered = sorted(levels, key=lambda lv: (lv.name.casefold(), lv.term_id))
+            ranks = {lv.term_id: rank for rank, lv in enumerate(ordered)}
+            self._levels_cache = (now, names, ranks)
+        return self._levels_cache[1], self._levels_cache[2]
+
+    def _level_rank(self, ranks: Mapping[int, int]) -> sa.ColumnElement:
+        # Deleted levels (rows not yet dropped by a refresh) sort last.
+        if not ranks:
+            return sa.literal(0)
+        return sa.case(ranks, value=_E.term_id, else_=len(ranks))
+
+    # --- lists -------------------------------------------------------------------------------------
+
+    def _today(self) -> date:
+        return self.runtime.clock.today_utc()
+
+    def _filters(self, q: SleeperQuery) -> list[sa.ColumnElement[bool]]:
+        conditions: list[sa.ColumnElement[bool]] = []
+        if q.levels:
+            conditions.append(_E.term_id.in_([int(t) for t in q.levels]))
+        if q.expired_from is not None:
+            conditions.append(_E.expired_on >= q.expired_from)
+        if q.expired_to is not None:
+            # The rule never lists a future expiry: the end of the window is clamped to today (UTC).
+            conditions.append(_E.expired_on <= min(q.expired_to, self._today()))
+        for token in (q.search or "").lower().split():
+            conditions.append(_E.search_text.contains(token, autoescape=True))
+        return conditions
+
+    def _check(self, q: SleeperQuery, limit: int) -> None:
+        if q.sort not in SORTS:
+            raise ValueError(f"unknown sort {q.sort!r}; expected one of {', '.join(SORTS)}")
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+
+    def _fetch(self, session: Session, q: SleeperQuery, order: _Order, after: list[Any] | None,
+               limit: int) -> tuple[list[SleeperEntry], bool]:
+        stmt = sa.select(_E).where(*self._filters(q))
+        if after is not None:
+            stmt = stmt.where(_after(order.columns, after, order.ascending))
+        stmt = stmt.order_by(*(c.asc() if order.ascending else c.desc() for c in order.columns)).limit(limit + 1)
+        entries = list(session.scalars(stmt))
+        return entries[:limit], len(entries) > limit
+
+    def _key_of(self, entry: SleeperEntry, sort: str, ranks: Mapping[int, int]) -> list[Any]:
+        if sort in ("expired_on", "days_since"):
+            return [entry.expired_on, entry.user_id, entry.term_id]
+        if sort == "name":
+            return [entry.last_name, entry.first_name, entry.user_id, entry.term_id]
+        if sort == "email":
+            return [entry.email, entry.user_id, entry.term_id]
+        return [ranks.get(entry.term_id, len(ranks)), entry.expired_on, entry.user_id, entry.term_id]
+
+    def _rows(self, session: Session, entries: Sequence[SleeperEntry], names: Mapping[int, str]) -> list[SleeperRow]:
+        today = self._today()
+        reminders = _reminders_sent(session, [(e.user_id, e.term_id) for e in entries])
+        return [
+            SleeperRow(
+                user_id=e.user_id, email=e.email, login=e.login, first_name=e.first_name,
+                last_name=e.last_name, term_id=e.term_id, level_name=names.get(e.term_id, f"#{e.term_id}"),
+                expired_on=e.expired_on, last_access_day=e.expired_on - _ONE_DAY,
+                days_since=(today - e.expired_on).days, last_grant=e.last_grant, blocked=bool(e.blocked),
+                reminders_sent=reminders.get((e.user_id, e.term_id), 0),
+            )
+            for e in entries
+        ]
+
+    def page(self, q: SleeperQuery) -> SleeperPage:
+        """One page of sleepers and the total matching the filters (cursor excluded)."""
+        self._check(q, q.limit)
+        names, ranks = self._levels()
+        order = _order_for(q.sort, q.descending, self._level_rank(ranks))
+        after = _decode_cursor(q.after, q.sort, q.descending, order.kinds) if q.after else None
+        with self.runtime.sessions() as session:
+            entries, more = self._fetch(session, q, order, after, q.limit)
+            total = int(session.scalar(sa.select(sa.func.count()).select_from(_E).where(*self._filters(q))) or 0)
+            rows = self._rows(session, entries, names)
+        next_cursor = None
+        if more and entries:
+            next_cursor = _encode_cursor(q.sort, q.descending, self._key_of(entries[-1], q.sort, ranks))
+        return SleeperPage(rows=rows, next_cursor=next_cursor, total=total)
+
+    def iterate(self, q: SleeperQuery, chunk: int = 1000) -> Iterator[SleeperRow]:
+        """Every sleeper matching ``q`` in its order, read in keyset chunks (for streaming exports).
+
+        ``q.limit`` is ignored; ``q.after`` is honoured. Each chunk is its own short read, so no store
+        connection stays open while the caller writes the export.
+        """
+        self._check(q, chunk)
+        names, ranks = self._levels()
+        order = _order_for(q.sort, q.descending, self._level_rank(ranks))
+        after = _decode_cursor(q.after, q.sort, q.descending, order.kinds) if q.after else None
+        while True:
+            with self.runtime.sessions() as session:
+                entries, more = self._fetch(session, q, order, after, chunk)
+                rows = self._rows(session, entries, names)
+            yield from rows
+            if not more or not entries:
+                return
+            after = self._key_of(entries[-1], q.sort, ranks)
+
+    # --- figures -----------------------------------------------------------------------------------
+
+    def counts_per_level(self) -> dict[int, int]:
+        """Sleepers per level in the read model; refreshed levels without sleepers show 0."""
+        with self.runtime.sessions() as session:
+            counts = {int(t): 0 for t in session.scalars(sa.select(SleeperRefresh.term_id))}
+            stmt = sa.select(_E.term_id, sa.func.count()).group_by(_E.term_id)
+            counts.update({int(t): int(n) for t, n in session.execute(stmt)})
+        return dict(sorted(counts.items()))
+
+    def trend(self, weeks: int = 12) -> dict[int, list[tuple[date, int]]]:
+        """Daily sleeper counts per level over the last ``weeks`` weeks (days without a refresh are absent)."""
+        if weeks < 1:
+            raise ValueError("weeks must be at least 1")
+        since = self._today() - timedelta(weeks=weeks)
+        stmt = (
+            sa.select(SleeperCount.term_id, SleeperCount.day, SleeperCount.sleepers)
+            .where(SleeperCount.day > since)
+            .order_by(SleeperCount.term_id, SleeperCount.day)
+        )
+        result: dict[int, list[tuple[date, int]]] = {}
+        with self.runtime.sessions() as session:
+            for term_id, day, sleepers in session.execute(stmt):
+                result.setdefault(int(term_id), []).append((day, int(sleepers)))
+        return result
+
+    def freshness(self) -> dict[int, LevelFreshness]:
+        """When each level was last rebuilt, for which day, and what it took."""
+        today = self._today()
+        with self.runtime.sessions() as session:
+            refreshes = list(session.scalars(sa.select(SleeperRefresh).order_by(SleeperRefresh.term_id)))
+        return {
+            r.term_id: LevelFreshness(
+                term_id=r.term_id, evaluated_for=r.evaluated_for, refreshed_at=r.refreshed_at,
+                seconds=r.seconds, rows_scanned=r.rows_scanned, users_considered=r.users_considered,
+                sleepers=r.sleepers, reasons=dict(r.reasons or {}), stale=r.evaluated_for < today,
+            )
+            for r in refreshes
+        }
+
+    # --- one user, live ----------------------------------------------------------------------------
+
+    def _find_user(self, user: int | str) -> WpUser:
+        reader = self.runtime.reader
+        if isinstance(user, bool):
+            raise UnknownUser(f"not a user id or e-mail: {user!r}")
+        if isinstance(user, int):
+            found = reader.user(user)
+            if found is None:
+                raise UnknownUser(f"no WordPress user with id {user}")
+            return found
+        text = str(user).strip()
+        if not text:
+            raise UnknownUser("give a user id or an e-mail address")
+        if text.isdigit():
+            return self._find_user(int(text))
+        if "@" not in text:
+            raise UnknownUser(f"{text!r} is neither a user id nor an e-mail address")
+        found = reader.user_by_email(text)
+        if found is None:
+            raise UnknownUser(f"no WordPress user with e-mail {text}")
+        return found
+
+    def explain(self, user: int | str, term_id: int, day: date | None = None) -> Explanation:
+        """The verdict for one user and level on ``day`` (default today, UTC), recomputed live.
+
+        Raises :class:`UnknownUser` or :class:`UnknownLevel` (both ``LookupError``) with a message fit
+        for the operator.
+        """
+        reader = self.runtime.reader
+        day = day or self._today()
+        wp_user = self._find_user(user)
+        parents = reader.level_parents()
+        if term_id not in parents:
+            raise UnknownLevel(f"no access level with id {term_id} (it may have been deleted)")
+        level_names = {lv.term_id: lv.name for lv in reader.levels()}
+        ancestors = ancestors_from_parents(parents, term_id) if self.check_ancestors else []
+        rows = reader.key_rows(wp_user.id, [term_id])
+        ancestor_rows = reader.key_rows(wp_user.id, ancestors) if ancestors else []
+
+        classifier = CertificateClassifier(self.runtime)
+        with self.runtime.sessions() as session:
+            cert_rows = list(session.scalars(
+                sa.select(CertificateClassRow)
+                .where(CertificateClassRow.level_id == term_id, CertificateClassRow.user_id == wp_user.id)
+                .order_by(CertificateClassRow.certificate_id)))
+            entry = session.get(SleeperEntry, (term_id, wp_user.id))
+            refresh = session.get(SleeperRefresh, term_id)
+        certificates = tuple(
+            CertificateFact(c.certificate_id, c.level_id, c.cls, c.reason, c.date_issue, c.create_date,
+                            c.responsible_person, c.deleted_at is not None)
+            for c in cert_rows
+        )
+        # Same source and same conditions as the refresh (the classifier's manual set).
+        has_manual = classifier.available and any(c.cls == "manual" and not c.deleted for c in certificates)
+        policy = self.runtime.access_policy
+        verdict = evaluate(wp_user.id, term_id, rows, day, ancestor_rows=ancestor_rows,
+                           has_manual_certificate=has_manual, blocked=wp_user.blocked, user_exists=True,
+                           policy=policy, check_ancestors=self.check_ancestors)
+        return Explanation(
+            user=wp_user,
+            term_id=term_id,
+            level_name=level_names.get(term_id, f"#{term_id}"),
+            day=day,
+            verdict=verdict,
+            keys=tuple(_key_facts(rows, day, policy)),
+            ancestors=tuple((a, level_names.get(a, f"#{a}")) for a in ancestors),
+            ancestor_keys=tuple(_key_facts(ancestor_rows, day, policy)),
+            certificates=certificates,
+            certificates_available=classifier.available,
+            has_manual_certificate=has_manual,
+            read_model=ReadModelState(
+                listed=entry is not None,
+                expired_on=entry.expired_on if entry is not None else None,
+                refreshed_at=refresh.refreshed_at if refresh is not None else None,
+                evaluated_for=refresh.evaluated_for if refresh is not None else None,
+            ),
+            include_basket=policy.include_basket,
+            check_ancestors=self.check_ancestors,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Explanation helpers
+
+
+def _key_facts(rows: Sequence[KeyRow], day: date, policy) -> Iterator[KeyFact]:
+    counting = {row.key_id for row in qualifying_rows(rows, policy)}
+    for row in rows:
+        status = effective_status(row)
+        counts = row.key_id in counting
+        if counts:
+            note = ""
+        elif status == KEY_STATUS_NEW:
+            note = "never activated"
+        elif row.is_banned:
+            note = "banned (revoked by an administrator)"
+        elif is_basket(row) and not policy.include_basket:
+            note = "in the basket, which the access policy excludes"
+        else:
+            note = "start or end date missing (zero date)"
+        yield KeyFact(
+            key_id=row.key_id, term_id=row.term_id, status=status, key_type=row.key_type or "",
+            basket=is_basket(row), banned=row.is_banned, unlimited=row.is_unlimited, duration=row.duration,
+            units=row.units, date_start=row.date_start, date_end=row.date_end,
+            date_registered=row.date_registered, activated_on=activation_day(row), counts=counts,
+            active_on_day=counts and has_access_on([row], day, policy), note=note,
+        )
+
+
+_SUMMARIES = {
+    Reason.SLEEPER: "Sleeper: access ended on {x} ({days} days ago), nothing renews or replaces it.",
+    Reason.ACTIVE: "Active: a key opens the level on {day}; access currently runs until {x}.",
+    Reason.RENEWED: "Not a sleeper: no access on {day}, but a key paid ahead runs until {x}.",
+    Reason.UNLIMITED: "Not a sleeper: the user holds an unlimited key for this level.",
+    Reason.ANCESTOR_ACTIVE: "Not a sleeper: access to this level ended on {x}, but a key of a parent level "
+                            "opens it on {day}.",
+    Reason.MANUAL_CERTIFICATE: "Not a sleeper: access ended on {x}, but the user holds a manual certificate "
+                               "for this level.",
+    Reason.OUTSIDE_WINDOW: "Access ended on {x}, outside the chosen window.",
+    Reason.NEVER_ACTIVATED: "Not a sleeper: the user never activated a key of this level.",
+    Reason.BANNED_ONLY: "Not a sleeper: every key of this level was banned (access revoked, not expired).",
+    Reason.NO_USABLE_ROWS: "Not a sleeper: no key of this level counts (zero dates, or basket keys excluded).",
+    Reason.USER_DELETED: "The user no longer exists.",
+}
+
+
+def _summary(e: Explanation) -> str:
+    v = e.verdict
+    text = _SUMMARIES[v.reason].format(
+        x=v.expired_on.isoformat() if v.expired_on else "-", day=e.day.isoformat(),
+        days=v.days_since_expiry(e.day) if v.expired_on else "-")
+    if v.blocked:
+        text += " The account is blocked in MemberLux: shown flagged, never mailed."
+    return text

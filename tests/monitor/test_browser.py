@@ -1,0 +1,207 @@
+"""The monitor in a real browser: Debian's chromium driven by Playwright against the app on a real socket.
+
+Skipped, with the reason, when ``/usr/bin/chromium`` or the ``playwright`` package is missing — unless
+``MLS_REQUIRE_BROWSER=1``, which turns the skip into a failure (for CI images that ship the browser).
+Playwright's own browser download is not used: it is not reachable everywhere, the distribution's is.
+Screenshots land in ``test-artifacts/browser/`` for a human to look at.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from sidecar.app import create_app
+from sidecar.bootstrap import build_runtime, store_url
+from sidecar.clock import FixedClock
+from sidecar.devstack import seed
+from sidecar.devstack.server import serve_in_thread
+from sidecar.devstack.site import build_demo_site
+from sidecar.monitor.refresh import SleeperRefresher
+from sidecar.monitor.service import MonitorService, SleeperQuery
+from sidecar.monitor.views import CSV_COLUMNS
+from sidecar.store import db as store_db
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+TODAY = START.date()
+BUSY_LEVEL = 10  # "Йога для начинающих": 53 sleepers on this site, three pages of 20
+
+
+def _missing_browser() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} not found (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install -e '.[dev]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    problem = _missing_browser()
+    if problem:
+        if os.environ.get("MLS_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test required (MLS_REQUIRE_BROWSER=1) but {problem}", pytrace=False)
+        pytest.skip(f"browser test skipped: {problem}; set MLS_REQUIRE_BROWSER=1 to make this a failure")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def served(tmp_path, settings_for):
+    """A bigger site than the shared one (levels with sub-levels, a level over two pages), served for real."""
+    site = f"sqlite:///{tmp_path / 'wordpress.sqlite'}"
+    build_demo_site(site, users=300, levels=8, seed=2, today=TODAY, fresh=True)
+    settings = settings_for(site)
+    engine = store_db.create_store_engine(store_url(settings))
+    store_db.upgrade(engine)
+    engine.dispose()
+    runtime = build_runtime(settings, clock=FixedClock(START))
+    refresher = SleeperRefresher(runtime)
+    for weeks_ago in range(11, 0, -1):  # some history for the trend charts
+        refresher.refresh_all(day=TODAY - timedelta(weeks=weeks_ago), sync_certificates=weeks_ago == 11)
+    refresher.refresh_all()
+    base_url, stop = serve_in_thread(create_app(runtime))
+    try:
+        yield base_url, runtime
+    finally:
+        stop()
+        runtime.close()
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _rows(page) -> list[tuple[int, int]]:
+    return [(int(row.get_attribute("data-user")), int(row.get_attribute("data-level")))
+            for row in page.locator("table.sleepers tbody tr.sleeper").all()]
+
+
+def test_admin_walks_through_the_monitor(browser, served):
+    base_url, runtime = served
+    service = MonitorService(runtime)
+    level_rows = list(service.iterate(SleeperQuery(levels=(BUSY_LEVEL,))))
+    assert len(level_rows) > 40
+
+    context = browser.new_context(base_url=base_url, locale="en-US", viewport={"width": 1360, "height": 900},
+                                  accept_downloads=True)
+    errors: list[str] = []
+    page = context.new_page()
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.set_default_timeout(15000)
+    try:
+        # Sign in as the demo administrator.
+        page.goto("/login?next=/monitor")
+        page.fill("input[name=login]", seed.DEMO_ADMIN_LOGIN)
+        page.fill("input[name=password]", seed.DEMO_ADMIN_PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r"/monitor$"))
+
+        # The overview: every level, sub-levels indented, counts, trend charts.
+        assert page.locator("h1").inner_text() == "Learning monitor: levels"
+        assert page.locator("tr.level-row").count() == 8
+        assert page.locator("td.depth-1").count() >= 1
+        assert page.locator("svg.spark polyline.spark-line").count() == 8
+        busy = page.locator(f'tr.level-row[data-level="{BUSY_LEVEL}"]')
+        assert busy.locator("a.count").inner_text() == str(len(level_rows))
+        _shot(page, "01-overview")
+
+        # Refresh one level from its button: the flash says how long it took.
+        busy.locator("button").click()
+        page.wait_for_url(re.compile(r"/monitor$"))
+        assert re.search(r"refreshed in \d+\.\d\d s", page.locator(".flash-ok").inner_text())
+
+        # Open the busy level's sleepers: 20 rows, the total, the legacy window filter.
+        page.locator(f'tr.level-row[data-level="{BUSY_LEVEL}"] a.count').click()
+        page.wait_for_url(re.compile(rf"/monitor/sleepers\?level={BUSY_LEVEL}$"))
+        assert page.locator(".found").inner_text().startswith(f"Found: {len(level_rows)}.")
+        assert len(_rows(page)) == 20
+        _shot(page, "02-level-sleepers")
+
+        # Sort by last name, then the other way round.
+        page.click("a.sort-last_name")
+        page.wait_for_url(re.compile(r"sort=name"))
+        by_name = {(r.user_id, r.term_id): (r.last_name, r.first_name) for r in level_rows}
+        names = [by_name[pair] for pair in _rows(page)]
+        assert names == sorted(names)
+        assert page.locator("th.sorted").get_attribute("aria-sort") == "ascending"
+        page.click("a.sort-last_name")
+        page.wait_for_url(re.compile(r"desc=1"))
+        names = [by_name[pair] for pair in _rows(page)]
+        assert names == sorted(names, reverse=True)
+        first_page = _rows(page)
+        _shot(page, "03-sorted-by-name-desc")
+
+        # Next page: new rows, still in order, and a way back to the first page.
+        page.click("a.next")
+        page.wait_for_url(re.compile(r"after="))
+        second_page = _rows(page)
+        assert len(second_page) == 20 and not set(second_page) & set(first_page)
+        assert by_name[second_page[0]] <= by_name[first_page[-1]]
+        assert page.locator("a.first").count() == 1
+        _shot(page, "04-next-page")
+
+        # Search for one learner by last name.
+        target = level_rows[5]
+        page.fill("input[name=search]", target.last_name)
+        page.click("form.filters button[type=submit]")
+        page.wait_for_url(re.compile(r"search="))
+        found = _rows(page)
+        assert (target.user_id, BUSY_LEVEL) in found
+        assert all(target.last_name in text for text in page.locator("table.sleepers tbody tr td:nth-child(4)").all_inner_texts())
+        _shot(page, "05-search")
+
+        # Export what is shown: the download carries the filters.
+        with page.expect_download() as download_info:
+            page.click("a.export")
+        download = download_info.value
+        assert re.fullmatch(rf"sleepers-level-{BUSY_LEVEL}-2026-11-24\.csv", download.suggested_filename)
+        saved = ARTIFACTS / download.suggested_filename
+        download.save_as(str(saved))
+        rows = list(csv.reader(io.StringIO(saved.read_text(encoding="utf-8"))))
+        assert rows[0] == list(CSV_COLUMNS)
+        assert {int(r[0]) for r in rows[1:]} == {u for u, _t in found}
+
+        # The learner's page: keys on a time line, certificates, a verdict per level.
+        page.click(f'a.user-link:text-is("{target.user_id}")')
+        page.wait_for_url(re.compile(rf"/monitor/users/{target.user_id}$"))
+        section = page.locator(f"#level-{BUSY_LEVEL}")
+        assert section.locator(".verdict-sleeper").count() == 1
+        assert section.locator("p.verdict-text").inner_text().startswith("Sleeper: access ended on")
+        assert section.locator("svg.timeline rect.bar").count() >= 1
+        assert section.locator("table.keys tbody tr").count() >= 1
+        _shot(page, "06-user")
+
+        # Russian: labels translated, Cyrillic data rendered.
+        page.click(".lang a:text-is('RU')")
+        page.wait_for_load_state()
+        assert "Спящий: доступ закончился" in page.locator(f"#level-{BUSY_LEVEL} p.verdict-text").inner_text()
+        _shot(page, "07-user-ru")
+        page.goto(f"/monitor/sleepers?level={BUSY_LEVEL}")
+        assert "Срок истёк после" in page.locator("form.filters").inner_text()
+        assert page.locator("table.sleepers th").first.inner_text() == "ID пользователя"
+        _shot(page, "08-sleepers-ru")
+        page.goto("/monitor")
+        _shot(page, "09-overview-ru")
+        assert not errors, errors  # no CSP violations or script errors
+    finally:
+        context.close()
