@@ -1,0 +1,173 @@
+"""Per-level monitor settings: imported read-only from the legacy plugin's term meta, overridable here.
+
+The legacy ``ml-learning-monitor`` stored its settings as termmeta ``mlm_*`` of each level
+(legacy-plugins.md §3.1). We never write there: values changed in our UI are kept as overrides in
+our store (``mls_setting_overrides``, scope ``monitor.level.<term_id>``) and win over the imported
+ones; every change is audited. A key the legacy plugin never saved is absent, so ``0`` days can mean
+"never set": a letter counts as configured only when it has a subject or a body.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import sqlalchemy as sa
+
+from sidecar.bootstrap import Runtime
+from sidecar.store import audit
+from sidecar.store.db import unit_of_work
+from sidecar.store.models import SettingOverride
+
+LETTERS = 3
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class Letter:
+    days: int | None = None     # days after access ended; None = never set
+    subject: str = ""
+    body: str = ""
+
+    @property
+    def configured(self) -> bool:
+        # An empty letter is off even when its days value is 0 (legacy-plugins.md §4.3).
+        return bool(self.subject.strip() or self.body.strip()) and self.days is not None
+
+
+@dataclass(frozen=True)
+class LevelSettings:
+    term_id: int
+    enabled: bool = False
+    letters: tuple[Letter, ...] = field(default_factory=lambda: tuple(Letter() for _ in range(LETTERS)))
+    admin_days_after_last: int | None = None
+    admin_email: str = ""
+    admin_subject: str = ""
+    admin_body: str = ""
+    overridden: tuple[str, ...] = ()   # names whose value comes from our store, not term meta
+
+    def as_values(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.pop("term_id"), values.pop("overridden")
+        values["letters"] = [asdict(letter) for letter in self.letters]
+        return values
+
+
+class SettingsError(ValueError):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def _int_or_none(raw: Any) -> int | None:
+    if raw is None or str(raw).strip() == "":
+        return None
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        return None
+
+
+def from_term_meta(term_id: int, meta: dict[str, str]) -> LevelSettings:
+    letters = tuple(
+        Letter(days=_int_or_none(meta.get(f"mlm_email_{n}_days")), subject=(meta.get(f"mlm_email_{n}_subject") or ""),
+               body=(meta.get(f"mlm_email_{n}_body") or ""))
+        for n in range(1, LETTERS + 1)
+    )
+    return LevelSettings(
+        term_id=term_id, enabled=str(meta.get("mlm_enabled", "")).strip() == "1", letters=letters,
+        admin_days_after_last=_int_or_none(meta.get("mlm_admin_days_after_last")),
+        admin_email=(meta.get("mlm_admin_email") or "").strip(),
+        admin_subject=meta.get("mlm_admin_subject") or "", admin_body=meta.get("mlm_admin_body") or "",
+    )
+
+
+def validate(settings: LevelSettings) -> None:
+    """Refuse settings the reminders could not follow, naming each field."""
+    errors: dict[str, str] = {}
+    previous = None
+    for n, letter in enumerate(settings.letters, start=1):
+        if letter.days is not None and letter.days < 0:
+            errors[f"letters.{n}.days"] = "days after expiry cannot be negative"
+        if letter.configured:
+            if not letter.subject.strip():
+                errors[f"letters.{n}.subject"] = "a letter needs a subject"
+            if not letter.body.strip():
+                errors[f"letters.{n}.body"] = "a letter needs a body"
+            if previous is not None and letter.days is not None and letter.days <= previous:
+                errors[f"letters.{n}.days"] = f"must be later than letter {n - 1} ({previous} days)"
+            previous = letter.days
+    if settings.admin_days_after_last is not None and settings.admin_days_after_last < 0:
+        errors["admin_days_after_last"] = "cannot be negative"
+    admin_on = bool(settings.admin_subject.strip() or settings.admin_body.strip())
+    if admin_on and not _EMAIL.match(settings.admin_email):
+        errors["admin_email"] = "an administrator address is required for the admin digest"
+    if settings.admin_email and not _EMAIL.match(settings.admin_email):
+        errors["admin_email"] = "not an e-mail address"
+    if errors:
+        raise SettingsError(errors)
+
+
+def _scope(term_id: int) -> str:
+    return f"monitor.level.{term_id}"
+
+
+class MonitorSettings:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def imported(self, term_id: int) -> LevelSettings:
+        return from_term_meta(term_id, self.runtime.reader.level_meta(term_id))
+
+    def effective(self, term_id: int) -> LevelSettings:
+        base = self.imported(term_id)
+        with self.runtime.sessions() as session:
+            overrides = {o.name: o.value for o in session.scalars(
+                sa.select(SettingOverride).where(SettingOverride.scope == _scope(term_id)))}
+        if not overrides:
+            return base
+        values = base.as_values()
+        values.update({k: v for k, v in overrides.items() if k in values})
+        letters = tuple(Letter(**letter) for letter in values.pop("letters"))
+        return LevelSettings(term_id=term_id, letters=letters, overridden=tuple(sorted(overrides)), **values)
+
+    def all_levels(self) -> dict[int, LevelSettings]:
+        return {level.term_id: self.effective(level.term_id) for level in self.runtime.reader.levels()}
+
+    def save(self, new: LevelSettings, actor: str) -> LevelSettings:
+        """Store what differs from the imported values as overrides; audit the change."""
+        validate(new)
+        imported, current = self.imported(new.term_id).as_values(), self.effective(new.term_id).as_values()
+        wanted = new.as_values()
+        now = self.runtime.clock.now()
+        changed = {k: {"from": current[k], "to": v} for k, v in wanted.items() if current[k] != v}
+        with unit_of_work(self.runtime.sessions) as session:
+            for name, value in wanted.items():
+                row = session.get(SettingOverride, (_scope(new.term_id), name))
+                if value == imported[name]:
+                    if row is not None:
+                        session.delete(row)
+                elif row is None:
+                    session.add(SettingOverride(scope=_scope(new.term_id), name=name, value=value,
+                                                updated_at=now, updated_by=actor))
+                else:
+                    row.value, row.updated_at, row.updated_by = value, now, actor
+            if changed:
+                audit.record(session, subject_type="monitor_level", subject_id=str(new.term_id),
+                             action="settings.changed", at=now, actor=actor, changes=changed)
+        return self.effective(new.term_id)
+
+    def reset(self, term_id: int, actor: str) -> LevelSettings:
+        """Drop every override: the level follows the imported term meta again."""
+        now = self.runtime.clock.now()
+        with unit_of_work(self.runtime.sessions) as session:
+            removed = session.execute(sa.delete(SettingOverride).where(SettingOverride.scope == _scope(term_id))).rowcount
+            if removed:
+                audit.record(session, subject_type="monitor_level", subject_id=str(term_id), action="settings.reset",
+                             at=now, actor=actor, overrides_removed=removed)
+        return self.effective(term_id)
+
+
+def with_enabled(settings: LevelSettings, enabled: bool) -> LevelSettings:
+    return replace(settings, enabled=enabled)

@@ -1,0 +1,79 @@
+"""Per-level monitor settings: imported from the legacy term meta, overridden in our store, audited."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+
+from sidecar.monitor.settings import Letter, LevelSettings, MonitorSettings, SettingsError, from_term_meta, validate
+from sidecar.store.models import AuditEvent
+
+
+def test_term_meta_is_imported_as_the_legacy_plugin_saved_it():
+    meta = {"mlm_enabled": "1", "mlm_email_1_days": "3", "mlm_email_1_subject": "S1", "mlm_email_1_body": "B1",
+            "mlm_email_2_days": "", "mlm_admin_days_after_last": "7", "mlm_admin_email": " boss@example.org "}
+    settings = from_term_meta(12, meta)
+    assert settings.enabled and settings.letters[0] == Letter(3, "S1", "B1")
+    assert settings.letters[1].days is None and not settings.letters[1].configured
+    assert settings.admin_days_after_last == 7 and settings.admin_email == "boss@example.org"
+
+
+def test_missing_meta_means_off_and_unset():
+    settings = from_term_meta(5, {})
+    assert not settings.enabled and all(not letter.configured for letter in settings.letters)
+    assert settings.admin_days_after_last is None
+
+
+def test_empty_letter_is_off_even_with_zero_days():
+    assert not Letter(days=0, subject="", body="").configured
+    assert Letter(days=0, subject="x", body="y").configured
+
+
+def test_validation_names_each_field():
+    bad = LevelSettings(term_id=1, letters=(Letter(10, "a", "b"), Letter(5, "c", ""), Letter(-1, "", "")),
+                        admin_subject="digest", admin_email="nobody")
+    with pytest.raises(SettingsError) as caught:
+        validate(bad)
+    assert set(caught.value.errors) == {"letters.2.days", "letters.2.body", "letters.3.days", "admin_email"}
+
+
+def test_seeded_site_settings_are_read(runtime):
+    service = MonitorSettings(runtime)
+    levels = service.all_levels()
+    assert any(s.enabled for s in levels.values())
+    enabled = next(s for s in levels.values() if s.enabled)
+    assert enabled.letters[0].days == 3 and "[course_name]" in enabled.letters[0].body
+    assert enabled.overridden == ()
+
+
+def test_override_wins_is_audited_and_reset_restores_the_import(runtime):
+    service = MonitorSettings(runtime)
+    term_id = next(iter(service.all_levels()))
+    imported = service.imported(term_id)
+    changed = replace(imported, enabled=not imported.enabled,
+                      letters=(Letter(2, "Вернитесь", "<p>Ждём вас</p>"), Letter(), Letter()),
+                      admin_email="", admin_subject="", admin_body="")
+    saved = service.save(changed, actor="admin")
+    assert saved.enabled is changed.enabled and saved.letters[0].subject == "Вернитесь"
+    assert "enabled" in saved.overridden and "letters" in saved.overridden
+    assert service.imported(term_id) == imported  # WordPress untouched
+    with runtime.sessions() as session:
+        event = session.scalar(sa.select(AuditEvent).where(AuditEvent.subject_type == "monitor_level"))
+    assert event.actor == "admin" and event.details["changes"]["enabled"] == {"from": imported.enabled,
+                                                                              "to": changed.enabled}
+    restored = service.reset(term_id, actor="admin")
+    assert restored == imported
+
+
+def test_a_value_set_back_to_the_imported_one_is_no_longer_an_override(runtime):
+    service = MonitorSettings(runtime)
+    term_id = next(iter(service.all_levels()))
+    imported = service.imported(term_id)
+    letters = (Letter(2, "Вернитесь", "<p>Ждём вас</p>"), Letter(), Letter())
+    first = service.save(replace(imported, enabled=not imported.enabled, letters=letters, admin_email="",
+                                 admin_subject="", admin_body=""), actor="admin")
+    assert "enabled" in first.overridden
+    second = service.save(replace(first, enabled=imported.enabled, overridden=()), actor="admin")
+    assert "enabled" not in second.overridden and "letters" in second.overridden
