@@ -333,6 +333,7 @@ class ScheduleSettings(_Section):
     reminders_at: time = Field(time(9, 0), description="Daily time of the reminders run, 'HH:MM'.")
     certificate_poll_seconds: int = Field(60, ge=5, le=3600, description="How often new certificates are looked for.")
     outbox_poll_seconds: int = Field(5, ge=1, le=600, description="How often the outbox worker looks for due work.")
+    sleepers_max_age_minutes: int = Field(60, ge=5, le=1440, description="A level's sleepers read model is rebuilt when older than this (and at 00:00 UTC).")
 
 
 class WebSettings(_Section):

@@ -61,6 +61,17 @@ CERTIFICATE_SYNC_JOB = "monitor.certificates.sync"
 CERTIFICATE_REVALIDATE_JOB = "monitor.certificates.revalidate"
 
 
+SLEEPERS_REFRESH_JOB = "monitor.sleepers.refresh"
+
+
+def refresh_sleepers(runtime: Runtime) -> str:
+    from sidecar.monitor.refresh import SleeperRefresher
+
+    refreshed = SleeperRefresher(runtime).refresh_stale(
+        max_age=timedelta(minutes=runtime.settings.schedule.sleepers_max_age_minutes))
+    return f"{len(refreshed)} level(s) rebuilt" + (f": {sum(r.sleepers for r in refreshed)} sleepers" if refreshed else "")
+
+
 def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
     scheduler.add_job(run_leased, "interval", seconds=HEARTBEAT_SECONDS, id=HEARTBEAT_JOB,
                       args=(runtime, HEARTBEAT_JOB, heartbeat, timedelta(seconds=HEARTBEAT_SECONDS)),
@@ -78,6 +89,11 @@ def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
     scheduler.add_job(run_leased, "interval", hours=1, id=CERTIFICATE_REVALIDATE_JOB,
                       args=(runtime, CERTIFICATE_REVALIDATE_JOB, revalidate_job, timedelta(minutes=30)),
                       max_instances=1, coalesce=True)
+    # Every few minutes, but a level is rebuilt only when its day changed (00:00 UTC), its rebuild is
+    # older than the configured age, or its certificates changed: the report is never staler than that.
+    scheduler.add_job(run_leased, "interval", minutes=5, id=SLEEPERS_REFRESH_JOB,
+                      args=(runtime, SLEEPERS_REFRESH_JOB, refresh_sleepers, timedelta(hours=1)),
+                      max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
 
 
 def build_outbox(runtime: Runtime):  # noqa: ANN201

@@ -34,4 +34,5 @@ def test_job_held_elsewhere_is_skipped(runtime):
 def test_scheduler_registers_the_heartbeat(runtime):
     scheduler = build_scheduler(runtime, background=True)
     assert [job.id for job in scheduler.get_jobs()] == ["worker.heartbeat", "bridge.purge_signatures",
-                                                      "monitor.certificates.sync", "monitor.certificates.revalidate"]
+                                                      "monitor.certificates.sync", "monitor.certificates.revalidate",
+                                                      "monitor.sleepers.refresh"]

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -29,7 +29,7 @@ from sidecar.domain.sleepers import Reason, evaluate
 from sidecar.memberlux.reader import _key_row, ancestors_from_parents
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.query import manual_certificate_users
-from sidecar.store.monitor_models import SleeperCount, SleeperEntry, SleeperRefresh
+from sidecar.store.monitor_models import CertificateClassRow, SleeperCount, SleeperEntry, SleeperRefresh
 
 if TYPE_CHECKING:
     from sidecar.bootstrap import Runtime
@@ -59,6 +59,11 @@ class RefreshReport:
     reasons: dict[str, int] = field(default_factory=dict)
     #: Set when the level was not evaluated (it no longer exists); its read-model rows were removed.
     skipped: str | None = None
+
+
+def _aware(moment: datetime) -> datetime:
+    # A max() over a UtcDateTime column comes back naive on some backends (no type on the aggregate).
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def search_text(first_name: str, last_name: str, email: str, login: str) -> str:
@@ -173,6 +178,35 @@ class SleeperRefresher:
             if progress is not None:
                 progress(term_id, done, len(level_ids))
         return reports
+
+    def stale_levels(self, max_age: timedelta, day: date | None = None) -> list[int]:
+        """Levels whose read model is missing, for another UTC day, older than ``max_age``, or older
+        than a certificate of the level that appeared or disappeared since."""
+        day = day or self.runtime.clock.today_utc()
+        oldest = self.runtime.clock.now() - max_age
+        level_ids = [level.term_id for level in self.reader.levels()]
+        with self.runtime.sessions() as session:
+            state = {r.term_id: r for r in session.scalars(sa.select(SleeperRefresh))}
+            touched = dict(session.execute(
+                sa.select(CertificateClassRow.level_id,
+                          sa.func.max(sa.func.coalesce(CertificateClassRow.deleted_at, CertificateClassRow.first_seen_at)))
+                .group_by(CertificateClassRow.level_id)).all())
+        stale = []
+        for term_id in level_ids:
+            seen = state.get(term_id)
+            changed = touched.get(term_id)
+            if (seen is None or seen.evaluated_for != day or seen.refreshed_at < oldest
+                    or (changed is not None and _aware(changed) > seen.refreshed_at)):
+                stale.append(term_id)
+        return stale
+
+    def refresh_stale(self, max_age: timedelta) -> list[RefreshReport]:
+        """What the worker runs every few minutes: certificates first, then only the levels that need it."""
+        day = self.runtime.clock.today_utc()
+        CertificateClassifier(self.runtime).sync()
+        parents = self.reader.level_parents()
+        self._drop_vanished_levels(set(parents))
+        return [self.refresh_level(term_id, day, parents=parents) for term_id in self.stale_levels(max_age, day)]
 
     # --- internals -----------------------------------------------------------------------------------
 
