@@ -571,7 +571,8 @@ def user_page(user_id: int):  # noqa: ANN201
 
 
 def _same_site(url: str | None) -> bool:
-    return bool(url) and url.startswith(request.host_url) and "/monitor/" in url  # type: ignore[union-attr]
+    # Back to the filtered list the admin came from; anything else (another site, this page) gets the plain list.
+    return bool(url) and url.startswith(request.host_url + "monitor/sleepers")  # type: ignore[operator, union-attr]
 
 
 # --- JSON API -------------------------------------------------------------------------------------

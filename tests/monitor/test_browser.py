@@ -12,10 +12,11 @@ import csv
 import io
 import os
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from sidecar.app import create_app
 from sidecar.bootstrap import build_runtime, store_url
@@ -27,6 +28,7 @@ from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.service import MonitorService, SleeperQuery
 from sidecar.monitor.views import CSV_COLUMNS
 from sidecar.store import db as store_db
+from sidecar.store.monitor_models import CertificateClassRow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -96,6 +98,15 @@ def _rows(page) -> list[tuple[int, int]]:
             for row in page.locator("table.sleepers tbody tr.sleeper").all()]
 
 
+def _richest_certificate_holder(runtime) -> int:
+    """The certificate holder with keys on the most levels (ties: the lowest id)."""
+    with runtime.sessions() as session:
+        holders = set(session.scalars(sa.select(CertificateClassRow.user_id)))
+    assert holders, "the seeded site should have certificates"
+    levels = {user: len({row.term_id for row in runtime.reader.key_rows(user)}) for user in holders}
+    return min(holders, key=lambda user: (-levels[user], user))
+
+
 def test_admin_walks_through_the_monitor(browser, served):
     base_url, runtime = served
     service = MonitorService(runtime)
@@ -106,7 +117,12 @@ def test_admin_walks_through_the_monitor(browser, served):
                                   accept_downloads=True)
     errors: list[str] = []
     page = context.new_page()
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    # Console errors catch CSP violations and script errors; failed loads are checked by URL instead,
+    # so the browser's own favicon probe (the app has none) does not count.
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" and not message.text.startswith("Failed to load resource") else None)
+    page.on("response", lambda response: errors.append(f"{response.status} {response.url}")
+            if response.status >= 400 and not response.url.endswith("/favicon.ico") else None)
     page.set_default_timeout(15000)
     try:
         # Sign in as the demo administrator.
@@ -191,17 +207,28 @@ def test_admin_walks_through_the_monitor(browser, served):
         assert section.locator("table.keys tbody tr").count() >= 1
         _shot(page, "06-user")
 
+        # A learner with keys on several levels and certificates: one section per level.
+        rich = _richest_certificate_holder(runtime)
+        page.goto(f"/monitor/users/{rich}")
+        assert page.locator("section.level-section").count() >= 2
+        assert page.locator("table.certificates tr.certificate").count() >= 1
+        assert page.locator("span.verdict").count() == page.locator("section.level-section").count()
+        _shot(page, "07-user-with-certificates")
+
         # Russian: labels translated, Cyrillic data rendered.
+        page.goto(f"/monitor/users/{target.user_id}")
         page.click(".lang a:text-is('RU')")
         page.wait_for_load_state()
         assert "Спящий: доступ закончился" in page.locator(f"#level-{BUSY_LEVEL} p.verdict-text").inner_text()
-        _shot(page, "07-user-ru")
+        _shot(page, "08-user-ru")
+        page.goto(f"/monitor/users/{rich}")
+        _shot(page, "09-user-with-certificates-ru")
         page.goto(f"/monitor/sleepers?level={BUSY_LEVEL}")
         assert "Срок истёк после" in page.locator("form.filters").inner_text()
         assert page.locator("table.sleepers th").first.inner_text() == "ID пользователя"
-        _shot(page, "08-sleepers-ru")
+        _shot(page, "10-sleepers-ru")
         page.goto("/monitor")
-        _shot(page, "09-overview-ru")
+        _shot(page, "11-overview-ru")
         assert not errors, errors  # no CSP violations or script errors
     finally:
         context.close()

@@ -6,7 +6,7 @@ import csv
 import html
 import io
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -412,6 +412,12 @@ def test_user_page_shows_keys_certificates_and_verdicts(monitor):
     assert ">yes" in section  # listed in the report
     for term_id in {k.term_id for k in keys}:
         assert f'id="level-{term_id}"' in page
+    # The way back keeps the filters of the list the admin came from, and only such a list.
+    came_from = "http://localhost/monitor/sleepers?level=7&sort=email"
+    back = monitor.client.get(f"/monitor/users/{sleeper.user_id}", headers={"Referer": came_from})
+    assert f'<a href="{html.escape(came_from)}">' in back.get_data(as_text=True)
+    elsewhere = monitor.client.get(f"/monitor/users/{sleeper.user_id}", headers={"Referer": "https://evil.example/x"})
+    assert '<a href="/monitor/sleepers">' in elsewhere.get_data(as_text=True)
 
 
 def test_user_page_shows_manual_certificates_and_their_verdict(monitor):

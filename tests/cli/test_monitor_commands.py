@@ -1,0 +1,201 @@
+"""`mlsidecar explain` and `mlsidecar sleepers refresh|list`: text, JSON and CSV output, errors, progress."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date
+
+import pytest
+from click.testing import CliRunner
+
+from sidecar.bootstrap import build_runtime, store_url
+from sidecar.cli import cli
+from sidecar.monitor.certificates import CertificateClassifier
+from sidecar.monitor.service import MonitorService, SleeperQuery
+from sidecar.monitor.views import CSV_COLUMNS
+from sidecar.store import db as store_db
+from sidecar.store.monitor_models import CertificateClassRow
+
+SEEDED_DAY = date(2026, 11, 24)
+
+
+@pytest.fixture
+def settings(small_site, settings_for):
+    built = settings_for(small_site)
+    engine = store_db.create_store_engine(store_url(built))
+    store_db.upgrade(engine)
+    engine.dispose()
+    return built
+
+
+@pytest.fixture
+def run(settings):
+    """Invoke the CLI with these settings already loaded (as `--config` would)."""
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), obj={"settings": settings}, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def runtime(settings):
+    built = build_runtime(settings)  # the real clock, like the commands themselves
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+def sleeper_of(runtime, term_id: int):
+    """A learner who sleeps in ``term_id`` on the seeded day, judged live (independent of any refresh)."""
+    service = MonitorService(runtime)
+    for user_id in range(1, 100):
+        try:
+            explanation = service.explain(user_id, term_id, SEEDED_DAY)
+        except LookupError:
+            continue
+        if explanation.is_sleeper:
+            return explanation
+    raise AssertionError(f"no sleeper in level {term_id}")
+
+
+# --- explain ---------------------------------------------------------------------------------------------
+
+def test_explain_text_shows_the_verdict_and_the_rows(run, runtime):
+    e = sleeper_of(runtime, 7)
+    result = run("explain", "--user", str(e.user.id), "--level", "7", "--date", "2026-11-24")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"user      {e.user.id} {e.user.login} <{e.user.email}>" in out
+    assert "level     7 Английский с нуля" in out
+    assert "day       2026-11-24 (UTC)" in out
+    assert "verdict   sleeper (SLEEPER)" in out
+    assert f"Sleeper: access ended on {e.verdict.expired_on}" in out
+    assert f"keys of the level ({len(e.keys)}):" in out
+    header = next(line for line in out.splitlines() if line.startswith("KEY"))
+    assert header.split()[:6] == ["KEY", "LEVEL", "STATUS", "START", "END", "ACTIVATED"]
+    for key in e.keys:
+        assert any(line.startswith(f"{key.key_id} ") for line in out.splitlines()), key.key_id
+    assert "certificates" in out
+
+    by_email = run("explain", "--user", e.user.email.upper(), "--level", "7", "--date", "2026-11-24")
+    assert by_email.exit_code == 0 and f"user      {e.user.id} " in by_email.output
+
+
+def test_explain_json(run, runtime):
+    e = sleeper_of(runtime, 9)
+    result = run("explain", "--user", str(e.user.id), "--level", "9", "--date", "2026-11-24", "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["reason"] == "sleeper" and data["is_sleeper"] is True
+    assert data["user"]["id"] == e.user.id and data["level"] == {"id": 9, "name": "Бизнес-английский"}
+    assert data["day"] == "2026-11-24" and data["expired_on"] == e.verdict.expired_on.isoformat()
+    assert data["days_since_expiry"] == (SEEDED_DAY - e.verdict.expired_on).days
+    assert [k["key_id"] for k in data["keys"]] == [k.key_id for k in e.keys]
+    assert {"date_start", "date_end", "counts", "note", "banned", "basket", "unlimited"} <= set(data["keys"][0])
+    assert data["summary"].startswith("Sleeper:")
+
+
+def test_explain_before_the_expiry_is_not_a_sleeper(run, runtime):
+    e = sleeper_of(runtime, 7)
+    day_before = e.verdict.last_access_day.isoformat()
+    data = json.loads(run("explain", "--user", str(e.user.id), "--level", "7", "--date", day_before,
+                          "--format", "json").output)
+    assert data["reason"] in ("active", "renewed") and data["is_sleeper"] is False
+
+
+def test_explain_shows_manual_certificates(run, runtime):
+    CertificateClassifier(runtime).sync()
+    with runtime.sessions() as session:
+        manual = session.query(CertificateClassRow).filter_by(cls="manual", level_id=7).all()
+    service = MonitorService(runtime)
+    holder = next(c for c in manual if service.explain(c.user_id, 7, SEEDED_DAY).reason == "manual_certificate")
+    result = run("explain", "--user", str(holder.user_id), "--level", "7", "--date", "2026-11-24")
+    assert "verdict   manual_certificate" in result.output
+    assert "holds a manual certificate" in result.output
+    line = next(line for line in result.output.splitlines() if line.startswith(f"{holder.certificate_id} "))
+    assert line.split()[1] == "manual"
+
+
+def test_explain_errors(run):
+    unknown_user = run("explain", "--user", "999999", "--level", "7")
+    assert unknown_user.exit_code == 1 and "no WordPress user with id 999999" in unknown_user.output
+    unknown_email = run("explain", "--user", "nobody@example.invalid", "--level", "7")
+    assert unknown_email.exit_code == 1 and "nobody@example.invalid" in unknown_email.output
+    unknown_level = run("explain", "--user", "8", "--level", "4242")
+    assert unknown_level.exit_code == 1 and "no access level with id 4242" in unknown_level.output
+    bad_date = run("explain", "--user", "8", "--level", "7", "--date", "24.11.2026")
+    assert bad_date.exit_code == 2
+
+
+# --- sleepers refresh / list ------------------------------------------------------------------------------
+
+def test_refresh_all_with_progress_then_one_level(run, runtime):
+    result = run("sleepers", "refresh")
+    assert result.exit_code == 0, result.output
+    assert "refreshing levels" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["LEVEL", "NAME", "SLEEPERS", "USERS", "ROWS", "SECONDS"]
+    assert {line.split()[0] for line in lines[1:5]} == {"7", "8", "9", "10"}
+    counts = MonitorService(runtime).counts_per_level()
+    assert lines[-1].startswith(f"4 level(s), {sum(counts.values())} sleepers")
+
+    one = run("sleepers", "refresh", "--level", "9")
+    assert one.exit_code == 0 and one.stdout.splitlines()[1].split()[0] == "9"
+    assert one.stdout.splitlines()[-1].startswith("1 level(s)")
+    missing = run("sleepers", "refresh", "--level", "4242")
+    assert missing.exit_code == 2 and "no access level 4242" in missing.output
+
+
+def test_list_table_json_and_csv(run, runtime):
+    assert run("sleepers", "refresh").exit_code == 0
+    service = MonitorService(runtime)
+    everyone = list(service.iterate(SleeperQuery()))
+    assert everyone
+
+    table = run("sleepers", "list", "--limit", "5")
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:4] == ["USER", "EMAIL", "FIRST", "NAME"]
+    assert [int(line.split()[0]) for line in lines[1:]] == [r.user_id for r in everyone[:5]]
+    assert f"5 of {len(everyone)}" in table.stderr and "more: add --after " in table.stderr
+
+    data = json.loads(run("sleepers", "list", "--format", "json", "--limit", "10").output)
+    assert data["total"] == len(everyone) and len(data["sleepers"]) == 10 and data["next_cursor"]
+    again = json.loads(run("sleepers", "list", "--format", "json", "--limit", "10", "--after", data["next_cursor"]).output)
+    assert [r["user_id"] for r in data["sleepers"] + again["sleepers"]] == [r.user_id for r in everyone[:20]]
+
+    exported = run("sleepers", "list", "--format", "csv")
+    rows = list(csv.reader(io.StringIO(exported.stdout)))
+    assert rows[0] == list(CSV_COLUMNS) and len(rows) == len(everyone) + 1
+    assert len(list(csv.reader(io.StringIO(run("sleepers", "list", "--format", "csv", "--limit", "3").stdout)))) == 4
+
+
+def test_list_filters(run, runtime):
+    assert run("sleepers", "refresh").exit_code == 0
+    service = MonitorService(runtime)
+    level7 = list(service.iterate(SleeperQuery(levels=(7,))))
+    data = json.loads(run("sleepers", "list", "--level", "7", "--format", "json", "--limit", "1000").output)
+    assert [(r["user_id"], r["level_id"]) for r in data["sleepers"]] == [(r.user_id, 7) for r in level7]
+
+    target = level7[0]
+    day = target.expired_on.isoformat()
+    window = json.loads(run("sleepers", "list", "--from", day, "--to", day, "--format", "json").output)
+    assert window["sleepers"] and all(r["expired_on"] == day for r in window["sleepers"])
+    found = json.loads(run("sleepers", "list", "-q", target.last_name, "--format", "json").output)
+    assert target.user_id in {r["user_id"] for r in found["sleepers"]}
+    emails = [r["email"] for r in json.loads(run("sleepers", "list", "--sort", "email", "--desc", "--format", "json",
+                                                 "--limit", "1000").output)["sleepers"]]
+    assert emails == sorted(emails, reverse=True)
+    assert run("sleepers", "list", "-q", "no-such-learner-anywhere").output.strip() == "no sleepers match"
+
+
+def test_list_errors(run):
+    assert run("sleepers", "list", "--level", "4242").exit_code == 2
+    backwards = run("sleepers", "list", "--from", "2026-02-01", "--to", "2026-01-01")
+    assert backwards.exit_code == 2 and "ends before it starts" in backwards.output
+    bad_cursor = run("sleepers", "list", "--after", "garbage")
+    assert bad_cursor.exit_code == 2 and "invalid cursor" in bad_cursor.output
