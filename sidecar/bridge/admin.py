@@ -12,17 +12,19 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone, tzinfo
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from sidecar.bootstrap import Runtime
+from sidecar.bridge.blueprint import bridge_service
 from sidecar.status import site_timezone
 from sidecar.store.grant_models import ALL_STATES, CANCELLED, FAILED, FETCHING, QUEUED, Grant
+from sidecar.web import current_runtime
 from sidecar.web.auth import current_admin, login_required
 from sidecar.web.i18n import translate
 
 from . import queries
-from .service import BridgeService, IntakeRejected
+from .service import IntakeRejected
 
 blueprint = Blueprint("grants_admin", __name__)
 
@@ -35,16 +37,8 @@ RETRYABLE = (FAILED, CANCELLED)
 CANCELLABLE = (QUEUED, FETCHING, FAILED)
 
 
-def _runtime() -> Runtime:
-    return current_app.extensions["mlsidecar"]
-
-
-def _service() -> BridgeService:
-    # The same instance the intake blueprint uses (its level cache is worth sharing).
-    ext = current_app.extensions
-    if "mlsidecar.bridge" not in ext:
-        ext["mlsidecar.bridge"] = BridgeService(_runtime())
-    return ext["mlsidecar.bridge"]
+_runtime = current_runtime
+_service = bridge_service
 
 
 # --- presentation helpers --------------------------------------------------------------------------

@@ -18,10 +18,11 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy.exc import OperationalError
 
 from sidecar.store.grant_models import FAILED, FINAL_STATES, Grant
+from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin
 
 from .amocrm import AmoPayloadError, extract_lead_event
@@ -37,22 +38,19 @@ csrf_exempt(blueprint)
 LEGACY_ROUTE = "/mlgb/v1/grant"
 
 
-def _runtime():
-    return current_app.extensions["mlsidecar"]
+_runtime = current_runtime
 
 
-def _service() -> BridgeService:
-    ext = current_app.extensions
-    if "mlsidecar.bridge" not in ext:
-        ext["mlsidecar.bridge"] = BridgeService(_runtime())
-    return ext["mlsidecar.bridge"]
+def bridge_service() -> BridgeService:
+    """The app's one BridgeService (its level and product caches are shared by every request)."""
+    return app_singleton("mlsidecar.bridge", BridgeService)
+
+
+_service = bridge_service
 
 
 def _deliverer() -> GrantDeliverer:
-    ext = current_app.extensions
-    if "mlsidecar.deliverer" not in ext:
-        ext["mlsidecar.deliverer"] = GrantDeliverer(_runtime(), _service())
-    return ext["mlsidecar.deliverer"]
+    return app_singleton("mlsidecar.deliverer", lambda runtime: GrantDeliverer(runtime, bridge_service()))
 
 
 @blueprint.errorhandler(OperationalError)

@@ -26,7 +26,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     jsonify,
     redirect,
@@ -42,6 +41,7 @@ from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.service import SORTS, Explanation, KeyFact, MonitorService, SleeperQuery, SleeperRow
 from sidecar.status import site_timezone
+from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin, login_required
 from sidecar.web.i18n import translate
 
@@ -64,15 +64,12 @@ SORTABLE = {"email": "email", "last_name": "name", "expired_on": "expired_on", "
 
 
 def _runtime() -> Runtime:
-    return current_app.extensions["mlsidecar"]
+    return current_runtime()
 
 
 def _service() -> MonitorService:
     # One instance per app: its level-name cache is worth sharing between requests.
-    ext = current_app.extensions
-    if "mlsidecar.monitor" not in ext:
-        ext["mlsidecar.monitor"] = MonitorService(_runtime())
-    return ext["mlsidecar.monitor"]
+    return app_singleton("mlsidecar.monitor", MonitorService)
 
 
 # --- parameters -----------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from flask import (
     Blueprint,
     Flask,
     abort,
-    current_app,
     g,
     jsonify,
     make_response,
@@ -48,6 +47,7 @@ from sidecar.memberlux.passwords import verify_wordpress_password
 from sidecar.memberlux.reader import MemberLuxReader, WpUser
 from sidecar.memberlux.wpdata import WpDataError, php_truthy
 from sidecar.store.db import unit_of_work
+from sidecar.web import current_runtime
 from sidecar.store.models import AuditEvent, LoginAttempt
 from sidecar.web.i18n import translate
 
@@ -250,7 +250,7 @@ class LoginThrottle:
 
 def _runtime() -> Runtime:
     # Not sidecar.app.runtime_of: sidecar.app imports this module.
-    return current_app.extensions["mlsidecar"]
+    return current_runtime()
 
 
 def _end_session() -> None:

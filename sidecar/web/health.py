@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
+
+from sidecar.web import current_runtime
 
 blueprint = Blueprint("health", __name__)
 
@@ -26,7 +28,7 @@ def _probe(engine: sa.Engine) -> str | None:
 @blueprint.get("/readyz")
 def readyz():
     """Ready to serve: the WordPress database and our store both answer."""
-    runtime = current_app.extensions["mlsidecar"]
+    runtime = current_runtime()
     problems = {name: error for name, error in (("wordpress", _probe(runtime.wp_engine)),
                                                 ("store", _probe(runtime.store_engine))) if error}
     if problems:

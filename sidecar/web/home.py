@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, render_template
 
 from sidecar import status
+from sidecar.web import current_runtime
 from sidecar.web.auth import login_required
 
 blueprint = Blueprint("home", __name__)
@@ -13,4 +14,4 @@ blueprint = Blueprint("home", __name__)
 @blueprint.get("/")
 @login_required  # the page reveals versions, prefixes and store state
 def index():
-    return render_template("status.html", status=status.collect(current_app.extensions["mlsidecar"]))
+    return render_template("status.html", status=status.collect(current_runtime()))
