@@ -49,6 +49,7 @@ from sidecar.devstack.seed import (
 )
 from sidecar.devstack.wpschema import ZERO_DATE, build_metadata
 from sidecar.domain.access import KeyRow, activation_dates
+from sidecar.memberlux.schema import parse_date
 
 __all__ = ["create_emulator_app", "set_auto_activation", "add_webhook", "Faults"]
 
@@ -180,20 +181,6 @@ def _html(body: str, status: int, **headers: str) -> Response:
     for name, value in headers.items():
         response.headers[name.replace("_", "-")] = value
     return response
-
-
-def _as_date(value: object) -> date | None:
-    """A DATE column as MySQL (``date`` or ``'0000-00-00'``) or SQLite (text) hands it over."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    text = str(value)
-    if not text or text.startswith("0000-00-00"):
-        return None
-    return date.fromisoformat(text[:10])
 
 
 def _dmy(value: date | None) -> str | None:
@@ -910,8 +897,8 @@ def create_emulator_app(
         rows = conn.execute(sa.select(keys).where(keys.c.user_id == user_id).order_by(keys.c.id)).all()
         return [KeyRow(key_id=int(r.id), user_id=r.user_id, term_id=r.term_id, status=r.status, key_type=r.key_type,
                        is_banned=bool(r.is_banned), is_unlimited=bool(r.is_unlimited), duration=int(r.duration),
-                       units=r.units, date_start=_as_date(r.date_start), date_end=_as_date(r.date_end),
-                       date_registered=_as_date(r.date_registered)) for r in rows]
+                       units=r.units, date_start=parse_date(r.date_start), date_end=parse_date(r.date_end),
+                       date_registered=parse_date(r.date_registered)) for r in rows]
 
     def activate(conn: sa.Connection, *, key_id: int, user_id: int, term_id: int, duration: int, units: str,
                  unlimited: bool, now: datetime, source: str, utm: dict, responsible: int,
