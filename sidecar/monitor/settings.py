@@ -69,9 +69,16 @@ def _int_or_none(raw: Any) -> int | None:
         return None
 
 
+def _imported_days(meta: dict[str, str], n: int) -> int | None:
+    days = _int_or_none(meta.get(f"mlm_email_{n}_days"))
+    # The legacy form saved an empty field as 0. Only the first letter can sensibly go out on the day
+    # access ends, so 0 on letter 2 or 3 is that empty field: not set.
+    return None if n > 1 and days == 0 else days
+
+
 def from_term_meta(term_id: int, meta: dict[str, str]) -> LevelSettings:
     letters = tuple(
-        Letter(days=_int_or_none(meta.get(f"mlm_email_{n}_days")), subject=(meta.get(f"mlm_email_{n}_subject") or ""),
+        Letter(days=_imported_days(meta, n), subject=(meta.get(f"mlm_email_{n}_subject") or ""),
                body=(meta.get(f"mlm_email_{n}_body") or ""))
         for n in range(1, LETTERS + 1)
     )

@@ -16,6 +16,7 @@ import csv
 import hmac
 import io
 import logging
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ from sidecar.bootstrap import Runtime
 from sidecar.memberlux.reader import Level
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.refresh import SleeperRefresher
+from sidecar.monitor.settings import LETTERS, Letter, LevelSettings, MonitorSettings, SettingsError, validate
 from sidecar.monitor.service import SORTS, Explanation, KeyFact, MonitorService, SleeperQuery, SleeperRow
 from sidecar.status import site_timezone
 from sidecar.web import app_singleton, current_runtime
@@ -446,6 +448,7 @@ def overview():  # noqa: ANN201
             "fresh": fresh,
             "stale": fresh is None or fresh.stale or now - fresh.refreshed_at > STALE_AFTER,
             "url": url_for(".sleepers", level=level.term_id),
+            "settings_url": url_for(".level_settings", term_id=level.term_id),
         })
     total = sum(counts.get(level.term_id, 0) for level in levels)
     return render_template("monitor_overview.html", rows=rows, fmt=display, total=total,
@@ -570,6 +573,135 @@ def user_page(user_id: int):  # noqa: ANN201
 def _same_site(url: str | None) -> bool:
     # Back to the filtered list the admin came from; anything else (another site, this page) gets the plain list.
     return bool(url) and url.startswith(request.host_url + "monitor/sleepers")  # type: ignore[operator, union-attr]
+
+
+# --- per-level settings --------------------------------------------------------------------------
+
+# The settings module words its errors in English; the page shows them in the admin's language.
+_SETTINGS_ERRORS = {
+    "days after expiry cannot be negative": "monitor.settings.error.negative",
+    "cannot be negative": "monitor.settings.error.negative",
+    "a letter needs a subject": "monitor.settings.error.no_subject",
+    "a letter needs a body": "monitor.settings.error.no_body",
+    "an administrator address is required for the admin digest": "monitor.settings.error.admin_email_required",
+    "not an e-mail address": "monitor.settings.error.bad_email",
+}
+_LATER_THAN = re.compile(r"^must be later than letter (\d+) \((-?\d+) days\)$")
+
+
+def settings_error_text(message: str) -> str:
+    if message in _SETTINGS_ERRORS:
+        return translate(_SETTINGS_ERRORS[message])
+    later = _LATER_THAN.match(message)
+    if later:
+        return translate("monitor.settings.error.not_later", n=later.group(1), days=later.group(2))
+    return message  # a rule added later still reaches the admin, if only in English
+
+
+def _settings_fields(settings: LevelSettings) -> dict[str, Any]:
+    """The settings flattened to the form's field names (the same names the validation errors use)."""
+    fields: dict[str, Any] = {"enabled": settings.enabled}
+    for n, letter in enumerate(settings.letters, start=1):
+        fields[f"letters.{n}.days"] = letter.days
+        fields[f"letters.{n}.subject"] = letter.subject
+        fields[f"letters.{n}.body"] = letter.body
+    for name in ("admin_days_after_last", "admin_email", "admin_subject", "admin_body"):
+        fields[name] = getattr(settings, name)
+    return fields
+
+
+def _parse_settings_form(term_id: int, form: Mapping[str, str]) -> tuple[LevelSettings, dict[str, str], dict[str, Any]]:
+    """Settings from the posted form, the fields that are not numbers, and the raw values to show again."""
+    errors: dict[str, str] = {}
+    raw: dict[str, Any] = {"enabled": (form.get("enabled") or "").strip().lower() in _TRUE}
+
+    def days(name: str) -> int | None:
+        text = (form.get(name) or "").strip()
+        raw[name] = text
+        if not text:
+            return None  # empty = not set, like a key the legacy plugin never saved
+        try:
+            return int(text)
+        except ValueError:
+            errors[name] = translate("monitor.settings.error.not_a_number")
+            return None
+
+    def text(name: str) -> str:
+        raw[name] = form.get(name) or ""
+        return raw[name]
+
+    letters = tuple(Letter(days=days(f"letters.{n}.days"), subject=text(f"letters.{n}.subject"),
+                           body=text(f"letters.{n}.body")) for n in range(1, LETTERS + 1))
+    settings = LevelSettings(term_id=term_id, enabled=raw["enabled"], letters=letters,
+                             admin_days_after_last=days("admin_days_after_last"),
+                             admin_email=text("admin_email").strip(), admin_subject=text("admin_subject"),
+                             admin_body=text("admin_body"))
+    return settings, errors, raw
+
+
+def _level_or_404(term_id: int) -> Level:
+    level = next((lv for lv in _runtime().reader.levels() if lv.term_id == term_id), None)
+    if level is None:
+        abort(404, description=translate("monitor.settings.no_level", id=term_id))
+    return level
+
+
+def _render_settings(level: Level, service: MonitorSettings, *, values: dict[str, Any] | None = None,
+                     errors: dict[str, str] | None = None, status: int = 200):  # noqa: ANN202
+    imported, effective = service.imported(level.term_id), service.effective(level.term_id)
+    imported_fields, effective_fields = _settings_fields(imported), _settings_fields(effective)
+    shown = values if values is not None else effective_fields
+    fields = {}
+    for name, value in effective_fields.items():
+        root = name.split(".", 1)[0]
+        # "letters" is stored as one override: only the letter fields that differ count as changed.
+        overridden = root in effective.overridden and value != imported_fields[name]
+        fields[name] = {"name": name, "value": "" if shown[name] is None else shown[name],
+                        "imported": imported_fields[name], "overridden": overridden,
+                        "error": (errors or {}).get(name)}
+    return render_template("monitor_settings.html", level=level, fields=fields, letters=range(1, LETTERS + 1),
+                           any_override=bool(effective.overridden), has_errors=bool(errors)), status
+
+
+@blueprint.get("/monitor/levels/<int:term_id>/settings")
+@login_required
+def level_settings(term_id: int):  # noqa: ANN201
+    level = _level_or_404(term_id)
+    return _render_settings(level, MonitorSettings(_runtime()))
+
+
+@blueprint.post("/monitor/levels/<int:term_id>/settings")
+@login_required
+def save_level_settings(term_id: int):  # noqa: ANN201
+    level = _level_or_404(term_id)
+    service = MonitorSettings(_runtime())
+    settings, not_numbers, raw = _parse_settings_form(term_id, request.form)
+    errors: dict[str, str] = {}
+    try:
+        validate(settings)
+    except SettingsError as exc:
+        errors = {name: settings_error_text(message) for name, message in exc.errors.items()}
+    errors.update(not_numbers)  # "not a number" says more than a rule applied to the blanked value
+    if not errors:
+        admin = current_admin()
+        try:
+            service.save(settings, actor=admin.login if admin else "?")
+        except SettingsError as exc:
+            errors = {name: settings_error_text(message) for name, message in exc.errors.items()}
+    if errors:
+        return _render_settings(level, service, values=raw, errors=errors, status=422)
+    flash(translate("monitor.settings.saved", name=level.name), "ok")
+    return redirect(url_for(".level_settings", term_id=term_id))
+
+
+@blueprint.post("/monitor/levels/<int:term_id>/settings/reset")
+@login_required
+def reset_level_settings(term_id: int):  # noqa: ANN201
+    level = _level_or_404(term_id)
+    admin = current_admin()
+    MonitorSettings(_runtime()).reset(term_id, actor=admin.login if admin else "?")
+    flash(translate("monitor.settings.reset_done", name=level.name), "ok")
+    return redirect(url_for(".level_settings", term_id=term_id))
 
 
 # --- JSON API -------------------------------------------------------------------------------------

@@ -20,6 +20,14 @@ def test_term_meta_is_imported_as_the_legacy_plugin_saved_it():
     assert settings.admin_days_after_last == 7 and settings.admin_email == "boss@example.org"
 
 
+def test_zero_days_on_a_later_letter_is_the_legacy_empty_field():
+    settings = from_term_meta(3, {"mlm_email_1_days": "0", "mlm_email_1_subject": "a", "mlm_email_1_body": "b",
+                                  "mlm_email_3_days": "0", "mlm_email_3_subject": "c", "mlm_email_3_body": "d"})
+    assert settings.letters[0].days == 0 and settings.letters[0].configured
+    assert settings.letters[2].days is None and not settings.letters[2].configured
+    validate(settings)
+
+
 def test_missing_meta_means_off_and_unset():
     settings = from_term_meta(5, {})
     assert not settings.enabled and all(not letter.configured for letter in settings.letters)
