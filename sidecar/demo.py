@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -129,6 +130,8 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     click.echo("  Ctrl-C stops everything.")
     click.echo("")
     stop = threading.Event()
+    # A service manager or `kill` stops the demo as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait(exit_after) if exit_after is not None else stop.wait()
     except KeyboardInterrupt:
