@@ -89,21 +89,13 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class Filters:
-    levels: tuple[int, ...] = ()
-    expired_from: date | None = None
-    expired_to: date | None = None
-    search: str = ""
-    sort: str = "expired_on"
-    descending: bool = False
-    after: str | None = None
-    limit: int = PER_PAGE
+class Filters(SleeperQuery):
+    """The service's query as the page's URL carries it (the page size default differs per view)."""
+
     default_limit: int = PER_PAGE
 
     def query(self, *, paged: bool = True) -> SleeperQuery:
-        return SleeperQuery(levels=self.levels, expired_from=self.expired_from, expired_to=self.expired_to,
-                            search=self.search, sort=self.sort, descending=self.descending,
-                            after=self.after if paged else None, limit=self.limit)
+        return self if paged else replace(self, after=None)
 
     def args(self, **changes: Any) -> dict[str, Any]:
         """The filters as URL parameters, defaults left out (a list value repeats the parameter)."""
