@@ -201,6 +201,35 @@ class LoadResult:
         self.server_cpu = 0.0
 
 
+class _Connection:
+    """One keep-alive client connection that reconnects after a transport error or a server close."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection(HOST, port, timeout=120)
+
+    def send(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+             errors: Counter) -> http.client.HTTPResponse | None:
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            errors[type(exc).__name__] += 1
+            self._reopen()
+            return None
+        if response.will_close:
+            self._reopen()
+        return response
+
+    def _reopen(self) -> None:
+        self.conn.close()
+        self.conn = http.client.HTTPConnection(HOST, self.port, timeout=120)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def run_load(port: int, requests_: list[tuple[str, str, bytes | None, dict[str, str]]], concurrency: int,
              server_pid: int | None) -> LoadResult:
     """Send every request once over ``concurrency`` keep-alive connections; time each one."""
@@ -210,29 +239,19 @@ def run_load(port: int, requests_: list[tuple[str, str, bytes | None, dict[str, 
 
     def worker() -> None:
         latencies, statuses, errors, replayed = [], Counter(), Counter(), 0
-        connection = http.client.HTTPConnection(HOST, port, timeout=120)
+        connection = _Connection(port)
         while True:
             with lock:
                 index = next(position, None)
             if index is None:
                 break
-            method, path, body, headers = requests_[index]
             started = time.perf_counter()
-            try:
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                errors[type(exc).__name__] += 1
-                connection.close()
-                connection = http.client.HTTPConnection(HOST, port, timeout=120)
+            response = connection.send(*requests_[index], errors)
+            if response is None:
                 continue
             latencies.append(time.perf_counter() - started)
             statuses[response.status] += 1
             replayed += response.getheader("Idempotent-Replayed") == "true"
-            if response.will_close:
-                connection.close()
-                connection = http.client.HTTPConnection(HOST, port, timeout=120)
         connection.close()
         with lock:
             result.latencies.extend(latencies)
@@ -266,20 +285,14 @@ def run_paced(port: int, requests_: list[tuple[str, str, bytes | None, dict[str,
 
     def worker() -> None:
         latencies, statuses, errors = [], Counter(), Counter()
-        connection = http.client.HTTPConnection(HOST, port, timeout=120)
+        connection = _Connection(port)
         while True:
             item = due.get()
             if item is None:
                 break
-            scheduled, (method, path, body, headers) = item
-            try:
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                errors[type(exc).__name__] += 1
-                connection.close()
-                connection = http.client.HTTPConnection(HOST, port, timeout=120)
+            scheduled, request = item
+            response = connection.send(*request, errors)
+            if response is None:
                 continue
             latencies.append(time.perf_counter() - scheduled)
             statuses[response.status] += 1
