@@ -407,6 +407,26 @@ def level_access_on(
 # Classification
 
 
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """A user's rows for one level sorted out: the activated ones, the ones that count, and why
+    nothing counts when that is the case (NEVER_ACTIVATED, BANNED_ONLY or NO_USABLE_ROWS)."""
+
+    activated: list[KeyRow]
+    qualifying: list[KeyRow]
+    problem: AccessState | None
+
+
+def screen_rows(rows: Iterable[KeyRow], policy: AccessPolicy = DEFAULT_POLICY) -> Screened:
+    activated = [row for row in rows if effective_status(row) in _ACTIVATED_STATUSES]
+    if not activated:
+        return Screened(activated, [], AccessState.NEVER_ACTIVATED)
+    if all(row.is_banned for row in activated):
+        return Screened(activated, [], AccessState.BANNED_ONLY)
+    qualifying = qualifying_rows(activated, policy)
+    return Screened(activated, qualifying, None if qualifying else AccessState.NO_USABLE_ROWS)
+
+
 def classify(
     rows: Iterable[KeyRow],
     day: date | datetime,
@@ -444,14 +464,10 @@ def classify(
         keys_only = classify(rows, day, policy)
         return replace(keys_only, state=AccessState.BLOCKED, underlying=keys_only.state)
 
-    activated = [row for row in rows if effective_status(row) in _ACTIVATED_STATUSES]
-    if not activated:
-        return AccessVerdict(AccessState.NEVER_ACTIVATED)
-    if all(row.is_banned for row in activated):
-        return AccessVerdict(AccessState.BANNED_ONLY)
-    qualifying = qualifying_rows(activated, policy)
-    if not qualifying:
-        return AccessVerdict(AccessState.NO_USABLE_ROWS)
+    screened = screen_rows(rows, policy)
+    if screened.problem is not None:
+        return AccessVerdict(screened.problem)
+    qualifying = screened.qualifying
 
     current = period_on(qualifying, day, policy)
     if current is not None:

@@ -21,7 +21,7 @@ from sidecar.domain.access import (
     effective_status,
     has_access_on,
     last_end,
-    qualifying_rows,
+    screen_rows,
 )
 
 
@@ -80,19 +80,16 @@ def evaluate(user_id: int, term_id: int, rows: Sequence[KeyRow], day: date, *,
     """The verdict for one user and one level on UTC day ``day``; the first matching reason wins."""
     if not user_exists:
         return SleeperVerdict(user_id, term_id, Reason.USER_DELETED)
-    activated = [r for r in rows if effective_status(r) in ("used", "expired")]
-    grant = last_grant_day(activated)
+    screened = screen_rows(rows, policy)
+    grant = last_grant_day(screened.activated)
 
     def verdict(reason: Reason, expired_on: date | None = None) -> SleeperVerdict:
         return SleeperVerdict(user_id, term_id, reason, expired_on, grant, blocked)
 
-    if not activated:
-        return verdict(Reason.NEVER_ACTIVATED)
-    if all(r.is_banned for r in activated):
-        return verdict(Reason.BANNED_ONLY)
-    qualifying = qualifying_rows(activated, policy)
-    if not qualifying:
-        return verdict(Reason.NO_USABLE_ROWS)
+    if screened.problem is not None:
+        # never_activated, banned_only, no_usable_rows: the same names in both enums.
+        return verdict(Reason(screened.problem.value))
+    qualifying = screened.qualifying
     if any(r.is_unlimited for r in qualifying):
         return verdict(Reason.UNLIMITED)
     x = last_end(qualifying, policy)
