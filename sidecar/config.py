@@ -336,6 +336,25 @@ class ScheduleSettings(_Section):
     sleepers_max_age_minutes: int = Field(60, ge=5, le=1440, description="A level's sleepers read model is rebuilt when older than this (and at 00:00 UTC).")
 
 
+class ReminderSettings(_Section):
+    enabled: bool = Field(True, description="Run the daily reminders job (levels still need monitoring switched on and letters set).")
+    dry_run: bool = Field(False, description="The daily job plans and logs what it would send, and sends nothing.")
+    catch_up_days: int = Field(7, ge=0, le=365, description="A step more than this many days past its due day is not sent (no mail about old expiries).")
+    max_attempts: int = Field(6, ge=1, le=50, description="Sends of one letter before a transient failure becomes 'failed'.")
+    retry_base_seconds: int = Field(300, ge=10, le=86400, description="First retry delay after a transient SMTP failure (doubles each time).")
+    retry_max_seconds: int = Field(21600, ge=10, le=604800, description="Longest delay between two retries.")
+    sending_lease_seconds: int = Field(900, ge=60, le=86400, description="A letter still 'sending' after this long was interrupted mid-send: it is marked failed (outcome unknown) and never re-sent automatically.")
+    renewal_url: str = Field("", description="Default renewal link template (Jinja2, e.g. 'https://school.example/product/{{ product_id }}'); '' = the level's WooCommerce key product page, else the site.")
+    reply_to: str = Field("", description="Reply-To of reminder letters ('' = none).")
+    language: Literal["ru", "en"] = Field("ru", description="Language of the parts we write ourselves: digest table, unsubscribe page and footer.")
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> ReminderSettings:
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError("retry_max_seconds must not be smaller than retry_base_seconds")
+        return self
+
+
 class WebSettings(_Section):
     host: str = Field("127.0.0.1", description="Listen address of `mlsidecar serve`.")
     port: int = Field(8080, ge=1, le=65535, description="Listen port.")
@@ -365,6 +384,7 @@ class Settings(BaseModel):
     smtp: SmtpSettings = SmtpSettings()
     bridge: BridgeSettings = BridgeSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    reminders: ReminderSettings = ReminderSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
 

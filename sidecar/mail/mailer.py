@@ -45,6 +45,7 @@ class Mail:
     html: str
     text: str
     headers: dict[str, str] = field(default_factory=dict)
+    message_id: str | None = None   # set by callers that record it before the SMTP transaction
 
 
 class RateLimiter:
@@ -81,7 +82,7 @@ class Mailer:
         smtp = self.settings
         message = EmailMessage()
         domain = smtp.from_address.rpartition("@")[2] or "localhost"
-        message["Message-ID"] = make_msgid(domain=domain)
+        message["Message-ID"] = mail.message_id or make_msgid(domain=domain)
         message["Date"] = formatdate(localtime=False)
         local, _, host = smtp.from_address.partition("@")
         message["From"] = Address(smtp.from_name or "", local, host) if smtp.from_name else smtp.from_address
@@ -92,6 +93,9 @@ class Mailer:
         message.set_content(mail.text)
         message.add_alternative(mail.html, subtype="html")
         return message
+
+    def new_message_id(self) -> str:
+        return make_msgid(domain=self.settings.from_address.rpartition("@")[2] or "localhost")
 
     def send(self, mail: Mail) -> str:
         """Send one message; returns its Message-ID."""

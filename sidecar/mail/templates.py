@@ -50,7 +50,8 @@ def render_text(source: str, variables: dict[str, Any]) -> str:
 def html_to_text(markup: str) -> str:
     """A readable plain-text part from HTML: links kept as 'text (url)', tags dropped."""
     text = re.sub(r'<a\s[^>]*href="([^"]+)"[^>]*>(.*?)</a>', r"\2 (\1)", markup, flags=re.I | re.S)
-    text = re.sub(r"<(br|/p|/div|/li|/h\d)\s*/?>", "\n", text, flags=re.I)
+    text = re.sub(r"</t[dh]>\s*", "  ", text, flags=re.I)
+    text = re.sub(r"<(br|/p|/div|/li|/h\d|/tr)\s*/?>", "\n", text, flags=re.I)
     text = re.sub(r"<[^>]+>", "", text)
     text = html.unescape(text)
     return re.sub(r"\n{3,}", "\n\n", "\n".join(line.strip() for line in text.splitlines())).strip()

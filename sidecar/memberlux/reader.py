@@ -35,6 +35,7 @@ __all__ = [
     "LEVEL_TAXONOMY",
     "Level",
     "WpUser",
+    "Post",
     "CertificateRow",
     "PasswordRecord",
     "OrphanCounts",
@@ -68,6 +69,14 @@ class WpUser:
     first_name: str
     last_name: str
     blocked: bool  # usermeta wpm_status = 'inactive': no access whatever the keys say
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    id: int
+    title: str
+    type: str
+    status: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +295,39 @@ class MemberLuxReader:
             )
             for r in rows
         ]
+
+    def user_meta(self, user_id: int, keys: Iterable[str]) -> dict[str, str]:
+        """Raw usermeta values of one user (first row wins for repeated keys, as ``get_user_meta``)."""
+        um = self.schema.table("usermeta")
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        stmt = (sa.select(um.c.meta_key, um.c.meta_value)
+                .where(um.c.user_id == user_id, um.c.meta_key.in_(wanted)).order_by(um.c.umeta_id))
+        meta: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(stmt):
+                meta.setdefault(row.meta_key, _text(row.meta_value))
+        return meta
+
+    def post(self, post_id: int) -> Post | None:
+        posts = self.schema.table("posts")
+        stmt = sa.select(posts.c.ID, posts.c.post_title, posts.c.post_type, posts.c.post_status).where(posts.c.ID == post_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else Post(int(row.ID), _text(row.post_title), _text(row.post_type),
+                                             _text(row.post_status))
+
+    def post_meta(self, post_id: int) -> dict[str, str]:
+        """Raw postmeta of one post (first row wins for repeated keys, as ``get_post_meta``)."""
+        pm = self.schema.table("postmeta")
+        stmt = sa.select(pm.c.meta_key, pm.c.meta_value).where(pm.c.post_id == post_id).order_by(pm.c.meta_id)
+        meta: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(stmt):
+                if row.meta_key is not None:
+                    meta.setdefault(row.meta_key, _text(row.meta_value))
+        return meta
 
     def user(self, user_id: int) -> WpUser | None:
         with self.engine.connect() as conn:

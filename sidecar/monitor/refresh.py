@@ -91,6 +91,12 @@ def _batches(groups: Iterator[tuple[int, list[KeyRow]]], size: int) -> Iterator[
         yield batch
 
 
+@dataclass
+class LevelEvaluation:
+    sleepers: list[tuple]
+    stats: dict
+
+
 class SleeperRefresher:
     """Evaluates levels against the MemberLux tables and stores the result in the read model."""
 
@@ -102,16 +108,11 @@ class SleeperRefresher:
 
     # --- public --------------------------------------------------------------------------------------
 
-    def refresh_level(self, term_id: int, day: date | None = None, *,
-                      parents: dict[int, int] | None = None) -> RefreshReport:
-        """Re-evaluate one level for UTC day ``day`` (default: today) and replace its read-model rows."""
-        started = time.perf_counter()
-        day = day or self.runtime.clock.today_utc()
-        parents = self.reader.level_parents() if parents is None else parents
-        if term_id not in parents:
-            # A deleted level opens nothing; its leftover rows are orphans and nobody sleeps in it.
-            seconds = self._replace(term_id, [], day, None, started)
-            return RefreshReport(term_id, day, seconds, 0, 0, 0, {}, skipped="level deleted")
+    def evaluate_level(self, term_id: int, day: date, *, parents: dict[int, int]) -> LevelEvaluation:
+        """The rule for every user holding keys of the level on UTC day ``day``; writes nothing.
+
+        Sleeper tuples are ``(user_id, expired_on, last_grant, blocked, email, login, first, last)``.
+        """
         ancestors = ancestors_from_parents(parents, term_id) if self.check_ancestors else []
         manual = manual_certificate_users(self.runtime, term_id)
         policy = self.runtime.access_policy
@@ -154,9 +155,23 @@ class SleeperRefresher:
         users_considered = sum(n for reason, n in reasons.items() if reason != Reason.USER_DELETED.value)
         stats = {"rows_scanned": rows_scanned, "users_considered": users_considered,
                  "sleepers": len(sleepers), "reasons": dict(sorted(reasons.items()))}
-        seconds = self._replace(term_id, sleepers, day, stats, started)
+        return LevelEvaluation(sleepers, stats)
+
+    def refresh_level(self, term_id: int, day: date | None = None, *,
+                      parents: dict[int, int] | None = None) -> RefreshReport:
+        """Re-evaluate one level for UTC day ``day`` (default: today) and replace its read-model rows."""
+        started = time.perf_counter()
+        day = day or self.runtime.clock.today_utc()
+        parents = self.reader.level_parents() if parents is None else parents
+        if term_id not in parents:
+            # A deleted level opens nothing; its leftover rows are orphans and nobody sleeps in it.
+            seconds = self._replace(term_id, [], day, None, started)
+            return RefreshReport(term_id, day, seconds, 0, 0, 0, {}, skipped="level deleted")
+        evaluation = self.evaluate_level(term_id, day, parents=parents)
+        stats = evaluation.stats
+        seconds = self._replace(term_id, evaluation.sleepers, day, stats, started)
         log.info("sleepers of level %s for %s: %d of %d users (%d rows) in %.2f s",
-                 term_id, day, len(sleepers), users_considered, rows_scanned, seconds)
+                 term_id, day, stats["sleepers"], stats["users_considered"], stats["rows_scanned"], seconds)
         return RefreshReport(term_id, day, seconds, **stats)
 
     def refresh_all(self, progress: ProgressCallback | None = None, *, day: date | None = None,

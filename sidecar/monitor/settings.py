@@ -21,7 +21,7 @@ from sidecar.store.db import unit_of_work
 from sidecar.store.models import SettingOverride
 
 LETTERS = 3
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class LevelSettings:
     admin_email: str = ""
     admin_subject: str = ""
     admin_body: str = ""
+    renewal_url: str = ""              # Jinja2 template of the renewal link; "" = reminders.renewal_url
     overridden: tuple[str, ...] = ()   # names whose value comes from our store, not term meta
 
     def as_values(self) -> dict[str, Any]:
@@ -108,12 +109,34 @@ def validate(settings: LevelSettings) -> None:
     if settings.admin_days_after_last is not None and settings.admin_days_after_last < 0:
         errors["admin_days_after_last"] = "cannot be negative"
     admin_on = bool(settings.admin_subject.strip() or settings.admin_body.strip())
-    if admin_on and not _EMAIL.match(settings.admin_email):
+    if admin_on and not EMAIL_PATTERN.match(settings.admin_email):
         errors["admin_email"] = "an administrator address is required for the admin digest"
-    if settings.admin_email and not _EMAIL.match(settings.admin_email):
+    if settings.admin_email and not EMAIL_PATTERN.match(settings.admin_email):
         errors["admin_email"] = "not an e-mail address"
+    errors.update(template_errors(settings))
     if errors:
         raise SettingsError(errors)
+
+
+def template_errors(settings: LevelSettings) -> dict[str, str]:
+    """Each template that cannot render, with its line: refused when saved, never found at send time."""
+    from sidecar.reminders.letters import DIGEST_VARIABLES, LEARNER_VARIABLES, RENEWAL_URL_VARIABLES, check
+    from sidecar.mail.templates import TemplateError
+
+    sources: list[tuple[str, str, dict]] = []
+    for n, letter in enumerate(settings.letters, start=1):
+        sources += [(f"letters.{n}.subject", letter.subject, LEARNER_VARIABLES),
+                    (f"letters.{n}.body", letter.body, LEARNER_VARIABLES)]
+    sources += [("admin_subject", settings.admin_subject, DIGEST_VARIABLES),
+                ("admin_body", settings.admin_body, DIGEST_VARIABLES),
+                ("renewal_url", settings.renewal_url, RENEWAL_URL_VARIABLES)]
+    errors: dict[str, str] = {}
+    for name, source, allowed in sources:
+        try:
+            check(source, allowed)
+        except TemplateError as exc:
+            errors[name] = f"template error at {exc}" if exc.line else f"template error: {exc}"
+    return errors
 
 
 def _scope(term_id: int) -> str:

@@ -1,0 +1,1 @@
+"""Reminders: scheduled e-mails to sleepers and an admin digest per level."""

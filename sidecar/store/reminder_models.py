@@ -1,0 +1,85 @@
+"""The reminders' state in our store.
+
+* ``mls_reminders``: the ledger. One row per (user, level, access end X, step), unique, so a letter
+  can be decided once only whatever runs the job; steps 1–3 are the learner letters, step 4 records a
+  learner's place in an admin digest. States: planned → sending → sent | failed, or skipped (reason).
+* ``mls_reminder_digests``: one admin digest per level per UTC day, unique, with its own delivery state.
+* ``mls_unsubscribes``: learners who asked for no more reminders (link, one-click, or an admin).
+
+Delivery columns are shared by letters and digests: a row is claimed by setting ``state = sending``
+with a lease and a Message-ID generated *before* the SMTP transaction; a crash after that leaves the
+row in ``sending``, which is never sent again automatically (see :mod:`sidecar.reminders.sender`).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+from sidecar.store.models import Base
+
+
+class _Delivery:
+    """Columns of one outgoing message's delivery."""
+
+    state: Mapped[str] = mapped_column(sa.String(10))
+    reason: Mapped[str] = mapped_column(sa.String(300), default="")
+    due_on: Mapped[date] = mapped_column(sa.Date)                   # UTC day it became due
+    planned_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(80))
+    claimed_until: Mapped[datetime | None]
+    message_id: Mapped[str | None] = mapped_column(sa.String(200))
+    to_address: Mapped[str] = mapped_column(sa.String(200), default="")
+    subject: Mapped[str] = mapped_column(sa.String(300), default="")
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str] = mapped_column(sa.String(500), default="")
+
+    @declared_attr.directive
+    def __table_args__(cls):  # noqa: N805 - SQLAlchemy's declared_attr protocol
+        name = cls.__tablename__
+        return (sa.Index(f"ix_{name}_work", "state", "next_attempt_at"),) + tuple(getattr(cls, "_extra_indexes", ()))
+
+
+class ReminderDigest(_Delivery, Base):
+    __tablename__ = "mls_reminder_digests"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    term_id: Mapped[int] = mapped_column(sa.BigInteger)
+    day: Mapped[date] = mapped_column(sa.Date)                      # the UTC day of the digest
+    learners: Mapped[int] = mapped_column(default=0)
+
+    _extra_indexes = (sa.UniqueConstraint("term_id", "day", name="uq_mls_reminder_digests_level_day"),)
+
+
+class Reminder(_Delivery, Base):
+    __tablename__ = "mls_reminders"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    user_id: Mapped[int] = mapped_column(sa.BigInteger)
+    term_id: Mapped[int] = mapped_column(sa.BigInteger)
+    expired_on: Mapped[date] = mapped_column(sa.Date)               # X of the chain
+    step: Mapped[int] = mapped_column(sa.SmallInteger)              # 1..3 learner letters, 4 admin digest
+    digest_id: Mapped[int | None] = mapped_column(sa.BigInteger, sa.ForeignKey("mls_reminder_digests.id"))
+
+    _extra_indexes = (
+        sa.UniqueConstraint("user_id", "term_id", "expired_on", "step", name="uq_mls_reminders_chain_step"),
+        sa.Index("ix_mls_reminders_level_chain", "term_id", "expired_on", "user_id"),
+        sa.Index("ix_mls_reminders_planned_at", "planned_at"),
+    )
+
+
+class Unsubscribe(Base):
+    __tablename__ = "mls_unsubscribes"
+
+    user_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    email: Mapped[str] = mapped_column(sa.String(200), default="")
+    at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(sa.String(20))              # link | one_click | admin
+    actor: Mapped[str] = mapped_column(sa.String(100), default="")
