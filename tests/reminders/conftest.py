@@ -129,8 +129,7 @@ class School:
             if not conn.execute(sa.select(self.t("posts").c.ID).where(self.t("posts").c.ID == PROGRAM_POST)).first():
                 conn.execute(self.t("posts").insert().values(
                     ID=PROGRAM_POST, post_author=1, post_title=name, post_type="ml_program", post_status="publish",
-                    post_name="program", post_content="", post_excerpt="", to_ping="", pinged="",
-                    post_content_filtered=""))
+                    post_name="program", post_content="", post_excerpt=""))
                 conn.execute(self.t("postmeta").insert().values(post_id=PROGRAM_POST, meta_key="mlp_steps", meta_value=php_serialize(
                     [{"term_id": s, "duration": 1, "units": "months"} for s in steps])))
             conn.execute(self.t("usermeta").insert().values(user_id=user_id, meta_key="mlp_program_id",
