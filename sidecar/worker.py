@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -62,6 +62,8 @@ CERTIFICATE_REVALIDATE_JOB = "monitor.certificates.revalidate"
 
 
 SLEEPERS_REFRESH_JOB = "monitor.sleepers.refresh"
+REMINDERS_DAILY_JOB = "reminders.daily"
+REMINDERS_RETRY_JOB = "reminders.retry"
 
 
 def refresh_sleepers(runtime: Runtime) -> str:
@@ -94,6 +96,54 @@ def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
     scheduler.add_job(run_leased, "interval", minutes=5, id=SLEEPERS_REFRESH_JOB,
                       args=(runtime, SLEEPERS_REFRESH_JOB, refresh_sleepers, timedelta(hours=1)),
                       max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
+    register_reminders(scheduler, runtime)
+
+
+def schedule_zone(runtime: Runtime):  # noqa: ANN201
+    """The zone of the daily times: schedule.timezone, or the site's ('site')."""
+    from zoneinfo import ZoneInfo
+
+    from sidecar.status import site_timezone
+
+    name = runtime.settings.schedule.timezone
+    return site_timezone(runtime)[0] if name == "site" else ZoneInfo(name)
+
+
+def reminders_missed(runtime: Runtime, zone, now: datetime) -> bool:  # noqa: ANN001
+    """Whether today's daily run time has passed with no run since: the worker was down at that time.
+
+    The planner catches up missed days by itself (latest due step only, nothing stale), so one run
+    at start-up is all a restart needs.
+    """
+    at = runtime.settings.schedule.reminders_at
+    local_now = now.astimezone(zone)
+    due = datetime.combine(local_now.date(), at, tzinfo=zone)
+    if local_now < due:
+        due -= timedelta(days=1)
+    lease = leases.get(runtime.sessions, REMINDERS_DAILY_JOB)
+    last = lease.last_started_at if lease is not None else None
+    return last is None or last < due
+
+
+def register_reminders(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
+    from apscheduler.triggers.cron import CronTrigger
+
+    from sidecar.reminders.run import daily_job, retry_job
+
+    zone = schedule_zone(runtime)
+    at = runtime.settings.schedule.reminders_at
+    now = runtime.clock.now()
+    scheduler.add_job(run_leased, CronTrigger(hour=at.hour, minute=at.minute, timezone=zone), id=REMINDERS_DAILY_JOB,
+                      args=(runtime, REMINDERS_DAILY_JOB, daily_job, timedelta(hours=2)),
+                      max_instances=1, coalesce=True, misfire_grace_time=6 * 3600)
+    if runtime.settings.reminders.enabled and reminders_missed(runtime, zone, now):
+        scheduler.add_job(run_leased, "date", run_date=now + timedelta(seconds=30), id=REMINDERS_DAILY_JOB + ".catch_up",
+                          args=(runtime, REMINDERS_DAILY_JOB, daily_job, timedelta(hours=2)))
+    # Retries of transient SMTP failures between daily runs; the same lease as the daily run would be
+    # too coarse (a retry must not wait for a 30-minute plan), so it has its own.
+    scheduler.add_job(run_leased, "interval", minutes=5, id=REMINDERS_RETRY_JOB,
+                      args=(runtime, REMINDERS_RETRY_JOB, retry_job, timedelta(minutes=30)),
+                      max_instances=1, coalesce=True)
 
 
 def build_outbox(runtime: Runtime):  # noqa: ANN201

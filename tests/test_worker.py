@@ -35,4 +35,24 @@ def test_scheduler_registers_the_heartbeat(runtime):
     scheduler = build_scheduler(runtime, background=True)
     assert [job.id for job in scheduler.get_jobs()] == ["worker.heartbeat", "bridge.purge_signatures",
                                                       "monitor.certificates.sync", "monitor.certificates.revalidate",
-                                                      "monitor.sleepers.refresh"]
+                                                      "monitor.sleepers.refresh", "reminders.daily",
+                                                      "reminders.daily.catch_up", "reminders.retry"]
+
+
+def test_daily_reminders_catch_up_once_after_a_missed_run(runtime):
+    """A worker down at the daily time runs the reminders once at start; otherwise it waits."""
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    from sidecar.store import leases as store_leases
+    from sidecar.worker import REMINDERS_DAILY_JOB, reminders_missed
+
+    moscow = ZoneInfo("Europe/Moscow")           # reminders_at 09:00 local = 06:00 UTC
+    before = datetime(2026, 11, 24, 5, 0, tzinfo=timezone.utc)
+    after = datetime(2026, 11, 24, 7, 0, tzinfo=timezone.utc)
+    assert reminders_missed(runtime, moscow, after)            # never ran
+    store_leases.try_acquire(runtime.sessions, REMINDERS_DAILY_JOB, "w", TTL, datetime(2026, 11, 23, 6, 1, tzinfo=timezone.utc))
+    assert not reminders_missed(runtime, moscow, before)       # yesterday's run covers until 09:00 today
+    assert reminders_missed(runtime, moscow, after)            # today's 09:00 passed without a run
+    store_leases.try_acquire(runtime.sessions, REMINDERS_DAILY_JOB, "w", TTL, datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc))
+    assert not reminders_missed(runtime, moscow, after)

@@ -60,7 +60,6 @@ __all__ = [
 
 SORTS = ("expired_on", "days_since", "name", "email", "level")
 MAX_LIMIT = 1000
-REMINDERS_TABLE = "mls_reminders"
 _LEVEL_CACHE_SECONDS = 60.0
 _CURSOR_VERSION = 1
 _ONE_DAY = timedelta(days=1)
@@ -284,37 +283,29 @@ def _after(columns: Sequence[sa.ColumnElement], values: Sequence[Any], ascending
 
 
 # --------------------------------------------------------------------------------------------------
-# Reminders (wired by the reminders capability)
+# Reminders sent (the reminders ledger)
 
 
-def _reminders_sent(session: Session, pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """Reminders sent per ``(user_id, term_id)``; zeros while the reminders table does not exist.
+def _reminders_sent(session: Session, chains: Iterable[tuple[int, int, date]]) -> dict[tuple[int, int, date], int]:
+    """Learner letters sent per ``(user_id, term_id, expired_on)``: the current chain's, so a learner who
+    renewed and lapsed again starts from 0 (the ledger is keyed by X, legacy-plugins.md §3.8)."""
+    from sidecar.domain.reminders import LEARNER_STEPS, State
+    from sidecar.store.reminder_models import Reminder
 
-    The reminders capability owns ``mls_reminders``; until its migration has run every count is 0.
-    Once present, rows are counted per user and level (``term_id`` or ``level_id`` column).
-    """
-    wanted = list(dict.fromkeys(pairs))
-    counts = {pair: 0 for pair in wanted}
-    if not wanted:
-        return counts
-    bind = session.get_bind()
-    if not sa.inspect(bind).has_table(REMINDERS_TABLE):
-        return counts
-    table = sa.Table(REMINDERS_TABLE, sa.MetaData(), autoload_with=bind)
-    level = table.c.get("term_id") if "term_id" in table.c else table.c.get("level_id")
-    if "user_id" not in table.c or level is None:
-        return counts
-    user_ids = sorted({u for u, _ in wanted})
+    wanted = list(dict.fromkeys(chains))
+    counts = {chain: 0 for chain in wanted}
+    user_ids = sorted({u for u, _, _ in wanted})
     for start in range(0, len(user_ids), 500):
         stmt = (
-            sa.select(table.c.user_id, level, sa.func.count())
-            .where(table.c.user_id.in_(user_ids[start:start + 500]))
-            .group_by(table.c.user_id, level)
+            sa.select(Reminder.user_id, Reminder.term_id, Reminder.expired_on, sa.func.count())
+            .where(Reminder.user_id.in_(user_ids[start:start + 500]), Reminder.state == State.SENT.value,
+                   Reminder.step.in_(LEARNER_STEPS))
+            .group_by(Reminder.user_id, Reminder.term_id, Reminder.expired_on)
         )
-        for user_id, term_id, n in session.execute(stmt):
-            pair = (int(user_id), int(term_id))
-            if pair in counts:
-                counts[pair] = int(n)
+        for user_id, term_id, expired_on, n in session.execute(stmt):
+            chain = (int(user_id), int(term_id), expired_on)
+            if chain in counts:
+                counts[chain] = int(n)
     return counts
 
 
@@ -394,14 +385,14 @@ class MonitorService:
 
     def _rows(self, session: Session, entries: Sequence[SleeperEntry], names: Mapping[int, str]) -> list[SleeperRow]:
         today = self._today()
-        reminders = _reminders_sent(session, [(e.user_id, e.term_id) for e in entries])
+        reminders = _reminders_sent(session, [(e.user_id, e.term_id, e.expired_on) for e in entries])
         return [
             SleeperRow(
                 user_id=e.user_id, email=e.email, login=e.login, first_name=e.first_name,
                 last_name=e.last_name, term_id=e.term_id, level_name=names.get(e.term_id, f"#{e.term_id}"),
                 expired_on=e.expired_on, last_access_day=e.expired_on - _ONE_DAY,
                 days_since=(today - e.expired_on).days, last_grant=e.last_grant, blocked=bool(e.blocked),
-                reminders_sent=reminders.get((e.user_id, e.term_id), 0),
+                reminders_sent=reminders.get((e.user_id, e.term_id, e.expired_on), 0),
             )
             for e in entries
         ]

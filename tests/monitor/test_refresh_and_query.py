@@ -534,19 +534,34 @@ def test_bad_cursors_and_arguments_are_rejected_clearly(catalogue):
         service.page(SleeperQuery(limit=0))
 
 
-def test_reminders_sent_reads_the_reminders_table_once_it_exists(catalogue):
+def test_reminders_sent_counts_the_letters_of_the_current_chain(catalogue):
+    from sidecar.store.reminder_models import Reminder
+
     runtime, entries = catalogue
-    pairs = [(e.user_id, e.term_id) for e in entries[:3]]
+    first, second = entries[0], entries[1]
+    chains = [(e.user_id, e.term_id, e.expired_on) for e in entries[:3]]
     with runtime.sessions() as session:
-        assert _reminders_sent(session, pairs) == {pair: 0 for pair in pairs}
-    with runtime.store_engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE mls_reminders (id INTEGER PRIMARY KEY, user_id BIGINT, term_id BIGINT)")
-        conn.exec_driver_sql(f"INSERT INTO mls_reminders (user_id, term_id) VALUES "
-                             f"({pairs[0][0]}, {pairs[0][1]}), ({pairs[0][0]}, {pairs[0][1]})")
+        assert _reminders_sent(session, chains) == {chain: 0 for chain in chains}
+    now = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
+
+    def letter(entry, expired_on, step, state):
+        return Reminder(user_id=entry.user_id, term_id=entry.term_id, expired_on=expired_on, step=step, state=state,
+                        reason="", due_on=expired_on, planned_at=now, updated_at=now, attempts=1, to_address="",
+                        subject="", last_error="")
+
+    with runtime.sessions.begin() as session:
+        session.add_all([
+            letter(first, first.expired_on, 1, "sent"), letter(first, first.expired_on, 2, "sent"),
+            letter(first, first.expired_on, 3, "failed"),           # not sent
+            letter(first, first.expired_on, 4, "sent"),             # the admin digest is not a reminder
+            letter(first, first.expired_on - timedelta(days=90), 1, "sent"),   # an earlier chain
+            letter(second, second.expired_on, 1, "skipped"),
+        ])
     with runtime.sessions() as session:
-        assert _reminders_sent(session, pairs)[pairs[0]] == 2
+        counts = _reminders_sent(session, chains)
+    assert counts[chains[0]] == 2 and counts[chains[1]] == 0
     row = next(r for r in MonitorService(runtime).iterate(SleeperQuery())
-               if (r.user_id, r.term_id) == pairs[0])
+               if (r.user_id, r.term_id) == (first.user_id, first.term_id))
     assert row.reminders_sent == 2
 
 

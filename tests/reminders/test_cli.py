@@ -1,0 +1,80 @@
+"""`mlsidecar remind`: dry run as a table or JSON, a real run, and the operator's mistakes."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from click.testing import CliRunner
+
+from sidecar.cli import cli
+
+
+def invoke(school, *args: str):
+    return CliRunner().invoke(cli, list(args), obj={"settings": school.settings, "clock": school.clock},
+                              catch_exceptions=False)
+
+
+def test_dry_run_table_shows_what_would_be_sent_and_why(school, smtp_server):
+    _, _, inbox = smtp_server
+    school.schedule(days=(3, 10, None), admin_days=None)
+    school.learner(1, "anna@example.com")
+    school.expired(1, days_ago=3)
+    school.learner(2, blocked=True)
+    school.expired(2, days_ago=3)
+    result = invoke(school, "remind", "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(line for line in lines if line.startswith("USER"))
+    assert header.split()[:3] == ["USER", "EMAIL", "NAME"]
+    row = next(line for line in lines if line.startswith("1 "))
+    assert "anna@example.com" in row and " send " in row
+    assert "blocked" in next(line for line in lines if line.startswith("2 "))
+    assert "dry run" in result.output and inbox.messages == []
+
+
+def test_dry_run_json_for_a_later_day_and_one_level(school, smtp_server):
+    school.schedule()
+    school.learner(1)
+    school.expired(1, days_ago=0)
+    day = (school.today + timedelta(days=3)).isoformat()
+    result = invoke(school, "remind", "--dry-run", "--date", day, "--level", "30", "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{"):])
+    assert data["day"] == day and data["dry_run"] is True and data["levels"] == [30]
+    assert [(i["user_id"], i["step"], i["action"]) for i in data["items"]] == [(1, 1, "send")]
+    assert data["send"] is None
+
+
+def test_a_real_run_sends_and_reports(school, smtp_server):
+    _, _, inbox = smtp_server
+    school.schedule()
+    school.learner(1)
+    school.expired(1, days_ago=3)
+    result = invoke(school, "remind", "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{"):])
+    assert data["send"]["sent"] == 1 and len(inbox.messages) == 1
+
+
+def test_operator_mistakes_are_named(school, smtp_server):
+    school.schedule()
+    result = CliRunner().invoke(cli, ["remind", "--date", "2026-12-01"], obj={"settings": school.settings,
+                                                                          "clock": school.clock})
+    assert result.exit_code == 2 and "--dry-run" in result.output
+    result = CliRunner().invoke(cli, ["remind", "--dry-run", "--level", "999"], obj={"settings": school.settings,
+                                                                                  "clock": school.clock})
+    assert result.exit_code == 2 and "no access level 999" in result.output
+    result = CliRunner().invoke(cli, ["remind", "--dry-run", "--date", "24.11.2026"],
+                                obj={"settings": school.settings, "clock": school.clock})
+    assert result.exit_code == 2 and "24.11.2026" in result.output
+
+
+def test_a_run_in_progress_elsewhere_is_refused(school, smtp_server):
+    from sidecar.store import leases
+    from sidecar.worker import REMINDERS_DAILY_JOB
+
+    leases.try_acquire(school.runtime.sessions, REMINDERS_DAILY_JOB, "other-host:1", timedelta(hours=1),
+                       school.clock.now())
+    result = CliRunner().invoke(cli, ["remind"], obj={"settings": school.settings, "clock": school.clock})
+    assert result.exit_code == 1 and "in progress elsewhere (other-host:1)" in result.output
