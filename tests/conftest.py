@@ -185,6 +185,7 @@ def runtime(small_site, emulator, settings_for):
 class _Inbox:
     def __init__(self) -> None:
         self.messages: list = []
+        self.raw: list[bytes] = []          # as received, to check the encoding on the wire
         self.fail_with: tuple[int, str] | None = None
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, N802 - aiosmtpd's hook name
@@ -194,7 +195,9 @@ class _Inbox:
         if self.fail_with:
             code, text = self.fail_with
             return f"{code} {text}"
-        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
+        raw = envelope.original_content or envelope.content
+        self.raw.append(raw)
+        message = email.message_from_bytes(raw, policy=policy.default)
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), message))
         return "250 Message accepted for delivery"
 

@@ -16,6 +16,7 @@ is evaluated live from MemberLux's tables (read-only) instead of the read model.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from sidecar.bootstrap import Runtime
 from sidecar.domain.reminders import (
@@ -126,8 +127,7 @@ class ReminderPlanner:
         report.levels = list(active)
         live = day != today
         if active and not live:
-            refresher = SleeperRefresher(self.runtime)
-            refresher.refresh_stale(timedelta(minutes=self.runtime.settings.schedule.sleepers_max_age_minutes))
+            self._refresh_read_model()
         with self.runtime.sessions() as session:
             unsubscribed = unsubscribed_ids(session)
         now = self.runtime.clock.now()
@@ -146,6 +146,31 @@ class ReminderPlanner:
         return report
 
     # --- sleepers -----------------------------------------------------------------------------------
+
+    def _refresh_read_model(self, wait_seconds: float = 600.0) -> None:
+        """Bring stale levels up to date under the worker's refresh lease, so that a planner and the
+        refresh job never rebuild the same level at once; waits while someone else holds it."""
+        from sidecar.store import leases
+        from sidecar.worker import SLEEPERS_REFRESH_JOB, holder_name
+
+        holder = f"{holder_name()}:{threading.get_ident()}:planner"  # threads of one process are rivals too
+        give_up = time.monotonic() + wait_seconds
+        while not leases.try_acquire(self.runtime.sessions, SLEEPERS_REFRESH_JOB, holder, timedelta(hours=1),
+                                     self.runtime.clock.now()):
+            if time.monotonic() > give_up:
+                log.warning("sleepers refresh still running elsewhere after %.0f s; planning on the model as it is",
+                            wait_seconds)
+                return
+            time.sleep(1.0)
+        outcome = "ok (reminders planner)"
+        try:
+            SleeperRefresher(self.runtime).refresh_stale(
+                timedelta(minutes=self.runtime.settings.schedule.sleepers_max_age_minutes))
+        except Exception as exc:
+            outcome = f"failed: {type(exc).__name__}: {exc}"
+            raise
+        finally:
+            leases.release(self.runtime.sessions, SLEEPERS_REFRESH_JOB, holder, self.runtime.clock.now(), outcome)
 
     def _window_start(self, schedule: Schedule, day: date) -> date:
         longest = max((d for _, d in schedule.steps), default=0)
@@ -286,14 +311,11 @@ class ReminderPlanner:
             try:
                 with self.runtime.sessions.begin() as session:
                     session.execute(table.insert(), chunk)
-            except IntegrityError:
+            except (IntegrityError, OperationalError) as exc:
+                if isinstance(exc, OperationalError) and not _is_deadlock(exc):
+                    raise
                 # Another planner got there first for some rows: keep theirs, add the rest one by one.
-                for value in chunk:
-                    try:
-                        with self.runtime.sessions.begin() as session:
-                            session.execute(table.insert(), [value])
-                    except IntegrityError:
-                        duplicates += 1
+                duplicates += sum(0 if self._insert_one(table, value) else 1 for value in chunk)
         if digest_id is not None:
             with self.runtime.sessions.begin() as session:
                 count = session.scalar(sa.select(sa.func.count()).select_from(Reminder)
@@ -301,6 +323,22 @@ class ReminderPlanner:
                 session.execute(sa.update(ReminderDigest).where(ReminderDigest.id == digest_id)
                                 .values(learners=count, updated_at=now))
         return duplicates
+
+    def _insert_one(self, table: sa.Table, value: dict, attempts: int = 5) -> bool:
+        """Insert one decision; False when the ledger already holds it. InnoDB may pick a racing
+        insert of the same unique key as a deadlock victim: that is retried, not an error."""
+        for attempt in range(attempts):
+            try:
+                with self.runtime.sessions.begin() as session:
+                    session.execute(table.insert(), [value])
+                return True
+            except IntegrityError:
+                return False
+            except OperationalError as exc:
+                if not _is_deadlock(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return False
 
     def _digest_for(self, term_id: int, day: date, now: datetime) -> int | None:
         """Today's digest of the level while it can still take learners (planned), else None."""
@@ -318,6 +356,11 @@ class ReminderPlanner:
             except IntegrityError:
                 continue  # created by a concurrent planner: read it again
         return None
+
+
+def _is_deadlock(exc: OperationalError) -> bool:
+    code = getattr(exc.orig, "args", (None,))[0]
+    return code in (1213, 1205) or "deadlock" in str(exc.orig).lower()
 
 
 def _unrecorded(item: PlanItem) -> PlanItem:
