@@ -336,6 +336,16 @@ class ScheduleSettings(_Section):
     sleepers_max_age_minutes: int = Field(60, ge=5, le=1440, description="A level's sleepers read model is rebuilt when older than this (and at 00:00 UTC).")
 
 
+def _check_renewal_url(value: str) -> str:
+    from sidecar.reminders.letters import RENEWAL_URL_VARIABLES, TemplateError, check
+
+    try:
+        check(value, RENEWAL_URL_VARIABLES)
+    except TemplateError as exc:
+        raise ValueError(f"template error at {exc}") from None
+    return value
+
+
 class ReminderSettings(_Section):
     enabled: bool = Field(True, description="Run the daily reminders job (levels still need monitoring switched on and letters set).")
     dry_run: bool = Field(False, description="The daily job plans and logs what it would send, and sends nothing.")
@@ -344,7 +354,7 @@ class ReminderSettings(_Section):
     retry_base_seconds: int = Field(300, ge=10, le=86400, description="First retry delay after a transient SMTP failure (doubles each time).")
     retry_max_seconds: int = Field(21600, ge=10, le=604800, description="Longest delay between two retries.")
     sending_lease_seconds: int = Field(900, ge=60, le=86400, description="A letter still 'sending' after this long was interrupted mid-send: it is marked failed (outcome unknown) and never re-sent automatically.")
-    renewal_url: str = Field("", description="Default renewal link template (Jinja2, e.g. 'https://school.example/product/{{ product_id }}'); '' = the level's WooCommerce key product page, else the site.")
+    renewal_url: Annotated[str, AfterValidator(_check_renewal_url)] = Field("", description="Default renewal link template (Jinja2, e.g. 'https://school.example/product/{{ product_id }}'); '' = the level's WooCommerce key product page, else the site.")
     reply_to: str = Field("", description="Reply-To of reminder letters ('' = none).")
     language: Literal["ru", "en"] = Field("ru", description="Language of the parts we write ourselves: digest table, unsubscribe page and footer.")
 

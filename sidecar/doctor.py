@@ -60,6 +60,7 @@ class Doctor:
             ("Store migrations", self.migrations, ("store",)),
             ("Background worker", self.worker, ("store_current",)),
             ("SMTP", self.smtp, ()),
+            ("Reminders", self.reminders, ("store_current",)),
         ]
         for name, step, needs in steps:
             missing = [n for n in needs if not self._have(n)]
@@ -217,6 +218,29 @@ class Doctor:
             pass
         auth = " and logged in" if smtp.username else ""
         return OK, f"{smtp.host}:{smtp.port} answered ({smtp.security}){auth}"
+
+    # --- reminders ------------------------------------------------------------------------------
+    def reminders(self) -> tuple[str, str]:
+        settings = self.settings
+        if not settings.reminders.enabled:
+            return OK, "switched off (reminders.enabled = false)"
+        missing = [name for name, value in (("web.public_url", settings.web.public_url),
+                                            ("web.secret_key", settings.web.secret_key)) if not value]
+        if missing:
+            return WARN, (f"{' and '.join(missing)} not set: letters need a working unsubscribe link, "
+                          "so they wait in the ledger until it is")
+        if not settings.smtp.host:
+            return WARN, "planned but not sent: smtp.host is empty"
+        assert self.store_engine is not None
+        from sidecar.worker import REMINDERS_DAILY_JOB
+
+        lease = leases.get(store_db.session_factory(self.store_engine), REMINDERS_DAILY_JOB)
+        mode = "dry run (nothing is sent)" if settings.reminders.dry_run else "sending"
+        at = f"daily at {settings.schedule.reminders_at:%H:%M} ({settings.schedule.timezone})"
+        if lease is None or lease.last_finished_at is None:
+            return OK, f"{mode}, {at}; not run yet"
+        status = WARN if (lease.last_outcome or "").startswith("failed") else OK
+        return status, f"{mode}, {at}; last run {lease.last_finished_at:%Y-%m-%d %H:%M} UTC: {lease.last_outcome}"
 
 
 def render_table(checks: list[Check]) -> str:

@@ -146,3 +146,12 @@ def test_smtp_sender_required_when_enabled():
 def test_password_is_added_to_url_only_for_the_engine():
     url = with_password("mysql+pymysql://ro@db:3306/wp", Secret("p@ss:word", "literal"))
     assert url == "mysql+pymysql://ro:p%40ss%3Aword@db:3306/wp"
+
+
+def test_reminder_settings_are_checked_when_loaded():
+    text = "\n".join(problems_of({**MINIMAL, "reminders": {"renewal_url": "https://s.example/{{ coupon }}",
+                                                          "catch_up_days": -1}}))
+    assert "reminders.renewal_url" in text and "unknown variable 'coupon'" in text
+    assert "reminders.catch_up_days" in text
+    [line] = problems_of({**MINIMAL, "reminders": {"retry_base_seconds": 600, "retry_max_seconds": 60}})
+    assert "retry_max_seconds must not be smaller than retry_base_seconds" in line

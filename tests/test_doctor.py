@@ -31,6 +31,7 @@ def test_healthy_demo_site(small_site, emulator, settings_for):
     assert "manage_options" in checks["MemberLux REST API"].detail
     assert checks["Background worker"].status == WARN  # no worker ran in this test
     assert checks["SMTP"].status == WARN and "disabled" in checks["SMTP"].detail
+    assert checks["Reminders"].status == WARN and "web.public_url not set" in checks["Reminders"].detail
     table = render_table(list(checks.values()))
     assert "OK    WordPress database" in table
 
@@ -81,3 +82,29 @@ def test_smtp_down_fails(small_site, emulator, settings_for):
     settings = settings_for(small_site, emulator, smtp={"host": "127.0.0.1", "port": 9, "security": "none",
                                                         "from_address": "school@example.org"})
     assert checks_by_name(settings)["SMTP"].status == FAIL
+
+
+def test_reminders_readiness_and_last_run(small_site, emulator, settings_for, smtp_server):
+    from datetime import datetime, timedelta, timezone
+
+    from sidecar.bootstrap import store_url
+    from sidecar.store import leases
+    from sidecar.worker import REMINDERS_DAILY_JOB
+
+    host, port, _inbox = smtp_server
+    settings = settings_for(small_site, emulator, web={"public_url": "https://side.example"},
+                            smtp={"host": host, "port": port, "security": "none", "from_address": "s@example.org"})
+    migrate(settings)
+    check = checks_by_name(settings)["Reminders"]
+    assert check.status == OK and "sending, daily at 09:00 (site); not run yet" in check.detail
+    engine = store_db.create_store_engine(store_url(settings))
+    sessions = store_db.session_factory(engine)
+    now = datetime.now(timezone.utc)
+    leases.try_acquire(sessions, REMINDERS_DAILY_JOB, "w", timedelta(hours=1), now)
+    leases.release(sessions, REMINDERS_DAILY_JOB, "w", now, "failed: OperationalError: gone away")
+    engine.dispose()
+    check = checks_by_name(settings)["Reminders"]
+    assert check.status == WARN and "failed: OperationalError" in check.detail
+    off = settings_for(small_site, emulator, reminders={"enabled": False})
+    migrate(off)
+    assert checks_by_name(off)["Reminders"].status == OK
