@@ -192,11 +192,12 @@ class SmtpSettings(_Section):
     from_name: str = Field("", description="Display name of the sender.")
     timeout_seconds: float = Field(30.0, gt=0, le=300, description="Connect/send timeout.")
     max_per_minute: int = Field(60, ge=1, le=10000, description="Rate limit of outgoing messages.")
+    pickup_dir: str = Field("", description="Write each message as an .eml file into this directory instead of sending it (demo, staging); '' = send through host.")
 
     @model_validator(mode="after")
     def _sender_when_enabled(self) -> SmtpSettings:
-        if self.host and "@" not in self.from_address:
-            raise ValueError("from_address must be an e-mail address when host is set")
+        if (self.host or self.pickup_dir) and "@" not in self.from_address:
+            raise ValueError("from_address must be an e-mail address when host or pickup_dir is set")
         return self
 
 

@@ -29,6 +29,9 @@ STORE_FILE = "store.sqlite"
 MARKER_FILE = "seeded.txt"
 
 
+MAIL_DIR = "mail"
+
+
 def demo_settings(data_dir: Path, emulator_url: str, api_login: str, app_password: str, port: int, host: str,
                   api_key: str):
     return settings_from_mapping({
@@ -39,6 +42,9 @@ def demo_settings(data_dir: Path, emulator_url: str, api_login: str, app_passwor
         "web": {"host": host, "port": port, "public_url": f"http://{host}:{port}",
                 "secret_key": secrets.token_hex(32)},
         "bridge": {"api_keys": {"demo": api_key}, "retry_base_seconds": 5},
+        # Reminders and welcome letters land as .eml files to open with any mail client.
+        "smtp": {"pickup_dir": str((data_dir / MAIL_DIR).resolve()), "from_address": "school@demo.example",
+                 "from_name": "Демо-школа"},
         "log": {"format": "text", "level": "INFO"},
     }, environ={}, source="demo settings")
 

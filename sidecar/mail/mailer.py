@@ -7,6 +7,8 @@ the ``Message-ID`` we set, so a message can be traced in the SMTP server's logs.
 
 from __future__ import annotations
 
+import os
+import re
 import smtplib
 import socket
 import ssl
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from pathlib import Path
 
 from sidecar.config import SmtpSettings
 
@@ -76,7 +79,7 @@ class Mailer:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.settings.host)
+        return bool(self.settings.host or self.settings.pickup_dir)
 
     def build(self, mail: Mail) -> EmailMessage:
         smtp = self.settings
@@ -100,10 +103,23 @@ class Mailer:
     def send(self, mail: Mail) -> str:
         """Send one message; returns its Message-ID."""
         if not self.enabled:
-            raise MailDisabled("e-mail is disabled (smtp.host is empty)")
+            raise MailDisabled("e-mail is disabled (smtp.host and smtp.pickup_dir are empty)")
         message = self.build(mail)
         self.send_message(message)
         return str(message["Message-ID"])
+
+    def _drop(self, message: EmailMessage) -> None:
+        """Pickup-directory delivery: one .eml file per message, written whole or not at all."""
+        directory = Path(self.settings.pickup_dir)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            stem = re.sub(r"[^A-Za-z0-9.@-]+", "_", str(message["Message-ID"]).strip("<>"))[:120]
+            name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{stem}.eml"
+            partial = directory / f".{name}.part"
+            partial.write_bytes(message.as_bytes())
+            os.replace(partial, directory / name)
+        except OSError as exc:
+            raise TransientMailError(f"cannot write to pickup_dir {directory}: {exc.strerror or exc}") from None
 
     @contextmanager
     def session(self) -> Iterator[smtplib.SMTP]:
@@ -129,6 +145,9 @@ class Mailer:
                 client.close()
 
     def send_message(self, message: EmailMessage) -> None:
+        if self.settings.pickup_dir:
+            self._drop(message)
+            return
         self.limiter.wait()
         try:
             with self.session() as client:

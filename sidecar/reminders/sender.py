@@ -121,7 +121,7 @@ class ReminderSender:
         report = SendReport()
         self.recover_interrupted()
         if not self.mailer.enabled:
-            report.stopped = "e-mail is disabled (smtp.host is empty)"
+            report.stopped = "e-mail is disabled (smtp.host and smtp.pickup_dir are empty)"
             return report
         if self.links is None:
             try:

@@ -71,3 +71,24 @@ def test_templates_are_sandboxed_and_escaped():
 
 def test_html_to_text_keeps_links():
     assert html_to_text('<p>Go <a href="https://s.example/x">here</a></p><p>Bye</p>') == "Go here (https://s.example/x)\nBye"
+
+
+def test_pickup_dir_writes_one_complete_eml_per_message(tmp_path):
+    import email
+    from email import policy
+
+    mailer = Mailer(SmtpSettings(pickup_dir=str(tmp_path / "mail"), from_address="school@example.org"))
+    assert mailer.enabled
+    message_id = mailer.send(Mail(to="learner@example.com", subject="Привет", html="<p>Текст</p>", text="Текст"))
+    [written] = list((tmp_path / "mail").iterdir())
+    assert written.suffix == ".eml" and not written.name.startswith(".")
+    parsed = email.message_from_bytes(written.read_bytes(), policy=policy.default)
+    assert parsed["Message-ID"] == message_id and parsed["Subject"] == "Привет"
+
+
+def test_unwritable_pickup_dir_is_transient(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    mailer = Mailer(SmtpSettings(pickup_dir=str(blocker / "mail"), from_address="school@example.org"))
+    with pytest.raises(TransientMailError, match="cannot write to pickup_dir"):
+        mailer.send(Mail(to="x@example.com", subject="s", html="h", text="t"))
