@@ -209,3 +209,21 @@ def test_a_digest_is_one_letter_per_level_and_day(school, smtp_server):
     with school.runtime.sessions() as session:
         [digest] = session.scalars(sa.select(ReminderDigest)).all()
     assert digest.learners == 3 and digest.state == "sent"
+
+
+@pytest.mark.mariadb
+def test_the_chain_on_a_mariadb_site(school_factory, smtp_server, mariadb_database):
+    """The same run against MemberLux tables on MariaDB (the store stays SQLite)."""
+    host, port, inbox = smtp_server
+    school = school_factory(site_url=mariadb_database, smtp=(host, port))
+    school.schedule(days=(3, 10, None), admin_days=None)
+    school.learner(1, "anna@example.com")
+    school.expired(1, days_ago=3)
+    school.learner(2)
+    school.expired(2, days_ago=3)
+    school.manual_certificate(2)
+    run_reminders(school.runtime)
+    assert [m[1] for m in inbox.messages] == [["anna@example.com"]]
+    school.advance(days=7)
+    run_reminders(school.runtime)
+    assert [m[2]["Subject"] for m in inbox.messages] == ["Напоминание 1: Английский A1", "Напоминание 2: Английский A1"]
