@@ -181,6 +181,30 @@ class BridgeService:
             steps.append(("intake.product_chosen", {"product_id": product_id, "product": product_text}))
         return self._insert(grant, steps, context, replay_checked=True)
 
+    def internal_grant(self, spec: GrantSpec, *, key: str, channel: str, principal: str, external_id: str,
+                       meta: dict[str, Any]) -> tuple[Grant, list[tuple[str, dict]]]:
+        """A grant made by the sidecar itself (programs), not yet stored: the caller adds it to its own
+        transaction, so the decision and the grant are recorded together or not at all.
+
+        Raises :class:`IntakeRejected` when the site cannot grant the level (unknown level, no product).
+        """
+        level_name, product_id, product_text = self.check_spec(spec)
+        now = self.runtime.clock.now()
+        grant = Grant(
+            id=new_grant_id(now), idempotency_key=key, request_hash=request_hash(spec), channel=channel,
+            source_label=channel, principal=principal, external_id=external_id, email=spec.email,
+            first_name=spec.first_name or None, last_name=spec.last_name or None, term_id=spec.term_id,
+            duration=spec.duration, units=spec.units, product_id=product_id, meta=meta, status=QUEUED, attempts=0,
+            next_attempt_at=now, created_at=now, updated_at=now,
+        )
+        steps = [("intake.received", {"format": "internal", "channel": channel, "authenticated_as": principal,
+                                      "idempotency_key": key}),
+                 ("intake.validated", {"email": spec.email, "term_id": spec.term_id, "level": level_name,
+                                       "duration": spec.duration, "units": spec.units})]
+        if product_id is not None:
+            steps.append(("intake.product_chosen", {"product_id": product_id, "product": product_text}))
+        return grant, steps
+
     def accept_amo_lead(self, lead_id: int, status_id: int | None, pipeline_id: int | None,
                         context: IntakeContext) -> Acceptance:
         """An amoCRM event whose lead data is still to be read: recorded now, fetched by the worker."""

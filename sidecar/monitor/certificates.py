@@ -38,6 +38,7 @@ from sidecar.domain.certificates import CertificateClass, CertificateFacts, Clas
 from sidecar.memberlux.reader import CertificateRow
 from sidecar.memberlux.schema import FeatureUnavailable, parse_date, parse_datetime
 from sidecar.store.db import unit_of_work
+from sidecar.store.program_models import Program, ProgramInbox, ProgramStep
 from sidecar.store.monitor_models import CertificateClassRow, WatchState
 
 if TYPE_CHECKING:
@@ -435,8 +436,13 @@ class CertificateClassifier:
         to_classify = [row for row in rows
                        if row.certificate_id not in known or known[row.certificate_id].fingerprint != row.fingerprint]
         verdicts = self._classify(to_classify)
+        program_levels = _program_levels(session)
         for row in rows:
             current = known.get(row.certificate_id)
+            if program_levels and row.level_id in program_levels and (
+                    current is None or current.deleted_at is not None or row.certificate_id in verdicts):
+                # New, restored or rewritten: the programs match it against enrolments (same transaction).
+                session.merge(ProgramInbox(certificate_id=row.certificate_id, queued_at=now))
             if current is None:
                 verdict = verdicts[row.certificate_id]
                 session.add(CertificateClassRow(
@@ -518,6 +524,13 @@ class CertificateClassifier:
 
 #: A sync run stops between batches after this long, well inside its lease, and resumes next run.
 SYNC_TIME_BUDGET_SECONDS = 240.0
+
+
+def _program_levels(session: Any) -> set[int]:
+    """Levels that are steps of an active program: only their certificates can move anyone."""
+    stmt = (sa.select(ProgramStep.term_id).join(Program, Program.id == ProgramStep.program_id)
+            .where(Program.status == "active").distinct())
+    return {int(t) for t in session.scalars(stmt)}
 
 
 def sync_job(runtime: Runtime) -> str:

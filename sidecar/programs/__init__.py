@@ -1,0 +1,1 @@
+"""Bundle programs: definitions, enrolments, certificate-driven progression, legacy import."""
