@@ -428,6 +428,14 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return [_key_row(row) for row in conn.execute(stmt.order_by(tk.c.id))]
 
+    def key_sources(self, user_id: int, term_ids: Iterable[int]) -> list[tuple[int, str]]:
+        """(level, ``keys_meta.source``) of a user's keys, e.g. to find keys a legacy plugin granted."""
+        tk, km = self.schema.table("memberlux_term_keys"), self.schema.table("memberlux_keys_meta")
+        stmt = (sa.select(tk.c.term_id, km.c.source).join(km, km.c.key_id == tk.c.id)
+                .where(tk.c.user_id == user_id, tk.c.term_id.in_(list(term_ids))))
+        with self.engine.connect() as conn:
+            return [(int(row.term_id), _text(row.source)) for row in conn.execute(stmt)]
+
     def key_rows_for_level(self, term_id: int, *, chunk_size: int = 2000) -> Iterator[KeyRow]:
         """Every owned row of a level, grouped by user (ordered by user_id, id), streamed.
 
