@@ -66,6 +66,13 @@ REMINDERS_DAILY_JOB = "reminders.daily"
 REMINDERS_RETRY_JOB = "reminders.retry"
 
 
+def watch_certificates(runtime: Runtime) -> str:
+    """New certificates classified (learning monitor), then matched against program enrolments."""
+    from sidecar.programs.progression import Progression
+
+    return Progression(runtime).watch()
+
+
 def refresh_sleepers(runtime: Runtime) -> str:
     from sidecar.monitor.refresh import SleeperRefresher
 
@@ -81,12 +88,12 @@ def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
     scheduler.add_job(run_leased, "interval", hours=1, id=PURGE_JOB,
                       args=(runtime, PURGE_JOB, purge_seen_signatures, timedelta(minutes=10)),
                       max_instances=1, coalesce=True)
-    from sidecar.monitor.certificates import revalidate_job, sync_job
+    from sidecar.monitor.certificates import revalidate_job
 
     # The lease outlives the sync's time budget, so a slow run is never doubled by another worker.
     scheduler.add_job(run_leased, "interval", seconds=runtime.settings.schedule.certificate_poll_seconds,
                       id=CERTIFICATE_SYNC_JOB,
-                      args=(runtime, CERTIFICATE_SYNC_JOB, sync_job, timedelta(minutes=10)),
+                      args=(runtime, CERTIFICATE_SYNC_JOB, watch_certificates, timedelta(minutes=10)),
                       max_instances=1, coalesce=True)
     scheduler.add_job(run_leased, "interval", hours=1, id=CERTIFICATE_REVALIDATE_JOB,
                       args=(runtime, CERTIFICATE_REVALIDATE_JOB, revalidate_job, timedelta(minutes=30)),

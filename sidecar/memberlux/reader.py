@@ -428,6 +428,21 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return [_key_row(row) for row in conn.execute(stmt.order_by(tk.c.id))]
 
+    def keys_after(self, last_id: int, term_ids: Iterable[int], limit: int = 1000) -> list[KeyRow]:
+        """Owned key rows of these levels with ``id > last_id``, in id order (the primary key)."""
+        tk = self.schema.table("memberlux_term_keys")
+        ids = list(dict.fromkeys(term_ids))
+        if not ids:
+            return []
+        stmt = self._key_stmt().where(tk.c.id > last_id, tk.c.term_id.in_(ids)).order_by(tk.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [_key_row(row) for row in conn.execute(stmt)]
+
+    def max_key_id(self) -> int:
+        tk = self.schema.table("memberlux_term_keys")
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(tk.c.id))).scalar() or 0)
+
     def key_sources(self, user_id: int, term_ids: Iterable[int]) -> list[tuple[int, str]]:
         """(level, ``keys_meta.source``) of a user's keys, e.g. to find keys a legacy plugin granted."""
         tk, km = self.schema.table("memberlux_term_keys"), self.schema.table("memberlux_keys_meta")

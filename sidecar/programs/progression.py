@@ -36,12 +36,13 @@ from sidecar.domain.programs import Counting, EnrolmentStatus, Outcome, Step, de
 from sidecar.memberlux.reader import WpUser
 from sidecar.store import audit
 from sidecar.store.db import unit_of_work
-from sidecar.store.monitor_models import CertificateClassRow
+from sidecar.store.monitor_models import CertificateClassRow, WatchState
 from sidecar.store.program_models import Enrolment, EnrolmentEvent, Program, ProgramInbox, ProgramStep
 
 log = logging.getLogger(__name__)
 
 PRINCIPAL = "programs"
+KEYS_CURSOR = "programs.first_level_keys"
 
 
 class EnrolmentRefused(ValueError):
@@ -146,6 +147,56 @@ class Progression:
                              action="program.withdrawn", at=now, actor=actor)
         return bool(moved)
 
+    # --- "activating the first step's level enrols the learner" ---------------------------------------
+
+    def enrol_from_activations(self, limit: int = 1000) -> int:
+        """Enrol learners whose key of a program's first level appeared since the last look.
+
+        Scans new key rows by id (the primary key) from a cursor that starts at the newest row when
+        the scan first runs: switching the rule on enrols future learners, not the site's history.
+        Codes generated in advance and activated later keep their old id; MemberLux's activation
+        webhook (``/hooks/memberlux/…``) reports those.
+        """
+        with self.runtime.sessions() as session:
+            rules = {}
+            for program_id, term_id in session.execute(
+                    sa.select(Program.id, ProgramStep.term_id).join(ProgramStep, ProgramStep.program_id == Program.id)
+                    .where(Program.status == "active", Program.enrol_on_first_level.is_(True), ProgramStep.position == 0)):
+                rules.setdefault(int(term_id), []).append(int(program_id))
+            cursor = session.get(WatchState, KEYS_CURSOR)
+        if not rules:
+            return 0
+        if cursor is None:
+            self._save_cursor(self.runtime.reader.max_key_id())
+            return 0
+        rows = self.runtime.reader.keys_after(int(cursor.value), list(rules), limit)
+        enrolled = 0
+        for row in rows:
+            if row.user_id is None or (row.status or "new") == "new" or row.is_banned:
+                continue
+            for program_id in rules.get(int(row.term_id or 0), []):
+                enrolled += self.enrol_on_activation(program_id, int(row.user_id), f"key {row.key_id}")
+        if rows:
+            self._save_cursor(rows[-1].key_id)
+        return enrolled
+
+    def enrol_on_activation(self, program_id: int, user_id: int, evidence: str) -> int:
+        try:
+            result = self.enrol(program_id, user_id, source="first_level", actor=f"activation ({evidence})",
+                                grant_first=False)  # the learner has step 1's level already
+        except (LookupError, EnrolmentRefused):
+            return 0
+        return 1 if result.created else 0
+
+    def _save_cursor(self, value: int) -> None:
+        now = self.runtime.clock.now()
+        with unit_of_work(self.runtime.sessions) as session:
+            state = session.get(WatchState, KEYS_CURSOR)
+            if state is None:
+                session.add(WatchState(name=KEYS_CURSOR, value=value, updated_at=now))
+            else:
+                state.value, state.updated_at = value, now
+
     # --- grants -------------------------------------------------------------------------------------
 
     def _grant(self, user: WpUser, step: Step, *, program_id: int, index: int):  # noqa: ANN202
@@ -180,6 +231,15 @@ class Progression:
         if ids:
             log.info("programs: %s", report.summary())
         return report
+
+    def watch(self) -> str:
+        """The worker's certificate job: new certificates classified, then matched against enrolments."""
+        from sidecar.monitor.certificates import CertificateClassifier
+
+        sync = CertificateClassifier(self.runtime).sync(time_budget=30.0)
+        enrolled = self.enrol_from_activations()
+        report = self.process_inbox()
+        return f"{sync.summary()}; {enrolled} enrolled on activation; {report.summary()}"
 
     def _process(self, certificate_id: int, report: ProcessReport) -> None:
         now = self.runtime.clock.now()

@@ -201,3 +201,24 @@ def test_enrolling_twice_changes_nothing_and_errors_are_named(world):
         world.progression.enrol(program, "nobody@example.com", source="test", actor="admin")
     with pytest.raises(LookupError, match="no program 999"):
         world.progression.enrol(999, learner, source="test", actor="admin")
+
+
+def test_activating_the_first_level_enrols_when_the_program_says_so(world):
+    program = world.program(YOGA, ENGLISH, enrol_on_first_level=True)
+    world.program(TRAVEL, ENGLISH)                      # the rule is off for this one
+    assert world.progression.enrol_from_activations() == 0     # first look: starts at the newest key
+    learner = world.learner()
+    tk = sa.Table("wp_memberlux_term_keys", sa.MetaData(), autoload_with=world.engine)
+    with world.engine.begin() as conn:
+        next_id = conn.execute(sa.select(sa.func.max(tk.c.id))).scalar() + 1
+        for offset, (level, status) in enumerate(((YOGA, "used"), (TRAVEL, "used"), (YOGA, "new"))):
+            conn.execute(tk.insert().values(
+                id=next_id + offset, term_id=level, user_id=learner if status == "used" else None, key=f"k{next_id + offset}",
+                key_type="wpm_term_keys", status=status, sent=0, is_banned=0, duration=1, units="months",
+                date_start="2026-11-24", date_end="2026-12-24", date_registered="2026-11-24 10:00:00", is_unlimited=0))
+    assert world.progression.enrol_from_activations() == 1
+    assert world.progression.enrol_from_activations() == 0
+    with world.runtime.sessions() as session:
+        [enrolment] = session.scalars(sa.select(Enrolment)).all()
+    assert (enrolment.program_id, enrolment.user_id, enrolment.source) == (program, learner, "first_level")
+    assert world.grants() == []                         # step 1 is not granted again
