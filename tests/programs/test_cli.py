@@ -1,0 +1,93 @@
+"""`mlsidecar programs list|status|enrol|import`: output, dry runs, and the operator's mistakes."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from sidecar.cli import cli
+from sidecar.store.program_models import Enrolment, Program
+
+PROGRAMS_TOML = """
+[[program]]
+name = "Йога и английский"
+grant_first_step = true
+steps = [
+  { term_id = 10, duration = 1, units = "months" },
+  { term_id = 7, duration = 1, units = "months" },
+]
+[program.notify]
+email = "manager@school.example"
+step_subject = "[user_login] → шаг [next_step]"
+"""
+
+
+def invoke(runtime, *args: str):
+    return CliRunner().invoke(cli, list(args), obj={"settings": runtime.settings}, catch_exceptions=False)
+
+
+def test_toml_import_is_a_dry_run_until_applied(runtime, tmp_path):
+    path = tmp_path / "programs.toml"
+    path.write_text(PROGRAMS_TOML, encoding="utf-8")
+    dry = invoke(runtime, "programs", "import", "--toml", str(path))
+    assert dry.exit_code == 0, dry.output
+    assert "create: 'Йога и английский': 10 (1 months) → 7 (1 months)" in dry.output
+    with runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Program)) == 0
+    applied = invoke(runtime, "programs", "import", "--toml", str(path), "--apply")
+    assert applied.exit_code == 0 and "created 1, updated 0" in applied.output
+    again = invoke(runtime, "programs", "import", "--toml", str(path), "--apply")
+    assert "created 0, updated 1" in again.output
+    listed = json.loads(invoke(runtime, "programs", "list", "--format", "json").output)
+    assert [(p["name"], [s["term_id"] for s in p["steps"]]) for p in listed] == [("Йога и английский", [10, 7])]
+
+
+def test_a_bad_toml_file_is_refused_whole_with_every_problem(runtime, tmp_path):
+    path = tmp_path / "programs.toml"
+    path.write_text(PROGRAMS_TOML.replace("term_id = 7", "term_id = 999").replace('units = "months" },\n]',
+                                                                                  'units = "weeks" },\n]'), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["programs", "import", "--toml", str(path), "--apply"], obj={"settings": runtime.settings})
+    assert result.exit_code == 1 and "nothing was written" in result.output
+    assert "steps.1.units" in result.output
+    path.write_text(PROGRAMS_TOML.replace("term_id = 7", "term_id = 999"), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["programs", "import", "--toml", str(path), "--apply"], obj={"settings": runtime.settings})
+    assert result.exit_code == 1 and "access level 999 does not exist" in result.output
+    path.write_text("[[program]\nname=", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["programs", "import", "--toml", str(path)], obj={"settings": runtime.settings})
+    assert result.exit_code == 1 and "not valid TOML" in result.output
+    with runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Program)) == 0
+
+
+def test_legacy_import_dry_run_then_apply(runtime):
+    dry = invoke(runtime, "programs", "import", "--legacy")
+    assert dry.exit_code == 0, dry.output
+    assert "program post 2 'Сборный курс №1" in dry.output and "new" in dry.output
+    assert "add --apply" in dry.output
+    applied = invoke(runtime, "programs", "import", "--legacy", "--apply")
+    assert applied.exit_code == 0 and "imported 1 program(s)" in applied.output
+    status = invoke(runtime, "programs", "status", "1")
+    assert status.exit_code == 0 and "STEP" in status.output and "10 Йога для начинающих" in status.output
+
+
+def test_enrol_and_status(runtime, tmp_path):
+    path = tmp_path / "programs.toml"
+    path.write_text(PROGRAMS_TOML.replace("grant_first_step = true", "grant_first_step = false"), encoding="utf-8")
+    invoke(runtime, "programs", "import", "--toml", str(path), "--apply")
+    user = runtime.reader.user(5)
+    result = invoke(runtime, "programs", "enrol", "1", "--user", user.email)
+    assert result.exit_code == 0 and result.output.startswith("enrolled: enrolment 1")
+    result = invoke(runtime, "programs", "enrol", "1", "--user", "5")
+    assert "already enrolled (enrolment 1); nothing changed" in result.output
+    with runtime.sessions() as session:
+        assert session.scalar(sa.select(Enrolment.source)) == "cli"
+    data = json.loads(invoke(runtime, "programs", "status", "1", "--format", "json").output)
+    assert [s["learners"] for s in data["steps"]] == [1, 0]
+    bad = CliRunner().invoke(cli, ["programs", "enrol", "1", "--user", "ghost@example.com"], obj={"settings": runtime.settings})
+    assert bad.exit_code == 2 and "no WordPress user ghost@example.com" in bad.output
+    bad = CliRunner().invoke(cli, ["programs", "status", "42"], obj={"settings": runtime.settings})
+    assert bad.exit_code == 2 and "no program 42" in bad.output
+    both = CliRunner().invoke(cli, ["programs", "import"], obj={"settings": runtime.settings})
+    assert both.exit_code == 2 and "--legacy or --toml" in both.output
