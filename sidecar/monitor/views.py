@@ -42,10 +42,11 @@ from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.settings import LETTERS, Letter, LevelSettings, MonitorSettings, SettingsError, validate
 from sidecar.monitor.service import SORTS, Explanation, KeyFact, MonitorService, SleeperQuery, SleeperRow
+from sidecar.reminders.letters import DIGEST_VARIABLES, LEARNER_VARIABLES, RENEWAL_URL_VARIABLES
 from sidecar.status import site_timezone
 from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin, login_required
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import current_language, translate
 
 log = logging.getLogger(__name__)
 
@@ -581,12 +582,33 @@ _SETTINGS_ERRORS = {
 _LATER_THAN = re.compile(r"^must be later than letter (\d+) \((-?\d+) days\)$")
 
 
+# Template errors come from sidecar.monitor.settings.template_errors: "template error at line N: reason".
+_TEMPLATE_AT_LINE = re.compile(r"^template error at line (\d+): (.*)$", re.S)
+_TEMPLATE_ERROR = re.compile(r"^template error: (.*)$", re.S)
+# The variables a field may use are listed next to it, so the page leaves out the checker's long list.
+_UNKNOWN_VARIABLE = re.compile(r"^unknown variable '([^']+)'(?: \(known: .*\))?$", re.S)
+
+
+def _template_reason(reason: str) -> str:
+    unknown = _UNKNOWN_VARIABLE.match(reason)
+    if unknown:
+        return translate("monitor.settings.error.unknown_variable", name=unknown.group(1))
+    return reason  # Jinja's own wording of a syntax error (English)
+
+
 def settings_error_text(message: str) -> str:
     if message in _SETTINGS_ERRORS:
         return translate(_SETTINGS_ERRORS[message])
     later = _LATER_THAN.match(message)
     if later:
         return translate("monitor.settings.error.not_later", n=later.group(1), days=later.group(2))
+    at_line = _TEMPLATE_AT_LINE.match(message)
+    if at_line:
+        return translate("monitor.settings.error.template_line", line=at_line.group(1),
+                         reason=_template_reason(at_line.group(2)))
+    template = _TEMPLATE_ERROR.match(message)
+    if template:
+        return translate("monitor.settings.error.template", reason=_template_reason(template.group(1)))
     return message  # a rule added later still reaches the admin, if only in English
 
 
@@ -597,12 +619,12 @@ def _settings_fields(settings: LevelSettings) -> dict[str, Any]:
         fields[f"letters.{n}.days"] = letter.days
         fields[f"letters.{n}.subject"] = letter.subject
         fields[f"letters.{n}.body"] = letter.body
-    for name in ("admin_days_after_last", "admin_email", "admin_subject", "admin_body"):
+    for name in ("admin_days_after_last", "admin_email", "admin_subject", "admin_body", "renewal_url"):
         fields[name] = getattr(settings, name)
     return fields
 
 
-def _parse_settings_form(term_id: int, form: Mapping[str, str]) -> tuple[LevelSettings, dict[str, str], dict[str, Any]]:
+def parse_settings_form(term_id: int, form: Mapping[str, str]) -> tuple[LevelSettings, dict[str, str], dict[str, Any]]:
     """Settings from the posted form, the fields that are not numbers, and the raw values to show again."""
     errors: dict[str, str] = {}
     raw: dict[str, Any] = {"enabled": (form.get("enabled") or "").strip().lower() in _TRUE}
@@ -627,8 +649,14 @@ def _parse_settings_form(term_id: int, form: Mapping[str, str]) -> tuple[LevelSe
     settings = LevelSettings(term_id=term_id, enabled=raw["enabled"], letters=letters,
                              admin_days_after_last=days("admin_days_after_last"),
                              admin_email=text("admin_email").strip(), admin_subject=text("admin_subject"),
-                             admin_body=text("admin_body"))
+                             admin_body=text("admin_body"), renewal_url=text("renewal_url").strip())
     return settings, errors, raw
+
+
+def _variables(variables: Mapping[str, tuple[str, str]]) -> list[tuple[str, str]]:
+    """A template's variables with their meaning in the page's language."""
+    russian = current_language() == "ru"
+    return [(name, ru if russian else en) for name, (en, ru) in variables.items()]
 
 
 def _level_or_404(term_id: int) -> Level:
@@ -652,7 +680,10 @@ def _render_settings(level: Level, service: MonitorSettings, *, values: dict[str
                         "imported": imported_fields[name], "overridden": overridden,
                         "error": (errors or {}).get(name)}
     return render_template("monitor_settings.html", level=level, fields=fields, letters=range(1, LETTERS + 1),
-                           any_override=bool(effective.overridden), has_errors=bool(errors)), status
+                           any_override=bool(effective.overridden), has_errors=bool(errors),
+                           learner_variables=_variables(LEARNER_VARIABLES), digest_variables=_variables(DIGEST_VARIABLES),
+                           renewal_variables=_variables(RENEWAL_URL_VARIABLES),
+                           preview_letters=("1", "2", "3", "admin")), status
 
 
 @blueprint.get("/monitor/levels/<int:term_id>/settings")
@@ -667,7 +698,7 @@ def level_settings(term_id: int):  # noqa: ANN201
 def save_level_settings(term_id: int):  # noqa: ANN201
     level = _level_or_404(term_id)
     service = MonitorSettings(_runtime())
-    settings, not_numbers, raw = _parse_settings_form(term_id, request.form)
+    settings, not_numbers, raw = parse_settings_form(term_id, request.form)
     errors: dict[str, str] = {}
     try:
         validate(settings)
