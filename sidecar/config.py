@@ -18,7 +18,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from datetime import time
+from datetime import datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -366,6 +366,60 @@ class ReminderSettings(_Section):
         return self
 
 
+WEBHOOK_EVENTS = ("grant.accepted", "grant.succeeded", "grant.failed", "program.step_granted", "program.completed",
+                  "reminder.sent", "reminder.failed", "sleeper.detected")
+
+
+class WebhookEndpointSettings(_Section):
+    name: str = Field(min_length=1, max_length=100, description="Unique name of the endpoint (shown in the UI and logs).")
+    url: str = Field(description="https:// URL that receives the events (http:// only for allowed private hosts).")
+    events: list[str] = Field(default_factory=lambda: ["*"], description="Event types to send, or ['*'] for all.")
+    secret: Secret | None = _secret_field("Signing secret 'whsec_…' (Standard Webhooks); '' = generated and shown in the UI.")
+    previous_secret: Secret | None = _secret_field("The secret being rotated out; still signs until previous_secret_valid_until.")
+    previous_secret_valid_until: datetime | None = Field(None, description="End of the rotation grace period (ISO date-time, UTC).")
+    enabled: bool = Field(True, description="Send events to this endpoint.")
+    description: str = Field("", max_length=300, description="What the endpoint is for.")
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v != "*" and v not in WEBHOOK_EVENTS]
+        if unknown:
+            raise ValueError(f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(WEBHOOK_EVENTS)}")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http(s):// URL")
+        return value
+
+    @field_validator("secret", "previous_secret")
+    @classmethod
+    def _whsec(cls, value: Secret | None) -> Secret | None:
+        if value is not None and not value.reveal().startswith("whsec_"):
+            raise ValueError("a signing secret must start with 'whsec_' (base64 after it), as Standard Webhooks defines")
+        return value
+
+
+class WebhookSettings(_Section):
+    endpoints: list[WebhookEndpointSettings] = Field(default_factory=list, description="Endpoints defined here (more can be added in the UI).")
+    timeout_seconds: float = Field(10.0, gt=0, le=60, description="Timeout of one delivery attempt.")
+    disable_after_failures: int = Field(20, ge=1, le=1000, description="An endpoint is switched off after this many deliveries in a row failed for good.")
+    allow_private_destinations: list[str] = Field(default_factory=list, description="Host names or CIDRs (e.g. '10.0.0.0/8') that may be private; everything private/loopback/link-local is refused otherwise.")
+    memberlux_path_token: Secret | None = _secret_field("Secret path segment of /hooks/memberlux/<token> (MemberLux cannot sign its webhooks).")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique_names(cls, value: list[WebhookEndpointSettings]) -> list[WebhookEndpointSettings]:
+        names = [e.name for e in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"endpoint names must be unique: {', '.join(duplicates)}")
+        return value
+
+
 class WebSettings(_Section):
     host: str = Field("127.0.0.1", description="Listen address of `mlsidecar serve`.")
     port: int = Field(8080, ge=1, le=65535, description="Listen port.")
@@ -396,6 +450,7 @@ class Settings(BaseModel):
     bridge: BridgeSettings = BridgeSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     reminders: ReminderSettings = ReminderSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
 

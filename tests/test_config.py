@@ -38,7 +38,8 @@ def test_minimal_configuration_gets_documented_defaults():
 
 def test_example_file_is_valid_and_documents_every_key(monkeypatch):
     for name in ("MLS_WP_DB_PASSWORD", "MLS_REST_PASSWORD", "MLS_SMTP_PASSWORD", "MLS_BRIDGE_HMAC_SECRET",
-                 "MLS_BRIDGE_KEY_CRM", "MLS_WEB_SECRET_KEY", "MLS_AMO_TOKEN", "MLS_AMO_PATH_TOKEN"):
+                 "MLS_BRIDGE_KEY_CRM", "MLS_WEB_SECRET_KEY", "MLS_AMO_TOKEN", "MLS_AMO_PATH_TOKEN",
+                 "MLS_MEMBERLUX_HOOK_TOKEN"):
         monkeypatch.setenv(name, "fake-" + name.lower())
     settings = load_settings(ROOT / "config.example.toml", environ={})
     text = (ROOT / "config.example.toml").read_text()

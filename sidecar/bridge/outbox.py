@@ -33,13 +33,14 @@ from sidecar.domain.grants import RawGrant
 from sidecar.logs import mask_emails
 from sidecar.memberlux.rest import Customer, MemberLuxRestClient, PermanentRestError, RestError, UnknownOutcomeError
 from sidecar.store import audit
+from sidecar.webhooks.events import emit
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import (
     CONFIRMING, DELIVERING, FAILED, FETCHING, QUEUED, SUCCEEDED, Grant, GrantAttempt,
 )
 
 from .amocrm import AmoApiError, AmoClient, AmoFetcher, AmoFieldNames, AmoPayloadError
-from .service import BridgeService, IntakeRejected
+from .service import BridgeService, IntakeRejected, emit_accepted
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class GrantDeliverer:
     # --- bookkeeping -------------------------------------------------------------------------------
     def _attempt(self, grant: Grant, kind: str, outcome: str, started: datetime, *, status: int | None = None,
                  detail: str | None = None, action: str | None = None, grant_changes: dict | None = None,
-                 **audit_details) -> None:
+                 event: tuple[str, dict] | None = None, **audit_details) -> None:
         """Record one attempt (and its audit event), applying ``grant_changes`` in the same transaction."""
         now = self.runtime.clock.now()
         with unit_of_work(self.runtime.sessions) as session:
@@ -134,6 +135,8 @@ class GrantDeliverer:
                          at=now, actor=self.holder, http_status=status, detail=(detail or None), **audit_details)
             if grant_changes:
                 session.execute(sa.update(Grant).where(Grant.id == grant.id).values(updated_at=now, **grant_changes))
+            if event is not None:
+                emit(session, event[0], event[1], now)
 
     def _backoff(self, attempts: int) -> timedelta:
         base, cap = self.settings.retry_base_seconds, self.settings.retry_max_seconds
@@ -160,6 +163,9 @@ class GrantDeliverer:
         with unit_of_work(self.runtime.sessions) as session:
             audit.record(session, subject_type="grant", subject_id=grant.id, action="grant.failed", at=now,
                          actor=self.holder, reason=reason)
+            emit(session, "grant.failed", {"grant_id": grant.id, "channel": grant.channel, "external_id": grant.external_id,
+                                           "email": grant.email or "", "term_id": grant.term_id,
+                                           "error": reason[:500]}, now)
         log.warning("grant %s failed: %s", grant.id, mask_emails(reason))
         return released
 
@@ -238,7 +244,9 @@ class GrantDeliverer:
                 status=QUEUED, email=spec.email, first_name=spec.first_name or None, last_name=spec.last_name or None,
                 phone=spec.phone or None, term_id=spec.term_id, duration=spec.duration, units=spec.units,
                 product_id=product_id, meta=meta, updated_at=self.runtime.clock.now(), last_error=None))
-            return session.get(Grant, grant.id)
+            fetched = session.get(Grant, grant.id)
+            emit_accepted(session, fetched)   # now it says what it grants
+            return fetched
 
     # --- ordering -------------------------------------------------------------------------------------
     def _keys_of(self, grant: Grant, user_id: int | None = None) -> list[KeyRow]:
@@ -314,6 +322,12 @@ class GrantDeliverer:
                       user_id=row.user_id, term_id=row.term_id, date_start=str(row.date_start),
                       date_end=str(row.date_end), order_id=order_id,
                       extra_keys=[r.key_id for r in rows if r is not row] or None,
+                      event=("grant.succeeded", {
+                          "grant_id": grant.id, "channel": grant.channel, "external_id": grant.external_id,
+                          "email": grant.email or "", "user_id": row.user_id, "term_id": row.term_id, "order_id": order_id,
+                          "key_id": row.key_id, "date_start": row.date_start.isoformat() if row.date_start else None,
+                          "date_end": None if row.is_unlimited or not row.date_end else row.date_end.isoformat(),
+                          "is_unlimited": bool(row.is_unlimited)}),
                       grant_changes={"status": SUCCEEDED, "outcome_unknown": False, "last_error": None,
                                      "completed_at": self.runtime.clock.now(), "key_id": row.key_id,
                                      "user_id": row.user_id, "date_start": row.date_start,

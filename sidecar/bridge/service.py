@@ -23,6 +23,7 @@ from sidecar.bootstrap import Runtime
 from sidecar.domain.grants import FieldError, GrantSpec, validate_grant
 from sidecar.memberlux.products import Override, ProductCatalog
 from sidecar.store import audit
+from sidecar.webhooks.events import emit
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import CANCELLED, FAILED, FETCHING, FINAL_STATES, OPEN_STATES, QUEUED, Grant
 
@@ -233,6 +234,7 @@ class BridgeService:
                 for action, details in steps:
                     audit.record(session, subject_type="grant", subject_id=grant.id, action=action, at=grant.created_at,
                                  actor=str(context.principal), source_ip=context.source_ip, **details)
+                emit_accepted(session, grant)
         except IntegrityError:
             # A concurrent request with the same key won the unique constraint a moment ago.
             existing = self._existing(grant.idempotency_key or "", grant.request_hash, grant.channel)
@@ -294,6 +296,15 @@ class BridgeService:
                                      "(one being delivered may already exist on the site)")
             audit.record(session, subject_type="grant", subject_id=grant.id, action="admin.cancel", at=now, actor=actor)
             return grant
+
+
+def emit_accepted(session, grant: Grant) -> None:  # noqa: ANN001
+    """``grant.accepted`` in the transaction that stores the grant (amoCRM grants: once their lead is read)."""
+    if grant.term_id is None:
+        return
+    emit(session, "grant.accepted", {"grant_id": grant.id, "channel": grant.channel, "external_id": grant.external_id,
+                                     "email": grant.email or "", "term_id": grant.term_id, "duration": grant.duration,
+                                     "units": grant.units}, grant.created_at)
 
 
 def is_final(grant: Grant) -> bool:

@@ -17,6 +17,7 @@ from sidecar.domain.programs import Counting, ProgramProblem, Step, check_progra
 from sidecar.store import audit
 from sidecar.store.db import unit_of_work
 from sidecar.store.program_models import Program, ProgramStep
+from sidecar.webhooks.endpoints import program_endpoints
 
 
 class ProgramRejected(ValueError):
@@ -82,6 +83,8 @@ class ProgramCatalog:
             session.add(program)
             session.flush()
             _store_steps(session, program.id, definition.steps)
+            program_endpoints(session, program.id, webhook_url=definition.webhook_url,
+                              notify_email=definition.notify_email, now=now)
             audit.record(session, subject_type="program", subject_id=str(program.id), action="program.created",
                          at=now, actor=actor, name=definition.name, steps=[s.__dict__ for s in definition.steps])
             program_id = program.id
@@ -109,6 +112,8 @@ class ProgramCatalog:
             program.updated_at = now
             session.execute(sa.delete(ProgramStep).where(ProgramStep.program_id == program_id))
             _store_steps(session, program_id, definition.steps)
+            program_endpoints(session, program_id, webhook_url=definition.webhook_url,
+                              notify_email=definition.notify_email, now=now)
             audit.record(session, subject_type="program", subject_id=str(program_id), action="program.changed",
                          at=now, actor=actor, before=_audit_form(before), after=_audit_form(definition))
             status = program.status

@@ -28,6 +28,7 @@ from sidecar.store import audit
 from sidecar.store.db import unit_of_work
 from sidecar.store.monitor_models import CertificateClassRow
 from sidecar.store.program_models import Enrolment, EnrolmentEvent, Program, ProgramStep
+from sidecar.webhooks.endpoints import program_endpoints
 
 PROGRAM_POST_TYPE = "ml_program"
 SOURCE = "legacy"
@@ -251,6 +252,7 @@ def apply_import(runtime: Runtime, plan: ImportPlan, actor: str) -> dict[str, in
             session.add_all([ProgramStep(program_id=program.id, position=n, term_id=s.term_id, duration=s.duration,
                                          units=s.units) for n, s in enumerate(d.steps)])
             program_ids[entry.post_id] = program.id
+            program_endpoints(session, program.id, webhook_url=d.webhook_url, notify_email=d.notify_email, now=now)
             counts["programs"] += 1
         for e in plan.enrolments:
             if e.already_enrolled:

@@ -30,13 +30,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from sidecar.bootstrap import Runtime
-from sidecar.bridge.service import BridgeService, IntakeRejected
+from sidecar.bridge.service import BridgeService, IntakeRejected, emit_accepted
 from sidecar.domain.grants import GrantSpec
 from sidecar.domain.programs import Counting, EnrolmentStatus, Outcome, Step, decide, grant_key
 from sidecar.memberlux.reader import WpUser
 from sidecar.store import audit
 from sidecar.store.db import unit_of_work
 from sidecar.store.monitor_models import CertificateClassRow, WatchState
+from sidecar.webhooks.events import emit
 from sidecar.store.program_models import Enrolment, EnrolmentEvent, Program, ProgramInbox, ProgramStep
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,7 @@ class Progression:
         for action, details in steps_audit:
             audit.record(session, subject_type="grant", subject_id=grant.id, action=action, at=now, actor=PRINCIPAL,
                          **details)
+        emit_accepted(session, grant)
 
     # --- progression --------------------------------------------------------------------------------
 
@@ -307,6 +309,16 @@ class Progression:
                     self._add_grant(session, grant, steps_audit, enrolment_id, decision.next_step, now)
                     detail["granted_level"] = steps[decision.next_step].term_id
                 kind = "step_granted" if grant is not None else "completed"
+                program = session.get(Program, enrolment.program_id)
+                data = {"program_id": enrolment.program_id, "program_name": program.name if program else "",
+                        "enrolment_id": enrolment_id, "user_id": enrolment.user_id, "completed_step": at_step + 1,
+                        "completed_level": steps[at_step].term_id, "certificate_id": certificate_id,
+                        "total_steps": len(steps)}
+                if grant is not None:
+                    granted = steps[decision.next_step]
+                    data.update(granted_step=decision.next_step + 1, granted_level=granted.term_id, grant_id=grant.id,
+                                granted_duration=granted.duration, granted_units=granted.units)
+                emit(session, f"program.{kind}", data, now, program_id=enrolment.program_id)
                 session.add(EnrolmentEvent(enrolment_id=enrolment_id, at=now, kind=kind, certificate_id=certificate_id,
                                            step=(decision.next_step + 1) if grant is not None else at_step + 1,
                                            grant_id=grant.id if grant is not None else None, detail=detail))

@@ -45,6 +45,7 @@ from sidecar.reminders.context import LetterContext
 from sidecar.reminders.letters import render_digest, render_learner_letter
 from sidecar.reminders.unsubscribe import LinkUnavailable, Links
 from sidecar.store import audit
+from sidecar.webhooks.events import emit
 from sidecar.store.reminder_models import Reminder, ReminderDigest, Unsubscribe
 
 log = logging.getLogger(__name__)
@@ -295,6 +296,12 @@ class ReminderSender:
                             .values(**values).execution_options(synchronize_session=False))
             if model is ReminderDigest:
                 self._mark_entries(session, row.id, state, now)
+            elif state in (State.SENT, State.FAILED):
+                data = {"reminder_id": row.id, "user_id": row.user_id, "term_id": row.term_id,
+                        "expired_on": row.expired_on.isoformat(), "step": row.step}
+                data.update({"message_id": row.message_id or ""} if state is State.SENT else
+                            {"reason": reason, "error": mask_emails(error)[:500]})
+                emit(session, f"reminder.{state.value}", data, now)
             audit.record(session, subject_type=_subject_type(model), subject_id=str(row.id),
                          action=f"reminder.{state.value}", at=now, actor="reminders", reason=reason or None,
                          message_id=row.message_id if state is State.SENT else None)

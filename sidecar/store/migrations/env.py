@@ -3,7 +3,7 @@
 from alembic import context
 
 from sidecar.store.db import VERSION_TABLE
-from sidecar.store import grant_models, monitor_models, program_models, reminder_models  # noqa: F401 - registers their tables
+from sidecar.store import grant_models, monitor_models, program_models, reminder_models, webhook_models  # noqa: F401 - registers their tables
 from sidecar.store.models import Base
 
 engine = context.config.attributes["engine"]

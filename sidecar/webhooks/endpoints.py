@@ -1,0 +1,160 @@
+"""Webhook endpoints: the TOML file's copied into the store at start, the UI's edited there.
+
+Endpoints from the file (``source = config``) follow the file: added, changed and removed with it;
+the UI shows them read-only. Secrets: an endpoint without one gets a generated ``whsec_`` secret,
+shown in the UI. Rotation keeps the old secret signing for a grace period, so receivers can switch.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from sidecar.bootstrap import Runtime
+from sidecar.config import WEBHOOK_EVENTS
+from sidecar.store import audit
+from sidecar.store.db import unit_of_work
+from sidecar.store.webhook_models import WebhookEndpoint
+from sidecar.webhooks.ssrf import DestinationRefused, check_destination
+
+ROTATION_GRACE = timedelta(hours=24)
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+class EndpointRejected(ValueError):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class EndpointForm:
+    name: str
+    url: str
+    events: tuple[str, ...] = ("*",)
+    enabled: bool = True
+    description: str = ""
+
+
+def validate(runtime: Runtime, form: EndpointForm, *, check_dns: bool = True) -> None:
+    errors: dict[str, str] = {}
+    if not form.name.strip() or len(form.name) > 100:
+        errors["name"] = "a name of 1–100 characters is required"
+    unknown = [e for e in form.events if e != "*" and e not in WEBHOOK_EVENTS]
+    if unknown or not form.events:
+        errors["events"] = f"choose '*' or some of: {', '.join(WEBHOOK_EVENTS)}"
+    try:
+        if check_dns:
+            check_destination(form.url, runtime.settings.webhooks.allow_private_destinations)
+    except DestinationRefused as exc:
+        errors["url"] = str(exc)
+    if errors:
+        raise EndpointRejected(errors)
+
+
+def sync_config(runtime: Runtime) -> None:
+    """Make the store's ``config`` endpoints equal the file's (by name)."""
+    now = runtime.clock.now()
+    wanted = {e.name: e for e in runtime.settings.webhooks.endpoints}
+    with unit_of_work(runtime.sessions) as session:
+        stored = {e.name: e for e in session.scalars(sa.select(WebhookEndpoint).where(WebhookEndpoint.source == "config"))}
+        for name, conf in wanted.items():
+            row = stored.get(name)
+            if row is None:
+                clash = session.scalar(sa.select(WebhookEndpoint).where(WebhookEndpoint.name == name))
+                if clash is not None:  # an endpoint made in the UI under the same name: the file wins
+                    session.delete(clash)
+                    session.flush()
+                row = WebhookEndpoint(name=name, source="config", created_at=now, consecutive_failures=0)
+                session.add(row)
+            row.kind, row.body_format, row.url, row.events = "http", "standard", conf.url, list(conf.events)
+            row.secret = conf.secret.reveal() if conf.secret else (row.secret or new_secret())
+            row.previous_secret = conf.previous_secret.reveal() if conf.previous_secret else ""
+            row.previous_secret_until = conf.previous_secret_valid_until
+            if row.enabled != conf.enabled and conf.enabled:
+                row.disabled_reason = ""
+            row.enabled = conf.enabled and not row.disabled_reason
+            row.description, row.updated_at = conf.description, now
+        for name, row in stored.items():
+            if name not in wanted:
+                row.enabled = False
+                row.disabled_reason = "removed from the configuration file"
+                row.updated_at = now
+
+
+def save(runtime: Runtime, form: EndpointForm, actor: str, endpoint_id: int | None = None) -> WebhookEndpoint:
+    validate(runtime, form)
+    now = runtime.clock.now()
+    with unit_of_work(runtime.sessions) as session:
+        if endpoint_id is None:
+            row = WebhookEndpoint(name=form.name.strip(), source="ui", secret=new_secret(), created_at=now,
+                                  consecutive_failures=0)
+            session.add(row)
+        else:
+            row = session.get(WebhookEndpoint, endpoint_id)
+            if row is None:
+                raise LookupError(f"no webhook endpoint {endpoint_id}")
+            if row.source == "config":
+                raise EndpointRejected({"name": "this endpoint comes from the configuration file; change it there"})
+        row.name, row.url, row.events = form.name.strip(), form.url.strip(), list(form.events)
+        row.kind, row.body_format = "http", "standard"
+        row.enabled, row.description, row.updated_at = form.enabled, form.description.strip()[:300], now
+        if form.enabled:
+            row.disabled_reason, row.consecutive_failures = "", 0
+        session.flush()
+        audit.record(session, subject_type="webhook_endpoint", subject_id=str(row.id),
+                     action="webhook.endpoint_saved", at=now, actor=actor, url=row.url, events=row.events,
+                     enabled=row.enabled)
+        session.expunge(row)
+    return row
+
+
+def rotate_secret(runtime: Runtime, endpoint_id: int, actor: str, grace: timedelta = ROTATION_GRACE) -> str:
+    """A new secret now; the old one keeps signing (second signature) until the grace period ends."""
+    now = runtime.clock.now()
+    with unit_of_work(runtime.sessions) as session:
+        row = session.get(WebhookEndpoint, endpoint_id)
+        if row is None:
+            raise LookupError(f"no webhook endpoint {endpoint_id}")
+        if row.source == "config":
+            raise EndpointRejected({"secret": "rotate it in the configuration file (secret + previous_secret)"})
+        row.previous_secret, row.previous_secret_until = row.secret, now + grace
+        row.secret, row.updated_at = new_secret(), now
+        audit.record(session, subject_type="webhook_endpoint", subject_id=str(endpoint_id),
+                     action="webhook.secret_rotated", at=now, actor=actor, previous_valid_until=(now + grace).isoformat())
+        return row.secret
+
+
+def program_endpoints(session, program_id: int, *, webhook_url: str, notify_email: str, now: datetime) -> None:  # noqa: ANN001
+    """The endpoints standing for a program's legacy ``mlp_webhook_url`` and notification address."""
+    wanted = {}
+    if webhook_url:
+        wanted[f"program {program_id} legacy webhook"] = ("http", webhook_url, "legacy_bundle")
+    if notify_email:
+        wanted[f"program {program_id} notifications"] = ("email", notify_email, "program_notice")
+    stored = {e.name: e for e in session.scalars(sa.select(WebhookEndpoint).where(
+        WebhookEndpoint.source == "program", WebhookEndpoint.program_id == program_id))}
+    for name, (kind, url, body_format) in wanted.items():
+        row = stored.get(name) or WebhookEndpoint(name=name, source="program", program_id=program_id, secret=new_secret(),
+                                                  created_at=now, consecutive_failures=0, enabled=True)
+        row.kind, row.url, row.body_format = kind, url, body_format
+        row.events, row.updated_at = ["program.step_granted", "program.completed"], now
+        row.description = "the legacy plugin's mlp_webhook_url body, now signed and retried" if kind == "http" else \
+            "the legacy plugin's admin e-mails (mlp_notify_*), as HTML"
+        session.add(row)
+    for name, row in stored.items():
+        if name not in wanted:
+            session.delete(row) if not _has_deliveries(session, row.id) else setattr(row, "enabled", False)
+
+
+def _has_deliveries(session, endpoint_id: int) -> bool:  # noqa: ANN001
+    from sidecar.store.webhook_models import WebhookDelivery
+
+    return session.scalar(sa.select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == endpoint_id).limit(1)) is not None

@@ -1,0 +1,92 @@
+"""Refusing webhook destinations inside our own network (SSRF).
+
+A destination is checked when an endpoint is saved and again right before every attempt: its host
+name is resolved and **every** address must be public. Loopback, private (RFC 1918, IPv6 ULA),
+link-local (incl. cloud metadata 169.254.169.254 and fe80::/10), carrier-grade NAT, multicast,
+reserved and unspecified addresses are refused, as are IPv4 addresses hidden in IPv6 (mapped,
+6to4, NAT64 well-known prefix). Exceptions are listed in ``webhooks.allow_private_destinations``
+(host names or CIDRs). Deliveries never follow redirects, so a public URL cannot bounce inward.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
+
+Resolver = Callable[[str, int], list[str]]
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class DestinationRefused(ValueError):
+    pass
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise DestinationRefused(f"{host} does not resolve ({exc.strerror or exc})") from None
+    return sorted({info[4][0] for info in infos})
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(address)
+        if inner is not None and is_internal(inner):
+            return True
+    return bool(address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
+                or address.is_reserved or address.is_unspecified
+                or (isinstance(address, ipaddress.IPv4Address) and address in _CGNAT))
+
+
+def _allowed(host: str, address: ipaddress._BaseAddress, allow: Sequence[str]) -> bool:
+    for entry in allow:
+        entry = entry.strip()
+        if not entry:
+            continue
+        if entry.lower() == host.lower():
+            return True
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def check_destination(url: str, allow: Sequence[str] = (), resolver: Resolver = system_resolver) -> list[str]:
+    """The addresses ``url`` resolves to; :class:`DestinationRefused` when any of them is internal."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DestinationRefused(f"{url!r} is not an http(s) URL")
+    if parts.username or parts.password:
+        raise DestinationRefused("credentials in the URL are not allowed (they would be logged); use the signature")
+    host = parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = [host] if ipaddress.ip_address(host) else []
+    except ValueError:
+        addresses = resolver(host, port)
+    if not addresses:
+        raise DestinationRefused(f"{host} does not resolve")
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%")[0])
+        if is_internal(address) and not _allowed(host, address, allow):
+            raise DestinationRefused(
+                f"{host} resolves to {address}, an internal address; add it to webhooks.allow_private_destinations "
+                "if this is intended")
+    return addresses
