@@ -17,6 +17,7 @@ from sidecar.bridge import blueprint as bridge
 from sidecar.bridge import openapi
 from sidecar.monitor import views as monitor_views
 from sidecar.reminders import views as reminders_views
+from sidecar.webhooks import hooks as memberlux_hooks
 from sidecar.web import auth, health, home, i18n
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     app.register_blueprint(openapi.blueprint)
     app.register_blueprint(monitor_views.blueprint)
     app.register_blueprint(reminders_views.blueprint)
+    app.register_blueprint(memberlux_hooks.blueprint)
     return app
 
 

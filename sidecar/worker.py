@@ -63,6 +63,8 @@ CERTIFICATE_REVALIDATE_JOB = "monitor.certificates.revalidate"
 
 SLEEPERS_REFRESH_JOB = "monitor.sleepers.refresh"
 REMINDERS_DAILY_JOB = "reminders.daily"
+WEBHOOKS_JOB = "webhooks.deliver"
+HINTS_JOB = "memberlux.hints"
 REMINDERS_RETRY_JOB = "reminders.retry"
 
 
@@ -104,6 +106,13 @@ def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
                       args=(runtime, SLEEPERS_REFRESH_JOB, refresh_sleepers, timedelta(hours=1)),
                       max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
     register_reminders(scheduler, runtime)
+    from sidecar.webhooks.delivery import deliver_job
+    from sidecar.webhooks.inbound import process_hints_job
+
+    scheduler.add_job(run_leased, "interval", seconds=runtime.settings.schedule.outbox_poll_seconds, id=WEBHOOKS_JOB,
+                      args=(runtime, WEBHOOKS_JOB, deliver_job, timedelta(minutes=10)), max_instances=1, coalesce=True)
+    scheduler.add_job(run_leased, "interval", seconds=runtime.settings.schedule.outbox_poll_seconds, id=HINTS_JOB,
+                      args=(runtime, HINTS_JOB, process_hints_job, timedelta(minutes=10)), max_instances=1, coalesce=True)
 
 
 def schedule_zone(runtime: Runtime):  # noqa: ANN201
@@ -163,6 +172,9 @@ def build_outbox(runtime: Runtime):  # noqa: ANN201
 
 
 def build_scheduler(runtime: Runtime, *, background: bool):
+    from sidecar.webhooks.endpoints import sync_config
+
+    sync_config(runtime)  # endpoints of the configuration file, before any job emits events
     cls = BackgroundScheduler if background else BlockingScheduler
     scheduler = cls(timezone="UTC", job_defaults={"misfire_grace_time": 300})
     register_jobs(scheduler, runtime)

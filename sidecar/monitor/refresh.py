@@ -29,6 +29,7 @@ from sidecar.domain.sleepers import Reason, evaluate
 from sidecar.memberlux.reader import _key_row, ancestors_from_parents
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.query import manual_certificate_users
+from sidecar.webhooks.events import emit, listens
 from sidecar.store.monitor_models import CertificateClassRow, SleeperCount, SleeperEntry, SleeperRefresh
 
 if TYPE_CHECKING:
@@ -253,6 +254,7 @@ class SleeperRefresher:
         now = self.runtime.clock.now()
         entries = SleeperEntry.__table__
         with self.runtime.sessions.begin() as session:
+            newly = self._newly_sleeping(session, term_id, sleepers) if stats is not None else []
             session.execute(sa.delete(entries).where(entries.c.term_id == term_id))
             for start in range(0, len(sleepers), INSERT_CHUNK):
                 session.execute(entries.insert(), [
@@ -275,7 +277,24 @@ class SleeperRefresher:
             session.merge(SleeperRefresh(term_id=term_id, evaluated_for=day, refreshed_at=now, seconds=seconds,
                                          **stats))
             session.merge(SleeperCount(term_id=term_id, day=day, sleepers=stats["sleepers"]))
+            for user_id, expired_on, email in newly:
+                emit(session, "sleeper.detected", {"user_id": user_id, "term_id": term_id,
+                                                   "expired_on": expired_on.isoformat(), "email": email}, now)
         return seconds
+
+    @staticmethod
+    def _newly_sleeping(session, term_id: int, sleepers: list[tuple]) -> list[tuple[int, date, str]]:  # noqa: ANN001
+        """Sleepers absent from the previous build of the level (same X), when someone listens.
+
+        The first build of a level announces nobody: its sleepers are history, not news."""
+        if not listens(session, "sleeper.detected"):
+            return []
+        if session.get(SleeperRefresh, term_id) is None:
+            return []
+        before = set(session.execute(sa.select(SleeperEntry.user_id, SleeperEntry.expired_on)
+                                     .where(SleeperEntry.term_id == term_id)).tuples())
+        return [(user_id, expired_on, email) for user_id, expired_on, _g, _b, email, *_ in sleepers
+                if (user_id, expired_on) not in before]
 
     def _drop_vanished_levels(self, existing: set[int]) -> None:
         entries = SleeperEntry.__table__

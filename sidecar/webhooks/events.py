@@ -79,6 +79,12 @@ def _matches(endpoint: WebhookEndpoint, event_type: str, program_id: int | None)
     return "*" in events or event_type in events
 
 
+def listens(session: Session, event_type: str) -> bool:
+    """Whether any enabled endpoint would receive ``event_type`` (to skip work nobody needs)."""
+    return any(_matches(e, event_type, None) or e.program_id is not None and _matches(e, event_type, e.program_id)
+               for e in session.scalars(sa.select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))))
+
+
 def emit(session: Session, event_type: str, data: dict[str, Any], at: datetime, *,
          program_id: int | None = None) -> str | None:
     """Record an event and its deliveries in ``session``'s transaction; None when nobody listens.
@@ -97,4 +103,18 @@ def emit(session: Session, event_type: str, data: dict[str, Any], at: datetime, 
     session.flush()
     session.add_all([WebhookDelivery(event_id=event.id, endpoint_id=e.id, state="pending", attempts=0, next_attempt_at=at,
                                      created_at=at, updated_at=at) for e in endpoints])
+    return event.id
+
+
+TEST_EVENT = "webhook.test"
+
+
+def emit_test(session: Session, endpoint_id: int, at: datetime, actor: str) -> str:
+    """A ``webhook.test`` event for one endpoint only (the UI's "send test event"), enabled or not."""
+    event = WebhookEvent(id=new_event_id(), type=TEST_EVENT, data={"endpoint_id": endpoint_id, "requested_by": actor},
+                         created_at=at)
+    session.add(event)
+    session.flush()
+    session.add(WebhookDelivery(event_id=event.id, endpoint_id=endpoint_id, state="pending", attempts=0,
+                                next_attempt_at=at, created_at=at, updated_at=at))
     return event.id

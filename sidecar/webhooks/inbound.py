@@ -1,0 +1,158 @@
+"""MemberLux's own webhooks as an event source (core.md §6).
+
+MemberLux POSTs one payload object per activation, unsigned, while the activating request waits,
+and its fan-out endpoint is public — anyone can make it send a forged payload. So:
+
+* the path token is the only credential, compared in constant time;
+* the answer is immediate (202) after storing the payload once per content hash;
+* every payload is a **hint**: the worker confirms it in the database before acting — it looks the
+  user up by e-mail and the key of the level, then enrols on activation where a program says so,
+  polls certificates at once (an ``auto`` level issues one at activation) and marks the level's
+  sleepers for a rebuild. Nothing is ever granted or written to WordPress because of a payload.
+
+Registration-path payloads carry the dates ``30-11--0001`` (ignored: dates are read from the
+database). Unknown ``type`` values are stored and ignored, never an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from sidecar.bootstrap import Runtime
+from sidecar.store.db import unit_of_work
+from sidecar.store.monitor_models import SleeperRefresh
+from sidecar.store.webhook_models import InboundHint
+
+log = logging.getLogger(__name__)
+
+KNOWN_TYPES = ("purchase", "free_item", "free_registration_form", "bulk_operations_reg", "bulk_operations_add",
+               "auto_registration", "activation_page", "profile_page_self", "profile_page_admin",
+               "after_auto_training_passed")
+MAX_BODY = 64 * 1024
+
+
+class HintRejected(ValueError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Stored:
+    hint_id: int
+    duplicate: bool
+
+
+def token_matches(runtime: Runtime, presented: str) -> bool:
+    configured = runtime.settings.webhooks.memberlux_path_token
+    if configured is None:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8"), configured.reveal().encode("utf-8"))
+
+
+def parse(body: bytes) -> dict[str, Any]:
+    if len(body) > MAX_BODY:
+        raise HintRejected(413, "too_large", f"payloads are at most {MAX_BODY} bytes")
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HintRejected(400, "invalid_json", f"the body is not JSON ({exc})") from None
+    if isinstance(payload, dict) and isinstance(payload.get("actions"), list):
+        # The loopback call's wrapper ({"actions": [...]}) if a site posts it here directly.
+        payload = payload["actions"][0] if payload["actions"] else {}
+    if not isinstance(payload, dict):
+        raise HintRejected(400, "invalid_payload", "expected a JSON object (MemberLux webhook payload)")
+    return payload
+
+
+def _term_id(payload: dict[str, Any]) -> int | None:
+    key = payload.get("key") if isinstance(payload.get("key"), dict) else {}
+    raw = str(key.get("term_id", "")).strip()  # a string in MemberLux's payload
+    return int(raw) if raw.isdigit() else None
+
+
+def store(runtime: Runtime, payload: dict[str, Any]) -> Stored:
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    now = runtime.clock.now()
+    hint_type = str(payload.get("type") or "")[:60]
+    email = str(payload.get("email") or "").strip()[:200]
+    try:
+        with unit_of_work(runtime.sessions) as session:
+            hint = InboundHint(content_hash=digest, type=hint_type, email=email, term_id=_term_id(payload),
+                               payload=payload, received_at=now)
+            session.add(hint)
+            session.flush()
+            return Stored(hint.id, duplicate=False)
+    except IntegrityError:
+        with runtime.sessions() as session:
+            found = session.scalar(sa.select(InboundHint.id).where(InboundHint.content_hash == digest))
+        return Stored(int(found or 0), duplicate=True)
+
+
+def process_hints(runtime: Runtime, limit: int = 200) -> dict[str, int]:
+    """Confirm stored hints in the database and act on what is confirmed."""
+    from sidecar.programs.progression import Progression
+
+    with runtime.sessions() as session:
+        hints = list(session.scalars(sa.select(InboundHint).where(InboundHint.processed_at.is_(None))
+                                     .order_by(InboundHint.id).limit(limit)))
+    counts = {"hints": len(hints), "confirmed": 0, "unconfirmed": 0, "ignored": 0, "enrolled": 0}
+    if not hints:
+        return counts
+    progression = Progression(runtime)
+    touched_levels: set[int] = set()
+    for hint in hints:
+        outcome = _confirm(runtime, progression, hint, counts, touched_levels)
+        with unit_of_work(runtime.sessions) as session:
+            session.execute(sa.update(InboundHint).where(InboundHint.id == hint.id)
+                            .values(processed_at=runtime.clock.now(), outcome=outcome[:300]))
+    if touched_levels:
+        # Rebuild those levels' sleepers at the next refresh (they may have renewed), and look for
+        # the auto certificate an activation issues.
+        with unit_of_work(runtime.sessions) as session:
+            session.execute(sa.delete(SleeperRefresh).where(SleeperRefresh.term_id.in_(sorted(touched_levels))))
+        progression.watch()
+    return counts
+
+
+def _confirm(runtime: Runtime, progression, hint: InboundHint, counts: dict[str, int],  # noqa: ANN001
+             touched: set[int]) -> str:
+    if hint.type not in KNOWN_TYPES and hint.type != "":
+        counts["ignored"] += 1
+        return f"ignored: unknown type {hint.type!r}"
+    user = runtime.reader.user_by_email(hint.email) if hint.email else None
+    if user is None or hint.term_id is None:
+        counts["unconfirmed"] += 1
+        return "unconfirmed: no such user" if user is None else "unconfirmed: no level in the payload"
+    rows = [r for r in runtime.reader.key_rows(user.id, [hint.term_id]) if (r.status or "new") != "new"]
+    if not rows:
+        counts["unconfirmed"] += 1
+        return f"unconfirmed: user {user.id} has no activated key of level {hint.term_id}"
+    counts["confirmed"] += 1
+    touched.add(hint.term_id)
+    enrolled = 0
+    from sidecar.store.program_models import Program, ProgramStep
+
+    with runtime.sessions() as session:
+        programs = list(session.scalars(
+            sa.select(Program.id).join(ProgramStep, ProgramStep.program_id == Program.id)
+            .where(Program.status == "active", Program.enrol_on_first_level.is_(True), ProgramStep.position == 0,
+                   ProgramStep.term_id == hint.term_id)))
+    for program_id in programs:
+        enrolled += progression.enrol_on_activation(program_id, user.id, f"MemberLux webhook {hint.id}")
+    counts["enrolled"] += enrolled
+    return f"confirmed: user {user.id}, level {hint.term_id}" + (f"; enrolled in {enrolled} program(s)" if enrolled else "")
+
+
+def process_hints_job(runtime: Runtime) -> str:
+    counts = process_hints(runtime)
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
