@@ -66,8 +66,29 @@ class ProgramCatalog:
         names = {level.term_id: level.name for level in reader.levels()}
         modes = {step.term_id: level_mode(reader.level_meta(step.term_id))
                  for step in definition.steps if step.term_id in names}
-        return check_program(definition.name, definition.steps, definition.counting, level_names=names,
-                             level_modes=modes)
+        problems = check_program(definition.name, definition.steps, definition.counting, level_names=names,
+                                 level_modes=modes)
+        return problems + self._product_problems(definition, names)
+
+    def _product_problems(self, definition: ProgramDefinition, names: dict[int, str]) -> list[ProgramProblem]:
+        """Steps the write path could not grant today (no WooCommerce key product for that term).
+
+        A warning, not a refusal: the product may be created later; until then a learner who passes
+        the previous step waits (shown on the program page) and is granted once it exists."""
+        if self.runtime.settings.memberlux.order_dialect != "woocommerce":
+            return []
+        from sidecar.bridge.service import BridgeService
+
+        catalog = BridgeService(self.runtime).catalog
+        problems = []
+        for n, step in enumerate(definition.steps, start=1):
+            if step.term_id not in names or (n == 1 and not definition.grant_first_step) or step.duration <= 0:
+                continue
+            if catalog.find(step.term_id, step.duration, step.units) is None:
+                problems.append(ProgramProblem(
+                    f"steps.{n}.duration", f"no WooCommerce key product grants level {step.term_id} for "
+                    f"{step.duration} {step.units}: learners will wait at this step until one exists", blocking=False))
+        return problems
 
     def _checked(self, definition: ProgramDefinition) -> list[ProgramProblem]:
         problems = self.problems(definition)

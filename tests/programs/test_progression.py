@@ -222,3 +222,21 @@ def test_activating_the_first_level_enrols_when_the_program_says_so(world):
         [enrolment] = session.scalars(sa.select(Enrolment)).all()
     assert (enrolment.program_id, enrolment.user_id, enrolment.source) == (program, learner, "first_level")
     assert world.grants() == []                         # step 1 is not granted again
+
+
+def test_a_step_without_a_product_is_warned_about_and_the_learner_waits_visibly(world):
+    from sidecar.programs.status import program_status
+
+    view = world.catalog.create(ProgramDefinition(
+        name="P", steps=(Step(YOGA, 1, "months"), Step(ENGLISH, 2, "months"))), actor="test")
+    assert any("no WooCommerce key product grants level 7 for 2 months" in w.message for w in view.warnings)
+    learner = world.learner()
+    enrolment_id = world.progression.enrol(view.id, learner, source="test", actor="admin").enrolment_id
+    world.certify(learner, YOGA)
+    report = world.watch()
+    assert report.waiting == 1 and report.advanced == 0
+    assert world.enrolment(enrolment_id).current_step == 0
+    status = program_status(world.runtime, view.id)
+    [(certificate_id, why)] = status.waiting
+    assert "step 2 cannot be granted" in why and "no WooCommerce mbl_key product" in why
+    assert world.watch().waiting == 1                      # still waiting, retried at every poll, never lost
