@@ -61,6 +61,7 @@ class Doctor:
             ("Background worker", self.worker, ("store_current",)),
             ("SMTP", self.smtp, ()),
             ("Reminders", self.reminders, ("store_current",)),
+            ("MemberLux webhooks", self.memberlux_hooks, ("site",)),
         ]
         for name, step, needs in steps:
             missing = [n for n in needs if not self._have(n)]
@@ -241,6 +242,37 @@ class Doctor:
             return OK, f"{mode}, {at}; not run yet"
         status = WARN if (lease.last_outcome or "").startswith("failed") else OK
         return status, f"{mode}, {at}; last run {lease.last_finished_at:%Y-%m-%d %H:%M} UTC: {lease.last_outcome}"
+
+    # --- MemberLux's own webhooks -------------------------------------------------------------------
+    def memberlux_hooks(self) -> tuple[str, str]:
+        settings = self.settings
+        if settings.webhooks.memberlux_path_token is None:
+            return OK, "not used (webhooks.memberlux_path_token is empty): programs and sleepers rely on polling"
+        if not settings.web.public_url:
+            return WARN, "web.public_url is not set: cannot tell which URL MemberLux should call"
+        assert self.wp_engine is not None and self.site is not None
+        from sidecar.memberlux.reader import MemberLuxReader
+        from sidecar.memberlux.schema import FeatureUnavailable
+
+        expected = settings.web.public_url.rstrip("/") + "/hooks/memberlux/"
+        try:
+            hooks = MemberLuxReader(self.wp_engine, self.site).hooks()
+        except FeatureUnavailable:
+            return WARN, "the mbl-api webhook tables are missing: MemberLux cannot send webhooks on this site"
+        ours = [(hook_id, destination, sources) for hook_id, destination, sources in hooks
+                if destination.startswith(expected)]
+        if not ours:
+            return WARN, (f"no MemberLux webhook points at {expected}<token>: add it in MemberLux → Webhooks "
+                          "(sources: all) so activations are seen at once")
+        token = settings.webhooks.memberlux_path_token.reveal()
+        right = [(hook_id, sources) for hook_id, destination, sources in ours if destination == expected + token]
+        if not right:
+            return FAIL, (f"MemberLux webhook(s) {', '.join(str(h) for h, _, _ in ours)} call {expected}… "
+                          "with another token (the token itself is not shown)")
+        sources = sorted({s for _, ss in right for s in ss})
+        if not sources:
+            return WARN, f"MemberLux webhook {right[0][0]} has no source subscribed: it never fires"
+        return OK, f"MemberLux webhook {right[0][0]} calls the sidecar for: {', '.join(sources)}"
 
 
 def render_table(checks: list[Check]) -> str:

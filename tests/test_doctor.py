@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from sidecar.bootstrap import store_url
 from sidecar.doctor import FAIL, OK, SKIP, WARN, Doctor, render_table
 from sidecar.store import db as store_db
@@ -108,3 +110,25 @@ def test_reminders_readiness_and_last_run(small_site, emulator, settings_for, sm
     off = settings_for(small_site, emulator, reminders={"enabled": False})
     migrate(off)
     assert checks_by_name(off)["Reminders"].status == OK
+
+
+def test_memberlux_webhook_registration_is_reported_without_the_token(small_site, emulator, settings_for):
+    *_, engine = emulator
+    hook = sa.Table("wp_memberlux_hook", sa.MetaData(), autoload_with=engine)
+    action = sa.Table("wp_memberlux_hook_action", sa.MetaData(), autoload_with=engine)
+    token = "hook-token-not-for-production-123"
+    settings = settings_for(small_site, emulator, web={"public_url": "https://side.example"},
+                            webhooks={"memberlux_path_token": token})
+    migrate(settings)
+    assert "no MemberLux webhook points at https://side.example/hooks/memberlux/" in \
+        checks_by_name(settings)["MemberLux webhooks"].detail
+    with engine.begin() as conn:
+        conn.execute(hook.insert().values(id=90, destination="https://side.example/hooks/memberlux/old-token", sort=9))
+    check = checks_by_name(settings)["MemberLux webhooks"]
+    assert check.status == FAIL and "another token" in check.detail and "old-token" not in check.detail
+    with engine.begin() as conn:
+        conn.execute(hook.insert().values(id=91, destination=f"https://side.example/hooks/memberlux/{token}", sort=10))
+        conn.execute(action.insert(), [{"hook_id": 91, "action": "activation_page"}, {"hook_id": 91, "action": "purchase"}])
+    check = checks_by_name(settings)["MemberLux webhooks"]
+    assert check.status == OK and check.detail == "MemberLux webhook 91 calls the sidecar for: activation_page, purchase"
+    assert token not in check.detail

@@ -438,6 +438,17 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return [_key_row(row) for row in conn.execute(stmt)]
 
+    def hooks(self) -> list[tuple[int, str, list[str]]]:
+        """MemberLux's outbound webhooks: (id, destination, subscribed sources) in delivery order."""
+        self.schema.require("webhooks")
+        hook, action = self.schema.table("memberlux_hook"), self.schema.table("memberlux_hook_action")
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(hook.c.id, hook.c.destination).order_by(hook.c.sort, hook.c.id)).all()
+            actions: dict[int, list[str]] = {}
+            for hook_id, name in conn.execute(sa.select(action.c.hook_id, action.c.action).order_by(action.c.action)):
+                actions.setdefault(int(hook_id), []).append(_text(name))
+        return [(int(r.id), _text(r.destination), actions.get(int(r.id), [])) for r in rows]
+
     def max_key_id(self) -> int:
         tk = self.schema.table("memberlux_term_keys")
         with self.engine.connect() as conn:
