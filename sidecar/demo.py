@@ -33,7 +33,7 @@ MAIL_DIR = "mail"
 
 
 def demo_settings(data_dir: Path, emulator_url: str, api_login: str, app_password: str, port: int, host: str,
-                  api_key: str):
+                  api_key: str, hook_token: str | None = None):
     return settings_from_mapping({
         "wordpress": {"db_url": f"sqlite:///{(data_dir / SITE_FILE).resolve()}", "table_prefix": "wp_"},
         "memberlux": {"rest_base_url": emulator_url + "/wp-json", "rest_user": api_login,
@@ -42,6 +42,7 @@ def demo_settings(data_dir: Path, emulator_url: str, api_login: str, app_passwor
         "web": {"host": host, "port": port, "public_url": f"http://{host}:{port}",
                 "secret_key": secrets.token_hex(32)},
         "bridge": {"api_keys": {"demo": api_key}, "retry_base_seconds": 5},
+        "webhooks": {"memberlux_path_token": hook_token or ""},
         # Reminders and welcome letters land as .eml files to open with any mail client.
         "smtp": {"pickup_dir": str((data_dir / MAIL_DIR).resolve()), "from_address": "school@demo.example",
                  "from_name": "Демо-школа"},
@@ -87,6 +88,33 @@ def _example_grant(runtime) -> str | None:  # noqa: ANN001
             '"external_id":"demo-deal-1"}')
 
 
+def _register_hook(site_engine: sa.Engine, url: str) -> None:
+    """Point the emulated site's MemberLux webhook at this run's sidecar, as an admin would in
+    MemberLux → Webhooks (the demo's own fake WordPress; a real site is never written to)."""
+    hook = sa.Table("wp_memberlux_hook", sa.MetaData(), autoload_with=site_engine)
+    action = sa.Table("wp_memberlux_hook_action", sa.MetaData(), autoload_with=site_engine)
+    with site_engine.begin() as conn:
+        old = [row.id for row in conn.execute(sa.select(hook.c.id).where(hook.c.destination.like("%/hooks/memberlux/%")))]
+        if old:
+            conn.execute(action.delete().where(action.c.hook_id.in_(old)))
+            conn.execute(hook.delete().where(hook.c.id.in_(old)))
+        hook_id = conn.execute(hook.insert().values(destination=url, sort=99)).inserted_primary_key[0]
+        conn.execute(action.insert().values(hook_id=hook_id, action="all"))
+
+
+def _import_legacy_programs(runtime) -> int:  # noqa: ANN001
+    """The demo site carries the old bundle plugin's data: import it once, as an operator would."""
+    from sidecar.programs.catalog import ProgramCatalog
+    from sidecar.programs.legacy import apply_import, plan_import
+
+    if ProgramCatalog(runtime).all():
+        return 0
+    plan = plan_import(runtime)
+    if plan.blocking:
+        return 0
+    return apply_import(runtime, plan, actor="demo")["programs"]
+
+
 def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users: int, levels: int, seed: int,
              fresh: bool, exit_after: float | None = None) -> None:
     from sidecar.app import create_app
@@ -111,11 +139,14 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     emulator_url, stop_emulator = serve_in_thread(emulator, host=host, port=emulator_port)
 
     api_key = "demo-" + secrets.token_urlsafe(12)
-    settings = demo_settings(data_dir, emulator_url, DEMO_API_LOGIN, app_password, port, host, api_key)
+    hook_token = secrets.token_urlsafe(18)
+    settings = demo_settings(data_dir, emulator_url, DEMO_API_LOGIN, app_password, port, host, api_key, hook_token)
     store_engine = store_db.create_store_engine(f"sqlite:///{(data_dir / STORE_FILE).resolve()}")
     store_db.upgrade(store_engine)
     store_engine.dispose()
     runtime = build_runtime(settings)
+    _register_hook(site_engine, f"http://{host}:{port}/hooks/memberlux/{hook_token}")
+    imported = _import_legacy_programs(runtime)
     scheduler = build_scheduler(runtime, background=True)
     scheduler.start()
     outbox = build_outbox(runtime)
@@ -133,6 +164,9 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
         click.echo("  grant access as a CRM would (API key valid for this run only):")
         click.echo(f"    curl -s -X POST '{sidecar_url}/api/v1/grants?wait=15' -H 'X-API-Key: {api_key}' \\")
         click.echo(f"         -H 'Content-Type: application/json' -d '{example}'")
+    if imported:
+        click.echo(f"  programs:       {imported} imported from the legacy bundle plugin's data ({sidecar_url}/programs)")
+    click.echo(f"  letters:        written to {(data_dir / MAIL_DIR).resolve()} as .eml files")
     click.echo("  Ctrl-C stops everything.")
     click.echo("")
     stop = threading.Event()
