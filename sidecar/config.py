@@ -427,7 +427,8 @@ class WebSettings(_Section):
     public_url: str = Field("", description="URL under which people and CRMs reach the sidecar (links in e-mails).")
     secret_key: Secret | None = _secret_field("Signs sessions and unsubscribe links; required outside the demo.")
     trusted_proxies: int = Field(0, ge=0, le=5, description="Number of reverse proxies whose X-Forwarded-* headers are trusted.")
-    api_tokens: dict[str, Secret] = Field(default_factory=dict, description="Named bearer tokens for the read API (/api/v1/sleepers); separate from the bridge's keys.")
+    api_tokens: dict[str, Secret] = Field(default_factory=dict, description="Named bearer tokens for the read API (/api/v1/sleepers) and /metrics; separate from the bridge's keys.")
+    metrics_open: bool = Field(False, description="Serve /metrics without a token (for a scraper on a private network).")
 
     @field_validator("api_tokens", mode="before")
     @classmethod
