@@ -59,6 +59,7 @@ class Doctor:
             ("Store database", self.store, ()),
             ("Store migrations", self.migrations, ("store",)),
             ("Background worker", self.worker, ("store_current",)),
+            ("Secrets", self.secrets, ()),
             ("SMTP", self.smtp, ()),
             ("Reminders", self.reminders, ("store_current",)),
             ("MemberLux webhooks", self.memberlux_hooks, ("site",)),
@@ -207,6 +208,30 @@ class Doctor:
         if age > timedelta(minutes=5):
             return WARN, f"last heartbeat {int(age.total_seconds() // 60)} min ago from {lease.holder}: is the worker running?"
         return OK, f"heartbeat {int(age.total_seconds())} s ago from {lease.holder}"
+
+    # --- secrets --------------------------------------------------------------------------------
+    def secrets(self) -> tuple[str, str]:
+        """Secrets belong in the environment or in files readable by the service only, not in the
+        configuration file, which ends up in backups, tickets and version control."""
+        from sidecar.config import describe_settings
+
+        literal: list[str] = []
+
+        def walk(value: object, path: str) -> None:
+            if isinstance(value, dict):
+                for key, inner in value.items():
+                    walk(inner, f"{path}.{key}" if path else str(key))
+            elif isinstance(value, list):
+                for n, inner in enumerate(value):
+                    walk(inner, f"{path}[{n}]")
+            elif value == "<secret from literal>":
+                literal.append(path)
+
+        walk(describe_settings(self.settings), "")
+        if literal:
+            return WARN, (f"written in the configuration itself: {', '.join(literal)}; "
+                          "use 'env:VARIABLE' or 'file:/path' references")
+        return OK, "every secret comes from the environment or a file"
 
     # --- SMTP ---------------------------------------------------------------------------------
     def smtp(self) -> tuple[str, str]:

@@ -23,6 +23,15 @@ def mask_emails(text: str) -> str:
     return _EMAIL.sub(r"\1***@\2", text)
 
 
+# URL segments that are credentials: webhook path tokens (amoCRM, MemberLux) and unsubscribe links.
+_PATH_SECRET = re.compile(r"(/hooks/[A-Za-z0-9_-]+/|/unsubscribe/)[^/\s?]+")
+
+
+def loggable_path(path: str) -> str:
+    """A request path fit for the log: credential segments replaced by ``***``."""
+    return _PATH_SECRET.sub(r"\1***", path)
+
+
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get() or "-"

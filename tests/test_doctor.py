@@ -132,3 +132,21 @@ def test_memberlux_webhook_registration_is_reported_without_the_token(small_site
     check = checks_by_name(settings)["MemberLux webhooks"]
     assert check.status == OK and check.detail == "MemberLux webhook 91 calls the sidecar for: activation_page, purchase"
     assert token not in check.detail
+
+
+def test_secrets_written_in_the_configuration_are_pointed_out(small_site, emulator, settings_for, tmp_path, monkeypatch):
+    settings = settings_for(small_site, emulator)          # the test settings carry literal secrets
+    migrate(settings)
+    check = checks_by_name(settings)["Secrets"]
+    assert check.status == WARN and "memberlux.rest_password" in check.detail and "web.secret_key" in check.detail
+    from sidecar.config import settings_from_mapping
+
+    secret_file = tmp_path / "rest-password"
+    secret_file.write_text("from-a-file\n")
+    monkeypatch.setenv("MLS_TEST_WEB_KEY", "from-the-environment")
+    clean = settings_from_mapping({
+        "wordpress": {"db_url": small_site}, "store": {"url": settings.store.url},
+        "memberlux": {"rest_base_url": settings.memberlux.rest_base_url, "rest_user": "u",
+                      "rest_password": f"file:{secret_file}"},
+        "web": {"secret_key": "env:MLS_TEST_WEB_KEY"}}, environ={})
+    assert checks_by_name(clean)["Secrets"].status == OK
