@@ -76,6 +76,7 @@ class Mailer:
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
         self.limiter = RateLimiter(settings.max_per_minute)
+        self._context: ssl.SSLContext | None = None
 
     @property
     def enabled(self) -> bool:
@@ -121,11 +122,17 @@ class Mailer:
         except OSError as exc:
             raise TransientMailError(f"cannot write to pickup_dir {directory}: {exc.strerror or exc}") from None
 
+    def _tls_context(self) -> ssl.SSLContext:
+        # Loading the CA bundle costs tens of milliseconds: once per mailer, not once per message.
+        if self._context is None:
+            self._context = ssl.create_default_context()
+        return self._context
+
     @contextmanager
     def session(self) -> Iterator[smtplib.SMTP]:
         """A connected, secured and authenticated SMTP session, closed on exit."""
         smtp = self.settings
-        context = ssl.create_default_context()
+        context = self._tls_context() if smtp.security in ("ssl", "starttls") else None
         if smtp.security == "ssl":
             client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds, context=context)
         else:

@@ -77,11 +77,14 @@ RENEWAL_URL_VARIABLES: dict[str, tuple[str, str]] = {
 }
 
 LEGACY_TOKENS = ("user_email", "user_login", "course_name", "expired_date", "is_bundle_course", "bundle_name")
-_LEGACY = re.compile(r"\[(" + "|".join(LEGACY_TOKENS) + r")\]")
+# The six tokens the old settings screen advertised, and by extension every variable of ours in the
+# same bracket style ("[first_name]"), since admins who know one form will write the other.
+_BRACKETED = tuple(dict.fromkeys((*LEGACY_TOKENS, *LEARNER_VARIABLES, *DIGEST_VARIABLES, "product_id")))
+_LEGACY = re.compile(r"\[(" + "|".join(_BRACKETED) + r")\]")
 
 
 def translate_legacy(source: str) -> str:
-    """``[user_email]`` → ``{{ user_email }}``; anything else is left as written."""
+    """``[user_email]`` → ``{{ user_email }}`` for our variable names; other bracketed text stays."""
     return _LEGACY.sub(r"{{ \1 }}", source or "")
 
 

@@ -32,13 +32,16 @@ class RunReport:
         return text
 
 
+DAILY_SEND_BUDGET_SECONDS = 90 * 60   # the rest is sent by the retry job, under its own lease
+
+
 def run_reminders(runtime: Runtime, *, day: date | None = None, levels: Sequence[int] | None = None,
                   dry_run: bool = False, progress: ProgressCallback | None = None,
-                  mailer: Mailer | None = None) -> RunReport:
+                  mailer: Mailer | None = None, send_budget: float | None = None) -> RunReport:
     plan = ReminderPlanner(runtime).plan(day, levels=levels, dry_run=dry_run, progress=progress)
     if dry_run:
         return RunReport(plan, None)
-    sent = ReminderSender(runtime, mailer).send_due()
+    sent = ReminderSender(runtime, mailer).send_due(time_budget=send_budget)
     report = RunReport(plan, sent)
     log.info("reminders: %s", report.summary())
     return report
@@ -49,12 +52,12 @@ def daily_job(runtime: Runtime) -> str:
     settings = runtime.settings.reminders
     if not settings.enabled:
         return "reminders disabled (reminders.enabled = false)"
-    return run_reminders(runtime, dry_run=settings.dry_run).summary()
+    return run_reminders(runtime, dry_run=settings.dry_run, send_budget=DAILY_SEND_BUDGET_SECONDS).summary()
 
 
 def retry_job(runtime: Runtime) -> str:
     """Between daily runs: send letters whose retry time came (transient SMTP failures)."""
     if not runtime.settings.reminders.enabled or runtime.settings.reminders.dry_run:
         return "reminders not sending"
-    report = ReminderSender(runtime).send_due()
+    report = ReminderSender(runtime).send_due(time_budget=20 * 60)
     return f"sent {report.sent}, retrying {report.retrying}, failed {report.failed}"

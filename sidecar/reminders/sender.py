@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -118,8 +119,10 @@ class ReminderSender:
             log.warning("%d reminder deliveries were interrupted earlier; marked failed (outcome unknown)", total)
         return total
 
-    def send_due(self, *, limit: int | None = None) -> SendReport:
+    def send_due(self, *, limit: int | None = None, time_budget: float | None = None) -> SendReport:
+        """Send what is due; ``time_budget`` (seconds) stops between letters, leaving the rest planned."""
         report = SendReport()
+        started = time.monotonic()
         self.recover_interrupted()
         if not self.mailer.enabled:
             report.stopped = "e-mail is disabled (smtp.host and smtp.pickup_dir are empty)"
@@ -133,6 +136,9 @@ class ReminderSender:
                 return report
         for model in (Reminder, ReminderDigest):
             for row_id in self._due_ids(model, limit):
+                if time_budget is not None and time.monotonic() - started > time_budget:
+                    report.stopped = f"time budget of {time_budget:.0f} s used; the rest goes out with the next runs"
+                    return report
                 if not self._deliver(model, row_id, report):
                     return report
         return report

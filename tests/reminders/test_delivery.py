@@ -180,3 +180,13 @@ def test_cyrillic_subject_and_body_are_encoded_on_the_wire(school, smtp_server):
     assert message.get_body(("plain",)).get_content_charset() == "utf-8"
     assert "Здравствуйте, Анна!" in message.get_body(("plain",)).get_content()
     assert message["Auto-Submitted"] == "auto-generated"
+
+
+def test_a_send_budget_leaves_the_rest_planned_for_the_next_run(school, smtp_server):
+    _, _, inbox = smtp_server
+    learners_due(school, 3)
+    ReminderPlanner(school.runtime).plan()
+    report = ReminderSender(school.runtime).send_due(time_budget=0)
+    assert report.sent == 0 and "time budget" in report.stopped
+    assert {r.state for r in rows(school)} == {"planned"}
+    assert ReminderSender(school.runtime).send_due().sent == 3 and len(inbox.messages) == 3

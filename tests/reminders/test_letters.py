@@ -84,3 +84,9 @@ def test_every_documented_digest_variable_is_checked_as_known():
     check(" ".join("{{ %s }}" % name for name in DIGEST_VARIABLES), DIGEST_VARIABLES)
     check(" ".join("[%s]" % name for name in ("user_email", "user_login", "course_name", "expired_date",
                                               "is_bundle_course", "bundle_name")), LEARNER_VARIABLES)
+
+
+def test_every_variable_also_works_in_the_bracket_style_and_other_brackets_stay():
+    rendered = render_learner_letter("[first_name] [days_since_expiry]", "<p>[first_name] [not_a_variable]</p>",
+                                     {**VARIABLES, "days_since_expiry": 3}, footer_html="", footer_text="")
+    assert rendered.subject == "Анна <b> 3" and "[not_a_variable]" in rendered.html
