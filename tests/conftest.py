@@ -164,6 +164,26 @@ def settings_for(tmp_path):
 
 
 @pytest.fixture
+def make_runtime():
+    """Build a Runtime for these settings on a freshly migrated store; closed after the test."""
+    from sidecar.bootstrap import build_runtime, store_url
+    from sidecar.store import db as store_db
+
+    made = []
+
+    def build(settings, **kwargs):
+        engine = store_db.create_store_engine(store_url(settings))
+        store_db.upgrade(engine)
+        engine.dispose()
+        made.append(build_runtime(settings, **kwargs))
+        return made[-1]
+
+    yield build
+    for runtime in made:
+        runtime.close()
+
+
+@pytest.fixture
 def runtime(small_site, emulator, settings_for):
     """A fully wired Runtime (migrated SQLite store) against the emulated site."""
     from sidecar.bootstrap import build_runtime, store_url

@@ -10,13 +10,11 @@ import requests
 import sqlalchemy as sa
 from flask import Flask, request
 
-from sidecar.bootstrap import build_runtime, store_url
 from sidecar.devstack.server import serve_in_thread
 from sidecar.domain.programs import Step
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.programs.catalog import ProgramCatalog, ProgramDefinition
 from sidecar.programs.progression import Progression
-from sidecar.store import db as store_db
 from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookDelivery, WebhookEndpoint
 from sidecar.webhooks.delivery import WebhookDeliverer
@@ -40,17 +38,13 @@ def receiver():
 
 
 @pytest.fixture
-def school(small_site, emulator, settings_for, smtp_server):
+def school(small_site, emulator, settings_for, smtp_server, make_runtime):
     host, port, inbox = smtp_server
-    settings = settings_for(small_site, emulator, webhooks={"allow_private_destinations": ["127.0.0.1"]},
-                            smtp={"host": host, "port": port, "security": "none", "from_address": "school@example.org"})
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
-    runtime = build_runtime(settings)
+    runtime = make_runtime(settings_for(
+        small_site, emulator, webhooks={"allow_private_destinations": ["127.0.0.1"]},
+        smtp={"host": host, "port": port, "security": "none", "from_address": "school@example.org"}))
     CertificateClassifier(runtime).sync()
-    yield runtime, emulator, inbox
-    runtime.close()
+    return runtime, emulator, inbox
 
 
 def learner(runtime) -> int:

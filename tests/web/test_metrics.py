@@ -6,26 +6,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.app import create_app
-from sidecar.bootstrap import build_runtime, store_url
-from sidecar.store import db as store_db
 
 TOKEN = "metrics-token-not-for-production"
 
 
-def client_for(small_site, emulator, settings_for, **web):
-    settings = settings_for(small_site, emulator, web={"api_tokens": {"prometheus": TOKEN}, **web})
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
-    runtime = build_runtime(settings)
+def client_for(small_site, emulator, settings_for, make_runtime, **web):
+    runtime = make_runtime(settings_for(small_site, emulator, web={"api_tokens": {"prometheus": TOKEN}, **web}))
     return runtime, create_app(runtime, testing=True).test_client()
 
 
 @pytest.fixture
-def scrape(small_site, emulator, settings_for):
-    runtime, client = client_for(small_site, emulator, settings_for)
-    yield runtime, client
-    runtime.close()
+def scrape(small_site, emulator, settings_for, make_runtime):
+    return client_for(small_site, emulator, settings_for, make_runtime)
 
 
 def families(text: str) -> dict:
@@ -63,9 +55,6 @@ def test_metrics_report_the_stores_figures(scrape):
     assert jobs["worker.heartbeat"] == 1
 
 
-def test_metrics_can_be_opened_for_a_private_scraper(small_site, emulator, settings_for):
-    runtime, client = client_for(small_site, emulator, settings_for, metrics_open=True)
-    try:
-        assert client.get("/metrics").status_code == 200
-    finally:
-        runtime.close()
+def test_metrics_can_be_opened_for_a_private_scraper(small_site, emulator, settings_for, make_runtime):
+    _runtime, client = client_for(small_site, emulator, settings_for, make_runtime, metrics_open=True)
+    assert client.get("/metrics").status_code == 200

@@ -11,10 +11,8 @@ import sqlalchemy as sa
 from flask import Flask, request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from sidecar.bootstrap import build_runtime, store_url
 from sidecar.clock import FixedClock
 from sidecar.devstack.server import serve_in_thread
-from sidecar.store import db as store_db
 from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from sidecar.webhooks import endpoints as endpoint_store
@@ -58,16 +56,17 @@ def receiver():
 
 
 @pytest.fixture
-def hooks(small_site, settings_for):
+def hooks(small_site, settings_for, make_runtime):
     """A runtime whose webhooks may reach loopback (the receiver), with a clock we move."""
     settings = settings_for(small_site, webhooks={"allow_private_destinations": ["127.0.0.1"],
                                                   "disable_after_failures": 2})
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
-    runtime = build_runtime(settings, clock=FixedClock(NOW))
-    yield runtime
-    runtime.close()
+    return make_runtime(settings, clock=FixedClock(NOW))
+
+
+@pytest.fixture
+def live(small_site, settings_for, make_runtime):
+    """The same on the real clock, for the library's verifier (it checks the timestamp)."""
+    return make_runtime(settings_for(small_site, webhooks={"allow_private_destinations": ["127.0.0.1"]}))
 
 
 def endpoint(runtime, url: str, events=("*",), **extra) -> int:
@@ -110,44 +109,28 @@ def test_a_delivery_is_signed_per_standard_webhooks_and_verifies(hooks, receiver
     assert deliveries(hooks)[0].state == "succeeded"
 
 
-def test_the_library_verifier_accepts_a_live_delivery(small_site, settings_for, receiver):
+def test_the_library_verifier_accepts_a_live_delivery(live, receiver):
     """With the real clock, the receiver side verifies exactly as an integrator would."""
-    settings = settings_for(small_site, webhooks={"allow_private_destinations": ["127.0.0.1"]})
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
-    runtime = build_runtime(settings)
-    try:
-        endpoint(runtime, receiver.url)
-        fire(runtime)
-        WebhookDeliverer(runtime).run_once()
-        [(headers, body)] = receiver.received
-        lowered = {k.lower(): v for k, v in headers.items()}
-        assert Webhook(SECRET).verify(body, lowered)["type"] == "grant.failed"
-        with pytest.raises(WebhookVerificationError):
-            Webhook(OLD_SECRET).verify(body, lowered)
-    finally:
-        runtime.close()
+    endpoint(live, receiver.url)
+    fire(live)
+    WebhookDeliverer(live).run_once()
+    [(headers, body)] = receiver.received
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert Webhook(SECRET).verify(body, lowered)["type"] == "grant.failed"
+    with pytest.raises(WebhookVerificationError):
+        Webhook(OLD_SECRET).verify(body, lowered)
 
 
-def test_during_rotation_both_secrets_sign(small_site, settings_for, receiver):
-    settings = settings_for(small_site, webhooks={"allow_private_destinations": ["127.0.0.1"]})
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
-    runtime = build_runtime(settings)
-    try:
-        endpoint_id = endpoint(runtime, receiver.url)
-        new = endpoint_store.rotate_secret(runtime, endpoint_id, actor="admin")
-        fire(runtime)
-        WebhookDeliverer(runtime).run_once()
-        [(headers, body)] = receiver.received
-        lowered = {k.lower(): v for k, v in headers.items()}
-        assert len(lowered["webhook-signature"].split()) == 2
-        Webhook(new).verify(body, lowered)
-        Webhook(SECRET).verify(body, lowered)       # the old secret still verifies during the grace period
-    finally:
-        runtime.close()
+def test_during_rotation_both_secrets_sign(live, receiver):
+    endpoint_id = endpoint(live, receiver.url)
+    new = endpoint_store.rotate_secret(live, endpoint_id, actor="admin")
+    fire(live)
+    WebhookDeliverer(live).run_once()
+    [(headers, body)] = receiver.received
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert len(lowered["webhook-signature"].split()) == 2
+    Webhook(new).verify(body, lowered)
+    Webhook(SECRET).verify(body, lowered)           # the old secret still verifies during the grace period
 
 
 def test_retry_schedule_then_failed_and_the_endpoint_switched_off(hooks, receiver):

@@ -7,8 +7,6 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from sidecar.bootstrap import build_runtime, store_url
-from sidecar.store import db as store_db
 from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookEndpoint, WebhookEvent
 from sidecar.webhooks.events import SCHEMAS, emit, json_schema, listens
@@ -69,28 +67,21 @@ def test_grant_events_follow_the_grant(runtime):
     assert succeeded.data["date_start"] and succeeded.data["user_id"]
 
 
-def test_sleeper_detected_announces_new_sleepers_only(small_site, settings_for):
+def test_sleeper_detected_announces_new_sleepers_only(small_site, settings_for, make_runtime):
     from sidecar.clock import FixedClock
     from sidecar.monitor.refresh import SleeperRefresher
     from sidecar.store.monitor_models import SleeperEntry
 
-    settings = settings_for(small_site)
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
-    runtime = build_runtime(settings, clock=FixedClock(NOW))
-    try:
-        listen(runtime, ["sleeper.detected"])
-        refresher = SleeperRefresher(runtime)
-        first = refresher.refresh_level(7)
-        assert first.sleepers > 0 and events(runtime, "sleeper.detected") == []   # the first build is history
-        with unit_of_work(runtime.sessions) as session:
-            gone = session.scalar(sa.select(SleeperEntry).where(SleeperEntry.term_id == 7).limit(1))
-            session.delete(gone)
-            user_id = gone.user_id
-        refresher.refresh_level(7)
-        [event] = events(runtime, "sleeper.detected")
-        assert event.data["user_id"] == user_id and event.data["term_id"] == 7
-        assert set(event.data) == set(SCHEMAS["sleeper.detected"])
-    finally:
-        runtime.close()
+    runtime = make_runtime(settings_for(small_site), clock=FixedClock(NOW))
+    listen(runtime, ["sleeper.detected"])
+    refresher = SleeperRefresher(runtime)
+    first = refresher.refresh_level(7)
+    assert first.sleepers > 0 and events(runtime, "sleeper.detected") == []   # the first build is history
+    with unit_of_work(runtime.sessions) as session:
+        gone = session.scalar(sa.select(SleeperEntry).where(SleeperEntry.term_id == 7).limit(1))
+        session.delete(gone)
+        user_id = gone.user_id
+    refresher.refresh_level(7)
+    [event] = events(runtime, "sleeper.detected")
+    assert event.data["user_id"] == user_id and event.data["term_id"] == 7
+    assert set(event.data) == set(SCHEMAS["sleeper.detected"])

@@ -9,10 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from sidecar.app import create_app
-from sidecar.bootstrap import build_runtime, store_url
 from sidecar.domain.programs import Step
 from sidecar.programs.catalog import ProgramCatalog, ProgramDefinition
-from sidecar.store import db as store_db
 from sidecar.store.monitor_models import SleeperRefresh
 from sidecar.store.program_models import Enrolment
 from sidecar.store.webhook_models import InboundHint
@@ -34,15 +32,9 @@ def payload(kind: str, email: str, term_id: str = "7", **key) -> dict:
 
 
 @pytest.fixture
-def site(small_site, emulator, settings_for):
-    settings = settings_for(small_site, emulator, webhooks={"memberlux_path_token": TOKEN})
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
-    runtime = build_runtime(settings)
-    app = create_app(runtime, testing=True)
-    yield runtime, app.test_client()
-    runtime.close()
+def site(small_site, emulator, settings_for, make_runtime):
+    runtime = make_runtime(settings_for(small_site, emulator, webhooks={"memberlux_path_token": TOKEN}))
+    return runtime, create_app(runtime, testing=True).test_client()
 
 
 def learner_with_key(runtime, term_id: int = 7):
@@ -104,17 +96,9 @@ def test_wrong_token_bad_json_and_size_are_answered_clearly(site):
     assert hints(runtime) == []
 
 
-def test_without_a_configured_token_the_route_does_not_exist(small_site, emulator, settings_for):
-    settings = settings_for(small_site, emulator)
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
-    runtime = build_runtime(settings)
-    try:
-        client = create_app(runtime, testing=True).test_client()
-        assert client.post("/hooks/memberlux/anything", json={}).status_code == 404
-    finally:
-        runtime.close()
+def test_without_a_configured_token_the_route_does_not_exist(small_site, emulator, settings_for, make_runtime):
+    client = create_app(make_runtime(settings_for(small_site, emulator)), testing=True).test_client()
+    assert client.post("/hooks/memberlux/anything", json={}).status_code == 404
 
 
 def test_a_confirmed_activation_enrols_marks_the_level_stale_and_polls(site):
