@@ -84,6 +84,18 @@ def config_check(ctx: click.Context, fmt: str) -> None:
             click.echo(f"  {key} = {json.dumps(value, ensure_ascii=False)}")
 
 
+@config_group.command("reference")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+def config_reference(fmt: str) -> None:
+    """Print the reference of every setting (from the schema; no configuration file needed).
+
+    docs/configuration.md is this command's markdown output.
+    """
+    from sidecar.configref import render
+
+    click.echo(render(fmt), nl=False)
+
+
 # --- store ---------------------------------------------------------------------------------------
 @cli.group("db")
 def db_group() -> None:
@@ -178,6 +190,10 @@ def worker(ctx: click.Context) -> None:
     outbox = build_outbox(runtime)
     outbox.start()
     click.echo("worker started; Ctrl-C to stop", err=True)
+    import signal
+
+    # systemd and docker stop with SIGTERM: end as cleanly as Ctrl-C (jobs release their leases).
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=True))
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):

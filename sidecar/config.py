@@ -125,14 +125,20 @@ def _check_db_url(value: str) -> str:
     return value
 
 
-def _check_timezone(value: str) -> str:
-    if value in ("", "site"):
-        return value
+def _iana(value: str, fallback: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError("expected an IANA time zone name such as 'Europe/Moscow', or '' to use the site's") from None
+        raise ValueError(f"expected an IANA time zone name such as 'Europe/Moscow', or {fallback}") from None
     return value
+
+
+def _check_timezone(value: str) -> str:
+    return value if value == "" else _iana(value, "'' to use the site's")
+
+
+def _check_schedule_zone(value: str) -> str:
+    return value if value == "site" else _iana(value, "'site' for the site's")
 
 
 def _check_prefix(value: str) -> str:
@@ -143,6 +149,7 @@ def _check_prefix(value: str) -> str:
 
 DbUrl = Annotated[str, AfterValidator(_check_db_url)]
 TimezoneName = Annotated[str, AfterValidator(_check_timezone)]
+ScheduleZone = Annotated[str, AfterValidator(_check_schedule_zone)]
 TablePrefix = Annotated[str, AfterValidator(_check_prefix)]
 
 
@@ -330,7 +337,7 @@ class BridgeSettings(_Section):
 
 
 class ScheduleSettings(_Section):
-    timezone: TimezoneName = Field("site", description="Zone of the daily times below: 'site' (from WordPress) or an IANA name.")
+    timezone: ScheduleZone = Field("site", description="Zone of the daily times below: 'site' (from WordPress) or an IANA name.")
     reminders_at: time = Field(time(9, 0), description="Daily time of the reminders run, 'HH:MM'.")
     certificate_poll_seconds: int = Field(60, ge=5, le=3600, description="How often new certificates are looked for.")
     outbox_poll_seconds: int = Field(5, ge=1, le=600, description="How often the outbox worker looks for due work.")

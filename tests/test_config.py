@@ -156,3 +156,10 @@ def test_reminder_settings_are_checked_when_loaded():
     assert "reminders.catch_up_days" in text
     [line] = problems_of({**MINIMAL, "reminders": {"retry_base_seconds": 600, "retry_max_seconds": 60}})
     assert "retry_max_seconds must not be smaller than retry_base_seconds" in line
+
+
+def test_each_time_zone_key_accepts_only_its_own_fallback_word():
+    assert "wordpress.timezone" in "\n".join(problems_of({**MINIMAL, "wordpress": {**MINIMAL["wordpress"], "timezone": "site"}}))
+    assert "schedule.timezone" in "\n".join(problems_of({**MINIMAL, "schedule": {"timezone": ""}}))
+    settings = settings_from_mapping({**MINIMAL, "schedule": {"timezone": "Europe/Moscow"}}, environ={})
+    assert settings.schedule.timezone == "Europe/Moscow"

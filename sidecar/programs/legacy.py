@@ -28,6 +28,7 @@ from sidecar.store import audit
 from sidecar.store.db import unit_of_work
 from sidecar.store.monitor_models import CertificateClassRow
 from sidecar.store.program_models import Enrolment, EnrolmentEvent, Program, ProgramStep
+from sidecar.programs.progression import queue_recent_certificates
 from sidecar.webhooks.endpoints import program_endpoints
 
 PROGRAM_POST_TYPE = "ml_program"
@@ -266,6 +267,10 @@ def apply_import(runtime: Runtime, plan: ImportPlan, actor: str) -> dict[str, in
             session.flush()
             session.add(EnrolmentEvent(enrolment_id=enrolment.id, at=now, kind="imported", step=e.current_step + 1,
                                        detail={"evidence": e.evidence, "completed": e.completed}))
+            if not e.completed:
+                # Certificates of the switch-over day (old plugin off, import not yet done) still count.
+                steps = [entry.definition.steps for entry in plan.programs if entry.post_id == e.post_id][0]
+                queue_recent_certificates(session, e.user_id, steps[e.current_step].term_id, today, now)
             counts["enrolments"] += 1
         audit.record(session, subject_type="program", subject_id="legacy", action="program.legacy_imported", at=now,
                      actor=actor, **counts)

@@ -46,6 +46,22 @@ PRINCIPAL = "programs"
 KEYS_CURSOR = "programs.first_level_keys"
 
 
+def queue_recent_certificates(session: Any, user_id: int, term_id: int, since: date, now: Any) -> int:
+    """Put the learner's certificates of ``term_id`` issued on or after ``since`` in the inbox.
+
+    A certificate seen before the enrolment existed (e.g. issued during the switch-over from the
+    legacy plugin, between its deactivation and the import) was classified without being queued;
+    this gives it its turn. Older ones do not count for the step anyway."""
+    rows = session.scalars(sa.select(CertificateClassRow.certificate_id).where(
+        CertificateClassRow.user_id == user_id, CertificateClassRow.level_id == term_id,
+        CertificateClassRow.deleted_at.is_(None), CertificateClassRow.create_date >= since))
+    queued = 0
+    for certificate_id in rows:
+        session.merge(ProgramInbox(certificate_id=certificate_id, queued_at=now))
+        queued += 1
+    return queued
+
+
 class EnrolmentRefused(ValueError):
     pass
 
@@ -120,6 +136,7 @@ class Progression:
                 session.add(EnrolmentEvent(enrolment_id=enrolment.id, at=now, kind="enrolled", step=1,
                                            detail={"source": source, "actor": actor}))
                 grant_id = None
+                queue_recent_certificates(session, user.id, steps[0].term_id, enrolment.step_since, now)
                 if grant is not None:
                     self._add_grant(session, grant, steps_audit, enrolment.id, 0, now)
                     grant_id = grant.id

@@ -339,7 +339,8 @@ def login_required(view: F) -> F:
                 return jsonify(error="login required"), 401
             target = None
             if request.method in ("GET", "HEAD"):
-                target = safe_next(request.full_path.rstrip("?"))
+                # script_root: the path prefix when served under e.g. /mlsidecar/ behind a proxy.
+                target = safe_next(request.script_root + request.full_path.rstrip("?"))
             return redirect(url_for("auth.login", next=target))
         return view(*args, **kwargs)
 

@@ -182,10 +182,16 @@ def test_a_restart_between_certificate_and_grant_loses_nothing(world):
 def test_a_certificate_issued_before_the_step_began_does_not_count(world):
     program = world.program(YOGA, ENGLISH)
     learner = world.learner()
-    world.certify(learner, YOGA)
+    certificate_id = world.certify(learner, YOGA)
     CertificateClassifier(world.runtime).sync()   # seen before the learner was enrolled
+    from datetime import timedelta
+
+    from sidecar.store.monitor_models import CertificateClassRow
+
     with world.runtime.sessions.begin() as session:
         session.execute(sa.delete(ProgramInbox))
+        row = session.get(CertificateClassRow, certificate_id)
+        row.create_date = row.create_date - timedelta(days=1)   # issued the day before
     enrolment_id = world.progression.enrol(program, learner, source="test", actor="admin").enrolment_id
     assert world.watch().certificates == 0
     assert world.enrolment(enrolment_id).current_step == 0
@@ -240,3 +246,15 @@ def test_a_step_without_a_product_is_warned_about_and_the_learner_waits_visibly(
     [(certificate_id, why)] = status.waiting
     assert "step 2 cannot be granted" in why and "no WooCommerce mbl_key product" in why
     assert world.watch().waiting == 1                      # still waiting, retried at every poll, never lost
+
+
+def test_a_certificate_seen_before_the_enrolment_the_same_day_still_counts(world):
+    """The switch-over case: certificate issued (and classified) while no enrolment existed yet."""
+    program = world.program(YOGA, ENGLISH)
+    learner = world.learner()
+    world.certify(learner, YOGA)
+    CertificateClassifier(world.runtime).sync()
+    with world.runtime.sessions.begin() as session:
+        session.execute(sa.delete(ProgramInbox))        # not queued: no program level at the time
+    world.progression.enrol(program, learner, source="test", actor="admin")
+    assert world.watch().advanced == 1
