@@ -510,3 +510,9 @@ def test_csrf_exempt_views_and_blueprints(site):
     assert client.post("/test/api").status_code == 200
     assert client.post("/test/form").status_code == 400
     assert client.post("/no/such/page").status_code == 404
+
+
+def test_the_sign_in_redirect_keeps_the_path_prefix_of_a_proxy(site):
+    answer = site.client.get("/monitor", base_url="http://localhost/mlsidecar")
+    assert answer.status_code == 302
+    assert answer.headers["Location"].endswith("/mlsidecar/login?next=/mlsidecar/monitor")
