@@ -11,14 +11,17 @@ from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from sidecar.bootstrap import Runtime
-from sidecar.logs import request_id_var
+from sidecar.logs import loggable_path, request_id_var
 from sidecar.bridge import admin as grants_admin
 from sidecar.bridge import blueprint as bridge
 from sidecar.bridge import openapi
 from sidecar.monitor import views as monitor_views
+from sidecar.programs import api as programs_api
+from sidecar.programs import views as programs_views
 from sidecar.reminders import views as reminders_views
 from sidecar.webhooks import hooks as memberlux_hooks
-from sidecar.web import auth, health, home, i18n
+from sidecar.webhooks import views as webhooks_views
+from sidecar.web import auth, health, home, i18n, metrics
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -58,7 +61,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
         response.headers.setdefault("Content-Security-Policy",
                                     "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'")
         if request.path not in ("/healthz", "/readyz"):
-            log.info("%s %s -> %s in %.1f ms", request.method, request.path, response.status_code,
+            log.info("%s %s -> %s in %.1f ms", request.method, loggable_path(request.path), response.status_code,
                      (time.monotonic() - g.get("started", time.monotonic())) * 1000)
         return response
 
@@ -71,6 +74,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     i18n.init_app(app)
     auth.csrf_protect(app)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(metrics.blueprint)
     app.register_blueprint(home.blueprint)
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(bridge.blueprint)
@@ -79,6 +83,9 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     app.register_blueprint(monitor_views.blueprint)
     app.register_blueprint(reminders_views.blueprint)
     app.register_blueprint(memberlux_hooks.blueprint)
+    app.register_blueprint(programs_views.blueprint)
+    app.register_blueprint(programs_api.blueprint)
+    app.register_blueprint(webhooks_views.blueprint)
     return app
 
 

@@ -207,6 +207,64 @@ _SCHEMAS: dict[str, Any] = {
         "allOf": [{"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}},
                   _ref("schemas", "Grant")],
     },
+    "EnrolmentRequest": {
+        "title": "Enrolment request",
+        "type": "object",
+        "required": ["user"],
+        "properties": {
+            "user": {"description": "The learner: a WordPress user id, or the e-mail of an existing user.",
+                     "oneOf": [{"type": "integer", "minimum": 1},
+                               {"type": "string", "minLength": 1, "maxLength": 200}]},
+            "grant_first": {"type": "boolean",
+                            "description": "Grant step 1 now; default: the program's own setting."},
+        },
+        "examples": [{"user": "student@example.org", "grant_first": True}, {"user": 42}],
+    },
+    "Enrolment": {
+        "title": "Enrolment",
+        "description": "200: the learner was enrolled already (nothing changed); 201: enrolled now.",
+        "type": "object",
+        "required": ["ok", "enrolment_id", "created", "grant_id", "status_url"],
+        "properties": {
+            "ok": {"const": True},
+            "enrolment_id": {"type": "integer"},
+            "created": {"type": "boolean"},
+            "grant_id": _nullable({"type": "string", "description": "Step 1's grant, when this enrolment made one."}),
+            "status_url": {"type": "string"},
+        },
+    },
+    "EnrolmentState": {
+        "title": "Enrolment state",
+        "type": "object",
+        "required": ["ok", "enrolment_id", "program_id", "user_id", "status", "step", "total_steps", "step_since",
+                     "source", "enrolled_at", "completed_at", "timeline"],
+        "properties": {
+            "ok": {"const": True},
+            "enrolment_id": {"type": "integer"},
+            "program_id": {"type": "integer"},
+            "user_id": {"type": "integer"},
+            "status": {"enum": ["active", "completed", "withdrawn"]},
+            "step": {"type": "integer", "minimum": 1, "description": "The learner's current step (1-based)."},
+            "total_steps": {"type": "integer"},
+            "step_since": {"type": "string", "format": "date"},
+            "source": {"type": "string", "examples": ["api", "ui", "cli", "legacy", "first_level"]},
+            "enrolled_at": {"type": "string", "format": "date-time"},
+            "completed_at": _nullable({"type": "string", "format": "date-time"}),
+            "timeline": {"type": "array", "items": {
+                "type": "object",
+                "required": ["at", "kind", "step", "certificate_id", "grant_id", "detail"],
+                "properties": {
+                    "at": {"type": "string", "format": "date-time"},
+                    "kind": {"type": "string", "examples": ["enrolled", "step_granted", "completed", "ignored",
+                                                            "withdrawn", "imported"]},
+                    "step": _nullable({"type": "integer"}),
+                    "certificate_id": _nullable({"type": "integer"}),
+                    "grant_id": _nullable({"type": "string"}),
+                    "detail": {"type": "object"},
+                },
+            }},
+        },
+    },
     "AmoIgnored": {
         "type": "object",
         "required": ["ok", "ignored", "lead_id"],
@@ -244,6 +302,13 @@ _PARAMETERS: dict[str, Any] = {
         "name": "ref", "in": "path", "required": True,
         "description": "A grant id, or an `external_id` (the newest grant with it).",
         "schema": {"type": "string", "minLength": 1, "maxLength": 190},
+    },
+    "ProgramId": {
+        "name": "program_id", "in": "path", "required": True,
+        "description": "The program's id (the sidecar's, shown on its page).", "schema": {"type": "integer", "minimum": 1},
+    },
+    "EnrolmentId": {
+        "name": "enrolment_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1},
     },
     "AmoToken": {
         "name": "token", "in": "path", "required": True,
@@ -342,6 +407,8 @@ _SECURITY_SCHEMES: dict[str, Any] = {
     "webhookSignature": {"type": "apiKey", "in": "header", "name": "webhook-signature",
                          "description": "Standard Webhooks: `v1,<base64 HMAC-SHA256>` with one of "
                                         "`bridge.standard_webhook_secrets` over `id.timestamp.body`."},
+    "bearerToken": {"type": "http", "scheme": "bearer",
+                    "description": "One of the named tokens of `web.api_tokens` (programs and reports APIs)."},
     "adminSession": {"type": "apiKey", "in": "cookie", "name": "session",
                      "description": "A signed-in administrator of the sidecar's web interface (status reads only)."},
 }
@@ -433,6 +500,56 @@ def _amo_install_operation(operation_id: str) -> dict[str, Any]:
     }
 
 
+_PROGRAM_CREDENTIALS: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearerToken": []}]
+
+
+def _program_operations() -> dict[str, Any]:
+    unauthenticated = _error_response(
+        "No usable credential, or a wrong one.",
+        ["authentication_required", "invalid_api_key", "bad_authorization", "bad_token"])
+    return {
+        "/api/v1/programs/{program_id}/enrolments": {"post": {
+            "operationId": "enrolLearner",
+            "tags": ["programs"],
+            "summary": "Enrol a learner in a program",
+            "description": "Idempotent: enrolling a learner again changes nothing and answers 200 with the existing "
+                           "enrolment. With `grant_first` (or the program's setting) step 1 is granted through the "
+                           "outbox like any grant.",
+            "security": copy.deepcopy(_PROGRAM_CREDENTIALS),
+            "parameters": [_ref("parameters", "ProgramId")],
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("schemas", "EnrolmentRequest")}}},
+            "responses": {
+                "200": {"description": "Enrolled already.", "content": {JSON: {"schema": _ref("schemas", "Enrolment")}}},
+                "201": {"description": "Enrolled now.", "headers": {"Location": _ref("headers", "Location")},
+                        "content": {JSON: {"schema": _ref("schemas", "Enrolment")}}},
+                "400": _error_response("The body is not a JSON object with a usable `user` and `grant_first`.",
+                                       ["malformed_json", "invalid_input"]),
+                "401": unauthenticated,
+                "404": _error_response("No such program.", ["not_found"]),
+                "422": _error_response(
+                    "The learner cannot be enrolled: no such WordPress user, the program is archived, or step 1 "
+                    "cannot be granted (the bridge's code, e.g. `no_product`).",
+                    ["unknown_user", "program_archived", "no_product", "unknown_level", "validation_failed"]),
+                "503": _ref("responses", "StoreUnavailable"),
+            },
+        }},
+        "/api/v1/programs/{program_id}/enrolments/{enrolment_id}": {"get": {
+            "operationId": "getEnrolment",
+            "tags": ["programs"],
+            "summary": "Read an enrolment: status, step and timeline",
+            "security": copy.deepcopy(_PROGRAM_CREDENTIALS) + [{"adminSession": []}],
+            "parameters": [_ref("parameters", "ProgramId"), _ref("parameters", "EnrolmentId")],
+            "responses": {
+                "200": {"description": "The enrolment.",
+                        "content": {JSON: {"schema": _ref("schemas", "EnrolmentState")}}},
+                "401": unauthenticated,
+                "404": _error_response("No such enrolment in this program.", ["not_found"]),
+                "503": _ref("responses", "StoreUnavailable"),
+            },
+        }},
+    }
+
+
 def _build() -> dict[str, Any]:
     try:
         version = metadata.version("mlsidecar")
@@ -510,6 +627,7 @@ def _build() -> dict[str, Any]:
                                    "problems": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
             },
         }},
+        **_program_operations(),
         "/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["operations"], "summary": "This document",
             "responses": {"200": {"description": "OpenAPI 3.1 document.",
@@ -523,10 +641,10 @@ def _build() -> dict[str, Any]:
             "title": "mlsidecar grant bridge",
             "version": version,
             "description": "Grant intake for a WordPress site running MemberLux: CRMs and payment forms request "
-                           "access, the sidecar records it durably and orders it from MemberLux exactly once. "
-                           "Every JSON answer has `ok`; every failure has a stable `code` and is never 2xx.",
+                           "access, the sidecar records it durably and orders it from MemberLux exactly once; "
+                           "learners are enrolled in bundle programs. Every JSON answer has `ok`; every failure has a stable `code` and is never 2xx.",
         },
-        "tags": [{"name": "grants"}, {"name": "amocrm"}, {"name": "operations"}],
+        "tags": [{"name": "grants"}, {"name": "amocrm"}, {"name": "programs"}, {"name": "operations"}],
         "paths": paths,
         "components": {
             "schemas": _SCHEMAS,

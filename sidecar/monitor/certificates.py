@@ -242,8 +242,10 @@ class CertificateClassifier:
     def sync(self, batch: int = 1000, *, time_budget: float | None = None) -> SyncReport:
         """Classify certificates not seen yet (and re-read the recent ones) in ``certificate_id`` order.
 
-        Idempotent: re-reading a known, unchanged certificate changes nothing but ``checked_at``.
-        ``time_budget`` (seconds) stops between batches; the cursor is saved after each batch.
+        Idempotent: re-reading a known, unchanged certificate writes nothing (its ``checked_at`` is
+        the last change or :meth:`revalidate`), so a poll with nothing new only reads — the re-read
+        window is read on every poll. ``time_budget`` (seconds) stops between batches; the cursor is
+        saved after each batch in which it moved.
         """
         started = time.perf_counter()
         if not self.available:
@@ -332,23 +334,22 @@ class CertificateClassifier:
         state = session.get(WatchState, CURSOR_NAME)
         if state is None:
             session.add(WatchState(name=CURSOR_NAME, value=value, updated_at=now))
-        else:
+        elif state.value != value:  # ``updated_at``: when the cursor last moved
             state.value = value
             state.updated_at = now
 
     def _mark_missing(self, session: Any, lower: int, upper: int | None, live_ids: set[int], now: datetime) -> int:
         """Mark known certificates in ``(lower, upper]`` that the live read did not return."""
-        stmt = sa.select(CertificateClassRow).where(
+        stmt = sa.select(CertificateClassRow.certificate_id).where(
             CertificateClassRow.certificate_id > lower, CertificateClassRow.deleted_at.is_(None))
         if upper is not None:
             stmt = stmt.where(CertificateClassRow.certificate_id <= upper)
-        marked = 0
-        for known in session.scalars(stmt):
-            if known.certificate_id not in live_ids:
-                known.deleted_at = now
-                known.checked_at = now
-                marked += 1
-        return marked
+        gone = [c for c in session.scalars(stmt) if c not in live_ids]  # ids only: usually none is gone
+        for known in (session.scalars(sa.select(CertificateClassRow).where(
+                CertificateClassRow.certificate_id.in_(gone))) if gone else ()):
+            known.deleted_at = now
+            known.checked_at = now
+        return len(gone)
 
     # --- revalidate ----------------------------------------------------------------------------------
 
@@ -379,6 +380,9 @@ class CertificateClassifier:
                         break
                     live = self._live_by_ids(known)
                     outcome = self._apply(session, live, now)
+                    session.execute(sa.update(CertificateClassRow)
+                                    .where(CertificateClassRow.certificate_id.in_([r.certificate_id for r in live]))
+                                    .values(checked_at=now).execution_options(synchronize_session=False))
                     totals["reclassified"] += outcome["reclassified"]
                     totals["restored"] += outcome["restored"]
                     totals["deleted"] += self._mark_missing_ids(session, set(known) - {r.certificate_id for r in live},
@@ -424,6 +428,8 @@ class CertificateClassifier:
     # --- shared: upsert a batch of live rows -----------------------------------------------------------
 
     def _apply(self, session: Any, rows: Sequence[_Live], now: datetime) -> dict[str, int]:
+        """Upsert live rows. Unchanged known rows are not written: the sync re-reads its window on
+        every poll, and a poll with nothing new must stay a read (revalidation stamps ``checked_at``)."""
         counts = {"new": 0, "reclassified": 0, "restored": 0}
         if not rows:
             return counts
@@ -452,6 +458,8 @@ class CertificateClassifier:
                     fingerprint=row.fingerprint, first_seen_at=now, checked_at=now, deleted_at=None))
                 counts["new"] += 1
                 continue
+            changed = current.deleted_at is not None or row.certificate_id in verdicts \
+                or current.responsible_person != row.responsible_person
             if current.deleted_at is not None:
                 current.deleted_at = None
                 counts["restored"] += 1
@@ -462,9 +470,10 @@ class CertificateClassifier:
                 current.fingerprint = row.fingerprint
                 current.cls, current.reason = verdict.cls.value, verdict.reason[:200]
                 counts["reclassified"] += 1
-            # Not part of the class (REST and admin activations carry an administrator too).
-            current.responsible_person = row.responsible_person
-            current.checked_at = now
+            if changed:
+                # Not part of the class (REST and admin activations carry an administrator too).
+                current.responsible_person = row.responsible_person
+                current.checked_at = now
         return counts
 
     def _classify(self, rows: Sequence[_Live]) -> dict[int, Classification]:

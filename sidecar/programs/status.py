@@ -119,3 +119,34 @@ def timeline(runtime: Runtime, enrolment_id: int) -> list[TimelineEvent]:
         return [TimelineEvent(r.at, r.kind, r.step, r.certificate_id or None, r.grant_id, r.detail or {})
                 for r in session.scalars(sa.select(EnrolmentEvent).where(EnrolmentEvent.enrolment_id == enrolment_id)
                                          .order_by(EnrolmentEvent.at, EnrolmentEvent.id))]
+
+
+def enrolment(runtime: Runtime, enrolment_id: int) -> Enrolment | None:
+    """One enrolment (detached), for the learner's timeline page and the API."""
+    with runtime.sessions() as session:
+        return session.get(Enrolment, enrolment_id)
+
+
+@dataclass(frozen=True)
+class ProgramCounts:
+    per_step: dict[int, int]      # 1-based step -> active learners on it
+    completed: int
+    withdrawn: int
+
+
+def program_counts(runtime: Runtime) -> dict[int, ProgramCounts]:
+    """Every program's learners per step and outcomes, in one grouped query (the programs list)."""
+    e = Enrolment
+    found: dict[int, ProgramCounts] = {}
+    with runtime.sessions() as session:
+        rows = session.execute(sa.select(e.program_id, e.status, e.current_step, sa.func.count())
+                               .group_by(e.program_id, e.status, e.current_step)).all()
+    for program_id, status, step, count in rows:
+        counts = found.setdefault(int(program_id), ProgramCounts({}, 0, 0))
+        if status == "active":
+            counts.per_step[int(step) + 1] = counts.per_step.get(int(step) + 1, 0) + int(count)
+        elif status in ("completed", "withdrawn"):
+            found[int(program_id)] = ProgramCounts(
+                counts.per_step, counts.completed + (int(count) if status == "completed" else 0),
+                counts.withdrawn + (int(count) if status == "withdrawn" else 0))
+    return found

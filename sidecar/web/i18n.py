@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from flask import Flask, g, request
 
+from sidecar.web import i18n_programs, i18n_webhooks
+
 LANGUAGES = ("ru", "en")
 DEFAULT_LANGUAGE = "en"
 COOKIE = "mls_lang"
@@ -980,6 +982,16 @@ CATALOGS: dict[str, dict[str, str]] = {
         "reminders.test.sent": "Тестовое письмо отправлено на {to} (Message-ID {message_id}).",
     },
 }
+
+
+# The programs' and webhooks' pages keep their (many) strings in their own files; merged here, so
+# CATALOGS stays the one place every string is looked up and the key-parity test covers them too.
+for _part in (i18n_programs, i18n_webhooks):
+    for _language, _strings in (("en", _part.EN), ("ru", _part.RU)):
+        _clash = set(_strings) & set(CATALOGS[_language])
+        if _clash:
+            raise RuntimeError(f"UI strings defined twice: {sorted(_clash)}")
+        CATALOGS[_language].update(_strings)
 
 
 def translate(key: str, language: str | None = None, **values: object) -> str:

@@ -158,3 +158,21 @@ def _has_deliveries(session, endpoint_id: int) -> bool:  # noqa: ANN001
     from sidecar.store.webhook_models import WebhookDelivery
 
     return session.scalar(sa.select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == endpoint_id).limit(1)) is not None
+
+
+def set_enabled(runtime: Runtime, endpoint_id: int, enabled: bool, actor: str) -> None:
+    """Switch an endpoint on or off from the UI. Switching on clears an automatic switch-off (its
+    reason and failure count), as saving the endpoint does; the file decides for ``config`` ones."""
+    now = runtime.clock.now()
+    with unit_of_work(runtime.sessions) as session:
+        row = session.get(WebhookEndpoint, endpoint_id)
+        if row is None:
+            raise LookupError(f"no webhook endpoint {endpoint_id}")
+        if row.source == "config":
+            raise EndpointRejected({"enabled": "this endpoint comes from the configuration file; change it there"})
+        row.enabled, row.updated_at = enabled, now
+        if enabled:
+            row.disabled_reason, row.consecutive_failures = "", 0
+        audit.record(session, subject_type="webhook_endpoint", subject_id=str(endpoint_id),
+                     action="webhook.endpoint_enabled" if enabled else "webhook.endpoint_disabled_by_admin",
+                     at=now, actor=actor)
