@@ -22,6 +22,7 @@ For each certificate and each active enrolment of its learner, in one store tran
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -239,15 +240,27 @@ class Progression:
 
     # --- progression --------------------------------------------------------------------------------
 
-    def process_inbox(self, limit: int = 500) -> ProcessReport:
+    def process_inbox(self, batch: int = 500, time_budget: float = 50.0) -> ProcessReport:
+        """Drain the inbox in batches until it is empty or ``time_budget`` seconds are used.
+
+        Certificates that wait (their next step cannot be granted yet) stay in the inbox; the drain
+        moves past them, so they never block newer ones, and they are tried again at the next poll.
+        """
         report = ProcessReport()
-        with self.runtime.sessions() as session:
-            ids = list(session.scalars(sa.select(ProgramInbox.certificate_id).order_by(ProgramInbox.certificate_id)
-                                       .limit(limit)))
-        for certificate_id in ids:
-            report.certificates += 1
-            self._process(certificate_id, report)
-        if ids:
+        started = time.monotonic()
+        after = -1
+        while time.monotonic() - started < time_budget:
+            with self.runtime.sessions() as session:
+                ids = list(session.scalars(sa.select(ProgramInbox.certificate_id)
+                                           .where(ProgramInbox.certificate_id > after)
+                                           .order_by(ProgramInbox.certificate_id).limit(batch)))
+            for certificate_id in ids:
+                report.certificates += 1
+                self._process(certificate_id, report)
+            if len(ids) < batch:
+                break
+            after = ids[-1]
+        if report.certificates:
             log.info("programs: %s", report.summary())
         return report
 

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from sidecar.bootstrap import Runtime
 from sidecar.programs.catalog import ProgramCatalog, ProgramView
+from sidecar.store.monitor_models import CertificateClassRow
 from sidecar.store.program_models import Enrolment, EnrolmentEvent, ProgramInbox
 
 STALLED_AFTER_DAYS = 30
@@ -75,8 +76,13 @@ def program_status(runtime: Runtime, program_id: int, *, stalled_after_days: int
         stalled_rows = list(session.scalars(sa.select(e).where(
             e.program_id == program_id, e.status == "active", e.step_since < threshold)
             .order_by(e.step_since, e.id).limit(stalled_limit)))
+        levels = sorted({step.term_id for step in program.definition.steps})
         waiting = [(int(r.certificate_id), r.last_error) for r in session.scalars(
-            sa.select(ProgramInbox).where(ProgramInbox.attempts > 0).order_by(ProgramInbox.certificate_id).limit(100))]
+            sa.select(ProgramInbox)
+            .join(CertificateClassRow, CertificateClassRow.certificate_id == ProgramInbox.certificate_id)
+            .where(ProgramInbox.attempts > 0, CertificateClassRow.level_id.in_(levels),
+                   CertificateClassRow.user_id.in_(sa.select(e.user_id).where(e.program_id == program_id)))
+            .order_by(ProgramInbox.certificate_id).limit(100))]
     users = runtime.reader.users([r.user_id for r in stalled_rows])
     steps = [StepCount(n + 1, s.term_id, names.get(s.term_id, f"#{s.term_id}"), int(per_step.get(n, 0)),
                        int(stalled_per_step.get(n, 0))) for n, s in enumerate(program.definition.steps)]

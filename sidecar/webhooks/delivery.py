@@ -32,7 +32,7 @@ from sidecar.logs import mask_emails
 from sidecar.mail.mailer import Mail, MailError, Mailer
 from sidecar.store import audit
 from sidecar.store.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from sidecar.webhooks.events import body
+from sidecar.webhooks.events import TEST_EVENT, body
 from sidecar.webhooks.ssrf import DestinationRefused, Resolver, check_destination, system_resolver
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,14 @@ class WebhookDeliverer:
                 WebhookDelivery.state == "delivering", WebhookDelivery.claimed_until < now)
                 .values(state="pending", claimed_until=None, updated_at=now).execution_options(synchronize_session=False))
         with self.runtime.sessions() as session:
-            due = list(session.scalars(sa.select(WebhookDelivery.id).where(
-                WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
+            # Deliveries of a switched-off endpoint wait (they resume when it is switched on again);
+            # a test event is sent whatever the switch says.
+            due = list(session.scalars(
+                sa.select(WebhookDelivery.id)
+                .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+                .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+                .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now,
+                       sa.or_(WebhookEndpoint.enabled.is_(True), WebhookEvent.type == TEST_EVENT))
                 .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(limit)))
         attempts = 0
         for delivery_id in due:

@@ -22,6 +22,7 @@ from sidecar.store.webhook_models import WebhookEndpoint
 from sidecar.webhooks.ssrf import DestinationRefused, check_destination
 
 ROTATION_GRACE = timedelta(hours=24)
+REMOVED_FROM_FILE = "removed from the configuration file"
 
 
 def new_secret() -> str:
@@ -78,14 +79,16 @@ def sync_config(runtime: Runtime) -> None:
             row.secret = conf.secret.reveal() if conf.secret else (row.secret or new_secret())
             row.previous_secret = conf.previous_secret.reveal() if conf.previous_secret else ""
             row.previous_secret_until = conf.previous_secret_valid_until
-            if row.enabled != conf.enabled and conf.enabled:
-                row.disabled_reason = ""
+            if row.disabled_reason == REMOVED_FROM_FILE:
+                row.disabled_reason = ""          # back in the file
+            # An automatic switch-off (a run of failed deliveries) survives restarts: an admin
+            # switches the endpoint on again in the UI once the receiver is fixed.
             row.enabled = conf.enabled and not row.disabled_reason
             row.description, row.updated_at = conf.description, now
         for name, row in stored.items():
             if name not in wanted:
                 row.enabled = False
-                row.disabled_reason = "removed from the configuration file"
+                row.disabled_reason = REMOVED_FROM_FILE
                 row.updated_at = now
 
 
@@ -168,7 +171,8 @@ def set_enabled(runtime: Runtime, endpoint_id: int, enabled: bool, actor: str) -
         row = session.get(WebhookEndpoint, endpoint_id)
         if row is None:
             raise LookupError(f"no webhook endpoint {endpoint_id}")
-        if row.source == "config":
+        if row.source == "config" and not (enabled and row.disabled_reason and row.disabled_reason != REMOVED_FROM_FILE):
+            # The file decides, except that an automatic switch-off is undone here.
             raise EndpointRejected({"enabled": "this endpoint comes from the configuration file; change it there"})
         row.enabled, row.updated_at = enabled, now
         if enabled:

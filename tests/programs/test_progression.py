@@ -258,3 +258,15 @@ def test_a_certificate_seen_before_the_enrolment_the_same_day_still_counts(world
         session.execute(sa.delete(ProgramInbox))        # not queued: no program level at the time
     world.progression.enrol(program, learner, source="test", actor="admin")
     assert world.watch().advanced == 1
+
+
+def test_a_burst_larger_than_a_batch_is_drained_in_one_poll(world):
+    from datetime import datetime, timezone
+
+    with world.runtime.sessions.begin() as session:     # certificates unknown to the store: dropped quickly
+        session.add_all([ProgramInbox(certificate_id=10_000 + n, queued_at=datetime.now(timezone.utc))
+                         for n in range(25)])
+    report = world.progression.process_inbox(batch=10)
+    assert report.certificates == 25
+    with world.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(ProgramInbox)) == 0

@@ -330,9 +330,16 @@ def test_program_page_counts_learners_per_step_and_lists_the_stalled(school, mon
 
 def test_waiting_certificates_are_listed_with_their_reason(school):
     program = school.program(YOGA, ENGLISH)
+    from sidecar.store.monitor_models import CertificateClassRow
     from sidecar.store.program_models import ProgramInbox
 
+    [learner] = school.learners(1)
+    school.post(f"/programs/{program}/enrol", {"user": str(learner)})
+    now = school.runtime.clock.now()
     with school.runtime.sessions.begin() as session:
+        session.add(CertificateClassRow(certificate_id=777, user_id=learner, level_id=YOGA, cls="manual", reason="test",
+                                        date_issue=now.date(), create_date=now.date(), responsible_person=1,
+                                        fingerprint="f", first_seen_at=now, checked_at=now, deleted_at=None))
         session.add(ProgramInbox(certificate_id=777, queued_at=school.runtime.clock.now(), attempts=2,
                                  last_error="step 2 cannot be granted: no mbl_key product for level 7, 2 months"))
     row = re.search(r'<tr class="waiting-certificate" data-certificate="777">.*?</tr>',

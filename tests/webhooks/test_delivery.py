@@ -264,3 +264,32 @@ def test_a_refused_destination_is_a_failed_attempt_with_the_reason(hooks):
     WebhookDeliverer(hooks).run_once()
     [delivery] = deliveries(hooks)
     assert "destination refused" in delivery.last_error and delivery.state == "pending"
+
+
+def test_deliveries_of_a_switched_off_endpoint_wait_and_resume(hooks, receiver):
+    endpoint_id = endpoint(hooks, receiver.url)
+    fire(hooks)
+    endpoint_store.set_enabled(hooks, endpoint_id, False, actor="admin")
+    assert WebhookDeliverer(hooks).run_once() == 0 and deliveries(hooks)[0].state == "pending"
+    endpoint_store.set_enabled(hooks, endpoint_id, True, actor="admin")
+    assert WebhookDeliverer(hooks).run_once() == 1 and len(receiver.received) == 1
+
+
+def test_an_automatic_switch_off_of_a_file_endpoint_survives_a_restart(small_site, settings_for, make_runtime):
+    settings = settings_for(small_site, webhooks={"endpoints": [
+        {"name": "crm", "url": "https://hooks.example.com/x", "secret": SECRET}]})
+    runtime = make_runtime(settings, clock=FixedClock(NOW))
+    endpoint_store.sync_config(runtime)
+    with unit_of_work(runtime.sessions) as session:
+        row = session.scalar(sa.select(WebhookEndpoint))
+        row.enabled, row.disabled_reason, row.consecutive_failures = False, "switched off after 20 failures", 20
+        endpoint_id = row.id
+    endpoint_store.sync_config(runtime)                    # the worker restarts
+    with runtime.sessions() as session:
+        assert session.get(WebhookEndpoint, endpoint_id).enabled is False
+    endpoint_store.set_enabled(runtime, endpoint_id, True, actor="admin")   # fixed: the admin switches it on
+    with runtime.sessions() as session:
+        row = session.get(WebhookEndpoint, endpoint_id)
+        assert row.enabled and row.consecutive_failures == 0 and row.disabled_reason == ""
+    with pytest.raises(endpoint_store.EndpointRejected):
+        endpoint_store.set_enabled(runtime, endpoint_id, False, actor="admin")   # the file decides that
