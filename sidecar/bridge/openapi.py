@@ -550,6 +550,69 @@ def _program_operations() -> dict[str, Any]:
     }
 
 
+def _public_operations() -> dict[str, Any]:
+    """The other routes reachable without an admin session (documented so they are fuzzed too)."""
+    hint_error = {"type": "object", "required": ["error", "message"],
+                  "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}
+    html = {"text/html": {"schema": {"type": "string"}}}
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    token = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+    read_error = _error_response("Bad parameters or credentials.",
+                                 ["invalid_parameter", "tokens_not_configured", "bad_authorization", "bad_token",
+                                  "unauthorized"])
+    return {
+        "/hooks/memberlux/{token}": {"post": {
+            "operationId": "memberluxWebhook", "tags": ["memberlux"],
+            "summary": "MemberLux's own webhook (a hint, confirmed in the database before use)",
+            "parameters": [token],
+            "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object"}}}},
+            "responses": {
+                "202": {"description": "Stored (or already stored: `duplicate`).", "content": {JSON: {"schema": {
+                    "type": "object", "required": ["hint_id", "duplicate"],
+                    "properties": {"hint_id": {"type": "integer"}, "duplicate": {"type": "boolean"}}}}}},
+                "400": {"description": "Not a JSON object.", "content": {JSON: {"schema": hint_error}}},
+                "404": {"description": "Wrong path token, or the hook is not configured.",
+                        "content": {JSON: {"schema": hint_error}}},
+                "413": {"description": "Payload over 64 KiB.", "content": {JSON: {"schema": hint_error}}},
+                "503": {"description": "The store is unavailable.", "content": {JSON: {"schema": hint_error}}},
+            },
+        }},
+        "/unsubscribe/{token}": {
+            "get": {"operationId": "unsubscribePage", "tags": ["reminders"],
+                    "summary": "The learner's unsubscribe confirmation page (a GET never unsubscribes)",
+                    "parameters": [token],
+                    "responses": {"200": {"description": "Confirmation page.", "content": html},
+                                  "404": {"description": "Not a link we made.", "content": html},
+                                  "503": {"description": "Links are not configured.", "content": html}}},
+            "post": {"operationId": "unsubscribe", "tags": ["reminders"],
+                     "summary": "Unsubscribe: the page's form, or RFC 8058 one-click (`List-Unsubscribe=One-Click`)",
+                     "parameters": [token],
+                     "requestBody": {"content": {FORM: {"schema": {"type": "object", "properties": {
+                         "List-Unsubscribe": {"type": "string"}, "confirm": {"type": "string"}}}}}},
+                     "responses": {"200": {"description": "Unsubscribed.", "content": {**html, **text}},
+                                   "400": {"description": "Neither one-click nor the page's form.", "content": html},
+                                   "404": {"description": "Not a link we made.", "content": html},
+                                   "503": {"description": "Links are not configured.", "content": html}}},
+        },
+        "/api/v1/sleepers": {"get": {
+            "operationId": "listSleepers", "tags": ["monitor"], "summary": "The sleepers report (read API)",
+            "security": [{"bearerToken": []}, {"adminSession": []}],
+            "parameters": [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                           for name in ("level", "expired_from", "expired_to", "search", "sort", "desc", "after",
+                                        "limit")],
+            "responses": {"200": {"description": "A page of sleepers.", "content": {JSON: {"schema": {"type": "object"}}}},
+                          "400": read_error, "401": read_error,
+                          "503": _ref("responses", "StoreUnavailable")},
+        }},
+        "/metrics": {"get": {
+            "operationId": "metrics", "tags": ["operations"], "summary": "Prometheus metrics",
+            "security": [{"bearerToken": []}],
+            "responses": {"200": {"description": "Prometheus text format.", "content": text},
+                          "401": {"description": "No or wrong bearer token.", "content": text}},
+        }},
+    }
+
+
 def _build() -> dict[str, Any]:
     try:
         version = metadata.version("mlsidecar")
@@ -628,6 +691,7 @@ def _build() -> dict[str, Any]:
             },
         }},
         **_program_operations(),
+        **_public_operations(),
         "/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["operations"], "summary": "This document",
             "responses": {"200": {"description": "OpenAPI 3.1 document.",
