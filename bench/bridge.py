@@ -35,7 +35,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,7 +61,12 @@ from sidecar.memberlux.rest import Customer, MemberLuxRestClient  # noqa: E402
 from sidecar.store import db as store_db  # noqa: E402
 from sidecar.store.grant_models import CANCELLED, FINAL_STATES, QUEUED, SUCCEEDED, Grant, GrantAttempt  # noqa: E402
 
-HOST = "127.0.0.1"
+from _common import HOST, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
+from _common import cli as _cli  # noqa: E402
+from _common import free_port as _free_port  # noqa: E402
+from _common import percentile as _percentile  # noqa: E402
+from _common import split_password as _split_password  # noqa: E402
+
 DUPLICATE_SHARE = 0.10
 WARMUP_REQUESTS = 64
 
@@ -114,30 +118,8 @@ class Processes:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-def _cli() -> list[str]:
-    script = Path(sys.executable).with_name("mlsidecar")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sidecar.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
 def _wait_http(url: str, processes: Processes, name: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        process = processes.running.get(name)
-        if process is not None and process.poll() is not None:
-            raise SystemExit(f"{name} exited with {process.returncode}:\n{processes.tail(name)}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{name} did not answer {url} within {timeout:.0f} s:\n{processes.tail(name)}")
+    wait_http(url, processes, name, timeout)
 
 
 def _cpu_seconds(root_pid: int) -> float:
@@ -161,34 +143,6 @@ def _cpu_seconds(root_pid: int) -> float:
 
 
 # --- setup -------------------------------------------------------------------------------------------
-def _toml_value(value) -> str:  # noqa: ANN001
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
-def write_config(path: Path, sections: dict[str, dict]) -> Path:
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-def _split_password(url: str) -> tuple[str, str | None]:
-    # The configuration refuses passwords inside URLs; they go to store.password.
-    parsed = sa.make_url(url)
-    if parsed.password is None:
-        return url, None
-    return parsed.set(password=None).render_as_string(hide_password=False), parsed.password
-
-
 # --- load generation -------------------------------------------------------------------------------------
 class LoadResult:
     def __init__(self) -> None:
@@ -318,13 +272,6 @@ def run_paced(port: int, requests_: list[tuple[str, str, bytes | None, dict[str,
         thread.join()
     result.wall = time.perf_counter() - started
     return result
-
-
-def _percentile(values: list[float], share: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
 
 
 def grant_requests(count: int, run_id: str, products: list[tuple[int, int, str]], api_key: str,

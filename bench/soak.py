@@ -56,7 +56,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -82,7 +81,12 @@ from sidecar.devstack.seed import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD, DEMO_AP
 from sidecar.devstack.site import build_demo_site  # noqa: E402
 from sidecar.store.grant_models import FINAL_STATES, SUCCEEDED, Grant  # noqa: E402
 
-HOST = "127.0.0.1"
+from _common import HOST, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
+from _common import cli as _cli  # noqa: E402
+from _common import free_port as _free_port  # noqa: E402
+from _common import percentile as _percentile  # noqa: E402
+from _common import split_password as _split_password  # noqa: E402
+
 REPEAT_SHARE = 0.20
 MIX = [  # (endpoint label, weight, Traffic method that builds the request)
     ("POST /api/v1/grants", 30, "api_grant"),
@@ -141,11 +145,6 @@ class Processes:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-def _cli() -> list[str]:
-    script = Path(sys.executable).with_name("mlsidecar")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sidecar.cli"]
-
-
 def _run_cli(args: list[str], log_dir: Path, name: str, timeout: float = 600) -> None:
     with open(log_dir / f"{name}.log", "ab") as log:
         result = subprocess.run([*_cli(), *args], stdout=log, stderr=subprocess.STDOUT, cwd=log_dir, timeout=timeout)
@@ -154,25 +153,8 @@ def _run_cli(args: list[str], log_dir: Path, name: str, timeout: float = 600) ->
                          + (log_dir / f"{name}.log").read_text(errors="replace")[-3000:])
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
 def _wait_http(url: str, processes: Processes, name: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        process = processes.running.get(name)
-        if process is not None and process.poll() is not None:
-            raise SystemExit(f"{name} exited with {process.returncode}:\n{processes.tail(name)}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{name} did not answer {url} within {timeout:.0f} s:\n{processes.tail(name)}")
+    wait_http(url, processes, name, timeout)
 
 
 # --- /proc -----------------------------------------------------------------------------------------------------
@@ -223,33 +205,6 @@ def _sample_rss(serve_pid: int, worker_pid: int) -> tuple[float, list[float], fl
 
 
 # --- configuration -----------------------------------------------------------------------------------------------
-def _toml_value(value) -> str:  # noqa: ANN001
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(str(value))
-
-
-def write_config(path: Path, sections: dict[str, dict]) -> Path:
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-def _split_password(url: str) -> tuple[str, str | None]:
-    parsed = sa.make_url(url)
-    if parsed.password is None:
-        return url, None
-    return parsed.set(password=None).render_as_string(hide_password=False), parsed.password
-
-
 # --- traffic ---------------------------------------------------------------------------------------------------
 class Session:
     """The admin's session cookie, logged in through the real form (CSRF token included)."""
@@ -515,13 +470,6 @@ def keys_per_grant(site_url: str, store_engine: sa.Engine, run_id: str) -> Count
     finally:
         engine.dispose()
     return counts
-
-
-def _percentile(values: list[float], share: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
 
 
 # --- the run -------------------------------------------------------------------------------------------------------

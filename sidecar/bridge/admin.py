@@ -22,6 +22,7 @@ from sidecar.store.grant_models import ALL_STATES, CANCELLED, FAILED, FETCHING, 
 from sidecar.web import current_runtime
 from sidecar.web.auth import current_admin, login_required
 from sidecar.web.i18n import translate
+from sidecar.web.pages import shorten
 
 from . import queries
 from .service import IntakeRejected
@@ -88,9 +89,7 @@ class Display:
 
     @staticmethod
     def short(text: str | None, limit: int = ERROR_PREVIEW) -> str:
-        if not text:
-            return ""
-        return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+        return shorten(text, limit)
 
     @staticmethod
     def yes_no(value: bool | None) -> str:

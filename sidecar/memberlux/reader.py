@@ -238,6 +238,19 @@ class MemberLuxReader:
         """Ancestor level ids, nearest first (keys of any of them also open ``term_id``)."""
         return ancestors_from_parents(self.level_parents(), term_id)
 
+    def _first_meta(self, stmt: sa.Select) -> dict[str, str]:
+        """``{meta_key: meta_value}`` of a (meta_key, meta_value) select ordered by meta id.
+
+        The first row wins for a repeated key, as WordPress's ``get_*_meta(..., single=true)`` does;
+        rows without a key (possible in hand-edited tables) are skipped.
+        """
+        meta: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(stmt):
+                if row.meta_key is not None:
+                    meta.setdefault(row.meta_key, _text(row.meta_value))
+        return meta
+
     def level_meta(self, term_id: int) -> dict[str, str]:
         """termmeta of a level; for repeated keys the first row wins, as in ``get_term_meta``."""
         tm = self.schema.table("termmeta")
@@ -246,12 +259,7 @@ class MemberLuxReader:
             .where(tm.c.term_id == term_id)
             .order_by(tm.c.meta_id)
         )
-        meta: dict[str, str] = {}
-        with self.engine.connect() as conn:
-            for row in conn.execute(stmt):
-                if row.meta_key is not None:
-                    meta.setdefault(row.meta_key, _text(row.meta_value))
-        return meta
+        return self._first_meta(stmt)
 
     def existing_level_ids(self, term_ids: Iterable[int]) -> set[int]:
         tt = self.schema.table("term_taxonomy")
@@ -304,11 +312,7 @@ class MemberLuxReader:
             return {}
         stmt = (sa.select(um.c.meta_key, um.c.meta_value)
                 .where(um.c.user_id == user_id, um.c.meta_key.in_(wanted)).order_by(um.c.umeta_id))
-        meta: dict[str, str] = {}
-        with self.engine.connect() as conn:
-            for row in conn.execute(stmt):
-                meta.setdefault(row.meta_key, _text(row.meta_value))
-        return meta
+        return self._first_meta(stmt)
 
     def post(self, post_id: int) -> Post | None:
         posts = self.schema.table("posts")
@@ -322,12 +326,7 @@ class MemberLuxReader:
         """Raw postmeta of one post (first row wins for repeated keys, as ``get_post_meta``)."""
         pm = self.schema.table("postmeta")
         stmt = sa.select(pm.c.meta_key, pm.c.meta_value).where(pm.c.post_id == post_id).order_by(pm.c.meta_id)
-        meta: dict[str, str] = {}
-        with self.engine.connect() as conn:
-            for row in conn.execute(stmt):
-                if row.meta_key is not None:
-                    meta.setdefault(row.meta_key, _text(row.meta_value))
-        return meta
+        return self._first_meta(stmt)
 
     def user(self, user_id: int) -> WpUser | None:
         with self.engine.connect() as conn:

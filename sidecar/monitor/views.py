@@ -13,7 +13,6 @@ The pages drop an unusable parameter and say so; the API answers 400 naming it.
 from __future__ import annotations
 
 import csv
-import hmac
 import io
 import logging
 import re
@@ -45,7 +44,10 @@ from sidecar.monitor.service import SORTS, Explanation, KeyFact, MonitorService,
 from sidecar.reminders.letters import DIGEST_VARIABLES, LEARNER_VARIABLES, RENEWAL_URL_VARIABLES
 from sidecar.status import site_timezone
 from sidecar.web import app_singleton, current_runtime
+from sidecar.web.api import api_error as _api_error
+from sidecar.web.api import matching_name
 from sidecar.web.auth import csrf_exempt, current_admin, login_required
+from sidecar.web.pages import actor
 from sidecar.web.i18n import current_language, translate
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,7 @@ SORTABLE = {"email": "email", "last_name": "name", "expired_on": "expired_on", "
             "level": "level"}
 
 
-def _runtime() -> Runtime:
-    return current_runtime()
+_runtime = current_runtime
 
 
 def _service() -> MonitorService:
@@ -706,9 +707,8 @@ def save_level_settings(term_id: int):  # noqa: ANN201
         errors = {name: settings_error_text(message) for name, message in exc.errors.items()}
     errors.update(not_numbers)  # "not a number" says more than a rule applied to the blanked value
     if not errors:
-        admin = current_admin()
         try:
-            service.save(settings, actor=admin.login if admin else "?")
+            service.save(settings, actor=actor())
         except SettingsError as exc:
             errors = {name: settings_error_text(message) for name, message in exc.errors.items()}
     if errors:
@@ -721,8 +721,7 @@ def save_level_settings(term_id: int):  # noqa: ANN201
 @login_required
 def reset_level_settings(term_id: int):  # noqa: ANN201
     level = _level_or_404(term_id)
-    admin = current_admin()
-    MonitorSettings(_runtime()).reset(term_id, actor=admin.login if admin else "?")
+    MonitorSettings(_runtime()).reset(term_id, actor=actor())
     flash(translate("monitor.settings.reset_done", name=level.name), "ok")
     return redirect(url_for(".level_settings", term_id=term_id))
 
@@ -744,15 +743,6 @@ def _configured_tokens() -> list[tuple[str, str]] | None:
     return tokens
 
 
-def _api_error(status: int, code: str, message: str, **extra: Any) -> Response:
-    response = jsonify({"ok": False, "code": code, "message": message, **extra})
-    response.status_code = status
-    response.headers["Cache-Control"] = "no-store"
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="mlsidecar"'
-    return response
-
-
 def _api_principal() -> tuple[str | None, Response | None]:
     """Who is calling: ``("token:<name>" | "admin:<login>", None)``, or ``(None, a 401 response)``."""
     header = request.headers.get("Authorization", "")
@@ -765,11 +755,7 @@ def _api_principal() -> tuple[str | None, Response | None]:
                                     "sign in as an administrator or ask the operator for a token")
         if scheme.lower() != "bearer" or not sent.strip():
             return None, _api_error(401, "bad_authorization", "use 'Authorization: Bearer <token>'")
-        sent_bytes = sent.strip().encode("utf-8")
-        matched = None
-        for name, token in tokens:  # no early exit: every token costs one comparison
-            if hmac.compare_digest(sent_bytes, token.encode("utf-8")):
-                matched = name
+        matched = matching_name(sent.strip(), tokens)
         if matched is None:
             log.warning("sleepers API: unknown bearer token from %s", request.remote_addr)
             return None, _api_error(401, "bad_token", "the bearer token is not valid")

@@ -12,7 +12,6 @@ session may read. Every answer is JSON with ``ok``; failures carry a stable ``co
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from datetime import datetime
@@ -27,6 +26,8 @@ from sidecar.programs import status
 from sidecar.programs.catalog import ProgramCatalog
 from sidecar.programs.progression import EnrolmentRefused, Progression
 from sidecar.web import app_singleton, current_runtime
+from sidecar.web.api import api_error as _error
+from sidecar.web.api import matching_name
 from sidecar.web.auth import csrf_exempt, current_admin
 
 log = logging.getLogger(__name__)
@@ -38,21 +39,8 @@ MAX_ID_DIGITS = 18      # larger ids exist nowhere and would overflow the databa
 MAX_USER_REF = 200
 
 
-def _error(status_code: int, code: str, message: str, **extra: Any) -> Response:
-    response = jsonify({"ok": False, "code": code, "message": message, **extra})
-    response.status_code = status_code
-    response.headers["Cache-Control"] = "no-store"
-    if status_code == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="mlsidecar"'
-    return response
-
-
 def _matches(presented: str, secrets: dict) -> str | None:
-    matched = None
-    for name, secret in secrets.items():  # no early exit: every secret costs one comparison
-        if hmac.compare_digest(secret.reveal().encode("utf-8"), presented.encode("utf-8", "replace")):
-            matched = name
-    return matched
+    return matching_name(presented, ((name, secret.reveal()) for name, secret in secrets.items()))
 
 
 def principal(*, session_allowed: bool) -> tuple[str | None, Response | None]:

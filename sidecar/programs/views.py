@@ -28,8 +28,9 @@ from sidecar.programs.notices import PLACEHOLDERS
 from sidecar.programs.progression import EnrolmentRefused, Progression
 from sidecar.status import site_timezone
 from sidecar.web import app_singleton, current_runtime
-from sidecar.web.auth import current_admin, login_required, safe_next
+from sidecar.web.auth import login_required, safe_next
 from sidecar.web.i18n import translate
+from sidecar.web.pages import actor
 from sidecar.webhooks.ssrf import DestinationRefused, check_destination
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,7 @@ MAX_STALLED_DAYS = 3650
 LEARNER_STATUSES = ("active", "completed", "withdrawn")
 
 
-def _runtime() -> Runtime:
-    return current_runtime()
+_runtime = current_runtime
 
 
 def _progression() -> Progression:
@@ -52,9 +52,7 @@ def _progression() -> Progression:
     return app_singleton("mlsidecar.progression", Progression)
 
 
-def _actor() -> str:
-    admin = current_admin()
-    return admin.login if admin else "?"
+_actor = actor  # the administrator's login for audit events
 
 
 class Display(MonitorDisplay):

@@ -63,6 +63,7 @@ from sidecar.store.reminder_models import Unsubscribe
 from sidecar.web import current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin, login_required, safe_next
 from sidecar.web.i18n import translate
+from sidecar.web.pages import actor, label, shorten
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,10 @@ PREVIEW_CSP = ("sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src 
                "frame-ancestors 'self'")
 
 
-def _runtime() -> Runtime:
-    return current_runtime()
+_runtime = current_runtime
 
 
-def _actor() -> str:
-    admin = current_admin()
-    return admin.login if admin else "?"
+_actor = actor  # the administrator's login for audit events
 
 
 # --- presentation -----------------------------------------------------------------------------------
@@ -101,10 +99,7 @@ def _actor() -> str:
 class Display(MonitorDisplay):
     """The monitor's time and level formatting plus the reminders' own labels."""
 
-    @staticmethod
-    def _label(key: str, fallback: str) -> str:
-        text = translate(key)
-        return fallback if text == key else text
+    _label = staticmethod(label)
 
     def state(self, state: str) -> str:
         return self._label(f"reminders.state.{state}", state)
@@ -120,9 +115,7 @@ class Display(MonitorDisplay):
 
     @staticmethod
     def short(text: str | None, limit: int = ERROR_PREVIEW) -> str:
-        if not text:
-            return ""
-        return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+        return shorten(text, limit)
 
 
 def _display(runtime: Runtime, levels: list[Level] | None = None) -> Display:

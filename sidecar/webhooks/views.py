@@ -30,8 +30,9 @@ from sidecar.store import audit
 from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookEndpoint
 from sidecar.web import current_runtime
-from sidecar.web.auth import current_admin, login_required
+from sidecar.web.auth import login_required
 from sidecar.web.i18n import translate
+from sidecar.web.pages import actor, label, shorten
 from sidecar.webhooks import queries
 from sidecar.webhooks.delivery import MAX_ATTEMPTS, RETRY_SCHEDULE, redeliver
 from sidecar.webhooks.endpoints import EndpointForm, EndpointRejected, rotate_secret, save, set_enabled
@@ -79,22 +80,16 @@ def error_text(field: str, message: str) -> str:
     return message
 
 
-def _runtime() -> Runtime:
-    return current_runtime()
+_runtime = current_runtime
 
 
-def _actor() -> str:
-    admin = current_admin()
-    return admin.login if admin else "?"
+_actor = actor  # the administrator's login for audit events
 
 
 class Display(MonitorDisplay):
     """Times in the site's zone (UTC beneath) plus the webhooks' labels."""
 
-    @staticmethod
-    def _label(key: str, fallback: str) -> str:
-        text = translate(key)
-        return fallback if text == key else text
+    _label = staticmethod(label)
 
     def source(self, source: str) -> str:
         return self._label(f"webhooks.source.{source}", source)
@@ -123,9 +118,7 @@ class Display(MonitorDisplay):
 
     @staticmethod
     def short(text: str | None, limit: int = ERROR_PREVIEW) -> str:
-        if not text:
-            return ""
-        return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+        return shorten(text, limit)
 
     @staticmethod
     def schedule(delay: Any) -> str:

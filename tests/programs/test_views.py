@@ -13,7 +13,6 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from sidecar.app import create_app
 from sidecar.bootstrap import build_runtime, store_url
 from sidecar.bridge.outbox import GrantDeliverer
 from sidecar.devstack import seed
@@ -32,37 +31,17 @@ API_KEY = "programs-api-key-5b2c9e1d7a3f"
 TOKEN = "programs-bearer-token-0e4d8c2a6f1b"
 
 
-def csrf_in(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, "no CSRF field in the page"
-    return found.group(1)
-
-
-def flashes(page: str) -> list[str]:
-    return [m.strip() for m in re.findall(r'<p class="flash flash-\w+"[^>]*>(.*?)</p>', page, re.S)]
-
-
-def field_error(page: str, field: str) -> str:
-    found = re.search(rf'<span class="field-error" id="err-{re.escape(field)}" role="alert">(.*?)</span>', page, re.S)
-    assert found, f"no error shown for {field}"
-    return found.group(1)
-
-
 class School:
     """The emulated site, a store, the sidecar app and a signed-in administrator."""
 
-    def __init__(self, runtime, emulator) -> None:
+    def __init__(self, runtime, emulator, pages) -> None:
         self.runtime = runtime
         self.base_url, self.api_user, self.api_password, self.engine = emulator
         self.catalog = ProgramCatalog(runtime)
         self.progression = Progression(runtime)
         CertificateClassifier(runtime).sync()   # the site's certificates so far are history
-        self.app = create_app(runtime, testing=True)
-        self.client = self.app.test_client()
-        token = csrf_in(self.client.get("/login").get_data(as_text=True))
-        response = self.client.post("/login", data={"csrf_token": token, "login": seed.DEMO_ADMIN_LOGIN,
-                                                    "password": seed.DEMO_ADMIN_PASSWORD})
-        assert response.status_code == 302, "the administrator could not sign in"
+        self.app, self.client = pages.signed_in(runtime)
+        self.csrf_in, self.flashes, self.field_error = pages.csrf_in, pages.flashes, pages.field_error
 
     # --- the browser ---
 
@@ -72,7 +51,7 @@ class School:
         return html.unescape(response.get_data(as_text=True))
 
     def token(self) -> str:
-        return csrf_in(self.get("/programs"))
+        return self.csrf_in(self.get("/programs"))
 
     def post(self, url: str, data: dict | None = None, **kwargs):
         return self.client.post(url, data={"csrf_token": self.token(), **(data or {})}, **kwargs)
@@ -114,7 +93,7 @@ class School:
 
 
 @pytest.fixture
-def school(small_site, emulator, settings_for):
+def school(small_site, emulator, settings_for, admin_pages):
     settings = settings_for(small_site, emulator, bridge={"api_keys": {"crm": API_KEY}},
                             web={"api_tokens": {"reports": TOKEN}})
     engine = store_db.create_store_engine(store_url(settings))
@@ -122,7 +101,7 @@ def school(small_site, emulator, settings_for):
     engine.dispose()
     runtime = build_runtime(settings)
     try:
-        yield School(runtime, emulator)
+        yield School(runtime, emulator, admin_pages)
     finally:
         runtime.close()
 
@@ -234,7 +213,7 @@ def test_a_valid_program_is_saved_and_its_warnings_shown_after_saving(school):
     assert [(s.term_id, s.duration, s.units) for s in view.definition.steps] == [
         (YOGA, 1, "months"), (TRAVEL, 2, "months"), (ENGLISH, 7, "days")]
     assert view.definition.grant_first_step and view.definition.notify_email == "manager@school.example"
-    shown = flashes(school.get(f"/programs/{program.id}"))
+    shown = school.flashes(school.get(f"/programs/{program.id}"))
     assert "Program «Йога и английский» saved." in shown
     assert any("Step 2: level" in s and "issues no certificates" in s for s in shown), shown
     assert any("Deliveries to the webhook URL will be refused" in s and "internal address" in s for s in shown)
@@ -248,19 +227,19 @@ def test_blocking_problems_are_shown_at_their_field_and_nothing_is_saved(school)
     page = school.page_of(response)
     assert response.status_code == 422
     assert "Nothing was saved" in page
-    assert field_error(page, "steps.2.duration") == "Enter a positive whole number (got «two»)."
-    assert field_error(page, "steps.3.term_id") == "Choose a level (or clear the row)."
-    assert field_error(page, "notify_email") == "Not an e-mail address: «not-an-address»."
-    assert field_error(page, "webhook_url") == "Enter an http:// or https:// address."
+    assert school.field_error(page, "steps.2.duration") == "Enter a positive whole number (got «two»)."
+    assert school.field_error(page, "steps.3.term_id") == "Choose a level (or clear the row)."
+    assert school.field_error(page, "notify_email") == "Not an e-mail address: «not-an-address»."
+    assert school.field_error(page, "webhook_url") == "Enter an http:// or https:// address."
     # What the form let through is checked by the rules, which answer per field as well.
     response = school.post("/programs/new?lang=ru", form_data(**{
         "name": " ", "counting": "any", "steps-1-term_id": str(BUSINESS), "steps-3-term_id": "999",
         "steps-3-duration": "1"}))
     page = school.page_of(response)
     assert response.status_code == 422
-    assert field_error(page, "name") == "У программы должно быть название."
-    assert "выдаёт сертификаты автоматически при каждой активации" in field_error(page, "counting")
-    assert field_error(page, "steps.3.term_id") == "Уровня доступа №999 на сайте нет."
+    assert school.field_error(page, "name") == "У программы должно быть название."
+    assert "выдаёт сертификаты автоматически при каждой активации" in school.field_error(page, "counting")
+    assert school.field_error(page, "steps.3.term_id") == "Уровня доступа №999 на сайте нет."
     assert 'value="any" checked' in page                          # the admin's choices are kept
     with school.runtime.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Program)) == 0
@@ -277,7 +256,7 @@ def test_editing_keeps_the_legacy_id_and_refuses_to_drop_steps_learners_are_on(s
     response = school.post(f"/programs/{program}/edit", form_data(rows="2"))
     page = school.page_of(response)
     assert response.status_code == 422
-    assert "Learners are on step 3: keep at least 3 steps." in field_error(page, "steps")
+    assert "Learners are on step 3: keep at least 3 steps." in school.field_error(page, "steps")
     response = school.post(f"/programs/{program}/edit", form_data(**{"steps-3-term_id": str(TRAVEL),
                                                                       "steps-3-duration": "1"}))
     assert response.status_code == 302
@@ -289,7 +268,7 @@ def test_archive_and_activate(school):
     response = school.post(f"/programs/{program}/status", {"status": "archived"})
     assert response.status_code == 302 and school.catalog.get(program).status == "archived"
     page = school.get(f"/programs/{program}")
-    assert "The program is archived." in flashes(page) and "Archived programs take no new learners." in page
+    assert "The program is archived." in school.flashes(page) and "Archived programs take no new learners." in page
     assert school.post(f"/programs/{program}/status", {"status": "nonsense"}).status_code == 400
     school.post(f"/programs/{program}/status", {"status": "active"})
     assert school.catalog.get(program).status == "active"
@@ -353,27 +332,27 @@ def test_enrol_form_by_id_or_email_with_or_without_step_one(school):
     email = school.runtime.reader.user(second).email
     response = school.post(f"/programs/{program}/enrol", {"user": str(first)})
     assert response.status_code == 302
-    shown = flashes(school.get(f"/programs/{program}"))
+    shown = school.flashes(school.get(f"/programs/{program}"))
     [enrolment] = school.enrolments(program)
     assert f"Enrolled (enrolment #{enrolment.id})." in shown and enrolment.source == "ui"
     assert enrolment.actor == seed.DEMO_ADMIN_LOGIN
 
     school.post(f"/programs/{program}/enrol", {"user": email.upper(), "grant_first": "1"})
-    shown = flashes(school.get(f"/programs/{program}"))
+    shown = school.flashes(school.get(f"/programs/{program}"))
     assert any("step 1 is being granted (grant" in s for s in shown), shown
     with school.runtime.sessions() as session:
         [grant] = session.scalars(sa.select(Grant).where(Grant.channel == "program")).all()
     assert grant.term_id == YOGA and grant.email.lower() == email.lower()
 
     school.post(f"/programs/{program}/enrol", {"user": str(first)})
-    assert any("Already enrolled" in s for s in flashes(school.get(f"/programs/{program}")))
+    assert any("Already enrolled" in s for s in school.flashes(school.get(f"/programs/{program}")))
     school.post(f"/programs/{program}/enrol", {"user": "nobody@example.com"})
-    assert "No WordPress user nobody@example.com." in flashes(school.get(f"/programs/{program}"))
+    assert "No WordPress user nobody@example.com." in school.flashes(school.get(f"/programs/{program}"))
     school.post(f"/programs/{program}/enrol", {"user": "Анна"})
-    assert any("Enter a WordPress user ID or an e-mail address" in s for s in flashes(school.get(f"/programs/{program}")))
+    assert any("Enter a WordPress user ID or an e-mail address" in s for s in school.flashes(school.get(f"/programs/{program}")))
     school.catalog.set_status(program, "archived", actor="test")
     school.post(f"/programs/{program}/enrol", {"user": str(school.learners(3)[2])})
-    assert any("The program is archived" in s for s in flashes(school.get(f"/programs/{program}")))
+    assert any("The program is archived" in s for s in school.flashes(school.get(f"/programs/{program}")))
     assert len(school.enrolments(program)) == 2
 
 
@@ -382,7 +361,7 @@ def test_enrolling_with_a_step_that_has_no_product_says_why(school):
                                     actor="test").id
     [learner] = school.learners()
     school.post(f"/programs/{program}/enrol", {"user": str(learner), "grant_first": "1"})
-    shown = flashes(school.get(f"/programs/{program}"))
+    shown = school.flashes(school.get(f"/programs/{program}"))
     assert any(s.startswith("Not enrolled: step 1 cannot be granted.") for s in shown), shown
     assert school.enrolments(program) == []
 
@@ -397,7 +376,7 @@ def test_withdraw_ends_the_enrolment_and_shows_in_the_timeline(school):
     page = school.get(f"/programs/enrolments/{enrolment}")
     assert f"Withdrawn by {seed.DEMO_ADMIN_LOGIN}" in page and "withdrawn" in page
     school.post(f"/programs/enrolments/{enrolment}/withdraw")
-    assert f"Enrolment #{enrolment} is not in progress: nothing to withdraw." in flashes(school.get(f"/programs/{program}"))
+    assert f"Enrolment #{enrolment} is not in progress: nothing to withdraw." in school.flashes(school.get(f"/programs/{program}"))
     # An outside "next" is not followed.
     response = school.post(f"/programs/enrolments/{enrolment}/withdraw", {"next": "https://evil.example/"})
     assert response.headers["Location"].endswith(f"/programs/{program}")

@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask, request
 
-from sidecar.app import create_app
 from sidecar.bootstrap import build_runtime, store_url
 from sidecar.devstack import seed
 from sidecar.devstack.server import serve_in_thread
@@ -31,22 +30,6 @@ from sidecar.webhooks.events import SCHEMAS
 PUBLIC_URL = "https://93.184.215.14/hooks/crm"      # a public address literal: no DNS needed to accept it
 CONFIG_SECRET = "whsec_" + "Y29uZmlnLWVuZHBvaW50LXNlY3JldC0wMDAx"
 PATH_TOKEN = "memberlux-path-token-3a9c"
-
-
-def csrf_in(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, "no CSRF field in the page"
-    return found.group(1)
-
-
-def flashes(page: str) -> list[str]:
-    return [m.strip() for m in re.findall(r'<p class="flash flash-\w+[^"]*"[^>]*>(.*?)</p>', page, re.S)]
-
-
-def field_error(page: str, field: str) -> str:
-    found = re.search(rf'<span class="field-error" id="err-{re.escape(field)}" role="alert">(.*?)</span>', page, re.S)
-    assert found, f"no error shown for {field}"
-    return found.group(1)
 
 
 class Receiver:
@@ -66,14 +49,10 @@ class Receiver:
 
 
 class Admin:
-    def __init__(self, runtime) -> None:
+    def __init__(self, runtime, pages) -> None:
         self.runtime = runtime
-        self.app = create_app(runtime, testing=True)
-        self.client = self.app.test_client()
-        token = csrf_in(self.client.get("/login").get_data(as_text=True))
-        response = self.client.post("/login", data={"csrf_token": token, "login": seed.DEMO_ADMIN_LOGIN,
-                                                    "password": seed.DEMO_ADMIN_PASSWORD})
-        assert response.status_code == 302, "the administrator could not sign in"
+        self.app, self.client = pages.signed_in(runtime)
+        self.csrf_in, self.flashes, self.field_error = pages.csrf_in, pages.flashes, pages.field_error
 
     def get(self, url: str, status: int = 200) -> str:
         response = self.client.get(url)
@@ -82,7 +61,7 @@ class Admin:
 
     def post(self, url: str, data: dict | None = None):
         # The session's token, read once: fetching a page for it would also take the page's flashes.
-        self._token = getattr(self, "_token", None) or csrf_in(self.get("/webhooks/events"))
+        self._token = getattr(self, "_token", None) or self.csrf_in(self.get("/webhooks/events"))
         return self.client.post(url, data={"csrf_token": self._token, **(data or {})})
 
     @staticmethod
@@ -109,7 +88,7 @@ class Admin:
 
 
 @pytest.fixture
-def admin(small_site, settings_for):
+def admin(small_site, settings_for, admin_pages):
     settings = settings_for(small_site, webhooks={
         "endpoints": [{"name": "warehouse", "url": "https://93.184.215.15/events", "events": ["grant.succeeded"],
                        "secret": CONFIG_SECRET, "description": "from the file"}],
@@ -120,7 +99,7 @@ def admin(small_site, settings_for):
     runtime = build_runtime(settings)
     sync_config(runtime)
     try:
-        yield Admin(runtime)
+        yield Admin(runtime, admin_pages)
     finally:
         runtime.close()
 
@@ -172,7 +151,7 @@ def test_pages_need_a_signed_in_administrator_and_forms_the_csrf_token(admin):
 def test_new_endpoint_is_saved_and_listed(admin):
     admin.save(events=["grant.succeeded", "program.completed"], description="CRM deals")
     crm = admin.endpoint("CRM")
-    assert "Endpoint «CRM» saved." in flashes(admin.get(f"/webhooks/{crm.id}"))
+    assert "Endpoint «CRM» saved." in admin.flashes(admin.get(f"/webhooks/{crm.id}"))
     assert (crm.source, crm.url, crm.events, crm.enabled) == ("ui", PUBLIC_URL, ["grant.succeeded", "program.completed"], True)
     assert crm.secret.startswith("whsec_")
     page = admin.get("/webhooks")
@@ -188,17 +167,17 @@ def test_form_errors_are_shown_at_their_field(admin):
     response = admin.post("/webhooks/new?lang=en", {"name": "", "url": "http://10.1.2.3/hook", "events": []})
     page = admin.page_of(response)
     assert response.status_code == 422 and "Nothing was saved" in page
-    assert field_error(page, "name") == "A name of 1 to 100 characters is required."
-    assert field_error(page, "events") == 'Choose "All events" or at least one event type.'
-    assert field_error(page, "url").startswith("10.1.2.3 is an address inside our network (10.1.2.3)")
+    assert admin.field_error(page, "name") == "A name of 1 to 100 characters is required."
+    assert admin.field_error(page, "events") == 'Choose "All events" or at least one event type.'
+    assert admin.field_error(page, "url").startswith("10.1.2.3 is an address inside our network (10.1.2.3)")
     response = admin.post("/webhooks/new?lang=ru", {"name": "CRM", "url": "http://user:pw@93.184.215.14/", "events": ["*"]})
-    assert "Без имени пользователя и пароля в адресе" in field_error(admin.page_of(response), "url")
+    assert "Без имени пользователя и пароля в адресе" in admin.field_error(admin.page_of(response), "url")
     response = admin.post("/webhooks/new?lang=en", {"name": "CRM", "url": "ftp://93.184.215.14/", "events": ["*"]})
-    assert field_error(admin.page_of(response), "url") == "Enter an http:// or https:// address."
+    assert admin.field_error(admin.page_of(response), "url") == "Enter an http:// or https:// address."
     admin.save()
     response = admin.post("/webhooks/new?lang=en", {"name": "CRM", "url": PUBLIC_URL, "events": ["*"]})
     assert response.status_code == 422
-    assert field_error(admin.page_of(response), "name") == "An endpoint named «CRM» exists already."
+    assert admin.field_error(admin.page_of(response), "name") == "An endpoint named «CRM» exists already."
     with admin.runtime.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(WebhookEndpoint)
                               .where(WebhookEndpoint.source == "ui")) == 1
@@ -216,10 +195,10 @@ def test_configuration_endpoints_are_read_only(admin):
     assert f'/webhooks/{warehouse.id}/enabled' not in page
     response = admin.client.get(f"/webhooks/{warehouse.id}/edit")
     assert response.status_code == 302
-    assert "Endpoints of the configuration file are changed in the file" in " ".join(flashes(admin.get(f"/webhooks/{warehouse.id}")))
+    assert "Endpoints of the configuration file are changed in the file" in " ".join(admin.flashes(admin.get(f"/webhooks/{warehouse.id}")))
     admin.post(f"/webhooks/{warehouse.id}/edit", {"name": "warehouse", "url": PUBLIC_URL, "events": ["*"], "enabled": "1"})
     admin.post(f"/webhooks/{warehouse.id}/rotate")
-    assert any("Rotate this secret in the configuration file" in f for f in flashes(admin.get(f"/webhooks/{warehouse.id}")))
+    assert any("Rotate this secret in the configuration file" in f for f in admin.flashes(admin.get(f"/webhooks/{warehouse.id}")))
     admin.post(f"/webhooks/{warehouse.id}/enabled", {"enabled": "0"})
     after = admin.endpoint("warehouse")
     assert (after.url, after.events, after.secret, after.enabled) == (warehouse.url, ["grant.succeeded"], CONFIG_SECRET, True)
@@ -266,7 +245,7 @@ def test_rotation_keeps_the_old_secret_signing_for_the_grace_period(admin):
     assert after.secret != before.secret and after.previous_secret == before.secret
     page = admin.get(f"/webhooks/{before.id}?lang=en")
     until = after.previous_secret_until.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Moscow"))
-    assert any(f"The old one keeps signing until {until:%Y-%m-%d %H:%M}" in f for f in flashes(page)), flashes(page)
+    assert any(f"The old one keeps signing until {until:%Y-%m-%d %H:%M}" in f for f in admin.flashes(page)), admin.flashes(page)
     assert "The previous secret also signs until" in page
     shown = admin.page_of(admin.post(f"/webhooks/{before.id}/secret"))
     assert after.secret in shown and before.secret in shown
@@ -299,7 +278,7 @@ def test_test_event_is_queued_delivered_by_the_worker_and_logged(admin, receiver
     [delivery] = admin.deliveries(crm.id)
     assert delivery.state == "pending" and receiver.received == []      # nothing is sent from the web request
     page = admin.get(f"/webhooks/{crm.id}/deliveries?lang=en")
-    assert any("the worker delivers it within seconds" in f for f in flashes(page))
+    assert any("the worker delivers it within seconds" in f for f in admin.flashes(page))
     assert "webhook.test" in page and "waiting" in page
 
     assert WebhookDeliverer(admin.runtime).run_once() == 1
@@ -317,7 +296,7 @@ def test_test_event_is_queued_delivered_by_the_worker_and_logged(admin, receiver
     assert admin.audit("webhook.redeliver")[0].actor == seed.DEMO_ADMIN_LOGIN
     WebhookDeliverer(admin.runtime).run_once()
     page = admin.get(f"/webhooks/{crm.id}/deliveries?lang=ru")
-    assert f"Delivery #{delivery.id} queued again" in " ".join(flashes(page))     # said in the language of the POST
+    assert f"Delivery #{delivery.id} queued again" in " ".join(admin.flashes(page))     # said in the language of the POST
     assert "Попытки (2)" in page and "HTTP 500" in page
     failed_only = admin.get(f"/webhooks/{crm.id}/deliveries?state=failed")
     assert f'data-id="{delivery.id}"' not in failed_only                # still retrying: pending

@@ -1,0 +1,82 @@
+"""Helpers the bench scripts share (bridge.py, soak.py): finding the CLI, ports, waiting for a
+server, writing the TOML configuration, percentiles.
+
+Imported as ``_common`` because a script run as ``python bench/X.py`` has ``bench/`` first on
+``sys.path``; nothing here imports ``sidecar``, so it works before a script adds the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+
+HOST = "127.0.0.1"
+
+
+def cli() -> list[str]:
+    """The ``mlsidecar`` command of this interpreter's environment (``python -m`` without the script)."""
+    script = Path(sys.executable).with_name("mlsidecar")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sidecar.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def wait_http(url: str, processes, name: str, timeout: float) -> None:  # noqa: ANN001 - each script's Processes
+    """Until ``url`` answers 200; stops the script when the process ``name`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process = processes.running.get(name)
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"{name} exited with {process.returncode}:\n{processes.tail(name)}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{name} did not answer {url} within {timeout:.0f} s:\n{processes.tail(name)}")
+
+
+def toml_value(value) -> str:  # noqa: ANN001
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def write_config(path: Path, sections: dict[str, dict]) -> Path:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    # The configuration refuses passwords inside URLs; they go to store.password.
+    parsed = sa.make_url(url)
+    if parsed.password is None:
+        return url, None
+    return parsed.set(password=None).render_as_string(hide_password=False), parsed.password
+
+
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]

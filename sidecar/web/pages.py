@@ -1,0 +1,29 @@
+"""Small helpers the admin blueprints share (reminders, webhooks, programs, grants, monitor).
+
+They live here, not in one feature's views, so that no feature imports another's blueprint module
+just to format a label or name the acting administrator.
+"""
+
+from __future__ import annotations
+
+from sidecar.web.auth import current_admin
+from sidecar.web.i18n import translate
+
+
+def actor() -> str:
+    """The signed-in administrator's login for audit events; ``"?"`` when there is none."""
+    admin = current_admin()
+    return admin.login if admin else "?"
+
+
+def label(key: str, fallback: str) -> str:
+    """``key`` in the UI's language, or ``fallback`` when no catalogue has it (translate echoes the key)."""
+    text = translate(key)
+    return fallback if text == key else text
+
+
+def shorten(text: str | None, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis, for previews of long error messages."""
+    if not text:
+        return ""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
