@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from markupsafe import escape
+
 from sidecar.bootstrap import Runtime
 from sidecar.mail.templates import TemplateError, render_text
 from sidecar.memberlux.products import ProductCatalog
@@ -166,7 +168,5 @@ class LetterContext:
             words = "Вы получили это письмо, потому что ваш доступ к курсу закончился. Не присылать напоминания"
         else:
             words = "You received this because your access to a course ended. Stop these reminders"
-        from markupsafe import escape
-
         return (f'<p style="color:#888;font-size:12px">{escape(words)}: <a href="{escape(url)}">{escape(url)}</a></p>',
                 f"{words}: {url}")

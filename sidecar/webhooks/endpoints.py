@@ -153,8 +153,12 @@ def program_endpoints(session, program_id: int, *, webhook_url: str, notify_emai
             "the legacy plugin's admin e-mails (mlp_notify_*), as HTML"
         session.add(row)
     for name, row in stored.items():
-        if name not in wanted:
-            session.delete(row) if not _has_deliveries(session, row.id) else setattr(row, "enabled", False)
+        if name in wanted:
+            continue
+        if _has_deliveries(session, row.id):
+            row.enabled = False          # keep it: its delivery log refers to it
+        else:
+            session.delete(row)
 
 
 def _has_deliveries(session, endpoint_id: int) -> bool:  # noqa: ANN001
