@@ -8,9 +8,13 @@ Imported as ``_common`` because a script run as ``python bench/X.py`` has ``benc
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import requests
@@ -80,3 +84,50 @@ def percentile(values: list[float], share: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+class Processes:
+    """Children started by a bench script, each in its own session so gunicorn's workers go with it."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.running: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir,
+                                   env={**os.environ, **(env or {})}, start_new_session=True)
+        log.close()
+        self.running[name] = process
+        return process
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 40) -> None:
+        process = self.running.get(name)
+        if process is None:
+            return
+        try:
+            if process.poll() is None:
+                os.killpg(process.pid, sig)
+                process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
+        finally:
+            # Not gone in time, or this wait was interrupted: leave nothing behind.
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(10)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+            self.running.pop(name, None)
+
+    def stop_all(self, *, newest_first: bool = False, signals: Mapping[str, int] | None = None) -> None:
+        names = list(self.running)
+        for name in reversed(names) if newest_first else names:
+            self.stop(name, (signals or {}).get(name, signal.SIGTERM))
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""

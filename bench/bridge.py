@@ -36,7 +36,6 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -61,7 +60,7 @@ from sidecar.memberlux.rest import Customer, MemberLuxRestClient  # noqa: E402
 from sidecar.store import db as store_db  # noqa: E402
 from sidecar.store.grant_models import CANCELLED, FINAL_STATES, QUEUED, SUCCEEDED, Grant, GrantAttempt  # noqa: E402
 
-from _common import HOST, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
+from _common import HOST, Processes, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
 from _common import cli as _cli  # noqa: E402
 from _common import free_port as _free_port  # noqa: E402
 from _common import percentile as _percentile  # noqa: E402
@@ -72,50 +71,6 @@ WARMUP_REQUESTS = 64
 
 
 # --- processes -------------------------------------------------------------------------------------
-class Processes:
-    """Children started by this script; each in its own session so gunicorn's workers go with it."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.running: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir,
-                                   env={**os.environ, **(env or {})}, start_new_session=True)
-        log.close()
-        self.running[name] = process
-        return process
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 40) -> None:
-        process = self.running.get(name)
-        if process is None:
-            return
-        try:
-            if process.poll() is None:
-                os.killpg(process.pid, sig)
-                process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        except ProcessLookupError:
-            return
-        finally:
-            # Not gone in time, or this wait was interrupted: leave nothing behind.
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(10)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
-            self.running.pop(name, None)
-
-    def stop_all(self) -> None:
-        for name in list(self.running):
-            self.stop(name)
-
-    def tail(self, name: str, lines: int = 30) -> str:
-        path = self.log_dir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
 def _wait_http(url: str, processes: Processes, name: str, timeout: float = 90) -> None:

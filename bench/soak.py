@@ -81,7 +81,7 @@ from sidecar.devstack.seed import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD, DEMO_AP
 from sidecar.devstack.site import build_demo_site  # noqa: E402
 from sidecar.store.grant_models import FINAL_STATES, SUCCEEDED, Grant  # noqa: E402
 
-from _common import HOST, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
+from _common import HOST, Processes, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
 from _common import cli as _cli  # noqa: E402
 from _common import free_port as _free_port  # noqa: E402
 from _common import percentile as _percentile  # noqa: E402
@@ -102,47 +102,6 @@ SORTS = ["expired_on", "days_since", "name", "email", "level"]
 
 
 # --- processes ---------------------------------------------------------------------------------------------
-class Processes:
-    """Children started by this script, each in its own process group (gunicorn's workers go with it)."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.running: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir,
-                                   env={**os.environ, **(env or {})}, start_new_session=True)
-        log.close()
-        self.running[name] = process
-        return process
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 40) -> None:
-        process = self.running.pop(name, None)
-        if process is None:
-            return
-        try:
-            if process.poll() is None:
-                os.killpg(process.pid, sig)
-                process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        except ProcessLookupError:
-            return
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-
-    def stop_all(self) -> None:
-        for name in reversed(list(self.running)):
-            self.stop(name, signal.SIGINT if name == "worker" else signal.SIGTERM)
-
-    def tail(self, name: str, lines: int = 30) -> str:
-        path = self.log_dir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
 def _run_cli(args: list[str], log_dir: Path, name: str, timeout: float = 600) -> None:
@@ -505,7 +464,7 @@ def main() -> None:
         print("\ninterrupted; stopping processes and removing the temporary directory", file=sys.stderr)
         failed = True
     finally:
-        processes.stop_all()
+        processes.stop_all(newest_first=True, signals={"worker": signal.SIGINT})
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
         else:
