@@ -18,12 +18,16 @@ from sidecar.store.models import Base
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 # Grant states. "fetching" waits for CRM data (amoCRM lead) before it can be validated;
-# "confirming" means the order was accepted and only the read-back of the key is pending:
-# such a grant is never ordered again.
-QUEUED, FETCHING, DELIVERING, CONFIRMING = "queued", "fetching", "delivering", "confirming"
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-OPEN_STATES = (QUEUED, FETCHING, DELIVERING, CONFIRMING)
-FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+# "delivering" is committed before an order call and left behind by a worker that died during it;
+# "unknown" means an order call may have reached the site and we do not know what it did: the
+# site may still be running it, so the grant is only looked for, never ordered again, until
+# ``settle_until`` has passed with no trace of it; "confirming" means an order is known to exist
+# and only the read-back of the key is pending: such a grant is never ordered again.
+# "duplicated" is final: more than one key carries the grant's id (an admin must act).
+QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING = "queued", "fetching", "delivering", "unknown", "confirming"
+SUCCEEDED, FAILED, CANCELLED, DUPLICATED = "succeeded", "failed", "cancelled", "duplicated"
+OPEN_STATES = (QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING)
+FINAL_STATES = (SUCCEEDED, DUPLICATED, FAILED, CANCELLED)
 ALL_STATES = OPEN_STATES + FINAL_STATES
 
 
@@ -58,6 +62,14 @@ class Grant(Base):
     claim_expires_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(sa.String(500))
 
+    #: Start of the first order call: traces of any of this grant's orders are looked for from here.
+    first_ordered_at: Mapped[datetime | None]
+    #: No order call may be sent before this instant (an earlier call may still be running on the site).
+    settle_until: Mapped[datetime | None]
+    #: A grant ordered more than once is re-read until then, so that a late second key is caught.
+    verify_until: Mapped[datetime | None] = mapped_column(index=True)
+    #: Order calls that reached (or may have reached) the site.
+    orders_sent: Mapped[int] = mapped_column(default=0, server_default="0")
     order_id: Mapped[int | None] = mapped_column(sa.BigInteger)
     user_id: Mapped[int | None] = mapped_column(sa.BigInteger)
     user_existed: Mapped[bool | None]
