@@ -4,11 +4,22 @@ Error classes tell the caller what it may do next:
 
 * ``PermanentRestError`` – the site refused the request (4xx with a WordPress error body, or the
   documented 404 for an unknown product). Retrying the same request cannot help.
-* ``UnknownOutcomeError`` – the request was sent but we do not know what happened (timeout, 5xx,
-  connection dropped mid-way). The order may have been created: look it up (``utm_id`` in
-  ``keys_meta``) before retrying.
-* ``UnreachableError`` – the connection could not be opened: nothing reached the site, so a retry
-  is safe.
+* ``UnknownOutcomeError`` – the request reached (or may have reached) the site and we do not know
+  what it did: no answer before the deadline, a 5xx or 504 from a proxy, the connection dropped
+  after the request was sent. PHP keeps running after the caller gave up (core.md 13), so the
+  order may still be written minutes later: never send it again before the site can no longer be
+  running the first one, and look for its traces first (``sidecar.bridge.traces``).
+* ``UnreachableError`` – no byte of the request left this process (refused or unresolvable
+  connection, connect timeout, TLS handshake or certificate failure): a retry is safe.
+
+Whether the request was sent is decided by the transport itself (the connection records the
+moment it first writes to the socket), not by the text of an exception.
+
+Two properties make concurrency real on a MemberLux site (core.md 13): no cookie is ever kept or
+sent (MemberLux starts a PHP session on every request, and PHP serialises the requests of one
+session, so a cookie jar would turn parallel orders into a queue whose waiting eats each call's
+timeout), and every call has one **total deadline** covering connect, send, the wait for the
+answer and reading it, not only a per-read timeout.
 
 Credentials travel only in the ``Authorization`` header (Application Password over HTTP Basic,
 core.md 5.1), never in URLs or log lines.
@@ -16,19 +27,27 @@ core.md 5.1), never in URLs or log lines.
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
+import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 log = logging.getLogger(__name__)
 
 ORDER_ROUTE = "/mbl/v1/order"
 UTM_SOURCE = "mlsidecar"
 UTM_MAX_LENGTH = 60  # keys_meta.utm_* are VARCHAR(60): longer values are truncated by MemberLux
+CONNECT_TIMEOUT_CAP = 10.0
+MAX_ANSWER_BYTES = 1_048_576  # an order answer is a few bytes; an HTML error page a few kB
 
 
 class RestError(Exception):
@@ -80,6 +99,95 @@ def _wp_error(body: Any) -> tuple[str | None, str]:
     return None, ""
 
 
+# --- transport: no cookies, a record of what was sent, a total deadline ---------------------------
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Accept no cookie and send none: a PHPSESSID would serialise our parallel orders."""
+
+    def set_ok(self, cookie, request) -> bool:  # noqa: ANN001 - http.cookiejar's signature
+        return False
+
+    def return_ok(self, cookie, request) -> bool:  # noqa: ANN001
+        return False
+
+
+_call = threading.local()  # per call (each call runs in a thread of its own): did a byte leave?
+
+
+class _SendRecordingMixin:
+    def send(self, data: Any) -> None:
+        # http.client connects lazily inside send(); a failure there sent nothing.
+        if getattr(self, "sock", None) is None:
+            self.connect()  # type: ignore[attr-defined]
+        _call.sent = True
+        super().send(data)  # type: ignore[misc]
+
+
+class _RecordingHTTPConnection(_SendRecordingMixin, HTTPConnection):
+    pass
+
+
+class _RecordingHTTPSConnection(_SendRecordingMixin, HTTPSConnection):
+    pass
+
+
+class _RecordingHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _RecordingHTTPConnection
+
+
+class _RecordingHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _RecordingHTTPSConnection
+
+
+class _RecordingAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _RecordingHTTPPool, "https": _RecordingHTTPSPool}
+
+
+def _is_certificate_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        stack.extend([current.__cause__, current.__context__, getattr(current, "reason", None),
+                      *[a for a in current.args if isinstance(a, BaseException)]])
+    return False
+
+
+@dataclass
+class _Exchange:
+    """What one HTTP exchange produced, filled in by the thread that performs it."""
+
+    status: int | None = None
+    body: Any = None
+    error: BaseException | None = None
+    sent: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def _read_answer(response: requests.Response, deadline: float) -> Any:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(16384):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            break
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the answer did not arrive before the deadline")
+    raw = b"".join(chunks)
+    try:
+        return requests.models.complexjson.loads(raw.decode(response.encoding or "utf-8", errors="replace"))
+    except ValueError:
+        return raw.decode(response.encoding or "utf-8", errors="replace")[:2000]
+
+
 class MemberLuxRestClient:
     def __init__(self, base_url: str, user: str, password: str | None, *, timeout: float = 90.0,
                  verify_tls: bool = True, session: requests.Session | None = None) -> None:
@@ -89,34 +197,67 @@ class MemberLuxRestClient:
         self.session.verify = verify_tls
         self.session.headers["User-Agent"] = "mlsidecar"
         self.session.headers["Accept"] = "application/json"
+        self.session.cookies.set_policy(_NoCookies())
+        adapter = _RecordingAdapter(max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self._auth = (user, password) if user and password else None
 
-    # --- transport ------------------------------------------------------------------------------
+    def _exchange(self, method: str, url: str, json_body: Any, deadline: float, exchange: _Exchange) -> None:
+        _call.sent = False
+        try:
+            remaining = max(0.001, deadline - time.monotonic())
+            # A write never rides on a kept-alive connection: one the server closed meanwhile would fail
+            # after the request was written and turn a harmless retry into an unknown outcome.
+            headers = {"Connection": "close"} if method != "GET" else None
+            response = self.session.request(method, url, json=json_body, auth=self._auth, stream=True, headers=headers,
+                                            timeout=(min(CONNECT_TIMEOUT_CAP, remaining), remaining),
+                                            allow_redirects=False)
+            try:
+                exchange.status = response.status_code
+                exchange.body = _read_answer(response, deadline)
+            finally:
+                response.close()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as it is
+            exchange.error = exc
+        finally:
+            exchange.sent = bool(getattr(_call, "sent", False))
+            exchange.done.set()
+
     def _request(self, method: str, route: str, *, query: dict[str, str] | None = None,
                  json_body: Any = None, timeout: float | None = None) -> tuple[int, Any, float]:
+        """One exchange within ``timeout`` seconds in total, whatever the server does meanwhile.
+
+        The exchange runs in a thread of its own, so the caller gets an answer (or an error) at the
+        deadline even from a server that trickles its answer byte by byte; the abandoned exchange
+        ends on its own at its socket timeout.
+        """
         url = self.base_url + route + (("?" + urlencode(query)) if query else "")
+        total = timeout or self.timeout
         started = time.monotonic()
-        try:
-            response = self.session.request(method, url, json=json_body, auth=self._auth,
-                                            timeout=(min(10.0, timeout or self.timeout), timeout or self.timeout),
-                                            allow_redirects=False)
-        except requests.ConnectTimeout as exc:
-            raise UnreachableError(f"connect timeout to {self.base_url}", elapsed=time.monotonic() - started) from exc
-        except requests.ConnectionError as exc:
-            # A refused or unresolvable connection sent nothing; a reset after connecting might have.
-            text = str(exc)
-            sent = "RemoteDisconnected" in text or "Connection aborted" in text
-            cls = UnknownOutcomeError if sent else UnreachableError
-            raise cls(f"connection to {self.base_url} failed: {type(exc).__name__}", elapsed=time.monotonic() - started) from exc
-        except requests.Timeout as exc:
-            raise UnknownOutcomeError(f"no answer within {timeout or self.timeout:.0f} s",
-                                      elapsed=time.monotonic() - started) from exc
+        deadline = started + total
+        exchange = _Exchange()
+        worker = threading.Thread(target=self._exchange, args=(method, url, json_body, deadline, exchange),
+                                  name="memberlux-rest", daemon=True)
+        worker.start()
+        finished = exchange.done.wait(total + 0.05)
         elapsed = time.monotonic() - started
-        try:
-            body: Any = response.json()
-        except ValueError:
-            body = response.text[:2000]
-        return response.status_code, body, elapsed
+        if not finished:
+            raise UnknownOutcomeError(f"no complete answer within {total:.0f} s", elapsed=elapsed)
+        exc = exchange.error
+        if exc is None:
+            assert exchange.status is not None
+            return exchange.status, exchange.body, elapsed
+        if not exchange.sent or _is_certificate_failure(exc):
+            # Nothing left this process (refused, unresolvable, connect timeout, TLS handshake).
+            raise UnreachableError(f"cannot connect to {self.base_url}: {type(exc).__name__}",
+                                   elapsed=elapsed) from exc
+        if isinstance(exc, (requests.Timeout, TimeoutError)):
+            raise UnknownOutcomeError(f"no complete answer within {total:.0f} s", elapsed=elapsed) from exc
+        if isinstance(exc, (requests.RequestException, OSError)):
+            raise UnknownOutcomeError(f"connection to {self.base_url} broke after the request was sent: "
+                                      f"{type(exc).__name__}", elapsed=elapsed) from exc
+        raise exc
 
     def _raise_for(self, status: int, body: Any, elapsed: float, what: str) -> None:
         code, message = _wp_error(body)

@@ -85,3 +85,188 @@ def test_server_error_is_unknown_outcome(emulator):
 def test_grant_reference_longer_than_utm_column_is_refused():
     with pytest.raises(ValueError, match="60"):
         MemberLuxRestClient.correlation_query("g" * 61)
+
+
+# --- the transport under a site that behaves like the real one (core.md 13) ------------------------
+
+import json  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+
+class PhpLikeSite:
+    """A raw HTTP server that starts a PHP session on every request, as MemberLux does.
+
+    Each answer sets ``PHPSESSID``; a request that sends a known ``PHPSESSID`` back waits for the
+    session's lock, which the earlier request holds for its whole run (``seconds``). It records the
+    Cookie header of every request.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.cookies_seen: list[str | None] = []
+        self.locks: dict[str, threading.Lock] = {}
+        self.guard = threading.Lock()
+        self.counter = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/wp-json"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            headers = {line.split(":", 1)[0].strip().lower(): line.split(":", 1)[1].strip()
+                       for line in head.split(b"\r\n\r\n")[0].decode().split("\r\n")[1:] if ":" in line}
+            length = int(headers.get("content-length", "0"))
+            body = head.split(b"\r\n\r\n", 1)[1]
+            while len(body) < length:
+                body += conn.recv(65536)
+            cookie = headers.get("cookie")
+            with self.guard:
+                self.cookies_seen.append(cookie)
+                sid = cookie.split("PHPSESSID=", 1)[1].split(";")[0] if cookie and "PHPSESSID=" in cookie else None
+                if sid is None or sid not in self.locks:
+                    self.counter += 1
+                    sid = f"sess{self.counter}"
+                    self.locks[sid] = threading.Lock()
+                lock = self.locks[sid]
+            with lock:  # session_start() blocks until the session's earlier request has ended
+                time.sleep(self.seconds)
+                answer = json.dumps({"order": 1000 + self.counter}).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Set-Cookie: PHPSESSID=" + sid.encode() + b"; path=/\r\n"
+                             b"Content-Length: " + str(len(answer)).encode() + b"\r\nConnection: close\r\n\r\n" + answer)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@contextmanager
+def raw_server(handle):
+    """A one-purpose TCP server: ``handle(conn)`` runs for every connection in a thread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/wp-json"
+    finally:
+        listener.close()
+
+
+def read_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+
+
+def test_orders_carry_no_cookie_so_parallel_orders_are_not_queued_by_the_php_session():
+    site = PhpLikeSite(seconds=1.0)
+    client = MemberLuxRestClient(site.url, "api", "secret", timeout=10)
+    try:
+        client.order_product(Customer("first@example.com"), 1, "g-cookie-0")  # the site hands out a session
+        durations: list[float] = []
+
+        def order(n: int) -> None:
+            started = time.monotonic()
+            client.order_product(Customer(f"p{n}@example.com"), 1, f"g-cookie-{n}")
+            durations.append(time.monotonic() - started)
+
+        threads = [threading.Thread(target=order, args=(n,)) for n in (1, 2, 3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        site.close()
+    assert site.cookies_seen == [None] * 4
+    assert len(client.session.cookies) == 0
+    # With the cookie sent back they would take about 1, 2 and 3 s (the session lock queues them).
+    assert max(durations) < 1.9, durations
+
+
+def test_a_site_that_trickles_its_answer_is_cut_off_at_the_total_deadline():
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            read_request(conn)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n")
+            for _ in range(40):  # one byte every 0.3 s: each read is quick, the whole answer is not
+                time.sleep(0.3)
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    with raw_server(trickle) as url:
+        client = MemberLuxRestClient(url, "api", "secret", timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(UnknownOutcomeError, match="within 1 s"):
+            client.order_product(Customer("slow@example.com"), 1, "g-trickle")
+        assert time.monotonic() - started < 1.6
+
+
+def test_connection_closed_after_the_request_was_read_is_an_unknown_outcome():
+    def swallow(conn: socket.socket) -> None:
+        with conn:
+            read_request(conn)  # the site got the whole order, then the connection dies
+
+    with raw_server(swallow) as url:
+        with pytest.raises(UnknownOutcomeError, match="after the request was sent"):
+            MemberLuxRestClient(url, "api", "secret", timeout=5).order_product(Customer("x@example.com"), 1, "g-reset")
+
+
+def test_a_proxy_gateway_timeout_is_an_unknown_outcome():
+    def gateway(conn: socket.socket) -> None:
+        with conn:
+            read_request(conn)
+            page = b"<html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 Gateway Time-out</h1></center><hr><center>nginx</center></body></html>"
+            conn.sendall(b"HTTP/1.1 504 Gateway Time-out\r\nContent-Type: text/html\r\nContent-Length: "
+                         + str(len(page)).encode() + b"\r\nConnection: close\r\n\r\n" + page)
+
+    with raw_server(gateway) as url:
+        with pytest.raises(UnknownOutcomeError) as caught:
+            MemberLuxRestClient(url, "api", "secret", timeout=5).order_product(Customer("x@example.com"), 1, "g-504")
+    assert caught.value.status == 504
+
+
+def test_an_unresolvable_host_is_unreachable():
+    client = MemberLuxRestClient("http://site.invalid/wp-json", "u", "p", timeout=5)
+    with pytest.raises(UnreachableError):
+        client.order_product(Customer("x@example.com"), 1, "g-dns")
+
+
+def test_a_failed_tls_handshake_sent_nothing_and_is_unreachable():
+    def not_tls(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(1024)  # the ClientHello; answer with garbage and hang up
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    with raw_server(not_tls) as url:
+        client = MemberLuxRestClient(url.replace("http://", "https://"), "u", "p", timeout=5)
+        with pytest.raises(UnreachableError):
+            client.order_product(Customer("x@example.com"), 1, "g-tls")
