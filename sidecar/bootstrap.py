@@ -13,6 +13,7 @@ from sidecar.config import Settings, with_password
 from sidecar.domain.access import AccessPolicy
 from sidecar.memberlux.reader import MemberLuxReader
 from sidecar.memberlux.rest import MemberLuxRestClient
+from sidecar.memberlux.traces import TraceReader
 from sidecar.memberlux.schema import SiteSchema, connect_wordpress, reflect_site
 from sidecar.store import db as store_db
 
@@ -36,6 +37,10 @@ class Runtime:
         return MemberLuxRestClient(ml.rest_base_url, ml.rest_user,
                                    ml.rest_password.reveal() if ml.rest_password else None,
                                    timeout=ml.timeout_seconds, verify_tls=ml.verify_tls)
+
+    def trace_reader(self) -> TraceReader:
+        """Look-ups of an order call's traces; ``posts.post_date`` is in WordPress's own zone."""
+        return TraceReader(self.wp_engine, self.site, self.reader.site_timezone().tz)
 
     def close(self) -> None:
         self.wp_engine.dispose()

@@ -310,6 +310,14 @@ class BridgeSettings(_Section):
     retry_base_seconds: int = Field(30, ge=1, le=3600, description="First retry delay after a transient failure (doubles each time, with jitter).")
     retry_max_seconds: int = Field(3600, ge=10, le=86400, description="Longest delay between two retries.")
     give_up_after_hours: int = Field(72, ge=1, le=720, description="A grant still failing transiently after this long is marked failed.")
+    settle_seconds: int = Field(
+        600, ge=1, le=86400,
+        description="After an order call with an unknown outcome (timeout, 5xx/504, connection lost after sending) no new "
+                    "order is sent for this long: PHP keeps running after the caller gave up. Set it above the longest a "
+                    "request can still run on the site after the call ended (max_execution_time, FPM "
+                    "request_terminate_timeout, queueing in FPM); meanwhile the worker looks for the order's traces.")
+    unknown_poll_seconds: int = Field(15, ge=1, le=600, description="How often traces of an order with an unknown outcome "
+                                                                    "(or a key awaited after an order) are looked for.")
     max_wait_seconds: int = Field(60, ge=0, le=300, description="Cap of ?wait=SECONDS (synchronous answer).")
     product_overrides: list[ProductOverride] = Field(default_factory=list, description="Explicit (level, duration, units) -> product_id mappings, checked before product meta.")
     amocrm: AmoCrmSettings = AmoCrmSettings()
@@ -373,7 +381,7 @@ class ReminderSettings(_Section):
         return self
 
 
-WEBHOOK_EVENTS = ("grant.accepted", "grant.succeeded", "grant.failed", "program.step_granted", "program.completed",
+WEBHOOK_EVENTS = ("grant.accepted", "grant.succeeded", "grant.duplicated", "grant.failed", "program.step_granted", "program.completed",
                   "reminder.sent", "reminder.failed", "sleeper.detected")
 
 

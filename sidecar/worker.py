@@ -7,8 +7,6 @@ mistake (or a second host) waits instead of doing the same work twice.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -18,13 +16,10 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sidecar.bootstrap import Runtime
 from sidecar.status import HEARTBEAT_JOB
 from sidecar.store import leases
+from sidecar.store.leases import holder_name
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 30
-
-
-def holder_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_leased(runtime: Runtime, name: str, job: Callable[[Runtime], str | None], ttl: timedelta) -> bool:

@@ -171,3 +171,10 @@ SET @sql = IF((SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA
 PREPARE stmt FROM @sql;
 EXECUTE stmt;
 DEALLOCATE PREPARE stmt;
+
+-- WooCommerce "High-Performance Order Storage" (WooCommerce >= 8.2; traces of an order call)
+SET @t = 'wc_orders';
+SET @sql = IF((SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = @db AND TABLE_NAME = CONCAT(@p, @t)) > 0, CONCAT('GRANT SELECT ON ', @on_site, @t, '` TO ', @account), 'DO 0');
+PREPARE stmt FROM @sql;
+EXECUTE stmt;
+DEALLOCATE PREPARE stmt;

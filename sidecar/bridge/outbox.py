@@ -1,18 +1,25 @@
-"""Delivering grants to MemberLux: claim, (look up), order, confirm — at most one key per grant.
+"""Delivering grants to MemberLux: claim, look for traces, order, confirm — at most one key per grant.
 
 Every order carries ``utm_source=mlsidecar&utm_id=<grant id>``; MemberLux stores those in
-``keys_meta`` for the key it activates (core.md 5.6). That is what makes a retry safe:
+``keys_meta`` for the key it activates (core.md 5.6). On a real site that row is the *last* thing
+an order writes, and PHP keeps writing after the caller gave up (core.md 13), so:
 
-* before an order is sent the grant is marked ``delivering`` with ``outcome_unknown`` set, and that
-  is committed; a worker killed during the call leaves exactly that state behind;
-* whoever picks the grant up next (after the claim lease, longer than the REST timeout, expired)
-  first looks the grant id up in ``keys_meta``; if a key is there, the grant is confirmed, not
-  ordered again;
-* once the site accepted an order the grant is ``confirming``: from then on it is only ever read
-  back, never ordered again, even if the read-back keeps failing.
+* before an order call the grant is marked ``delivering`` (committed); a worker killed during the
+  call leaves exactly that, and whoever picks it up treats it as an unknown outcome;
+* an unknown outcome (no answer before the deadline, 5xx/504, connection lost after sending) makes
+  the grant ``unknown``: it is **never ordered again before ``settle_until``** (the call's end plus
+  ``bridge.settle_seconds``), and every ``bridge.unknown_poll_seconds`` the worker looks for every
+  trace of the call (``sidecar.memberlux.traces``): a key with our ``utm_id`` settles it; a
+  WooCommerce order for the customer or a key of (user, level) since the first call means an order
+  exists (``confirming``, never ordered again); only after the settle time with no trace at all is
+  it ordered again (``sidecar.domain.outcomes``);
+* more than one key with our ``utm_id`` is never a silent success: the grant ends ``duplicated``
+  (event, metric, UI), and a grant ordered more than once is re-read for ``settle_seconds`` after
+  its success so that a late second key is caught too.
 
 Claims are conditional UPDATEs in our store, so two workers (or a worker and a web request with
-``?wait=``) never process the same grant at the same time.
+``?wait=``) never process the same grant at the same time; every state write is conditioned on the
+claim it was made under, so a worker whose claim expired cannot overwrite what another one did.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,29 +38,31 @@ import sqlalchemy as sa
 from sidecar.bootstrap import Runtime
 from sidecar.domain.access import KeyRow
 from sidecar.domain.grants import RawGrant
+from sidecar.domain.outcomes import Evidence, Judgement, Verdict, judge
 from sidecar.logs import mask_emails
-from sidecar.memberlux.rest import Customer, MemberLuxRestClient, PermanentRestError, RestError, UnknownOutcomeError
+from sidecar.memberlux.rest import (
+    Customer, MemberLuxRestClient, PermanentRestError, RestError, UnknownOutcomeError,
+)
+from sidecar.memberlux.traces import Customer as TraceCustomer
+from sidecar.memberlux.traces import TraceReader
 from sidecar.store import audit
-from sidecar.webhooks.events import emit
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import (
-    CONFIRMING, DELIVERING, FAILED, FETCHING, QUEUED, SUCCEEDED, Grant, GrantAttempt,
+    CONFIRMING, DELIVERING, DUPLICATED, FAILED, FETCHING, QUEUED, SUCCEEDED, UNKNOWN, Grant, GrantAttempt,
 )
+from sidecar.store.leases import holder_name
+from sidecar.webhooks.events import emit
 
 from .amocrm import AmoApiError, AmoClient, AmoFetcher, AmoFieldNames, AmoPayloadError
 from .service import BridgeService, IntakeRejected, emit_accepted
 
 log = logging.getLogger(__name__)
 
+WORKABLE = (QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING)
 
-def _holder_name() -> str:
-    from sidecar.worker import holder_name  # the worker module imports this one
 
-    return holder_name()
-
-WORKABLE = (QUEUED, FETCHING, DELIVERING, CONFIRMING)
-CONFIRM_ATTEMPTS = 6          # read-backs after an accepted order before giving up on seeing the key
-CONFIRM_BASE_SECONDS = 10
+class ClaimLost(Exception):
+    """Our claim on a grant expired and someone else may be working on it: stop, write nothing more."""
 
 
 @dataclass(frozen=True)
@@ -73,15 +83,32 @@ def amo_field_names(runtime: Runtime) -> AmoFieldNames:
 class GrantDeliverer:
     def __init__(self, runtime: Runtime, service: BridgeService | None = None, *,
                  rest_client: MemberLuxRestClient | None = None, amo_fetcher: AmoFetcher | None = None,
-                 rng: random.Random | None = None, holder: str | None = None) -> None:
+                 rng: random.Random | None = None, holder: str | None = None,
+                 traces: TraceReader | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings.bridge
         self.service = service or BridgeService(runtime)
         self.rest = rest_client or runtime.rest_client()
         self.amo_fetcher = amo_fetcher
         self.rng = rng or random.Random()
-        self.holder = holder or _holder_name()
+        self.holder = holder or holder_name()
+        self._traces = traces
+        # A claim covers one pass: look-ups, one order call (bounded by its total deadline), a read-back.
         self.lease = timedelta(seconds=runtime.settings.memberlux.timeout_seconds + 60)
+
+    @property
+    def traces(self) -> TraceReader:
+        if self._traces is None:
+            self._traces = self.runtime.trace_reader()
+        return self._traces
+
+    @property
+    def settle(self) -> timedelta:
+        return timedelta(seconds=self.settings.settle_seconds)
+
+    @property
+    def poll(self) -> timedelta:
+        return timedelta(seconds=self.settings.unknown_poll_seconds)
 
     # --- claiming ------------------------------------------------------------------------------
     def _claimable(self, now: datetime) -> sa.ColumnElement[bool]:
@@ -103,27 +130,41 @@ class GrantDeliverer:
             ).rowcount
             return session.get(Grant, grant_id) if won else None
 
+    def _ours(self, grant_id: str) -> sa.ColumnElement[bool]:
+        """The grant is still claimed by us: the condition of every state write we make."""
+        return sa.and_(Grant.id == grant_id, Grant.claimed_by == self.holder)
+
+    def _write(self, session, grant_id: str, **changes) -> None:  # noqa: ANN001
+        won = session.execute(sa.update(Grant).where(self._ours(grant_id))
+                              .values(updated_at=self.runtime.clock.now(), **changes)).rowcount
+        if not won:
+            raise ClaimLost(grant_id)
+
     def _release(self, grant: Grant, **changes) -> Grant:
-        now = self.runtime.clock.now()
         with unit_of_work(self.runtime.sessions) as session:
-            session.execute(sa.update(Grant).where(Grant.id == grant.id, Grant.claimed_by == self.holder)
-                            .values(claimed_by=None, claim_expires_at=None, updated_at=now, **changes))
+            self._write(session, grant.id, claimed_by=None, claim_expires_at=None, **changes)
             return session.get(Grant, grant.id)
 
     def release(self, grant: Grant) -> Grant:
-        """Give a claimed grant back untouched, for whoever processes it next."""
-        return self._release(grant)
+        """Give a grant back untouched if we still hold it (a pass may have released it already)."""
+        with unit_of_work(self.runtime.sessions) as session:
+            session.execute(sa.update(Grant).where(self._ours(grant.id))
+                            .values(claimed_by=None, claim_expires_at=None, updated_at=self.runtime.clock.now()))
+            return session.get(Grant, grant.id)
 
     def _update(self, grant_id: str, **changes) -> None:
         with unit_of_work(self.runtime.sessions) as session:
-            session.execute(sa.update(Grant).where(Grant.id == grant_id)
-                            .values(updated_at=self.runtime.clock.now(), **changes))
+            self._write(session, grant_id, **changes)
 
     # --- bookkeeping -------------------------------------------------------------------------------
     def _attempt(self, grant: Grant, kind: str, outcome: str, started: datetime, *, status: int | None = None,
                  detail: str | None = None, action: str | None = None, grant_changes: dict | None = None,
-                 event: tuple[str, dict] | None = None, **audit_details) -> None:
-        """Record one attempt (and its audit event), applying ``grant_changes`` in the same transaction."""
+                 events: list[tuple[str, dict]] | None = None, **audit_details) -> None:
+        """Record one attempt (and its audit event), applying ``grant_changes`` in the same transaction.
+
+        The attempt is recorded even when our claim was lost meanwhile (what the site answered is a
+        fact worth keeping); the grant's state and the events are written only under our claim.
+        """
         now = self.runtime.clock.now()
         with unit_of_work(self.runtime.sessions) as session:
             number = (session.scalar(sa.select(sa.func.count()).select_from(GrantAttempt)
@@ -133,10 +174,19 @@ class GrantDeliverer:
                                      elapsed_ms=int((now - started).total_seconds() * 1000), worker=self.holder))
             audit.record(session, subject_type="grant", subject_id=grant.id, action=action or f"{kind}.{outcome}",
                          at=now, actor=self.holder, http_status=status, detail=(detail or None), **audit_details)
+            lost = False
             if grant_changes:
-                session.execute(sa.update(Grant).where(Grant.id == grant.id).values(updated_at=now, **grant_changes))
-            if event is not None:
-                emit(session, event[0], event[1], now)
+                lost = not session.execute(sa.update(Grant).where(self._ours(grant.id))
+                                           .values(updated_at=now, **grant_changes)).rowcount
+            if lost:
+                audit.record(session, subject_type="grant", subject_id=grant.id, action="grant.claim_lost", at=now,
+                             actor=self.holder, detail=f"claim expired before {kind} {outcome} could be applied")
+            else:
+                for name, payload in events or ():
+                    emit(session, name, payload, now)
+        if lost:
+            log.warning("grant %s: claim lost before %s %s was applied; left to its new holder", grant.id, kind, outcome)
+            raise ClaimLost(grant.id)
 
     def _backoff(self, attempts: int) -> timedelta:
         base, cap = self.settings.retry_base_seconds, self.settings.retry_max_seconds
@@ -159,26 +209,40 @@ class GrantDeliverer:
         now = self.runtime.clock.now()
         # Always final: giving up from ``_transient`` passes the caller's retry changes (status=queued).
         changes["status"] = FAILED
-        released = self._release(grant, completed_at=now, last_error=reason[:500], **changes)
         with unit_of_work(self.runtime.sessions) as session:
+            self._write(session, grant.id, claimed_by=None, claim_expires_at=None, completed_at=now,
+                        last_error=reason[:500], **changes)
             audit.record(session, subject_type="grant", subject_id=grant.id, action="grant.failed", at=now,
                          actor=self.holder, reason=reason)
             emit(session, "grant.failed", {"grant_id": grant.id, "channel": grant.channel, "external_id": grant.external_id,
                                            "email": grant.email or "", "term_id": grant.term_id,
                                            "error": reason[:500]}, now)
+            released = session.get(Grant, grant.id)
         log.warning("grant %s failed: %s", grant.id, mask_emails(reason))
         return released
 
     # --- processing ---------------------------------------------------------------------------------
     def process(self, grant: Grant) -> Step:
+        try:
+            return self._process(grant)
+        except ClaimLost:
+            return Step(grant.id, "claim_lost", grant.status)
+
+    def _process(self, grant: Grant) -> Step:
         if grant.status == FETCHING:
             grant = self.fetch_crm_data(grant)
             if grant.status != QUEUED:
                 return Step(grant.id, "fetch", grant.status)
+        if grant.status == DELIVERING:
+            # A worker died (or lost its claim) during an order call: that call may still be running.
+            grant = self._interrupted(grant)
+        if grant.status == UNKNOWN:
+            grant = self.resolve_unknown(grant)
+            return Step(grant.id, "resolve", grant.status)
         if grant.status == CONFIRMING:
             grant = self.confirm(grant)
             return Step(grant.id, "confirm", grant.status)
-        if grant.status in (QUEUED, DELIVERING):
+        if grant.status == QUEUED:
             grant = self.deliver(grant)
             return Step(grant.id, "deliver", grant.status)
         return Step(grant.id, "noop", grant.status)
@@ -240,39 +304,121 @@ class GrantDeliverer:
         meta = {**(grant.meta or {}), **fields.legacy_meta(),
                 "start_date": fields.start_date.isoformat() if fields.start_date else None}
         with unit_of_work(self.runtime.sessions) as session:
-            session.execute(sa.update(Grant).where(Grant.id == grant.id).values(
-                status=QUEUED, email=spec.email, first_name=spec.first_name or None, last_name=spec.last_name or None,
-                phone=spec.phone or None, term_id=spec.term_id, duration=spec.duration, units=spec.units,
-                product_id=product_id, meta=meta, updated_at=self.runtime.clock.now(), last_error=None))
+            self._write(session, grant.id,
+                        status=QUEUED, email=spec.email, first_name=spec.first_name or None, last_name=spec.last_name or None,
+                        phone=spec.phone or None, term_id=spec.term_id, duration=spec.duration, units=spec.units,
+                        product_id=product_id, meta=meta, last_error=None)
             fetched = session.get(Grant, grant.id)
             emit_accepted(session, fetched)   # now it says what it grants
             return fetched
 
-    # --- ordering -------------------------------------------------------------------------------------
-    def _keys_of(self, grant: Grant, user_id: int | None = None) -> list[KeyRow]:
-        # Drive the read-back by the user (indexed) when the e-mail is known; keys_meta.utm_id has no index.
-        if user_id is None and grant.email:
-            user = self.runtime.reader.user_by_email(grant.email)
-            user_id = user.id if user else None
-        return self.runtime.reader.key_rows_by_utm_id(grant.id, user_id)
+    # --- evidence -------------------------------------------------------------------------------------
+    def _evidence(self, grant: Grant) -> Evidence:
+        """Every trace of this grant's order calls the site's database shows now."""
+        user = self.runtime.reader.user_by_email(grant.email) if grant.email else None
+        user_id = user.id if user else grant.user_id
+        keys = self.traces.keys(user_id, grant.term_id, grant.id) if user_id is not None else []
+        orders = []
+        uses_orders = self.runtime.settings.memberlux.order_dialect == "woocommerce"
+        if uses_orders and grant.first_ordered_at is not None and grant.email:
+            orders = self.traces.orders(TraceCustomer(user_id, grant.email), grant.product_id,
+                                        grant.first_ordered_at - timedelta(minutes=2))
+        foreign: frozenset[int] = frozenset()
+        if orders:
+            with self.runtime.sessions() as session:
+                foreign = frozenset(int(v) for v in session.scalars(
+                    sa.select(Grant.order_id).where(Grant.order_id.in_([o.order_id for o in orders]),
+                                                    Grant.id != grant.id)))
+        return Evidence(grant_ref=grant.id, first_ordered_at=grant.first_ordered_at, keys=keys, orders=orders,
+                        foreign_order_ids=foreign)
 
-    def deliver(self, grant: Grant) -> Grant:
-        interrupted = grant.status == DELIVERING or grant.outcome_unknown
-        if interrupted:
-            started = self.runtime.clock.now()
-            rows = self._keys_of(grant)
+    def _look(self, grant: Grant) -> tuple[Judgement, datetime]:
+        started = self.runtime.clock.now()
+        judgement = judge(self._evidence(grant), now=started, settle_until=grant.settle_until)
+        return judgement, started
+
+    def _key_rows(self, key_ids: tuple[int, ...]) -> list[KeyRow]:
+        return self.runtime.reader.key_rows_by_ids(key_ids)
+
+    def _conclude(self, grant: Grant, judgement: Judgement, kind: str, started: datetime) -> Grant | None:
+        """Apply a judgement that ends the search (a key found, or nothing more to wait for)."""
+        verdict = judgement.verdict
+        if verdict in (Verdict.CONFIRMED, Verdict.CONFIRMED_UNTAGGED):
+            rows = self._key_rows(judgement.keys)
             if rows:
-                return self._succeed(grant, rows, order_id=grant.order_id,
-                                     attempt=("lookup", started, f"keys_meta.utm_id = {grant.id}: {len(rows)} key(s)"))
-            self._attempt(grant, "lookup", "not_found", started, detail=f"keys_meta.utm_id = {grant.id}: no key")
-        prior_unknown = grant.outcome_unknown
+                return self._succeed(grant, rows, order_id=grant.order_id, attempt=(kind, started, judgement.reason),
+                                     untagged=verdict is Verdict.CONFIRMED_UNTAGGED)
+        if verdict is Verdict.DUPLICATED:
+            rows = self._key_rows(judgement.keys)
+            if len(rows) > 1:
+                return self._duplicated(grant, rows, kind, started, judgement.reason)
+        if verdict is Verdict.ORDER_WITHOUT_KEY:
+            self._attempt(grant, kind, "not_found", started, detail=judgement.reason)
+            return self._fail(grant, f"{judgement.reason}: check that the MEMBERLUX PAYMENTS add-on is active and its "
+                                     "auto-activation is on (mlsidecar doctor). The grant is not ordered again; "
+                                     "retry it once the site is fixed.", outcome_unknown=False)
+        return None
+
+    # --- unknown outcomes ------------------------------------------------------------------------------
+    def _interrupted(self, grant: Grant) -> Grant:
+        now = self.runtime.clock.now()
+        settle_until = max(grant.settle_until or now, now + self.settle)
+        self._attempt(grant, "order", "interrupted", now, detail="the worker stopped during the order call; "
+                      f"no new order before {settle_until:%Y-%m-%d %H:%M:%S} UTC",
+                      grant_changes={"status": UNKNOWN, "outcome_unknown": True, "settle_until": settle_until})
+        grant.status, grant.outcome_unknown, grant.settle_until = UNKNOWN, True, settle_until
+        return grant
+
+    def resolve_unknown(self, grant: Grant) -> Grant:
+        """Look for every trace of the earlier call(s); order again only when settled and traceless."""
+        judgement, started = self._look(grant)
+        concluded = self._conclude(grant, judgement, "lookup", started)
+        if concluded is not None:
+            return concluded
+        now = self.runtime.clock.now()
+        if judgement.verdict is Verdict.ORDERED:
+            # An order of ours exists: from now on it is only read back, never ordered again.
+            self._attempt(grant, "lookup", "trace", started, detail=judgement.reason,
+                          order_id=judgement.orders[-1] if judgement.orders else None,
+                          grant_changes={"status": CONFIRMING, "outcome_unknown": False,
+                                         "order_id": grant.order_id or (judgement.orders[-1] if judgement.orders else None)})
+            return self._release(grant, next_attempt_at=self._next_look(now, grant.settle_until))
+        if judgement.verdict is Verdict.SAFE_TO_ORDER:
+            # Settled, and no trace at all: order again, in this same pass.
+            self._attempt(grant, "lookup", "settled", started, detail=judgement.reason,
+                          grant_changes={"status": QUEUED})
+            grant.status = QUEUED
+            return self.deliver(grant, looked=True)
+        # Nothing conclusive yet (or keys that vanished between two reads): never order, look again.
+        self._attempt(grant, "lookup", "not_found", started, detail=judgement.reason)
+        return self._release(grant, next_attempt_at=self._next_look(now, grant.settle_until))
+
+    def _next_look(self, now: datetime, settle_until: datetime | None) -> datetime:
+        following = now + self.poll
+        return min(following, settle_until) if settle_until is not None and settle_until > now else following
+
+    # --- ordering -------------------------------------------------------------------------------------
+    def deliver(self, grant: Grant, *, looked: bool = False) -> Grant:
+        if grant.orders_sent and not looked:
+            # An earlier call reached the site (an admin retry, or a grant from before an upgrade): look first.
+            judgement, started = self._look(grant)
+            concluded = self._conclude(grant, judgement, "lookup", started)
+            if concluded is not None:
+                return concluded
+            if judgement.verdict is not Verdict.SAFE_TO_ORDER:
+                self._attempt(grant, "lookup", "trace" if judgement.verdict is Verdict.ORDERED else "not_found",
+                              started, detail=judgement.reason,
+                              grant_changes={"status": CONFIRMING if judgement.verdict is Verdict.ORDERED else UNKNOWN})
+                return self._release(grant, next_attempt_at=self._next_look(started, grant.settle_until))
+            self._attempt(grant, "lookup", "settled", started, detail=judgement.reason)
         existing_user = self.runtime.reader.user_by_email(grant.email) if grant.email else None
         user_existed = grant.user_existed if grant.user_existed is not None else existing_user is not None
-        # Committed before the call: a crash from here on is seen by the next claimer as "look up first".
-        self._update(grant.id, status=DELIVERING, outcome_unknown=True, attempts=grant.attempts + 1,
-                     user_existed=user_existed)
-        grant.attempts += 1
         started = self.runtime.clock.now()
+        first_ordered_at = grant.first_ordered_at or started
+        # Committed before the call: a crash from here on is seen by the next claimer as an unknown outcome.
+        self._update(grant.id, status=DELIVERING, outcome_unknown=True, attempts=grant.attempts + 1,
+                     orders_sent=grant.orders_sent + 1, first_ordered_at=first_ordered_at, user_existed=user_existed)
+        grant.attempts += 1
         customer = Customer(email=grant.email or "", first_name=grant.first_name or "", last_name=grant.last_name or "",
                             patronymic=grant.patronymic or "", phone=grant.phone or "")
         try:
@@ -283,57 +429,73 @@ class GrantDeliverer:
                                               grant.units or "months", grant.id,
                                               meta={"external_id": grant.external_id, "source": "mlsidecar"})
         except PermanentRestError as exc:
-            self._attempt(grant, "order", "permanent", started, status=exc.status, detail=str(exc))
-            return self._fail(grant, f"MemberLux refused the order: {exc}", outcome_unknown=prior_unknown)
+            self._attempt(grant, "order", "permanent", started, status=exc.status, detail=str(exc),
+                          grant_changes={"orders_sent": grant.orders_sent})
+            return self._fail(grant, f"MemberLux refused the order: {exc}", outcome_unknown=False)
         except UnknownOutcomeError as exc:
-            self._attempt(grant, "order", "unknown", started, status=exc.status, detail=str(exc))
-            return self._transient(grant, f"outcome unknown: {exc}", status=QUEUED, outcome_unknown=True)
-        except RestError as exc:  # unreachable: nothing was sent
-            self._attempt(grant, "order", "unreachable", started, status=exc.status, detail=str(exc))
-            return self._transient(grant, f"site unreachable: {exc}", status=QUEUED, outcome_unknown=prior_unknown)
+            now = self.runtime.clock.now()
+            settle_until = now + self.settle
+            self._attempt(grant, "order", "unknown", started, status=exc.status,
+                          detail=f"{exc}; no new order before {settle_until:%Y-%m-%d %H:%M:%S} UTC",
+                          grant_changes={"status": UNKNOWN, "outcome_unknown": True, "settle_until": settle_until,
+                                         "last_error": f"outcome unknown: {exc}"[:500]})
+            return self._release(grant, next_attempt_at=now + self.poll)
+        except RestError as exc:  # unreachable: nothing left this process
+            self._attempt(grant, "order", "unreachable", started, status=exc.status, detail=str(exc),
+                          grant_changes={"orders_sent": grant.orders_sent, "outcome_unknown": False})
+            return self._transient(grant, f"site unreachable: {exc}", status=QUEUED)
+        grant.orders_sent += 1
+        now = self.runtime.clock.now()
         self._attempt(grant, "order", "ok", started, status=result.status,
                       detail=f"order {result.order_id} in {result.elapsed:.2f} s", order_id=result.order_id,
-                      grant_changes={"status": CONFIRMING, "outcome_unknown": False, "order_id": result.order_id})
+                      grant_changes={"status": CONFIRMING, "outcome_unknown": False, "order_id": result.order_id,
+                                     "settle_until": now + self.settle})
         grant.status, grant.order_id, grant.outcome_unknown = CONFIRMING, result.order_id, False
-        return self.confirm(grant, existing_user.id if existing_user else None)
+        grant.settle_until = now + self.settle
+        return self.confirm(grant)
 
-    def confirm(self, grant: Grant, user_id: int | None = None) -> Grant:
-        started = self.runtime.clock.now()
-        rows = self._keys_of(grant, user_id)
-        if rows:
-            return self._succeed(grant, rows, order_id=grant.order_id,
-                                 attempt=("confirm", started, f"{len(rows)} key(s) carry utm_id {grant.id}"))
-        tries = int((grant.meta or {}).get("confirm_attempts", 0)) + 1
-        self._attempt(grant, "confirm", "not_found", started, detail=f"read-back {tries} of {CONFIRM_ATTEMPTS}")
-        meta = {**(grant.meta or {}), "confirm_attempts": tries}
-        if tries >= CONFIRM_ATTEMPTS:
-            return self._fail(grant, f"order {grant.order_id} was accepted but no activated key carries utm_id {grant.id}; "
-                                     "check that MEMBERLUX PAYMENTS auto-activation is on (mlsidecar doctor). "
-                                     "The grant is not ordered again.", status=FAILED, meta=meta)
-        delay = timedelta(seconds=CONFIRM_BASE_SECONDS * 2 ** (tries - 1))
-        return self._release(grant, status=CONFIRMING, meta=meta, next_attempt_at=self.runtime.clock.now() + delay)
+    def confirm(self, grant: Grant) -> Grant:
+        """An order exists: read its key back until the settle time; never order again."""
+        judgement, started = self._look(grant)
+        concluded = self._conclude(grant, judgement, "confirm", started)
+        if concluded is not None:
+            return concluded
+        if judgement.verdict is Verdict.SAFE_TO_ORDER:
+            # The site said it made an order, yet nothing of it shows after the settle time.
+            self._attempt(grant, "confirm", "not_found", started, detail=judgement.reason)
+            return self._fail(grant, f"order {grant.order_id} was accepted but no key carries utm_id {grant.id} and no "
+                                     "other trace of it shows; check that the MEMBERLUX PAYMENTS add-on is active and its "
+                                     "auto-activation is on (mlsidecar doctor). The grant is not ordered again.",
+                              outcome_unknown=False)
+        self._attempt(grant, "confirm", "not_found", started, detail=judgement.reason)
+        return self._release(grant, next_attempt_at=self._next_look(started, grant.settle_until))
+
+    # --- endings ------------------------------------------------------------------------------------------
+    def _grant_event(self, grant: Grant, row: KeyRow, order_id: int | None) -> dict:
+        return {"grant_id": grant.id, "channel": grant.channel, "external_id": grant.external_id,
+                "email": grant.email or "", "user_id": row.user_id, "term_id": row.term_id, "order_id": order_id,
+                "key_id": row.key_id, "date_start": row.date_start.isoformat() if row.date_start else None,
+                "date_end": None if row.is_unlimited or not row.date_end else row.date_end.isoformat(),
+                "is_unlimited": bool(row.is_unlimited)}
 
     def _succeed(self, grant: Grant, rows: list[KeyRow], order_id: int | None,
-                 attempt: tuple[str, datetime, str]) -> Grant:
+                 attempt: tuple[str, datetime, str], *, untagged: bool = False) -> Grant:
         """Record the read-back that found the key, the audit event and the final state: one transaction."""
         row = next((r for r in rows if r.term_id == grant.term_id), rows[0])
         kind, started, detail = attempt
+        now = self.runtime.clock.now()
+        # Ordered more than once: an earlier call could still add a key; keep reading for a while.
+        verify_until = now + self.settle if grant.orders_sent > 1 else None
         self._attempt(grant, kind, "found", started, detail=detail, action="grant.succeeded", key_id=row.key_id,
                       user_id=row.user_id, term_id=row.term_id, date_start=str(row.date_start),
-                      date_end=str(row.date_end), order_id=order_id,
-                      extra_keys=[r.key_id for r in rows if r is not row] or None,
-                      event=("grant.succeeded", {
-                          "grant_id": grant.id, "channel": grant.channel, "external_id": grant.external_id,
-                          "email": grant.email or "", "user_id": row.user_id, "term_id": row.term_id, "order_id": order_id,
-                          "key_id": row.key_id, "date_start": row.date_start.isoformat() if row.date_start else None,
-                          "date_end": None if row.is_unlimited or not row.date_end else row.date_end.isoformat(),
-                          "is_unlimited": bool(row.is_unlimited)}),
+                      date_end=str(row.date_end), order_id=order_id, matched_without_utm_id=untagged or None,
+                      events=[("grant.succeeded", self._grant_event(grant, row, order_id))],
                       grant_changes={"status": SUCCEEDED, "outcome_unknown": False, "last_error": None,
-                                     "completed_at": self.runtime.clock.now(), "key_id": row.key_id,
+                                     "completed_at": now, "key_id": row.key_id,
                                      "user_id": row.user_id, "date_start": row.date_start,
                                      "date_end": None if row.is_unlimited else row.date_end,
                                      "is_unlimited": row.is_unlimited, "order_id": order_id,
-                                     "claimed_by": None, "claim_expires_at": None})
+                                     "verify_until": verify_until, "claimed_by": None, "claim_expires_at": None})
         with self.runtime.sessions() as session:
             released = session.get(Grant, grant.id)
         log.info("grant %s succeeded: key %s for user %s, level %s until %s", grant.id, row.key_id, row.user_id,
@@ -343,6 +505,62 @@ class GrantDeliverer:
 
             send_welcome(self.runtime, released)
         return released
+
+    def _duplicated(self, grant: Grant, rows: list[KeyRow], kind: str, started: datetime, reason: str, *,
+                    already_succeeded: bool = False) -> Grant:
+        """More than one key carries the grant's id: final, loud, with the keys listed for an admin."""
+        rows = sorted(rows, key=lambda r: r.key_id)
+        row = next((r for r in rows if r.term_id == grant.term_id), rows[0])
+        now = self.runtime.clock.now()
+        key_ids = [r.key_id for r in rows]
+        payload = {**self._grant_event(grant, row, grant.order_id), "key_ids": key_ids,
+                   "keys": [{"key_id": r.key_id, "term_id": r.term_id,
+                             "date_start": r.date_start.isoformat() if r.date_start else None,
+                             "date_end": None if r.is_unlimited or not r.date_end else r.date_end.isoformat()}
+                            for r in rows]}
+        events = [] if already_succeeded else [("grant.succeeded", self._grant_event(grant, row, grant.order_id))]
+        events.append(("grant.duplicated", payload))
+        self._attempt(grant, kind, "duplicated", started, detail=reason, action="grant.duplicated", key_ids=key_ids,
+                      user_id=row.user_id, term_id=row.term_id, events=events,
+                      grant_changes={"status": DUPLICATED, "outcome_unknown": False, "completed_at": now,
+                                     "key_id": row.key_id, "user_id": row.user_id, "date_start": row.date_start,
+                                     "date_end": None if row.is_unlimited else row.date_end,
+                                     "is_unlimited": row.is_unlimited, "verify_until": None,
+                                     "last_error": f"{len(rows)} keys carry this grant's id: {', '.join(map(str, key_ids))}",
+                                     "meta": {**(grant.meta or {}), "duplicate_keys": key_ids},
+                                     "claimed_by": None, "claim_expires_at": None})
+        log.warning("grant %s is duplicated: keys %s carry its id", grant.id, key_ids)
+        with self.runtime.sessions() as session:
+            return session.get(Grant, grant.id)
+
+    # --- late duplicates ----------------------------------------------------------------------------------
+    def verify_recent(self, limit: int = 200) -> list[Step]:
+        """Re-read succeeded grants that were ordered more than once, until their verify instant."""
+        now = self.runtime.clock.now()
+        with self.runtime.sessions() as session:
+            ids = list(session.scalars(sa.select(Grant.id).where(Grant.status == SUCCEEDED, Grant.verify_until > now,
+                                                                 Grant.claimed_by.is_(None))
+                                       .order_by(Grant.verify_until).limit(limit)))
+        steps = []
+        for grant_id in ids:
+            with unit_of_work(self.runtime.sessions) as session:
+                won = session.execute(sa.update(Grant).where(Grant.id == grant_id, Grant.status == SUCCEEDED,
+                                                             Grant.claimed_by.is_(None))
+                                      .values(claimed_by=self.holder, claim_expires_at=now + self.lease)).rowcount
+                grant = session.get(Grant, grant_id) if won else None
+            if grant is None:
+                continue
+            try:
+                judgement, started = self._look(grant)
+                rows = self._key_rows(judgement.keys) if judgement.verdict is Verdict.DUPLICATED else []
+                if len(rows) > 1:
+                    grant = self._duplicated(grant, rows, "verify", started, judgement.reason, already_succeeded=True)
+                else:
+                    grant = self._release(grant)
+            except ClaimLost:
+                continue
+            steps.append(Step(grant.id, "verify", grant.status))
+        return steps
 
 
 class OutboxRunner:
@@ -366,9 +584,20 @@ class OutboxRunner:
         if self._thread:
             self._thread.join(timeout)
 
+    def _verify(self) -> None:
+        try:
+            self.deliverer.verify_recent()
+        except Exception:  # noqa: BLE001 - the store or WordPress may be restarting; try again later
+            log.exception("outbox: cannot re-read recently succeeded grants")
+
     def _run(self) -> None:
+        verify_every = float(self.deliverer.settings.unknown_poll_seconds)
+        next_verify = 0.0
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="grant-delivery") as pool:
             while not self.stopping.is_set():
+                if time.monotonic() >= next_verify:
+                    self._verify()
+                    next_verify = time.monotonic() + verify_every
                 try:
                     ids = self.deliverer.due(self.concurrency * 4)
                 except Exception:  # noqa: BLE001 - the store may be restarting; try again later

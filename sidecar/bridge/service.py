@@ -266,7 +266,13 @@ class BridgeService:
             return grant
 
     def retry(self, grant_id: str, actor: str) -> Grant:
-        """A failed grant goes back to the queue (a lookup precedes any new order if the outcome was unknown)."""
+        """A failed grant goes back to the queue.
+
+        If it was ever ordered, the worker first looks for a key carrying the grant's id (and
+        confirms instead of ordering). Traces of the earlier calls other than that id (an order
+        without a key, a key of the user and level) no longer hold it back: the admin who retries
+        has seen them in the grant's history and asks for a new order.
+        """
         now = self.runtime.clock.now()
         with unit_of_work(self.runtime.sessions) as session:
             grant = session.get(Grant, grant_id, with_for_update=True)
@@ -276,6 +282,7 @@ class BridgeService:
                 raise IntakeRejected(409, "not_retryable", f"grant {grant_id} is {grant.status}; only failed or cancelled grants can be retried")
             grant.status = FETCHING if grant.term_id is None else QUEUED
             grant.next_attempt_at, grant.updated_at, grant.completed_at = now, now, None
+            grant.first_ordered_at, grant.settle_until, grant.verify_until = None, None, None
             grant.meta = {**(grant.meta or {}), "retried_at": now.isoformat()}
             audit.record(session, subject_type="grant", subject_id=grant.id, action="admin.retry", at=now, actor=actor)
             return grant

@@ -427,6 +427,15 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return [_key_row(row) for row in conn.execute(stmt.order_by(tk.c.id))]
 
+    def key_rows_by_ids(self, key_ids: Iterable[int]) -> list[KeyRow]:
+        """Owned key rows by primary key, in id order."""
+        tk = self.schema.table("memberlux_term_keys")
+        rows: list[KeyRow] = []
+        with self.engine.connect() as conn:
+            for chunk in _chunks(dict.fromkeys(key_ids)):
+                rows.extend(_key_row(row) for row in conn.execute(self._key_stmt().where(tk.c.id.in_(chunk))))
+        return sorted(rows, key=lambda r: r.key_id)
+
     def keys_after(self, last_id: int, term_ids: Iterable[int], limit: int = 1000) -> list[KeyRow]:
         """Owned key rows of these levels with ``id > last_id``, in id order (the primary key)."""
         tk = self.schema.table("memberlux_term_keys")

@@ -74,6 +74,9 @@ OPTIONAL_MODULE_TABLES: dict[str, tuple[str, ...]] = {
                        "memberlux_user_mailing_list", "memberlux_mailing_results"),
     "woocommerce": ("woocommerce_order_items", "woocommerce_order_itemmeta"),
 }
+#: Single tables read when present and never missed: WooCommerce >= 8.2 "High-Performance Order
+#: Storage" (used only when the site switched it on; most sites keep orders in posts).
+OPTIONAL_TABLES: tuple[str, ...] = ("wc_orders",)
 
 _MODULE_CONSEQUENCES: dict[str, tuple[str, str]] = {
     "certificates": ("Certificates module", "manual-certificate checks are disabled"),
@@ -317,6 +320,7 @@ def _wanted_names(prefix: str, base: str) -> dict[str, str]:
     names.update({short: prefix + short for short in REQUIRED_SITE_TABLES})
     for tables in OPTIONAL_MODULE_TABLES.values():
         names.update({short: prefix + short for short in tables})
+    names.update({short: prefix + short for short in OPTIONAL_TABLES})
     return names
 
 

@@ -6,6 +6,8 @@ key), so two workers racing for it cannot both win, whatever the database.
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -13,6 +15,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.store.models import JobLease
+
+
+def holder_name() -> str:
+    """Who holds a lease or a claim: this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def try_acquire(sessions: sessionmaker[Session], name: str, holder: str, ttl: timedelta, now: datetime) -> bool:

@@ -72,7 +72,7 @@ class StoreCollector:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        from sidecar.store.grant_models import OPEN_STATES, Grant
+        from sidecar.store.grant_models import ALL_STATES, OPEN_STATES, Grant
         from sidecar.store.models import JobLease
         from sidecar.store.monitor_models import SleeperRefresh
         from sidecar.store.program_models import Enrolment, ProgramInbox
@@ -90,8 +90,11 @@ class StoreCollector:
                 return session.execute(sa.select(column, sa.func.count()).select_from(model).where(*where)
                                        .group_by(column)).all()
 
-            grants = GaugeMetricFamily("mlsidecar_grants", "Grants in the store by status.", labels=["status"])
-            for status, n in by(Grant.status, Grant):
+            grants = GaugeMetricFamily("mlsidecar_grants", "Grants in the store by status "
+                                       "(alert on status=\"duplicated\" > 0 and on status=\"failed\").", labels=["status"])
+            # Every state is exported, zeros included, so an alert on "duplicated" sees a series from the start.
+            counts = {status: 0 for status in ALL_STATES} | dict(by(Grant.status, Grant))
+            for status, n in counts.items():
                 grants.add_metric([status], n)
             yield grants
             depth, oldest = session.execute(sa.select(sa.func.count(), sa.func.min(Grant.created_at))
