@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
 import sqlalchemy as sa
 
 from sidecar.bootstrap import store_url
+from sidecar.devstack.seed import php_serialize
 from sidecar.doctor import FAIL, OK, SKIP, WARN, Doctor, render_table
 from sidecar.store import db as store_db
 
+PAYMENTS = "mbl-payments/mbl-payments.php"
+OTHER_PLUGINS = ["member-luxe/member-luxe.php", "mbl-api/mbl-api.php", "woocommerce/woocommerce.php"]
 
-def checks_by_name(settings) -> dict:
-    doctor = Doctor(settings)
+
+def checks_by_name(settings, **doctor_args) -> dict:
+    doctor = Doctor(settings, **doctor_args)
     try:
         return {c.name: c for c in doctor.run()}
     finally:
@@ -28,7 +35,8 @@ def test_healthy_demo_site(small_site, emulator, settings_for):
     migrate(settings)
     checks = checks_by_name(settings)
     for name in ("WordPress database", "Read-only access", "MemberLux tables", "Optional modules", "Site time zone",
-                 "Payments auto-activation", "MemberLux REST API", "Store database", "Store migrations"):
+                 "Payments add-on", "Payments auto-activation", "MemberLux REST API",
+                 "Store database", "Store migrations"):
         assert checks[name].status == OK, (name, checks[name].detail)
     assert "manage_options" in checks["MemberLux REST API"].detail
     assert checks["Background worker"].status == WARN  # no worker ran in this test
@@ -150,3 +158,143 @@ def test_secrets_written_in_the_configuration_are_pointed_out(small_site, emulat
                       "rest_password": f"file:{secret_file}"},
         "web": {"secret_key": "env:MLS_TEST_WEB_KEY"}}, environ={})
     assert checks_by_name(clean)["Secrets"].status == OK
+
+
+# --- the payments add-on: active, not only configured ------------------------------------------------
+
+def set_option(site_url: str, name: str, value: str | None) -> None:
+    """Change (or, with None, delete) an option of the emulated site, as WordPress would store it."""
+    engine = sa.create_engine(site_url)
+    options = sa.Table("wp_options", sa.MetaData(), autoload_with=engine)
+    with engine.begin() as conn:
+        conn.execute(options.delete().where(options.c.option_name == name))
+        if value is not None:
+            conn.execute(options.insert().values(option_name=name, option_value=value, autoload="yes"))
+    engine.dispose()
+
+
+def add_sitemeta(site_url: str, rows: list[tuple[int, str]]) -> None:
+    """Turn the site into a multisite network's main site: ``wp_sitemeta`` with active_sitewide_plugins."""
+    engine = sa.create_engine(site_url)
+    sitemeta = sa.Table("wp_sitemeta", sa.MetaData(), sa.Column("meta_id", sa.Integer, primary_key=True),
+                        sa.Column("site_id", sa.Integer, nullable=False), sa.Column("meta_key", sa.String(255)),
+                        sa.Column("meta_value", sa.Text))
+    sitemeta.create(engine)
+    with engine.begin() as conn:
+        conn.execute(sitemeta.insert(), [{"site_id": network, "meta_key": "active_sitewide_plugins",
+                                          "meta_value": value} for network, value in rows])
+    engine.dispose()
+
+
+def test_payments_addon_off_fails_although_its_auto_activation_setting_stays_on(small_site, settings_for):
+    # WordPress unsets a deactivated plugin's entry without renumbering: an array with a gap.
+    set_option(small_site, "active_plugins", php_serialize({0: OTHER_PLUGINS[0], 2: OTHER_PLUGINS[1]}))
+    checks = checks_by_name(settings_for(small_site))
+    check = checks["Payments add-on"]
+    assert check.status == FAIL
+    assert check.detail == (
+        "MEMBERLUX PAYMENTS is not active: mbl-payments/mbl-payments.php is not in active_plugins; orders through "
+        "/mbl/v1/order would create users and completed WooCommerce orders but no keys, so every grant would end "
+        "failed; activate MEMBERLUX PAYMENTS under Plugins in the WordPress admin (Network Admin → Plugins on a "
+        "multisite network)")
+    assert checks["Payments auto-activation"].status == OK  # the setting alone proves nothing
+
+    set_option(small_site, "active_plugins", php_serialize({0: OTHER_PLUGINS[0], 3: PAYMENTS}))
+    check = checks_by_name(settings_for(small_site))["Payments add-on"]
+    assert check.status == OK
+    assert check.detail == "mbl-payments/mbl-payments.php is in active_plugins: MEMBERLUX PAYMENTS is active"
+
+
+@pytest.mark.parametrize("stored, reason", [
+    (None, "the option active_plugins is missing from wp_options"),
+    ('a:2:{i:0;s:99:"member-luxe/member-luxe.php";}', "the option active_plugins in wp_options cannot be decoded"),
+    ('s:29:"mbl-payments/mbl-payments.php";', "the option active_plugins in wp_options is not a list of plugins"),
+])
+def test_active_plugins_missing_or_unreadable_is_a_warning(small_site, settings_for, stored, reason):
+    set_option(small_site, "active_plugins", stored)
+    check = checks_by_name(settings_for(small_site))["Payments add-on"]
+    assert check.status == WARN, check.detail
+    assert check.detail.startswith(reason)
+    assert "cannot tell whether MEMBERLUX PAYMENTS is active; check Plugins in the WordPress admin" in check.detail
+    assert "no keys, so every grant would end failed" in check.detail
+
+
+def test_network_activated_payments_addon_on_multisite(small_site, settings_for):
+    set_option(small_site, "active_plugins", php_serialize(OTHER_PLUGINS))
+    add_sitemeta(small_site, [(1, php_serialize({PAYMENTS: 1764000000, OTHER_PLUGINS[1]: 1764000000}))])
+    check = checks_by_name(settings_for(small_site))["Payments add-on"]
+    assert check.status == OK
+    assert check.detail == ("mbl-payments/mbl-payments.php is network-activated (active_sitewide_plugins in "
+                            "wp_sitemeta): MEMBERLUX PAYMENTS is active")
+
+
+def test_payments_addon_neither_on_the_site_nor_on_the_network(small_site, settings_for):
+    set_option(small_site, "active_plugins", php_serialize(OTHER_PLUGINS))
+    add_sitemeta(small_site, [(1, php_serialize({OTHER_PLUGINS[1]: 1764000000}))])
+    check = checks_by_name(settings_for(small_site))["Payments add-on"]
+    assert check.status == FAIL
+    assert check.detail.startswith("MEMBERLUX PAYMENTS is not active: mbl-payments/mbl-payments.php is not in "
+                                   "active_plugins nor in active_sitewide_plugins of wp_sitemeta; ")
+
+
+def test_several_networks_that_disagree_are_not_guessed(small_site, settings_for):
+    set_option(small_site, "active_plugins", php_serialize(OTHER_PLUGINS))
+    add_sitemeta(small_site, [(1, php_serialize({PAYMENTS: 1764000000})), (2, php_serialize({}))])
+    check = checks_by_name(settings_for(small_site))["Payments add-on"]
+    assert check.status == FAIL  # base_prefix empty: configured as a single site, and said so
+    assert "network-activated on network 1 but not on 2: which one this site belongs to is not known" in check.detail
+    assert "This assumes a single site, as wordpress.base_prefix is empty" in check.detail
+    multisite = settings_for(small_site, wordpress={"base_prefix": "wp_"})
+    check = checks_by_name(multisite)["Payments add-on"]
+    assert check.status == WARN and "check Network Admin → Plugins" in check.detail
+
+
+@pytest.fixture
+def readonly_site(mariadb_admin_url, mariadb_database):
+    """A MariaDB site without the payments add-on in active_plugins, read through the SELECT-only
+    account of sql/readonly-user.sql (which is not granted wp_sitemeta); yields (URL, password) of the account."""
+    import pymysql
+
+    from sidecar.devstack.wpschema import create_site_schema
+    from sidecar.sqlscripts import SQL_DIR, render, run_script
+
+    writer = sa.create_engine(mariadb_database)
+    md = create_site_schema(writer, "wp_")
+    with writer.begin() as conn:
+        conn.execute(md.tables["wp_options"].insert().values(option_name="active_plugins",
+                                                             option_value=php_serialize(OTHER_PLUGINS)))
+        conn.exec_driver_sql("CREATE TABLE wp_sitemeta (meta_id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+                             "site_id BIGINT NOT NULL, meta_key VARCHAR(255), meta_value LONGTEXT)")
+    writer.dispose()
+    url = sa.make_url(mariadb_database)
+    user, password = f"mls_ro_{uuid.uuid4().hex[:10]}", f"test-{uuid.uuid4().hex}"
+    admin = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username or "root",
+                            password=url.password or "", database=url.database, autocommit=True)
+    try:
+        with admin.cursor() as cursor:
+            run_script(cursor, render((SQL_DIR / "readonly-user.sql").read_text(), db=url.database, p="wp_",
+                                      base_p="wp_", ro_user=user, ro_host="%", ro_password=password))
+        yield url.set(username=user, password=None).render_as_string(), password
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        admin.close()
+
+
+@pytest.mark.mariadb
+def test_sitemeta_the_readonly_account_cannot_read_is_named(readonly_site, settings_for):
+    url, password = readonly_site
+    check = checks_by_name(settings_for(url, wordpress={"db_password": password}))["Payments add-on"]
+    assert check.status == FAIL
+    assert check.detail.endswith(
+        "This assumes a single site, as wordpress.base_prefix is empty; wp_sitemeta cannot be read: SELECT denied, "
+        "so a network activation cannot be seen (on a network's main site, set wordpress.base_prefix)")
+    multisite = settings_for(url, wordpress={"db_password": password, "base_prefix": "wp_"})
+    check = checks_by_name(multisite)["Payments add-on"]
+    assert check.status == WARN
+    assert check.detail == (
+        "mbl-payments/mbl-payments.php is not in active_plugins of this site; wp_sitemeta cannot be read: SELECT "
+        "denied, so a network activation cannot be seen: check Network Admin → Plugins, or let the sidecar's MySQL "
+        "account SELECT wp_sitemeta. If the add-on is not active, orders through /mbl/v1/order would create users "
+        "and completed WooCommerce orders but no keys, so every grant would end failed")
+
