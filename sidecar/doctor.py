@@ -6,10 +6,12 @@ prerequisite are reported as skipped rather than crashing with a cascade of seco
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -31,6 +33,15 @@ PAYMENTS_OFF = ("orders through /mbl/v1/order would create users and completed W
                 "so every grant would end failed")
 PAYMENTS_FIX = ("activate MEMBERLUX PAYMENTS under Plugins in the WordPress admin "
                 "(Network Admin → Plugins on a multisite network)")
+#: Error codes that show WordPress did check the Application Password, i.e. it was not ignored for plain http.
+PASSWORD_CHECKED = frozenset({"incorrect_password", "invalid_username", "invalid_email"})
+CREDENTIAL_HINT = ("check memberlux.rest_user (the account's login) and memberlux.rest_password (an Application "
+                   "Password from Users → Profile → Application Passwords, not the login password); some servers "
+                   "drop the Authorization header (docs/deployment.md §2)")
+PLAIN_HTTP_HINT = ("WordPress ignores Application Passwords over plain http unless the site runs with "
+                   "WP_ENVIRONMENT_TYPE=local, and then answers 401 rest_not_logged_in (or rest_forbidden) "
+                   "without a word about HTTPS: use an https:// memberlux.rest_base_url, or on a local test site "
+                   "set WP_ENVIRONMENT_TYPE=local")
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,15 @@ def _db_error_code(exc: BaseException) -> int | None:
     orig = getattr(exc, "orig", None)
     args = getattr(orig, "args", ()) or ()
     return args[0] if args and isinstance(args[0], int) else None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _plugin_names(value: object) -> set[str] | None:
@@ -81,6 +101,7 @@ class Doctor:
             ("Site time zone", self.timezone, ("site",)),
             ("Payments add-on", self.payments_addon, ("site",)),
             ("Payments auto-activation", self.auto_activation, ("site",)),
+            ("REST transport", self.rest_transport, ()),
             ("MemberLux REST API", self.rest, ()),
             ("Store database", self.store, ()),
             ("Store migrations", self.migrations, ("store",)),
@@ -258,6 +279,25 @@ class Doctor:
                       "create keys that are only e-mailed, not activated; switch it on in MEMBERLUX PAYMENTS")
 
     # --- REST -------------------------------------------------------------------------------
+    def rest_transport(self) -> tuple[str, str]:
+        url = urlsplit(self.settings.memberlux.rest_base_url)
+        host = url.hostname or ""
+        if url.scheme == "https":
+            return OK, f"https to {host}"
+        if _is_loopback(host):
+            return OK, f"plain http to {host} (loopback: the Application Password does not leave this machine)"
+        return WARN, (f"memberlux.rest_base_url is plain http to {host}: the Application Password, a full "
+                      "administrator credential, travels in clear on every call; use https:// (WordPress also "
+                      "ignores Application Passwords over http unless the site runs with WP_ENVIRONMENT_TYPE=local)")
+
+    def _rest_hints(self, exc: RestError) -> str:
+        if exc.status != 401:
+            return ""
+        hints = [CREDENTIAL_HINT]
+        if urlsplit(self.settings.memberlux.rest_base_url).scheme == "http" and exc.code not in PASSWORD_CHECKED:
+            hints.insert(0, PLAIN_HTTP_HINT)
+        return " — " + "; ".join(hints)
+
     def rest(self) -> tuple[str, str]:
         ml = self.settings.memberlux
         if not ml.rest_user or ml.rest_password is None:
@@ -272,7 +312,7 @@ class Doctor:
                               "module (licence type api or fullpackaccess)")
             me = client.current_user()
         except RestError as exc:
-            return FAIL, str(exc)
+            return FAIL, str(exc) + self._rest_hints(exc)
         capabilities = me.get("capabilities") or {}
         who = me.get("username") or me.get("slug") or me.get("name") or "?"
         if not capabilities.get("manage_options"):

@@ -35,7 +35,7 @@ def test_healthy_demo_site(small_site, emulator, settings_for):
     migrate(settings)
     checks = checks_by_name(settings)
     for name in ("WordPress database", "Read-only access", "MemberLux tables", "Optional modules", "Site time zone",
-                 "Payments add-on", "Payments auto-activation", "MemberLux REST API",
+                 "Payments add-on", "Payments auto-activation", "REST transport", "MemberLux REST API",
                  "Store database", "Store migrations"):
         assert checks[name].status == OK, (name, checks[name].detail)
     assert "manage_options" in checks["MemberLux REST API"].detail
@@ -50,7 +50,10 @@ def test_wrong_rest_password_fails_with_reason(small_site, emulator, settings_fo
     base_url, user, _password, engine = emulator
     settings = settings_for(small_site, (base_url, user, "wrong-password", engine))
     check = checks_by_name(settings)["MemberLux REST API"]
-    assert check.status == FAIL and "401" in check.detail
+    assert check.status == FAIL and "401 incorrect_password" in check.detail
+    assert "an Application Password from Users → Profile → Application Passwords" in check.detail
+    # WordPress checked the password, so plain http was not the reason: no word about it.
+    assert "WP_ENVIRONMENT_TYPE" not in check.detail
 
 
 def test_unreachable_site_and_missing_tables(tmp_path, settings_for):
@@ -298,3 +301,105 @@ def test_sitemeta_the_readonly_account_cannot_read_is_named(readonly_site, setti
         "account SELECT wp_sitemeta. If the add-on is not active, orders through /mbl/v1/order would create users "
         "and completed WooCommerce orders but no keys, so every grant would end failed")
 
+
+# --- REST over plain http ------------------------------------------------------------------------------
+
+class FakeWordPress:
+    """A ``requests`` transport answering like WordPress does: the REST index is public, and
+    ``/wp/v2/users/me`` answers with the account, or 401 ``rest_not_logged_in`` when WordPress ignored
+    the Application Password (plain http on a site that is not ``WP_ENVIRONMENT_TYPE=local``)."""
+
+    def __init__(self, *, logged_in: bool) -> None:
+        self.logged_in = logged_in
+        self.urls: list[str] = []
+
+    def client(self, base_url: str):
+        import requests
+
+        from sidecar.memberlux.rest import MemberLuxRestClient
+
+        transport = self
+
+        class Adapter(requests.adapters.BaseAdapter):
+            def send(self, request, **kwargs):  # noqa: ANN001, ANN003 - requests' adapter interface
+                return transport.answer(request)
+
+            def close(self) -> None:
+                pass
+
+        session = requests.Session()
+        session.mount("http://", Adapter())
+        session.mount("https://", Adapter())
+        return MemberLuxRestClient(base_url, "mlsidecar", "abcd efgh ijkl mnop qrst uvwx", session=session)
+
+    def answer(self, request):  # noqa: ANN001
+        import json
+
+        import requests
+
+        self.urls.append(request.url)
+        if "/wp/v2/users/me" in request.url and self.logged_in:
+            status, body = 200, {"id": 2, "username": "mlsidecar", "capabilities": {"manage_options": True}}
+        elif "/wp/v2/users/me" in request.url:
+            status, body = 401, {"code": "rest_not_logged_in", "message": "You are not currently logged in.",
+                                 "data": {"status": 401}}
+        else:
+            status, body = 200, {"name": "School", "namespaces": ["oembed/1.0", "mbl/v1", "wp/v2"]}
+        response = requests.Response()
+        response.status_code, response.url, response.request = status, request.url, request
+        response.headers["Content-Type"] = "application/json; charset=UTF-8"
+        response._content = json.dumps(body).encode()
+        return response
+
+
+def test_401_over_plain_http_says_that_wordpress_wants_https(small_site, settings_for):
+    base = "http://school.example/wp-json"
+    site = FakeWordPress(logged_in=False)
+    settings = settings_for(small_site, memberlux={"rest_base_url": base})
+    checks = checks_by_name(settings, rest_client=site.client(base))
+    assert site.urls[-1].startswith("http://school.example/wp-json/wp/v2/users/me")
+    check = checks["MemberLux REST API"]
+    assert check.status == FAIL
+    assert check.detail == (
+        "current user: HTTP 401 rest_not_logged_in: You are not currently logged in. — WordPress ignores "
+        "Application Passwords over plain http unless the site runs with WP_ENVIRONMENT_TYPE=local, and then answers "
+        "401 rest_not_logged_in (or rest_forbidden) without a word about HTTPS: use an https:// "
+        "memberlux.rest_base_url, or on a local test site set WP_ENVIRONMENT_TYPE=local; check memberlux.rest_user "
+        "(the account's login) and memberlux.rest_password (an Application Password from Users → Profile → "
+        "Application Passwords, not the login password); some servers drop the Authorization header "
+        "(docs/deployment.md §2)")
+    assert checks["REST transport"].status == WARN
+
+
+def test_401_over_https_gives_only_the_credential_hints(small_site, settings_for):
+    base = "https://school.example/wp-json"
+    settings = settings_for(small_site, memberlux={"rest_base_url": base})
+    checks = checks_by_name(settings, rest_client=FakeWordPress(logged_in=False).client(base))
+    check = checks["MemberLux REST API"]
+    assert check.status == FAIL
+    assert check.detail.startswith("current user: HTTP 401 rest_not_logged_in: You are not currently logged in. — "
+                                   "check memberlux.rest_user (the account's login)")
+    assert "WP_ENVIRONMENT_TYPE" not in check.detail and "https://" not in check.detail
+    assert checks["REST transport"].status == OK and checks["REST transport"].detail == "https to school.example"
+
+
+def test_plain_http_to_another_host_warns_even_when_it_works(small_site, settings_for):
+    base = "http://school.example/wp-json"          # e.g. a site that does run WP_ENVIRONMENT_TYPE=local
+    settings = settings_for(small_site, memberlux={"rest_base_url": base})
+    checks = checks_by_name(settings, rest_client=FakeWordPress(logged_in=True).client(base))
+    assert checks["MemberLux REST API"].status == OK
+    check = checks["REST transport"]
+    assert check.status == WARN
+    assert check.detail == (
+        "memberlux.rest_base_url is plain http to school.example: the Application Password, a full administrator "
+        "credential, travels in clear on every call; use https:// (WordPress also ignores Application Passwords "
+        "over http unless the site runs with WP_ENVIRONMENT_TYPE=local)")
+
+
+@pytest.mark.parametrize("base, status", [
+    ("http://127.0.0.1:8081/wp-json", OK), ("http://localhost/wp-json", OK), ("http://[::1]:8081/wp-json", OK),
+    ("https://school.example/wp-json", OK), ("http://10.0.0.5/wp-json", WARN), ("http://wordpress/wp-json", WARN),
+])
+def test_rest_transport_on_loopback_or_not(settings_for, base, status):
+    doctor = Doctor(settings_for("sqlite://", memberlux={"rest_base_url": base}))
+    assert doctor.rest_transport()[0] == status
