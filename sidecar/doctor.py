@@ -436,6 +436,10 @@ class Doctor:
         sources = sorted({s for _, ss in right for s in ss})
         if not sources:
             return WARN, f"MemberLux webhook {right[0][0]} has no source subscribed: it never fires"
+        if "all" not in sources:
+            return WARN, (f"MemberLux webhook {right[0][0]} calls the sidecar only for: {', '.join(sources)}; "
+                          "orders through /mbl/v1/order (the sidecar's own grants too) have an empty source, which "
+                          "MemberLux sends only to webhooks subscribed to all: subscribe it to all")
         return OK, f"MemberLux webhook {right[0][0]} calls the sidecar for: {', '.join(sources)}"
 
 

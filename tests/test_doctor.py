@@ -141,7 +141,17 @@ def test_memberlux_webhook_registration_is_reported_without_the_token(small_site
         conn.execute(hook.insert().values(id=91, destination=f"https://side.example/hooks/memberlux/{token}", sort=10))
         conn.execute(action.insert(), [{"hook_id": 91, "action": "activation_page"}, {"hook_id": 91, "action": "purchase"}])
     check = checks_by_name(settings)["MemberLux webhooks"]
-    assert check.status == OK and check.detail == "MemberLux webhook 91 calls the sidecar for: activation_page, purchase"
+    # REST orders (the sidecar's own grants) carry an empty source: only `all` delivers them (core.md §13).
+    assert check.status == WARN and check.detail == (
+        "MemberLux webhook 91 calls the sidecar only for: activation_page, purchase; orders through /mbl/v1/order "
+        "(the sidecar's own grants too) have an empty source, which MemberLux sends only to webhooks subscribed to "
+        "all: subscribe it to all")
+    assert token not in check.detail
+    with engine.begin() as conn:
+        conn.execute(action.insert().values(hook_id=91, action="all"))
+    check = checks_by_name(settings)["MemberLux webhooks"]
+    assert check.status == OK
+    assert check.detail == "MemberLux webhook 91 calls the sidecar for: activation_page, all, purchase"
     assert token not in check.detail
 
 
