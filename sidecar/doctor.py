@@ -6,10 +6,12 @@ prerequisite are reported as skipped rather than crashing with a cascade of seco
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -25,6 +27,22 @@ from sidecar.store import leases
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
+PAYMENTS_PLUGIN = "mbl-payments/mbl-payments.php"
+#: What an inactive payments add-on means for the bridge (core.md §13).
+PAYMENTS_OFF = ("orders through /mbl/v1/order would create users and completed WooCommerce orders but no keys, "
+                "so every grant would end failed")
+PAYMENTS_FIX = ("activate MEMBERLUX PAYMENTS under Plugins in the WordPress admin "
+                "(Network Admin → Plugins on a multisite network)")
+#: Error codes that show WordPress did check the Application Password, i.e. it was not ignored for plain http.
+PASSWORD_CHECKED = frozenset({"incorrect_password", "invalid_username", "invalid_email"})
+CREDENTIAL_HINT = ("check memberlux.rest_user (the account's login) and memberlux.rest_password (an Application "
+                   "Password from Users → Profile → Application Passwords, not the login password); some servers "
+                   "drop the Authorization header (docs/deployment.md §2)")
+PLAIN_HTTP_HINT = ("WordPress ignores Application Passwords over plain http unless the site runs with "
+                   "WP_ENVIRONMENT_TYPE=local, and then answers 401 rest_not_logged_in (or rest_forbidden) "
+                   "without a word about HTTPS: use an https:// memberlux.rest_base_url, or on a local test site "
+                   "set WP_ENVIRONMENT_TYPE=local")
+
 
 @dataclass(frozen=True)
 class Check:
@@ -37,6 +55,33 @@ class Check:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _db_error_code(exc: BaseException) -> int | None:
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", ()) or ()
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _plugin_names(value: object) -> set[str] | None:
+    """The plugin files of a decoded ``active_plugins`` value: a PHP list, or an array with gaps
+    (WordPress unsets the entry of a deactivated plugin without renumbering)."""
+    if isinstance(value, list):
+        items = value
+    elif isinstance(value, dict):
+        items = list(value.values())
+    else:
+        return None
+    return {item for item in items if isinstance(item, str)}
 
 
 class Doctor:
@@ -54,7 +99,9 @@ class Doctor:
             ("MemberLux tables", self.tables, ("wp",)),
             ("Optional modules", self.modules, ("site",)),
             ("Site time zone", self.timezone, ("site",)),
+            ("Payments add-on", self.payments_addon, ("site",)),
             ("Payments auto-activation", self.auto_activation, ("site",)),
+            ("REST transport", self.rest_transport, ()),
             ("MemberLux REST API", self.rest, ()),
             ("Store database", self.store, ()),
             ("Store migrations", self.migrations, ("store",)),
@@ -149,16 +196,108 @@ class Doctor:
             return WARN, detail + f": {tz.warning}"
         return OK, detail + "; key dates are compared as UTC days, the zone is for display and schedules"
 
+    def payments_addon(self) -> tuple[str, str]:
+        """Is MEMBERLUX PAYMENTS active? Its setting survives deactivation, so the plugin lists decide (core.md §13)."""
+        assert self.site is not None
+        on_site, site_problem = self._site_plugins()
+        if on_site is not None and PAYMENTS_PLUGIN in on_site:
+            return OK, f"{PAYMENTS_PLUGIN} is in active_plugins: MEMBERLUX PAYMENTS is active"
+        sitemeta = self.site.base_prefix + "sitemeta"
+        network, network_problem = self._network_plugins(sitemeta)
+        if network == "active":
+            return OK, (f"{PAYMENTS_PLUGIN} is network-activated (active_sitewide_plugins in {sitemeta}): "
+                        "MEMBERLUX PAYMENTS is active")
+        unseen = f"; {network_problem}, so a network activation cannot be seen" if network_problem else ""
+        if site_problem:
+            return WARN, (f"{site_problem}{unseen}: cannot tell whether MEMBERLUX PAYMENTS is active; check Plugins "
+                          f"in the WordPress admin. If it is not active, {PAYMENTS_OFF}")
+        where = f"{PAYMENTS_PLUGIN} is not in active_plugins"
+        if network == "inactive":
+            where += f" nor in active_sitewide_plugins of {sitemeta}"
+        if network_problem is None:
+            return FAIL, f"MEMBERLUX PAYMENTS is not active: {where}; {PAYMENTS_OFF}; {PAYMENTS_FIX}"
+        if self.settings.wordpress.base_prefix:
+            return WARN, (f"{where} of this site{unseen}: check Network Admin → Plugins, or let the sidecar's MySQL "
+                          f"account SELECT {sitemeta}. If the add-on is not active, {PAYMENTS_OFF}")
+        return FAIL, (f"MEMBERLUX PAYMENTS is not active: {where}; {PAYMENTS_OFF}; {PAYMENTS_FIX}. This assumes a "
+                      f"single site, as wordpress.base_prefix is empty{unseen} (on a network's main site, set "
+                      "wordpress.base_prefix)")
+
+    def _site_plugins(self) -> tuple[set[str] | None, str | None]:
+        """(plugin files in this site's ``active_plugins``, or None with the reason it cannot be known)."""
+        assert self.site is not None
+        options = self.site.full_name("options")
+        try:
+            raw = self.reader.option("active_plugins")
+        except sa.exc.SQLAlchemyError as exc:
+            return None, f"the option active_plugins cannot be read from {options} ({_first_line(exc)})"
+        if raw is None:
+            return None, f"the option active_plugins is missing from {options}"
+        try:
+            plugins = _plugin_names(wpdata.maybe_unserialize(raw))
+        except wpdata.WpDataError as exc:
+            return None, f"the option active_plugins in {options} cannot be decoded ({exc})"
+        if plugins is None:
+            return None, f"the option active_plugins in {options} is not a list of plugins"
+        return plugins, None
+
+    def _network_plugins(self, sitemeta: str) -> tuple[str | None, str | None]:
+        """('active' | 'inactive' | 'single', None), or (None, the reason it cannot be known).
+
+        'single': the table does not exist, so this is not a multisite network."""
+        try:
+            rows = self.reader.network_meta("active_sitewide_plugins")
+        except sa.exc.DBAPIError as exc:
+            code = _db_error_code(exc)
+            if code == 1146 or "no such table" in str(exc.orig).lower():
+                return "single", None
+            if code == 1142:
+                return None, f"{sitemeta} cannot be read: SELECT denied"
+            return None, f"{sitemeta} cannot be read: {_first_line(exc.orig)}"
+        found: dict[int, bool] = {}
+        for network_id, raw in rows:
+            try:
+                value = wpdata.maybe_unserialize(raw)
+            except wpdata.WpDataError as exc:
+                return None, f"active_sitewide_plugins in {sitemeta} cannot be decoded: {exc}"
+            found[network_id] = isinstance(value, dict) and PAYMENTS_PLUGIN in value
+        if len(set(found.values())) > 1:
+            on = ", ".join(str(n) for n, active in found.items() if active)
+            off = ", ".join(str(n) for n, active in found.items() if not active)
+            return None, (f"{sitemeta} holds several networks and the add-on is network-activated on network {on} "
+                          f"but not on {off}: which one this site belongs to is not known")
+        return ("active" if any(found.values()) else "inactive"), None
+
     def auto_activation(self) -> tuple[str, str]:
         options = wpdata.maybe_unserialize(self.reader.option("wpm_main_options"))
         mblp = options.get("mblp") if isinstance(options, dict) else None
         value = mblp.get("auto_activation") if isinstance(mblp, dict) else None
         if value == "on":
-            return OK, "wpm_main_options.mblp.auto_activation is on: orders activate their keys"
+            return OK, ("wpm_main_options.mblp.auto_activation is on: while the add-on is active, it activates "
+                        "each order's key for the customer")
         return WARN, (f"wpm_main_options.mblp.auto_activation is {value!r}: orders through /mbl/v1/order would "
                       "create keys that are only e-mailed, not activated; switch it on in MEMBERLUX PAYMENTS")
 
     # --- REST -------------------------------------------------------------------------------
+    def rest_transport(self) -> tuple[str, str]:
+        url = urlsplit(self.settings.memberlux.rest_base_url)
+        host = url.hostname or ""
+        if url.scheme == "https":
+            return OK, f"https to {host}"
+        if _is_loopback(host):
+            return OK, f"plain http to {host} (loopback: the Application Password does not leave this machine)"
+        return WARN, (f"memberlux.rest_base_url is plain http to {host}: the Application Password, a full "
+                      "administrator credential, travels in clear on every call; use https:// (WordPress also "
+                      "ignores Application Passwords over http unless the site runs with WP_ENVIRONMENT_TYPE=local)")
+
+    def _rest_hints(self, exc: RestError) -> str:
+        if exc.status != 401:
+            return ""
+        hints = [CREDENTIAL_HINT]
+        if urlsplit(self.settings.memberlux.rest_base_url).scheme == "http" and exc.code not in PASSWORD_CHECKED:
+            hints.insert(0, PLAIN_HTTP_HINT)
+        return " — " + "; ".join(hints)
+
     def rest(self) -> tuple[str, str]:
         ml = self.settings.memberlux
         if not ml.rest_user or ml.rest_password is None:
@@ -173,7 +312,7 @@ class Doctor:
                               "module (licence type api or fullpackaccess)")
             me = client.current_user()
         except RestError as exc:
-            return FAIL, str(exc)
+            return FAIL, str(exc) + self._rest_hints(exc)
         capabilities = me.get("capabilities") or {}
         who = me.get("username") or me.get("slug") or me.get("name") or "?"
         if not capabilities.get("manage_options"):
@@ -297,6 +436,10 @@ class Doctor:
         sources = sorted({s for _, ss in right for s in ss})
         if not sources:
             return WARN, f"MemberLux webhook {right[0][0]} has no source subscribed: it never fires"
+        if "all" not in sources:
+            return WARN, (f"MemberLux webhook {right[0][0]} calls the sidecar only for: {', '.join(sources)}; "
+                          "orders through /mbl/v1/order (the sidecar's own grants too) have an empty source, which "
+                          "MemberLux sends only to webhooks subscribed to all: subscribe it to all")
         return OK, f"MemberLux webhook {right[0][0]} calls the sidecar for: {', '.join(sources)}"
 
 

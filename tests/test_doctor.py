@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
 import sqlalchemy as sa
 
 from sidecar.bootstrap import store_url
+from sidecar.devstack.seed import php_serialize
 from sidecar.doctor import FAIL, OK, SKIP, WARN, Doctor, render_table
 from sidecar.store import db as store_db
 
+PAYMENTS = "mbl-payments/mbl-payments.php"
+OTHER_PLUGINS = ["member-luxe/member-luxe.php", "mbl-api/mbl-api.php", "woocommerce/woocommerce.php"]
 
-def checks_by_name(settings) -> dict:
-    doctor = Doctor(settings)
+
+def checks_by_name(settings, **doctor_args) -> dict:
+    doctor = Doctor(settings, **doctor_args)
     try:
         return {c.name: c for c in doctor.run()}
     finally:
@@ -28,7 +35,8 @@ def test_healthy_demo_site(small_site, emulator, settings_for):
     migrate(settings)
     checks = checks_by_name(settings)
     for name in ("WordPress database", "Read-only access", "MemberLux tables", "Optional modules", "Site time zone",
-                 "Payments auto-activation", "MemberLux REST API", "Store database", "Store migrations"):
+                 "Payments add-on", "Payments auto-activation", "REST transport", "MemberLux REST API",
+                 "Store database", "Store migrations"):
         assert checks[name].status == OK, (name, checks[name].detail)
     assert "manage_options" in checks["MemberLux REST API"].detail
     assert checks["Background worker"].status == WARN  # no worker ran in this test
@@ -42,7 +50,10 @@ def test_wrong_rest_password_fails_with_reason(small_site, emulator, settings_fo
     base_url, user, _password, engine = emulator
     settings = settings_for(small_site, (base_url, user, "wrong-password", engine))
     check = checks_by_name(settings)["MemberLux REST API"]
-    assert check.status == FAIL and "401" in check.detail
+    assert check.status == FAIL and "401 incorrect_password" in check.detail
+    assert "an Application Password from Users → Profile → Application Passwords" in check.detail
+    # WordPress checked the password, so plain http was not the reason: no word about it.
+    assert "WP_ENVIRONMENT_TYPE" not in check.detail
 
 
 def test_unreachable_site_and_missing_tables(tmp_path, settings_for):
@@ -130,7 +141,17 @@ def test_memberlux_webhook_registration_is_reported_without_the_token(small_site
         conn.execute(hook.insert().values(id=91, destination=f"https://side.example/hooks/memberlux/{token}", sort=10))
         conn.execute(action.insert(), [{"hook_id": 91, "action": "activation_page"}, {"hook_id": 91, "action": "purchase"}])
     check = checks_by_name(settings)["MemberLux webhooks"]
-    assert check.status == OK and check.detail == "MemberLux webhook 91 calls the sidecar for: activation_page, purchase"
+    # REST orders (the sidecar's own grants) carry an empty source: only `all` delivers them (core.md §13).
+    assert check.status == WARN and check.detail == (
+        "MemberLux webhook 91 calls the sidecar only for: activation_page, purchase; orders through /mbl/v1/order "
+        "(the sidecar's own grants too) have an empty source, which MemberLux sends only to webhooks subscribed to "
+        "all: subscribe it to all")
+    assert token not in check.detail
+    with engine.begin() as conn:
+        conn.execute(action.insert().values(hook_id=91, action="all"))
+    check = checks_by_name(settings)["MemberLux webhooks"]
+    assert check.status == OK
+    assert check.detail == "MemberLux webhook 91 calls the sidecar for: activation_page, all, purchase"
     assert token not in check.detail
 
 
@@ -150,3 +171,245 @@ def test_secrets_written_in_the_configuration_are_pointed_out(small_site, emulat
                       "rest_password": f"file:{secret_file}"},
         "web": {"secret_key": "env:MLS_TEST_WEB_KEY"}}, environ={})
     assert checks_by_name(clean)["Secrets"].status == OK
+
+
+# --- the payments add-on: active, not only configured ------------------------------------------------
+
+def set_option(site_url: str, name: str, value: str | None) -> None:
+    """Change (or, with None, delete) an option of the emulated site, as WordPress would store it."""
+    engine = sa.create_engine(site_url)
+    options = sa.Table("wp_options", sa.MetaData(), autoload_with=engine)
+    with engine.begin() as conn:
+        conn.execute(options.delete().where(options.c.option_name == name))
+        if value is not None:
+            conn.execute(options.insert().values(option_name=name, option_value=value, autoload="yes"))
+    engine.dispose()
+
+
+def add_sitemeta(site_url: str, rows: list[tuple[int, str]]) -> None:
+    """Turn the site into a multisite network's main site: ``wp_sitemeta`` with active_sitewide_plugins."""
+    engine = sa.create_engine(site_url)
+    sitemeta = sa.Table("wp_sitemeta", sa.MetaData(), sa.Column("meta_id", sa.Integer, primary_key=True),
+                        sa.Column("site_id", sa.Integer, nullable=False), sa.Column("meta_key", sa.String(255)),
+                        sa.Column("meta_value", sa.Text))
+    sitemeta.create(engine)
+    with engine.begin() as conn:
+        conn.execute(sitemeta.insert(), [{"site_id": network, "meta_key": "active_sitewide_plugins",
+                                          "meta_value": value} for network, value in rows])
+    engine.dispose()
+
+
+def test_payments_addon_off_fails_although_its_auto_activation_setting_stays_on(small_site, settings_for):
+    # WordPress unsets a deactivated plugin's entry without renumbering: an array with a gap.
+    set_option(small_site, "active_plugins", php_serialize({0: OTHER_PLUGINS[0], 2: OTHER_PLUGINS[1]}))
+    checks = checks_by_name(settings_for(small_site))
+    check = checks["Payments add-on"]
+    assert check.status == FAIL
+    assert check.detail == (
+        "MEMBERLUX PAYMENTS is not active: mbl-payments/mbl-payments.php is not in active_plugins; orders through "
+        "/mbl/v1/order would create users and completed WooCommerce orders but no keys, so every grant would end "
+        "failed; activate MEMBERLUX PAYMENTS under Plugins in the WordPress admin (Network Admin → Plugins on a "
+        "multisite network)")
+    assert checks["Payments auto-activation"].status == OK  # the setting alone proves nothing
+
+    set_option(small_site, "active_plugins", php_serialize({0: OTHER_PLUGINS[0], 3: PAYMENTS}))
+    check = checks_by_name(settings_for(small_site))["Payments add-on"]
+    assert check.status == OK
+    assert check.detail == "mbl-payments/mbl-payments.php is in active_plugins: MEMBERLUX PAYMENTS is active"
+
+
+@pytest.mark.parametrize("stored, reason", [
+    (None, "the option active_plugins is missing from wp_options"),
+    ('a:2:{i:0;s:99:"member-luxe/member-luxe.php";}', "the option active_plugins in wp_options cannot be decoded"),
+    ('s:29:"mbl-payments/mbl-payments.php";', "the option active_plugins in wp_options is not a list of plugins"),
+])
+def test_active_plugins_missing_or_unreadable_is_a_warning(small_site, settings_for, stored, reason):
+    set_option(small_site, "active_plugins", stored)
+    check = checks_by_name(settings_for(small_site))["Payments add-on"]
+    assert check.status == WARN, check.detail
+    assert check.detail.startswith(reason)
+    assert "cannot tell whether MEMBERLUX PAYMENTS is active; check Plugins in the WordPress admin" in check.detail
+    assert "no keys, so every grant would end failed" in check.detail
+
+
+def test_network_activated_payments_addon_on_multisite(small_site, settings_for):
+    set_option(small_site, "active_plugins", php_serialize(OTHER_PLUGINS))
+    add_sitemeta(small_site, [(1, php_serialize({PAYMENTS: 1764000000, OTHER_PLUGINS[1]: 1764000000}))])
+    check = checks_by_name(settings_for(small_site))["Payments add-on"]
+    assert check.status == OK
+    assert check.detail == ("mbl-payments/mbl-payments.php is network-activated (active_sitewide_plugins in "
+                            "wp_sitemeta): MEMBERLUX PAYMENTS is active")
+
+
+def test_payments_addon_neither_on_the_site_nor_on_the_network(small_site, settings_for):
+    set_option(small_site, "active_plugins", php_serialize(OTHER_PLUGINS))
+    add_sitemeta(small_site, [(1, php_serialize({OTHER_PLUGINS[1]: 1764000000}))])
+    check = checks_by_name(settings_for(small_site))["Payments add-on"]
+    assert check.status == FAIL
+    assert check.detail.startswith("MEMBERLUX PAYMENTS is not active: mbl-payments/mbl-payments.php is not in "
+                                   "active_plugins nor in active_sitewide_plugins of wp_sitemeta; ")
+
+
+def test_several_networks_that_disagree_are_not_guessed(small_site, settings_for):
+    set_option(small_site, "active_plugins", php_serialize(OTHER_PLUGINS))
+    add_sitemeta(small_site, [(1, php_serialize({PAYMENTS: 1764000000})), (2, php_serialize({}))])
+    check = checks_by_name(settings_for(small_site))["Payments add-on"]
+    assert check.status == FAIL  # base_prefix empty: configured as a single site, and said so
+    assert "network-activated on network 1 but not on 2: which one this site belongs to is not known" in check.detail
+    assert "This assumes a single site, as wordpress.base_prefix is empty" in check.detail
+    multisite = settings_for(small_site, wordpress={"base_prefix": "wp_"})
+    check = checks_by_name(multisite)["Payments add-on"]
+    assert check.status == WARN and "check Network Admin → Plugins" in check.detail
+
+
+@pytest.fixture
+def readonly_site(mariadb_admin_url, mariadb_database):
+    """A MariaDB site without the payments add-on in active_plugins, read through the SELECT-only
+    account of sql/readonly-user.sql (which is not granted wp_sitemeta); yields (URL, password) of the account."""
+    import pymysql
+
+    from sidecar.devstack.wpschema import create_site_schema
+    from sidecar.sqlscripts import SQL_DIR, render, run_script
+
+    writer = sa.create_engine(mariadb_database)
+    md = create_site_schema(writer, "wp_")
+    with writer.begin() as conn:
+        conn.execute(md.tables["wp_options"].insert().values(option_name="active_plugins",
+                                                             option_value=php_serialize(OTHER_PLUGINS)))
+        conn.exec_driver_sql("CREATE TABLE wp_sitemeta (meta_id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+                             "site_id BIGINT NOT NULL, meta_key VARCHAR(255), meta_value LONGTEXT)")
+    writer.dispose()
+    url = sa.make_url(mariadb_database)
+    user, password = f"mls_ro_{uuid.uuid4().hex[:10]}", f"test-{uuid.uuid4().hex}"
+    admin = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username or "root",
+                            password=url.password or "", database=url.database, autocommit=True)
+    try:
+        with admin.cursor() as cursor:
+            run_script(cursor, render((SQL_DIR / "readonly-user.sql").read_text(), db=url.database, p="wp_",
+                                      base_p="wp_", ro_user=user, ro_host="%", ro_password=password))
+        yield url.set(username=user, password=None).render_as_string(), password
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        admin.close()
+
+
+@pytest.mark.mariadb
+def test_sitemeta_the_readonly_account_cannot_read_is_named(readonly_site, settings_for):
+    url, password = readonly_site
+    check = checks_by_name(settings_for(url, wordpress={"db_password": password}))["Payments add-on"]
+    assert check.status == FAIL
+    assert check.detail.endswith(
+        "This assumes a single site, as wordpress.base_prefix is empty; wp_sitemeta cannot be read: SELECT denied, "
+        "so a network activation cannot be seen (on a network's main site, set wordpress.base_prefix)")
+    multisite = settings_for(url, wordpress={"db_password": password, "base_prefix": "wp_"})
+    check = checks_by_name(multisite)["Payments add-on"]
+    assert check.status == WARN
+    assert check.detail == (
+        "mbl-payments/mbl-payments.php is not in active_plugins of this site; wp_sitemeta cannot be read: SELECT "
+        "denied, so a network activation cannot be seen: check Network Admin → Plugins, or let the sidecar's MySQL "
+        "account SELECT wp_sitemeta. If the add-on is not active, orders through /mbl/v1/order would create users "
+        "and completed WooCommerce orders but no keys, so every grant would end failed")
+
+
+# --- REST over plain http ------------------------------------------------------------------------------
+
+class FakeWordPress:
+    """A ``requests`` transport answering like WordPress does: the REST index is public, and
+    ``/wp/v2/users/me`` answers with the account, or 401 ``rest_not_logged_in`` when WordPress ignored
+    the Application Password (plain http on a site that is not ``WP_ENVIRONMENT_TYPE=local``)."""
+
+    def __init__(self, *, logged_in: bool) -> None:
+        self.logged_in = logged_in
+        self.urls: list[str] = []
+
+    def client(self, base_url: str):
+        import requests
+
+        from sidecar.memberlux.rest import MemberLuxRestClient
+
+        transport = self
+
+        class Adapter(requests.adapters.BaseAdapter):
+            def send(self, request, **kwargs):  # noqa: ANN001, ANN003 - requests' adapter interface
+                return transport.answer(request)
+
+            def close(self) -> None:
+                pass
+
+        session = requests.Session()
+        session.mount("http://", Adapter())
+        session.mount("https://", Adapter())
+        return MemberLuxRestClient(base_url, "mlsidecar", "abcd efgh ijkl mnop qrst uvwx", session=session)
+
+    def answer(self, request):  # noqa: ANN001
+        import json
+
+        import requests
+
+        self.urls.append(request.url)
+        if "/wp/v2/users/me" in request.url and self.logged_in:
+            status, body = 200, {"id": 2, "username": "mlsidecar", "capabilities": {"manage_options": True}}
+        elif "/wp/v2/users/me" in request.url:
+            status, body = 401, {"code": "rest_not_logged_in", "message": "You are not currently logged in.",
+                                 "data": {"status": 401}}
+        else:
+            status, body = 200, {"name": "School", "namespaces": ["oembed/1.0", "mbl/v1", "wp/v2"]}
+        response = requests.Response()
+        response.status_code, response.url, response.request = status, request.url, request
+        response.headers["Content-Type"] = "application/json; charset=UTF-8"
+        response._content = json.dumps(body).encode()
+        return response
+
+
+def test_401_over_plain_http_says_that_wordpress_wants_https(small_site, settings_for):
+    base = "http://school.example/wp-json"
+    site = FakeWordPress(logged_in=False)
+    settings = settings_for(small_site, memberlux={"rest_base_url": base})
+    checks = checks_by_name(settings, rest_client=site.client(base))
+    assert site.urls[-1].startswith("http://school.example/wp-json/wp/v2/users/me")
+    check = checks["MemberLux REST API"]
+    assert check.status == FAIL
+    assert check.detail == (
+        "current user: HTTP 401 rest_not_logged_in: You are not currently logged in. — WordPress ignores "
+        "Application Passwords over plain http unless the site runs with WP_ENVIRONMENT_TYPE=local, and then answers "
+        "401 rest_not_logged_in (or rest_forbidden) without a word about HTTPS: use an https:// "
+        "memberlux.rest_base_url, or on a local test site set WP_ENVIRONMENT_TYPE=local; check memberlux.rest_user "
+        "(the account's login) and memberlux.rest_password (an Application Password from Users → Profile → "
+        "Application Passwords, not the login password); some servers drop the Authorization header "
+        "(docs/deployment.md §2)")
+    assert checks["REST transport"].status == WARN
+
+
+def test_401_over_https_gives_only_the_credential_hints(small_site, settings_for):
+    base = "https://school.example/wp-json"
+    settings = settings_for(small_site, memberlux={"rest_base_url": base})
+    checks = checks_by_name(settings, rest_client=FakeWordPress(logged_in=False).client(base))
+    check = checks["MemberLux REST API"]
+    assert check.status == FAIL
+    assert check.detail.startswith("current user: HTTP 401 rest_not_logged_in: You are not currently logged in. — "
+                                   "check memberlux.rest_user (the account's login)")
+    assert "WP_ENVIRONMENT_TYPE" not in check.detail and "https://" not in check.detail
+    assert checks["REST transport"].status == OK and checks["REST transport"].detail == "https to school.example"
+
+
+def test_plain_http_to_another_host_warns_even_when_it_works(small_site, settings_for):
+    base = "http://school.example/wp-json"          # e.g. a site that does run WP_ENVIRONMENT_TYPE=local
+    settings = settings_for(small_site, memberlux={"rest_base_url": base})
+    checks = checks_by_name(settings, rest_client=FakeWordPress(logged_in=True).client(base))
+    assert checks["MemberLux REST API"].status == OK
+    check = checks["REST transport"]
+    assert check.status == WARN
+    assert check.detail == (
+        "memberlux.rest_base_url is plain http to school.example: the Application Password, a full administrator "
+        "credential, travels in clear on every call; use https:// (WordPress also ignores Application Passwords "
+        "over http unless the site runs with WP_ENVIRONMENT_TYPE=local)")
+
+
+@pytest.mark.parametrize("base, status", [
+    ("http://127.0.0.1:8081/wp-json", OK), ("http://localhost/wp-json", OK), ("http://[::1]:8081/wp-json", OK),
+    ("https://school.example/wp-json", OK), ("http://10.0.0.5/wp-json", WARN), ("http://wordpress/wp-json", WARN),
+])
+def test_rest_transport_on_loopback_or_not(settings_for, base, status):
+    doctor = Doctor(settings_for("sqlite://", memberlux={"rest_base_url": base}))
+    assert doctor.rest_transport()[0] == status

@@ -196,6 +196,20 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return {row.option_name: _text(row.option_value) for row in conn.execute(stmt)}
 
+    def network_meta(self, key: str) -> list[tuple[int, str]]:
+        """``(site_id, raw meta_value)`` of every ``{base prefix}sitemeta`` row with this key (one per network).
+
+        The table exists only on multisite and is not reflected: the SELECT-only account of
+        ``sql/readonly-user.sql`` is not granted it, and on MySQL a refused SELECT cannot be told apart
+        from a missing table. Database errors reach the caller, which decides what they mean.
+        """
+        sitemeta = sa.table(self.schema.base_prefix + "sitemeta", sa.column("site_id"), sa.column("meta_key"),
+                            sa.column("meta_value"))
+        stmt = (sa.select(sitemeta.c.site_id, sitemeta.c.meta_value).where(sitemeta.c.meta_key == key)
+                .order_by(sitemeta.c.site_id))
+        with self.engine.connect() as conn:
+            return [(int(row.site_id or 0), _text(row.meta_value)) for row in conn.execute(stmt)]
+
     def site_timezone(self) -> SiteTimezone:
         """The zone from WordPress settings; a configured override is the caller's business."""
         values = self.options(["timezone_string", "gmt_offset"])
