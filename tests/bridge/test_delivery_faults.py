@@ -434,3 +434,35 @@ def test_outbox_runner_with_four_threads_delivers_twenty_grants_once_each(bridge
     intervals = sorted((a.started_at, a.finished_at) for a in orders)
     overlapping = max(sum(1 for s, f in intervals if s <= start < f) for start, _ in intervals)
     assert overlapping >= 2  # the orders really ran side by side
+
+
+def test_a_duplicated_grant_is_shown_to_the_admin_in_the_ui_the_cli_and_the_metrics(bridge, admin_pages):
+    from click.testing import CliRunner
+
+    from sidecar.cli import cli
+    from sidecar.web.metrics import StoreCollector
+
+    freeze(bridge)
+    grant_id = bridge.api(brief_body()).get_json()["grant_id"]
+    client(bridge).order_product(Customer(bridge.grant(grant_id).email), PRODUCT_1_MONTH, grant_id)
+    assert [s.status for s in bridge.deliver()] == ["duplicated"]
+    keys = [k.id for k in bridge.keys_of_grant(grant_id)]
+
+    _app, browser = admin_pages.signed_in(bridge.runtime)
+    page = browser.get(f"/admin/grants/{grant_id}").get_data(as_text=True)
+    assert 'class="flash flash-error"' in page and all(f"key {key}" in page for key in keys)
+    listed = browser.get("/admin/grants?status=duplicated").get_data(as_text=True)
+    assert grant_id in listed
+
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["grants", "list", "--status", "duplicated", "--format", "json"],
+                          obj={"settings": bridge.runtime.settings}, catch_exceptions=False)
+    assert shown.exit_code == 0 and [g["id"] for g in json.loads(shown.output)["grants"]] == [grant_id]
+    detail = runner.invoke(cli, ["grants", "show", grant_id, "--format", "json"],
+                           obj={"settings": bridge.runtime.settings}, catch_exceptions=False)
+    assert json.loads(detail.output)["grant"]["meta"]["duplicate_keys"] == keys
+
+    figures = {tuple(sample.labels.items()): sample.value for family in StoreCollector(bridge.runtime).collect()
+               if family.name == "mlsidecar_grants" for sample in family.samples}
+    assert figures[(("status", "duplicated"),)] == 1
+    assert figures[(("status", "unknown"),)] == 0  # every state is a series, zeros included

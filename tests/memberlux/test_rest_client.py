@@ -270,3 +270,30 @@ def test_a_failed_tls_handshake_sent_nothing_and_is_unreachable():
         client = MemberLuxRestClient(url.replace("http://", "https://"), "u", "p", timeout=5)
         with pytest.raises(UnreachableError):
             client.order_product(Customer("x@example.com"), 1, "g-tls")
+
+
+def test_a_connect_timeout_sent_nothing_and_is_unreachable(monkeypatch):
+    import sidecar.memberlux.rest as rest
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    waiting = []
+    for _ in range(3):  # fill the accept queue: the kernel drops further handshakes
+        probe = socket.socket()
+        probe.setblocking(False)
+        try:
+            probe.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        waiting.append(probe)
+    monkeypatch.setattr(rest, "CONNECT_TIMEOUT_CAP", 1.0)
+    try:
+        with pytest.raises(UnreachableError, match="ConnectTimeout"):
+            MemberLuxRestClient(f"http://127.0.0.1:{port}/wp-json", "u", "p", timeout=5).order_product(
+                Customer("x@example.com"), 1, "g-connect")
+    finally:
+        for probe in waiting:
+            probe.close()
+        listener.close()
