@@ -59,6 +59,8 @@ from .service import BridgeService, IntakeRejected, emit_accepted
 log = logging.getLogger(__name__)
 
 WORKABLE = (QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING)
+#: New orders after an order that exists without a key and was never answered as complete.
+MAX_REORDERS_WITHOUT_KEY = 1
 
 
 class ClaimLost(Exception):
@@ -353,6 +355,18 @@ class GrantDeliverer:
             if len(rows) > 1:
                 return self._duplicated(grant, rows, kind, started, judgement.reason)
         if verdict is Verdict.ORDER_WITHOUT_KEY:
+            meta = grant.meta or {}
+            if not meta.get("order_answered") and int(meta.get("reorders_without_key", 0)) < MAX_REORDERS_WITHOUT_KEY:
+                # No answer ever said the order was complete: the call that made it may have died before
+                # the payments add-on made the key (PHP stopped mid-way). Settled, it cannot add a key any
+                # more, so one new order is safe; a second order without key means the site never makes
+                # keys, and the grant stops there.
+                meta = {**meta, "reorders_without_key": int(meta.get("reorders_without_key", 0)) + 1}
+                self._attempt(grant, kind, "order_without_key", started,
+                              detail=judgement.reason + "; no answer said it was complete: ordering once more",
+                              grant_changes={"status": QUEUED, "meta": meta})
+                grant.status, grant.meta = QUEUED, meta
+                return self.deliver(grant, looked=True)
             self._attempt(grant, kind, "not_found", started, detail=judgement.reason)
             return self._fail(grant, f"{judgement.reason}: check that the MEMBERLUX PAYMENTS add-on is active and its "
                                      "auto-activation is on (mlsidecar doctor). The grant is not ordered again; "
@@ -446,10 +460,12 @@ class GrantDeliverer:
             return self._transient(grant, f"site unreachable: {exc}", status=QUEUED)
         grant.orders_sent += 1
         now = self.runtime.clock.now()
+        meta = {**(grant.meta or {}), "order_answered": True}
         self._attempt(grant, "order", "ok", started, status=result.status,
                       detail=f"order {result.order_id} in {result.elapsed:.2f} s", order_id=result.order_id,
                       grant_changes={"status": CONFIRMING, "outcome_unknown": False, "order_id": result.order_id,
-                                     "settle_until": now + self.settle})
+                                     "settle_until": now + self.settle, "meta": meta})
+        grant.meta = meta
         grant.status, grant.order_id, grant.outcome_unknown = CONFIRMING, result.order_id, False
         grant.settle_until = now + self.settle
         return self.confirm(grant)

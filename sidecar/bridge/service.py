@@ -283,7 +283,8 @@ class BridgeService:
             grant.status = FETCHING if grant.term_id is None else QUEUED
             grant.next_attempt_at, grant.updated_at, grant.completed_at = now, now, None
             grant.first_ordered_at, grant.settle_until, grant.verify_until = None, None, None
-            grant.meta = {**(grant.meta or {}), "retried_at": now.isoformat()}
+            kept = {k: v for k, v in (grant.meta or {}).items() if k not in ("order_answered", "reorders_without_key")}
+            grant.meta = {**kept, "retried_at": now.isoformat()}
             audit.record(session, subject_type="grant", subject_id=grant.id, action="admin.retry", at=now, actor=actor)
             return grant
 

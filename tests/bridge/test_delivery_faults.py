@@ -466,3 +466,29 @@ def test_a_duplicated_grant_is_shown_to_the_admin_in_the_ui_the_cli_and_the_metr
                if family.name == "mlsidecar_grants" for sample in family.samples}
     assert figures[(("status", "duplicated"),)] == 1
     assert figures[(("status", "unknown"),)] == 0  # every state is a series, zeros included
+
+
+def test_store_lost_right_after_the_site_answered_leaves_a_grant_that_is_confirmed_not_ordered_again(bridge):
+    clock = freeze(bridge)
+    grant_id = bridge.api(brief_body()).get_json()["grant_id"]
+    doomed = bridge.deliverer(holder="worker-with-dying-store")
+    record = doomed._attempt
+
+    def store_dies_on_the_answer(grant, kind, outcome, *args, **kwargs):  # noqa: ANN001, ANN202
+        if kind == "order":
+            raise sa.exc.OperationalError("UPDATE mls_grants", {}, Exception("server has gone away"))
+        return record(grant, kind, outcome, *args, **kwargs)
+
+    doomed._attempt = store_dies_on_the_answer
+    try:
+        doomed.run_once()
+    except sa.exc.OperationalError:
+        pass
+    grant = bridge.grant(grant_id)
+    assert (grant.status, grant.claimed_by, grant.orders_sent) == ("delivering", "worker-with-dying-store", 1)
+    assert len(bridge.keys_of_grant(grant_id)) == 1  # the site did its part
+
+    clock.instant = grant.claim_expires_at + timedelta(seconds=1)
+    assert [s.status for s in bridge.deliver()] == ["succeeded"]
+    assert bridge.orders_handled() == 1 and len(bridge.keys_of_grant(grant_id)) == 1
+    assert attempts(bridge, grant_id) == [("order", "interrupted"), ("lookup", "found")]
