@@ -697,6 +697,7 @@ def remind(ctx: click.Context, dry_run: bool, day, levels: tuple[int, ...], fmt:
             "items": [{**item.__dict__, "expired_on": item.expired_on.isoformat(), "due_on": item.due_on.isoformat()}
                       for item in plan.items],
             "send": None if report.send is None else report.send.__dict__,
+            "awaiting_decision": report.awaiting_decision,
         }, indent=2, ensure_ascii=False))
         return
     if plan.items:
