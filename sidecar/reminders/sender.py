@@ -34,9 +34,6 @@ bad address, template error) are ``failed``.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,6 +60,7 @@ from sidecar.reminders.context import LetterContext
 from sidecar.reminders.letters import render_digest, render_learner_letter
 from sidecar.reminders.unsubscribe import LinkUnavailable, Links
 from sidecar.store import audit
+from sidecar.store.leases import claim_holder
 from sidecar.webhooks.events import emit
 from sidecar.store.reminder_models import Reminder, ReminderDigest, Unsubscribe
 
@@ -72,12 +70,6 @@ log = logging.getLogger(__name__)
 def links_for(runtime: Runtime) -> Links:
     web = runtime.settings.web
     return Links(web.public_url, web.secret_key.reveal() if web.secret_key else "")
-
-
-def claim_holder() -> str:
-    """Who holds one claim: this process plus a token of its own, so that a later claim of the same
-    row — by another process, or by another thread of this one — never passes for this one."""
-    return f"{socket.gethostname()[:56]}:{os.getpid()}:{secrets.token_hex(6)}"[:80]
 
 
 def unknown_advice(message_id: str | None) -> str:
