@@ -298,6 +298,15 @@ class WelcomeEmailSettings(_Section):
     body_html: Annotated[str, AfterValidator(_check_template)] = Field(
         _WELCOME_BODY, description="Jinja2 HTML body; variables: first_name, last_name, email, login, level_name, "
                                    "access_until, site_url, reset_url.")
+    max_attempts: int = Field(10, ge=1, le=50, description="Sends of one letter before a transient failure (server down, 4xx) makes it 'failed'.")
+    retry_base_seconds: int = Field(60, ge=1, le=86400, description="First retry delay after a transient SMTP failure (doubles each time).")
+    retry_max_seconds: int = Field(3600, ge=1, le=604800, description="Longest delay between two retries.")
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> WelcomeEmailSettings:
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError("retry_max_seconds must not be smaller than retry_base_seconds")
+        return self
 
 
 class BridgeSettings(_Section):

@@ -36,8 +36,8 @@ def test_scheduler_registers_the_heartbeat(runtime):
     assert [job.id for job in scheduler.get_jobs()] == ["worker.heartbeat", "bridge.purge_signatures",
                                                       "monitor.certificates.sync", "monitor.certificates.revalidate",
                                                       "monitor.sleepers.refresh", "reminders.daily",
-                                                      "reminders.daily.catch_up", "reminders.retry", "webhooks.deliver",
-                                                      "memberlux.hints"]
+                                                      "reminders.daily.catch_up", "reminders.retry", "bridge.welcome",
+                                                      "webhooks.deliver", "memberlux.hints"]
 
 
 def test_daily_reminders_catch_up_once_after_a_missed_run(runtime):
