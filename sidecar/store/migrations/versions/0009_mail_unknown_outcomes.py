@@ -8,6 +8,7 @@ Reminders and digests that the sender left ``failed`` with reason ``interrupted`
 become ``unknown``, their last update standing for the pre-DATA mark. Welcome letters recorded in a
 grant's ``meta["welcome"]`` become rows of ``mls_welcome_emails``: ``sent`` and ``failed`` as they
 were, ``sending`` (the letter's process stopped during the SMTP transaction) as ``unknown``.
+Webhook deliveries get the same pre-DATA mark, used by e-mail endpoints.
 """
 from datetime import datetime, timezone
 
@@ -55,6 +56,9 @@ def upgrade() -> None:
         op.execute(ledger.update().where(ledger.c.state == 'failed', ledger.c.reason == 'interrupted')
                    .values(state='unknown', data_started_at=ledger.c.updated_at))
 
+    with op.batch_alter_table('mls_webhook_deliveries', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('data_started_at', sa.DateTime(), nullable=True))
+
     _welcome_rows_from_grant_meta()
 
 
@@ -88,6 +92,9 @@ def _welcome_rows_from_grant_meta() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('mls_webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_column('data_started_at')
+
     for name in _LEDGERS:
         ledger = sa.table(name, sa.column('state', sa.String), sa.column('reason', sa.String))
         op.execute(ledger.update().where(ledger.c.state == 'unknown')
