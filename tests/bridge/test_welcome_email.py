@@ -7,6 +7,7 @@ that fails at the worst moments, must neither lose it nor send it twice.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from datetime import timedelta
@@ -142,6 +143,19 @@ def test_a_refusal_is_failed_not_raised_and_not_retried(welcome_runtime):
     inbox.fail_with = None
     the_worker_runs_for_a_day(runtime)
     assert inbox.messages == []
+    resend_welcome(runtime, grant.id, actor="boss")    # the address was fixed: sent on request only
+    welcome_job(runtime)
+    assert len(inbox.messages) == 1 and letter_of(runtime, grant.id).state == "sent"
+
+
+def test_on_request_a_grant_that_had_no_letter_gets_one(welcome_runtime):
+    runtime, inbox = welcome_runtime
+    grant_for(runtime, "had.account@example.com", "w-20")
+    second = grant_for(runtime, "had.account@example.com", "w-21")
+    assert second.user_existed is True and letter_of(runtime, second.id) is None
+    resend_welcome(runtime, second.id, actor="boss")
+    welcome_job(runtime)
+    assert [rcpts for _, rcpts, _ in inbox.messages] == [["had.account@example.com"]] * 2
 
 
 # --- the SMTP server is down or misbehaves ----------------------------------------------------------------
@@ -237,6 +251,7 @@ def test_store_down_after_the_server_took_the_letter_no_loss_and_no_duplicate(we
     assert grant.status == "succeeded" and len(inbox.messages) == 1     # delivered: not lost
     assert letter_of(runtime, grant.id).state == "sending"
     welcome_job(runtime)                                                 # the lease still runs
+    assert LEASE == timedelta(minutes=10)
     later(runtime, seconds=LEASE.total_seconds() + 1)
     welcome_job(runtime)
     row = letter_of(runtime, grant.id)
@@ -308,6 +323,8 @@ def test_an_admin_resends_from_the_grant_page(welcome_runtime, admin_pages):
     _app, client = admin_pages.signed_in(runtime)
     page = client.get(f"/admin/grants/{grant.id}").get_data(as_text=True)
     assert 'data-state="unknown"' in page and "Welcome e-mail" in page
+    row = letter_of(runtime, grant.id)
+    assert "Handed to the mail server" in page and row.message_id in html.unescape(page) and "Attempts" in page
     assert "It carries a password-reset link and is never sent again by itself" in page
     assert f"/admin/grants/{grant.id}/welcome/resend" in page and f"/admin/grants/{grant.id}/welcome/delivered" in page
     response = client.post(f"/admin/grants/{grant.id}/welcome/resend", data={"csrf_token": admin_pages.csrf_in(page)})

@@ -70,6 +70,20 @@ def test_a_connection_dropped_after_the_whole_letter_ends_unknown_and_is_never_s
     assert event.details["message_id"] == row.message_id
 
 
+def test_no_answer_within_the_timeout_after_the_whole_letter_is_unknown_too(school, smtp_server):
+    _, _, inbox = smtp_server
+    one_learner_due(school)
+    ReminderPlanner(school.runtime).plan()
+    inbox.stall_after_data = 2.0
+    impatient = Mailer(school.settings.smtp.model_copy(update={"timeout_seconds": 0.5}))
+    assert ReminderSender(school.runtime, impatient).send_due().unknown == 1
+    inbox.stall_after_data = 0.0
+    [row] = rows(school)
+    assert row.state == "unknown" and row.reason == "no_reply" and "timed out" in row.last_error
+    runs_over_the_next_days(school, 1)
+    assert len(inbox.messages) == 1
+
+
 def test_a_refusal_after_data_is_failed_at_once(school, smtp_server):
     _, _, inbox = smtp_server
     one_learner_due(school)
@@ -347,6 +361,50 @@ def test_an_unknown_last_letter_enters_the_digest_after_the_hold(school_factory,
     run_reminders(school.runtime)
     [digest] = rows(school, ReminderDigest)
     assert digest.state == "sent" and digest.learners == 1
+
+
+@pytest.mark.parametrize("earlier", ["failed", "unknown"])
+@pytest.mark.parametrize("later", ["planned", "sending", "sent", "unknown", "failed", "skipped"])
+def test_a_letter_is_not_sent_again_once_a_later_one_is_under_way_or_out(school, smtp_server, earlier, later):
+    school.schedule(days=(3, 4, None), admin_days=None)
+    school.learner(1)
+    x = school.expired(1, days_ago=4)
+    now = school.clock.now()
+    common = {"user_id": 1, "term_id": 30, "expired_on": x, "planned_at": now, "updated_at": now, "attempts": 1,
+              "to_address": "learner1@example.com", "subject": "", "last_error": "", "reason": ""}
+    with school.runtime.sessions.begin() as session:
+        session.execute(sa.insert(Reminder), [{**common, "step": 1, "state": earlier, "due_on": x + timedelta(days=3)},
+                                              {**common, "step": 2, "state": later, "due_on": x + timedelta(days=4)}])
+    first = rows(school)[0]
+    blocks = later in ("planned", "sending", "sent", "unknown")
+    assert resend(school.runtime, [first.id], actor="boss") == (0 if blocks else 1)
+
+
+def test_the_cli_dry_run_shows_a_step_held_by_an_unknown_letter(school, smtp_server):
+    from click.testing import CliRunner
+
+    from sidecar.cli import cli
+
+    unknown_letter(school, smtp_server, days=(3, 4, None))
+    school.advance(days=1)
+    result = CliRunner().invoke(cli, ["remind", "--dry-run"], obj={"settings": school.settings, "clock": school.clock},
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("1 "))
+    assert " hold " in row and " held " in row and row.rstrip().endswith("no")
+    assert "planned hold 1" in result.output
+
+
+def test_each_claim_has_a_name_of_its_own():
+    import os
+    import socket
+
+    from sidecar.store.leases import claim_holder
+
+    first, second = claim_holder(), claim_holder()
+    assert first != second and len(first) <= 80
+    host, pid, token = first.rsplit(":", 2)
+    assert socket.gethostname().startswith(host) and pid == str(os.getpid()) and len(token) == 12
 
 
 def test_the_cli_run_reports_letters_awaiting_a_decision(school, smtp_server):

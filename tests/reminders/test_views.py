@@ -275,6 +275,7 @@ def test_an_unknown_letter_has_a_page_with_its_history_and_both_actions(web, sch
     assert f"Letter #{letter.id}" in page and "outcome unknown" in page
     assert f"the mail server received the whole message (Message-ID {letter.message_id})" in page
     assert 'data-action="reminder.unknown"' in page
+    assert "Handed to the mail server" in page and letter.data_started_at.isoformat() in page
     assert 'action="/reminders/mark-delivered"' in page and 'action="/reminders/resend"' in page
     web.get("/reminders/letters/999999", status=404)
 
