@@ -163,7 +163,7 @@ class ReminderSender:
         """Send what is due; ``time_budget`` (seconds) stops between letters, leaving the rest planned."""
         report = SendReport()
         started = time.monotonic()
-        self.recover_interrupted()
+        report.interrupted = self.recover_interrupted()
         if not self.mailer.enabled:
             report.stopped = "e-mail is disabled (smtp.host and smtp.pickup_dir are empty)"
             return report
