@@ -637,6 +637,16 @@ def test_send_test_errors_are_clear(web, school, smtp_server):
     assert inbox.messages == [] and audit(school, "reminders.test_sent") == []
 
 
+def test_a_test_letter_whose_outcome_is_unknown_says_it_may_have_arrived(web, school, smtp_server):
+    _, _, inbox = smtp_server
+    a_sleeper(school)
+    inbox.drop_after_data = True
+    response = web.post(f"/reminders/levels/{LEVEL}/test", {"letter": "1", "to": "me@school.example"})
+    page = html.unescape(response.get_data(as_text=True))
+    assert response.status_code == 502 and "it may have arrived (Message-ID <" in page
+    assert "It was not sent again." in page and len(inbox.messages) == 1
+
+
 def test_send_test_with_mail_disabled_says_so(school_factory):
     school = school_factory()            # no smtp section: e-mail is disabled
     web = Browser(school)
