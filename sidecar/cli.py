@@ -284,7 +284,8 @@ def devstack_serve(db_url: str, prefix: str, host: str, port: int, app_user: str
 # --- grants ------------------------------------------------------------------------------------------
 @cli.group("grants")
 def grants_group() -> None:
-    """Grant bridge: list, inspect, retry and cancel grants (our store; WordPress only for level names)."""
+    """Grant bridge: list, inspect, retry and cancel grants, and their welcome e-mails (our store; WordPress
+    only for level names)."""
 
 
 def _cli_actor() -> str:
@@ -443,6 +444,54 @@ def grants_retry(ctx: click.Context, grant_id: str) -> None:
 def grants_cancel(ctx: click.Context, grant_id: str) -> None:
     """Cancel a queued, CRM-reading or failed grant (never one being delivered)."""
     _grant_action(ctx, grant_id, "cancel")
+
+
+@grants_group.command("welcome")
+@click.argument("grant_id")
+@click.option("--resend", "action", flag_value="resend",
+              help="Queue the welcome e-mail again (sent, failed or unknown); the worker sends it within a minute.")
+@click.option("--mark-delivered", "action", flag_value="delivered",
+              help="A letter whose outcome is unknown was found in the mail server's log: record it as sent.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def grants_welcome(ctx: click.Context, grant_id: str, action: str | None, fmt: str) -> None:
+    """The grant's welcome e-mail: its state, or an administrator's decision about it."""
+    from sidecar.bridge.welcome import WelcomeRefused, mark_welcome_delivered, resend_welcome, welcome_of
+    from sidecar.store.grant_models import Grant
+
+    runtime = _runtime(ctx)
+    try:
+        if action is not None:
+            try:
+                if action == "resend":
+                    row = resend_welcome(runtime, grant_id, actor=_cli_actor())
+                else:
+                    row = mark_welcome_delivered(runtime, grant_id, actor=_cli_actor())
+            except WelcomeRefused as exc:
+                raise click.ClickException(exc.message) from None
+        else:
+            with runtime.sessions() as session:
+                if session.get(Grant, grant_id) is None:
+                    raise click.ClickException(f"no grant with id '{grant_id}'")
+                row = welcome_of(session, grant_id)
+    finally:
+        runtime.close()
+    record = None if row is None else {
+        "grant_id": row.grant_id, "state": row.state, "reason": row.reason or None, "to": row.to_address,
+        "attempts": row.attempts, "next_attempt_at": row.next_attempt_at, "handed_over_at": row.data_started_at,
+        "sent_at": row.sent_at, "message_id": row.message_id, "last_error": row.last_error or None}
+    if fmt == "json":
+        click.echo(json.dumps({"welcome": record}, indent=2, ensure_ascii=False, default=str))
+        return
+    if record is None:
+        click.echo(f"grant {grant_id}: no welcome e-mail queued")
+        return
+    width = max(len(key) for key in record)
+    for key, value in record.items():
+        click.echo(f"{key.ljust(width)}  {'' if value is None else _utc(value) if hasattr(value, 'hour') else value}")
+    if row.state == "unknown":
+        click.echo("outcome unknown: look for the Message-ID in the mail server's log, then use --mark-delivered "
+                   "or --resend", err=True)
 
 
 
@@ -697,6 +746,7 @@ def remind(ctx: click.Context, dry_run: bool, day, levels: tuple[int, ...], fmt:
             "items": [{**item.__dict__, "expired_on": item.expired_on.isoformat(), "due_on": item.due_on.isoformat()}
                       for item in plan.items],
             "send": None if report.send is None else report.send.__dict__,
+            "awaiting_decision": report.awaiting_decision,
         }, indent=2, ensure_ascii=False))
         return
     if plan.items:

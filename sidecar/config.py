@@ -298,6 +298,15 @@ class WelcomeEmailSettings(_Section):
     body_html: Annotated[str, AfterValidator(_check_template)] = Field(
         _WELCOME_BODY, description="Jinja2 HTML body; variables: first_name, last_name, email, login, level_name, "
                                    "access_until, site_url, reset_url.")
+    max_attempts: int = Field(10, ge=1, le=50, description="Sends of one letter before a transient failure (server down, 4xx) makes it 'failed'.")
+    retry_base_seconds: int = Field(60, ge=1, le=86400, description="First retry delay after a transient SMTP failure (doubles each time).")
+    retry_max_seconds: int = Field(3600, ge=1, le=604800, description="Longest delay between two retries.")
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> WelcomeEmailSettings:
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError("retry_max_seconds must not be smaller than retry_base_seconds")
+        return self
 
 
 class BridgeSettings(_Section):
@@ -369,7 +378,8 @@ class ReminderSettings(_Section):
     max_attempts: int = Field(6, ge=1, le=50, description="Sends of one letter before a transient failure becomes 'failed'.")
     retry_base_seconds: int = Field(300, ge=10, le=86400, description="First retry delay after a transient SMTP failure (doubles each time).")
     retry_max_seconds: int = Field(21600, ge=10, le=604800, description="Longest delay between two retries.")
-    sending_lease_seconds: int = Field(900, ge=60, le=86400, description="A letter still 'sending' after this long was interrupted mid-send: it is marked failed (outcome unknown) and never re-sent automatically.")
+    sending_lease_seconds: int = Field(900, ge=60, le=86400, description="A letter still 'sending' after this long was interrupted: planned again if it never reached the DATA phase, else 'unknown' (never re-sent automatically).")
+    unknown_hold_days: int = Field(3, ge=0, le=365, description="Days a letter with an unknown outcome holds the next letters of its chain, waiting for an administrator to mark it delivered or send it again; then it counts as delivered for the order of the chain.")
     renewal_url: Annotated[str, AfterValidator(_check_renewal_url)] = Field("", description="Default renewal link template (Jinja2, e.g. 'https://school.example/product/{{ product_id }}'); '' = the level's WooCommerce key product page, else the site.")
     reply_to: str = Field("", description="Reply-To of reminder letters ('' = none).")
     language: Literal["ru", "en"] = Field("ru", description="Language of the parts we write ourselves: digest table, unsubscribe page and footer.")

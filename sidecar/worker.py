@@ -61,6 +61,8 @@ REMINDERS_DAILY_JOB = "reminders.daily"
 WEBHOOKS_JOB = "webhooks.deliver"
 HINTS_JOB = "memberlux.hints"
 REMINDERS_RETRY_JOB = "reminders.retry"
+WELCOME_JOB = "bridge.welcome"
+WELCOME_SECONDS = 60
 
 
 def watch_certificates(runtime: Runtime) -> str:
@@ -101,6 +103,12 @@ def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
                       args=(runtime, SLEEPERS_REFRESH_JOB, refresh_sleepers, timedelta(hours=1)),
                       max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
     register_reminders(scheduler, runtime)
+    from sidecar.bridge.welcome import welcome_job
+
+    # Welcome e-mails: retries after transient SMTP failures, claims left by a stopped sender, and
+    # letters of grants whose success was recorded without one.
+    scheduler.add_job(run_leased, "interval", seconds=WELCOME_SECONDS, id=WELCOME_JOB,
+                      args=(runtime, WELCOME_JOB, welcome_job, timedelta(minutes=15)), max_instances=1, coalesce=True)
     from sidecar.webhooks.delivery import deliver_job
     from sidecar.webhooks.inbound import process_hints_job
 

@@ -204,12 +204,25 @@ def runtime(small_site, emulator, settings_for):
 # --- a real SMTP server --------------------------------------------------------------------------------
 
 class _Inbox:
+    """What the server does with a message, and what it received.
+
+    ``messages`` holds every message the server read in full and did not refuse: accepted ones, and
+    those of the two faulty modes below, which a real server may well deliver.
+
+    * ``fail_with = (code, text)``: refuse the message with this reply to the end of DATA;
+    * ``drop_after_data = True``: read the whole message, then close the connection without a reply;
+    * ``stall_after_data = seconds``: read the whole message, then say nothing for that long.
+    """
+
     def __init__(self) -> None:
         self.messages: list = []
         self.raw: list[bytes] = []          # as received, to check the encoding on the wire
         self.fail_with: tuple[int, str] | None = None
+        self.drop_after_data = False
+        self.stall_after_data = 0.0
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, N802 - aiosmtpd's hook name
+        import asyncio
         import email
         from email import policy
 
@@ -220,6 +233,11 @@ class _Inbox:
         self.raw.append(raw)
         message = email.message_from_bytes(raw, policy=policy.default)
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), message))
+        if self.drop_after_data:
+            server.transport.close()        # nothing written yet: the client sees the connection end
+            return "250 never seen by the client"
+        if self.stall_after_data:
+            await asyncio.sleep(self.stall_after_data)
         return "250 Message accepted for delivery"
 
 

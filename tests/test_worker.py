@@ -36,8 +36,9 @@ def test_scheduler_registers_the_heartbeat(runtime):
     assert [job.id for job in scheduler.get_jobs()] == ["worker.heartbeat", "bridge.purge_signatures",
                                                       "monitor.certificates.sync", "monitor.certificates.revalidate",
                                                       "monitor.sleepers.refresh", "reminders.daily",
-                                                      "reminders.daily.catch_up", "reminders.retry", "webhooks.deliver",
-                                                      "memberlux.hints"]
+                                                      "reminders.daily.catch_up", "reminders.retry", "bridge.welcome",
+                                                      "webhooks.deliver", "memberlux.hints"]
+    assert scheduler.get_job("bridge.welcome").trigger.interval.total_seconds() == 60     # every minute
 
 
 def test_daily_reminders_catch_up_once_after_a_missed_run(runtime):

@@ -1,4 +1,5 @@
-"""Admin pages of the grant bridge: the list of grants, one grant in full, retry and cancel.
+"""Admin pages of the grant bridge: the list of grants, one grant in full, retry and cancel, and the
+grant's welcome e-mail (send again, mark as delivered).
 
 Thin on purpose: reading goes through ``sidecar.bridge.queries``, changes through ``BridgeService``
 (which writes the audit events, with the administrator's login as actor). Every view needs an admin
@@ -19,6 +20,7 @@ from sidecar.bootstrap import Runtime
 from sidecar.bridge.blueprint import bridge_service
 from sidecar.status import site_timezone
 from sidecar.store.grant_models import ALL_STATES, CANCELLED, FAILED, FETCHING, QUEUED, Grant
+from sidecar.store.mail_models import UNKNOWN
 from sidecar.web import current_runtime
 from sidecar.web.auth import current_admin, login_required
 from sidecar.web.i18n import translate
@@ -26,6 +28,7 @@ from sidecar.web.pages import shorten
 
 from . import queries
 from .service import IntakeRejected
+from .welcome import WelcomeRefused, can_resend, mark_welcome_delivered, resend_welcome, welcome_of
 
 blueprint = Blueprint("grants_admin", __name__)
 
@@ -220,11 +223,14 @@ def grant_page(grant_id: str):  # noqa: ANN201
     runtime = _runtime()
     with runtime.sessions() as session:
         detail = queries.grant_detail(session, grant_id)
+        welcome = welcome_of(session, grant_id)
     if detail is None:
         abort(404, description=translate("grants.error.not_found", id=grant_id[:40]))
     return render_template("grant_detail.html", grant=detail.grant, attempts=detail.attempts, events=detail.events,
                            fmt=_display(runtime), can_retry=detail.grant.status in RETRYABLE,
-                           can_cancel=detail.grant.status in CANCELLABLE, list_url=url_for(".grant_list"))
+                           can_cancel=detail.grant.status in CANCELLABLE, list_url=url_for(".grant_list"),
+                           welcome=welcome, can_resend_welcome=can_resend(detail.grant, welcome),
+                           can_mark_welcome=welcome is not None and welcome.state == UNKNOWN)
 
 
 def _rejection_text(exc: IntakeRejected, grant_id: str) -> str:
@@ -263,3 +269,36 @@ def grant_retry(grant_id: str):  # noqa: ANN201
 @login_required
 def grant_cancel(grant_id: str):  # noqa: ANN201
     return _act(grant_id, "cancel")
+
+
+# --- the welcome e-mail ---------------------------------------------------------------------------------
+
+def _welcome_act(grant_id: str, action: str):  # noqa: ANN202
+    admin = current_admin()
+    assert admin is not None  # login_required ran first
+    runtime = _runtime()
+    try:
+        if action == "resend":
+            resend_welcome(runtime, grant_id, actor=admin.login)
+        else:
+            mark_welcome_delivered(runtime, grant_id, actor=admin.login)
+    except WelcomeRefused as exc:
+        if exc.code == "not_found":
+            flash(translate("grants.error.not_found", id=grant_id[:40]), "error")
+            return redirect(url_for(".grant_list"))
+        flash(translate(f"grants.error.welcome_{exc.code}"), "error")
+    else:
+        flash(translate("grants.flash.welcome_resend" if action == "resend" else "grants.flash.welcome_delivered"), "ok")
+    return redirect(url_for(".grant_page", grant_id=grant_id))
+
+
+@blueprint.post("/admin/grants/<grant_id>/welcome/resend")
+@login_required
+def grant_welcome_resend(grant_id: str):  # noqa: ANN201
+    return _welcome_act(grant_id, "resend")
+
+
+@blueprint.post("/admin/grants/<grant_id>/welcome/delivered")
+@login_required
+def grant_welcome_delivered(grant_id: str):  # noqa: ANN201
+    return _welcome_act(grant_id, "delivered")

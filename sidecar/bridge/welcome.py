@@ -1,28 +1,60 @@
-"""The welcome e-mail for learners whose account an order created.
+"""The welcome e-mail for learners whose account an order created: an outbox of its own.
 
 MemberLux's order endpoint creates such users with a random password and sends them nothing
-(core.md 5.3). The letter is sent at most once per grant: the grant is marked before sending, so a
-crash between the SMTP transaction and the mark never produces a second letter (a lost letter is
-visible in the audit trail and can be resent by hand; a duplicate password letter cannot be unsent).
+(core.md 5.3). The letter carries the password-reset link, so it goes out **at most once** per grant
+unless an administrator asks for it again; a letter lost to a failure is retried or shown, never
+silently dropped.
+
+1. *Queue.* When a grant succeeds for a user it created, a ``mls_welcome_emails`` row (``pending``) is
+   committed before any attempt to send it; ``grant_id`` is unique, so a grant has one letter
+   whatever runs. The worker's job also queues the letter of a grant that succeeded within
+   :data:`SWEEP_WINDOW` and has none (the store failed right after the success, or the process
+   stopped there).
+2. *Claim* with a conditional UPDATE: pending → sending, a ``claimed_by`` naming this claim alone,
+   a lease of :data:`LEASE`.
+3. *Mark, then send.* Right before the DATA phase ``data_started_at`` is committed — only while the
+   claim is ours; otherwise nothing is sent.
+4. *Record*, conditioned on the claim: ``sent``; ``failed`` (5xx, template error, or transient
+   failures up to ``max_attempts``); ``unknown`` (the connection was lost after the whole message was
+   sent); or ``pending`` again after a doubling delay (server down, 4xx).
+5. A claim whose lease ran out goes back to ``pending`` without the mark and to ``unknown`` with it.
+
+``unknown`` is never sent again automatically: an administrator marks it delivered or sends it again
+(grant page, ``mlsidecar grants welcome``).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urljoin
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from sidecar.bootstrap import Runtime
 from sidecar.logs import mask_emails
-from sidecar.mail.mailer import Mail, MailError, Mailer
+from sidecar.mail.mailer import (
+    Mail,
+    MailDisabled,
+    Mailer,
+    MailOutcomeUnknown,
+    PermanentMailError,
+    TransientMailError,
+)
 from sidecar.mail.templates import TemplateError, html_to_text, render_html, render_text
 from sidecar.store import audit
-from sidecar.store.db import unit_of_work
-from sidecar.store.grant_models import Grant
+from sidecar.store.grant_models import SUCCEEDED, Grant
+from sidecar.store.leases import claim_holder
+from sidecar.store.mail_models import FAILED, PENDING, SENDING, SENT, UNKNOWN, WelcomeEmail
 
 log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=10)          # longer than any SMTP transaction (smtp.timeout_seconds ≤ 300)
+SWEEP_WINDOW = timedelta(days=3)       # succeeded grants looked at for a letter that was never queued
+_SWEEP_CREATED = timedelta(days=30)    # bound on created_at, so the sweep walks an index
 
 
 def welcome_variables(runtime: Runtime, grant: Grant) -> dict[str, str]:
@@ -43,32 +75,351 @@ def welcome_variables(runtime: Runtime, grant: Grant) -> dict[str, str]:
     }
 
 
-def send_welcome(runtime: Runtime, grant: Grant, mailer: Mailer | None = None) -> str | None:
-    """Send the letter if this grant created the user; returns the Message-ID, or None when not sent."""
-    settings = runtime.settings.bridge.welcome_email
-    if not settings.enabled or grant.user_existed is not False or not grant.email:
+def wants_letter(runtime: Runtime, grant: Grant) -> bool:
+    """The letter is on, the grant succeeded, its order created the user, and there is an address."""
+    return (runtime.settings.bridge.welcome_email.enabled and grant.status == SUCCEEDED
+            and grant.user_existed is False and bool(grant.email))
+
+
+def enqueue(runtime: Runtime, grant: Grant, *, actor: str = "mailer") -> int | None:
+    """Queue the grant's letter (committed before any attempt); returns its row id, None when the grant
+    needs none. A grant that already has its row keeps it."""
+    if not wants_letter(runtime, grant):
         return None
-    mailer = mailer or Mailer(runtime.settings.smtp)
     now = runtime.clock.now()
-    with unit_of_work(runtime.sessions) as session:
-        current = session.get(Grant, grant.id)
-        if current is None or (current.meta or {}).get("welcome"):
-            return None
-        current.meta = {**(current.meta or {}), "welcome": "sending"}
-    outcome: dict[str, str] = {}
     try:
-        variables = welcome_variables(runtime, grant)
-        body = render_html(settings.body_html, variables)
-        mail = Mail(to=grant.email, subject=render_text(settings.subject, variables).strip(), html=body,
-                    text=html_to_text(body))
-        outcome = {"welcome": "sent", "welcome_message_id": mailer.send(mail)}
-    except (MailError, TemplateError) as exc:
-        outcome = {"welcome": "failed", "welcome_error": str(exc)[:300]}
-        log.warning("welcome e-mail for grant %s not sent: %s", grant.id, mask_emails(str(exc)))
-    with unit_of_work(runtime.sessions) as session:
-        session.execute(sa.update(Grant).where(Grant.id == grant.id).values(
-            meta={**((session.get(Grant, grant.id).meta) or {}), **outcome}))
-        audit.record(session, subject_type="grant", subject_id=grant.id, action=f"welcome.{outcome['welcome']}",
-                     at=now, actor="mailer", message_id=outcome.get("welcome_message_id"),
-                     error=outcome.get("welcome_error"))
-    return outcome.get("welcome_message_id")
+        with runtime.sessions.begin() as session:
+            row = WelcomeEmail(grant_id=grant.id, to_address=(grant.email or "")[:200], state=PENDING, reason="",
+                               attempts=0, next_attempt_at=now, created_at=now, updated_at=now, last_error="")
+            session.add(row)
+            session.flush()
+            audit.record(session, subject_type="grant", subject_id=grant.id, action="welcome.queued", at=now,
+                         actor=actor)
+            return row.id
+    except IntegrityError:
+        with runtime.sessions() as session:
+            return session.scalar(sa.select(WelcomeEmail.id).where(WelcomeEmail.grant_id == grant.id))
+
+
+def send_welcome(runtime: Runtime, grant: Grant, mailer: Mailer | None = None) -> str | None:
+    """At the grant's success: queue its letter and try to send it at once; returns the Message-ID when
+    it went out now. Never raises: whatever is not done here, the worker's job does (see the module doc)."""
+    try:
+        row_id = enqueue(runtime, grant)
+        if row_id is None:
+            return None
+        return WelcomeSender(runtime, mailer).deliver(row_id)
+    except Exception:  # noqa: BLE001 - the grant has succeeded; its letter is the job's to finish
+        log.exception("welcome e-mail for grant %s not sent now; the worker's job will see to it", grant.id)
+        return None
+
+
+@dataclass
+class WelcomeReport:
+    queued: int = 0          # letters the sweep queued (never queued at the grant's success)
+    recovered: int = 0       # claims left by a stopped sender: pending again or unknown
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    unknown: int = 0
+    lost_claims: int = 0
+    stopped: str = ""
+
+    def summary(self) -> str:
+        text = (f"welcome e-mails: sent {self.sent}, retrying {self.retrying}, failed {self.failed}, "
+                f"outcome unknown {self.unknown}")
+        if self.queued or self.recovered:
+            text += f"; queued late {self.queued}, recovered {self.recovered}"
+        return text + (f"; stopped: {self.stopped}" if self.stopped else "")
+
+
+class _ClaimLost(Exception):
+    pass
+
+
+class WelcomeSender:
+    def __init__(self, runtime: Runtime, mailer: Mailer | None = None) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings.bridge.welcome_email
+        self.mailer = mailer or Mailer(runtime.settings.smtp)
+        self.report = WelcomeReport()
+
+    # --- the worker's job ----------------------------------------------------------------------------
+
+    def run(self, limit: int = 100) -> WelcomeReport:
+        self.recover_interrupted()
+        self.sweep()
+        now = self.runtime.clock.now()
+        with self.runtime.sessions() as session:
+            due = list(session.scalars(
+                sa.select(WelcomeEmail.id).where(WelcomeEmail.state == PENDING, WelcomeEmail.next_attempt_at <= now)
+                .order_by(WelcomeEmail.next_attempt_at, WelcomeEmail.id).limit(limit)))
+        for row_id in due:
+            self.deliver(row_id)
+            if self.report.stopped:
+                break
+        return self.report
+
+    def recover_interrupted(self) -> int:
+        """Claims whose lease ran out: pending again without the pre-DATA mark, unknown with it."""
+        now = self.runtime.clock.now()
+        with self.runtime.sessions() as session:
+            stale = session.execute(sa.select(WelcomeEmail.id, WelcomeEmail.grant_id, WelcomeEmail.claimed_by,
+                                              WelcomeEmail.data_started_at, WelcomeEmail.message_id)
+                                    .where(WelcomeEmail.state == SENDING, WelcomeEmail.claimed_until < now)).all()
+        done = 0
+        for row_id, grant_id, holder, marked, message_id in stale:
+            if marked is None:
+                state, values = PENDING, {"state": PENDING, "claimed_by": None, "next_attempt_at": now,
+                                          "last_error": "the sender stopped before handing the letter to the mail "
+                                                        "server; queued again"}
+            else:
+                state, values = UNKNOWN, {"state": UNKNOWN, "reason": "interrupted",
+                                          "last_error": f"the sender stopped during delivery; {_advice(message_id)}"[:500]}
+            with self.runtime.sessions.begin() as session:
+                taken = session.execute(
+                    sa.update(WelcomeEmail).where(WelcomeEmail.id == row_id, WelcomeEmail.state == SENDING,
+                                                  WelcomeEmail.claimed_by == holder, WelcomeEmail.claimed_until < now)
+                    .values(claimed_until=None, updated_at=now, **values)
+                    .execution_options(synchronize_session=False)).rowcount
+                if taken == 1:
+                    audit.record(session, subject_type="grant", subject_id=grant_id,
+                                 action="welcome.unknown" if state == UNKNOWN else "welcome.requeued", at=now,
+                                 actor="mailer", reason="interrupted", message_id=message_id, claimed_by=holder)
+            done += taken
+        if done:
+            log.warning("%d welcome e-mail deliveries were interrupted earlier: queued again or marked unknown", done)
+        self.report.recovered += done
+        return done
+
+    def sweep(self) -> int:
+        """Queue the letter of every recently succeeded grant that should have one and has none."""
+        if not self.settings.enabled:
+            return 0
+        now = self.runtime.clock.now()
+        has_row = sa.select(WelcomeEmail.id).where(WelcomeEmail.grant_id == Grant.id).exists()
+        with self.runtime.sessions() as session:
+            missing = list(session.scalars(sa.select(Grant).where(
+                Grant.status == SUCCEEDED, Grant.created_at >= now - _SWEEP_CREATED,
+                Grant.completed_at >= now - SWEEP_WINDOW, Grant.user_existed.is_(False), Grant.email.is_not(None),
+                ~has_row)))
+        queued = 0
+        for grant in missing:
+            if (grant.meta or {}).get("welcome"):
+                continue  # handled by an earlier version of the sidecar (and carried over by migration 0009)
+            if enqueue(self.runtime, grant) is not None:
+                queued += 1
+                log.warning("grant %s succeeded without a queued welcome e-mail; queued now", grant.id)
+        self.report.queued += queued
+        return queued
+
+    # --- one letter ------------------------------------------------------------------------------------
+
+    def deliver(self, row_id: int) -> str | None:
+        """Claim, render, mark, send, record one letter; returns the Message-ID when it was sent."""
+        holder = self._claim(row_id)
+        if holder is None:
+            self.report.lost_claims += 1
+            return None
+        with self.runtime.sessions() as session:
+            row = session.get(WelcomeEmail, row_id)
+            grant = session.get(Grant, row.grant_id)
+            session.expunge_all()
+        if row.claimed_by != holder:
+            self.report.lost_claims += 1
+            return None
+        try:
+            mail = self._letter(grant, row)
+            self.mailer.send(mail, before_data=lambda: self._handing_over(row))
+        except _ClaimLost:
+            self.report.lost_claims += 1
+            return None
+        except TemplateError as exc:
+            self._count(self._finish(row, FAILED, "template", str(exc)), "failed")
+            return None
+        except MailDisabled as exc:
+            self._release(row, str(exc))
+            self.report.stopped = str(exc)
+            return None
+        except MailOutcomeUnknown as exc:
+            self._count(self._finish(row, UNKNOWN, "no_reply", str(exc), note=_advice(row.message_id)), "unknown")
+            return None
+        except TransientMailError as exc:
+            if row.attempts >= self.settings.max_attempts:
+                self._count(self._finish(row, FAILED, "smtp_transient", f"gave up after {row.attempts} attempts: {exc}"),
+                            "failed")
+            else:
+                self._count(self._retry_later(row, str(exc)), "retrying")
+            return None
+        except PermanentMailError as exc:
+            self._count(self._finish(row, FAILED, "smtp_permanent", str(exc)), "failed")
+            return None
+        owned = self._finish(row, SENT, "", "")
+        self._count(owned, "sent")
+        return row.message_id if owned else None
+
+    def _count(self, owned: bool, outcome: str) -> None:
+        if owned:
+            setattr(self.report, outcome, getattr(self.report, outcome) + 1)
+        else:
+            self.report.lost_claims += 1
+
+    def _claim(self, row_id: int) -> str | None:
+        now = self.runtime.clock.now()
+        holder = claim_holder()
+        with self.runtime.sessions.begin() as session:
+            claimed = session.execute(
+                sa.update(WelcomeEmail).where(WelcomeEmail.id == row_id, WelcomeEmail.state == PENDING)
+                .values(state=SENDING, claimed_by=holder, claimed_until=now + LEASE, data_started_at=None,
+                        message_id=self.mailer.new_message_id(), attempts=WelcomeEmail.attempts + 1, updated_at=now)
+                .execution_options(synchronize_session=False)).rowcount
+        return holder if claimed == 1 else None
+
+    def _letter(self, grant: Grant, row: WelcomeEmail) -> Mail:
+        variables = welcome_variables(self.runtime, grant)
+        body = render_html(self.settings.body_html, variables)
+        return Mail(to=row.to_address, subject=render_text(self.settings.subject, variables).strip(), html=body,
+                    text=html_to_text(body), message_id=row.message_id)
+
+    @staticmethod
+    def _owned(session: sa.orm.Session, row: WelcomeEmail, **values: Any) -> bool:
+        return session.execute(
+            sa.update(WelcomeEmail).where(WelcomeEmail.id == row.id, WelcomeEmail.state == SENDING,
+                                          WelcomeEmail.claimed_by == row.claimed_by)
+            .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+
+    @staticmethod
+    def _lost(session: sa.orm.Session, row: WelcomeEmail, now: datetime, **details: Any) -> None:
+        current = session.execute(sa.select(WelcomeEmail.state, WelcomeEmail.claimed_by)
+                                  .where(WelcomeEmail.id == row.id)).first()
+        audit.record(session, subject_type="grant", subject_id=row.grant_id, action="welcome.claim_lost", at=now,
+                     actor="mailer", claimed_by=row.claimed_by, message_id=row.message_id,
+                     current_state=current.state if current else None,
+                     current_claim=current.claimed_by if current else None, **details)
+
+    def _handing_over(self, row: WelcomeEmail) -> None:
+        now = self.runtime.clock.now()
+        with self.runtime.sessions.begin() as session:
+            owned = self._owned(session, row, data_started_at=now, claimed_until=now + LEASE, updated_at=now)
+            if not owned:
+                self._lost(session, row, now, stage="before_data")
+        if not owned:
+            log.warning("welcome e-mail of grant %s: claim %s lost before the DATA phase; not sent", row.grant_id,
+                        row.claimed_by)
+            raise _ClaimLost()
+        row.data_started_at = now
+
+    def _finish(self, row: WelcomeEmail, state: str, reason: str, error: str, *, note: str = "") -> bool:
+        now = self.runtime.clock.now()
+        text = "; ".join(part for part in (mask_emails(error), note) if part)[:500]
+        values: dict[str, Any] = {"state": state, "reason": reason, "last_error": text, "claimed_until": None,
+                                  "next_attempt_at": None, "updated_at": now}
+        if state == SENT:
+            values["sent_at"] = now
+        with self.runtime.sessions.begin() as session:
+            owned = self._owned(session, row, **values)
+            if owned:
+                audit.record(session, subject_type="grant", subject_id=row.grant_id, action=f"welcome.{state}", at=now,
+                             actor="mailer", message_id=row.message_id if state in (SENT, UNKNOWN) else None,
+                             reason=reason or None, error=mask_emails(error)[:300] or None)
+            else:
+                self._lost(session, row, now, stage="record", outcome=state, reason=reason or None,
+                           error=mask_emails(error)[:300] or None)
+        if not owned:
+            log.warning("welcome e-mail of grant %s: claim %s was lost (lease expired or taken over); outcome %s "
+                        "not recorded", row.grant_id, row.claimed_by, state)
+        elif state in (FAILED, UNKNOWN):
+            log.warning("welcome e-mail of grant %s %s: %s %s", row.grant_id, state, reason, mask_emails(error))
+        return owned
+
+    def _retry_later(self, row: WelcomeEmail, error: str) -> bool:
+        now = self.runtime.clock.now()
+        delay = min(self.settings.retry_base_seconds * 2 ** (row.attempts - 1), self.settings.retry_max_seconds)
+        with self.runtime.sessions.begin() as session:
+            owned = self._owned(session, row, state=PENDING, claimed_until=None, updated_at=now,
+                                next_attempt_at=now + timedelta(seconds=delay), last_error=mask_emails(error)[:500])
+            if not owned:
+                self._lost(session, row, now, stage="record", outcome="retry", error=mask_emails(error)[:300])
+        if owned:
+            log.info("welcome e-mail of grant %s: transient failure, retry in %d s", row.grant_id, delay)
+        return owned
+
+    def _release(self, row: WelcomeEmail, error: str) -> None:
+        now = self.runtime.clock.now()
+        with self.runtime.sessions.begin() as session:
+            self._owned(session, row, state=PENDING, claimed_until=None, attempts=row.attempts - 1, updated_at=now,
+                        last_error=error[:500])
+
+
+def _advice(message_id: str | None) -> str:
+    return (f"outcome unknown: the mail server may have delivered it — look for Message-ID {message_id or '?'} "
+            "in its log, then mark it delivered or send it again")
+
+
+def welcome_job(runtime: Runtime) -> str:
+    """The worker's job: recover stale claims, queue missed letters, send what is due."""
+    if not runtime.settings.bridge.welcome_email.enabled:
+        # Letters already queued still go out (or are recovered) when the letter was switched off since.
+        with runtime.sessions() as session:
+            if session.scalar(sa.select(WelcomeEmail.id).where(WelcomeEmail.state.in_((PENDING, SENDING))).limit(1)) is None:
+                return "welcome e-mail off"
+    return WelcomeSender(runtime).run().summary()
+
+
+# --- what an administrator does ------------------------------------------------------------------------
+
+class WelcomeRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def welcome_of(session: sa.orm.Session, grant_id: str) -> WelcomeEmail | None:
+    return session.scalar(sa.select(WelcomeEmail).where(WelcomeEmail.grant_id == grant_id))
+
+
+def can_resend(grant: Grant, row: WelcomeEmail | None) -> bool:
+    return grant.status == SUCCEEDED and bool(grant.email) and (row is None or row.state in (SENT, FAILED, UNKNOWN))
+
+
+def resend_welcome(runtime: Runtime, grant_id: str, *, actor: str) -> WelcomeEmail:
+    """Queue the grant's letter again on an administrator's request (also one never sent, or a letter to a
+    user that existed); the worker sends it within a minute. Audited with the administrator's name."""
+    now = runtime.clock.now()
+    with runtime.sessions.begin() as session:
+        grant = session.get(Grant, grant_id)
+        if grant is None:
+            raise WelcomeRefused("not_found", f"no grant with id '{grant_id}'")
+        row = welcome_of(session, grant_id)
+        if not can_resend(grant, row):
+            if grant.status != SUCCEEDED or not grant.email:
+                raise WelcomeRefused("not_succeeded", f"grant {grant_id} is {grant.status}"
+                                     f"{'' if grant.email else ' and has no e-mail address'}: there is no letter to send")
+            raise WelcomeRefused("in_progress", f"the welcome e-mail of grant {grant_id} is {row.state} already")
+        previous = (row.state, row.message_id) if row is not None else (None, None)
+        if row is None:
+            row = WelcomeEmail(grant_id=grant_id, to_address=(grant.email or "")[:200], attempts=0, created_at=now)
+            session.add(row)
+        row.to_address = (grant.email or "")[:200]
+        row.state, row.reason, row.attempts, row.next_attempt_at = PENDING, "", 0, now
+        row.claimed_by = row.claimed_until = row.data_started_at = None
+        row.last_error, row.updated_at = "", now
+        audit.record(session, subject_type="grant", subject_id=grant_id, action="welcome.resend", at=now, actor=actor,
+                     previous_state=previous[0], previous_message_id=previous[1])
+    with runtime.sessions() as session:
+        return welcome_of(session, grant_id)
+
+
+def mark_welcome_delivered(runtime: Runtime, grant_id: str, *, actor: str) -> WelcomeEmail:
+    """An administrator found the unknown letter in the mail server's log: it is ``sent``."""
+    now = runtime.clock.now()
+    with runtime.sessions.begin() as session:
+        row = welcome_of(session, grant_id)
+        if row is None or row.state != UNKNOWN:
+            raise WelcomeRefused("not_unknown", f"the welcome e-mail of grant {grant_id} is "
+                                                f"{row.state if row else 'not queued'}, not unknown")
+        row.state, row.reason, row.sent_at, row.updated_at = SENT, "marked_delivered", row.data_started_at or now, now
+        audit.record(session, subject_type="grant", subject_id=grant_id, action="welcome.marked_delivered", at=now,
+                     actor=actor, message_id=row.message_id)
+    with runtime.sessions() as session:
+        return welcome_of(session, grant_id)

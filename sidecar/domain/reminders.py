@@ -12,6 +12,11 @@ Catching up after missed days (worker down, monitoring just switched on) follows
 
 * never out of order — a step is never planned once a later step of the chain has a ledger entry,
   nor while another step of the chain is still waiting to be sent (a retry after an SMTP failure);
+* an ``unknown`` letter (the SMTP server may have it) holds the rest of its chain like one in flight,
+  for ``unknown_hold_days`` after it was handed over: long enough for an administrator to decide
+  (mark it delivered → ``sent``, or send it again → ``planned``), never forever. Past the hold it counts
+  as delivered for the ordering rules and the digest — the server had the whole message — while its
+  row stays ``unknown`` for the administrator. A held step is reported (``held``), not recorded;
 * never two letters at once — when several steps became due while nothing ran, only the latest is
   sent and the earlier ones are recorded as ``superseded``;
 * never stale — a step more than ``catch_up_days`` past its due day is not sent (``too_late``). It is
@@ -37,6 +42,7 @@ class State(str, enum.Enum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    UNKNOWN = "unknown"                  # may have been delivered: never sent again automatically
     SKIPPED = "skipped"
 
 
@@ -52,6 +58,7 @@ class SkipReason(str, enum.Enum):
     NO_EMAIL = "no_email"                # the account has no usable address
     NOT_SLEEPER = "not_sleeper"          # any other reason the rule no longer lists the learner
     USER_DELETED = "user_deleted"
+    HELD = "held"                        # an earlier letter's outcome is unknown: waits (reported, never recorded)
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ class LedgerEntry:
     """What the ledger already holds for one step of one (user, level, X) chain."""
 
     state: State
-    sent_on: date | None = None          # UTC day the letter went out (state SENT)
+    sent_on: date | None = None          # UTC day the letter went out (SENT) or was handed over (UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -97,12 +104,23 @@ def due_on(expired_on: date, days: int) -> date:
     return expired_on + timedelta(days=days)
 
 
+DEFAULT_UNKNOWN_HOLD_DAYS = 3
+
+
+def unknown_holds(entry: LedgerEntry, today: date, hold_days: int) -> bool:
+    """Whether an ``unknown`` letter still holds its chain on ``today`` (see the module's doc)."""
+    if entry.state is not State.UNKNOWN:
+        return False
+    return entry.sent_on is None or (today - entry.sent_on).days < hold_days
+
+
 def plan_learner(schedule: Schedule, expired_on: date, today: date, ledger: Mapping[int, LedgerEntry], *,
-                 catch_up_days: int) -> list[Decision]:
+                 catch_up_days: int, unknown_hold_days: int = DEFAULT_UNKNOWN_HOLD_DAYS) -> list[Decision]:
     """Decisions for one sleeper's learner letters on UTC day ``today`` (empty: nothing to do).
 
     At most one decision has ``send`` set; the others are ``superseded`` skips of earlier steps that
-    were never attempted.
+    were never attempted. A step held by an unknown letter comes back alone, as a ``held`` skip that
+    is reported and not recorded.
     """
     due = [(n, due_on(expired_on, d)) for n, d in schedule.steps if due_on(expired_on, d) <= today]
     if not due:
@@ -116,20 +134,27 @@ def plan_learner(schedule: Schedule, expired_on: date, today: date, ledger: Mapp
     step, when = open_steps[-1]
     if (today - when).days > catch_up_days:
         return [Decision(step, when, send=False, reason=SkipReason.TOO_LATE)]
+    if any(unknown_holds(entry, today, unknown_hold_days) for entry in ledger.values()):
+        return [Decision(step, when, send=False, reason=SkipReason.HELD)]
     earlier = [Decision(n, d, send=False, reason=SkipReason.SUPERSEDED) for n, d in open_steps[:-1]]
     return [*earlier, Decision(step, when, send=True)]
 
 
-def admin_due(schedule: Schedule, today: date, ledger: Mapping[int, LedgerEntry]) -> date | None:
+def admin_due(schedule: Schedule, today: date, ledger: Mapping[int, LedgerEntry], *,
+              unknown_hold_days: int = DEFAULT_UNKNOWN_HOLD_DAYS) -> date | None:
     """The day this sleeper belongs in the level's admin digest, if it is today or earlier and not done.
 
     A learner enters the digest once they received **every** configured letter of the chain (the last
-    step was sent, not skipped), M days after that last letter went out.
+    step was sent, not skipped), M days after that last letter went out. A last letter whose outcome
+    is unknown counts once its hold has passed, from the day it was handed over.
     """
     if not schedule.digest_enabled or ADMIN_STEP in ledger:
         return None
     last = ledger.get(schedule.last_step or 0)
-    if last is None or last.state is not State.SENT or last.sent_on is None:
+    if last is None or last.sent_on is None:
+        return None
+    if last.state is not State.SENT and (last.state is not State.UNKNOWN
+                                         or unknown_holds(last, today, unknown_hold_days)):
         return None
     when = last.sent_on + timedelta(days=schedule.admin_days_after_last or 0)
     return when if when <= today else None

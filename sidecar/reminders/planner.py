@@ -67,8 +67,8 @@ class PlanItem:
     expired_on: date
     step: int                 # 1..3 letter, 4 admin digest entry
     due_on: date
-    action: str               # send | skip | digest
-    reason: str = ""          # why skipped (SkipReason value)
+    action: str               # send | skip | hold (held by a letter whose outcome is unknown) | digest
+    reason: str = ""          # why skipped or held (SkipReason value)
     recorded: bool = True     # False: reported only (too late, dry run)
 
 
@@ -204,12 +204,12 @@ class ReminderPlanner:
 
     def _ledger(self, term_id: int, since: date) -> dict[tuple[int, date], dict[int, LedgerEntry]]:
         r = Reminder
-        stmt = (sa.select(r.user_id, r.expired_on, r.step, r.state, r.sent_at)
+        stmt = (sa.select(r.user_id, r.expired_on, r.step, r.state, r.sent_at, r.data_started_at)
                 .where(r.term_id == term_id, r.expired_on >= since))
         chains: dict[tuple[int, date], dict[int, LedgerEntry]] = {}
         with self.runtime.sessions() as session:
             for row in session.execute(stmt.execution_options(yield_per=5000)):
-                sent_on = row.sent_at.date() if row.sent_at is not None else None
+                sent_on = _sent_on(row.state, row.sent_at, row.data_started_at)
                 chains.setdefault((int(row.user_id), row.expired_on), {})[int(row.step)] = LedgerEntry(
                     State(row.state), sent_on)
         return chains
@@ -226,7 +226,8 @@ class ReminderPlanner:
                 continue
             chain = chains.get((sleeper.user_id, sleeper.expired_on), {})
             for decision in plan_learner(schedule, sleeper.expired_on, day, chain,
-                                         catch_up_days=self.settings.catch_up_days):
+                                         catch_up_days=self.settings.catch_up_days,
+                                         unknown_hold_days=self.settings.unknown_hold_days):
                 items.append(self._item(term_id, sleeper, decision, unsubscribed))
         return items
 
@@ -244,8 +245,9 @@ class ReminderPlanner:
         return PlanItem(
             user_id=sleeper.user_id, term_id=term_id, email=sleeper.email, name=sleeper.name,
             expired_on=sleeper.expired_on, step=decision.step, due_on=decision.due_on,
-            action="send" if reason is None else "skip", reason=reason.value if reason else "",
-            recorded=reason is not SkipReason.TOO_LATE,
+            action="send" if reason is None else "hold" if reason is SkipReason.HELD else "skip",
+            reason=reason.value if reason else "",
+            recorded=reason not in (SkipReason.TOO_LATE, SkipReason.HELD),
         )
 
     def _plan_digest(self, term_id: int, schedule: Schedule, day: date,
@@ -260,15 +262,17 @@ class ReminderPlanner:
         r, later = Reminder, sa.orm.aliased(Reminder)
         listed = (sa.select(later.id).where(later.user_id == r.user_id, later.term_id == r.term_id,
                                             later.expired_on == r.expired_on, later.step == ADMIN_STEP))
-        stmt = (sa.select(r.user_id, r.expired_on, r.sent_at)
-                .where(r.term_id == term_id, r.step == schedule.last_step, r.state == State.SENT.value,
-                       ~listed.exists()))
+        stmt = (sa.select(r.user_id, r.expired_on, r.state, r.sent_at, r.data_started_at)
+                .where(r.term_id == term_id, r.step == schedule.last_step,
+                       r.state.in_((State.SENT.value, State.UNKNOWN.value)), ~listed.exists()))
         with self.runtime.sessions() as session:
-            candidates = [(int(u), x, sent) for u, x, sent in session.execute(stmt)]
+            candidates = [(int(row.user_id), row.expired_on, LedgerEntry(State(row.state), _sent_on(
+                row.state, row.sent_at, row.data_started_at))) for row in session.execute(stmt)]
         due = []
-        for user_id, expired_on, sent_at in candidates:
-            chain = {schedule.last_step: LedgerEntry(State.SENT, sent_at.date() if sent_at else None)}
-            when = admin_due(schedule, day, chain)  # type: ignore[arg-type]
+        for user_id, expired_on, last in candidates:
+            chain = {schedule.last_step: last}
+            when = admin_due(schedule, day, chain,  # type: ignore[arg-type]
+                             unknown_hold_days=self.settings.unknown_hold_days)
             if when is not None:
                 due.append((user_id, expired_on, when))
         if live is None:
@@ -357,6 +361,12 @@ class ReminderPlanner:
             except IntegrityError:
                 continue  # created by a concurrent planner: read it again
         return None
+
+
+def _sent_on(state: str, sent_at: datetime | None, data_started_at: datetime | None) -> date | None:
+    """The UTC day a letter went out — for one whose outcome is unknown, the day it was handed over."""
+    moment = data_started_at if state == State.UNKNOWN.value else sent_at
+    return moment.date() if moment is not None else None
 
 
 def _is_deadlock(exc: OperationalError) -> bool:

@@ -8,10 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
+import sqlalchemy as sa
+
 from sidecar.bootstrap import Runtime
+from sidecar.domain.reminders import ADMIN_STEP, State
 from sidecar.mail.mailer import Mailer
 from sidecar.reminders.planner import PlanReport, ProgressCallback, ReminderPlanner
 from sidecar.reminders.sender import ReminderSender, SendReport
+from sidecar.store.reminder_models import Reminder, ReminderDigest
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +24,7 @@ log = logging.getLogger(__name__)
 class RunReport:
     plan: PlanReport
     send: SendReport | None     # None for a dry run
+    awaiting_decision: int = 0  # ledger rows (letters and digests) in state unknown after the run
 
     def summary(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in self.plan.counts().items()) or "nothing due"
@@ -27,8 +32,12 @@ class RunReport:
         if self.send is not None:
             s = self.send
             text += (f"; sent {s.sent}, retrying {s.retrying}, failed {s.failed}"
+                     f"{', outcome unknown ' + str(s.unknown) if s.unknown else ''}"
                      f"{', skipped ' + str(sum(s.skipped.values())) if s.skipped else ''}"
                      f"{'; stopped: ' + s.stopped if s.stopped else ''}")
+        if self.awaiting_decision:
+            text += (f"; {self.awaiting_decision} letter(s) or digest(s) with an unknown outcome await an "
+                     "administrator's decision (mark delivered or send again: /reminders?state=unknown)")
         return text
 
 
@@ -40,11 +49,19 @@ def run_reminders(runtime: Runtime, *, day: date | None = None, levels: Sequence
                   mailer: Mailer | None = None, send_budget: float | None = None) -> RunReport:
     plan = ReminderPlanner(runtime).plan(day, levels=levels, dry_run=dry_run, progress=progress)
     if dry_run:
-        return RunReport(plan, None)
+        return RunReport(plan, None, awaiting_decision(runtime))
     sent = ReminderSender(runtime, mailer).send_due(time_budget=send_budget)
-    report = RunReport(plan, sent)
+    report = RunReport(plan, sent, awaiting_decision(runtime))
     log.info("reminders: %s", report.summary())
     return report
+
+
+def awaiting_decision(runtime: Runtime) -> int:
+    """Letters and digests whose outcome is unknown: only an administrator moves them on."""
+    with runtime.sessions() as session:
+        return sum(session.scalar(sa.select(sa.func.count()).select_from(model)
+                                  .where(model.state == State.UNKNOWN.value, *extra)) or 0
+                   for model, extra in ((Reminder, (Reminder.step != ADMIN_STEP,)), (ReminderDigest, ())))
 
 
 def daily_job(runtime: Runtime) -> str:
@@ -60,4 +77,5 @@ def retry_job(runtime: Runtime) -> str:
     if not runtime.settings.reminders.enabled or runtime.settings.reminders.dry_run:
         return "reminders not sending"
     report = ReminderSender(runtime).send_due(time_budget=20 * 60)
-    return f"sent {report.sent}, retrying {report.retrying}, failed {report.failed}"
+    return (f"sent {report.sent}, retrying {report.retrying}, failed {report.failed}"
+            f"{', outcome unknown ' + str(report.unknown) if report.unknown else ''}")

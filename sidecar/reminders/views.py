@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta, tzinfo
 from typing import Any
 
+import sqlalchemy as sa
 from flask import (
     Blueprint,
     Response,
@@ -44,7 +45,7 @@ from markupsafe import escape
 from sidecar.bootstrap import Runtime
 from sidecar.bridge.queries import day_range
 from sidecar.domain.reminders import ADMIN_STEP, State
-from sidecar.mail.mailer import Mail, MailDisabled, Mailer, MailError
+from sidecar.mail.mailer import Mail, MailDisabled, Mailer, MailError, MailOutcomeUnknown
 from sidecar.mail.templates import TemplateError
 from sidecar.memberlux.reader import Level, WpUser
 from sidecar.monitor.service import MonitorService, UnknownLevel, UnknownUser
@@ -59,7 +60,7 @@ from sidecar.reminders.unsubscribe import LinkUnavailable, Links, resubscribe, u
 from sidecar.status import site_timezone
 from sidecar.store import audit
 from sidecar.store.db import unit_of_work
-from sidecar.store.reminder_models import Unsubscribe
+from sidecar.store.reminder_models import Reminder, ReminderDigest, Unsubscribe
 from sidecar.web import current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin, login_required, safe_next
 from sidecar.web.i18n import translate
@@ -76,7 +77,7 @@ MAX_IDS = 500                 # rows one resend may name: a page's worth, with r
 ERROR_PREVIEW = 90
 STEPS = {"1": 1, "2": 2, "3": 3, "digest": ADMIN_STEP}
 LETTER_CHOICES = ("1", "2", "3", "admin")
-INTERRUPTED = "interrupted"   # the sender's reason for a delivery whose outcome is unknown
+ACTIONABLE = (State.FAILED.value, State.UNKNOWN.value)   # rows an administrator can act on
 # A draft letter travels to the preview frame inside its URL; longer ones are posted into the frame.
 MAX_DRAFT_TOKEN = 2000
 DRAFT_MAX_AGE = 3600
@@ -304,9 +305,10 @@ def history_page():  # noqa: ANN201
         "reminders_history.html", page=page, filters=args, problems=problems, fmt=display,
         levels=level_tree(levels), states=history.STATES, steps=list(STEPS), unsubscribed=unsubscribed,
         chips=_chips(counts, args.state, lambda s: args.url(state=s, after=None), display),
-        interrupted=any(r.state == State.FAILED.value and r.reason == INTERRUPTED for r in page.rows),
-        selectable=any(r.state == State.FAILED.value and r.step != ADMIN_STEP for r in page.rows),
-        tab="failed" if args.state == State.FAILED.value else "history",
+        unknown=any(r.state == State.UNKNOWN.value for r in page.rows),
+        selectable=any(r.state in ACTIONABLE and r.step != ADMIN_STEP for r in page.rows),
+        resolvable=any(r.state == State.UNKNOWN.value and r.step != ADMIN_STEP for r in page.rows),
+        tab={State.FAILED.value: "failed", State.UNKNOWN.value: "unknown"}.get(args.state, "history"),
         first_url=args.url(after=None) if args.after else None,
         next_url=args.url(after=page.next_cursor) if page.next_cursor else None,
         reset_url=url_for(".history_page"),
@@ -330,6 +332,61 @@ def resend_letters():  # noqa: ANN201
     if done < len(ids):
         flash(translate("reminders.flash.not_failed", count=len(ids) - done), "warn")
     return redirect(back)
+
+
+@blueprint.post("/reminders/mark-delivered")
+@login_required
+def mark_letters_delivered():  # noqa: ANN201
+    back = _back(url_for(".history_page", state=State.UNKNOWN.value))
+    ids, problem = _posted_ids(request.form)
+    if problem:
+        flash(problem, "error")
+        return redirect(back)
+    runtime = _runtime()
+    with runtime.sessions() as session:
+        letters = history.learner_letter_ids(session, ids)
+    done = reminder_sender.mark_delivered(runtime, letters, actor=_actor()) if letters else 0
+    flash(translate("reminders.flash.marked_delivered", count=done), "ok" if done else "error")
+    if done < len(ids):
+        flash(translate("reminders.flash.not_unknown", count=len(ids) - done), "warn")
+    return redirect(back)
+
+
+# --- one row ----------------------------------------------------------------------------------------------
+
+def _row_page(model: type, row_id: int):  # noqa: ANN202
+    runtime = _runtime()
+    digest = model is ReminderDigest
+    with runtime.sessions() as session:
+        row = session.get(model, row_id)
+        if row is None:
+            abort(404, description=translate("reminders.error.no_row", id=row_id))
+        events = audit.trail(session, "reminder_digest" if digest else "reminder", str(row_id))
+        blocked = (not digest and row.state in ACTIONABLE and row.step != ADMIN_STEP
+                   and reminder_sender.later_letter_exists(session, row))
+        entries = (list(session.scalars(sa.select(Reminder).where(Reminder.digest_id == row.id)
+                                        .order_by(Reminder.user_id))) if digest else [])
+    actionable = row.state in ACTIONABLE and (digest or row.step != ADMIN_STEP)
+    return render_template(
+        "reminders_row.html", row=row, digest=digest, events=events, entries=entries, fmt=_display(runtime),
+        tab="digests" if digest else "history", problems=[], can_resend=actionable and not blocked,
+        later_blocks=actionable and blocked, can_mark=actionable and row.state == State.UNKNOWN.value,
+        resend_url=url_for(".resend_digests" if digest else ".resend_letters"),
+        mark_url=url_for(".mark_digests_delivered" if digest else ".mark_letters_delivered"),
+        back_url=url_for(".digests_page") if digest else url_for(".history_page"),
+    )
+
+
+@blueprint.get("/reminders/letters/<int:row_id>")
+@login_required
+def letter_page(row_id: int):  # noqa: ANN201
+    return _row_page(Reminder, row_id)
+
+
+@blueprint.get("/reminders/digests/<int:row_id>")
+@login_required
+def digest_page(row_id: int):  # noqa: ANN201
+    return _row_page(ReminderDigest, row_id)
 
 
 # --- digests --------------------------------------------------------------------------------------------
@@ -361,7 +418,7 @@ def digests_page():  # noqa: ANN201
         "reminders_digests.html", page=page, problems=problems, fmt=display, levels=level_tree(levels),
         level=level, state=state, states=history.STATES, tab="digests",
         chips=_chips(counts, state, lambda s: url(state=s, after=""), display),
-        interrupted=any(r.state == State.FAILED.value and r.reason == INTERRUPTED for r in page.rows),
+        unknown=any(r.state == State.UNKNOWN.value for r in page.rows),
         first_url=url(after="") if after else None,
         next_url=url(after=page.next_after) if page.next_after else None, reset_url=url_for(".digests_page"),
     )
@@ -379,6 +436,21 @@ def resend_digests():  # noqa: ANN201
     flash(translate("reminders.flash.digests_resent", count=done), "ok" if done else "error")
     if done < len(ids):
         flash(translate("reminders.flash.not_failed", count=len(ids) - done), "warn")
+    return redirect(back)
+
+
+@blueprint.post("/reminders/digests/mark-delivered")
+@login_required
+def mark_digests_delivered():  # noqa: ANN201
+    back = _back(url_for(".digests_page", state=State.UNKNOWN.value))
+    ids, problem = _posted_ids(request.form)
+    if problem:
+        flash(problem, "error")
+        return redirect(back)
+    done = reminder_sender.mark_delivered(_runtime(), ids, actor=_actor(), digest=True)
+    flash(translate("reminders.flash.marked_delivered", count=done), "ok" if done else "error")
+    if done < len(ids):
+        flash(translate("reminders.flash.not_unknown", count=len(ids) - done), "warn")
     return redirect(back)
 
 
@@ -776,6 +848,9 @@ def send_test(term_id: int):  # noqa: ANN201
         message_id = mailer.send(mail)
     except MailDisabled:
         return answer(_problem("mail_disabled"), 503)
+    except MailOutcomeUnknown as exc:
+        log.warning("test reminder for level %s to %s: outcome unknown: %s", term_id, to, exc)
+        return answer(_problem("mail_unknown", message_id=exc.message_id or mail.message_id), 502)
     except MailError as exc:
         log.warning("test reminder for level %s to %s failed: %s", term_id, to, exc)
         return answer(_problem("mail_failed", error=str(exc)[:300]), 502)

@@ -7,6 +7,7 @@ key), so two workers racing for it cannot both win, whatever the database.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from datetime import datetime, timedelta
 
@@ -57,3 +58,10 @@ def release(sessions: sessionmaker[Session], name: str, holder: str, now: dateti
 def get(sessions: sessionmaker[Session], name: str) -> JobLease | None:
     with sessions() as session:
         return session.get(JobLease, name)
+
+
+def claim_holder() -> str:
+    """The name of one claim of an outbox row (``claimed_by``): this process plus a token of its own, so
+    that a later claim of the same row — by another process, or another thread of this one — never
+    passes for this one when a conditional UPDATE checks who holds the row."""
+    return f"{socket.gethostname()[:56]}:{os.getpid()}:{secrets.token_hex(6)}"[:80]

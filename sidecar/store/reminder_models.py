@@ -2,13 +2,15 @@
 
 * ``mls_reminders``: the ledger. One row per (user, level, access end X, step), unique, so a letter
   can be decided once only whatever runs the job; steps 1–3 are the learner letters, step 4 records a
-  learner's place in an admin digest. States: planned → sending → sent | failed, or skipped (reason).
+  learner's place in an admin digest. States: planned → sending → sent | failed | unknown, or skipped
+  (reason); unknown → sent (an administrator marks it delivered) or planned (sent again on purpose).
 * ``mls_reminder_digests``: one admin digest per level per UTC day, unique, with its own delivery state.
 * ``mls_unsubscribes``: learners who asked for no more reminders (link, one-click, or an admin).
 
 Delivery columns are shared by letters and digests: a row is claimed by setting ``state = sending``
-with a lease and a Message-ID generated *before* the SMTP transaction; a crash after that leaves the
-row in ``sending``, which is never sent again automatically (see :mod:`sidecar.reminders.sender`).
+with a lease, a per-claim ``claimed_by`` and a Message-ID generated *before* the SMTP transaction;
+``data_started_at`` is committed right before the DATA phase. A claim left behind by a dead sender is
+planned again without that mark and becomes ``unknown`` with it (see :mod:`sidecar.reminders.sender`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class _Delivery:
     claimed_by: Mapped[str | None] = mapped_column(sa.String(80))
     claimed_until: Mapped[datetime | None]
     message_id: Mapped[str | None] = mapped_column(sa.String(200))
+    #: Committed right before the DATA phase of the current claim: from then on the message may be delivered.
+    data_started_at: Mapped[datetime | None]
     to_address: Mapped[str] = mapped_column(sa.String(200), default="")
     subject: Mapped[str] = mapped_column(sa.String(300), default="")
     sent_at: Mapped[datetime | None]

@@ -63,6 +63,8 @@ class WebhookDelivery(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]
+    #: E-mail endpoints: committed right before the DATA phase; a stale claim with it is not tried again.
+    data_started_at: Mapped[datetime | None]
     last_status: Mapped[int | None]
     last_error: Mapped[str] = mapped_column(sa.String(500), default="")
     created_at: Mapped[datetime]

@@ -4,6 +4,13 @@
 mid-request leaves the claim to expire and the delivery is tried again. Receivers drop repeats by
 the ``webhook-id`` header (the event id), as Standard Webhooks prescribes.
 
+**E-mail endpoints are the exception**: a mailbox drops no repeats, so an e-mail whose outcome is
+unknown is never sent again automatically. ``data_started_at`` is committed right before the DATA
+phase; a claim that expired after it, or a connection lost after the whole message was sent
+(``MailOutcomeUnknown``), ends the delivery ``failed`` with "outcome unknown" in its error, to be
+redelivered by hand after a look at the mail server's log. Transient failures before that point are
+retried on the schedule below.
+
 Retry schedule (:data:`RETRY_SCHEDULE`, after the first attempt): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
 10 h — eight attempts over about 27.5 hours; then the delivery is ``failed``. 2xx is success;
 anything else (including 3xx: redirects are never followed) is a failed attempt. After
@@ -29,7 +36,7 @@ from standardwebhooks.webhooks import Webhook
 
 from sidecar.bootstrap import Runtime
 from sidecar.logs import mask_emails
-from sidecar.mail.mailer import Mail, MailError, Mailer
+from sidecar.mail.mailer import Mail, MailError, Mailer, MailOutcomeUnknown
 from sidecar.store import audit
 from sidecar.store.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from sidecar.webhooks.events import TEST_EVENT, body
@@ -41,6 +48,8 @@ RETRY_SCHEDULE = (timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=
                   timedelta(hours=5), timedelta(hours=10), timedelta(hours=10))
 MAX_ATTEMPTS = len(RETRY_SCHEDULE) + 1
 LEASE = timedelta(minutes=2)
+UNKNOWN_EMAIL = ("outcome unknown: the mail server may have delivered this e-mail; it is not sent again "
+                 "automatically — look for it in the mail server's log before redelivering")
 USER_AGENT = "mlsidecar-webhooks/1"
 
 
@@ -93,10 +102,15 @@ class WebhookDeliverer:
         """Deliver what is due; returns the number of attempts made."""
         now = self.runtime.clock.now()
         with self.runtime.sessions.begin() as session:
-            # Claims whose worker died: due again (at least once).
-            session.execute(sa.update(WebhookDelivery).where(
-                WebhookDelivery.state == "delivering", WebhookDelivery.claimed_until < now)
-                .values(state="pending", claimed_until=None, updated_at=now).execution_options(synchronize_session=False))
+            stale = (WebhookDelivery.state == "delivering", WebhookDelivery.claimed_until < now)
+            # An e-mail that may have reached the mail server: final, never repeated by itself.
+            session.execute(sa.update(WebhookDelivery).where(*stale, WebhookDelivery.data_started_at.is_not(None))
+                            .values(state="failed", claimed_until=None, updated_at=now, completed_at=now,
+                                    next_attempt_at=None, last_error=UNKNOWN_EMAIL)
+                            .execution_options(synchronize_session=False))
+            # Claims whose worker died before anything may have gone out: due again (at least once).
+            session.execute(sa.update(WebhookDelivery).where(*stale)
+                            .values(state="pending", claimed_until=None, updated_at=now).execution_options(synchronize_session=False))
         with self.runtime.sessions() as session:
             # Deliveries of a switched-off endpoint wait (they resume when it is switched on again);
             # a test event is sent whatever the switch says.
@@ -119,7 +133,7 @@ class WebhookDeliverer:
         with self.runtime.sessions.begin() as session:
             return session.execute(sa.update(WebhookDelivery).where(
                 WebhookDelivery.id == delivery_id, WebhookDelivery.state == "pending")
-                .values(state="delivering", claimed_until=now + LEASE, updated_at=now)
+                .values(state="delivering", claimed_until=now + LEASE, data_started_at=None, updated_at=now)
                 .execution_options(synchronize_session=False)).rowcount == 1
 
     def attempt(self, delivery_id: int) -> WebhookAttempt:
@@ -130,12 +144,12 @@ class WebhookDeliverer:
             event = session.get(WebhookEvent, delivery.event_id)
             session.expunge_all()
         started = time.monotonic()
-        status, excerpt, error = None, "", ""
+        status, excerpt, error, final = None, "", "", False
         try:
             rendered = FORMATTERS[endpoint.body_format](self.runtime, endpoint, event)
             if endpoint.kind == "email":
                 assert rendered.mail is not None
-                self.mailer.send(rendered.mail)
+                self.mailer.send(rendered.mail, before_data=lambda: self._handing_over(delivery_id))
                 status = 250
             else:
                 status, excerpt = self._post(endpoint, event, rendered.payload)
@@ -147,6 +161,8 @@ class WebhookDeliverer:
             error = f"no answer within {self.settings.timeout_seconds:g} s"
         except requests.RequestException as exc:
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        except MailOutcomeUnknown as exc:
+            error, final = f"e-mail: {exc}; {UNKNOWN_EMAIL} (Message-ID {exc.message_id})", True
         except MailError as exc:
             error = f"e-mail: {exc}"
         except Exception as exc:  # noqa: BLE001 - a formatter bug must not wedge the outbox
@@ -154,7 +170,15 @@ class WebhookDeliverer:
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
         duration = int((time.monotonic() - started) * 1000)
         return self._record(delivery, endpoint, status if not error or status else None, duration, excerpt,
-                            mask_emails(error))
+                            mask_emails(error), final=final)
+
+    def _handing_over(self, delivery_id: int) -> None:
+        now = self.runtime.clock.now()
+        with self.runtime.sessions.begin() as session:
+            session.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == delivery_id,
+                                                             WebhookDelivery.state == "delivering")
+                            .values(data_started_at=now, claimed_until=now + LEASE, updated_at=now)
+                            .execution_options(synchronize_session=False))
 
     def _post(self, endpoint: WebhookEndpoint, event: WebhookEvent, payload: bytes) -> tuple[int, str]:
         check_destination(endpoint.url, self.settings.allow_private_destinations, self.resolver)
@@ -172,7 +196,7 @@ class WebhookDeliverer:
         return answer.status_code, head.decode("utf-8", "replace")
 
     def _record(self, delivery: WebhookDelivery, endpoint: WebhookEndpoint, status: int | None, duration: int,
-                excerpt: str, error: str) -> WebhookAttempt:
+                excerpt: str, error: str, *, final: bool = False) -> WebhookAttempt:
         now = self.runtime.clock.now()
         attempts = delivery.attempts + 1
         success = not error
@@ -184,13 +208,13 @@ class WebhookDeliverer:
                                       "claimed_until": None, "updated_at": now}
             if success:
                 values.update(state="succeeded", completed_at=now, next_attempt_at=None)
-            elif attempts >= MAX_ATTEMPTS:
+            elif attempts >= MAX_ATTEMPTS or final:
                 values.update(state="failed", completed_at=now, next_attempt_at=None)
             else:
                 values.update(state="pending", next_attempt_at=now + RETRY_SCHEDULE[attempts - 1])
             session.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values)
                             .execution_options(synchronize_session=False))
-            if success or values["state"] == "failed":
+            if success or (values["state"] == "failed" and not final):  # an unknown outcome is no endpoint failure
                 self._endpoint_health(session, endpoint.id, success, error, now)
         if error:
             log.info("webhook %s to %s: attempt %d failed: %s", delivery.event_id, endpoint.name, attempts, error)

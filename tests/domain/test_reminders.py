@@ -70,6 +70,29 @@ def test_one_letter_of_a_chain_in_flight_at_a_time():
     assert plan(11, {1: LedgerEntry(State.FAILED)}) == [(2, True, None)]
 
 
+def test_an_unknown_letter_holds_the_next_step_for_the_hold_days_then_counts_as_delivered():
+    close = Schedule(letter_days=(3, 4, 30), admin_days_after_last=7, admin_on=True)
+    unknown = {1: LedgerEntry(State.UNKNOWN, on(3))}       # handed to the server on day X + 3
+    assert plan(4, unknown, schedule=close) == [(2, False, SkipReason.HELD)]
+    assert plan(5, unknown, schedule=close) == [(2, False, SkipReason.HELD)]
+    assert plan(6, unknown, schedule=close) == [(2, True, None)]          # three days after it was handed over
+    assert [(d.step, d.send) for d in plan_learner(close, X, on(4), unknown, catch_up_days=7,
+                                                   unknown_hold_days=1)] == [(2, True)]
+    assert [(d.step, d.send, d.reason) for d in plan_learner(close, X, on(33), unknown, catch_up_days=7,
+                                                             unknown_hold_days=365)] == [(3, False, SkipReason.HELD)]
+
+
+def test_a_held_step_that_became_too_late_is_reported_too_late():
+    assert plan(18, {1: LedgerEntry(State.UNKNOWN, on(17))}) == [(2, False, SkipReason.TOO_LATE)]
+
+
+def test_an_unknown_last_letter_puts_the_learner_in_the_digest_only_after_the_hold():
+    unknown = {1: LedgerEntry(State.SENT, on(3)), 2: LedgerEntry(State.SENT, on(10)), 3: LedgerEntry(State.UNKNOWN, on(30))}
+    assert admin_due(THREE, on(37), unknown, unknown_hold_days=10) is None            # still held
+    assert admin_due(THREE, on(40), unknown, unknown_hold_days=10) == on(37)
+    assert admin_due(THREE, on(37), unknown) == on(37)                                 # default hold: 3 days
+
+
 def test_letters_that_are_off_are_not_steps():
     only_second = Schedule(letter_days=(None, 5, None))
     assert only_second.steps == [(2, 5)] and only_second.last_step == 2
@@ -142,7 +165,7 @@ def test_whatever_days_the_job_runs_steps_go_in_order_at_most_once_and_never_sta
         assert sum(d.send for d in decisions) <= 1
         for d in decisions:
             assert d.step not in ledger
-            if d.reason is SkipReason.TOO_LATE:
+            if d.reason in (SkipReason.TOO_LATE, SkipReason.HELD):
                 continue
             ledger[d.step] = LedgerEntry(State.SENT if d.send else State.SKIPPED, on(offset) if d.send else None)
             if d.send:
@@ -150,3 +173,30 @@ def test_whatever_days_the_job_runs_steps_go_in_order_at_most_once_and_never_sta
                 sent.append((d.step, offset))
     steps = [s for s, _ in sent]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
+
+
+@given(days=st.lists(st.integers(0, 60), min_size=1, max_size=3, unique=True).map(sorted),
+       run_days=st.sets(st.integers(0, 120), max_size=40), unknown_steps=st.sets(st.integers(1, 3)),
+       hold=st.integers(0, 10), catch_up=st.integers(0, 20))
+def test_unknown_letters_never_let_a_later_step_go_inside_the_hold_nor_block_past_it(days, run_days, unknown_steps,
+                                                                                     hold, catch_up):
+    """Some letters end "unknown" instead of "sent": a later letter never goes out within ``hold``
+    days of an unknown one, and once the hold has passed the chain moves on as if it had been sent."""
+    schedule = Schedule(letter_days=tuple(days + [None] * (3 - len(days))))  # type: ignore[arg-type]
+    ledger: dict[int, LedgerEntry] = {}
+    for offset in sorted(run_days):
+        today = on(offset)
+        decisions = plan_learner(schedule, X, today, ledger, catch_up_days=catch_up, unknown_hold_days=hold)
+        unknown_days = [e.sent_on for e in ledger.values() if e.state is State.UNKNOWN]
+        within_hold = any((today - d).days < hold for d in unknown_days)
+        if within_hold:
+            assert not any(d.send for d in decisions)
+        else:
+            assert all(d.reason is not SkipReason.HELD for d in decisions)
+            no_unknown = {n: LedgerEntry(State.SENT, e.sent_on) if e.state is State.UNKNOWN else e for n, e in ledger.items()}
+            assert decisions == plan_learner(schedule, X, today, no_unknown, catch_up_days=catch_up)
+        for d in decisions:
+            if d.reason in (SkipReason.TOO_LATE, SkipReason.HELD):
+                continue
+            state = (State.UNKNOWN if d.step in unknown_steps else State.SENT) if d.send else State.SKIPPED
+            ledger[d.step] = LedgerEntry(state, today if d.send else None)

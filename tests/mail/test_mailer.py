@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from sidecar.config import SmtpSettings
-from sidecar.mail.mailer import Mail, MailDisabled, Mailer, PermanentMailError, RateLimiter, TransientMailError
+from sidecar.mail.mailer import (
+    Mail,
+    MailDisabled,
+    MailError,
+    Mailer,
+    MailOutcomeUnknown,
+    PermanentMailError,
+    RateLimiter,
+    TransientMailError,
+)
 from sidecar.mail.templates import TemplateError, check, html_to_text, render_html
 
 
@@ -92,3 +101,137 @@ def test_unwritable_pickup_dir_is_transient(tmp_path):
     mailer = Mailer(SmtpSettings(pickup_dir=str(blocker / "mail"), from_address="school@example.org"))
     with pytest.raises(TransientMailError, match="cannot write to pickup_dir"):
         mailer.send(Mail(to="x@example.com", subject="s", html="h", text="t"))
+
+
+# --- the SMTP phase decides: not sent, refused, or unknown ---------------------------------------------
+
+def test_a_connection_dropped_after_the_whole_message_is_an_unknown_outcome(smtp_server):
+    host, port, inbox = smtp_server
+    inbox.drop_after_data = True
+    mail = Mail(to="x@example.com", subject="s", html="h", text="t", message_id="<fixed@example.org>")
+    with pytest.raises(MailOutcomeUnknown) as caught:
+        mailer_for(host, port).send(mail)
+    assert caught.value.message_id == "<fixed@example.org>"
+    assert "no reply to the end of the message" in str(caught.value)
+    assert len(inbox.messages) == 1, "the server did read the whole message"
+
+
+def test_no_reply_to_the_end_of_the_message_within_the_timeout_is_an_unknown_outcome(smtp_server):
+    host, port, inbox = smtp_server
+    inbox.stall_after_data = 3.0
+    with pytest.raises(MailOutcomeUnknown, match="timed out"):
+        mailer_for(host, port, timeout_seconds=0.5).send(Mail(to="x@example.com", subject="s", html="h", text="t"))
+    assert len(inbox.messages) == 1
+
+
+def test_an_unknown_outcome_is_neither_transient_nor_permanent():
+    assert not issubclass(MailOutcomeUnknown, (TransientMailError, PermanentMailError))
+    assert issubclass(MailOutcomeUnknown, MailError)
+
+
+class _Scripted:
+    """An aiosmtpd handler that closes the connection at one command, or refuses a recipient."""
+
+    def __init__(self, drop_at: str = "", rcpt_reply: str = "") -> None:
+        self.drop_at, self.rcpt_reply, self.received = drop_at, rcpt_reply, 0
+
+    async def handle_MAIL(self, server, session, envelope, address, options):  # noqa: ANN001, N802
+        if self.drop_at == "MAIL":
+            server.transport.close()
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001, N802
+        if self.drop_at == "RCPT":
+            server.transport.close()
+        if self.rcpt_reply:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, N802
+        self.received += 1
+        return "250 OK"
+
+
+@pytest.fixture
+def scripted_server():
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    started = []
+
+    def start(handler: _Scripted) -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller.start()
+        started.append(controller)
+        return port
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+@pytest.mark.parametrize("phase", ["MAIL", "RCPT"])
+def test_a_connection_dropped_before_the_message_was_sent_is_transient(scripted_server, phase):
+    handler = _Scripted(drop_at=phase)
+    port = scripted_server(handler)
+    marks = []
+    with pytest.raises(TransientMailError):
+        mailer_for("127.0.0.1", port).send(Mail(to="x@example.com", subject="s", html="h", text="t"),
+                                           before_data=lambda: marks.append("data"))
+    assert handler.received == 0 and marks == [], "the DATA phase was never reached"
+
+
+def test_a_refused_recipient_is_permanent_or_transient_by_its_code_and_data_never_starts(scripted_server):
+    marks = []
+    for reply, error in (("550 5.1.1 no such user", PermanentMailError), ("450 4.2.1 mailbox busy", TransientMailError)):
+        handler = _Scripted(rcpt_reply=reply)
+        port = scripted_server(handler)
+        with pytest.raises(error):
+            mailer_for("127.0.0.1", port).send(Mail(to="x@example.com", subject="s", html="h", text="t"),
+                                               before_data=lambda: marks.append("data"))
+        assert handler.received == 0
+    assert marks == []
+
+
+def test_before_data_runs_once_after_the_recipient_was_accepted(smtp_server):
+    host, port, inbox = smtp_server
+    seen = []
+    mailer_for(host, port).send(Mail(to="x@example.com", subject="s", html="h", text="t"),
+                                before_data=lambda: seen.append(len(inbox.messages)))
+    assert seen == [0] and len(inbox.messages) == 1
+
+
+def test_an_exception_in_before_data_sends_nothing_and_reaches_the_caller_unchanged(smtp_server):
+    host, port, inbox = smtp_server
+
+    class StoreDown(Exception):
+        pass
+
+    def fail() -> None:
+        raise StoreDown("the store is unavailable")
+
+    with pytest.raises(StoreDown):
+        mailer_for(host, port).send(Mail(to="x@example.com", subject="s", html="h", text="t"), before_data=fail)
+    assert inbox.messages == []
+
+
+def test_before_data_also_runs_for_the_pickup_directory(tmp_path):
+    mailer = Mailer(SmtpSettings(pickup_dir=str(tmp_path / "mail"), from_address="school@example.org"))
+    seen = []
+    mailer.send(Mail(to="x@example.com", subject="s", html="h", text="t"),
+                before_data=lambda: seen.append(list((tmp_path / "mail").glob("*.eml")) if (tmp_path / "mail").exists() else []))
+    assert seen == [[]] and len(list((tmp_path / "mail").glob("*.eml"))) == 1
+
+
+def test_lines_starting_with_a_dot_arrive_unchanged(smtp_server):
+    host, port, inbox = smtp_server
+    text = ".a line with a leading dot\n.\n..two dots"
+    mailer_for(host, port).send(Mail(to="x@example.com", subject="s", html="<p>h</p>", text=text))
+    [(_, _, message)] = inbox.messages
+    assert message.get_body(("plain",)).get_content().replace("\r\n", "\n").rstrip("\n") == text

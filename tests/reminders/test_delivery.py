@@ -1,7 +1,8 @@
 """The delivery guarantee: at most once per (user, level, X, step), whatever runs, crashes or fails.
 
 See sidecar/reminders/sender.py for the mechanism (conditional-update claim, Message-ID stored
-before the SMTP transaction, interrupted sends never resent by themselves).
+before the SMTP transaction, interrupted sends never resent by themselves). Unknown outcomes are
+attacked with a faulty SMTP server in test_unknown_outcomes.py.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def test_a_crash_between_send_and_record_never_sends_twice(school, smtp_server, 
     run_reminders(school.runtime)
     assert len(inbox.messages) == 1
     [row] = rows(school)
-    assert row.state == "failed" and row.reason == "interrupted" and row.message_id in row.last_error
+    assert row.state == "unknown" and row.reason == "interrupted" and row.message_id in row.last_error
 
     # The admin checked the mail log, found nothing, and resends on purpose.
     assert resend(school.runtime, [row.id], actor="admin@school") == 1
@@ -113,7 +114,7 @@ def test_a_crash_between_send_and_record_never_sends_twice(school, smtp_server, 
     assert len(inbox.messages) == 2 and rows(school)[0].state == "sent"
     with school.runtime.sessions() as session:
         actions = [e.action for e in session.scalars(sa.select(AuditEvent).where(AuditEvent.subject_type == "reminder"))]
-    assert "reminder.interrupted" in actions and "reminder.resend" in actions
+    assert "reminder.unknown" in actions and "reminder.resend" in actions
 
 
 def test_smtp_down_then_up_retries_with_backoff_and_sends_once(school_factory, smtp_server):

@@ -241,19 +241,98 @@ def test_resend_refuses_bad_input_clearly_and_needs_csrf(web, school, smtp_serve
     assert rows(school)[0].state == "planned"
 
 
-def test_an_interrupted_send_warns_that_it_may_have_been_delivered(web, school):
+def unknown_letters(school, smtp_server, users=(1,)) -> list[Reminder]:
+    """Letters the SMTP server read in full before the connection dropped: outcome unknown."""
+    _, _, inbox = smtp_server
+    school.schedule(admin_days=None)
+    for user_id in users:
+        school.learner(user_id)
+        school.expired(user_id, days_ago=3)
+    inbox.drop_after_data = True
+    run_reminders(school.runtime)
+    inbox.drop_after_data = False
+    found = rows(school)
+    assert [r.state for r in found] == ["unknown"] * len(users)
+    return found
+
+
+def test_unknown_outcomes_are_counted_listed_and_explained(web, school, smtp_server):
+    [letter] = unknown_letters(school, smtp_server)
+    page = web.get("/reminders")
+    assert chip(page, "outcome unknown") == 1
+    assert 'href="/reminders?state=unknown"' in page                       # a tab of their own
+    page = web.get("/reminders?state=unknown")
+    assert table_ids(page) == [letter.id]
+    assert "the mail server received the whole message, but its answer never came" in page
+    assert f"check Message-ID {letter.message_id} in the mail server's log" in page
+    assert "the mail server did not answer after receiving the whole letter" in page   # the reason, in words
+    assert f'name="one" value="{letter.id}"' in page and "Mark as delivered" in page and "Resend" in page
+
+
+def test_an_unknown_letter_has_a_page_with_its_history_and_both_actions(web, school, smtp_server):
+    [letter] = unknown_letters(school, smtp_server)
+    page = web.get(f"/reminders/letters/{letter.id}")
+    assert f"Letter #{letter.id}" in page and "outcome unknown" in page
+    assert f"the mail server received the whole message (Message-ID {letter.message_id})" in page
+    assert 'data-action="reminder.unknown"' in page
+    assert "Handed to the mail server" in page and letter.data_started_at.isoformat() in page
+    assert 'action="/reminders/mark-delivered"' in page and 'action="/reminders/resend"' in page
+    web.get("/reminders/letters/999999", status=404)
+
+
+def test_an_unknown_letter_is_marked_delivered_by_an_admin(web, school, smtp_server):
+    _, _, inbox = smtp_server
+    [letter] = unknown_letters(school, smtp_server)
+    response = web.post("/reminders/mark-delivered", {"one": str(letter.id), "next": f"/reminders/letters/{letter.id}"})
+    assert response.status_code == 302 and response.headers["Location"].endswith(f"/reminders/letters/{letter.id}")
+    [row] = rows(school)
+    assert row.state == "sent" and row.reason == "marked_delivered"
+    [event] = audit(school, "reminder.marked_delivered")
+    assert event.actor == ADMIN_LOGIN and event.details["message_id"] == letter.message_id
+    page = web.get(f"/reminders/letters/{letter.id}")
+    assert "Marked as delivered: 1." in page and "marked as delivered by an administrator" in page
+    assert 'action="/reminders/mark-delivered"' not in page
+    web.post("/reminders/mark-delivered", {"one": str(letter.id)})
+    assert "1 of the chosen rows were not waiting for a decision" in web.get("/reminders")
+    assert len(inbox.messages) == 1
+
+
+def test_an_unknown_letter_is_sent_again_by_an_admin(web, school, smtp_server):
+    _, _, inbox = smtp_server
+    first, second = unknown_letters(school, smtp_server, users=(1, 2))
+    page = web.get("/reminders?state=unknown")
+    assert "Mark the selected as delivered" in page and "Resend the selected letters" in page
+    web.post("/reminders/resend", {"id": [str(first.id)]})
+    assert [r.state for r in rows(school)] == ["planned", "unknown"]
+    [event] = audit(school, "reminder.resend")
+    assert event.actor == ADMIN_LOGIN and event.details["previous_state"] == "unknown"
+    ReminderSender(school.runtime).send_due()
+    assert [r.state for r in rows(school)] == ["sent", "unknown"] and len(inbox.messages) == 3
+
+
+def test_the_unknown_outcome_speaks_russian_too(web, school, smtp_server):
+    [letter] = unknown_letters(school, smtp_server)
+    web.client.set_cookie("mls_lang", "ru")
+    page = web.get("/reminders?state=unknown")
+    assert "результат неизвестен" in page and "Отметить как доставленное" in page
+    assert f"проверьте Message-ID {letter.message_id} в журнале почтового сервера" in page
+    assert "Результат этого письма неизвестен" in web.get(f"/reminders/letters/{letter.id}")
+
+
+def test_a_sender_that_stopped_after_handing_the_letter_over_shows_as_interrupted(web, school):
     school.schedule(admin_days=None)
     school.learner(1)
     school.expired(1, days_ago=3)
     ReminderPlanner(school.runtime).plan()
-    with school.runtime.sessions.begin() as session:  # the sender died between SMTP and its bookkeeping
-        session.execute(sa.update(Reminder).values(state="sending", message_id="<abc@school.example>",
-                                                   claimed_until=school.clock.now() - timedelta(minutes=1)))
+    now = school.clock.now()
+    with school.runtime.sessions.begin() as session:  # the sender died between the mark and its bookkeeping
+        session.execute(sa.update(Reminder).values(state="sending", message_id="<abc@school.example>", claimed_by="x:1:0",
+                                                   data_started_at=now - timedelta(minutes=20),
+                                                   claimed_until=now - timedelta(minutes=1)))
     assert ReminderSender(school.runtime).recover_interrupted() == 1
-    page = web.get("/reminders?state=failed")
-    assert "interrupted: outcome unknown" in page
-    assert "Check Message-ID <abc@school.example> in the mail server's log before resending" in page
-    assert "the message may have been delivered" in page
+    page = web.get("/reminders?state=unknown")
+    assert "the sender stopped after handing the letter to the mail server" in page
+    assert "check Message-ID <abc@school.example> in the mail server's log" in page
 
 
 # --- digests ------------------------------------------------------------------------------------------
@@ -288,6 +367,52 @@ def test_digests_are_listed_and_a_failed_one_is_resent(school, smtp_server):
     assert audit(school, "reminder.resend")[0].actor == ADMIN_LOGIN
     ReminderSender(school.runtime).send_due()
     assert inbox.messages[-1][1] == ["boss@school.example"] and rows(school, ReminderDigest)[0].state == "sent"
+
+
+def test_a_digest_with_an_unknown_outcome_is_marked_delivered_or_resent_from_its_page(school, smtp_server):
+    _, _, inbox = smtp_server
+    school.schedule(days=(1, None, None), admin_days=1)
+    school.learner(1)
+    school.expired(1, days_ago=1)
+    run_reminders(school.runtime)
+    school.advance(days=1)
+    inbox.drop_after_data = True
+    run_reminders(school.runtime)
+    inbox.drop_after_data = False
+    [digest] = rows(school, ReminderDigest)
+    assert digest.state == "unknown"
+    web = Browser(school)
+    page = web.get("/reminders/digests?state=unknown")
+    assert chip(page, "outcome unknown") == 1 and f'href="/reminders/digests/{digest.id}"' in page
+    assert 'formaction="/reminders/digests/mark-delivered"' in page
+    page = web.get(f"/reminders/digests/{digest.id}")
+    assert f"Digest #{digest.id}" in page and "Learners in this digest" in page
+    assert 'action="/reminders/digests/mark-delivered"' in page and 'action="/reminders/digests/resend"' in page
+    web.post("/reminders/digests/mark-delivered", {"one": str(digest.id)})
+    assert rows(school, ReminderDigest)[0].state == "sent"
+    assert audit(school, "reminder.marked_delivered")[0].actor == ADMIN_LOGIN
+    assert len(inbox.messages) == 2
+
+
+def test_a_letter_overtaken_by_a_later_one_cannot_be_sent_again(school, smtp_server):
+    _, _, inbox = smtp_server
+    school.schedule(days=(3, 4, None), admin_days=None)
+    school.learner(1)
+    school.expired(1, days_ago=3)
+    inbox.drop_after_data = True
+    run_reminders(school.runtime)
+    inbox.drop_after_data = False
+    school.advance(days=3)                             # past the hold: letter 2 goes out
+    run_reminders(school.runtime)
+    first, second = rows(school)
+    assert (first.state, second.state) == ("unknown", "sent")
+    web = Browser(school)
+    page = web.get(f"/reminders/letters/{first.id}")
+    assert "this one is not sent again, it would arrive out of order" in page
+    assert 'action="/reminders/resend"' not in page and 'action="/reminders/mark-delivered"' in page
+    web.post("/reminders/resend", {"one": str(first.id)})
+    assert "a later letter of their chain planned or sent" in web.get("/reminders")
+    assert rows(school)[0].state == "unknown"
 
 
 # --- unsubscribes -------------------------------------------------------------------------------------
@@ -510,6 +635,16 @@ def test_send_test_errors_are_clear(web, school, smtp_server):
     response = web.post(f"/reminders/levels/{LEVEL}/test", {"letter": "1", "to": "me@school.example"})
     assert response.status_code == 502 and "The mail server did not take the letter" in response.get_data(as_text=True)
     assert inbox.messages == [] and audit(school, "reminders.test_sent") == []
+
+
+def test_a_test_letter_whose_outcome_is_unknown_says_it_may_have_arrived(web, school, smtp_server):
+    _, _, inbox = smtp_server
+    a_sleeper(school)
+    inbox.drop_after_data = True
+    response = web.post(f"/reminders/levels/{LEVEL}/test", {"letter": "1", "to": "me@school.example"})
+    page = html.unescape(response.get_data(as_text=True))
+    assert response.status_code == 502 and "it may have arrived (Message-ID <" in page
+    assert "It was not sent again." in page and len(inbox.messages) == 1
 
 
 def test_send_test_with_mail_disabled_says_so(school_factory):

@@ -3,7 +3,14 @@
 from alembic import context
 
 from sidecar.store.db import VERSION_TABLE
-from sidecar.store import grant_models, monitor_models, program_models, reminder_models, webhook_models  # noqa: F401 - registers their tables
+from sidecar.store import (  # noqa: F401 - registers their tables
+    grant_models,
+    mail_models,
+    monitor_models,
+    program_models,
+    reminder_models,
+    webhook_models,
+)
 from sidecar.store.models import Base
 
 engine = context.config.attributes["engine"]
