@@ -250,6 +250,9 @@ class MemberLuxSite:
         Returns ``None`` when WordPress would refuse (empty or over-long login, over-long e-mail).
         The login is the e-mail's local part, with 1, 2, ... appended while it is taken.
         """
+        # The (slow) password hash comes first, then the checks, then the INSERT.
+        password = "".join(self.code_rng.choice(string.ascii_letters + string.digits) for _ in range(24))
+        password_hash = wp_password_hash(password)
         base_login = sanitize_user(email.split("@", 1)[0])
         if not base_login or len(base_login) > 60 or len(email) > 100:
             return None
@@ -258,9 +261,13 @@ class MemberLuxSite:
             suffix += 1
             login = f"{base_login}{suffix}"
         nicename = re.sub(r"[^a-z0-9_-]+", "-", login.lower()).strip("-")[:50] or login[:50]
-        password = "".join(self.code_rng.choice(string.ascii_letters + string.digits) for _ in range(24))
+        # wp_insert_user looks again right before its INSERT (username_exists, email_exists). A request
+        # that lost a race against another one for the same e-mail or login gets a WP_Error, i.e. no
+        # customer; nothing makes the pair atomic, so both may also pass and make two users.
+        if self.find_user_by_login(login) is not None or self.find_user_by_email(email) is not None:
+            return None
         user_id = int(self.write(sa.insert(self.users).values(
-            user_login=login, user_pass=wp_password_hash(password), user_nicename=nicename, user_email=email,
+            user_login=login, user_pass=password_hash, user_nicename=nicename, user_email=email,
             user_url="", user_registered=now.strftime("%Y-%m-%d %H:%M:%S"), user_activation_key="", user_status=0,
             display_name=login)).inserted_primary_key[0])
         for key, value in (("nickname", login), ("first_name", ""), ("last_name", ""), ("description", ""),
