@@ -210,6 +210,7 @@ def create_emulator_app(
                 answer = Answer(500, html=CRITICAL_ERROR_HTML)
             except Halted:
                 answer = Answer(502, html=BAD_GATEWAY_HTML)  # the worker died: nginx has no answer
+                cookies = []
             except Exception:  # noqa: BLE001 - a PHP fatal, whatever the cause
                 log.exception("emulated PHP request failed")
                 answer = Answer(500, html=CRITICAL_ERROR_HTML)
