@@ -30,6 +30,8 @@ MARKER_FILE = "seeded.txt"
 
 
 MAIL_DIR = "mail"
+#: What the emulated site itself mails (order and certificate e-mails), kept apart from the sidecar's letters.
+SITE_MAIL_DIR = "site-mail"
 
 
 def demo_settings(data_dir: Path, emulator_url: str, api_login: str, app_password: str, port: int, host: str,
@@ -135,7 +137,7 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     site_engine = sa.create_engine(f"sqlite:///{(data_dir / SITE_FILE).resolve()}",
                                    connect_args={"timeout": 30, "check_same_thread": False})
     emulator = create_emulator_app(site_engine, prefix="wp_", app_user=DEMO_API_LOGIN, app_password=app_password,
-                                   dialect="both")
+                                   dialect="both", mail_dir=data_dir / SITE_MAIL_DIR)
     emulator_url, stop_emulator = serve_in_thread(emulator, host=host, port=emulator_port)
 
     api_key = "demo-" + secrets.token_urlsafe(12)
@@ -167,6 +169,7 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     if imported:
         click.echo(f"  programs:       {imported} imported from the legacy bundle plugin's data ({sidecar_url}/programs)")
     click.echo(f"  letters:        written to {(data_dir / MAIL_DIR).resolve()} as .eml files")
+    click.echo(f"  site's mail:    written to {(data_dir / SITE_MAIL_DIR).resolve()} as .eml files")
     click.echo("  Ctrl-C stops everything.")
     click.echo("")
     stop = threading.Event()
@@ -180,6 +183,7 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
         scheduler.shutdown(wait=False)
         outbox.stop()
         stop_sidecar()
+        emulator.extensions["mbl_emulator"].shutdown()
         stop_emulator()
         runtime.close()
         site_engine.dispose()

@@ -139,6 +139,8 @@ def emulator(small_site):
     try:
         yield base_url, DEMO_API_LOGIN, password, engine
     finally:
+        # Orders the site is still working on (the caller gave up) end before the database goes.
+        app.extensions["mbl_emulator"].shutdown()
         stop()
         engine.dispose()
 

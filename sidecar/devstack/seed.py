@@ -36,8 +36,8 @@ import bcrypt
 import phpserialize
 import sqlalchemy as sa
 
+from sidecar.devstack.phpdate import add_duration
 from sidecar.devstack.wpschema import ZERO_DATE, create_site_schema
-from sidecar.domain.access import add_duration
 
 __all__ = [
     "DEMO_ADMIN_LOGIN",
@@ -546,7 +546,7 @@ class _SiteBuilder:
             },
             "registration_form": {"name": "on", "surname": "on", "patronymic": "off", "phone": "on",
                                   "custom1": "off"},
-            "utm_expiration_days": 30,
+            "utm_expiration_days": "7",
             "material_url_is_auth": "off", "page_link_is_auth": "off", "user_key_link_is_auth": "on",
             "start_page_is_auth": "on",
             "pincode_page": {"lvl": "", "term_key": ""},

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sidecar.devstack.emulator import create_emulator_app
 from sidecar.devstack.seed import DEMO_API_LOGIN, DEMO_APP_PASSWORD, SeedSummary, seed_site
 from sidecar.devstack.server import serve_in_thread
+from sidecar.devstack.site_model import MemberLuxSite
 
 SEED_TODAY = date(2026, 1, 20)
 LEARNER_APP_PASSWORD = "lrnr pass word 0000 1111 2222"
@@ -35,6 +36,8 @@ class Emulator:
     clock: MutableClock
     learner_login: str
     learner_id: int
+    #: The site model behind the app (fault plan, gates, mailbox).
+    site: MemberLuxSite
 
     @property
     def auth(self) -> tuple[str, str]:
@@ -72,18 +75,21 @@ def make_emulator(site_engine: sa.Engine) -> Iterator[Callable[..., Emulator]]:
     with site_engine.connect() as conn:
         learner_id, learner_login = conn.execute(sa.text(
             "SELECT ID, user_login FROM wp_users WHERE ID = 4")).one()
-    stops: list[Callable[[], None]] = []
+    started: list[tuple[MemberLuxSite, Callable[[], None]]] = []
 
     def start(*, moment: datetime | None = None, **options) -> Emulator:
         clock = MutableClock(moment or datetime(2026, 1, 31, 10, 0, 0, tzinfo=timezone.utc))
         options.setdefault("extra_app_passwords", {learner_login: LEARNER_APP_PASSWORD})
         app = create_emulator_app(site_engine, clock=clock, **options)
+        site = app.extensions["mbl_emulator"]
         base_url, stop = serve_in_thread(app)
-        stops.append(stop)
-        return Emulator(base_url, site_engine, summary, clock, learner_login, int(learner_id))
+        started.append((site, stop))
+        return Emulator(base_url, site_engine, summary, clock, learner_login, int(learner_id), site)
 
     yield start
-    for stop in stops:
+    for site, stop in started:
+        # Orders still running (paused, slow) would write into a database that is about to go.
+        site.shutdown()
         stop()
 
 

@@ -127,7 +127,9 @@ def test_order_creates_user_and_activated_key(emulator):
     assert (_d(key["date_start"]), _d(key["date_end"]), _d(key["date_registered"])) == (
         "2026-01-31", "2026-03-03", "2026-01-31")
     assert len(key["key"]) == 72 and key["key"] not in response.text
-    assert (key["source"], _d(key["activation_datetime"])) == ("purchase", "2026-01-31 10:00:00")
+    # REST orders carry no activation source and no UTM values: '' and NULL (core.md 13; the emulator
+    # used to invent "purchase" here).
+    assert (key["source"], _d(key["activation_datetime"])) == ("", "2026-01-31 10:00:00")
     assert key["utm_source"] is None
     order = emulator.rows("SELECT * FROM wp_posts WHERE ID = :id", id=order_id)[0]
     assert (order["post_type"], order["post_status"]) == ("shop_order", "wc-completed")
@@ -224,8 +226,10 @@ def test_utm_values_from_query_string_land_in_keys_meta(emulator):
         json={"email": "utm@example.com", "product_id": product.product_id, "utm_medium": "body-is-ignored"})
     assert response.status_code == 200
     [row] = _key_rows(emulator, "utm@example.com")
+    # Once a request carries UTM values, core's wpm_get_utm() fills the ones not sent with '' (their
+    # wpm_utm_* cookie or ''), so utm_medium is '' here, not NULL as the emulator used to write.
     assert (row["utm_source"], row["utm_id"], row["utm_campaign"], row["utm_medium"]) == (
-        "mlsidecar", "grant-42", "c" * 60, None)
+        "mlsidecar", "grant-42", "c" * 60, "")
 
 
 def test_form_body_array_products_and_rest_route(emulator):
@@ -366,12 +370,14 @@ def test_webhook_fan_out(emulator, receiver):
         "email": "hook@example.com", "product_id": product.product_id, "first_name": "Hook", "patronymic": "P",
         "phone": "123"})
     assert response.status_code == 200
-    assert [r["name"] for r in received] == ["first", "second"]
+    # A REST order's activation source is '' (core.md 13): only hooks subscribed to "all" hear of it,
+    # the "purchase" hook never does (the emulator used to send "purchase").
+    assert [r["name"] for r in received] == ["first"]
     payload = received[0]["json"]
     assert received[0]["content_type"] == "application/json; charset=utf-8"
     level_name = emulator.scalar(f"SELECT name FROM wp_terms WHERE term_id = {level}")
     assert payload == {
-        "type": "purchase", "email": "hook@example.com", "first_name": "Hook", "last_name": "", "patronymic": "P",
+        "type": "", "email": "hook@example.com", "first_name": "Hook", "last_name": "", "patronymic": "P",
         "phone": "123", **{f"custom{n}": "" for n in range(1, 11)}, "custom1textarea": "",
         "key": {"term_id": str(level), "name": level_name, "is_unlimited": 0, "duration": "1", "units": "months",
                 "date_start": "31-01-2026", "date_end": "03-03-2026"}}
@@ -568,7 +574,8 @@ def test_free_product_source_and_customer_that_cannot_be_created(emulator):
     assert requests.post(emulator.order_url, auth=emulator.auth,
                          json={"email": "free@example.com", "product_id": free.product_id}).status_code == 200
     [row] = _key_rows(emulator, "free@example.com")
-    assert (row["source"], row["units"], _d(row["date_end"])) == ("free_item", "days", "2026-02-07")
+    # No "free_item" either: the payments add-on passes no source (core.md 13).
+    assert (row["source"], row["units"], _d(row["date_end"])) == ("", "days", "2026-02-07")
     # A local part over 60 characters passes is_email but not wp_insert_user: the order gets no customer
     # and the old payments add-on activates for the API user instead (core.md 5.4).
     email = "x" * 61 + "@example.com"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import requests
 import sqlalchemy as sa
@@ -92,7 +95,6 @@ def test_grant_reference_longer_than_utm_column_is_refused():
 import json  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 
 
@@ -297,3 +299,22 @@ def test_a_connect_timeout_sent_nothing_and_is_unreachable(monkeypatch):
         for probe in waiting:
             probe.close()
         listener.close()
+
+
+def test_parallel_order_calls_do_not_queue_on_a_php_session(emulator):
+    """core.md 13: the site answers every request with a PHPSESSID and runs the requests that send it
+    back one after the other; order calls must send no cookies, or a client's concurrency becomes a queue."""
+    base_url, user, password, engine = emulator
+    requests.post(base_url + "/devstack/faults", json={"latency_seconds": 1.0}, auth=(user, password), timeout=10)
+    client = client_for(emulator)
+    product = a_product(engine)
+    client.order_product(Customer("warm.up@example.com"), product, "g-test-0006")
+
+    def timed(n: int) -> float:
+        started = time.monotonic()
+        client.order_product(Customer(f"parallel{n}@example.com"), product, f"g-test-001{n}")
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        durations = list(pool.map(timed, range(3)))
+    assert max(durations) < 1.8, durations
