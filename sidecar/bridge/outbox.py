@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -123,40 +124,46 @@ class GrantDeliverer:
             return list(session.scalars(sa.select(Grant.id).where(self._claimable(now))
                                         .order_by(Grant.next_attempt_at, Grant.id).limit(limit)))
 
+    def _claim_name(self) -> str:
+        # One name per claim, so that a later claim of the same grant by another thread of this process
+        # never passes for this one when a write checks who holds the grant.
+        return f"{self.holder[:100]}:{secrets.token_hex(4)}"
+
     def claim(self, grant_id: str) -> Grant | None:
         now = self.runtime.clock.now()
         with unit_of_work(self.runtime.sessions) as session:
             won = session.execute(
                 sa.update(Grant).where(Grant.id == grant_id, self._claimable(now))
-                .values(claimed_by=self.holder, claim_expires_at=now + self.lease)
+                .values(claimed_by=self._claim_name(), claim_expires_at=now + self.lease)
             ).rowcount
             return session.get(Grant, grant_id) if won else None
 
-    def _ours(self, grant_id: str) -> sa.ColumnElement[bool]:
-        """The grant is still claimed by us: the condition of every state write we make."""
-        return sa.and_(Grant.id == grant_id, Grant.claimed_by == self.holder)
+    @staticmethod
+    def _ours(grant: Grant) -> sa.ColumnElement[bool]:
+        """The grant is still under the claim this copy was read with: the condition of every state write."""
+        return sa.and_(Grant.id == grant.id, Grant.claimed_by == grant.claimed_by, Grant.claimed_by.is_not(None))
 
-    def _write(self, session, grant_id: str, **changes) -> None:  # noqa: ANN001
-        won = session.execute(sa.update(Grant).where(self._ours(grant_id))
+    def _write(self, session, grant: Grant, **changes) -> None:  # noqa: ANN001
+        won = session.execute(sa.update(Grant).where(self._ours(grant))
                               .values(updated_at=self.runtime.clock.now(), **changes)).rowcount
         if not won:
-            raise ClaimLost(grant_id)
+            raise ClaimLost(grant.id)
 
     def _release(self, grant: Grant, **changes) -> Grant:
         with unit_of_work(self.runtime.sessions) as session:
-            self._write(session, grant.id, claimed_by=None, claim_expires_at=None, **changes)
+            self._write(session, grant, claimed_by=None, claim_expires_at=None, **changes)
             return session.get(Grant, grant.id)
 
     def release(self, grant: Grant) -> Grant:
         """Give a grant back untouched if we still hold it (a pass may have released it already)."""
         with unit_of_work(self.runtime.sessions) as session:
-            session.execute(sa.update(Grant).where(self._ours(grant.id))
+            session.execute(sa.update(Grant).where(self._ours(grant))
                             .values(claimed_by=None, claim_expires_at=None, updated_at=self.runtime.clock.now()))
             return session.get(Grant, grant.id)
 
-    def _update(self, grant_id: str, **changes) -> None:
+    def _update(self, grant: Grant, **changes) -> None:
         with unit_of_work(self.runtime.sessions) as session:
-            self._write(session, grant_id, **changes)
+            self._write(session, grant, **changes)
 
     # --- bookkeeping -------------------------------------------------------------------------------
     def _attempt(self, grant: Grant, kind: str, outcome: str, started: datetime, *, status: int | None = None,
@@ -169,6 +176,12 @@ class GrantDeliverer:
         """
         now = self.runtime.clock.now()
         with unit_of_work(self.runtime.sessions) as session:
+            # The grant row first: inserting the attempt takes a shared lock on it (foreign key), and a
+            # shared lock upgraded to an exclusive one deadlocks against a rival's claim on MariaDB.
+            lost = False
+            if grant_changes:
+                lost = not session.execute(sa.update(Grant).where(self._ours(grant))
+                                           .values(updated_at=now, **grant_changes)).rowcount
             number = (session.scalar(sa.select(sa.func.count()).select_from(GrantAttempt)
                                      .where(GrantAttempt.grant_id == grant.id)) or 0) + 1
             session.add(GrantAttempt(grant_id=grant.id, number=number, kind=kind, started_at=started, finished_at=now,
@@ -176,10 +189,6 @@ class GrantDeliverer:
                                      elapsed_ms=int((now - started).total_seconds() * 1000), worker=self.holder))
             audit.record(session, subject_type="grant", subject_id=grant.id, action=action or f"{kind}.{outcome}",
                          at=now, actor=self.holder, http_status=status, detail=(detail or None), **audit_details)
-            lost = False
-            if grant_changes:
-                lost = not session.execute(sa.update(Grant).where(self._ours(grant.id))
-                                           .values(updated_at=now, **grant_changes)).rowcount
             if lost:
                 audit.record(session, subject_type="grant", subject_id=grant.id, action="grant.claim_lost", at=now,
                              actor=self.holder, detail=f"claim expired before {kind} {outcome} could be applied")
@@ -212,7 +221,7 @@ class GrantDeliverer:
         # Always final: giving up from ``_transient`` passes the caller's retry changes (status=queued).
         changes["status"] = FAILED
         with unit_of_work(self.runtime.sessions) as session:
-            self._write(session, grant.id, claimed_by=None, claim_expires_at=None, completed_at=now,
+            self._write(session, grant, claimed_by=None, claim_expires_at=None, completed_at=now,
                         last_error=reason[:500], **changes)
             audit.record(session, subject_type="grant", subject_id=grant.id, action="grant.failed", at=now,
                          actor=self.holder, reason=reason)
@@ -274,7 +283,7 @@ class GrantDeliverer:
 
     def fetch_crm_data(self, grant: Grant) -> Grant:
         started = self.runtime.clock.now()
-        self._update(grant.id, attempts=grant.attempts + 1)
+        self._update(grant, attempts=grant.attempts + 1)
         grant.attempts += 1
         try:
             fields = self._fetcher().fetch_grant_fields(int(grant.amo_lead_id or 0), amo_field_names(self.runtime))
@@ -306,7 +315,7 @@ class GrantDeliverer:
         meta = {**(grant.meta or {}), **fields.legacy_meta(),
                 "start_date": fields.start_date.isoformat() if fields.start_date else None}
         with unit_of_work(self.runtime.sessions) as session:
-            self._write(session, grant.id,
+            self._write(session, grant,
                         status=QUEUED, email=spec.email, first_name=spec.first_name or None, last_name=spec.last_name or None,
                         phone=spec.phone or None, term_id=spec.term_id, duration=spec.duration, units=spec.units,
                         product_id=product_id, meta=meta, last_error=None)
@@ -407,6 +416,19 @@ class GrantDeliverer:
         self._attempt(grant, "lookup", "not_found", started, detail=judgement.reason)
         return self._release(grant, next_attempt_at=self._next_look(now, grant.settle_until))
 
+    def _customer_busy(self, grant: Grant) -> str | None:
+        """Another grant for the same e-mail whose order call is running or may still run on the site.
+
+        WordPress finds or creates the customer by e-mail without any lock; two orders for a new
+        e-mail at once can create two accounts (each with one key) or none.
+        """
+        if not grant.email:
+            return None
+        with self.runtime.sessions() as session:
+            return session.scalar(sa.select(Grant.id).where(
+                Grant.status.in_((DELIVERING, UNKNOWN)), Grant.id != grant.id,
+                sa.func.lower(Grant.email) == grant.email.lower()).limit(1))
+
     def _next_look(self, now: datetime, settle_until: datetime | None) -> datetime:
         following = now + self.poll
         return min(following, settle_until) if settle_until is not None and settle_until > now else following
@@ -430,8 +452,18 @@ class GrantDeliverer:
         started = self.runtime.clock.now()
         first_ordered_at = grant.first_ordered_at or started
         # Committed before the call: a crash from here on is seen by the next claimer as an unknown outcome.
-        self._update(grant.id, status=DELIVERING, outcome_unknown=True, attempts=grant.attempts + 1,
+        self._update(grant, status=DELIVERING, outcome_unknown=True, attempts=grant.attempts + 1,
                      orders_sent=grant.orders_sent + 1, first_ordered_at=first_ordered_at, user_existed=user_existed)
+        rival = self._customer_busy(grant)
+        if rival is not None:
+            # Checked after our own mark is committed, so of two grants marked at once each sees the other
+            # and both step back (jitter then lets one go first): never two orders for one customer at once.
+            self._update(grant, status=QUEUED, outcome_unknown=grant.outcome_unknown, orders_sent=grant.orders_sent,
+                         first_ordered_at=grant.first_ordered_at)
+            wait = self.poll.total_seconds() * self.rng.uniform(0.2, 1.0)
+            return self._release(grant, next_attempt_at=self.runtime.clock.now() + timedelta(seconds=wait),
+                                 last_error=f"waiting for grant {rival} of the same customer: WordPress would create "
+                                            "the account twice if both orders ran at once")
         grant.attempts += 1
         customer = Customer(email=grant.email or "", first_name=grant.first_name or "", last_name=grant.last_name or "",
                             patronymic=grant.patronymic or "", phone=grant.phone or "")
@@ -562,7 +594,7 @@ class GrantDeliverer:
             with unit_of_work(self.runtime.sessions) as session:
                 won = session.execute(sa.update(Grant).where(Grant.id == grant_id, Grant.status == SUCCEEDED,
                                                              Grant.claimed_by.is_(None))
-                                      .values(claimed_by=self.holder, claim_expires_at=now + self.lease)).rowcount
+                                      .values(claimed_by=self._claim_name(), claim_expires_at=now + self.lease)).rowcount
                 grant = session.get(Grant, grant_id) if won else None
             if grant is None:
                 continue

@@ -314,7 +314,8 @@ def test_worker_killed_mid_call_leaves_exactly_one_key(bridge, small_site, emula
     assert b"finished" not in worker.stdout.read()
 
     grant = bridge.grant(grant_id)
-    assert (grant.status, grant.outcome_unknown, grant.claimed_by) == ("delivering", True, "doomed-worker")
+    assert (grant.status, grant.outcome_unknown) == ("delivering", True)
+    assert grant.claimed_by.startswith("doomed-worker:")
     deliverer = bridge.deliverer()
     assert deliverer.run_once() == []  # the dead worker's claim still holds
     wait_until(lambda: bridge.orders_handled() == 1, timeout=15)  # the site finished the order anyway
@@ -485,7 +486,8 @@ def test_store_lost_right_after_the_site_answered_leaves_a_grant_that_is_confirm
     except sa.exc.OperationalError:
         pass
     grant = bridge.grant(grant_id)
-    assert (grant.status, grant.claimed_by, grant.orders_sent) == ("delivering", "worker-with-dying-store", 1)
+    assert (grant.status, grant.orders_sent) == ("delivering", 1)
+    assert grant.claimed_by.startswith("worker-with-dying-store:")
     assert len(bridge.keys_of_grant(grant_id)) == 1  # the site did its part
 
     clock.instant = grant.claim_expires_at + timedelta(seconds=1)
