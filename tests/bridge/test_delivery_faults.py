@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -275,58 +272,6 @@ def test_a_worker_whose_claim_expired_writes_nothing_over_the_new_holder(bridge)
     grant = bridge.grant(grant_id)
     assert grant.status == "succeeded" and grant.orders_sent == 1 and grant.claimed_by is None
     assert bridge.orders_handled() == 1 and len(bridge.keys_of_grant(grant_id)) == 1
-
-
-_DOOMED_WORKER = """
-import json, sys
-from sidecar.bootstrap import build_runtime
-from sidecar.bridge.outbox import GrantDeliverer
-from sidecar.config import settings_from_mapping
-
-runtime = build_runtime(settings_from_mapping(json.loads(sys.argv[1]), environ={}))
-GrantDeliverer(runtime, holder="doomed-worker").run_once()
-print("finished", flush=True)
-"""
-
-
-def test_worker_killed_mid_call_leaves_exactly_one_key(bridge, small_site, emulator):
-    grant_id = bridge.api(brief_body()).get_json()["grant_id"]
-    base_url, user, password, _engine = emulator
-    settings = {"wordpress": {"db_url": small_site},
-                "memberlux": {"rest_base_url": base_url + "/wp-json", "rest_user": user, "rest_password": password,
-                              "timeout_seconds": 30},
-                "store": {"url": bridge.runtime.settings.store.url},
-                "bridge": {"api_keys": dict(API_KEYS)}}
-    bridge.set_faults(latency_seconds=2.0)
-    worker = subprocess.Popen([sys.executable, "-c", _DOOMED_WORKER, json.dumps(settings)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_until(lambda: bridge.grant(grant_id).status == "delivering", timeout=30)
-        time.sleep(0.5)  # the order request is on the wire; the site sleeps before answering
-        assert worker.poll() is None, worker.communicate()
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(timeout=10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(timeout=10)
-    assert worker.returncode == -signal.SIGKILL
-    assert b"finished" not in worker.stdout.read()
-
-    grant = bridge.grant(grant_id)
-    assert (grant.status, grant.outcome_unknown) == ("delivering", True)
-    assert grant.claimed_by.startswith("doomed-worker:")
-    deliverer = bridge.deliverer()
-    assert deliverer.run_once() == []  # the dead worker's claim still holds
-    wait_until(lambda: bridge.orders_handled() == 1, timeout=15)  # the site finished the order anyway
-    bridge.set_faults(latency_seconds=0)
-
-    freeze(bridge, grant.claim_expires_at + timedelta(seconds=1))
-    steps = deliverer.run_once()
-    assert [(s.grant_id, s.status) for s in steps] == [(grant_id, "succeeded")]
-    assert len(bridge.keys_of_grant(grant_id)) == 1
-    assert bridge.orders_handled() == 1
-    assert attempts(bridge, grant_id) == [("order", "interrupted"), ("lookup", "found")]
 
 
 def test_permanent_refusal_fails_the_grant_with_the_reason_and_is_not_retried(bridge):
