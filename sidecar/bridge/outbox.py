@@ -119,10 +119,13 @@ class GrantDeliverer:
                        sa.or_(Grant.claim_expires_at.is_(None), Grant.claim_expires_at < now))
 
     def due(self, limit: int) -> list[str]:
+        """Grants to work on now: look-ups and read-backs (cheap database reads that settle earlier calls)
+        before new orders (slow calls to the site), each kind oldest first."""
         now = self.runtime.clock.now()
+        new_order_last = sa.case((Grant.status == QUEUED, 1), else_=0)
         with self.runtime.sessions() as session:
             return list(session.scalars(sa.select(Grant.id).where(self._claimable(now))
-                                        .order_by(Grant.next_attempt_at, Grant.id).limit(limit)))
+                                        .order_by(new_order_last, Grant.next_attempt_at, Grant.id).limit(limit)))
 
     def _claim_name(self) -> str:
         # One name per claim, so that a later claim of the same grant by another thread of this process

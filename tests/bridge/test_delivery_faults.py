@@ -439,3 +439,15 @@ def test_store_lost_right_after_the_site_answered_leaves_a_grant_that_is_confirm
     assert [s.status for s in bridge.deliver()] == ["succeeded"]
     assert bridge.orders_handled() == 1 and len(bridge.keys_of_grant(grant_id)) == 1
     assert attempts(bridge, grant_id) == [("order", "interrupted"), ("lookup", "found")]
+
+
+def test_look_ups_of_earlier_calls_come_before_new_orders(bridge):
+    clock = freeze(bridge)
+    bridge.set_faults(fail_next=["after"])
+    unknown = bridge.api(brief_body()).get_json()["grant_id"]
+    bridge.deliver()  # its call was answered 500: outcome unknown
+    queued = [bridge.api(brief_body(external_id=f"later-{n}")).get_json()["grant_id"] for n in range(3)]
+    clock.instant = bridge.grant(unknown).next_attempt_at + timedelta(seconds=1)
+    # The queued grants were due earlier (when they were accepted); the look-up still goes first.
+    assert bridge.deliverer().due(limit=1) == [unknown]
+    assert set(bridge.deliverer().due(limit=10)[1:]) == set(queued)
