@@ -451,3 +451,22 @@ def test_look_ups_of_earlier_calls_come_before_new_orders(bridge):
     # The queued grants were due earlier (when they were accepted); the look-up still goes first.
     assert bridge.deliverer().due(limit=1) == [unknown]
     assert set(bridge.deliverer().due(limit=10)[1:]) == set(queued)
+
+
+def test_in_slow_mode_every_grant_ends_with_exactly_one_key(make_bridge):
+    """Every order takes longer than the call's deadline; the site finishes each after the caller left."""
+    bridge = make_bridge(settle_seconds=4, unknown_poll_seconds=1)
+    grant_ids = [bridge.api(brief_body(external_id=f"slow-{n}")).get_json()["grant_id"] for n in range(8)]
+    bridge.set_faults(latency_seconds=1.2, latency_jitter_seconds=0.6)
+    impatient = client(bridge, timeout=0.5)
+    runner = OutboxRunner(bridge.deliverer(holder="slow-mode", rest_client=impatient), concurrency=4, poll_seconds=0.05)
+    runner.start()
+    try:
+        wait_until(lambda: all(bridge.grant(g).status == "succeeded" for g in grant_ids), timeout=90, interval=0.2)
+    finally:
+        runner.stop(timeout=30)
+    assert bridge.orders_handled() == 8
+    for grant_id in grant_ids:
+        assert len(bridge.keys_of_grant(grant_id)) == 1
+        assert bridge.grant(grant_id).orders_sent == 1
+    assert {a for g in grant_ids for a in attempts(bridge, g) if a[0] == "order"} == {("order", "unknown")}
