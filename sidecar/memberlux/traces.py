@@ -5,10 +5,10 @@ Used while a grant's outcome is unknown. Each look-up is driven by an index a st
 * the customer's keys of the level, with their ``keys_meta`` row: ``term_keys.user_id`` (index
   ``memberlux_term_keys_user_id_idx``), ``keys_meta`` joined by its primary key;
 * WooCommerce orders created since the first call: posts storage through ``posts.type_status_date``
-  (``post_type``, ``post_status``, ``post_date``), one bounded range per order status, then
-  ``postmeta`` and the order lines by ``post_id`` / ``order_id``; HPOS (``wc_orders``, WooCommerce
-  ≥ 8.2 with ``woocommerce_custom_orders_table_enabled = 'yes'``) through its ``customer_id`` and
-  ``billing_email`` indexes.
+  (``post_type``, ``post_status``, ``post_date``), one bounded range per order status, joined to the
+  customer's ``postmeta`` rows by ``post_id``, then the order lines by ``order_id``; HPOS
+  (``wc_orders``, WooCommerce ≥ 8.2 with ``woocommerce_custom_orders_table_enabled = 'yes'``) through
+  its ``customer_id`` and ``billing_email`` indexes.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from sidecar.memberlux.schema import SiteSchema, cannot_store, parse_date, parse
 #: Every status a WooCommerce order post can have; the range scan is bounded per status.
 ORDER_POST_STATUSES = ("wc-pending", "wc-processing", "wc-on-hold", "wc-completed", "wc-cancelled", "wc-refunded",
                        "wc-failed", "wc-checkout-draft", "draft", "auto-draft", "trash")
-#: ``posts.post_date`` is site-local; the range starts this much earlier and the UTC column decides.
-_LOCAL_MARGIN = timedelta(hours=15)
+#: ``posts.post_date`` is site-local (WordPress's own zone, read from its options); the range starts an
+#: hour earlier for a daylight-saving change, and ``post_date_gmt`` decides.
+_LOCAL_MARGIN = timedelta(hours=1)
 _UTM_LENGTH = 60
 
 
@@ -97,7 +98,8 @@ class TraceReader:
         return str(value or "").strip().lower() == "yes"
 
     def orders(self, customer: Customer, product_id: int | None, since: datetime) -> list[OrderTrace]:
-        """Orders for this customer (user id or billing e-mail) created at or after ``since`` (aware).
+        """Orders for this customer (``_customer_user`` = the user id, or ``_billing_email`` = the e-mail)
+        created at or after ``since`` (aware).
 
         With ``product_id`` only orders with a line of that product count.
         """
@@ -116,26 +118,20 @@ class TraceReader:
     def _post_orders(self, conn: sa.Connection, customer: Customer, since: datetime) -> list[OrderTrace]:
         posts, pm = self.schema.table("posts"), self.schema.table("postmeta")
         local_since = since.astimezone(self.site_zone).replace(tzinfo=None) - _LOCAL_MARGIN
-        candidates = conn.execute(
-            sa.select(posts.c.ID, posts.c.post_date_gmt, posts.c.post_status)
+        mine = [sa.and_(pm.c.meta_key == "_billing_email", pm.c.meta_value == customer.email)]
+        if customer.user_id is not None:
+            mine.append(sa.and_(pm.c.meta_key == "_customer_user", pm.c.meta_value == str(customer.user_id)))
+        rows = conn.execute(
+            sa.select(posts.c.ID, posts.c.post_date_gmt, posts.c.post_status).distinct()
+            .select_from(posts.join(pm, pm.c.post_id == posts.c.ID))
             .where(posts.c.post_type == "shop_order", posts.c.post_status.in_(ORDER_POST_STATUSES),
-                   posts.c.post_date >= local_since.strftime("%Y-%m-%d %H:%M:%S"))).all()
-        recent = {int(r.ID): r for r in candidates
-                  if (created := parse_datetime(r.post_date_gmt)) is not None and _aware(created) >= since}
-        if not recent:
-            return []
-        owners: dict[int, dict[str, str]] = {}
-        for post_id, key, value in conn.execute(
-                sa.select(pm.c.post_id, pm.c.meta_key, pm.c.meta_value)
-                .where(pm.c.post_id.in_(list(recent)), pm.c.meta_key.in_(("_customer_user", "_billing_email")))):
-            owners.setdefault(int(post_id), {})[str(key)] = "" if value is None else str(value)
+                   posts.c.post_date >= local_since.strftime("%Y-%m-%d %H:%M:%S"), sa.or_(*mine))).all()
         result = []
-        for order_id, row in sorted(recent.items()):
-            meta = owners.get(order_id, {})
-            if self._belongs(customer, meta.get("_customer_user"), meta.get("_billing_email")):
-                result.append(OrderTrace(order_id=order_id, created_at=_aware(parse_datetime(row.post_date_gmt) or since),
-                                         status=str(row.post_status or "")))
-        return result
+        for row in rows:
+            created = parse_datetime(row.post_date_gmt)
+            if created is not None and _aware(created) >= since:
+                result.append(OrderTrace(order_id=int(row.ID), created_at=_aware(created), status=str(row.post_status or "")))
+        return sorted(result, key=lambda o: o.order_id)
 
     def _hpos_orders(self, conn: sa.Connection, customer: Customer, since: datetime) -> list[OrderTrace]:
         orders = self.schema.table("wc_orders")
@@ -150,12 +146,6 @@ class TraceReader:
                 created = _aware(parse_datetime(row.date_created_gmt) or _naive_utc(since))
                 found[int(row.id)] = OrderTrace(order_id=int(row.id), created_at=created, status=str(row.status or ""))
         return [found[k] for k in sorted(found)]
-
-    @staticmethod
-    def _belongs(customer: Customer, customer_user: str | None, billing_email: str | None) -> bool:
-        if customer.user_id is not None and customer_user not in (None, "", "0"):
-            return customer_user.strip() == str(customer.user_id)
-        return (billing_email or "").strip().lower() == customer.email.strip().lower()
 
     def _orders_with_product(self, conn: sa.Connection, order_ids: Iterable[int], product_id: int) -> set[int]:
         items, itemmeta = self.schema.table("woocommerce_order_items"), self.schema.table("woocommerce_order_itemmeta")
