@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -84,6 +85,23 @@ def percentile(values: list[float], share: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def site_keys_per_grant(site_url: str, ids: list[str]) -> Counter:
+    """How many site keys carry each grant id in keys_meta.utm_id (0 = not on the site), read from
+    the site's own table, whatever the sidecar's store says."""
+    engine = sa.create_engine(site_url)
+    counts: Counter = Counter({grant_id: 0 for grant_id in ids})
+    query = sa.text("SELECT utm_id, COUNT(*) FROM wp_memberlux_keys_meta WHERE utm_source = 'mlsidecar' "
+                    "AND utm_id IN :ids GROUP BY utm_id").bindparams(sa.bindparam("ids", expanding=True))
+    try:
+        with engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                for utm_id, number in conn.execute(query, {"ids": ids[start:start + 500]}):
+                    counts[utm_id] = number
+    finally:
+        engine.dispose()
+    return counts
 
 
 class Processes:

@@ -60,7 +60,7 @@ from sidecar.memberlux.rest import Customer, MemberLuxRestClient  # noqa: E402
 from sidecar.store import db as store_db  # noqa: E402
 from sidecar.store.grant_models import CANCELLED, FINAL_STATES, QUEUED, SUCCEEDED, Grant, GrantAttempt  # noqa: E402
 
-from _common import HOST, Processes, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
+from _common import HOST, Processes, site_keys_per_grant, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
 from _common import cli as _cli  # noqa: E402
 from _common import free_port as _free_port  # noqa: E402
 from _common import percentile as _percentile  # noqa: E402
@@ -293,23 +293,6 @@ def delivery_figures(runtime, ids: list[str]) -> dict:  # noqa: ANN001
     succeeded = sum(1 for r in rows if r.status == SUCCEEDED)
     return {"statuses": Counter(r.status for r in rows), "succeeded": succeeded,
             "attempts": Counter(r.attempts for r in rows), "order_ms": [ms for ms in order_ms if ms is not None]}
-
-
-def site_keys_per_grant(site_url: str, ids: list[str]) -> Counter:
-    """How many site keys carry each grant id in keys_meta.utm_id (0 = not on the site)."""
-    engine = sa.create_engine(site_url)
-    counts: Counter = Counter({grant_id: 0 for grant_id in ids})
-    try:
-        with engine.connect() as conn:
-            for chunk in _chunks(ids):
-                query = sa.text("SELECT utm_id, COUNT(*) FROM wp_memberlux_keys_meta "
-                                "WHERE utm_source = 'mlsidecar' AND utm_id IN :ids GROUP BY utm_id"
-                                ).bindparams(sa.bindparam("ids", expanding=True))
-                for utm_id, number in conn.execute(query, {"ids": chunk}):
-                    counts[utm_id] = number
-    finally:
-        engine.dispose()
-    return counts
 
 
 class Progress:

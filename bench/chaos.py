@@ -63,7 +63,9 @@ from sidecar.devstack.seed import DEMO_API_LOGIN  # noqa: E402
 from sidecar.devstack.site import build_demo_site  # noqa: E402
 from sidecar.store.grant_models import FINAL_STATES, Grant  # noqa: E402
 
-from _common import HOST, Processes, cli, free_port, percentile, split_password, wait_http, write_config  # noqa: E402
+from _common import (  # noqa: E402
+    HOST, Processes, cli, free_port, percentile, site_keys_per_grant, split_password, wait_http, write_config,
+)  # noqa: E402
 
 #: Steps of the order that take --step-delay each (the site's writes between which a call can time out).
 DELAYED_STEPS = ("order", "key", "autoresponder", "mails", "webhooks", "keys_meta")
@@ -132,21 +134,6 @@ def states(store_engine: sa.Engine, ids: list[str]) -> Counter:
             for status, n in conn.execute(sa.select(Grant.status, sa.func.count()).where(Grant.id.in_(ids[start:start + 500]))
                                           .group_by(Grant.status)):
                 counts[status] += n
-    return counts
-
-
-def keys_on_site(site_url: str, ids: list[str]) -> Counter:
-    counts: Counter = Counter({grant_id: 0 for grant_id in ids})
-    engine = sa.create_engine(site_url)
-    try:
-        with engine.connect() as conn:
-            query = sa.text("SELECT utm_id, COUNT(*) FROM wp_memberlux_keys_meta WHERE utm_source = 'mlsidecar' "
-                            "AND utm_id IN :ids GROUP BY utm_id").bindparams(sa.bindparam("ids", expanding=True))
-            for start in range(0, len(ids), 500):
-                for utm_id, n in conn.execute(query, {"ids": ids[start:start + 500]}):
-                    counts[utm_id] = n
-    finally:
-        engine.dispose()
     return counts
 
 
@@ -296,7 +283,7 @@ def run(args, work: Path, processes: Processes) -> bool:  # noqa: ANN001, PLR091
         site.start()
 
     counts = states(store_engine, ids)
-    keys = keys_on_site(site_url, ids)
+    keys = site_keys_per_grant(site_url, ids)
     durations = delivery_seconds(store_engine, ids)
     calls, ordered_again = order_calls(store_engine, ids)
     store_engine.dispose()

@@ -81,7 +81,7 @@ from sidecar.devstack.seed import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD, DEMO_AP
 from sidecar.devstack.site import build_demo_site  # noqa: E402
 from sidecar.store.grant_models import FINAL_STATES, SUCCEEDED, Grant  # noqa: E402
 
-from _common import HOST, Processes, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
+from _common import HOST, Processes, site_keys_per_grant, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
 from _common import cli as _cli  # noqa: E402
 from _common import free_port as _free_port  # noqa: E402
 from _common import percentile as _percentile  # noqa: E402
@@ -417,18 +417,7 @@ def keys_per_grant(site_url: str, store_engine: sa.Engine, run_id: str) -> Count
     with store_engine.connect() as conn:
         ids = [row[0] for row in conn.execute(sa.select(Grant.id).where(sa.or_(
             Grant.external_id.like(f"soak-{run_id}-%"), Grant.email.like(f"legacy.{run_id}.%"))))]
-    counts: Counter = Counter({grant_id: 0 for grant_id in ids})
-    engine = sa.create_engine(site_url)
-    try:
-        with engine.connect() as conn:
-            for start in range(0, len(ids), 500):
-                query = sa.text("SELECT utm_id, COUNT(*) FROM wp_memberlux_keys_meta WHERE utm_source = 'mlsidecar' "
-                                "AND utm_id IN :ids GROUP BY utm_id").bindparams(sa.bindparam("ids", expanding=True))
-                for utm_id, number in conn.execute(query, {"ids": ids[start:start + 500]}):
-                    counts[utm_id] = number
-    finally:
-        engine.dispose()
-    return counts
+    return site_keys_per_grant(site_url, ids)
 
 
 # --- the run -------------------------------------------------------------------------------------------------------

@@ -315,41 +315,35 @@ def history_page():  # noqa: ANN201
     )
 
 
-@blueprint.post("/reminders/resend")
-@login_required
-def resend_letters():  # noqa: ANN201
-    back = _back(url_for(".history_page", state=State.FAILED.value))
+def _act_on_letters(action, back_state: State, done_key: str, rest_key: str):  # noqa: ANN001, ANN202
+    """Apply an admin decision (resend, mark delivered) to the posted letters; report what it changed."""
+    back = _back(url_for(".history_page", state=back_state.value))
     ids, problem = _posted_ids(request.form)
     if problem:
         flash(problem, "error")
         return redirect(back)
     runtime = _runtime()
     with runtime.sessions() as session:
-        # A digest entry follows its digest: it is resent from the digests page, never alone.
+        # A digest entry follows its digest: it is acted on from the digests page, never alone.
         letters = history.learner_letter_ids(session, ids)
-    done = reminder_sender.resend(runtime, letters, actor=_actor()) if letters else 0
-    flash(translate("reminders.flash.resent", count=done), "ok" if done else "error")
+    done = action(runtime, letters, actor=_actor()) if letters else 0
+    flash(translate(done_key, count=done), "ok" if done else "error")
     if done < len(ids):
-        flash(translate("reminders.flash.not_failed", count=len(ids) - done), "warn")
+        flash(translate(rest_key, count=len(ids) - done), "warn")
     return redirect(back)
+
+
+@blueprint.post("/reminders/resend")
+@login_required
+def resend_letters():  # noqa: ANN201
+    return _act_on_letters(reminder_sender.resend, State.FAILED, "reminders.flash.resent", "reminders.flash.not_failed")
 
 
 @blueprint.post("/reminders/mark-delivered")
 @login_required
 def mark_letters_delivered():  # noqa: ANN201
-    back = _back(url_for(".history_page", state=State.UNKNOWN.value))
-    ids, problem = _posted_ids(request.form)
-    if problem:
-        flash(problem, "error")
-        return redirect(back)
-    runtime = _runtime()
-    with runtime.sessions() as session:
-        letters = history.learner_letter_ids(session, ids)
-    done = reminder_sender.mark_delivered(runtime, letters, actor=_actor()) if letters else 0
-    flash(translate("reminders.flash.marked_delivered", count=done), "ok" if done else "error")
-    if done < len(ids):
-        flash(translate("reminders.flash.not_unknown", count=len(ids) - done), "warn")
-    return redirect(back)
+    return _act_on_letters(reminder_sender.mark_delivered, State.UNKNOWN, "reminders.flash.marked_delivered",
+                           "reminders.flash.not_unknown")
 
 
 # --- one row ----------------------------------------------------------------------------------------------
