@@ -137,6 +137,37 @@ def states(store_engine: sa.Engine, ids: list[str]) -> Counter:
     return counts
 
 
+def claimed_keys(store_engine: sa.Engine, ids: list[str]) -> dict[str, tuple[int, str, int]]:
+    """(key, e-mail, level) each finished grant names in our store."""
+    found: dict[str, tuple[int, str, int]] = {}
+    with store_engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            for grant_id, key_id, email, term_id in conn.execute(sa.select(Grant.id, Grant.key_id, Grant.email, Grant.term_id)
+                                                                 .where(Grant.id.in_(ids[start:start + 500]),
+                                                                        Grant.key_id.is_not(None))):
+                found[grant_id] = (int(key_id), str(email).lower(), int(term_id))
+    return found
+
+
+def untagged_keys(site_url: str, claimed: dict[str, tuple[int, str, int]]) -> dict[str, int]:
+    """Of these grants, those whose named key is on the site, activated for the grant's learner and level,
+    without any utm_id."""
+    if not claimed:
+        return {}
+    engine = sa.create_engine(site_url)
+    try:
+        with engine.connect() as conn:
+            query = sa.text("SELECT k.id, u.user_email, k.term_id FROM wp_memberlux_term_keys k "
+                            "JOIN wp_users u ON u.ID = k.user_id LEFT JOIN wp_memberlux_keys_meta m ON m.key_id = k.id "
+                            "WHERE k.id IN :ids AND k.status = 'used' AND m.utm_id IS NULL"
+                            ).bindparams(sa.bindparam("ids", expanding=True))
+            present = {int(r[0]): (str(r[1]).lower(), int(r[2]))
+                       for r in conn.execute(query, {"ids": [key for key, _e, _t in claimed.values()]})}
+    finally:
+        engine.dispose()
+    return {g: key for g, (key, email, term) in claimed.items() if present.get(key) == (email, term)}
+
+
 def order_calls(store_engine: sa.Engine, ids: list[str]) -> tuple[Counter, int]:
     """Outcomes of the order calls the worker made, and how many grants were ordered more than once."""
     from sidecar.store.grant_models import GrantAttempt
@@ -284,11 +315,17 @@ def run(args, work: Path, processes: Processes) -> bool:  # noqa: ANN001, PLR091
 
     counts = states(store_engine, ids)
     keys = site_keys_per_grant(site_url, ids)
+    claimed = claimed_keys(store_engine, ids)
+    untagged = untagged_keys(site_url, {g: c for g, c in claimed.items() if keys[g] == 0})
     durations = delivery_seconds(store_engine, ids)
     calls, ordered_again = order_calls(store_engine, ids)
     store_engine.dispose()
-    lost = sum(1 for n in keys.values() if n == 0)
-    duplicated = sum(1 for n in keys.values() if n > 1)
+    # A grant's keys: those carrying its utm_id, plus the key the store names when none does (the site died
+    # between activating the key and writing keys_meta; the bridge took that key, never ordering again).
+    owned = {g: keys[g] + (1 if g in untagged else 0) for g in ids}
+    shared = sum(n - 1 for n in Counter(untagged.values()).values() if n > 1)
+    lost = sum(1 for n in owned.values() if n == 0)
+    duplicated = sum(1 for n in owned.values() if n > 1) + shared
     print()
     print("chaos run of the grant bridge")
     print(f"  machine          {os.cpu_count()} CPU cores; loopback; Python {sys.version.split()[0]}")
@@ -302,8 +339,9 @@ def run(args, work: Path, processes: Processes) -> bool:  # noqa: ANN001, PLR091
     print(f"  order calls      {dict(calls)} (ok: answered; unknown: deadline, 5xx or connection lost after sending; "
           f"interrupted: the worker was killed during the call; unreachable: nothing sent); grants ordered more "
           f"than once (after the settle time, no trace) {ordered_again}")
-    print(f"  on the site      lost {lost} (no key carries the grant's id), duplicated {duplicated} "
-          f"(more than one key), exactly one key {len(ids) - lost - duplicated}")
+    print(f"  on the site      lost {lost} (no key of the grant), duplicated {duplicated} (more than one key, or one "
+          f"key taken by two grants), exactly one key {len(ids) - lost - duplicated}; of these, {len(untagged)} "
+          f"without the grant's utm_id (the site died between the key and keys_meta)")
     if finished_at is not None:
         print(f"  time to settle   all final {finished_at - started:.0f} s after the worker started; "
               f"{finished_at - last_crash:.0f} s after the last kill or crash")
