@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sidecar.bootstrap import store_url, wordpress_url
 from sidecar.config import Settings
 from sidecar.memberlux import wpdata
+from sidecar.memberlux.payments import PAYMENTS_PLUGIN, plugin_names
 from sidecar.memberlux.reader import MemberLuxReader
 from sidecar.memberlux.rest import MemberLuxRestClient, RestError
 from sidecar.memberlux.schema import SiteSchema, connect_wordpress, reflect_site
@@ -27,7 +28,6 @@ from sidecar.store import leases
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
-PAYMENTS_PLUGIN = "mbl-payments/mbl-payments.php"
 #: What an inactive payments add-on means for the bridge (core.md §13).
 PAYMENTS_OFF = ("orders through /mbl/v1/order would create users and completed WooCommerce orders but no keys, "
                 "so every grant would end failed")
@@ -70,18 +70,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _plugin_names(value: object) -> set[str] | None:
-    """The plugin files of a decoded ``active_plugins`` value: a PHP list, or an array with gaps
-    (WordPress unsets the entry of a deactivated plugin without renumbering)."""
-    if isinstance(value, list):
-        items = value
-    elif isinstance(value, dict):
-        items = list(value.values())
-    else:
-        return None
-    return {item for item in items if isinstance(item, str)}
 
 
 class Doctor:
@@ -234,7 +222,7 @@ class Doctor:
         if raw is None:
             return None, f"the option active_plugins is missing from {options}"
         try:
-            plugins = _plugin_names(wpdata.maybe_unserialize(raw))
+            plugins = plugin_names(wpdata.maybe_unserialize(raw))
         except wpdata.WpDataError as exc:
             return None, f"the option active_plugins in {options} cannot be decoded ({exc})"
         if plugins is None:

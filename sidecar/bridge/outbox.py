@@ -41,6 +41,7 @@ from sidecar.domain.access import KeyRow
 from sidecar.domain.grants import RawGrant
 from sidecar.domain.outcomes import Evidence, Judgement, Verdict, judge
 from sidecar.logs import mask_emails
+from sidecar.memberlux.payments import payments_state
 from sidecar.memberlux.rest import (
     Customer, MemberLuxRestClient, PermanentRestError, RestError, UnknownOutcomeError,
 )
@@ -60,8 +61,9 @@ from .service import BridgeService, IntakeRejected, emit_accepted
 log = logging.getLogger(__name__)
 
 WORKABLE = (QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING)
-#: New orders after an order that exists without a key and was never answered as complete.
-MAX_REORDERS_WITHOUT_KEY = 1
+#: New orders after orders that exist without a key, never answered as complete, on a site whose
+#: payments add-on is active with auto-activation (a bound against a site that breaks every order).
+MAX_REORDERS_WITHOUT_KEY = 3
 
 
 class ClaimLost(Exception):
@@ -368,21 +370,24 @@ class GrantDeliverer:
                 return self._duplicated(grant, rows, kind, started, judgement.reason)
         if verdict is Verdict.ORDER_WITHOUT_KEY:
             meta = grant.meta or {}
-            if not meta.get("order_answered") and int(meta.get("reorders_without_key", 0)) < MAX_REORDERS_WITHOUT_KEY:
-                # No answer ever said the order was complete: the call that made it may have died before
-                # the payments add-on made the key (PHP stopped mid-way). Settled, it cannot add a key any
-                # more, so one new order is safe; a second order without key means the site never makes
-                # keys, and the grant stops there.
-                meta = {**meta, "reorders_without_key": int(meta.get("reorders_without_key", 0)) + 1}
+            reorders = int(meta.get("reorders_without_key", 0))
+            payments = payments_state(self.runtime.reader, multisite=bool(self.runtime.settings.wordpress.base_prefix))
+            # No answer said the order was complete, and the site makes keys for orders: the call died after
+            # the order and before the key (a PHP worker killed mid-way). Settled, it cannot add a key any
+            # more, so a new order is safe. When the site cannot make keys, new orders would only add
+            # orders: the grant stops for an admin. When that cannot be told, one new order is tried.
+            limit = {True: MAX_REORDERS_WITHOUT_KEY, None: 1, False: 0}[payments.makes_keys]
+            if not meta.get("order_answered") and reorders < limit:
+                meta = {**meta, "reorders_without_key": reorders + 1}
                 self._attempt(grant, kind, "order_without_key", started,
-                              detail=judgement.reason + "; no answer said it was complete: ordering once more",
-                              grant_changes={"status": QUEUED, "meta": meta})
+                              detail=f"{judgement.reason}; no answer said it was complete and {payments.reason}: "
+                                     "ordering once more", grant_changes={"status": QUEUED, "meta": meta})
                 grant.status, grant.meta = QUEUED, meta
                 return self.deliver(grant, looked=True)
-            self._attempt(grant, kind, "not_found", started, detail=judgement.reason)
-            return self._fail(grant, f"{judgement.reason}: check that the MEMBERLUX PAYMENTS add-on is active and its "
-                                     "auto-activation is on (mlsidecar doctor). The grant is not ordered again; "
-                                     "retry it once the site is fixed.", outcome_unknown=False)
+            self._attempt(grant, kind, "not_found", started, detail=f"{judgement.reason}; {payments.reason}")
+            return self._fail(grant, f"{judgement.reason} ({payments.reason}): check that the MEMBERLUX PAYMENTS "
+                                     "add-on is active and its auto-activation is on (mlsidecar doctor). The grant is "
+                                     "not ordered again; retry it once the site is fixed.", outcome_unknown=False)
         return None
 
     # --- unknown outcomes ------------------------------------------------------------------------------

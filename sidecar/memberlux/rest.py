@@ -174,7 +174,9 @@ class _Exchange:
 def _read_answer(response: requests.Response, deadline: float) -> Any:
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(16384):
+    # A response built in memory (a transport adapter's fake) has its body already and nothing to stream.
+    pieces = [response.content] if response.raw is None else response.iter_content(16384)
+    for chunk in pieces:
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             break
@@ -198,9 +200,11 @@ class MemberLuxRestClient:
         self.session.headers["User-Agent"] = "mlsidecar"
         self.session.headers["Accept"] = "application/json"
         self.session.cookies.set_policy(_NoCookies())
-        adapter = _RecordingAdapter(max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        if session is None:
+            # A session handed in keeps its own transport (a test's fake site); ours records what was sent.
+            adapter = _RecordingAdapter(max_retries=0)
+            self.session.mount("http://", adapter)
+            self.session.mount("https://", adapter)
         self._auth = (user, password) if user and password else None
 
     def _exchange(self, method: str, url: str, json_body: Any, deadline: float, exchange: _Exchange) -> None:

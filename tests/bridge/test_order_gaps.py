@@ -184,3 +184,41 @@ def test_worker_killed_while_the_site_is_before_a_step_leaves_exactly_one_key(br
     assert run_until_final(bridge, clock, bridge.deliverer(), grant_id) == "succeeded"
     assert [k.utm_id for k in level_keys(bridge, email)] == [grant_id]
     assert bridge.orders_handled() == 1
+
+
+def test_a_site_dying_between_order_and_key_again_and_again_is_ordered_until_the_key_comes(bridge):
+    clock, deliverer, grant_id = start_timed_out_order(bridge, "key")
+    email = bridge.grant(grant_id).email
+    for _ in range(2):  # the site dies right before the key, twice in a row
+        bridge.set_faults(halt=True)
+        wait_idle(bridge)
+        # Settled, the order without key on a site that makes keys is ordered again: that call, too,
+        # times out with the site paused before the key.
+        for _pass in range(100):
+            clock.instant = bridge.grant(grant_id).next_attempt_at + timedelta(seconds=1)
+            deliverer.run_once()
+            if paused(bridge):
+                break
+        wait_paused(bridge, "key")
+    bridge.set_faults(pause_before=[], release=True)
+    wait_idle(bridge)
+    assert run_until_final(bridge, clock, deliverer, grant_id) == "succeeded"
+    assert [k.utm_id for k in level_keys(bridge, email)] == [grant_id]
+    assert bridge.grant(grant_id).orders_sent == 3
+    assert bridge.grant(grant_id).meta["reorders_without_key"] == 2
+
+
+def test_an_order_without_key_on_a_site_whose_payments_add_on_is_off_is_not_ordered_again(bridge):
+    from sidecar.devstack.emulator import set_payments_addon
+
+    set_payments_addon(bridge.site_engine, False, prefix="wp_")
+    clock = FixedClock(datetime.now(timezone.utc))
+    bridge.runtime.clock = clock
+    grant_id = bridge.api(brief_body()).get_json()["grant_id"]
+    bridge.set_faults(fail_next=["after"])  # the order is written, then a 500: outcome unknown
+    deliverer = bridge.deliverer()
+    assert run_until_final(bridge, clock, deliverer, grant_id) == "failed"
+    grant = bridge.grant(grant_id)
+    assert "MEMBERLUX PAYMENTS is not active" in grant.last_error and "not ordered again" in grant.last_error
+    assert clock.now() >= grant.settle_until
+    assert bridge.orders_handled() == 1 and grant.orders_sent == 1
