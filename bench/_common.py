@@ -36,7 +36,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_http(url: str, processes, name: str, timeout: float) -> None:  # noqa: ANN001 - each script's Processes
+def wait_http(url: str, processes, name: str, timeout: float) -> None:  # each script's Processes
     """Until ``url`` answers 200; stops the script when the process ``name`` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,7 +52,7 @@ def wait_http(url: str, processes, name: str, timeout: float) -> None:  # noqa: 
     raise SystemExit(f"{name} did not answer {url} within {timeout:.0f} s:\n{processes.tail(name)}")
 
 
-def toml_value(value) -> str:  # noqa: ANN001
+def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -91,7 +91,7 @@ def site_keys_per_grant(site_url: str, ids: list[str]) -> Counter:
     """How many site keys carry each grant id in keys_meta.utm_id (0 = not on the site), read from
     the site's own table, whatever the sidecar's store says."""
     engine = sa.create_engine(site_url)
-    counts: Counter = Counter({grant_id: 0 for grant_id in ids})
+    counts: Counter = Counter(dict.fromkeys(ids, 0))
     query = sa.text("SELECT utm_id, COUNT(*) FROM wp_memberlux_keys_meta WHERE utm_source = 'mlsidecar' "
                     "AND utm_id IN :ids GROUP BY utm_id").bindparams(sa.bindparam("ids", expanding=True))
     try:
@@ -112,7 +112,7 @@ class Processes:
         self.running: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_dir / f"{name}.log", "ab")  # handed to the child
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir,
                                    env={**os.environ, **(env or {})}, start_new_session=True)
         log.close()

@@ -51,20 +51,20 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.bootstrap import build_runtime, store_url  # noqa: E402
-from sidecar.bridge.service import BridgeService  # noqa: E402
-from sidecar.config import load_settings  # noqa: E402
-from sidecar.devstack.seed import DEMO_API_LOGIN  # noqa: E402
-from sidecar.devstack.site import build_demo_site  # noqa: E402
-from sidecar.memberlux.rest import Customer, MemberLuxRestClient  # noqa: E402
-from sidecar.store import db as store_db  # noqa: E402
-from sidecar.store.grant_models import CANCELLED, FINAL_STATES, QUEUED, SUCCEEDED, Grant, GrantAttempt  # noqa: E402
+from sidecar.bootstrap import build_runtime, store_url
+from sidecar.bridge.service import BridgeService
+from sidecar.config import load_settings
+from sidecar.devstack.seed import DEMO_API_LOGIN
+from sidecar.devstack.site import build_demo_site
+from sidecar.memberlux.rest import Customer, MemberLuxRestClient
+from sidecar.store import db as store_db
+from sidecar.store.grant_models import CANCELLED, FINAL_STATES, QUEUED, SUCCEEDED, Grant, GrantAttempt
 
-from _common import HOST, Processes, site_keys_per_grant, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
-from _common import cli as _cli  # noqa: E402
-from _common import free_port as _free_port  # noqa: E402
-from _common import percentile as _percentile  # noqa: E402
-from _common import split_password as _split_password  # noqa: E402
+from _common import HOST, Processes, site_keys_per_grant, wait_http, write_config  # (bench/ is on sys.path: run as a script)
+from _common import cli as _cli
+from _common import free_port as _free_port
+from _common import percentile as _percentile
+from _common import split_password as _split_password
 
 DUPLICATE_SHARE = 0.10
 WARMUP_REQUESTS = 64
@@ -248,13 +248,13 @@ def grant_requests(count: int, run_id: str, products: list[tuple[int, int, str]]
 
 
 # --- store queries --------------------------------------------------------------------------------------
-def grants_of_run(runtime, run_id: str) -> list[Grant]:  # noqa: ANN001
+def grants_of_run(runtime, run_id: str) -> list[Grant]:
     with runtime.sessions() as session:
         return list(session.scalars(sa.select(Grant).where(Grant.external_id.like(f"bench-{run_id}-%"))
                                     .order_by(Grant.created_at, Grant.id)))
 
 
-def set_aside(runtime, keep: list[str]) -> int:  # noqa: ANN001
+def set_aside(runtime, keep: list[str]) -> int:
     """Cancel every queued bench grant outside the delivery phase (warm-up, the rest of the intake,
     leftovers of an interrupted earlier run on a kept store), so the worker delivers exactly ``keep``."""
     now = runtime.clock.now()
@@ -268,12 +268,12 @@ def set_aside(runtime, keep: list[str]) -> int:  # noqa: ANN001
         return changed or 0
 
 
-def _chunks(items: list[str], size: int = 500):  # noqa: ANN202
+def _chunks(items: list[str], size: int = 500):
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
-def final_count(runtime, ids: list[str]) -> int:  # noqa: ANN001
+def final_count(runtime, ids: list[str]) -> int:
     total = 0
     with runtime.sessions() as session:
         for chunk in _chunks(ids):
@@ -282,7 +282,7 @@ def final_count(runtime, ids: list[str]) -> int:  # noqa: ANN001
     return total
 
 
-def delivery_figures(runtime, ids: list[str]) -> dict:  # noqa: ANN001
+def delivery_figures(runtime, ids: list[str]) -> dict:
     rows, order_ms = [], []
     with runtime.sessions() as session:
         for chunk in _chunks(ids):
@@ -316,7 +316,7 @@ class Progress:
         return (last[1] - first[1]) / (last[0] - first[0]), last[0] - first[0]
 
 
-def wait_final(runtime, ids: list[str], timeout: float, processes: Processes, name: str,  # noqa: ANN001
+def wait_final(runtime, ids: list[str], timeout: float, processes: Processes, name: str,
                poll: float) -> Progress:
     progress = Progress(len(ids))
     started = time.monotonic()
@@ -340,7 +340,7 @@ def set_latency(emulator_url: str, password: str, seconds: float) -> None:
 
 
 # --- the run ----------------------------------------------------------------------------------------------
-def main() -> None:  # noqa: PLR0915 - one linear script
+def main() -> None:  # one linear script
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5000, help="intake requests (default 5000)")
     parser.add_argument("--concurrency", type=int, default=32, help="client connections during intake (default 32)")
@@ -360,7 +360,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     args = parser.parse_args()
 
-    def interrupted(signum, _frame):  # noqa: ANN001
+    def interrupted(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupted)
@@ -384,7 +384,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             shutil.rmtree(work, ignore_errors=True)
 
 
-def run(args, work: Path, processes: Processes):  # noqa: ANN001, ANN201, PLR0915
+def run(args, work: Path, processes: Processes):
     rng = random.Random(args.seed)
     run_id = uuid.uuid4().hex[:8]
     cli = _cli()

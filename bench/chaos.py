@@ -54,18 +54,18 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.bootstrap import build_runtime  # noqa: E402
-from sidecar.bridge.auth import Principal  # noqa: E402
-from sidecar.bridge.parsers import parse_grant_body  # noqa: E402
-from sidecar.bridge.service import BridgeService, IntakeContext  # noqa: E402
-from sidecar.config import load_settings  # noqa: E402
-from sidecar.devstack.seed import DEMO_API_LOGIN  # noqa: E402
-from sidecar.devstack.site import build_demo_site  # noqa: E402
-from sidecar.store.grant_models import FINAL_STATES, Grant  # noqa: E402
+from sidecar.bootstrap import build_runtime
+from sidecar.bridge.auth import Principal
+from sidecar.bridge.parsers import parse_grant_body
+from sidecar.bridge.service import BridgeService, IntakeContext
+from sidecar.config import load_settings
+from sidecar.devstack.seed import DEMO_API_LOGIN
+from sidecar.devstack.site import build_demo_site
+from sidecar.store.grant_models import FINAL_STATES, Grant
 
-from _common import (  # noqa: E402
+from _common import (
     HOST, Processes, cli, free_port, percentile, site_keys_per_grant, split_password, wait_http, write_config,
-)  # noqa: E402
+)
 
 #: Steps of the order that take --step-delay each (the site's writes between which a call can time out).
 DELAYED_STEPS = ("order", "key", "autoresponder", "mails", "webhooks", "keys_meta")
@@ -83,7 +83,7 @@ def _run_cli(args: list[str], work: Path, name: str) -> None:
 class Site:
     """The emulated site's process: started, crashed, restarted on the same port."""
 
-    def __init__(self, processes: Processes, site_url: str, port: int, password: str, args) -> None:  # noqa: ANN001
+    def __init__(self, processes: Processes, site_url: str, port: int, password: str, args) -> None:
         self.processes, self.site_url, self.port, self.password, self.args = processes, site_url, port, password, args
         self.url = f"http://{HOST}:{port}"
         self.crashes = 0
@@ -96,7 +96,7 @@ class Site:
         # A slow site: a fixed latency plus a random 0..jitter before the first write, then --step-delay
         # before each later write, so a call's deadline falls at a different gap from order to order.
         faults = {"latency_seconds": self.args.latency, "latency_jitter_seconds": self.args.jitter,
-                  "step_delays": {step: self.args.step_delay for step in DELAYED_STEPS}}
+                  "step_delays": dict.fromkeys(DELAYED_STEPS, self.args.step_delay)}
         answer = requests.post(self.url + "/devstack/faults", json=faults, auth=(DEMO_API_LOGIN, self.password), timeout=10)
         if answer.status_code != 200:
             raise SystemExit(f"the emulator refused the fault plan: {answer.status_code} {answer.text[:300]}")
@@ -106,7 +106,7 @@ class Site:
         self.crashes += 1
 
 
-def accept_grants(settings, count: int, rng: random.Random, run_id: str) -> list[str]:  # noqa: ANN001
+def accept_grants(settings, count: int, rng: random.Random, run_id: str) -> list[str]:
     runtime = build_runtime(settings)
     try:
         service = BridgeService(runtime)
@@ -220,7 +220,7 @@ def main() -> None:
     if args.settle <= slowest:
         parser.error(f"--settle must be above the slowest order ({slowest:g} s), as the documentation requires")
 
-    def interrupted(signum, _frame):  # noqa: ANN001
+    def interrupted(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupted)
@@ -240,7 +240,7 @@ def main() -> None:
     sys.exit(1 if failed else 0)
 
 
-def run(args, work: Path, processes: Processes) -> bool:  # noqa: ANN001, PLR0915 - one linear script
+def run(args, work: Path, processes: Processes) -> bool:  # one linear script
     rng = random.Random(args.seed)
     run_id = uuid.uuid4().hex[:8]
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731

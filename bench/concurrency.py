@@ -31,30 +31,30 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.bootstrap import build_runtime, store_url  # noqa: E402
-from sidecar.bridge.auth import Principal  # noqa: E402
-from sidecar.bridge.outbox import GrantDeliverer, OutboxRunner  # noqa: E402
-from sidecar.bridge.parsers import parse_grant_body  # noqa: E402
-from sidecar.bridge.service import BridgeService, IntakeContext  # noqa: E402
-from sidecar.config import settings_from_mapping  # noqa: E402
-from sidecar.devstack.emulator import create_emulator_app  # noqa: E402
-from sidecar.devstack.seed import DEMO_API_LOGIN  # noqa: E402
-from sidecar.devstack.server import serve_in_thread  # noqa: E402
-from sidecar.devstack.site import build_demo_site  # noqa: E402
-from sidecar.memberlux.rest import MemberLuxRestClient  # noqa: E402
-from sidecar.store import db as store_db  # noqa: E402
-from sidecar.store.grant_models import FINAL_STATES, Grant  # noqa: E402
+from sidecar.bootstrap import build_runtime, store_url
+from sidecar.bridge.auth import Principal
+from sidecar.bridge.outbox import GrantDeliverer, OutboxRunner
+from sidecar.bridge.parsers import parse_grant_body
+from sidecar.bridge.service import BridgeService, IntakeContext
+from sidecar.config import settings_from_mapping
+from sidecar.devstack.emulator import create_emulator_app
+from sidecar.devstack.seed import DEMO_API_LOGIN
+from sidecar.devstack.server import serve_in_thread
+from sidecar.devstack.site import build_demo_site
+from sidecar.memberlux.rest import MemberLuxRestClient
+from sidecar.store import db as store_db
+from sidecar.store.grant_models import FINAL_STATES, Grant
 
 
 class CookieKeepingClient(MemberLuxRestClient):
     """The order client as it was before: a session that keeps the site's cookies."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.session.cookies = requests.cookies.RequestsCookieJar()
 
 
-def deliver(runtime, client: MemberLuxRestClient, n: int, concurrency: int, tag: str) -> tuple[float, int]:  # noqa: ANN001
+def deliver(runtime, client: MemberLuxRestClient, n: int, concurrency: int, tag: str) -> tuple[float, int]:
     service = BridgeService(runtime)
     product = sorted((p.level_id, p.duration, p.units) for p in service.catalog.products()
                      if p.status == "publish" and p.level_id and not p.unlimited)[0]

@@ -24,8 +24,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.devstack.wpschema import create_site_schema  # noqa: E402
-from sidecar.memberlux.schema import connect_wordpress, reflect_site  # noqa: E402
+from sidecar.devstack.wpschema import create_site_schema
+from sidecar.memberlux.schema import connect_wordpress, reflect_site
 
 
 def reflection(admin_url: str, runs: int) -> list[float]:

@@ -50,11 +50,11 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.bootstrap import build_runtime  # noqa: E402
-from sidecar.clock import FixedClock  # noqa: E402
-from sidecar.config import settings_from_mapping  # noqa: E402
-from sidecar.devstack.site import build_demo_site  # noqa: E402
-from sidecar.store import db as store_db  # noqa: E402
+from sidecar.bootstrap import build_runtime
+from sidecar.clock import FixedClock
+from sidecar.config import settings_from_mapping
+from sidecar.devstack.site import build_demo_site
+from sidecar.store import db as store_db
 
 DATABASE = "mls_bench_programs"
 STORE_DATABASE = "mls_bench_programs_store"
@@ -133,7 +133,7 @@ def child_main(spec: dict) -> dict:
     return out
 
 
-def start_profile(spec: dict):  # noqa: ANN201
+def start_profile(spec: dict):
     if not spec.get("profile"):
         return None
     import cProfile
@@ -143,7 +143,7 @@ def start_profile(spec: dict):  # noqa: ANN201
     return profiler
 
 
-def stop_profile(profiler, out: dict) -> None:  # noqa: ANN001
+def stop_profile(profiler, out: dict) -> None:
     if profiler is None:
         return
     import io
@@ -167,7 +167,7 @@ def in_child(phase: str, config: dict, now: datetime, **params: object) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def program_grants(runtime) -> int:  # noqa: ANN001
+def program_grants(runtime) -> int:
     from sidecar.store.grant_models import Grant
 
     with runtime.sessions() as session:
@@ -238,11 +238,11 @@ def copy_store(source: Path, target: Path) -> None:
         src.backup(dst)
 
 
-def create_program(runtime, levels: list[int]) -> int:  # noqa: ANN001
+def create_program(runtime, levels: list[int]) -> int:
     from sidecar.domain.programs import Step
     from sidecar.programs.catalog import ProgramCatalog, ProgramDefinition
 
-    steps = tuple(Step(level, duration, units) for level, (duration, units) in zip(levels, STEP_TERMS))
+    steps = tuple(Step(level, duration, units) for level, (duration, units) in zip(levels, STEP_TERMS, strict=False))
     view = ProgramCatalog(runtime).create(ProgramDefinition(
         name="Бенчмарк: три шага", steps=steps, notify_email="manager@school.example",
         notify_step_subject="[user_login] → шаг [next_step]", webhook_url="https://crm.example.org/program-hook"),
@@ -250,7 +250,7 @@ def create_program(runtime, levels: list[int]) -> int:  # noqa: ANN001
     return view.id
 
 
-def enrol_learners(runtime, program_id: int, count: int) -> list[tuple[int, int, int]]:  # noqa: ANN001
+def enrol_learners(runtime, program_id: int, count: int) -> list[tuple[int, int, int]]:
     """``count`` learners enrolled (step 1 not granted); the second half moved to step 2. Returns
     (enrolment id, user id, 0-based step)."""
     from sidecar.programs.progression import Progression
@@ -268,7 +268,7 @@ def enrol_learners(runtime, program_id: int, count: int) -> list[tuple[int, int,
     with runtime.sessions.begin() as session:
         session.execute(sa.update(Enrolment).where(Enrolment.id.in_(moved)).values(current_step=1))
     steps = {e: (1 if e in set(moved) else 0) for e in enrolled}
-    return [(e, int(u), steps[e]) for e, u in zip(enrolled, users)]
+    return [(e, int(u), steps[e]) for e, u in zip(enrolled, users, strict=True)]
 
 
 def insert_certificates(site_url: str, learners: list[tuple[int, int, int]], levels: list[int]) -> tuple[int, int]:
@@ -300,7 +300,7 @@ def idle_line(result: dict) -> tuple[str, str]:
             f"{result['peak_rss_mb']:.0f} MB")
 
 
-def main() -> None:  # noqa: PLR0915 - one linear script
+def main() -> None:  # one linear script
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         print(json.dumps(child_main(json.loads(sys.argv[2])), default=str))
         return

@@ -46,12 +46,12 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.bootstrap import build_runtime  # noqa: E402
-from sidecar.clock import FixedClock  # noqa: E402
-from sidecar.config import settings_from_mapping  # noqa: E402
-from sidecar.devstack.site import build_demo_site  # noqa: E402
-from sidecar.monitor.settings import Letter, MonitorSettings  # noqa: E402
-from sidecar.store import db as store_db  # noqa: E402
+from sidecar.bootstrap import build_runtime
+from sidecar.clock import FixedClock
+from sidecar.config import settings_from_mapping
+from sidecar.devstack.site import build_demo_site
+from sidecar.monitor.settings import Letter, MonitorSettings
+from sidecar.store import db as store_db
 
 DATABASE = "mls_bench_reminders"
 SHARED_DATABASE = "mls_bench_sleepers"      # bench/sleepers.py's site, same seed and day by default
@@ -158,7 +158,7 @@ def in_child(phase: str, config: dict, now: datetime, **params: object) -> dict:
 
 # --- the parent -----------------------------------------------------------------------------------------
 
-def enable_schedules(runtime) -> int:  # noqa: ANN001
+def enable_schedules(runtime) -> int:
     """A 3-letter schedule and an admin digest on every level, as overrides in our store."""
     service = MonitorSettings(runtime)
     levels = [level.term_id for level in runtime.reader.levels()]
@@ -183,7 +183,7 @@ def copy_store(source: Path, target: Path) -> None:
         dst.close()
 
 
-def ledger_states(runtime) -> dict[str, int]:  # noqa: ANN001
+def ledger_states(runtime) -> dict[str, int]:
     from sidecar.store.reminder_models import Reminder
 
     with runtime.sessions() as session:
@@ -205,7 +205,7 @@ def print_table(rows: list[tuple[str, str, str, str]]) -> None:
         print(f"  {row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}")
 
 
-def start_smtp():  # noqa: ANN201
+def start_smtp():
     """A counting aiosmtpd server on loopback; returns (controller, port, counter)."""
     import socket
 
@@ -215,7 +215,7 @@ def start_smtp():  # noqa: ANN201
         def __init__(self) -> None:
             self.messages = 0
 
-        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, N802 - aiosmtpd's hook name
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
             self.messages += 1
             return "250 Message accepted for delivery"
 
@@ -228,7 +228,7 @@ def start_smtp():  # noqa: ANN201
     return controller, port, counter
 
 
-def main() -> None:  # noqa: PLR0915 - one linear script
+def main() -> None:  # one linear script
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         print(json.dumps(child_main(json.loads(sys.argv[2])), default=str))
         return

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -37,16 +36,16 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar import sqlscripts  # noqa: E402
-from sidecar.bootstrap import build_runtime  # noqa: E402
-from sidecar.clock import FixedClock  # noqa: E402
-from sidecar.config import settings_from_mapping  # noqa: E402
-from sidecar.devstack.site import build_demo_site  # noqa: E402
-from sidecar.monitor.certificates import CertificateClassifier  # noqa: E402
-from sidecar.monitor.query import live_sleeper_ids  # noqa: E402
-from sidecar.monitor.refresh import SleeperRefresher  # noqa: E402
-from sidecar.monitor.service import MonitorService, SleeperQuery  # noqa: E402
-from sidecar.store import db as store_db  # noqa: E402
+from sidecar import sqlscripts
+from sidecar.bootstrap import build_runtime
+from sidecar.clock import FixedClock
+from sidecar.config import settings_from_mapping
+from sidecar.devstack.site import build_demo_site
+from sidecar.monitor.certificates import CertificateClassifier
+from sidecar.monitor.query import live_sleeper_ids
+from sidecar.monitor.refresh import SleeperRefresher
+from sidecar.monitor.service import MonitorService, SleeperQuery
+from sidecar.store import db as store_db
 
 DATABASE = "mls_bench_sleepers"
 TODAY = date(2026, 11, 24)
@@ -56,7 +55,7 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def timed(fn, repeat: int) -> tuple[float, float, object]:  # noqa: ANN001
+def timed(fn, repeat: int) -> tuple[float, float, object]:
     values, result = [], None
     for _ in range(repeat):
         started = time.perf_counter()
@@ -118,7 +117,7 @@ print(json.dumps({{"rows": count, "seconds": time.perf_counter() - started,
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:  # noqa: PLR0915 - one linear script
+def main() -> None:  # one linear script
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--levels", type=int, default=30)

@@ -74,18 +74,18 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.bootstrap import build_runtime  # noqa: E402
-from sidecar.bridge.service import BridgeService  # noqa: E402
-from sidecar.config import load_settings  # noqa: E402
-from sidecar.devstack.seed import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD, DEMO_API_LOGIN  # noqa: E402
-from sidecar.devstack.site import build_demo_site  # noqa: E402
-from sidecar.store.grant_models import FINAL_STATES, SUCCEEDED, Grant  # noqa: E402
+from sidecar.bootstrap import build_runtime
+from sidecar.bridge.service import BridgeService
+from sidecar.config import load_settings
+from sidecar.devstack.seed import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD, DEMO_API_LOGIN
+from sidecar.devstack.site import build_demo_site
+from sidecar.store.grant_models import FINAL_STATES, SUCCEEDED, Grant
 
-from _common import HOST, Processes, site_keys_per_grant, wait_http, write_config  # noqa: E402  (bench/ is on sys.path: run as a script)
-from _common import cli as _cli  # noqa: E402
-from _common import free_port as _free_port  # noqa: E402
-from _common import percentile as _percentile  # noqa: E402
-from _common import split_password as _split_password  # noqa: E402
+from _common import HOST, Processes, site_keys_per_grant, wait_http, write_config  # (bench/ is on sys.path: run as a script)
+from _common import cli as _cli
+from _common import free_port as _free_port
+from _common import percentile as _percentile
+from _common import split_password as _split_password
 
 REPEAT_SHARE = 0.20
 MIX = [  # (endpoint label, weight, Traffic method that builds the request)
@@ -216,7 +216,7 @@ class Traffic:
             n = self.counter
             return (label, *self.makers[label](n))
 
-    def api_grant(self, n: int):  # noqa: ANN202
+    def api_grant(self, n: int):
         headers = {"Content-Type": "application/json", "X-API-Key": self.api_key}
         if self.grant_bodies and self.rng.random() < REPEAT_SHARE:
             return "POST", "/api/v1/grants", self.rng.choice(self.grant_bodies), headers
@@ -230,7 +230,7 @@ class Traffic:
         self.external_ids.add(external_id)
         return "POST", "/api/v1/grants", body, headers
 
-    def legacy_grant(self, n: int):  # noqa: ANN202
+    def legacy_grant(self, n: int):
         if self.legacy_bodies and self.rng.random() < REPEAT_SHARE:
             body = self.rng.choice(self.legacy_bodies)  # the CRM re-sends a deal: a new signature, same lead
         else:
@@ -261,28 +261,28 @@ class Traffic:
             query["desc"] = "1"
         return query
 
-    def sleepers_api(self, n: int):  # noqa: ANN202
+    def sleepers_api(self, n: int):
         headers = {"Authorization": f"Bearer {self.api_token}"}
         if self.cursors and self.rng.random() < 1 / 3:
             return "GET", self.cursors.pop(self.rng.randrange(len(self.cursors))), None, headers
         return "GET", "/api/v1/sleepers?" + urlencode(self._filters()), None, headers
 
-    def sleepers_page(self, n: int):  # noqa: ANN202
+    def sleepers_page(self, n: int):
         query = self._filters()
         if self.rng.random() < 0.2:
             query["search"] = self.rng.choice(["a", "ov", "example", "ан"])
         return "GET", "/monitor/sleepers?" + urlencode(query), None, {"Cookie": self.session.cookie}
 
-    def sleepers_csv(self, n: int):  # noqa: ANN202
+    def sleepers_csv(self, n: int):
         query = {"level": str(self.rng.choice(self.levels))} if self.rng.random() < 0.7 else {}
         if self.rng.random() < 0.3:
             query["excel"] = "1"
         return "GET", "/monitor/sleepers.csv?" + urlencode(query), None, {"Cookie": self.session.cookie}
 
-    def healthz(self, n: int):  # noqa: ANN202
+    def healthz(self, n: int):
         return "GET", "/healthz", None, {}
 
-    def readyz(self, n: int):  # noqa: ANN202
+    def readyz(self, n: int):
         return "GET", "/readyz", None, {}
 
     def remember_cursor(self, body: bytes) -> None:
@@ -315,7 +315,7 @@ class Connection:
         self.port = port
         self.conn = http.client.HTTPConnection(HOST, port, timeout=120)
 
-    def send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]):  # noqa: ANN201
+    def send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]):
         try:
             self.conn.request(method, path, body=body, headers=headers)
             response = self.conn.getresponse()
@@ -330,7 +330,7 @@ class Connection:
         return response, data
 
 
-def drive(port: int, traffic: Traffic, stats: Stats, args, started: float, stop: threading.Event) -> None:  # noqa: ANN001
+def drive(port: int, traffic: Traffic, stats: Stats, args, started: float, stop: threading.Event) -> None:
     """Open loop: request i is due at started + i / rate; --connections threads send them."""
     import queue
 
@@ -400,7 +400,7 @@ def grant_statuses(store_engine: sa.Engine, run_id: str) -> Counter:
         rows = conn.execute(sa.select(Grant.status, sa.func.count()).where(sa.or_(
             Grant.external_id.like(f"soak-{run_id}-%"), Grant.email.like(f"legacy.{run_id}.%")))
             .group_by(Grant.status)).all()
-    return Counter({status: count for status, count in rows})
+    return Counter(dict(rows))
 
 
 def backlog(store_engine: sa.Engine) -> int | None:
@@ -439,7 +439,7 @@ def main() -> None:
     if args.rate <= 0 or args.connections < 1 or args.minutes <= 0:
         parser.error("--rate, --connections and --minutes must be positive")
 
-    def interrupted(signum, _frame):  # noqa: ANN001
+    def interrupted(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupted)
@@ -461,7 +461,7 @@ def main() -> None:
     sys.exit(1 if failed else 0)
 
 
-def run(args, work: Path, processes: Processes) -> bool:  # noqa: ANN001, PLR0915 - one linear script
+def run(args, work: Path, processes: Processes) -> bool:  # one linear script
     rng = random.Random(args.seed)
     run_id = uuid.uuid4().hex[:8]
     cli = _cli()

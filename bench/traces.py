@@ -38,10 +38,10 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.devstack.site import build_demo_site  # noqa: E402
-from sidecar.memberlux.reader import MemberLuxReader  # noqa: E402
-from sidecar.memberlux.schema import reflect_site  # noqa: E402
-from sidecar.memberlux.traces import Customer, TraceReader  # noqa: E402
+from sidecar.devstack.site import build_demo_site
+from sidecar.memberlux.reader import MemberLuxReader
+from sidecar.memberlux.schema import reflect_site
+from sidecar.memberlux.traces import Customer, TraceReader
 
 DATABASE = "mls_bench_traces"
 
@@ -96,7 +96,7 @@ class Statements:
         self.label = ""
         sa.event.listen(engine, "before_cursor_execute", self._record)
 
-    def _record(self, conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG002, PLR0913
+    def _record(self, conn, cursor, statement, parameters, context, executemany):
         if self.label and statement.lstrip().upper().startswith("SELECT"):
             self.seen.setdefault(f"{self.label}: {statement[:60]}", (statement, parameters))
 
@@ -107,7 +107,7 @@ def explain(engine: sa.Engine, statement: str, parameters: object) -> list[str]:
     return [f"{r['table']}: key {r['key'] or '—'} ({r['type']}), ~{r['rows']} rows" for r in rows]
 
 
-def timed(fn, repeat: int) -> tuple[float, float]:  # noqa: ANN001
+def timed(fn, repeat: int) -> tuple[float, float]:
     values = []
     for _ in range(repeat):
         began = time.perf_counter()
@@ -117,7 +117,7 @@ def timed(fn, repeat: int) -> tuple[float, float]:  # noqa: ANN001
     return statistics.median(values), values[max(0, int(len(values) * 0.95) - 1)]
 
 
-def main() -> None:  # noqa: PLR0915 - one linear script
+def main() -> None:  # one linear script
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--orders", type=int, default=200_000)

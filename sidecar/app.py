@@ -53,7 +53,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
         g.started = time.monotonic()
 
     @app.after_request
-    def _finish_request(response):  # noqa: ANN001
+    def _finish_request(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
@@ -66,7 +66,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
         return response
 
     @app.teardown_request
-    def _reset_request_id(_exc) -> None:  # noqa: ANN001
+    def _reset_request_id(_exc) -> None:
         token = g.pop("request_token", None)
         if token is not None:
             request_id_var.reset(token)

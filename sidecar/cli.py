@@ -32,7 +32,7 @@ def _settings(ctx: click.Context) -> Settings:
     return obj["settings"]
 
 
-def _runtime(ctx: click.Context, **kwargs):  # noqa: ANN202
+def _runtime(ctx: click.Context, **kwargs):
     from sidecar.bootstrap import build_runtime
 
     clock = (ctx.find_object(dict) or {}).get("clock")  # embedding callers and tests may set the date
@@ -42,7 +42,7 @@ def _runtime(ctx: click.Context, **kwargs):  # noqa: ANN202
         return build_runtime(_settings(ctx), **kwargs)
     except ConfigError:
         raise
-    except Exception as exc:  # noqa: BLE001 - shown to the operator as one readable line
+    except Exception as exc:  # shown to the operator as one readable line
         raise StartupError(_explain(exc)) from exc
 
 
@@ -236,7 +236,7 @@ def devstack() -> None:
 @click.option("--prefix", default="wp_", show_default=True)
 @click.option("--today", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="UTC day the data is built around.")
 @click.option("--fresh", is_flag=True, help="Drop the site's tables first.")
-def devstack_seed(db_url: str, users: int, levels: int, seed: int, prefix: str, today, fresh: bool) -> None:  # noqa: ANN001
+def devstack_seed(db_url: str, users: int, levels: int, seed: int, prefix: str, today, fresh: bool) -> None:
     """Build a realistic MemberLux site (deterministic for a given seed and day)."""
     from sidecar.devstack.site import build_demo_site
 
@@ -301,8 +301,8 @@ def _cli_actor() -> str:
 def _text_table(headers: list[str], rows: list[list[object]]) -> str:
     cells = [[("" if value is None else str(value)) for value in row] for row in rows]
     widths = [max([len(header)] + [len(row[i]) for row in cells]) for i, header in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
 
 
@@ -313,17 +313,17 @@ def _clip(text: str | None, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _utc(moment) -> str:  # noqa: ANN001
+def _utc(moment) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
-def _term(grant) -> str:  # noqa: ANN001
+def _term(grant) -> str:
     if grant.is_unlimited:
         return "unlimited"
     return f"{grant.duration} {grant.units}" if grant.duration is not None else ""
 
 
-def _level_names(runtime) -> dict[int, str]:  # noqa: ANN001
+def _level_names(runtime) -> dict[int, str]:
     return {level.term_id: level.name for level in runtime.reader.levels()}
 
 
@@ -496,7 +496,7 @@ def grants_welcome(ctx: click.Context, grant_id: str, action: str | None, fmt: s
 
 
 # --- learning monitor --------------------------------------------------------------------------------
-def _explanation_record(e) -> dict:  # noqa: ANN001
+def _explanation_record(e) -> dict:
     """An explanation as plain JSON-able data (dates as ISO strings)."""
     import dataclasses
 
@@ -526,8 +526,8 @@ def _explanation_record(e) -> dict:  # noqa: ANN001
     }
 
 
-def _key_table(keys) -> str:  # noqa: ANN001
-    def flags(k) -> str:  # noqa: ANN001
+def _key_table(keys) -> str:
+    def flags(k) -> str:
         return ",".join(name for name, on in (("banned", k.banned), ("basket", k.basket), ("unlimited", k.unlimited)) if on)
 
     return _text_table(
@@ -544,7 +544,7 @@ def _key_table(keys) -> str:  # noqa: ANN001
               help="UTC day to evaluate (default: today, UTC).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
-def explain(ctx: click.Context, user_ref: str, term_id: int, day, fmt: str) -> None:  # noqa: ANN001
+def explain(ctx: click.Context, user_ref: str, term_id: int, day, fmt: str) -> None:
     """Is this learner a sleeper for this level, and why: the verdict and the rows behind it (live)."""
     from sidecar.monitor.service import MonitorService
 
@@ -648,7 +648,7 @@ def sleepers_refresh(ctx: click.Context, term_id: int | None) -> None:
               help="Rows to show (table/json: default 50, one page; csv: default all).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.pass_context
-def sleepers_list(ctx: click.Context, levels: tuple[int, ...], expired_from, expired_to, search: str, sort: str,  # noqa: ANN001
+def sleepers_list(ctx: click.Context, levels: tuple[int, ...], expired_from, expired_to, search: str, sort: str,
                   desc: bool, cursor: str | None, limit: int | None, fmt: str) -> None:
     """List sleepers from the last refresh, oldest expiry first."""
     import itertools
@@ -703,11 +703,12 @@ def sleepers_list(ctx: click.Context, levels: tuple[int, ...], expired_from, exp
 @click.option("--level", "levels", type=int, multiple=True, help="Only these levels (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_context
-def remind(ctx: click.Context, dry_run: bool, day, levels: tuple[int, ...], fmt: str) -> None:  # noqa: ANN001
+def remind(ctx: click.Context, dry_run: bool, day, levels: tuple[int, ...], fmt: str) -> None:
     """Plan and send the reminders due today (the worker does this daily), or preview them."""
     from sidecar.reminders.run import run_reminders
     from sidecar.store import leases
-    from sidecar.worker import REMINDERS_DAILY_JOB, holder_name
+    from sidecar.jobs import REMINDERS_DAILY_JOB
+    from sidecar.store.leases import holder_name
 
     if day is not None and not dry_run:
         raise click.BadParameter("another day can only be previewed: add --dry-run", param_hint="--date")
@@ -899,7 +900,7 @@ def _operator() -> str:
         return "unknown"
 
 
-def _import_legacy(runtime, apply_changes: bool, fmt: str) -> None:  # noqa: ANN001
+def _import_legacy(runtime, apply_changes: bool, fmt: str) -> None:
     from sidecar.programs.legacy import LegacyDataError, apply_import, describe, plan_import
 
     plan = plan_import(runtime)
@@ -934,7 +935,7 @@ def _import_legacy(runtime, apply_changes: bool, fmt: str) -> None:  # noqa: ANN
                f"(skipped {counts['skipped_programs']} and {counts['skipped_enrolments']} already imported)")
 
 
-def _import_toml(runtime, path: Path, apply_changes: bool, fmt: str) -> None:  # noqa: ANN001
+def _import_toml(runtime, path: Path, apply_changes: bool, fmt: str) -> None:
     from sidecar.programs import toml_import
     from sidecar.programs.catalog import ProgramCatalog
 

@@ -70,7 +70,7 @@ MODEL_RULES: dict[str, str] = {
     "_retry_order": "`retry_max_seconds` must not be smaller than `retry_base_seconds`.",
 }
 
-SECRET_NAMES = "name = secret"
+SECRET_NAMES = "name = secret"  # noqa: S105 - how the reference shows a map of secrets, not one
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def _prepare_site(data_dir: Path, users: int, levels: int, seed: int, fresh: boo
     return {}
 
 
-def _example_grant(runtime) -> str | None:  # noqa: ANN001
+def _example_grant(runtime) -> str | None:
     from sidecar.bridge.service import BridgeService
 
     products = [p for p in BridgeService(runtime).catalog.products()
@@ -104,7 +104,7 @@ def _register_hook(site_engine: sa.Engine, url: str) -> None:
         conn.execute(action.insert().values(hook_id=hook_id, action="all"))
 
 
-def _import_legacy_programs(runtime) -> int:  # noqa: ANN001
+def _import_legacy_programs(runtime) -> int:
     """The demo site carries the old bundle plugin's data: import it once, as an operator would."""
     from sidecar.programs.catalog import ProgramCatalog
     from sidecar.programs.legacy import apply_import, plan_import

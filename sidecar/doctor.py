@@ -22,7 +22,7 @@ from sidecar.memberlux.payments import PAYMENTS_PLUGIN, plugin_names
 from sidecar.memberlux.reader import MemberLuxReader
 from sidecar.memberlux.rest import MemberLuxRestClient, RestError
 from sidecar.memberlux.schema import SiteSchema, connect_wordpress, reflect_site
-from sidecar.status import HEARTBEAT_JOB
+from sidecar.jobs import HEARTBEAT_JOB
 from sidecar.store import db as store_db
 from sidecar.store import leases
 
@@ -385,7 +385,7 @@ class Doctor:
         if not settings.smtp.host:
             return WARN, "planned but not sent: smtp.host is empty"
         assert self.store_engine is not None
-        from sidecar.worker import REMINDERS_DAILY_JOB
+        from sidecar.jobs import REMINDERS_DAILY_JOB
 
         lease = leases.get(store_db.session_factory(self.store_engine), REMINDERS_DAILY_JOB)
         mode = "dry run (nothing is sent)" if settings.reminders.dry_run else "sending"

@@ -21,7 +21,7 @@ class SidecarGunicorn(BaseApplication):
             if key in self.cfg.settings and value is not None:
                 self.cfg.set(key, value)
 
-    def load(self):  # noqa: ANN201
+    def load(self):
         from sidecar.app import create_app
         from sidecar.bootstrap import build_runtime
         from sidecar.logs import configure_logging

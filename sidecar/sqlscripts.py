@@ -58,6 +58,6 @@ def render(script: str, **values: str) -> str:
     return script
 
 
-def run_script(cursor, script: str) -> None:  # noqa: ANN001 - a DB-API cursor
+def run_script(cursor, script: str) -> None:  # a DB-API cursor
     for statement in split_statements(script):
         cursor.execute(statement)

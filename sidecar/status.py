@@ -9,7 +9,7 @@ from sidecar.bootstrap import Runtime
 from sidecar.store import db as store_db
 from sidecar.store import leases
 
-HEARTBEAT_JOB = "worker.heartbeat"
+from sidecar.jobs import HEARTBEAT_JOB
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from sidecar.bootstrap import Runtime
-from sidecar.status import HEARTBEAT_JOB
+from sidecar.jobs import (
+    CERTIFICATE_REVALIDATE_JOB, CERTIFICATE_SYNC_JOB, HEARTBEAT_JOB, HINTS_JOB, PURGE_JOB, REMINDERS_DAILY_JOB,
+    REMINDERS_RETRY_JOB, SLEEPERS_REFRESH_JOB, WEBHOOKS_JOB, WELCOME_JOB,
+)
 from sidecar.store import leases
 from sidecar.store.leases import holder_name
 
@@ -31,7 +34,7 @@ def run_leased(runtime: Runtime, name: str, job: Callable[[Runtime], str | None]
     outcome = "ok"
     try:
         outcome = job(runtime) or "ok"
-    except Exception as exc:  # noqa: BLE001 - a failing job must not kill the scheduler
+    except Exception as exc:  # a failing job must not kill the scheduler
         outcome = f"failed: {type(exc).__name__}: {exc}"
         log.exception("job %s failed", name)
     finally:
@@ -51,17 +54,6 @@ def purge_seen_signatures(runtime: Runtime) -> str:
     return f"{purge(runtime.sessions, runtime.clock.now())} expired signatures removed"
 
 
-PURGE_JOB = "bridge.purge_signatures"
-CERTIFICATE_SYNC_JOB = "monitor.certificates.sync"
-CERTIFICATE_REVALIDATE_JOB = "monitor.certificates.revalidate"
-
-
-SLEEPERS_REFRESH_JOB = "monitor.sleepers.refresh"
-REMINDERS_DAILY_JOB = "reminders.daily"
-WEBHOOKS_JOB = "webhooks.deliver"
-HINTS_JOB = "memberlux.hints"
-REMINDERS_RETRY_JOB = "reminders.retry"
-WELCOME_JOB = "bridge.welcome"
 WELCOME_SECONDS = 60
 
 
@@ -80,7 +72,7 @@ def refresh_sleepers(runtime: Runtime) -> str:
     return f"{len(refreshed)} level(s) rebuilt" + (f": {sum(r.sleepers for r in refreshed)} sleepers" if refreshed else "")
 
 
-def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
+def register_jobs(scheduler, runtime: Runtime) -> None:
     scheduler.add_job(run_leased, "interval", seconds=HEARTBEAT_SECONDS, id=HEARTBEAT_JOB,
                       args=(runtime, HEARTBEAT_JOB, heartbeat, timedelta(seconds=HEARTBEAT_SECONDS)),
                       max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
@@ -118,7 +110,7 @@ def register_jobs(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
                       args=(runtime, HINTS_JOB, process_hints_job, timedelta(minutes=10)), max_instances=1, coalesce=True)
 
 
-def schedule_zone(runtime: Runtime):  # noqa: ANN201
+def schedule_zone(runtime: Runtime):
     """The zone of the daily times: schedule.timezone, or the site's ('site')."""
     from zoneinfo import ZoneInfo
 
@@ -128,7 +120,7 @@ def schedule_zone(runtime: Runtime):  # noqa: ANN201
     return site_timezone(runtime)[0] if name == "site" else ZoneInfo(name)
 
 
-def reminders_missed(runtime: Runtime, zone, now: datetime) -> bool:  # noqa: ANN001
+def reminders_missed(runtime: Runtime, zone, now: datetime) -> bool:
     """Whether today's daily run time has passed with no run since: the worker was down at that time.
 
     The planner catches up missed days by itself (latest due step only, nothing stale), so one run
@@ -144,7 +136,7 @@ def reminders_missed(runtime: Runtime, zone, now: datetime) -> bool:  # noqa: AN
     return last is None or last < due
 
 
-def register_reminders(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
+def register_reminders(scheduler, runtime: Runtime) -> None:
     from apscheduler.triggers.cron import CronTrigger
 
     from sidecar.reminders.run import daily_job, retry_job
@@ -165,7 +157,7 @@ def register_reminders(scheduler, runtime: Runtime) -> None:  # noqa: ANN001
                       max_instances=1, coalesce=True)
 
 
-def build_outbox(runtime: Runtime):  # noqa: ANN201
+def build_outbox(runtime: Runtime):
     """The grant delivery loop. Claims in the store keep it safe next to other workers."""
     from sidecar.bridge.outbox import GrantDeliverer, OutboxRunner
 

@@ -170,14 +170,12 @@ def settings_for(tmp_path):
 def make_runtime():
     """Build a Runtime for these settings on a freshly migrated store; closed after the test."""
     from sidecar.bootstrap import build_runtime, store_url
-    from sidecar.store import db as store_db
+    from tests.stores import migrate_store
 
     made = []
 
     def build(settings, **kwargs):
-        engine = store_db.create_store_engine(store_url(settings))
-        store_db.upgrade(engine)
-        engine.dispose()
+        migrate_store(store_url(settings))
         made.append(build_runtime(settings, **kwargs))
         return made[-1]
 
@@ -190,12 +188,10 @@ def make_runtime():
 def runtime(small_site, emulator, settings_for):
     """A fully wired Runtime (migrated SQLite store) against the emulated site."""
     from sidecar.bootstrap import build_runtime, store_url
-    from sidecar.store import db as store_db
+    from tests.stores import migrate_store
 
     settings = settings_for(small_site, emulator)
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url(settings))
     built = build_runtime(settings)
     try:
         yield built
@@ -223,7 +219,7 @@ class _Inbox:
         self.drop_after_data = False
         self.stall_after_data = 0.0
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
         import asyncio
         import email
         from email import policy
@@ -287,7 +283,7 @@ class AdminPages:
         return found.group(1)
 
     @classmethod
-    def signed_in(cls, runtime):  # noqa: ANN206
+    def signed_in(cls, runtime):
         """``(app, client)``: the sidecar app with the demo administrator signed in."""
         from sidecar.app import create_app
         from sidecar.devstack import seed

@@ -77,8 +77,8 @@ def test_bad_value_names_key_value_and_expectation():
 def test_bad_timezone_and_prefix_explained():
     lines = problems_of({"wordpress": {"db_url": "sqlite:///x", "timezone": "Moscow", "table_prefix": "wp-"},
                          "memberlux": MINIMAL["memberlux"]})
-    assert any(l.startswith("wordpress.timezone = 'Moscow'") and "IANA" in l for l in lines)
-    assert any(l.startswith("wordpress.table_prefix = 'wp-'") and "letters, digits and underscores" in l for l in lines)
+    assert any(line.startswith("wordpress.timezone = 'Moscow'") and "IANA" in line for line in lines)
+    assert any(line.startswith("wordpress.table_prefix = 'wp-'") and "letters, digits and underscores" in line for line in lines)
 
 
 def test_password_inside_database_url_is_refused_and_not_echoed():
@@ -89,7 +89,7 @@ def test_password_inside_database_url_is_refused_and_not_echoed():
 
 def test_all_problems_reported_at_once():
     lines = problems_of({"wordpress": {"db_url": "nope"}, "memberlux": {"rest_base_url": "ftp://x"}, "log": {"format": "xml"}})
-    assert {l.split(" ")[0].rstrip(":") for l in lines} == {"wordpress.db_url", "memberlux.rest_base_url", "log.format"}
+    assert {line.split(" ")[0].rstrip(":") for line in lines} == {"wordpress.db_url", "memberlux.rest_base_url", "log.format"}
 
 
 def test_secret_from_environment_is_resolved_and_never_printed(monkeypatch):
@@ -110,8 +110,8 @@ def test_secret_from_file(tmp_path):
 def test_missing_secret_source_is_a_clear_error_without_the_value(tmp_path):
     lines = problems_of({**MINIMAL, "bridge": {"hmac_secret": "env:NOT_SET_ANYWHERE_42",
                                                "api_keys": {"crm": f"file:{tmp_path / 'absent'}"}}})
-    assert any(l.startswith("bridge.hmac_secret = <secret>") and "NOT_SET_ANYWHERE_42 is not set" in l for l in lines)
-    assert any(l.startswith("bridge.api_keys = <secret>") and "cannot read secret file" in l for l in lines)
+    assert any(line.startswith("bridge.hmac_secret = <secret>") and "NOT_SET_ANYWHERE_42 is not set" in line for line in lines)
+    assert any(line.startswith("bridge.api_keys = <secret>") and "cannot read secret file" in line for line in lines)
 
 
 def test_environment_overrides_win_and_are_typed():

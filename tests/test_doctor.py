@@ -11,6 +11,7 @@ from sidecar.bootstrap import store_url
 from sidecar.devstack.seed import php_serialize
 from sidecar.doctor import FAIL, OK, SKIP, WARN, Doctor, render_table
 from sidecar.store import db as store_db
+from tests.stores import migrate_store
 
 PAYMENTS = "mbl-payments/mbl-payments.php"
 OTHER_PLUGINS = ["member-luxe/member-luxe.php", "mbl-api/mbl-api.php", "woocommerce/woocommerce.php"]
@@ -25,9 +26,7 @@ def checks_by_name(settings, **doctor_args) -> dict:
 
 
 def migrate(settings) -> None:
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url(settings))
 
 
 def test_healthy_demo_site(small_site, emulator, settings_for):
@@ -102,7 +101,7 @@ def test_reminders_readiness_and_last_run(small_site, emulator, settings_for, sm
 
     from sidecar.bootstrap import store_url
     from sidecar.store import leases
-    from sidecar.worker import REMINDERS_DAILY_JOB
+    from sidecar.jobs import REMINDERS_DAILY_JOB
 
     host, port, _inbox = smtp_server
     settings = settings_for(small_site, emulator, web={"public_url": "https://side.example"},
@@ -331,7 +330,7 @@ class FakeWordPress:
         transport = self
 
         class Adapter(requests.adapters.BaseAdapter):
-            def send(self, request, **kwargs):  # noqa: ANN001, ANN003 - requests' adapter interface
+            def send(self, request, **kwargs):  # requests' adapter interface
                 return transport.answer(request)
 
             def close(self) -> None:
@@ -342,7 +341,7 @@ class FakeWordPress:
         session.mount("https://", Adapter())
         return MemberLuxRestClient(base_url, "mlsidecar", "abcd efgh ijkl mnop qrst uvwx", session=session)
 
-    def answer(self, request):  # noqa: ANN001
+    def answer(self, request):
         import json
 
         import requests

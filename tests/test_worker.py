@@ -47,7 +47,8 @@ def test_daily_reminders_catch_up_once_after_a_missed_run(runtime):
     from zoneinfo import ZoneInfo
 
     from sidecar.store import leases as store_leases
-    from sidecar.worker import REMINDERS_DAILY_JOB, reminders_missed
+    from sidecar.jobs import REMINDERS_DAILY_JOB
+    from sidecar.worker import reminders_missed
 
     moscow = ZoneInfo("Europe/Moscow")           # reminders_at 09:00 local = 06:00 UTC
     before = datetime(2026, 11, 24, 5, 0, tzinfo=timezone.utc)

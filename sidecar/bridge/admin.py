@@ -189,7 +189,7 @@ def parse_filters(args: MultiDict[str, str]) -> tuple[Filters, list[str]]:
 
 @blueprint.get("/admin/grants")
 @login_required
-def grant_list():  # noqa: ANN201
+def grant_list():
     runtime = _runtime()
     filters, problems = parse_filters(request.args)
     display = _display(runtime)
@@ -219,7 +219,7 @@ def grant_list():  # noqa: ANN201
 
 @blueprint.get("/admin/grants/<grant_id>")
 @login_required
-def grant_page(grant_id: str):  # noqa: ANN201
+def grant_page(grant_id: str):
     runtime = _runtime()
     with runtime.sessions() as session:
         detail = queries.grant_detail(session, grant_id)
@@ -243,7 +243,7 @@ def _rejection_text(exc: IntakeRejected, grant_id: str) -> str:
     return exc.message
 
 
-def _act(grant_id: str, action: str):  # noqa: ANN202
+def _act(grant_id: str, action: str):
     admin = current_admin()
     assert admin is not None  # login_required ran first
     service = _service()
@@ -261,19 +261,19 @@ def _act(grant_id: str, action: str):  # noqa: ANN202
 
 @blueprint.post("/admin/grants/<grant_id>/retry")
 @login_required
-def grant_retry(grant_id: str):  # noqa: ANN201
+def grant_retry(grant_id: str):
     return _act(grant_id, "retry")
 
 
 @blueprint.post("/admin/grants/<grant_id>/cancel")
 @login_required
-def grant_cancel(grant_id: str):  # noqa: ANN201
+def grant_cancel(grant_id: str):
     return _act(grant_id, "cancel")
 
 
 # --- the welcome e-mail ---------------------------------------------------------------------------------
 
-def _welcome_act(grant_id: str, action: str):  # noqa: ANN202
+def _welcome_act(grant_id: str, action: str):
     admin = current_admin()
     assert admin is not None  # login_required ran first
     runtime = _runtime()
@@ -294,11 +294,11 @@ def _welcome_act(grant_id: str, action: str):  # noqa: ANN202
 
 @blueprint.post("/admin/grants/<grant_id>/welcome/resend")
 @login_required
-def grant_welcome_resend(grant_id: str):  # noqa: ANN201
+def grant_welcome_resend(grant_id: str):
     return _welcome_act(grant_id, "resend")
 
 
 @blueprint.post("/admin/grants/<grant_id>/welcome/delivered")
 @login_required
-def grant_welcome_delivered(grant_id: str):  # noqa: ANN201
+def grant_welcome_delivered(grant_id: str):
     return _welcome_act(grant_id, "delivered")

@@ -706,7 +706,8 @@ def _build() -> dict[str, Any]:
             "version": version,
             "description": "Grant intake for a WordPress site running MemberLux: CRMs and payment forms request "
                            "access, the sidecar records it durably and orders it from MemberLux exactly once; "
-                           "learners are enrolled in bundle programs. Every JSON answer has `ok`; every failure has a stable `code` and is never 2xx.",
+                           "learners are enrolled in bundle programs. Every JSON answer has `ok`; every failure has a "
+                           "stable `code` and is never 2xx.",
         },
         "tags": [{"name": "grants"}, {"name": "amocrm"}, {"name": "programs"}, {"name": "operations"}],
         "paths": paths,

@@ -95,7 +95,7 @@ class GrantDeliverer:
         self.service = service or BridgeService(runtime)
         self.rest = rest_client or runtime.rest_client()
         self.amo_fetcher = amo_fetcher
-        self.rng = rng or random.Random()
+        self.rng = rng or random.Random()  # noqa: S311 - jitter of retry delays, not a secret
         self.holder = holder or holder_name()
         self._traces = traces
         # A claim covers one pass: look-ups, one order call (bounded by its total deadline), a read-back.
@@ -148,7 +148,7 @@ class GrantDeliverer:
         """The grant is still under the claim this copy was read with: the condition of every state write."""
         return sa.and_(Grant.id == grant.id, Grant.claimed_by == grant.claimed_by, Grant.claimed_by.is_not(None))
 
-    def _write(self, session, grant: Grant, **changes) -> None:  # noqa: ANN001
+    def _write(self, session, grant: Grant, **changes) -> None:
         won = session.execute(sa.update(Grant).where(self._ours(grant))
                               .values(updated_at=self.runtime.clock.now(), **changes)).rowcount
         if not won:
@@ -643,7 +643,7 @@ class OutboxRunner:
     def _verify(self) -> None:
         try:
             self.deliverer.verify_recent()
-        except Exception:  # noqa: BLE001 - the store or WordPress may be restarting; try again later
+        except Exception:  # the store or WordPress may be restarting; try again later
             log.exception("outbox: cannot re-read recently succeeded grants")
 
     def _run(self) -> None:
@@ -656,7 +656,7 @@ class OutboxRunner:
                     next_verify = time.monotonic() + verify_every
                 try:
                     ids = self.deliverer.due(self.concurrency * 4)
-                except Exception:  # noqa: BLE001 - the store may be restarting; try again later
+                except Exception:  # the store may be restarting; try again later
                     log.exception("outbox: cannot read due grants")
                     ids = []
                 if ids:
@@ -669,5 +669,5 @@ class OutboxRunner:
     def _safe_process(self, grant_id: str) -> None:
         try:
             self.deliverer.process_by_id(grant_id)
-        except Exception:  # noqa: BLE001 - one bad grant must not stop the others
+        except Exception:  # one bad grant must not stop the others
             log.exception("outbox: grant %s could not be processed", grant_id)

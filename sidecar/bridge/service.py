@@ -279,7 +279,8 @@ class BridgeService:
             if grant is None:
                 raise IntakeRejected(404, "not_found", f"no grant {grant_id}")
             if grant.status not in (FAILED, CANCELLED):
-                raise IntakeRejected(409, "not_retryable", f"grant {grant_id} is {grant.status}; only failed or cancelled grants can be retried")
+                raise IntakeRejected(409, "not_retryable",
+                                     f"grant {grant_id} is {grant.status}; only failed or cancelled grants can be retried")
             grant.status = FETCHING if grant.term_id is None else QUEUED
             grant.next_attempt_at, grant.updated_at, grant.completed_at = now, now, None
             grant.first_ordered_at, grant.settle_until, grant.verify_until = None, None, None
@@ -306,7 +307,7 @@ class BridgeService:
             return grant
 
 
-def emit_accepted(session, grant: Grant) -> None:  # noqa: ANN001
+def emit_accepted(session, grant: Grant) -> None:
     """``grant.accepted`` in the transaction that stores the grant (amoCRM grants: once their lead is read)."""
     if grant.term_id is None:
         return

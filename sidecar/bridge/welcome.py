@@ -109,7 +109,7 @@ def send_welcome(runtime: Runtime, grant: Grant, mailer: Mailer | None = None) -
         if row_id is None:
             return None
         return WelcomeSender(runtime, mailer).deliver(row_id)
-    except Exception:  # noqa: BLE001 - the grant has succeeded; its letter is the job's to finish
+    except Exception:  # the grant has succeeded; its letter is the job's to finish
         log.exception("welcome e-mail for grant %s not sent now; the worker's job will see to it", grant.id)
         return None
 

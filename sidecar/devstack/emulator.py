@@ -211,7 +211,7 @@ def create_emulator_app(
             except Halted:
                 answer = Answer(502, html=BAD_GATEWAY_HTML)  # the worker died: nginx has no answer
                 cookies = []
-            except Exception:  # noqa: BLE001 - a PHP fatal, whatever the cause
+            except Exception:  # a PHP fatal, whatever the cause
                 log.exception("emulated PHP request failed")
                 answer = Answer(500, html=CRITICAL_ERROR_HTML)
             finally:
@@ -322,7 +322,7 @@ def create_emulator_app(
                 "roles": roles,
                 "registered_date": registered.replace(" ", "T") + "+00:00",
                 "capabilities": caps,
-                "extra_capabilities": {role: True for role in roles},
+                "extra_capabilities": dict.fromkeys(roles, True),
             })
         return Answer(200, json=body)
 

@@ -226,7 +226,7 @@ _COURSES = ["Английский с нуля", "Английский для п�
 
 _TRANSLIT = dict(zip("абвгдеёжзийклмнопрстуфхцчшщъыьэюя",
                      ["a", "b", "v", "g", "d", "e", "e", "zh", "z", "i", "y", "k", "l", "m", "n", "o", "p",
-                      "r", "s", "t", "u", "f", "kh", "ts", "ch", "sh", "shch", "", "y", "", "e", "yu", "ya"]))
+                      "r", "s", "t", "u", "f", "kh", "ts", "ch", "sh", "shch", "", "y", "", "e", "yu", "ya"], strict=True))
 
 
 def _translit(text: str) -> str:
@@ -272,7 +272,7 @@ _ADMIN_CAPS = [
 
 def _user_roles() -> dict:
     def role(name: str, caps: Sequence[str]) -> dict:
-        return {"name": name, "capabilities": {cap: True for cap in caps}}
+        return {"name": name, "capabilities": dict.fromkeys(caps, True)}
 
     return {
         "administrator": role("Administrator", _ADMIN_CAPS),
@@ -652,7 +652,7 @@ class _SiteBuilder:
         share = [0.0] * n
         for rank, index in enumerate(order):
             share[index] = weights[rank] / total
-        for level, mode in zip(self.levels, self._certificate_modes(share)):
+        for level, mode in zip(self.levels, self._certificate_modes(share), strict=True):
             level.cert_mode = mode
         # A level deleted by an admin: its rows stay behind in term_keys (core.md 2.1).
         self.deleted_level = next_id

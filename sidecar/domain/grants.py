@@ -20,9 +20,9 @@ UNITS_DAYS, UNITS_MONTHS = "days", "months"
 # Units words accepted, mapped to (MemberLux unit, multiplier). The legacy relay knew eight words;
 # the singular/genitive Russian forms and years are what CRM users actually type.
 _UNIT_WORDS: dict[str, tuple[str, int]] = {
-    **{w: (UNITS_DAYS, 1) for w in ("day", "days", "d", "день", "дня", "дней", "дн", "дн.", "сутки", "суток")},
-    **{w: (UNITS_MONTHS, 1) for w in ("month", "months", "m", "mon", "месяц", "месяца", "месяцев", "мес", "мес.")},
-    **{w: (UNITS_MONTHS, 12) for w in ("year", "years", "y", "год", "года", "лет", "г", "г.")},
+    **dict.fromkeys(("day", "days", "d", "день", "дня", "дней", "дн", "дн.", "сутки", "суток"), (UNITS_DAYS, 1)),
+    **dict.fromkeys(("month", "months", "m", "mon", "месяц", "месяца", "месяцев", "мес", "мес."), (UNITS_MONTHS, 1)),
+    **dict.fromkeys(("year", "years", "y", "год", "года", "лет", "г", "г."), (UNITS_MONTHS, 12)),
 }
 
 # Beyond ten years a CRM value is a typo, not a product (MemberLux would happily store it).

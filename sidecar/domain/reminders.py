@@ -72,7 +72,7 @@ class Schedule:
     @property
     def steps(self) -> list[tuple[int, int]]:
         """Configured learner steps as (step, days), in step order."""
-        return [(n, d) for n, d in zip(LEARNER_STEPS, self.letter_days) if d is not None]
+        return [(n, d) for n, d in zip(LEARNER_STEPS, self.letter_days, strict=True) if d is not None]
 
     @property
     def last_step(self) -> int | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import re
 import smtplib
-import socket
 import ssl
 import threading
 import time
@@ -82,12 +81,12 @@ class _PhasedClient:
 
     before_data: Callable[[], None] | None = None
 
-    def data(self, msg: bytes):  # noqa: ANN201 - smtplib's signature
+    def data(self, msg: bytes):  # smtplib's signature
         client: smtplib.SMTP = self  # type: ignore[assignment]
         if self.before_data is not None:
             try:
                 self.before_data()
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller untouched
+            except BaseException as exc:  # handed back to the caller untouched
                 raise _CallerAbort(exc) from exc
         client.putcmd("data")
         code, reply = client.getreply()
@@ -127,7 +126,7 @@ class Mail:
 class RateLimiter:
     """At most ``per_minute`` sends in any sliding minute, shared by the threads of one process."""
 
-    def __init__(self, per_minute: int, clock=time.monotonic, sleep=time.sleep) -> None:  # noqa: ANN001
+    def __init__(self, per_minute: int, clock=time.monotonic, sleep=time.sleep) -> None:
         self.per_minute = per_minute
         self.clock, self.sleep = clock, sleep
         self._sent: list[float] = []
@@ -247,7 +246,7 @@ class Mailer:
         except smtplib.SMTPResponseException as exc:
             cls = TransientMailError if 400 <= exc.smtp_code < 500 else PermanentMailError
             raise cls(f"SMTP {exc.smtp_code}: {exc.smtp_error.decode('utf-8', 'replace')[:200]}") from None
-        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise TransientMailError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         if refused:
             raise PermanentMailError(f"recipient refused: {list(refused.values())[:3]}")

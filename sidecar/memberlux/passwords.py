@@ -67,9 +67,9 @@ def phpass_portable_hash(password: bytes, setting: str) -> str | None:
     if count_log2 < 7 or count_log2 > 30:
         return None
     salt = setting[4:12]
-    digest = hashlib.md5(salt.encode("ascii") + password).digest()
+    digest = hashlib.md5(salt.encode("ascii") + password).digest()  # noqa: S324 - phpass, as WordPress stores it
     for _ in range(1 << count_log2):
-        digest = hashlib.md5(digest + password).digest()
+        digest = hashlib.md5(digest + password).digest()  # noqa: S324 - phpass, as WordPress stores it
     return setting[:12] + _encode64(digest, 16)
 
 
@@ -102,7 +102,7 @@ def verify_wordpress_password(password: str, stored_hash: str) -> bool:
         # WordPress compares md5() for every short value; only a real MD5 hex digest can ever match.
         if not _MD5_HEX.fullmatch(stored_hash):
             return False
-        return hmac.compare_digest(hashlib.md5(secret).hexdigest(), stored_hash)
+        return hmac.compare_digest(hashlib.md5(secret).hexdigest(), stored_hash)  # noqa: S324 - very old WordPress hashes
 
     if len(password) > MAX_PASSWORD_LENGTH or not stored_hash.isascii():
         return False

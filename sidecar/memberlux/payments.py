@@ -9,6 +9,7 @@ missing from the site's own list on a multisite network is "cannot tell", never 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sidecar.memberlux.wpdata import WpDataError, maybe_unserialize
 
@@ -27,6 +28,10 @@ def plugin_names(value: object) -> set[str] | None:
     return {item for item in items if isinstance(item, str)}
 
 
+class OptionReader(Protocol):
+    def option(self, name: str) -> Any: ...
+
+
 @dataclass(frozen=True)
 class PaymentsState:
     #: True: orders make activated keys; False: they cannot; None: it cannot be told from here.
@@ -34,7 +39,7 @@ class PaymentsState:
     reason: str
 
 
-def payments_state(reader, *, multisite: bool) -> PaymentsState:  # noqa: ANN001 - MemberLuxReader
+def payments_state(reader: OptionReader, *, multisite: bool) -> PaymentsState:
     try:
         plugins = plugin_names(maybe_unserialize(reader.option("active_plugins")))
     except WpDataError:

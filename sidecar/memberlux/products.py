@@ -9,6 +9,8 @@ configuration win. Products change rarely, so the catalogue is cached for a shor
 
 from __future__ import annotations
 
+from typing import Any
+
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -106,7 +108,7 @@ class ProductCatalog:
             .where(posts.c.post_type == "product", posts.c.ID.in_(typed), postmeta.c.meta_key.in_(list(_META)))
             .order_by(posts.c.ID, postmeta.c.meta_id)
         )
-        rows: dict[int, dict] = {}
+        rows: dict[int, dict[str, Any]] = {}
         with self.engine.connect() as conn:
             for post_id, title, status, key, value in conn.execute(query):
                 entry = rows.setdefault(int(post_id), {"title": title or "", "status": status or ""})

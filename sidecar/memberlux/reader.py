@@ -148,7 +148,7 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _key_row(row: sa.Row) -> KeyRow:
+def _key_row(row: sa.Row[Any]) -> KeyRow:
     status = row.status if row.status in _STATUSES else KEY_STATUS_NEW
     key_type = row.key_type if row.key_type in _KEY_TYPES else KEY_TYPE_TERM
     return KeyRow(
@@ -217,7 +217,7 @@ class MemberLuxReader:
 
     # --- levels ----------------------------------------------------------------------------------
 
-    def _levels_stmt(self) -> sa.Select:
+    def _levels_stmt(self) -> sa.Select[Any]:
         terms, tt = self.schema.table("terms"), self.schema.table("term_taxonomy")
         stmt = (
             sa.select(terms.c.term_id, terms.c.name, terms.c.slug, tt.c.parent)
@@ -229,7 +229,7 @@ class MemberLuxReader:
         return stmt.order_by(terms.c.name, terms.c.term_id)
 
     @staticmethod
-    def _level(row: sa.Row) -> Level:
+    def _level(row: sa.Row[Any]) -> Level:
         return Level(int(row.term_id), _text(row.name), _text(row.slug), int(row.parent or 0))
 
     def levels(self) -> list[Level]:
@@ -252,7 +252,7 @@ class MemberLuxReader:
         """Ancestor level ids, nearest first (keys of any of them also open ``term_id``)."""
         return ancestors_from_parents(self.level_parents(), term_id)
 
-    def _first_meta(self, stmt: sa.Select) -> dict[str, str]:
+    def _first_meta(self, stmt: sa.Select[Any]) -> dict[str, str]:
         """``{meta_key: meta_value}`` of a (meta_key, meta_value) select ordered by meta id.
 
         The first row wins for a repeated key, as WordPress's ``get_*_meta(..., single=true)`` does;
@@ -288,7 +288,7 @@ class MemberLuxReader:
 
     _USER_META = ("first_name", "last_name", "wpm_status")
 
-    def _user_columns(self) -> list[sa.Column]:
+    def _user_columns(self) -> list[sa.Column[Any]]:
         users = self.schema.table("users")
         # Explicit list: user_pass must never ride along by accident.
         return [users.c.ID, users.c.user_login, users.c.user_email, users.c.display_name]
@@ -356,7 +356,7 @@ class MemberLuxReader:
                 result.update((u.id, u) for u in self._users(conn, users.c.ID.in_(batch)))
         return result
 
-    def _ci_equals(self, column: sa.Column, value: str) -> sa.ColumnElement[bool]:
+    def _ci_equals(self, column: sa.Column[Any], value: str) -> sa.ColumnElement[bool]:
         # MySQL compares with the column's case-insensitive collation and uses the index; SQLite
         # gets the Python casefold registered by connect_wordpress.
         if self._casefold_sql:
@@ -414,7 +414,7 @@ class MemberLuxReader:
 
     # --- keys ------------------------------------------------------------------------------------
 
-    def _key_stmt(self) -> sa.Select:
+    def _key_stmt(self) -> sa.Select[Any]:
         tk, km = self.schema.table("memberlux_term_keys"), self.schema.table("memberlux_keys_meta")
         # is_unlimited was added by ALTER TABLE in 2.9.9.9.5; a site that skipped the repair lacks it.
         unlimited = tk.c.is_unlimited if "is_unlimited" in tk.c else sa.literal(0)
@@ -585,7 +585,7 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def _certificate(m: Mapping[str, Any]) -> CertificateRow:
+def _certificate(m: Mapping[Any, Any]) -> CertificateRow:
     try:
         fields = maybe_unserialize(m.get("custom_fields"))
     except WpDataError:

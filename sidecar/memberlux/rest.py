@@ -28,6 +28,7 @@ core.md 5.1), never in URLs or log lines.
 from __future__ import annotations
 
 import http.cookiejar
+import json
 import logging
 import ssl
 import threading
@@ -104,10 +105,10 @@ def _wp_error(body: Any) -> tuple[str | None, str]:
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
     """Accept no cookie and send none: a PHPSESSID would serialise our parallel orders."""
 
-    def set_ok(self, cookie, request) -> bool:  # noqa: ANN001 - http.cookiejar's signature
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
         return False
 
-    def return_ok(self, cookie, request) -> bool:  # noqa: ANN001
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
         return False
 
 
@@ -183,11 +184,11 @@ def _read_answer(response: requests.Response, deadline: float) -> Any:
         chunks.append(chunk)
         if time.monotonic() > deadline:
             raise TimeoutError("the answer did not arrive before the deadline")
-    raw = b"".join(chunks)
+    text = b"".join(chunks).decode(response.encoding or "utf-8", errors="replace")
     try:
-        return requests.models.complexjson.loads(raw.decode(response.encoding or "utf-8", errors="replace"))
+        return json.loads(text)
     except ValueError:
-        return raw.decode(response.encoding or "utf-8", errors="replace")[:2000]
+        return text[:2000]
 
 
 class MemberLuxRestClient:
@@ -279,7 +280,7 @@ class MemberLuxRestClient:
         status, body, elapsed = self._request("GET", "/", timeout=min(self.timeout, 15))
         if status != 200 or not isinstance(body, dict):
             self._raise_for(status, body, elapsed, "REST index")
-        return body
+        return dict(body)
 
     def current_user(self) -> dict[str, Any]:
         """``GET /wp/v2/users/me?context=edit``: the account behind the credentials and its capabilities."""
@@ -287,7 +288,7 @@ class MemberLuxRestClient:
                                               timeout=min(self.timeout, 15))
         if status != 200 or not isinstance(body, dict):
             self._raise_for(status, body, elapsed, "current user")
-        return body
+        return dict(body)
 
     # --- the write path ---------------------------------------------------------------------
     @staticmethod

@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -132,7 +132,7 @@ def parse_datetime(value: Any) -> datetime | None:
         return None
 
 
-class LenientDate(sa.types.TypeDecorator):
+class LenientDate(sa.types.TypeDecorator[date]):
     """DATE that tolerates MySQL zero dates.
 
     The impl is a string type so that no driver-level date parser (SQLite's in particular) sees
@@ -153,7 +153,7 @@ class LenientDate(sa.types.TypeDecorator):
         return parse_date(value)
 
 
-class LenientDateTime(sa.types.TypeDecorator):
+class LenientDateTime(sa.types.TypeDecorator[datetime]):
     """DATETIME/TIMESTAMP counterpart of :class:`LenientDate`."""
 
     impl = sa.String
@@ -173,7 +173,7 @@ class LenientDateTime(sa.types.TypeDecorator):
 # Temporal columns named in the MemberLux reference. SQLite has no real date type (a file made by
 # the devstack or by the WordPress SQLite plugin declares them as text), so these columns get the
 # lenient types by name whenever reflection shows a string type.
-_KNOWN_TEMPORAL: dict[str, dict[str, type[sa.types.TypeDecorator]]] = {
+_KNOWN_TEMPORAL: dict[str, dict[str, type[LenientDate] | type[LenientDateTime]]] = {
     "memberlux_term_keys": {"date_start": LenientDate, "date_end": LenientDate,
                             "date_registered": LenientDate, "created_at": LenientDateTime},
     "memberlux_keys_meta": {"activation_datetime": LenientDateTime},
@@ -182,7 +182,8 @@ _KNOWN_TEMPORAL: dict[str, dict[str, type[sa.types.TypeDecorator]]] = {
 }
 
 
-def _lenient_type(column_type: sa.types.TypeEngine, short_table: str | None, column: str):
+def _lenient_type(column_type: sa.types.TypeEngine[Any], short_table: str | None,
+                  column: str) -> type[LenientDate] | type[LenientDateTime] | None:
     if isinstance(column_type, sa.DateTime):  # includes TIMESTAMP
         return LenientDateTime
     if isinstance(column_type, sa.Date):
@@ -192,7 +193,7 @@ def _lenient_type(column_type: sa.types.TypeEngine, short_table: str | None, col
     return None
 
 
-def cannot_store(column: sa.Column, value: str) -> bool:
+def cannot_store(column: sa.Column[Any], value: str) -> bool:
     """True when ``value`` can never equal anything in ``column``.
 
     MemberLux's own tables use the 3-byte ``utf8`` charset, which holds no character beyond U+FFFF
@@ -218,7 +219,7 @@ def _sqlite_path(url: sa.URL) -> Path:
     return path
 
 
-def _sqlite_creator(path: Path):
+def _sqlite_creator(path: Path) -> Callable[[], sqlite3.Connection]:
     uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
 
     def connect() -> sqlite3.Connection:
@@ -253,7 +254,7 @@ def connect_wordpress(url: str, *, connect_timeout: int = 5, pool_size: int = 5)
         )
 
         @event.listens_for(engine, "connect")
-        def _read_only_session(dbapi_conn, _record):
+        def _read_only_session(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             try:
                 cursor.execute("SET SESSION TRANSACTION READ ONLY")
@@ -268,7 +269,7 @@ def connect_wordpress(url: str, *, connect_timeout: int = 5, pool_size: int = 5)
                                   poolclass=sa.pool.QueuePool, pool_size=pool_size)
 
         @event.listens_for(engine, "connect")
-        def _query_only(dbapi_conn, _record):
+        def _query_only(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.execute("PRAGMA query_only = ON")
 
         return engine
@@ -399,7 +400,7 @@ def reflect_site(engine: sa.Engine, prefix: str, base_prefix: str | None = None)
         metadata = sa.MetaData()
 
         @event.listens_for(metadata, "column_reflect")
-        def _lenient_dates(_inspector, table, column_info):
+        def _lenient_dates(_inspector: Any, table: sa.Table, column_info: Any) -> None:
             lenient = _lenient_type(column_info["type"], short_of.get(table.name), column_info["name"])
             if lenient is not None:
                 column_info["type"] = lenient()

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -70,7 +71,7 @@ class TraceReader:
         with self.engine.connect() as conn:
             return [self._key(row) for row in conn.execute(stmt)]
 
-    def _key(self, row: sa.Row) -> KeyTrace:
+    def _key(self, row: sa.Row[Any]) -> KeyTrace:
         activated = parse_datetime(row.activation_datetime)
         candidates: tuple[datetime, ...] = ()
         if activated is not None:

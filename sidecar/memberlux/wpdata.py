@@ -68,7 +68,7 @@ def php_unserialize(value: str | bytes | None, default: Any = None) -> Any:
     try:
         # PHP string lengths count bytes, hence decoding only after parsing.
         parsed = phpserialize.loads(raw.strip(), decode_strings=False, object_hook=phpserialize.phpobject)
-    except Exception as exc:  # noqa: BLE001 - phpserialize raises ValueError, EOFError, TypeError...
+    except Exception as exc:  # phpserialize raises ValueError, EOFError, TypeError...
         reason = str(exc) or type(exc).__name__
         raise WpDataError(f"malformed PHP-serialized data ({reason})") from exc
     return _to_python(parsed)
@@ -85,15 +85,15 @@ def is_serialized(value: Any) -> bool:
         return True
     if len(data) < 4 or data[1] != ":" or data[-1] not in ";}":
         return False
-    token = data[0]
-    if token == "s":
+    kind = data[0]  # the PHP-serialized type letter
+    if kind == "s":
         if data[-2] != '"':
             return False
         return bool(re.match(r"s:[0-9]+:", data))
-    if token in "aOE":
-        return bool(re.match(token + r":[0-9]+:", data))
-    if token in "bid":
-        return bool(re.fullmatch(token + r":[0-9.E+-]+;", data))
+    if kind in "aOE":
+        return bool(re.match(kind + r":[0-9]+:", data))
+    if kind in "bid":
+        return bool(re.fullmatch(kind + r":[0-9.E+-]+;", data))
     return False
 
 

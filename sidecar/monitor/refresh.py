@@ -283,7 +283,7 @@ class SleeperRefresher:
         return seconds
 
     @staticmethod
-    def _newly_sleeping(session, term_id: int, sleepers: list[tuple]) -> list[tuple[int, date, str]]:  # noqa: ANN001
+    def _newly_sleeping(session, term_id: int, sleepers: list[tuple]) -> list[tuple[int, date, str]]:
         """Sleepers absent from the previous build of the level (same X), when someone listens.
 
         The first build of a level announces nobody: its sleepers are history, not news."""

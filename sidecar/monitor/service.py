@@ -255,7 +255,7 @@ def _decode_cursor(cursor: str, sort: str, descending: bool, kinds: Sequence[str
     if not isinstance(key, list) or len(key) != len(kinds):
         raise bad("wrong number of sort values")
     values: list[Any] = []
-    for kind, value in zip(kinds, key):
+    for kind, value in zip(kinds, key, strict=True):
         if kind == "date":
             try:
                 values.append(date.fromisoformat(value))
@@ -293,7 +293,7 @@ def _reminders_sent(session: Session, chains: Iterable[tuple[int, int, date]]) -
     from sidecar.store.reminder_models import Reminder
 
     wanted = list(dict.fromkeys(chains))
-    counts = {chain: 0 for chain in wanted}
+    counts = dict.fromkeys(wanted, 0)
     user_ids = sorted({u for u, _, _ in wanted})
     for start in range(0, len(user_ids), 500):
         stmt = (

@@ -303,10 +303,11 @@ def sparkline(points: Sequence[tuple[date, int]], today: date, weeks: int = TREN
              f'role="img" aria-label="{escape(label)}"><title>{escape(label)}</title>',
              f'<line class="spark-base" x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}"/>']
     if len(coords) > 1:
-        parts.append('<polyline class="spark-line" points="%s"/>' % " ".join(f"{x},{y}" for x, y in coords))
+        points = " ".join(f"{x},{y}" for x, y in coords)
+        parts.append(f'<polyline class="spark-line" points="{points}"/>')
     x, y = coords[-1]
     parts.append(f'<circle class="spark-dot" cx="{x}" cy="{y}" r="2"/></svg>')
-    return Markup("".join(parts))
+    return Markup("".join(parts))  # noqa: S704 - numbers and escaped labels only
 
 
 def key_timeline(keys: Sequence[KeyFact], day: date, width: int = 640, bar: int = 14) -> Markup:
@@ -347,7 +348,7 @@ def key_timeline(keys: Sequence[KeyFact], day: date, width: int = 640, bar: int 
     parts.append(f'<text class="tick" x="{gutter}" y="{height - 1}">{first.isoformat()}</text>')
     parts.append(f'<text class="tick end" x="{width - gutter}" y="{height - 1}">{(last - timedelta(days=1)).isoformat()}</text>')
     parts.append("</svg>")
-    return Markup("".join(parts))
+    return Markup("".join(parts))  # noqa: S704 - numbers, dates and escaped labels only
 
 
 def verdict_sentence(explanation: Explanation) -> str:
@@ -422,7 +423,7 @@ def api_record(row: SleeperRow) -> dict[str, Any]:
 
 @blueprint.get("/monitor")
 @login_required
-def overview():  # noqa: ANN201
+def overview():
     runtime = _runtime()
     service = _service()
     levels = runtime.reader.levels()
@@ -451,7 +452,7 @@ def overview():  # noqa: ANN201
 
 @blueprint.post("/monitor/refresh")
 @login_required
-def refresh():  # noqa: ANN201
+def refresh():
     runtime = _runtime()
     admin = current_admin()
     raw = (request.form.get("level") or "").strip()
@@ -494,7 +495,7 @@ def _sort_link(filters: Filters, column: str) -> dict[str, Any]:
 
 @blueprint.get("/monitor/sleepers")
 @login_required
-def sleepers():  # noqa: ANN201
+def sleepers():
     runtime = _runtime()
     service = _service()
     levels = runtime.reader.levels()
@@ -526,7 +527,7 @@ def sleepers():  # noqa: ANN201
 
 @blueprint.get("/monitor/sleepers.csv")
 @login_required
-def sleepers_csv():  # noqa: ANN201
+def sleepers_csv():
     runtime = _runtime()
     filters, _problems = parse_filters(request.args)  # unusable filters are dropped, as on the page
     excel = (request.args.get("excel") or "").strip().lower() in _TRUE
@@ -545,7 +546,7 @@ def sleepers_csv():  # noqa: ANN201
 
 @blueprint.get("/monitor/users/<int:user_id>")
 @login_required
-def user_page(user_id: int):  # noqa: ANN201
+def user_page(user_id: int):
     runtime = _runtime()
     service = _service()
     user = runtime.reader.user(user_id)
@@ -668,7 +669,7 @@ def _level_or_404(term_id: int) -> Level:
 
 
 def _render_settings(level: Level, service: MonitorSettings, *, values: dict[str, Any] | None = None,
-                     errors: dict[str, str] | None = None, status: int = 200):  # noqa: ANN202
+                     errors: dict[str, str] | None = None, status: int = 200):
     imported, effective = service.imported(level.term_id), service.effective(level.term_id)
     imported_fields, effective_fields = _settings_fields(imported), _settings_fields(effective)
     shown = values if values is not None else effective_fields
@@ -689,14 +690,14 @@ def _render_settings(level: Level, service: MonitorSettings, *, values: dict[str
 
 @blueprint.get("/monitor/levels/<int:term_id>/settings")
 @login_required
-def level_settings(term_id: int):  # noqa: ANN201
+def level_settings(term_id: int):
     level = _level_or_404(term_id)
     return _render_settings(level, MonitorSettings(_runtime()))
 
 
 @blueprint.post("/monitor/levels/<int:term_id>/settings")
 @login_required
-def save_level_settings(term_id: int):  # noqa: ANN201
+def save_level_settings(term_id: int):
     level = _level_or_404(term_id)
     service = MonitorSettings(_runtime())
     settings, not_numbers, raw = parse_settings_form(term_id, request.form)
@@ -719,7 +720,7 @@ def save_level_settings(term_id: int):  # noqa: ANN201
 
 @blueprint.post("/monitor/levels/<int:term_id>/settings/reset")
 @login_required
-def reset_level_settings(term_id: int):  # noqa: ANN201
+def reset_level_settings(term_id: int):
     level = _level_or_404(term_id)
     MonitorSettings(_runtime()).reset(term_id, actor=actor())
     flash(translate("monitor.settings.reset_done", name=level.name), "ok")
@@ -772,7 +773,7 @@ def _api_principal() -> tuple[str | None, Response | None]:
 
 @blueprint.get("/api/v1/sleepers")
 @csrf_exempt
-def api_sleepers():  # noqa: ANN201
+def api_sleepers():
     principal, denied = _api_principal()
     if denied is not None:
         return denied

@@ -209,8 +209,10 @@ def _reconstruct(runtime: Runtime, entry: EnrolmentPlan, steps: list[Step], valu
         with runtime.sessions() as session:
             certificates = list(session.scalars(sa.select(CertificateClassRow).where(
                 CertificateClassRow.level_id.in_(sorted(levels)), CertificateClassRow.user_id == user_id)))
-        match = next((c for c in certificates if hashlib.md5(f"{user_id}:{c.certificate_id}".encode()).hexdigest() == digest),
-                     None)
+        def legacy_hash(certificate_id: int) -> str:
+            return hashlib.md5(f"{user_id}:{certificate_id}".encode(), usedforsecurity=False).hexdigest()
+
+        match = next((c for c in certificates if legacy_hash(c.certificate_id) == digest), None)
         if match is None:
             entry.evidence.append("mlp_last_certificate_hash matches no certificate of the user (deleted?)")
         else:

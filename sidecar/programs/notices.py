@@ -18,7 +18,7 @@ from sidecar.mail.mailer import Mail
 from sidecar.mail.templates import html_to_text
 from sidecar.store.program_models import Program
 from sidecar.store.webhook_models import WebhookEndpoint, WebhookEvent
-from sidecar.webhooks.delivery import Rendered, register_format
+from sidecar.webhooks.formats import Rendered, register_format
 
 PLACEHOLDERS = ("user_id", "user_email", "user_login", "display_name", "program_id", "program_title",
                 "current_term_id", "current_course", "current_step", "total_steps", "next_term_id", "next_course",

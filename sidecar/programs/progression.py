@@ -218,7 +218,7 @@ class Progression:
 
     # --- grants -------------------------------------------------------------------------------------
 
-    def _grant(self, user: WpUser, step: Step, *, program_id: int, index: int):  # noqa: ANN202
+    def _grant(self, user: WpUser, step: Step, *, program_id: int, index: int):
         """The grant of step ``index`` (0-based), checked against the site, not stored yet."""
         spec = GrantSpec(email=user.email, term_id=step.term_id, duration=step.duration, units=step.units,
                          first_name=user.first_name, last_name=user.last_name)

@@ -91,7 +91,7 @@ def program_status(runtime: Runtime, program_id: int, *, stalled_after_days: int
                          stalled, waiting, stalled_after_days)
 
 
-def _learner(row: Enrolment, user, today: date) -> Learner:  # noqa: ANN001
+def _learner(row: Enrolment, user, today: date) -> Learner:
     name = " ".join(p for p in ((user.first_name, user.last_name) if user else ()) if p)
     return Learner(row.id, row.user_id, user.email if user else "", name or (user.display_name if user else "(deleted)"),
                    row.current_step + 1, row.status, row.step_since, (today - row.step_since).days, row.source)

@@ -100,7 +100,7 @@ def _program_or_404(runtime: Runtime, program_id: int) -> ProgramView:
 
 @blueprint.get("/programs")
 @login_required
-def program_list():  # noqa: ANN201
+def program_list():
     runtime = _runtime()
     display = _display(runtime)
     counts = status.program_counts(runtime)
@@ -166,7 +166,7 @@ def _warning_texts(runtime: Runtime, display: Display, view: ProgramView) -> lis
     return warnings
 
 
-def _save(runtime: Runtime, program: ProgramView | None):  # noqa: ANN202
+def _save(runtime: Runtime, program: ProgramView | None):
     button, row = _row_button(request.form)
     form = ProgramForm.from_request(request.form, program.definition.legacy_post_id if program else None)
     if button == "add":
@@ -199,7 +199,7 @@ def _save(runtime: Runtime, program: ProgramView | None):  # noqa: ANN202
 
 @blueprint.route("/programs/new", methods=["GET", "POST"])
 @login_required
-def program_new():  # noqa: ANN201
+def program_new():
     runtime = _runtime()
     if request.method == "POST":
         return _save(runtime, None)
@@ -208,7 +208,7 @@ def program_new():  # noqa: ANN201
 
 @blueprint.route("/programs/<int:program_id>/edit", methods=["GET", "POST"])
 @login_required
-def program_edit(program_id: int):  # noqa: ANN201
+def program_edit(program_id: int):
     runtime = _runtime()
     program = _program_or_404(runtime, program_id)
     if request.method == "POST":
@@ -218,7 +218,7 @@ def program_edit(program_id: int):  # noqa: ANN201
 
 @blueprint.post("/programs/<int:program_id>/status")
 @login_required
-def program_set_status(program_id: int):  # noqa: ANN201
+def program_set_status(program_id: int):
     wanted = request.form.get("status", "")
     if wanted not in ("active", "archived"):
         abort(400, description=translate("programs.error.bad_status"))
@@ -245,7 +245,7 @@ def _int_arg(args: Mapping[str, str], name: str, low: int, high: int, problems: 
 
 @blueprint.get("/programs/<int:program_id>")
 @login_required
-def program_page(program_id: int):  # noqa: ANN201
+def program_page(program_id: int):
     runtime = _runtime()
     program = _program_or_404(runtime, program_id)
     total_steps = len(program.definition.steps)
@@ -285,7 +285,7 @@ def _user_ref(raw: str) -> int | str | None:
 
 @blueprint.post("/programs/<int:program_id>/enrol")
 @login_required
-def program_enrol(program_id: int):  # noqa: ANN201
+def program_enrol(program_id: int):
     runtime = _runtime()
     _program_or_404(runtime, program_id)
     back = url_for(".program_page", program_id=program_id)
@@ -317,7 +317,7 @@ def program_enrol(program_id: int):  # noqa: ANN201
 
 @blueprint.get("/programs/enrolments/<int:enrolment_id>")
 @login_required
-def enrolment_page(enrolment_id: int):  # noqa: ANN201
+def enrolment_page(enrolment_id: int):
     runtime = _runtime()
     found = status.enrolment(runtime, enrolment_id)
     if found is None:
@@ -330,7 +330,7 @@ def enrolment_page(enrolment_id: int):  # noqa: ANN201
 
 @blueprint.post("/programs/enrolments/<int:enrolment_id>/withdraw")
 @login_required
-def enrolment_withdraw(enrolment_id: int):  # noqa: ANN201
+def enrolment_withdraw(enrolment_id: int):
     runtime = _runtime()
     found = status.enrolment(runtime, enrolment_id)
     if found is None:
@@ -362,7 +362,7 @@ def _render_plan(runtime: Runtime, plan: legacy.ImportPlan, *, refused: bool = F
 
 @blueprint.route("/programs/import", methods=["GET", "POST"])
 @login_required
-def legacy_import():  # noqa: ANN201
+def legacy_import():
     runtime = _runtime()
     # Planned again on POST: what is written is what the site holds now, not what the page showed.
     plan = legacy.plan_import(runtime)

@@ -144,9 +144,9 @@ class LetterContext:
 
     def digest(self, term_id: int, day: date, learners: list[dict[str, Any]]) -> dict[str, Any]:
         def joined(name: str) -> str:
-            return ", ".join(str(l[name]) for l in learners if str(l.get(name, "")))
+            return ", ".join(str(learner[name]) for learner in learners if str(learner.get(name, "")))
 
-        programs = sorted({l["bundle_name"] for l in learners if l.get("bundle_name")})
+        programs = sorted({learner["bundle_name"] for learner in learners if learner.get("bundle_name")})
         return {
             "course_name": self.level_names.get(term_id, f"#{term_id}"),
             "level_id": term_id,

@@ -151,8 +151,8 @@ class ReminderPlanner:
         """Bring stale levels up to date under the worker's refresh lease, so that a planner and the
         refresh job never rebuild the same level at once; waits while someone else holds it."""
         from sidecar.store import leases
+        from sidecar.jobs import SLEEPERS_REFRESH_JOB
         from sidecar.store.leases import holder_name
-        from sidecar.worker import SLEEPERS_REFRESH_JOB
 
         holder = f"{holder_name()}:{threading.get_ident()}:planner"  # threads of one process are rivals too
         give_up = time.monotonic() + wait_seconds

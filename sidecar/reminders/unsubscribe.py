@@ -59,7 +59,7 @@ def unsubscribed_ids(session: sa.orm.Session, user_ids: list[int] | None = None)
     return set(session.scalars(stmt))
 
 
-def unsubscribe(sessions, user_id: int, *, email: str, source: str, actor: str, at: datetime) -> bool:  # noqa: ANN001
+def unsubscribe(sessions, user_id: int, *, email: str, source: str, actor: str, at: datetime) -> bool:
     """Record the wish; True when it is new (a repeated click changes nothing)."""
     with unit_of_work(sessions) as session:
         if session.get(Unsubscribe, user_id) is not None:
@@ -70,7 +70,7 @@ def unsubscribe(sessions, user_id: int, *, email: str, source: str, actor: str, 
     return True
 
 
-def resubscribe(sessions, user_id: int, *, actor: str, at: datetime) -> bool:  # noqa: ANN001
+def resubscribe(sessions, user_id: int, *, actor: str, at: datetime) -> bool:
     with unit_of_work(sessions) as session:
         row = session.get(Unsubscribe, user_id)
         if row is None:

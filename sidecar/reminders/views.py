@@ -124,7 +124,7 @@ def _display(runtime: Runtime, levels: list[Level] | None = None) -> Display:
     return Display(zone, runtime.reader.levels() if levels is None else levels, runtime.clock.today_utc())
 
 
-def _chips(counts: Mapping[str, int], active: str, url_for_state, display: Display) -> list[dict[str, Any]]:  # noqa: ANN001
+def _chips(counts: Mapping[str, int], active: str, url_for_state, display: Display) -> list[dict[str, Any]]:
     chips = [{"label": translate("reminders.all"), "count": sum(counts.values()), "active": not active,
               "url": url_for_state(""), "state": "all"}]
     chips += [{"label": display.state(state), "count": count, "active": active == state,
@@ -291,7 +291,7 @@ def _back(default: str) -> str:
 
 @blueprint.get("/reminders")
 @login_required
-def history_page():  # noqa: ANN201
+def history_page():
     runtime = _runtime()
     levels = runtime.reader.levels()
     display = _display(runtime, levels)
@@ -315,7 +315,7 @@ def history_page():  # noqa: ANN201
     )
 
 
-def _act_on_letters(action, back_state: State, done_key: str, rest_key: str):  # noqa: ANN001, ANN202
+def _act_on_letters(action, back_state: State, done_key: str, rest_key: str):
     """Apply an admin decision (resend, mark delivered) to the posted letters; report what it changed."""
     back = _back(url_for(".history_page", state=back_state.value))
     ids, problem = _posted_ids(request.form)
@@ -335,20 +335,20 @@ def _act_on_letters(action, back_state: State, done_key: str, rest_key: str):  #
 
 @blueprint.post("/reminders/resend")
 @login_required
-def resend_letters():  # noqa: ANN201
+def resend_letters():
     return _act_on_letters(reminder_sender.resend, State.FAILED, "reminders.flash.resent", "reminders.flash.not_failed")
 
 
 @blueprint.post("/reminders/mark-delivered")
 @login_required
-def mark_letters_delivered():  # noqa: ANN201
+def mark_letters_delivered():
     return _act_on_letters(reminder_sender.mark_delivered, State.UNKNOWN, "reminders.flash.marked_delivered",
                            "reminders.flash.not_unknown")
 
 
 # --- one row ----------------------------------------------------------------------------------------------
 
-def _row_page(model: type, row_id: int):  # noqa: ANN202
+def _row_page(model: type, row_id: int):
     runtime = _runtime()
     digest = model is ReminderDigest
     with runtime.sessions() as session:
@@ -373,13 +373,13 @@ def _row_page(model: type, row_id: int):  # noqa: ANN202
 
 @blueprint.get("/reminders/letters/<int:row_id>")
 @login_required
-def letter_page(row_id: int):  # noqa: ANN201
+def letter_page(row_id: int):
     return _row_page(Reminder, row_id)
 
 
 @blueprint.get("/reminders/digests/<int:row_id>")
 @login_required
-def digest_page(row_id: int):  # noqa: ANN201
+def digest_page(row_id: int):
     return _row_page(ReminderDigest, row_id)
 
 
@@ -387,7 +387,7 @@ def digest_page(row_id: int):  # noqa: ANN201
 
 @blueprint.get("/reminders/digests")
 @login_required
-def digests_page():  # noqa: ANN201
+def digests_page():
     runtime = _runtime()
     levels = runtime.reader.levels()
     display = _display(runtime, levels)
@@ -420,7 +420,7 @@ def digests_page():  # noqa: ANN201
 
 @blueprint.post("/reminders/digests/resend")
 @login_required
-def resend_digests():  # noqa: ANN201
+def resend_digests():
     back = _back(url_for(".digests_page", state=State.FAILED.value))
     ids, problem = _posted_ids(request.form)
     if problem:
@@ -435,7 +435,7 @@ def resend_digests():  # noqa: ANN201
 
 @blueprint.post("/reminders/digests/mark-delivered")
 @login_required
-def mark_digests_delivered():  # noqa: ANN201
+def mark_digests_delivered():
     back = _back(url_for(".digests_page", state=State.UNKNOWN.value))
     ids, problem = _posted_ids(request.form)
     if problem:
@@ -452,7 +452,7 @@ def mark_digests_delivered():  # noqa: ANN201
 
 @blueprint.get("/reminders/unsubscribes")
 @login_required
-def unsubscribes_page():  # noqa: ANN201
+def unsubscribes_page():
     runtime = _runtime()
     display = _display(runtime)
     problems: list[str] = []
@@ -482,7 +482,7 @@ def unsubscribes_page():  # noqa: ANN201
 
 @blueprint.post("/reminders/unsubscribes/<int:user_id>/resubscribe")
 @login_required
-def resubscribe_user(user_id: int):  # noqa: ANN201
+def resubscribe_user(user_id: int):
     runtime = _runtime()
     back = _back(url_for(".unsubscribes_page"))
     if resubscribe(runtime.sessions, user_id, actor=_actor(), at=runtime.clock.now()):
@@ -530,7 +530,7 @@ def _is_unsubscribed(user_id: int) -> bool:
 
 
 @blueprint.get("/unsubscribe/<token>")
-def unsubscribe_page(token: str):  # noqa: ANN201
+def unsubscribe_page(token: str):
     _links, user_id, refusal = _learner_of(token)
     if refusal is not None:
         return refusal
@@ -541,7 +541,7 @@ def unsubscribe_page(token: str):  # noqa: ANN201
 
 @blueprint.post("/unsubscribe/<token>")
 @csrf_exempt  # mail clients POST the one-click body without cookies or our token; the signed URL authenticates
-def unsubscribe_post(token: str):  # noqa: ANN201
+def unsubscribe_post(token: str):
     _links, user_id, refusal = _learner_of(token)
     if refusal is not None:
         return refusal
@@ -735,7 +735,7 @@ def _admin_address(runtime: Runtime) -> str:
 
 
 def _render_preview(level: Level, preview: Preview, settings: LevelSettings, *, draft: dict[str, Any] | None,
-                    problems: list[str], notice: str = "", to: str | None = None, status: int = 200):  # noqa: ANN202
+                    problems: list[str], notice: str = "", to: str | None = None, status: int = 200):
     runtime = _runtime()
     frame_src, frame_post = None, False
     if preview.rendered is not None:
@@ -765,7 +765,7 @@ def _render_preview(level: Level, preview: Preview, settings: LevelSettings, *, 
 
 @blueprint.route("/reminders/levels/<int:term_id>/preview", methods=["GET", "POST"])
 @login_required
-def preview(term_id: int):  # noqa: ANN201
+def preview(term_id: int):
     level = _level_or_404(term_id)
     values = request.form if request.method == "POST" else request.args
     letter, problem = _parse_letter(values.get("letter"))
@@ -789,7 +789,7 @@ def _sandboxed(body: str, status: int = 200) -> Response:
 
 @blueprint.route("/reminders/levels/<int:term_id>/preview/html", methods=["GET", "POST"])
 @login_required
-def preview_html(term_id: int):  # noqa: ANN201
+def preview_html(term_id: int):
     """The HTML part alone, for the preview's frame; the letter's markup never runs in our pages."""
     level = _level_or_404(term_id)
     values = request.form if request.method == "POST" else request.args
@@ -811,7 +811,7 @@ def preview_html(term_id: int):  # noqa: ANN201
 
 @blueprint.post("/reminders/levels/<int:term_id>/test")
 @login_required
-def send_test(term_id: int):  # noqa: ANN201
+def send_test(term_id: int):
     """Send the previewed letter to an address of the admin's choice; the ledger is not touched."""
     runtime = _runtime()
     level = _level_or_404(term_id)

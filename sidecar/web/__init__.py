@@ -17,7 +17,7 @@ def current_runtime() -> Runtime:
     return current_app.extensions[RUNTIME_KEY]
 
 
-def app_singleton(key: str, factory):  # noqa: ANN001, ANN201
+def app_singleton(key: str, factory):
     """One instance per app of a service that keeps caches (e.g. the bridge's level cache)."""
     extensions = current_app.extensions
     if key not in extensions:

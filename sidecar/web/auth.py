@@ -417,7 +417,7 @@ def _audit(action: str, actor: str, subject_id: int | None, reason: str | None) 
         ))
 
 
-def _form(next_url: str | None, login_name: str = "", error: str | None = None, status: int = 200):  # noqa: ANN202
+def _form(next_url: str | None, login_name: str = "", error: str | None = None, status: int = 200):
     response = make_response(render_template("login.html", next_url=next_url, login_name=login_name, error=error),
                              status)
     response.headers["Cache-Control"] = "no-store"
@@ -425,7 +425,7 @@ def _form(next_url: str | None, login_name: str = "", error: str | None = None, 
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
-def login():  # noqa: ANN201
+def login():
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
         if current_admin() is not None:
@@ -465,7 +465,7 @@ def login():  # noqa: ANN201
 
 
 @blueprint.post("/logout")
-def logout():  # noqa: ANN201
+def logout():
     _end_session()
     g.pop("mls_admin", None)
     return redirect(url_for("auth.login"))

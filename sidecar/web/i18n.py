@@ -1156,7 +1156,7 @@ def init_app(app: Flask) -> None:
                                request.args.get("lang") or request.cookies.get(COOKIE))
 
     @app.after_request
-    def _remember_language(response):  # noqa: ANN001
+    def _remember_language(response):
         chosen = request.args.get("lang")
         if chosen in LANGUAGES:
             response.set_cookie(COOKIE, chosen, max_age=365 * 24 * 3600, samesite="Lax", httponly=True)
@@ -1164,5 +1164,5 @@ def init_app(app: Flask) -> None:
         return response
 
     @app.context_processor
-    def _inject():  # noqa: ANN202
+    def _inject():
         return {"_": translate, "language": current_language(), "languages": LANGUAGES}

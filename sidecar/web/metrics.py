@@ -45,11 +45,11 @@ def instrument(engine: sa.Engine, database: str) -> None:
     child = QUERY_SECONDS.labels(database)
 
     @sa.event.listens_for(engine, "before_cursor_execute")
-    def _start(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
+    def _start(conn, cursor, statement, parameters, context, executemany):
         conn.info.setdefault("mlsidecar_started", []).append(time.perf_counter())
 
     @sa.event.listens_for(engine, "after_cursor_execute")
-    def _stop(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
+    def _stop(conn, cursor, statement, parameters, context, executemany):
         started = conn.info.get("mlsidecar_started")
         if started:
             child.observe(time.perf_counter() - started.pop())
@@ -83,17 +83,17 @@ class StoreCollector:
         names = {}
         try:
             names = {level.term_id: level.name for level in self.runtime.reader.levels()}
-        except Exception:  # noqa: BLE001 - the probe below reports an unreachable WordPress
+        except Exception:  # noqa: BLE001, S110 - the probe below reports an unreachable WordPress
             pass
         with self.runtime.sessions() as session:
-            def by(column, model, *where):  # noqa: ANN001, ANN202
+            def by(column, model, *where):
                 return session.execute(sa.select(column, sa.func.count()).select_from(model).where(*where)
                                        .group_by(column)).all()
 
             grants = GaugeMetricFamily("mlsidecar_grants", "Grants in the store by status "
                                        "(alert on status=\"duplicated\" > 0 and on status=\"failed\").", labels=["status"])
             # Every state is exported, zeros included, so an alert on "duplicated" sees a series from the start.
-            counts = {status: 0 for status in ALL_STATES} | dict(by(Grant.status, Grant))
+            counts = dict.fromkeys(ALL_STATES, 0) | dict(by(Grant.status, Grant))
             for status, n in counts.items():
                 grants.add_metric([status], n)
             yield grants

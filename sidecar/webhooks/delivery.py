@@ -20,13 +20,10 @@ off with the reason shown in the UI.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,10 +33,11 @@ from standardwebhooks.webhooks import Webhook
 
 from sidecar.bootstrap import Runtime
 from sidecar.logs import mask_emails
-from sidecar.mail.mailer import Mail, MailError, Mailer, MailOutcomeUnknown
+from sidecar.mail.mailer import MailError, Mailer, MailOutcomeUnknown
 from sidecar.store import audit
 from sidecar.store.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from sidecar.webhooks.events import TEST_EVENT, body
+from sidecar.webhooks.events import TEST_EVENT
+from sidecar.webhooks.formats import FORMATTERS, load_providers
 from sidecar.webhooks.ssrf import DestinationRefused, Resolver, check_destination, system_resolver
 
 log = logging.getLogger(__name__)
@@ -51,30 +49,6 @@ LEASE = timedelta(minutes=2)
 UNKNOWN_EMAIL = ("outcome unknown: the mail server may have delivered this e-mail; it is not sent again "
                  "automatically — look for it in the mail server's log before redelivering")
 USER_AGENT = "mlsidecar-webhooks/1"
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """What one endpoint receives for one event: JSON for HTTP endpoints, a mail for e-mail ones."""
-
-    payload: bytes = b""
-    mail: Mail | None = None
-
-
-# Body formats other than "standard" are written by the capability that owns them (programs).
-Formatter = Callable[[Runtime, WebhookEndpoint, WebhookEvent], Rendered]
-FORMATTERS: dict[str, Formatter] = {}
-
-
-def register_format(name: str, formatter: Formatter) -> None:
-    FORMATTERS[name] = formatter
-
-
-def _standard(_runtime: Runtime, _endpoint: WebhookEndpoint, event: WebhookEvent) -> Rendered:
-    return Rendered(json.dumps(body(event), ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-
-
-register_format("standard", _standard)
 
 
 def signature_headers(endpoint: WebhookEndpoint, event_id: str, payload: bytes, now: datetime) -> dict[str, str]:
@@ -96,7 +70,7 @@ class WebhookDeliverer:
         self.resolver = resolver
         self.mailer = mailer or Mailer(runtime.settings.smtp)
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
-        import sidecar.programs.notices  # noqa: F401 - registers the programs' body formats
+        load_providers()
 
     def run_once(self, limit: int = 50) -> int:
         """Deliver what is due; returns the number of attempts made."""
@@ -165,7 +139,7 @@ class WebhookDeliverer:
             error, final = f"e-mail: {exc}; {UNKNOWN_EMAIL} (Message-ID {exc.message_id})", True
         except MailError as exc:
             error = f"e-mail: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a formatter bug must not wedge the outbox
+        except Exception as exc:  # a formatter bug must not wedge the outbox
             log.exception("webhook delivery %s could not be prepared", delivery_id)
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
         duration = int((time.monotonic() - started) * 1000)

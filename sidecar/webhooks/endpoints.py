@@ -135,7 +135,7 @@ def rotate_secret(runtime: Runtime, endpoint_id: int, actor: str, grace: timedel
         return row.secret
 
 
-def program_endpoints(session, program_id: int, *, webhook_url: str, notify_email: str, now: datetime) -> None:  # noqa: ANN001
+def program_endpoints(session, program_id: int, *, webhook_url: str, notify_email: str, now: datetime) -> None:
     """The endpoints standing for a program's legacy ``mlp_webhook_url`` and notification address."""
     wanted = {}
     if webhook_url:
@@ -161,7 +161,7 @@ def program_endpoints(session, program_id: int, *, webhook_url: str, notify_emai
             session.delete(row)
 
 
-def _has_deliveries(session, endpoint_id: int) -> bool:  # noqa: ANN001
+def _has_deliveries(session, endpoint_id: int) -> bool:
     from sidecar.store.webhook_models import WebhookDelivery
 
     return session.scalar(sa.select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == endpoint_id).limit(1)) is not None

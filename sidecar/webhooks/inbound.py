@@ -124,7 +124,7 @@ def process_hints(runtime: Runtime, limit: int = 200) -> dict[str, int]:
     return counts
 
 
-def _confirm(runtime: Runtime, progression, hint: InboundHint, counts: dict[str, int],  # noqa: ANN001
+def _confirm(runtime: Runtime, progression, hint: InboundHint, counts: dict[str, int],
              touched: set[int]) -> str:
     if hint.type not in KNOWN_TYPES and hint.type != "":
         counts["ignored"] += 1

@@ -147,7 +147,7 @@ def _endpoint_or_404(runtime: Runtime, endpoint_id: int) -> WebhookEndpoint:
 
 @blueprint.get("/webhooks")
 @login_required
-def endpoint_list():  # noqa: ANN201
+def endpoint_list():
     runtime = _runtime()
     with runtime.sessions() as session:
         rows = queries.endpoints(session)
@@ -157,7 +157,7 @@ def endpoint_list():  # noqa: ANN201
 
 @blueprint.get("/webhooks/<int:endpoint_id>")
 @login_required
-def endpoint_page(endpoint_id: int):  # noqa: ANN201
+def endpoint_page(endpoint_id: int):
     runtime = _runtime()
     endpoint = _endpoint_or_404(runtime, endpoint_id)
     return render_template("webhooks_endpoint.html", endpoint=endpoint, fmt=_display(runtime), tab="endpoints",
@@ -174,13 +174,13 @@ def _form_from(data: Mapping[str, Any]) -> EndpointForm:
 
 
 def _render_form(form: EndpointForm, endpoint: WebhookEndpoint | None, errors: Mapping[str, str] | None = None,
-                 status_code: int = 200):  # noqa: ANN202
+                 status_code: int = 200):
     action = url_for(".endpoint_edit", endpoint_id=endpoint.id) if endpoint else url_for(".endpoint_new")
     return render_template("webhooks_form.html", form=form, endpoint=endpoint, errors=errors or {}, action=action,
                            event_types=WEBHOOK_EVENTS, tab="endpoints"), status_code
 
 
-def _save_form(runtime: Runtime, endpoint: WebhookEndpoint | None):  # noqa: ANN202
+def _save_form(runtime: Runtime, endpoint: WebhookEndpoint | None):
     form = _form_from(request.form)
     errors: dict[str, str] = {}
     if len(form.url) > 500:
@@ -204,7 +204,7 @@ def _save_form(runtime: Runtime, endpoint: WebhookEndpoint | None):  # noqa: ANN
 
 @blueprint.route("/webhooks/new", methods=["GET", "POST"])
 @login_required
-def endpoint_new():  # noqa: ANN201
+def endpoint_new():
     runtime = _runtime()
     if request.method == "POST":
         return _save_form(runtime, None)
@@ -213,7 +213,7 @@ def endpoint_new():  # noqa: ANN201
 
 @blueprint.route("/webhooks/<int:endpoint_id>/edit", methods=["GET", "POST"])
 @login_required
-def endpoint_edit(endpoint_id: int):  # noqa: ANN201
+def endpoint_edit(endpoint_id: int):
     runtime = _runtime()
     endpoint = _endpoint_or_404(runtime, endpoint_id)
     if endpoint.source != "ui":
@@ -231,7 +231,7 @@ def endpoint_edit(endpoint_id: int):  # noqa: ANN201
 
 @blueprint.post("/webhooks/<int:endpoint_id>/secret")
 @login_required
-def endpoint_secret(endpoint_id: int):  # noqa: ANN201
+def endpoint_secret(endpoint_id: int):
     """The secret in full: only in answer to a POST (CSRF-checked), never cached, and audited."""
     runtime = _runtime()
     endpoint = _endpoint_or_404(runtime, endpoint_id)
@@ -247,7 +247,7 @@ def endpoint_secret(endpoint_id: int):  # noqa: ANN201
 
 @blueprint.post("/webhooks/<int:endpoint_id>/rotate")
 @login_required
-def endpoint_rotate(endpoint_id: int):  # noqa: ANN201
+def endpoint_rotate(endpoint_id: int):
     runtime = _runtime()
     _endpoint_or_404(runtime, endpoint_id)
     try:
@@ -264,7 +264,7 @@ def endpoint_rotate(endpoint_id: int):  # noqa: ANN201
 
 @blueprint.post("/webhooks/<int:endpoint_id>/enabled")
 @login_required
-def endpoint_enabled(endpoint_id: int):  # noqa: ANN201
+def endpoint_enabled(endpoint_id: int):
     runtime = _runtime()
     _endpoint_or_404(runtime, endpoint_id)
     wanted = request.form.get("enabled")
@@ -281,7 +281,7 @@ def endpoint_enabled(endpoint_id: int):  # noqa: ANN201
 
 @blueprint.post("/webhooks/<int:endpoint_id>/test")
 @login_required
-def endpoint_test(endpoint_id: int):  # noqa: ANN201
+def endpoint_test(endpoint_id: int):
     runtime = _runtime()
     endpoint = _endpoint_or_404(runtime, endpoint_id)
     if endpoint.body_format != "standard":
@@ -311,7 +311,7 @@ def _before(args: Mapping[str, str], problems: list[str]) -> int | None:
 
 @blueprint.get("/webhooks/<int:endpoint_id>/deliveries")
 @login_required
-def delivery_log(endpoint_id: int):  # noqa: ANN201
+def delivery_log(endpoint_id: int):
     runtime = _runtime()
     endpoint = _endpoint_or_404(runtime, endpoint_id)
     problems: list[str] = []
@@ -336,7 +336,7 @@ def delivery_log(endpoint_id: int):  # noqa: ANN201
 
 @blueprint.post("/webhooks/deliveries/<int:delivery_id>/redeliver")
 @login_required
-def delivery_redeliver(delivery_id: int):  # noqa: ANN201
+def delivery_redeliver(delivery_id: int):
     runtime = _runtime()
     with runtime.sessions() as session:
         endpoint_id = queries.delivery_endpoint(session, delivery_id)
@@ -353,7 +353,7 @@ def delivery_redeliver(delivery_id: int):  # noqa: ANN201
 
 @blueprint.get("/webhooks/events")
 @login_required
-def event_types():  # noqa: ANN201
+def event_types():
     runtime = _runtime()
     schemas = [(name, json.dumps(json_schema(name), ensure_ascii=False, indent=2)) for name in SCHEMAS]
     display = _display(runtime)
@@ -365,7 +365,7 @@ def event_types():  # noqa: ANN201
 
 @blueprint.get("/webhooks/inbound")
 @login_required
-def inbound_hints():  # noqa: ANN201
+def inbound_hints():
     runtime = _runtime()
     problems: list[str] = []
     state = (request.args.get("state") or "").strip()

@@ -1,4 +1,5 @@
-"""Fixtures for the bridge tests: a fake amoCRM served over real HTTP."""
+"""Fixtures for the bridge tests: the sidecar wired to the emulated site (``bridge``, ``make_bridge``),
+a fake amoCRM served over real HTTP, and the bridge with its amoCRM intake on (``amo_bridge``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from dataclasses import dataclass
 import pytest
 from flask import Flask
 
+from sidecar.bootstrap import build_runtime, store_url
 from sidecar.bridge.amocrm import AmoClient
 from sidecar.devstack.server import serve_in_thread
 from tests.bridge.fake_amocrm import create_fake_amocrm
+from tests.bridge.support import AMO_TOKEN, PATH_TOKEN, Bridge, bridge_section
+from tests.stores import migrate_store
 
-AMO_TOKEN = "amo-test-token-6f1d2c9a8b7e4d3c2b1a0f9e8d7c6b5a"
 
 
 @dataclass
@@ -57,3 +60,41 @@ def fake_amo(_amo_server: FakeAmo) -> Callable[..., FakeAmo]:
         return _amo_server
 
     return start
+
+
+@pytest.fixture
+def make_bridge(small_site, emulator, settings_for):
+    """``make_bridge(store=..., **bridge_settings)``: a ``Bridge`` on a freshly migrated store."""
+    made: list[Bridge] = []
+
+    def make(*, store: dict | None = None, bridge: dict | None = None, **bridge_extra) -> Bridge:
+        sections: dict = {"bridge": bridge if bridge is not None else bridge_section(**bridge_extra)}
+        if store:
+            sections["store"] = store
+        settings = settings_for(small_site, emulator, **sections)
+        migrate_store(store_url(settings))
+        built = Bridge(build_runtime(settings), emulator)
+        made.append(built)
+        return built
+
+    yield make
+    for built in made:
+        built.close()
+
+
+@pytest.fixture
+def bridge(make_bridge) -> Bridge:
+    return make_bridge()
+
+
+@pytest.fixture
+def amo_bridge(make_bridge, fake_amo):
+    """``amo_bridge(leads=..., contacts=..., **amocrm_settings)`` -> (Bridge, FakeAmo)."""
+
+    def make(*, leads=None, contacts=None, **amocrm):
+        fake = fake_amo(leads=leads, contacts=contacts)
+        settings = {"enabled": True, "base_url": fake.base_url, "token": AMO_TOKEN, "path_token": PATH_TOKEN,
+                    **amocrm}
+        return make_bridge(amocrm=settings), fake
+
+    return make

@@ -20,10 +20,10 @@ from sidecar.bridge.parsers import parse_grant_body
 from sidecar.bridge.service import BridgeService, IntakeContext
 from sidecar.clock import FixedClock
 from sidecar.devstack import seed
-from sidecar.store import db as store_db
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import CANCELLED, FAILED, QUEUED, SUCCEEDED, Grant, GrantAttempt
 from sidecar.store.models import AuditEvent
+from tests.stores import migrate_store
 
 START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 API_KEY = "crm-test-key-2b7c91d0e4f5a6b8"
@@ -114,9 +114,7 @@ def flashes(page: str) -> list[str]:
 @pytest.fixture
 def admin(small_site, emulator, settings_for):
     settings = settings_for(small_site, emulator, bridge={"api_keys": {"crm": API_KEY}})
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url(settings))
     runtime = build_runtime(settings, clock=FixedClock(START))
     try:
         yield Admin(runtime)
@@ -162,7 +160,7 @@ def test_list_columns_show_attempts_and_truncated_last_error(signed_in):
     long_error = "MemberLux refused the order: " + "x" * 200
     admin.fail(grant.id, long_error)
     page = admin.page("/admin/grants")
-    row = re.search(r"<tr>\s*<td class=\"nowrap\"><a href=\"/admin/grants/%s\".*?</tr>" % grant.id, page, re.S).group(0)
+    row = re.search(rf"<tr>\s*<td class=\"nowrap\"><a href=\"/admin/grants/{grant.id}\".*?</tr>", page, re.S).group(0)
     assert f'title="{long_error}"' in row
     assert long_error not in row.replace(f'title="{long_error}"', "")
     assert "…" in row

@@ -29,7 +29,7 @@ from sidecar.bridge.amocrm import (
     parse_start_date,
     php_int,
 )
-from tests.bridge.conftest import AMO_TOKEN
+from tests.bridge.support import AMO_TOKEN
 from tests.bridge.fake_amocrm import FIELD_IDS, make_contact, make_lead
 
 NAMES = AmoFieldNames()
@@ -525,8 +525,8 @@ class TestTokenSecrecy:
                 import requests
                 response = requests.Response()
                 response.status_code = 403
-                response._content = ('{"title": "Forbidden", "detail": "token %s is revoked"}'
-                                     % headers["Authorization"].split()[1]).encode()
+                token = headers["Authorization"].split()[1]
+                response._content = ('{"title": "Forbidden", "detail": "token ' + token + ' is revoked"}').encode()
                 return response
 
         error = api_error(AmoClient("https://school.amocrm.ru", AMO_TOKEN, session=EchoingSession()).get_lead, 1)

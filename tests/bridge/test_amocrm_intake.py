@@ -11,42 +11,9 @@ from datetime import timedelta
 import pytest
 
 from sidecar.clock import FixedClock
-from tests.bridge.conftest import AMO_TOKEN
-from tests.bridge.fake_amocrm import make_contact, make_lead
-from tests.bridge.test_intake import LEVEL, bridge_section, legacy_body, make_bridge, new_email  # noqa: F401 - fixture
-
-PATH_TOKEN = "amo-path-token-7c1e9f0a2b"
-HOOK = f"/hooks/amocrm/{PATH_TOKEN}"
-PIPELINE, WON = 7000001, 142
-
-
-@pytest.fixture
-def amo_bridge(make_bridge, fake_amo):
-    """``amo_bridge(leads=..., contacts=..., **amocrm_settings)`` -> (Bridge, FakeAmo)."""
-
-    def make(*, leads=None, contacts=None, **amocrm):
-        fake = fake_amo(leads=leads, contacts=contacts)
-        settings = {"enabled": True, "base_url": fake.base_url, "token": AMO_TOKEN, "path_token": PATH_TOKEN,
-                    **amocrm}
-        return make_bridge(amocrm=settings), fake
-
-    return make
-
-
-def one_lead(lead_id: int = 101, contact_id: int = 201, email: str | None = None, **lead_fields):
-    email = email or new_email("amo")
-    lead_fields.setdefault("course", f"Английский с нуля ({LEVEL})")
-    lead_fields.setdefault("duration", "1")
-    lead_fields.setdefault("units", "месяц")
-    leads = {lead_id: make_lead(lead_id, contact_ids=[contact_id], **lead_fields)}
-    contacts = {contact_id: make_contact(contact_id, email=email, first_name="Ольга", last_name="Смирнова")}
-    return leads, contacts, email
-
-
-def post_event(bridge, lead_id: int, status_id: int = WON, pipeline_id: int = PIPELINE, *, path: str = HOOK, **kwargs):
-    form = {"leads[status][0][id]": str(lead_id), "leads[status][0][status_id]": str(status_id),
-            "leads[status][0][pipeline_id]": str(pipeline_id), "account[id]": "31000001"}
-    return bridge.client.post(path, data=form, **kwargs)
+from tests.bridge.support import (
+    HOOK, LEVEL, PIPELINE, WON, bridge_section, legacy_body, one_lead, post_event,
+)
 
 
 def test_form_webhook_reads_the_lead_and_the_grant_is_delivered(amo_bridge):

@@ -18,7 +18,7 @@ from sidecar.bridge.parsers import parse_grant_body
 from sidecar.bridge.service import BridgeService, IntakeContext
 from sidecar.store import db as store_db
 from sidecar.store.grant_models import Grant, GrantAttempt
-from tests.bridge.test_intake import brief_body, make_bridge, new_email  # noqa: F401 - make_bridge is a fixture
+from tests.bridge.support import brief_body, new_email
 
 pytestmark = pytest.mark.mariadb
 

@@ -26,9 +26,7 @@ from sidecar.store.grant_models import GrantAttempt
 from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookEndpoint, WebhookEvent
 from sidecar.webhooks.events import SCHEMAS
-from tests.bridge.test_intake import (  # noqa: F401 - make_bridge and bridge are fixtures
-    API_KEYS, PRODUCT_1_MONTH, Bridge, brief_body, bridge, make_bridge,
-)
+from tests.bridge.support import PRODUCT_1_MONTH, Bridge, brief_body
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -420,7 +418,7 @@ def test_store_lost_right_after_the_site_answered_leaves_a_grant_that_is_confirm
     doomed = bridge.deliverer(holder="worker-with-dying-store")
     record = doomed._attempt
 
-    def store_dies_on_the_answer(grant, kind, outcome, *args, **kwargs):  # noqa: ANN001, ANN202
+    def store_dies_on_the_answer(grant, kind, outcome, *args, **kwargs):
         if kind == "order":
             raise sa.exc.OperationalError("UPDATE mls_grants", {}, Exception("server has gone away"))
         return record(grant, kind, outcome, *args, **kwargs)

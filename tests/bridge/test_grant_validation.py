@@ -246,7 +246,7 @@ def test_json_bodies_are_decoded(content_type):
 
 
 def test_form_bodies_are_decoded_the_php_way():
-    body = "email=a%40example.org&key%5Bterm_id%5D=7&key[duration]=6&name=%D0%98%D0%B2%D0%B0%D0%BD".encode()
+    body = b"email=a%40example.org&key%5Bterm_id%5D=7&key[duration]=6&name=%D0%98%D0%B2%D0%B0%D0%BD"
     assert decode_body(body, "application/x-www-form-urlencoded; charset=UTF-8") == {
         "email": "a@example.org", "key": {"term_id": "7", "duration": "6"}, "name": "Иван"}
 
@@ -324,10 +324,10 @@ def test_only_positive_integer_amo_lead_ids_count(lead):
 
 
 def test_external_id_is_capped_and_must_be_scalar():
-    assert len(parse_grant_body(dict(email="a@example.org", key={}, external_id="x" * 500)).external_id) == 190
-    assert parse_grant_body(dict(email="a@example.org", key={}, external_id={"id": 1})).external_id is None
-    assert parse_grant_body(dict(email="a@example.org", key={}, external_id="   ")).external_id is None
-    assert parse_grant_body(dict(email="a@example.org", key={}, external_id=123)).external_id == "123"
+    assert len(parse_grant_body({"email": "a@example.org", "key": {}, "external_id": "x" * 500}).external_id) == 190
+    assert parse_grant_body({"email": "a@example.org", "key": {}, "external_id": {"id": 1}}).external_id is None
+    assert parse_grant_body({"email": "a@example.org", "key": {}, "external_id": "   "}).external_id is None
+    assert parse_grant_body({"email": "a@example.org", "key": {}, "external_id": 123}).external_id == "123"
 
 
 def test_meta_that_is_not_an_object_is_dropped():

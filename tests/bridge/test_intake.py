@@ -1,10 +1,8 @@
 """Specification of the grant intake over HTTP (legacy-plugins.md 1.3, 1.4 a, 1.7, 1.8, 4.1, 4.3).
 
 Requests go through the Flask test client of the real app; grants are delivered by ``GrantDeliverer``
-to the MemberLux emulator over real HTTP, and the result is checked in the site database.
-
-The first section holds the helpers the other bridge test modules import (``Bridge``, body builders,
-the ``make_bridge`` fixture).
+to the MemberLux emulator over real HTTP, and the result is checked in the site database. The helpers
+live in ``support.py``, the ``bridge`` fixtures in ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -12,201 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import time
-import uuid
-from datetime import date, datetime, timedelta, timezone
-from urllib.parse import urlencode
+from datetime import timedelta
 
 import pytest
-import requests
-import sqlalchemy as sa
-from standardwebhooks.webhooks import Webhook
 
-from sidecar.app import create_app
-from sidecar.bootstrap import build_runtime, store_url
 from sidecar.bridge.auth import legacy_signature
-from sidecar.bridge.outbox import GrantDeliverer
-from sidecar.store import db as store_db
-from sidecar.store.grant_models import Grant
-
-# --- helpers shared by the bridge tests ---------------------------------------------------------------
-
-HMAC_SECRET = "mlgb-shared-secret-for-tests-0123456789"
-API_KEYS = {"crm": "crm-api-key-aaaaaaaaaaaaaaaaaaaaaaaa", "shop": "shop-api-key-bbbbbbbbbbbbbbbbbbbbbbbb"}
-SW_SECRET = "whsec_" + base64.b64encode(b"standard-webhooks-secret-for-tests").decode()
-LEGACY_URL = "/wp-json/mlgb/v1/grant"
-API_URL = "/api/v1/grants"
-
-# The seeded small site (tests/conftest.py SMALL_SITE): level 7 has published mbl_key products for 1, 3
-# and 12 months (ids 3, 4, 5) and 7 days (17); level 8 has 30 days (10). Level 9 has no days product.
-LEVEL = 7
-PRODUCT_1_MONTH = 3
-DAYS_LEVEL, DAYS_PRODUCT = 8, 10
-
-
-def utc_today() -> date:
-    return datetime.now(timezone.utc).date()
-
-
-def new_email(tag: str = "learner") -> str:
-    return f"{tag}.{uuid.uuid4().hex[:10]}@example.org"
-
-
-def legacy_body(email: str | None = None, term_id=LEVEL, duration=1, units="months", **extra) -> dict:
-    body: dict = {"email": email or new_email(), "key": {"term_id": term_id, "duration": duration, "units": units}}
-    body.update(extra)
-    return body
-
-
-def brief_body(email: str | None = None, term_id=LEVEL, duration=1, units="months", **extra) -> dict:
-    body: dict = {"user": {"email": email or new_email()},
-                  "grant": {"term_id": term_id, "duration": duration, "units": units}}
-    body.update(extra)
-    return body
-
-
-class Bridge:
-    """The sidecar app wired to the emulated site, plus read access to both databases."""
-
-    def __init__(self, runtime, emulator) -> None:
-        self.runtime = runtime
-        self.emulator_url, self.api_user, self.api_password, self.site_engine = emulator
-        self.app = create_app(runtime, testing=True)
-        self.client = self.app.test_client()
-
-    def close(self) -> None:
-        self.runtime.close()
-
-    # --- requests ---------------------------------------------------------------------------------
-    def signed(self, body, *, url: str = LEGACY_URL, form: bool = False, timestamp=None, secret: str = HMAC_SECRET,
-               signature: str | None = None, headers: dict | None = None, **kwargs):
-        """A legacy request: X-MLGB-Timestamp/X-MLGB-Signature over ``timestamp.rawbody``."""
-        if isinstance(body, bytes):
-            raw = body
-        elif form:
-            raw = urlencode(flatten_form(body)).encode()
-        else:
-            raw = json.dumps(body, ensure_ascii=False).encode()
-        stamp = str(int(self.runtime.clock.now().timestamp())) if timestamp is None else str(timestamp)
-        sent = {"X-MLGB-Timestamp": stamp,
-                "X-MLGB-Signature": signature if signature is not None else legacy_signature(secret, stamp, raw)}
-        sent.update(headers or {})
-        content_type = "application/x-www-form-urlencoded" if form else "application/json"
-        return self.client.post(url, data=raw, content_type=kwargs.pop("content_type", content_type), headers=sent,
-                                **kwargs)
-
-    def api(self, body, *, key: str | None = API_KEYS["crm"], url: str = API_URL, headers: dict | None = None,
-            **kwargs):
-        sent = {"X-API-Key": key} if key else {}
-        sent.update(headers or {})
-        raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
-        return self.client.post(url, data=raw, content_type=kwargs.pop("content_type", "application/json"),
-                                headers=sent, **kwargs)
-
-    def standard_webhook(self, body, *, secret: str = SW_SECRET, msg_id: str | None = None,
-                         signature: str | None = None, url: str = API_URL):
-        raw = json.dumps(body).encode()
-        msg_id = msg_id or "msg_" + uuid.uuid4().hex
-        moment = datetime.now(timezone.utc)
-        sig = signature or Webhook(secret).sign(msg_id, moment, raw.decode())
-        headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(moment.timestamp())), "webhook-signature": sig}
-        return self.client.post(url, data=raw, content_type="application/json", headers=headers)
-
-    def status(self, ref: str, *, key: str | None = API_KEYS["crm"]):
-        return self.client.get(f"/api/v1/grants/{ref}", headers={"X-API-Key": key} if key else {})
-
-    # --- the worker --------------------------------------------------------------------------------
-    def deliverer(self, holder: str = "test-worker", **kwargs) -> GrantDeliverer:
-        return GrantDeliverer(self.runtime, holder=holder, **kwargs)
-
-    def deliver(self, holder: str = "test-worker"):
-        return self.deliverer(holder).run_once()
-
-    # --- the store -----------------------------------------------------------------------------------
-    def grant(self, grant_id: str) -> Grant:
-        with self.runtime.sessions() as session:
-            grant = session.get(Grant, grant_id)
-        assert grant is not None, f"no grant {grant_id}"
-        return grant
-
-    def grants(self) -> list[Grant]:
-        with self.runtime.sessions() as session:
-            return list(session.scalars(sa.select(Grant).order_by(Grant.created_at, Grant.id)))
-
-    # --- the emulated site ---------------------------------------------------------------------------
-    def set_faults(self, **faults) -> dict:
-        response = requests.post(self.emulator_url + "/devstack/faults", json=faults,
-                                 auth=(self.api_user, self.api_password), timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def orders_handled(self) -> int:
-        return requests.get(self.emulator_url + "/devstack/health", timeout=10).json()["orders_handled"]
-
-    def site(self, statement: str, **params) -> list:
-        with self.site_engine.begin() as conn:
-            result = conn.execute(sa.text(statement), params)
-            return result.all() if result.returns_rows else []
-
-    def keys_of_grant(self, grant_id: str) -> list:
-        """Key rows whose activation carried ``utm_id = grant_id``, with their keys_meta."""
-        return self.site(
-            'SELECT k.id, k.user_id, k.term_id, k."key" AS code, k.status, k.duration, k.units, k.date_start, '
-            "k.date_end, k.date_registered, m.source, m.utm_source, m.utm_id "
-            "FROM wp_memberlux_term_keys k JOIN wp_memberlux_keys_meta m ON m.key_id = k.id "
-            "WHERE m.utm_id = :grant_id ORDER BY k.id", grant_id=grant_id)
-
-    def key_count(self) -> int:
-        return self.site("SELECT COUNT(*) FROM wp_memberlux_term_keys")[0][0]
-
-    def key_code(self, key_id: int) -> str:
-        return self.site('SELECT "key" FROM wp_memberlux_term_keys WHERE id = :id', id=key_id)[0][0]
-
-    def shop_orders(self) -> int:
-        return self.site("SELECT COUNT(*) FROM wp_posts WHERE post_type = 'shop_order'")[0][0]
-
-
-def flatten_form(data: dict, prefix: str = "") -> list[tuple[str, str]]:
-    """{"key": {"term_id": 7}} -> [("key[term_id]", "7")], as a PHP form would post it."""
-    pairs: list[tuple[str, str]] = []
-    for name, value in data.items():
-        full = f"{prefix}[{name}]" if prefix else str(name)
-        if isinstance(value, dict):
-            pairs.extend(flatten_form(value, full))
-        else:
-            pairs.append((full, str(value)))
-    return pairs
-
-
-def bridge_section(**extra) -> dict:
-    return {"hmac_secret": HMAC_SECRET, "api_keys": dict(API_KEYS), "standard_webhook_secrets": {"sender": SW_SECRET},
-            **extra}
-
-
-@pytest.fixture
-def make_bridge(small_site, emulator, settings_for):
-    """``make_bridge(store=..., **bridge_settings)``: a ``Bridge`` on a freshly migrated store."""
-    made: list[Bridge] = []
-
-    def make(*, store: dict | None = None, bridge: dict | None = None, **bridge_extra) -> Bridge:
-        sections: dict = {"bridge": bridge if bridge is not None else bridge_section(**bridge_extra)}
-        if store:
-            sections["store"] = store
-        settings = settings_for(small_site, emulator, **sections)
-        engine = store_db.create_store_engine(store_url(settings))
-        store_db.upgrade(engine)
-        engine.dispose()
-        built = Bridge(build_runtime(settings), emulator)
-        made.append(built)
-        return built
-
-    yield make
-    for built in made:
-        built.close()
-
-
-@pytest.fixture
-def bridge(make_bridge) -> Bridge:
-    return make_bridge()
+from tests.bridge.support import (
+    API_KEYS, DAYS_LEVEL, HMAC_SECRET, LEGACY_URL, LEVEL, PRODUCT_1_MONTH, brief_body, legacy_body, new_email, utc_today,
+)
 
 
 def error_fields(response) -> dict[str, str]:

@@ -23,10 +23,8 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from sidecar.store import audit
-from tests.bridge.test_amocrm_intake import amo_bridge, one_lead, post_event  # noqa: F401 - amo_bridge is a fixture
-from tests.bridge.test_intake import (  # noqa: F401 - make_bridge and bridge are fixtures
-    API_KEYS, DAYS_LEVEL, LEVEL, PRODUCT_1_MONTH, bridge, brief_body, legacy_body, make_bridge, new_email,
-    utc_today,
+from tests.bridge.support import (
+    API_KEYS, DAYS_LEVEL, LEVEL, PRODUCT_1_MONTH, brief_body, legacy_body, new_email, one_lead, post_event, utc_today,
 )
 
 

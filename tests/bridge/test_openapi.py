@@ -30,8 +30,8 @@ from sidecar.bootstrap import build_runtime, store_url
 from sidecar.bridge.blueprint import grant_view
 from sidecar.bridge.openapi import openapi_document
 from sidecar.bridge.service import BridgeService
-from sidecar.store import db as store_db
-from tests.bridge.conftest import AMO_TOKEN
+from tests.bridge.support import AMO_TOKEN
+from tests.stores import migrate_store
 
 API_KEY = "openapi-test-key-3f9a0c7d5e1b"
 AMO_PATH_TOKEN = "amo-path-token-for-openapi-tests"
@@ -56,9 +56,7 @@ def bridge_app(small_site, emulator, settings_for, fake_amo):
         "amocrm": {"enabled": True, "base_url": amo.base_url, "token": AMO_TOKEN, "path_token": AMO_PATH_TOKEN},
     }, web={"public_url": "https://sidecar.example", "api_tokens": {"tests": READ_TOKEN}},
         webhooks={"memberlux_path_token": MEMBERLUX_PATH_TOKEN})
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url(settings))
     runtime = build_runtime(settings)
     try:
         yield create_app(runtime, testing=True), runtime

@@ -24,7 +24,7 @@ import requests
 
 from sidecar.clock import FixedClock
 from sidecar.memberlux.rest import MemberLuxRestClient
-from tests.bridge.test_intake import LEVEL, Bridge, brief_body, bridge, make_bridge  # noqa: F401 - fixtures
+from tests.bridge.support import LEVEL, Bridge, brief_body
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ("user", "order", "key", "autoresponder", "mails", "webhooks", "keys_meta", "certificate", "processed")

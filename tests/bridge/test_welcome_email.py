@@ -28,9 +28,9 @@ from sidecar.cli import cli
 from sidecar.clock import FixedClock
 from sidecar.devstack import seed
 from sidecar.mail.mailer import Mailer
-from sidecar.store import db as store_db
 from sidecar.store.mail_models import WelcomeEmail
 from sidecar.store.models import AuditEvent
+from tests.stores import migrate_store
 
 CLOSED_PORT = 9          # nothing listens there: connection refused
 
@@ -47,9 +47,7 @@ def make_welcome_runtime(small_site, emulator, settings_for, smtp_server):
                                 smtp={"host": host, "port": smtp_port or port, "security": "none",
                                       "from_address": "school@example.org"},
                                 bridge={"welcome_email": {"enabled": True, **welcome_email}})
-        engine = store_db.create_store_engine(store_url(settings))
-        store_db.upgrade(engine)
-        engine.dispose()
+        migrate_store(store_url(settings))
         made.append(build_runtime(settings))
         made[-1].clock = FixedClock(made[-1].clock.now())
         return made[-1]
@@ -240,7 +238,7 @@ def test_store_down_after_the_server_took_the_letter_no_loss_and_no_duplicate(we
     runtime, inbox = welcome_runtime
     real_finish = WelcomeSender._finish
 
-    def finish(self, row, state, *args, **kwargs):  # noqa: ANN001
+    def finish(self, row, state, *args, **kwargs):
         if state == "sent":
             store_down()
         return real_finish(self, row, state, *args, **kwargs)
@@ -283,7 +281,7 @@ def test_a_sender_whose_claim_was_taken_over_records_nothing_over_it(welcome_run
     row_id = letter_of(runtime, grant.id).id
 
     class Meanwhile(Mailer):
-        def send(self, mail, *, before_data=None):  # noqa: ANN001, ANN201
+        def send(self, mail, *, before_data=None):
             def hook() -> None:
                 before_data()
                 later(runtime, seconds=LEASE.total_seconds() + 1)

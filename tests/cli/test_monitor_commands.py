@@ -15,8 +15,8 @@ from sidecar.cli import cli
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.service import MonitorService, SleeperQuery
 from sidecar.monitor.views import CSV_COLUMNS
-from sidecar.store import db as store_db
 from sidecar.store.monitor_models import CertificateClassRow
+from tests.stores import migrate_store
 
 SEEDED_DAY = date(2026, 11, 24)
 
@@ -24,9 +24,7 @@ SEEDED_DAY = date(2026, 11, 24)
 @pytest.fixture
 def settings(small_site, settings_for):
     built = settings_for(small_site)
-    engine = store_db.create_store_engine(store_url(built))
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url(built))
     return built
 
 

@@ -114,8 +114,8 @@ def test_order_creates_user_and_activated_key(emulator):
     assert response.json() == {"order": order_id}
     user = emulator.rows("SELECT * FROM wp_users WHERE user_email = 'Maria.Petrova@Example.com'")[0]
     assert user["user_login"] == "Maria.Petrova"
-    meta = dict((r["meta_key"], r["meta_value"]) for r in emulator.rows(
-        "SELECT meta_key, meta_value FROM wp_usermeta WHERE user_id = :uid", uid=user["ID"]))
+    meta = {r["meta_key"]: r["meta_value"] for r in emulator.rows(
+        "SELECT meta_key, meta_value FROM wp_usermeta WHERE user_id = :uid", uid=user["ID"])}
     assert meta["first_name"] == "Мария" and meta["last_name"] == "Петрова" and meta["surname"] == "Ивановна"
     assert meta["phone"] == "+7 900 000-00-00" and meta["custom3"] == "VIP" and "custom4" not in meta
     assert phpserialize.loads(meta["wp_capabilities"].encode(), decode_strings=True) == {"customer": True}
@@ -136,8 +136,8 @@ def test_order_creates_user_and_activated_key(emulator):
     assert _d(order["post_date_gmt"]) == "2026-01-31 10:00:00" and _d(order["post_date"]) == "2026-01-31 13:00:00"
     items = emulator.rows("SELECT * FROM wp_woocommerce_order_items WHERE order_id = :id", id=order_id)
     assert len(items) == 1
-    order_meta = dict((r["meta_key"], r["meta_value"]) for r in emulator.rows(
-        "SELECT meta_key, meta_value FROM wp_postmeta WHERE post_id = :id", id=order_id))
+    order_meta = {r["meta_key"]: r["meta_value"] for r in emulator.rows(
+        "SELECT meta_key, meta_value FROM wp_postmeta WHERE post_id = :id", id=order_id)}
     assert order_meta["_customer_user"] == str(user["ID"]) and order_meta["_order_total"] == f"{product.price:.2f}"
 
 

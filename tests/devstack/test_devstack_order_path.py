@@ -281,11 +281,10 @@ def test_requests_sharing_a_phpsessid_run_one_after_the_other(make_emulator, bac
 
     shared = sorted(f.result() for f in [background(timed, f"shared{n}@example.com", {"PHPSESSID": session_id})
                                          for n in range(3)])
-    assert shared[0] < 1.6 * latency
-    assert 1.8 * latency <= shared[1] < 2.8 * latency
-    assert 2.8 * latency <= shared[2] < 4.0 * latency
+    # One after the other: the second waits for the first, the third for both (a busy machine only adds).
+    assert shared[1] >= 1.8 * latency and shared[2] >= 2.8 * latency
     alone = [f.result() for f in [background(timed, f"alone{n}@example.com", None) for n in range(3)]]
-    assert max(alone) < 1.6 * latency
+    assert max(alone) < 2.5 * latency  # side by side: far from the 3 x latency of a queue
 
 
 @SQLITE_ONLY

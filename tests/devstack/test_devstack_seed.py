@@ -209,7 +209,7 @@ def test_stacked_renewals_start_at_previous_end(seeded):
         by_pair[(row.user_id, row.term_id)].append(row)
     stacked = lapsed = 0
     for chain in by_pair.values():
-        for previous, current in zip(chain, chain[1:]):
+        for previous, current in zip(chain, chain[1:], strict=False):
             if current.date_registered is None or previous.is_unlimited:
                 continue
             registered = date.fromisoformat(_d(current.date_registered))

@@ -150,7 +150,7 @@ def test_blocked_accounts_never_have_access(rows, policy, day_index):
 def test_access_periods_cover_exactly_the_oracle_days(rows, policy):
     periods = access_periods(rows, policy)
 
-    for earlier, later in zip(periods, periods[1:]):
+    for earlier, later in zip(periods, periods[1:], strict=False):
         assert earlier.end is not None, "an unlimited period must be the last one"
         # Disjoint, sorted and never adjacent: there is at least one day without access between.
         assert earlier.end < later.start

@@ -127,7 +127,7 @@ def verdict(reason: Reason, expired_on: date | None = X, blocked: bool = False) 
     return SleeperVerdict(1, 2, reason, expired_on, None, blocked)
 
 
-CHECKS = dict(unsubscribed=False, monitoring_on=True, letter_on=True, has_email=True)
+CHECKS = {"unsubscribed": False, "monitoring_on": True, "letter_on": True, "has_email": True}
 
 
 @pytest.mark.parametrize(("found", "expected"), [

@@ -135,13 +135,13 @@ class _Scripted:
     def __init__(self, drop_at: str = "", rcpt_reply: str = "") -> None:
         self.drop_at, self.rcpt_reply, self.received = drop_at, rcpt_reply, 0
 
-    async def handle_MAIL(self, server, session, envelope, address, options):  # noqa: ANN001, N802
+    async def handle_MAIL(self, server, session, envelope, address, options):  # noqa: N802
         if self.drop_at == "MAIL":
             server.transport.close()
         envelope.mail_from = address
         return "250 OK"
 
-    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001, N802
+    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
         if self.drop_at == "RCPT":
             server.transport.close()
         if self.rcpt_reply:
@@ -149,7 +149,7 @@ class _Scripted:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, N802
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
         self.received += 1
         return "250 OK"
 

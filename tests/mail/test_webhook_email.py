@@ -12,11 +12,12 @@ from sidecar.config import SmtpSettings
 from sidecar.mail.mailer import Mail, Mailer
 from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookDelivery, WebhookEndpoint
-from sidecar.webhooks.delivery import Rendered, WebhookDeliverer, register_format
+from sidecar.webhooks.delivery import WebhookDeliverer
+from sidecar.webhooks.formats import Rendered, register_format
 from sidecar.webhooks.events import emit
 
 
-def _notice(_runtime, endpoint, event) -> Rendered:  # noqa: ANN001
+def _notice(_runtime, endpoint, event) -> Rendered:
     return Rendered(mail=Mail(to=endpoint.url, subject=f"Event {event.type}", html="<p>notice</p>", text="notice"))
 
 

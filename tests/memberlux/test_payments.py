@@ -12,7 +12,7 @@ class Options:
     def __init__(self, **values) -> None:
         self.values = values
 
-    def option(self, name: str):  # noqa: ANN201 - the reader's signature
+    def option(self, name: str):  # the reader's signature
         return self.values.get(name)
 
 

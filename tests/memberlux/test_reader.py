@@ -70,9 +70,9 @@ class Site:
         return term_id
 
     def key(self, **values) -> int:
-        row = dict(key=f"CODE{next(_codes)}", term_id=1, user_id=1, key_type="wpm_term_keys", status="used",
-                   sent=0, is_banned=0, duration=12, units="months", date_start="2024-01-10",
-                   date_end="2025-01-10", date_registered="2024-01-10", is_unlimited=0)
+        row = {"key": f"CODE{next(_codes)}", "term_id": 1, "user_id": 1, "key_type": "wpm_term_keys", "status": "used",
+                   "sent": 0, "is_banned": 0, "duration": 12, "units": "months", "date_start": "2024-01-10",
+                   "date_end": "2025-01-10", "date_registered": "2024-01-10", "is_unlimited": 0}
         row.update(values)
         return self.insert("memberlux_term_keys", **row)
 
@@ -467,11 +467,11 @@ def test_site_timezone_without_options_is_utc(site):
 
 
 def _certificate(site: Site, **values) -> int:
-    row = dict(user_id=1, wpmlevel_id=1, certificate_name="Course", certificate_template_id=3,
-               graduate_first_name="Anna", graduate_last_name="Ivanova", graduate_surname="Petrovna",
-               date_issue="2024-05-01", series="AB", number="00001", responsible_person=0,
-               create_date="2024-05-01", course_name="Course",
-               custom_fields='a:2:{s:6:"field1";s:3:"one";s:6:"field2";s:0:"";}')
+    row = {"user_id": 1, "wpmlevel_id": 1, "certificate_name": "Course", "certificate_template_id": 3,
+               "graduate_first_name": "Anna", "graduate_last_name": "Ivanova", "graduate_surname": "Petrovna",
+               "date_issue": "2024-05-01", "series": "AB", "number": "00001", "responsible_person": 0,
+               "create_date": "2024-05-01", "course_name": "Course",
+               "custom_fields": 'a:2:{s:6:"field1";s:3:"one";s:6:"field2";s:0:"";}'}
     row.update(values)
     return site.insert("memberlux_certificate", **row)
 

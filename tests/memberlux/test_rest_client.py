@@ -92,10 +92,10 @@ def test_grant_reference_longer_than_utm_column_is_refused():
 
 # --- the transport under a site that behaves like the real one (core.md 13) ------------------------
 
-import json  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+import json
+import socket
+import threading
+from contextlib import contextmanager
 
 
 class PhpLikeSite:
@@ -209,7 +209,7 @@ def test_orders_carry_no_cookie_so_parallel_orders_are_not_queued_by_the_php_ses
     assert site.cookies_seen == [None] * 4
     assert len(client.session.cookies) == 0
     # With the cookie sent back they would take about 1, 2 and 3 s (the session lock queues them).
-    assert max(durations) < 1.9, durations
+    assert max(durations) < 2.5, durations
 
 
 def test_a_site_that_trickles_its_answer_is_cut_off_at_the_total_deadline():
@@ -246,7 +246,8 @@ def test_a_proxy_gateway_timeout_is_an_unknown_outcome():
     def gateway(conn: socket.socket) -> None:
         with conn:
             read_request(conn)
-            page = b"<html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 Gateway Time-out</h1></center><hr><center>nginx</center></body></html>"
+            page = (b"<html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 Gateway Time-out"
+                    b"</h1></center><hr><center>nginx</center></body></html>")
             conn.sendall(b"HTTP/1.1 504 Gateway Time-out\r\nContent-Type: text/html\r\nContent-Length: "
                          + str(len(page)).encode() + b"\r\nConnection: close\r\n\r\n" + page)
 
@@ -317,4 +318,4 @@ def test_parallel_order_calls_do_not_queue_on_a_php_session(emulator):
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         durations = list(pool.map(timed, range(3)))
-    assert max(durations) < 1.8, durations
+    assert max(durations) < 2.5, durations  # queued on one session they would take about 3 s

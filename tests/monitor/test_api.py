@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.monitor.test_views import API_TOKEN, TODAY, Monitor, build_monitor  # noqa: F401 - fixture
+from tests.monitor.support import API_TOKEN, TODAY, Monitor
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 @pytest.fixture
-def api(build_monitor) -> Monitor:  # noqa: F811 - the fixture imported above
+def api(build_monitor) -> Monitor:  # the fixture imported above
     return build_monitor(api_tokens={"reports": API_TOKEN, "bi": "second-token-for-the-bi-tool-0001"})
 
 
@@ -39,7 +39,7 @@ def test_every_configured_token_works(api):
     assert get(api, headers={"Authorization": f"bearer {API_TOKEN}"}).status_code == 200  # scheme is case-insensitive
 
 
-def test_says_so_when_no_tokens_are_configured(build_monitor):  # noqa: F811
+def test_says_so_when_no_tokens_are_configured(build_monitor):
     bare = build_monitor()
     for headers in ({"Authorization": f"Bearer {API_TOKEN}"}, {}):
         response = get(bare, headers=headers)
@@ -48,7 +48,7 @@ def test_says_so_when_no_tokens_are_configured(build_monitor):  # noqa: F811
         assert "API tokens are not configured" in response.json["message"]
 
 
-def test_an_admin_session_is_enough(build_monitor):  # noqa: F811
+def test_an_admin_session_is_enough(build_monitor):
     bare = build_monitor()
     bare.login()
     response = get(bare, headers={})

@@ -27,8 +27,8 @@ from sidecar.devstack.site import build_demo_site
 from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.service import MonitorService, SleeperQuery
 from sidecar.monitor.views import CSV_COLUMNS
-from sidecar.store import db as store_db
 from sidecar.store.monitor_models import CertificateClassRow
+from tests.stores import migrate_store
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -72,9 +72,7 @@ def served(tmp_path, settings_for):
     site = f"sqlite:///{tmp_path / 'wordpress.sqlite'}"
     build_demo_site(site, users=300, levels=8, seed=2, today=TODAY, fresh=True)
     settings = settings_for(site)
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url(settings))
     runtime = build_runtime(settings, clock=FixedClock(START))
     refresher = SleeperRefresher(runtime)
     for weeks_ago in range(11, 0, -1):  # some history for the trend charts

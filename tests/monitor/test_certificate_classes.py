@@ -23,8 +23,8 @@ from sidecar.monitor.certificates import (
     fingerprint,
     sync_job,
 )
-from sidecar.store import db as store_db
 from sidecar.store.monitor_models import CertificateClassRow, WatchState
+from tests.stores import migrate_store
 
 TODAY = date(2026, 11, 24)
 SITE = {"users": 150, "levels": 5, "seed": 11}
@@ -54,9 +54,7 @@ def seeded(seeded_template, tmp_path):
 
 def make_runtime(settings_for, site_url: str, emulator=None):
     settings = settings_for(site_url, emulator)
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url(settings))
     return build_runtime(settings)
 
 

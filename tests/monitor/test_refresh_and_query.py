@@ -45,7 +45,6 @@ from sidecar.monitor.service import (
     UnknownUser,
     _reminders_sent,
 )
-from sidecar.store import db as store_db
 from sidecar.store.monitor_models import (
     CertificateClassRow,
     SleeperCount,
@@ -53,6 +52,7 @@ from sidecar.store.monitor_models import (
     SleeperRefresh,
     WatchState,
 )
+from tests.stores import migrate_store
 
 SEEDED_DAY = date(2026, 11, 24)  # the small_site fixture is seeded for this day
 
@@ -63,9 +63,7 @@ def _noon(day: date) -> FixedClock:
 
 def _runtime_for(site_url: str, store_dir: Path, day: date):
     store_url = f"sqlite:///{store_dir / 'store.sqlite'}"
-    engine = store_db.create_store_engine(store_url)
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url)
     settings = settings_from_mapping({
         "wordpress": {"db_url": site_url},
         "memberlux": {"rest_base_url": "https://school.example/wp-json"},
@@ -79,8 +77,9 @@ def _runtime_for(site_url: str, store_dir: Path, day: date):
 # The three paths
 
 
-def brute_force(runtime, day: date, window: Window = Window()) -> dict[tuple[int, int], object]:
+def brute_force(runtime, day: date, window: Window | None = None) -> dict[tuple[int, int], object]:
     """Verdict of every (level, existing user), from each user's own rows and the domain rule."""
+    window = window or Window()
     reader = runtime.reader
     parents = reader.level_parents()
     manual = manual_certificate_pairs(runtime)
@@ -541,7 +540,7 @@ def test_reminders_sent_counts_the_letters_of_the_current_chain(catalogue):
     first, second = entries[0], entries[1]
     chains = [(e.user_id, e.term_id, e.expired_on) for e in entries[:3]]
     with runtime.sessions() as session:
-        assert _reminders_sent(session, chains) == {chain: 0 for chain in chains}
+        assert _reminders_sent(session, chains) == dict.fromkeys(chains, 0)
     now = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
 
     def letter(entry, expired_on, step, state):
@@ -575,7 +574,7 @@ def test_counts_trend_and_freshness(monitored):
     counts = service.counts_per_level()
     assert counts == {r.term_id: r.sleepers for r in reports}
     trend = service.trend(weeks=4)
-    assert {t: points for t, points in trend.items()} == {r.term_id: [(SEEDED_DAY, r.sleepers)] for r in reports}
+    assert dict(trend.items()) == {r.term_id: [(SEEDED_DAY, r.sleepers)] for r in reports}
     fresh = service.freshness()
     assert set(fresh) == set(counts)
     for report in reports:

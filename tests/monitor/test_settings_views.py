@@ -14,8 +14,8 @@ from sidecar.bootstrap import build_runtime, store_url
 from sidecar.clock import FixedClock
 from sidecar.devstack import seed
 from sidecar.monitor.settings import MonitorSettings, SettingsError, validate
-from sidecar.store import db as store_db
 from sidecar.store.models import AuditEvent, SettingOverride
+from tests.stores import migrate_store
 
 START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 
@@ -86,9 +86,7 @@ class Site:
 @pytest.fixture
 def site(small_site, settings_for):
     settings = settings_for(small_site)
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url(settings))
     runtime = build_runtime(settings, clock=FixedClock(START))
     built = Site(runtime)
     built.login()
@@ -197,9 +195,7 @@ def test_unknown_level_is_404(site):
 
 def test_login_is_required(small_site, settings_for):
     settings = settings_for(small_site)
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url(settings))
     runtime = build_runtime(settings, clock=FixedClock(START))
     try:
         client = create_app(runtime, testing=True).test_client()

@@ -6,112 +6,16 @@ import csv
 import html
 import io
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from sidecar.app import create_app
-from sidecar.bootstrap import build_runtime, store_url
-from sidecar.clock import FixedClock
-from sidecar.devstack import seed
 from sidecar.memberlux.reader import Level
-from sidecar.monitor.refresh import SleeperRefresher
-from sidecar.monitor.service import SORTS, MonitorService, SleeperQuery, SleeperRow
+from sidecar.monitor.service import SORTS, SleeperRow
 from sidecar.monitor.views import CSV_COLUMNS, csv_chunks, level_tree, sparkline
-from sidecar.store import db as store_db
 from sidecar.store.monitor_models import CertificateClassRow
-
-START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)  # the small site is seeded for this day
-TODAY = START.date()
-API_TOKEN = "reports-token-7d1e0c5a9b3f4e2d"
-LEVELS = {7: "Английский с нуля", 8: "Английский для путешествий", 9: "Бизнес-английский", 10: "Йога для начинающих"}
-
-
-class Monitor:
-    """A runtime on a fixed clock with a refreshed read model, the app and a signed-in browser."""
-
-    def __init__(self, runtime) -> None:
-        self.runtime = runtime
-        self.clock: FixedClock = runtime.clock
-        self.service = MonitorService(runtime)
-        self.refresher = SleeperRefresher(runtime)
-        self.app = create_app(runtime, testing=True)
-        self.client = self.app.test_client()
-
-    def login(self) -> None:
-        token = csrf_in(self.client.get("/login").get_data(as_text=True))
-        response = self.client.post("/login", data={"csrf_token": token, "login": seed.DEMO_ADMIN_LOGIN,
-                                                    "password": seed.DEMO_ADMIN_PASSWORD})
-        assert response.status_code == 302, response.get_data(as_text=True)
-
-    def page(self, url: str) -> str:
-        response = self.client.get(url)
-        assert response.status_code == 200, (url, response.status_code, response.get_data(as_text=True)[:500])
-        return html.unescape(response.get_data(as_text=True))
-
-    def all_rows(self, **filters) -> list[SleeperRow]:
-        return list(self.service.iterate(SleeperQuery(**filters)))
-
-
-def csrf_in(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, "no CSRF field in the page"
-    return found.group(1)
-
-
-def listed(page: str) -> list[tuple[int, int]]:
-    """(user_id, level) of the table rows, in page order."""
-    return [(int(u), int(t)) for u, t in re.findall(r'<tr class="sleeper[^"]*" data-user="(\d+)" data-level="(\d+)"', page)]
-
-
-def link(page: str, css_class: str) -> str | None:
-    found = re.search(rf'<a href="([^"]+)" class="{css_class}"', page)
-    return found.group(1) if found else None
-
-
-def flashes(page: str) -> list[str]:
-    return [m.strip() for m in re.findall(r'<p class="flash flash-\w+"[^>]*>(.*?)</p>', page, re.S)]
-
-
-def walk(monitor: Monitor, url: str) -> tuple[list[tuple[int, int]], int]:
-    """Follow "next page" links from ``url``; returns every row seen and the number of pages."""
-    seen: list[tuple[int, int]] = []
-    pages = 0
-    while url:
-        page = monitor.page(url)
-        pages += 1
-        seen += listed(page)
-        url = link(page, "next")
-        assert pages < 100, "the pager does not end"
-    return seen, pages
-
-
-@pytest.fixture
-def build_monitor(small_site, settings_for):
-    built = []
-
-    def build(**web) -> Monitor:
-        settings = settings_for(small_site, web=web)
-        engine = store_db.create_store_engine(store_url(settings))
-        store_db.upgrade(engine)
-        engine.dispose()
-        runtime = build_runtime(settings, clock=FixedClock(START))
-        built.append(runtime)
-        monitor = Monitor(runtime)
-        monitor.refresher.refresh_all()
-        return monitor
-
-    yield build
-    for runtime in built:
-        runtime.close()
-
-
-@pytest.fixture
-def monitor(build_monitor) -> Monitor:
-    built = build_monitor(api_tokens={"reports": API_TOKEN})
-    built.login()
-    return built
+from tests.monitor.support import LEVELS, START, TODAY, csrf_in, flashes, link, listed, walk
 
 
 # --- overview -----------------------------------------------------------------------------------------
@@ -271,7 +175,7 @@ def test_sort_headers_toggle_the_direction(monitor, column, sort):
     again = monitor.page(header.group(1))
     rows_one, rows_two = listed(clicked), listed(again)
     assert sorted(rows_one) == sorted(rows_two) and rows_one
-    if len({r for r in rows_one}) > 1 and sort != "level":
+    if len(set(rows_one)) > 1 and sort != "level":
         assert rows_one != rows_two  # the other direction
     assert ('aria-sort="descending"' in clicked) != ('aria-sort="descending"' in again)
 
@@ -345,7 +249,7 @@ def test_csv_export_streams_every_row_with_a_header(monitor):
     assert len(rows) == 40  # more than one page: all 39
     expected = monitor.all_rows()
     assert [(int(r[0]), int(r[5])) for r in rows[1:]] == [(r.user_id, r.term_id) for r in expected]
-    first = dict(zip(rows[0], rows[1]))
+    first = dict(zip(rows[0], rows[1], strict=True))
     assert first["expired_on"] == expected[0].expired_on.isoformat()
     assert first["level_name"] == expected[0].level_name and first["blocked"] in ("0", "1")
 

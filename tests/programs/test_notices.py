@@ -28,7 +28,7 @@ def receiver():
     app = Flask("receiver")
 
     @app.post("/legacy")
-    def legacy():  # noqa: ANN202
+    def legacy():
         received.append((dict(request.headers), request.get_json()))
         return "ok"
 

@@ -45,7 +45,7 @@ class World:
         assert answer.status_code in (200, 201), answer.text
         return int(answer.json()["certificate_id"])
 
-    def watch(self):  # noqa: ANN201
+    def watch(self):
         CertificateClassifier(self.runtime).sync()
         return self.progression.process_inbox()
 

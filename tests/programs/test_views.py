@@ -21,10 +21,10 @@ from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.programs.catalog import ProgramCatalog, ProgramDefinition
 from sidecar.programs.progression import Progression
 from sidecar.programs.texts import level_label, problem_text
-from sidecar.store import db as store_db
 from sidecar.store.grant_models import Grant
 from sidecar.store.models import AuditEvent
 from sidecar.store.program_models import Enrolment, EnrolmentEvent, Program
+from tests.stores import migrate_store
 
 YOGA, ENGLISH, TRAVEL, BUSINESS = 10, 7, 8, 9   # small site levels: 10 and 7 manual certificates, 9 auto
 API_KEY = "programs-api-key-5b2c9e1d7a3f"
@@ -96,9 +96,7 @@ class School:
 def school(small_site, emulator, settings_for, admin_pages):
     settings = settings_for(small_site, emulator, bridge={"api_keys": {"crm": API_KEY}},
                             web={"api_tokens": {"reports": TOKEN}})
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url(settings))
     runtime = build_runtime(settings)
     try:
         yield School(runtime, emulator, admin_pages)
@@ -152,7 +150,7 @@ def test_every_form_needs_the_csrf_token(school):
     program = school.program(YOGA, ENGLISH)
     [learner] = school.learners()
     enrolment = school.progression.enrol(program, learner, source="ui", actor="admin").enrolment_id
-    for url, data in ((f"/programs/new", form_data()), (f"/programs/{program}/edit", form_data()),
+    for url, data in (("/programs/new", form_data()), (f"/programs/{program}/edit", form_data()),
                       (f"/programs/{program}/status", {"status": "archived"}),
                       (f"/programs/{program}/enrol", {"user": str(learner)}),
                       (f"/programs/enrolments/{enrolment}/withdraw", {}), ("/programs/import", {})):

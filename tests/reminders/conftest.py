@@ -18,7 +18,7 @@ from sidecar.clock import FixedClock
 from sidecar.config import settings_from_mapping
 from sidecar.devstack.wpschema import create_site_schema
 from sidecar.monitor.settings import Letter, MonitorSettings
-from sidecar.store import db as store_db
+from tests.stores import migrate_store
 
 LEVEL = 30
 OTHER_LEVEL = 31
@@ -31,9 +31,7 @@ class School:
         self.writer = sa.create_engine(site_url)
         self.md = create_site_schema(self.writer)
         self.clock = FixedClock(datetime.combine(day, time(9), tzinfo=timezone.utc))
-        engine = store_db.create_store_engine(store_url)
-        store_db.upgrade(engine)
-        engine.dispose()
+        migrate_store(store_url)
         smtp_section = ({"host": smtp[0], "port": smtp[1], "security": "none", "from_address": "school@example.org",
                          "from_name": "Школа"} if smtp else {})
         self.settings = settings_from_mapping({
@@ -143,8 +141,8 @@ class School:
         current = service.effective(term_id)
         letters = tuple(
             Letter(d, f"Напоминание {n}: [course_name]",
-                   f"<p>Здравствуйте, {{{{ first_name }}}}!</p><p>Доступ к «[course_name]» закончился [expired_date].</p>"
-                   f'<p><a href="{{{{ renewal_url }}}}">Продлить</a></p>') if d is not None else Letter()
+                   "<p>Здравствуйте, {{ first_name }}!</p><p>Доступ к «[course_name]» закончился [expired_date].</p>"
+                   '<p><a href="{{ renewal_url }}">Продлить</a></p>') if d is not None else Letter()
             for n, d in enumerate(days, start=1))
         service.save(replace(current, enabled=enabled, letters=letters, admin_days_after_last=admin_days,
                              admin_email=admin_email if admin_days is not None else "",

@@ -72,7 +72,7 @@ def test_operator_mistakes_are_named(school, smtp_server):
 
 def test_a_run_in_progress_elsewhere_is_refused(school, smtp_server):
     from sidecar.store import leases
-    from sidecar.worker import REMINDERS_DAILY_JOB
+    from sidecar.jobs import REMINDERS_DAILY_JOB
 
     leases.try_acquire(school.runtime.sessions, REMINDERS_DAILY_JOB, "other-host:1", timedelta(hours=1),
                        school.clock.now())

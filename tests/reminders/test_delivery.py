@@ -86,7 +86,7 @@ def test_a_crash_between_send_and_record_never_sends_twice(school, smtp_server, 
     learners_due(school, 1)
     real_finish = ReminderSender._finish
 
-    def crash(self, model, row, state, *args, **kwargs):  # noqa: ANN001
+    def crash(self, model, row, state, *args, **kwargs):
         if state.value == "sent":
             raise SystemExit("the process died after the SMTP server accepted the message")
         return real_finish(self, model, row, state, *args, **kwargs)

@@ -81,8 +81,8 @@ def test_digest_adds_the_learner_table_unless_the_body_lists_learners_itself():
 
 
 def test_every_documented_digest_variable_is_checked_as_known():
-    check(" ".join("{{ %s }}" % name for name in DIGEST_VARIABLES), DIGEST_VARIABLES)
-    check(" ".join("[%s]" % name for name in ("user_email", "user_login", "course_name", "expired_date",
+    check(" ".join("{{ " + name + " }}" for name in DIGEST_VARIABLES), DIGEST_VARIABLES)
+    check(" ".join(f"[{name}]" for name in ("user_email", "user_login", "course_name", "expired_date",
                                               "is_bundle_course", "bundle_name")), LEARNER_VARIABLES)
 
 

@@ -52,10 +52,10 @@ def test_the_chain_follows_the_days_and_the_digest_follows_the_last_letter(schoo
     school.learner(1)
     school.expired(1, days_ago=0)
     sent_days = {}
-    for offset in range(0, 40):
+    for offset in range(40):
         before = len(inbox.messages)
         run_reminders(school.runtime)
-        for _, recipients, message in inbox.messages[before:]:
+        for _, _recipients, message in inbox.messages[before:]:
             sent_days[message["Subject"]] = offset
         school.advance(days=1)
     assert sent_days == {"Напоминание 1: Английский A1": 3, "Напоминание 2: Английский A1": 10,

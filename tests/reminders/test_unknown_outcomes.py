@@ -185,7 +185,7 @@ def test_a_worker_killed_before_data_leaves_a_letter_that_goes_out_later(school,
     _, _, inbox = smtp_server
     one_learner_due(school)
 
-    def killed(self, model, row):  # noqa: ANN001
+    def killed(self, model, row):
         raise Dies()
 
     monkeypatch.setattr(ReminderSender, "_handing_over", killed)
@@ -203,7 +203,7 @@ def test_a_worker_killed_after_the_mark_leaves_an_unknown_letter(school, smtp_se
     one_learner_due(school)
     real = ReminderSender._handing_over
 
-    def marked_then_killed(self, model, row):  # noqa: ANN001
+    def marked_then_killed(self, model, row):
         real(self, model, row)
         raise Dies()
 
@@ -221,11 +221,11 @@ def test_a_worker_killed_after_the_mark_leaves_an_unknown_letter(school, smtp_se
 class Meanwhile(Mailer):
     """A mailer that lets something else happen at one point of the SMTP transaction."""
 
-    def __init__(self, settings, *, before_mark=None, after_mark=None) -> None:  # noqa: ANN001
+    def __init__(self, settings, *, before_mark=None, after_mark=None) -> None:
         super().__init__(settings)
         self.before_mark, self.after_mark = before_mark, after_mark
 
-    def send(self, mail, *, before_data=None):  # noqa: ANN001, ANN201
+    def send(self, mail, *, before_data=None):
         def hook() -> None:
             if self.before_mark:
                 self.before_mark()

@@ -424,7 +424,7 @@ def test_unsubscribed_learners_are_listed_and_can_be_subscribed_again(web, schoo
     page = web.get("/reminders/unsubscribes")
     row = re.search(r'<tr class="unsubscribe" data-user="2">.*?</tr>', page, re.S).group(0)
     assert "boris@example.com" in row and "one-click (mail client)" in row and 'href="/monitor/users/2"' in row
-    assert "unsubscribed" in re.search(rf'data-user="2">.*?</tr>', web.get("/reminders?user=2"), re.S).group(0)
+    assert "unsubscribed" in re.search(r'data-user="2">.*?</tr>', web.get("/reminders?user=2"), re.S).group(0)
     assert web.get("/reminders/unsubscribes?q=anna").count('<tr class="unsubscribe"') == 0
     assert web.get("/reminders/unsubscribes?q=2").count('<tr class="unsubscribe"') == 1
 
@@ -552,7 +552,7 @@ def test_preview_input_errors_are_explained(web, school):
     assert "There is no WordPress user 77." in web.get(f"/reminders/levels/{LEVEL}/preview?user=77", 422)
     assert "«anna» is neither a user id nor an e-mail address." in web.get(f"/reminders/levels/{LEVEL}/preview?user=anna", 422)
     assert "Unknown letter «9»" in web.get(f"/reminders/levels/{LEVEL}/preview?letter=9", 422)
-    for url in (f"/reminders/levels/999/preview", f"/reminders/levels/999/preview/html"):
+    for url in ("/reminders/levels/999/preview", "/reminders/levels/999/preview/html"):
         assert web.client.get(url).status_code == 404
     assert web.post("/reminders/levels/999/test", {"to": "me@example.com"}).status_code == 404
     response = web.client.get(f"/reminders/levels/{LEVEL}/preview/html?letter=1&draft=forged")

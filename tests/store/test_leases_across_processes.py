@@ -27,7 +27,7 @@ def _worker(store_url: str, log_path: str, name: str) -> None:
     engine = store_db.create_store_engine(store_url)
     runtime = SimpleNamespace(sessions=store_db.session_factory(engine), clock=Clock())
 
-    def job(_runtime) -> str:  # noqa: ANN001
+    def job(_runtime) -> str:
         started = time.time()
         time.sleep(JOB_SECONDS)
         with open(log_path, "a", encoding="utf-8") as log:
@@ -58,6 +58,6 @@ def test_a_leased_job_never_runs_in_two_processes_at_once(tmp_path: Path, store,
     runs = sorted((float(start), float(end), who) for who, start, end in
                   (line.split() for line in log_path.read_text().splitlines()))
     assert len(runs) >= RUN_SECONDS / JOB_SECONDS / 2, runs
-    for (_, previous_end, _), (start, _, _) in zip(runs, runs[1:]):
+    for (_, previous_end, _), (start, _, _) in zip(runs, runs[1:], strict=False):
         assert start >= previous_end, "two processes ran the job at the same time"
     assert {who for *_, who in runs} == {"a", "b"}, "both processes took turns"

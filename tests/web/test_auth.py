@@ -16,9 +16,9 @@ from sidecar.clock import FixedClock
 from sidecar.config import settings_from_mapping
 from sidecar.devstack import seed
 from sidecar.devstack.site import build_demo_site
-from sidecar.store import db as store_db
 from sidecar.store.models import AuditEvent, LoginAttempt
 from sidecar.web import auth
+from tests.stores import migrate_store
 
 TODAY = date(2026, 11, 20)
 START = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
@@ -40,9 +40,7 @@ class Site:
         self.prefix = prefix
         self.base = base_prefix or prefix
         store_url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-        engine = store_db.create_store_engine(store_url)
-        store_db.upgrade(engine)
-        engine.dispose()
+        migrate_store(store_url)
         wordpress = {"db_url": wp_url, "table_prefix": prefix}
         if base_prefix:
             wordpress["base_prefix"] = base_prefix

@@ -3,7 +3,6 @@ the retry schedule under a fake clock, receiver down then up, endpoints switched
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -35,7 +34,7 @@ class Receiver:
         app = Flask("receiver")
 
         @app.post("/hook")
-        def hook():  # noqa: ANN202
+        def hook():
             self.received.append((dict(request.headers), request.get_data()))
             if self.redirect_to:
                 return "", 302, {"Location": self.redirect_to}
@@ -225,7 +224,7 @@ def test_a_crashed_worker_leaves_the_delivery_to_be_tried_again(hooks, receiver)
 
 # --- SSRF ----------------------------------------------------------------------------------------
 
-def resolver_for(mapping):  # noqa: ANN001, ANN201
+def resolver_for(mapping):
     return lambda host, port: mapping[host]
 
 

@@ -19,13 +19,13 @@ from sidecar.devstack import seed
 from sidecar.devstack.server import serve_in_thread
 from sidecar.domain.programs import Step
 from sidecar.programs.catalog import ProgramCatalog, ProgramDefinition
-from sidecar.store import db as store_db
 from sidecar.store.models import AuditEvent
-from sidecar.store.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from sidecar.store.webhook_models import WebhookDelivery, WebhookEndpoint
 from sidecar.webhooks import inbound
 from sidecar.webhooks.delivery import WebhookDeliverer
 from sidecar.webhooks.endpoints import sync_config
 from sidecar.webhooks.events import SCHEMAS
+from tests.stores import migrate_store
 
 PUBLIC_URL = "https://93.184.215.14/hooks/crm"      # a public address literal: no DNS needed to accept it
 CONFIG_SECRET = "whsec_" + "Y29uZmlnLWVuZHBvaW50LXNlY3JldC0wMDAx"
@@ -41,7 +41,7 @@ class Receiver:
         app = Flask("receiver")
 
         @app.post("/hook")
-        def hook():  # noqa: ANN202
+        def hook():
             self.received.append((dict(request.headers), json.loads(request.get_data())))
             return f"thanks, got {len(self.received)}", self.status
 
@@ -93,9 +93,7 @@ def admin(small_site, settings_for, admin_pages):
         "endpoints": [{"name": "warehouse", "url": "https://93.184.215.15/events", "events": ["grant.succeeded"],
                        "secret": CONFIG_SECRET, "description": "from the file"}],
         "allow_private_destinations": ["127.0.0.1"], "memberlux_path_token": PATH_TOKEN})
-    engine = store_db.create_store_engine(store_url(settings))
-    store_db.upgrade(engine)
-    engine.dispose()
+    migrate_store(store_url(settings))
     runtime = build_runtime(settings)
     sync_config(runtime)
     try:

@@ -1,7 +1,7 @@
 """foundation: audit events, setting overrides, job leases
 
 Revision ID: 0001_foundation
-Revises: 
+Revises:
 Create Date: 2026-11-24
 """
 from alembic import op
