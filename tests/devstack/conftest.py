@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from sidecar.devstack.emulator import create_emulator_app
-from sidecar.devstack.seed import DEMO_API_LOGIN, DEMO_APP_PASSWORD, SeedSummary, seed_site
+from sidecar.devstack.seed import DEMO_API_LOGIN, DEMO_APP_PASSWORD, SeedSummary
 from sidecar.devstack.server import serve_in_thread
 from sidecar.devstack.site_model import MemberLuxSite
+from tests.sites import seeded_site
 
 SEED_TODAY = date(2026, 1, 20)
 LEARNER_APP_PASSWORD = "lrnr pass word 0000 1111 2222"
@@ -69,9 +70,9 @@ def site_engine(site_db_url: str) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def make_emulator(site_engine: sa.Engine) -> Iterator[Callable[..., Emulator]]:
-    """Seed a small site once per test and start emulators on it (each on its own port)."""
-    summary = seed_site(site_engine, users=40, levels=6, seed=7, today=SEED_TODAY)
+def make_emulator(site_db_url: str, site_engine: sa.Engine) -> Iterator[Callable[..., Emulator]]:
+    """A small seeded site of its own per test; start emulators on it (each on its own port)."""
+    summary = seeded_site(site_db_url, users=40, levels=6, seed=7, today=SEED_TODAY)
     with site_engine.connect() as conn:
         learner_id, learner_login = conn.execute(sa.text(
             "SELECT ID, user_login FROM wp_users WHERE ID = 4")).one()

@@ -284,7 +284,9 @@ def test_requests_sharing_a_phpsessid_run_one_after_the_other(make_emulator, bac
     # One after the other: the second waits for the first, the third for both (a busy machine only adds).
     assert shared[1] >= 1.8 * latency and shared[2] >= 2.8 * latency
     alone = [f.result() for f in [background(timed, f"alone{n}@example.com", None) for n in range(3)]]
-    assert max(alone) < 2.5 * latency  # side by side: far from the 3 x latency of a queue
+    # Side by side: the slowest of three without the cookie is far from the third of a queue (a busy
+    # machine slows both alike, so they are compared with each other, not with the clock).
+    assert max(alone) < 0.7 * shared[2], (alone, shared)
 
 
 @SQLITE_ONLY

@@ -15,18 +15,18 @@ import sqlalchemy as sa
 from sidecar.devstack.emulator import create_emulator_app
 from sidecar.devstack.seed import DEMO_API_LOGIN
 from sidecar.devstack.server import serve_in_thread
-from sidecar.devstack.site import build_demo_site
 from sidecar.memberlux.rest import Customer as OrderCustomer
 from sidecar.memberlux.rest import MemberLuxRestClient
 from sidecar.memberlux.schema import reflect_site
 from sidecar.memberlux.traces import Customer, TraceReader
+from tests.sites import seeded_site
 
 PASSWORD = "traces-app-password-0000"
 
 
 class Site:
     def __init__(self, url: str) -> None:
-        build_demo_site(url, users=12, levels=2, seed=3, today=date.today(), fresh=True)
+        seeded_site(url, users=12, levels=2, seed=3, today=date.today())
         self.engine = sa.create_engine(url, **({"connect_args": {"check_same_thread": False}}
                                                if url.startswith("sqlite") else {}))
         self.base_url, self.stop = serve_in_thread(create_emulator_app(self.engine, app_password=PASSWORD))

@@ -15,9 +15,9 @@ from sidecar.bootstrap import build_runtime
 from sidecar.clock import FixedClock
 from sidecar.config import settings_from_mapping
 from sidecar.devstack import seed
-from sidecar.devstack.site import build_demo_site
 from sidecar.store.models import AuditEvent, LoginAttempt
 from sidecar.web import auth
+from tests.sites import seeded_site
 from tests.stores import migrate_store
 
 TODAY = date(2026, 11, 20)
@@ -34,8 +34,8 @@ class Site:
 
     def __init__(self, wp_url: str, tmp_path, *, public_url: str = "https://sidecar.example",
                  prefix: str = "wp_", base_prefix: str | None = None) -> None:
-        self.summary = build_demo_site(wp_url, users=20, levels=2, seed=1, today=TODAY, prefix=prefix,
-                                       base_prefix=base_prefix, fresh=True)
+        self.summary = seeded_site(wp_url, users=20, levels=2, seed=1, today=TODAY, prefix=prefix,
+                                   base_prefix=base_prefix)
         self.wp_url = wp_url
         self.prefix = prefix
         self.base = base_prefix or prefix
