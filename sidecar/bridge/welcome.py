@@ -49,6 +49,7 @@ from sidecar.store import audit
 from sidecar.store.grant_models import SUCCEEDED, Grant
 from sidecar.store.leases import claim_holder
 from sidecar.store.mail_models import FAILED, PENDING, SENDING, SENT, UNKNOWN, WelcomeEmail
+from sidecar.store.db import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def enqueue(runtime: Runtime, grant: Grant, *, actor: str = "mailer") -> int | N
         return None
     now = runtime.clock.now()
     try:
-        with runtime.sessions.begin() as session:
+        with unit_of_work(runtime.sessions) as session:
             row = WelcomeEmail(grant_id=grant.id, to_address=(grant.email or "")[:200], state=PENDING, reason="",
                                attempts=0, next_attempt_at=now, created_at=now, updated_at=now, last_error="")
             session.add(row)
@@ -176,7 +177,7 @@ class WelcomeSender:
             else:
                 state, values = UNKNOWN, {"state": UNKNOWN, "reason": "interrupted",
                                           "last_error": f"the sender stopped during delivery; {_advice(message_id)}"[:500]}
-            with self.runtime.sessions.begin() as session:
+            with unit_of_work(self.runtime.sessions) as session:
                 taken = session.execute(
                     sa.update(WelcomeEmail).where(WelcomeEmail.id == row_id, WelcomeEmail.state == SENDING,
                                                   WelcomeEmail.claimed_by == holder, WelcomeEmail.claimed_until < now)
@@ -267,7 +268,7 @@ class WelcomeSender:
     def _claim(self, row_id: int) -> str | None:
         now = self.runtime.clock.now()
         holder = claim_holder()
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             claimed = session.execute(
                 sa.update(WelcomeEmail).where(WelcomeEmail.id == row_id, WelcomeEmail.state == PENDING)
                 .values(state=SENDING, claimed_by=holder, claimed_until=now + LEASE, data_started_at=None,
@@ -299,7 +300,7 @@ class WelcomeSender:
 
     def _handing_over(self, row: WelcomeEmail) -> None:
         now = self.runtime.clock.now()
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             owned = self._owned(session, row, data_started_at=now, claimed_until=now + LEASE, updated_at=now)
             if not owned:
                 self._lost(session, row, now, stage="before_data")
@@ -316,7 +317,7 @@ class WelcomeSender:
                                   "next_attempt_at": None, "updated_at": now}
         if state == SENT:
             values["sent_at"] = now
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             owned = self._owned(session, row, **values)
             if owned:
                 audit.record(session, subject_type="grant", subject_id=row.grant_id, action=f"welcome.{state}", at=now,
@@ -335,7 +336,7 @@ class WelcomeSender:
     def _retry_later(self, row: WelcomeEmail, error: str) -> bool:
         now = self.runtime.clock.now()
         delay = min(self.settings.retry_base_seconds * 2 ** (row.attempts - 1), self.settings.retry_max_seconds)
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             owned = self._owned(session, row, state=PENDING, claimed_until=None, updated_at=now,
                                 next_attempt_at=now + timedelta(seconds=delay), last_error=mask_emails(error)[:500])
             if not owned:
@@ -346,7 +347,7 @@ class WelcomeSender:
 
     def _release(self, row: WelcomeEmail, error: str) -> None:
         now = self.runtime.clock.now()
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             self._owned(session, row, state=PENDING, claimed_until=None, attempts=row.attempts - 1, updated_at=now,
                         last_error=error[:500])
 
@@ -386,7 +387,7 @@ def resend_welcome(runtime: Runtime, grant_id: str, *, actor: str) -> WelcomeEma
     """Queue the grant's letter again on an administrator's request (also one never sent, or a letter to a
     user that existed); the worker sends it within a minute. Audited with the administrator's name."""
     now = runtime.clock.now()
-    with runtime.sessions.begin() as session:
+    with unit_of_work(runtime.sessions) as session:
         grant = session.get(Grant, grant_id)
         if grant is None:
             raise WelcomeRefused("not_found", f"no grant with id '{grant_id}'")
@@ -413,7 +414,7 @@ def resend_welcome(runtime: Runtime, grant_id: str, *, actor: str) -> WelcomeEma
 def mark_welcome_delivered(runtime: Runtime, grant_id: str, *, actor: str) -> WelcomeEmail:
     """An administrator found the unknown letter in the mail server's log: it is ``sent``."""
     now = runtime.clock.now()
-    with runtime.sessions.begin() as session:
+    with unit_of_work(runtime.sessions) as session:
         row = welcome_of(session, grant_id)
         if row is None or row.state != UNKNOWN:
             raise WelcomeRefused("not_unknown", f"the welcome e-mail of grant {grant_id} is "

@@ -31,6 +31,7 @@ from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.query import manual_certificate_users
 from sidecar.webhooks.events import emit, listens
 from sidecar.store.monitor_models import CertificateClassRow, SleeperCount, SleeperEntry, SleeperRefresh
+from sidecar.store.db import unit_of_work
 
 if TYPE_CHECKING:
     from sidecar.bootstrap import Runtime
@@ -253,7 +254,7 @@ class SleeperRefresher:
         """
         now = self.runtime.clock.now()
         entries = SleeperEntry.__table__
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             newly = self._newly_sleeping(session, term_id, sleepers) if stats is not None else []
             session.execute(sa.delete(entries).where(entries.c.term_id == term_id))
             for start in range(0, len(sleepers), INSERT_CHUNK):
@@ -298,7 +299,7 @@ class SleeperRefresher:
 
     def _drop_vanished_levels(self, existing: set[int]) -> None:
         entries = SleeperEntry.__table__
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             stored = {int(t) for t in session.scalars(sa.select(SleeperRefresh.term_id))}
             stored |= {int(t) for t in session.scalars(sa.select(entries.c.term_id).distinct())}
             vanished = sorted(stored - existing)

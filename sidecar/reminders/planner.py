@@ -42,6 +42,7 @@ from sidecar.monitor.settings import EMAIL_PATTERN, LevelSettings, MonitorSettin
 from sidecar.store.monitor_models import SleeperEntry
 from sidecar.store.reminder_models import Reminder, ReminderDigest
 from sidecar.reminders.unsubscribe import unsubscribed_ids
+from sidecar.store.db import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ class ReminderPlanner:
         for start in range(0, len(values), 1000):
             chunk = values[start:start + 1000]
             try:
-                with self.runtime.sessions.begin() as session:
+                with unit_of_work(self.runtime.sessions) as session:
                     session.execute(table.insert(), chunk)
             except (IntegrityError, OperationalError) as exc:
                 if isinstance(exc, OperationalError) and not _is_deadlock(exc):
@@ -322,7 +323,7 @@ class ReminderPlanner:
                 # Another planner got there first for some rows: keep theirs, add the rest one by one.
                 duplicates += sum(0 if self._insert_one(table, value) else 1 for value in chunk)
         if digest_id is not None:
-            with self.runtime.sessions.begin() as session:
+            with unit_of_work(self.runtime.sessions) as session:
                 count = session.scalar(sa.select(sa.func.count()).select_from(Reminder)
                                        .where(Reminder.digest_id == digest_id))
                 session.execute(sa.update(ReminderDigest).where(ReminderDigest.id == digest_id)
@@ -334,7 +335,7 @@ class ReminderPlanner:
         insert of the same unique key as a deadlock victim: that is retried, not an error."""
         for attempt in range(attempts):
             try:
-                with self.runtime.sessions.begin() as session:
+                with unit_of_work(self.runtime.sessions) as session:
                     session.execute(table.insert(), [value])
                 return True
             except IntegrityError:
@@ -354,7 +355,7 @@ class ReminderPlanner:
             if found is not None:
                 return int(found.id) if found.state == State.PLANNED.value else None
             try:
-                with self.runtime.sessions.begin() as session:
+                with unit_of_work(self.runtime.sessions) as session:
                     session.add(d(term_id=term_id, day=day, state=State.PLANNED.value, reason="", due_on=day,
                                   planned_at=now, updated_at=now, attempts=0, to_address="", subject="",
                                   last_error="", learners=0))

@@ -63,6 +63,7 @@ from sidecar.store import audit
 from sidecar.store.leases import claim_holder
 from sidecar.webhooks.events import emit
 from sidecar.store.reminder_models import Reminder, ReminderDigest, Unsubscribe
+from sidecar.store.db import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,12 @@ class _Outcome(Exception):
 
 
 class ReminderSender:
-    def __init__(self, runtime: Runtime, mailer: Mailer | None = None, *, links: Links | None = None) -> None:
+    def __init__(self, runtime: Runtime, mailer: Mailer | None = None, *, links: Links | None = None,
+                 monitor: MonitorService | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings.reminders
         self.mailer = mailer or Mailer(runtime.settings.smtp)
+        self.monitor = monitor or MonitorService(runtime)  # one for all letters of a run
         self.links = links
         self._levels: dict[int, LevelSettings] = {}
         self._context: LetterContext | None = None
@@ -143,7 +146,7 @@ class ReminderSender:
             state, values = State.UNKNOWN, {
                 "state": State.UNKNOWN.value, "reason": "interrupted",
                 "last_error": f"the sender stopped during delivery; {unknown_advice(message_id)}"[:500]}
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             # Conditioned on the claim seen: a sender finishing at this very moment keeps its own record.
             taken = session.execute(
                 sa.update(model).where(model.id == row_id, model.state == State.SENDING.value,
@@ -201,7 +204,7 @@ class ReminderSender:
         """Take the row for this sender; returns the claim's holder name, or None when someone else has it."""
         now = self.runtime.clock.now()
         holder = claim_holder()
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             claimed = session.execute(
                 sa.update(model)
                 .where(model.id == row_id, model.state == State.PLANNED.value)
@@ -273,7 +276,7 @@ class ReminderSender:
     def _handing_over(self, model: type, row: Any) -> None:
         """The pre-DATA mark: from now on the message may reach the learner. Only while the claim is ours."""
         now = self.runtime.clock.now()
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             owned = self._owned_update(session, model, row, data_started_at=now, updated_at=now,
                                        claimed_until=now + timedelta(seconds=self.settings.sending_lease_seconds))
             if not owned:
@@ -304,7 +307,7 @@ class ReminderSender:
         if self._too_late(row.due_on):
             raise _Outcome(State.SKIPPED, SkipReason.TOO_LATE.value)
         try:
-            explanation = MonitorService(self.runtime).explain(row.user_id, row.term_id, today)
+            explanation = self.monitor.explain(row.user_id, row.term_id, today)
         except UnknownUser:
             raise _Outcome(State.SKIPPED, SkipReason.USER_DELETED.value) from None
         except UnknownLevel:
@@ -387,7 +390,7 @@ class ReminderSender:
                                   "updated_at": now, "claimed_until": None, "next_attempt_at": None}
         if state is State.SENT:
             values.update(sent_at=now, to_address=to[:200], subject=subject[:300])
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             owned = self._owned_update(session, model, row, **values)
             if not owned:
                 self._record_lost_claim(session, model, row, now, stage="record", outcome=state.value,
@@ -424,7 +427,7 @@ class ReminderSender:
     def _retry_later(self, model: type, row: Any, error: str) -> bool:
         now = self.runtime.clock.now()
         delay = min(self.settings.retry_base_seconds * 2 ** (row.attempts - 1), self.settings.retry_max_seconds)
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             owned = self._owned_update(session, model, row, state=State.PLANNED.value, claimed_until=None,
                                        updated_at=now, next_attempt_at=now + timedelta(seconds=delay),
                                        last_error=mask_emails(error)[:500])
@@ -441,7 +444,7 @@ class ReminderSender:
     def _release(self, model: type, row: Any, error: str) -> bool:
         """Give the claim back untouched (nothing was attempted)."""
         now = self.runtime.clock.now()
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             return self._owned_update(session, model, row, state=State.PLANNED.value, claimed_until=None,
                                       attempts=row.attempts - 1, updated_at=now, last_error=error[:500])
 
@@ -473,7 +476,7 @@ def resend(runtime: Runtime, ids: Sequence[int], *, actor: str, digest: bool = F
     model = ReminderDigest if digest else Reminder
     now = runtime.clock.now()
     done = 0
-    with runtime.sessions.begin() as session:
+    with unit_of_work(runtime.sessions) as session:
         chosen = session.scalars(sa.select(model).where(
             model.id.in_(list(ids)), model.state.in_((State.FAILED.value, State.UNKNOWN.value)),
             *_letters_only(model))).all()
@@ -503,7 +506,7 @@ def mark_delivered(runtime: Runtime, ids: Sequence[int], *, actor: str, digest: 
     model = ReminderDigest if digest else Reminder
     now = runtime.clock.now()
     done = 0
-    with runtime.sessions.begin() as session:
+    with unit_of_work(runtime.sessions) as session:
         for row in session.scalars(sa.select(model).where(model.id.in_(list(ids)), model.state == State.UNKNOWN.value,
                                                           *_letters_only(model))).all():
             sent_at = row.data_started_at or row.updated_at

@@ -39,6 +39,7 @@ from sidecar.store.webhook_models import WebhookAttempt, WebhookDelivery, Webhoo
 from sidecar.webhooks.events import TEST_EVENT
 from sidecar.webhooks.formats import FORMATTERS, load_providers
 from sidecar.webhooks.ssrf import DestinationRefused, Resolver, check_destination, system_resolver
+from sidecar.store.db import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class WebhookDeliverer:
     def run_once(self, limit: int = 50) -> int:
         """Deliver what is due; returns the number of attempts made."""
         now = self.runtime.clock.now()
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             stale = (WebhookDelivery.state == "delivering", WebhookDelivery.claimed_until < now)
             # An e-mail that may have reached the mail server: final, never repeated by itself.
             session.execute(sa.update(WebhookDelivery).where(*stale, WebhookDelivery.data_started_at.is_not(None))
@@ -104,7 +105,7 @@ class WebhookDeliverer:
 
     def _claim(self, delivery_id: int) -> bool:
         now = self.runtime.clock.now()
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             return session.execute(sa.update(WebhookDelivery).where(
                 WebhookDelivery.id == delivery_id, WebhookDelivery.state == "pending")
                 .values(state="delivering", claimed_until=now + LEASE, data_started_at=None, updated_at=now)
@@ -148,7 +149,7 @@ class WebhookDeliverer:
 
     def _handing_over(self, delivery_id: int) -> None:
         now = self.runtime.clock.now()
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             session.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == delivery_id,
                                                              WebhookDelivery.state == "delivering")
                             .values(data_started_at=now, claimed_until=now + LEASE, updated_at=now)
@@ -174,7 +175,7 @@ class WebhookDeliverer:
         now = self.runtime.clock.now()
         attempts = delivery.attempts + 1
         success = not error
-        with self.runtime.sessions.begin() as session:
+        with unit_of_work(self.runtime.sessions) as session:
             attempt = WebhookAttempt(delivery_id=delivery.id, at=now, status_code=status, duration_ms=duration,
                                      response_excerpt=excerpt[:1000], error=error[:500])
             session.add(attempt)
@@ -214,7 +215,7 @@ class WebhookDeliverer:
 def redeliver(runtime: Runtime, delivery_id: int, actor: str) -> bool:
     """Queue a delivery again now (after a fix on the receiver's side), whatever its state."""
     now = runtime.clock.now()
-    with runtime.sessions.begin() as session:
+    with unit_of_work(runtime.sessions) as session:
         delivery = session.get(WebhookDelivery, delivery_id)
         if delivery is None or delivery.state == "delivering":
             return False
