@@ -19,8 +19,8 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from sidecar.bootstrap import Runtime
 from sidecar.bridge.service import IntakeRejected
 from sidecar.domain.programs import MAX_STEPS, UNITS, ProgramProblem
-from sidecar.monitor.views import Display as MonitorDisplay
-from sidecar.monitor.views import level_tree
+from sidecar.monitor.display import Display as MonitorDisplay
+from sidecar.monitor.display import level_tree
 from sidecar.programs import legacy, status, texts
 from sidecar.programs.catalog import ProgramCatalog, ProgramRejected, ProgramView, level_mode
 from sidecar.programs.forms import ProgramForm

@@ -50,8 +50,9 @@ from sidecar.mail.templates import TemplateError
 from sidecar.memberlux.reader import Level, WpUser
 from sidecar.monitor.service import MonitorService, UnknownLevel, UnknownUser
 from sidecar.monitor.settings import EMAIL_PATTERN, Letter, LevelSettings, MonitorSettings, template_errors
-from sidecar.monitor.views import Display as MonitorDisplay
-from sidecar.monitor.views import level_tree, parse_settings_form, settings_error_text
+from sidecar.monitor.display import Display as MonitorDisplay
+from sidecar.monitor.display import level_tree
+from sidecar.monitor.settings_form import parse_settings_form, settings_error_text
 from sidecar.reminders import history
 from sidecar.reminders import sender as reminder_sender
 from sidecar.reminders.context import LetterContext

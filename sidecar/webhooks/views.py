@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sidecar.bootstrap import Runtime
 from sidecar.config import WEBHOOK_EVENTS
-from sidecar.monitor.views import Display as MonitorDisplay
+from sidecar.monitor.display import Display as MonitorDisplay
 from sidecar.status import site_timezone
 from sidecar.store import audit
 from sidecar.store.db import unit_of_work

@@ -14,7 +14,7 @@ from sidecar.bootstrap import build_runtime, store_url
 from sidecar.cli import cli
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.service import MonitorService, SleeperQuery
-from sidecar.monitor.views import CSV_COLUMNS
+from sidecar.monitor.csv_export import CSV_COLUMNS
 from sidecar.store.monitor_models import CertificateClassRow
 from tests.stores import migrate_store
 

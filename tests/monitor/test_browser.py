@@ -26,7 +26,7 @@ from sidecar.devstack.server import serve_in_thread
 from sidecar.devstack.site import build_demo_site
 from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.service import MonitorService, SleeperQuery
-from sidecar.monitor.views import CSV_COLUMNS
+from sidecar.monitor.csv_export import CSV_COLUMNS
 from sidecar.store.monitor_models import CertificateClassRow
 from tests.stores import migrate_store
 

@@ -13,7 +13,9 @@ import sqlalchemy as sa
 
 from sidecar.memberlux.reader import Level
 from sidecar.monitor.service import SORTS, SleeperRow
-from sidecar.monitor.views import CSV_COLUMNS, csv_chunks, level_tree, sparkline
+from sidecar.monitor.charts import sparkline
+from sidecar.monitor.csv_export import CSV_COLUMNS, csv_chunks
+from sidecar.monitor.display import level_tree
 from sidecar.store.monitor_models import CertificateClassRow
 from tests.monitor.support import LEVELS, START, TODAY, csrf_in, flashes, link, listed, walk
 

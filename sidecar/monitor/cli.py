@@ -1,0 +1,212 @@
+"""`mlsidecar explain` and `mlsidecar sleepers …`: the learning monitor on the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from sidecar.cliutil import runtime_of, text_table, clip, utc, level_names
+
+
+def _explanation_record(e) -> dict:
+    """An explanation as plain JSON-able data (dates as ISO strings)."""
+    import dataclasses
+
+    v = e.verdict
+    return {
+        "user": {"id": e.user.id, "login": e.user.login, "email": e.user.email, "first_name": e.user.first_name,
+                 "last_name": e.user.last_name, "blocked": e.user.blocked},
+        "level": {"id": e.term_id, "name": e.level_name},
+        "day": e.day.isoformat(),
+        "reason": e.reason,
+        "is_sleeper": e.is_sleeper,
+        "summary": e.summary,
+        "expired_on": v.expired_on.isoformat() if v.expired_on else None,
+        "last_access_day": v.last_access_day.isoformat() if v.last_access_day else None,
+        "days_since_expiry": v.days_since_expiry(e.day),
+        "last_grant": v.last_grant.isoformat() if v.last_grant else None,
+        "blocked": v.blocked,
+        "keys": [dataclasses.asdict(k) for k in e.keys],
+        "ancestors": [{"id": term_id, "name": name} for term_id, name in e.ancestors],
+        "ancestor_keys": [dataclasses.asdict(k) for k in e.ancestor_keys],
+        "certificates_available": e.certificates_available,
+        "certificates": [dataclasses.asdict(c) for c in e.certificates],
+        "has_manual_certificate": e.has_manual_certificate,
+        "read_model": dataclasses.asdict(e.read_model),
+        "include_basket": e.include_basket,
+        "check_ancestors": e.check_ancestors,
+    }
+
+
+def _key_table(keys) -> str:
+    def flags(k) -> str:
+        return ",".join(name for name, on in (("banned", k.banned), ("basket", k.basket), ("unlimited", k.unlimited)) if on)
+
+    return text_table(
+        ["KEY", "LEVEL", "STATUS", "START", "END", "ACTIVATED", "TERM", "FLAGS", "COUNTS", "ACTIVE", "NOTE"],
+        [[k.key_id, k.term_id, k.status, k.date_start, "unlimited" if k.unlimited else k.date_end, k.activated_on,
+          f"{k.duration} {k.units}", flags(k), "yes" if k.counts else "no", "yes" if k.active_on_day else "no", k.note]
+         for k in keys])
+
+
+@click.command("explain")
+@click.option("--user", "user_ref", required=True, help="WordPress user id or e-mail address.")
+@click.option("--level", "term_id", type=int, required=True, help="Access level (term_id).")
+@click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="UTC day to evaluate (default: today, UTC).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def explain(ctx: click.Context, user_ref: str, term_id: int, day, fmt: str) -> None:
+    """Is this learner a sleeper for this level, and why: the verdict and the rows behind it (live)."""
+    from sidecar.monitor.service import MonitorService
+
+    runtime = runtime_of(ctx)
+    try:
+        try:
+            e = MonitorService(runtime).explain(user_ref, term_id, day.date() if day else None)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None
+    finally:
+        runtime.close()
+    if fmt == "json":
+        click.echo(json.dumps(_explanation_record(e), indent=2, ensure_ascii=False, default=str))
+        return
+    u, v = e.user, e.verdict
+    name = " ".join(part for part in (u.first_name, u.last_name) if part)
+    click.echo(f"user      {u.id} {u.login} <{u.email}>{' ' + name if name else ''}{' [blocked]' if u.blocked else ''}")
+    click.echo(f"level     {e.term_id} {e.level_name}")
+    click.echo(f"day       {e.day.isoformat()} (UTC)")
+    click.echo(f"verdict   {e.reason}{' (SLEEPER)' if e.is_sleeper else ''}")
+    click.echo(f"          {e.summary}")
+    if v.expired_on:
+        click.echo(f"expired   {v.expired_on.isoformat()} (last day with access {v.last_access_day.isoformat()})")
+    click.echo(f"last grant {v.last_grant.isoformat() if v.last_grant else '-'}")
+    rm = e.read_model
+    listed = "yes" if rm.listed else "no"
+    refreshed = f", report refreshed {utc(rm.refreshed_at)} UTC for {rm.evaluated_for}" if rm.refreshed_at else ", report never refreshed"
+    click.echo(f"in report {listed}{refreshed}")
+    click.echo(f"\nkeys of the level ({len(e.keys)}):")
+    if e.keys:
+        click.echo(_key_table(e.keys))
+    if e.ancestors:
+        click.echo(f"\nparent levels: {', '.join(f'{t} {n}' for t, n in e.ancestors)}")
+        click.echo(f"keys of parent levels ({len(e.ancestor_keys)}):")
+        if e.ancestor_keys:
+            click.echo(_key_table(e.ancestor_keys))
+    if not e.certificates_available:
+        click.echo("\ncertificates: module not installed (not considered)")
+    else:
+        click.echo(f"\ncertificates ({len(e.certificates)}):")
+        if e.certificates:
+            click.echo(text_table(
+                ["ID", "CLASS", "ISSUED", "CREATED", "DELETED", "WHY"],
+                [[c.certificate_id, c.cls, c.date_issue, c.create_date, "yes" if c.deleted else "no", c.reason]
+                 for c in e.certificates]))
+
+
+@click.group("sleepers")
+def sleepers_group() -> None:
+    """Learning monitor: rebuild and list the sleepers report (our store's read model)."""
+
+
+@sleepers_group.command("refresh")
+@click.option("--level", "term_id", type=int, default=None, help="Only this level (default: all levels).")
+@click.pass_context
+def sleepers_refresh(ctx: click.Context, term_id: int | None) -> None:
+    """Re-evaluate levels against the WordPress tables and store the sleepers."""
+    from sidecar.monitor.certificates import CertificateClassifier
+    from sidecar.monitor.refresh import SleeperRefresher
+
+    runtime = runtime_of(ctx)
+    try:
+        names = level_names(runtime)
+        refresher = SleeperRefresher(runtime)
+        if term_id is not None:
+            if term_id not in names:
+                raise click.BadParameter(f"there is no access level {term_id}", param_hint="--level")
+            CertificateClassifier(runtime).sync()  # as refresh_all does: new certificates count at once
+            reports = [refresher.refresh_level(term_id)]
+        else:
+            with click.progressbar(length=max(len(names), 1), label="refreshing levels", file=sys.stderr) as bar:
+                last = [0]
+
+                def progress(_term_id: int, done: int, _total: int) -> None:
+                    bar.update(done - last[0])
+                    last[0] = done
+
+                reports = refresher.refresh_all(progress=progress)
+    finally:
+        runtime.close()
+    click.echo(text_table(
+        ["LEVEL", "NAME", "SLEEPERS", "USERS", "ROWS", "SECONDS"],
+        [[r.term_id, clip(names.get(r.term_id, r.skipped or ""), 40), r.sleepers, r.users_considered, r.rows_scanned,
+          f"{r.seconds:.2f}"] for r in reports]))
+    click.echo(f"{len(reports)} level(s), {sum(r.sleepers for r in reports)} sleepers, "
+               f"evaluated for {reports[0].evaluated_for if reports else '-'} (UTC)")
+
+
+@sleepers_group.command("list")
+@click.option("--level", "levels", type=int, multiple=True, help="Only these levels (repeatable).")
+@click.option("--from", "expired_from", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Expired on or after this day.")
+@click.option("--to", "expired_to", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Expired on or before this day.")
+@click.option("--search", "-q", default="", help="Words of the name, e-mail or login.")
+@click.option("--sort", type=click.Choice(["expired_on", "days_since", "name", "email", "level"]), default="expired_on",
+              show_default=True)
+@click.option("--desc", is_flag=True, help="Descending order.")
+@click.option("--after", "cursor", default=None, help="Continue after a previous page (the cursor it printed).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=None,
+              help="Rows to show (table/json: default 50, one page; csv: default all).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.pass_context
+def sleepers_list(ctx: click.Context, levels: tuple[int, ...], expired_from, expired_to, search: str, sort: str,
+                  desc: bool, cursor: str | None, limit: int | None, fmt: str) -> None:
+    """List sleepers from the last refresh, oldest expiry first."""
+    import itertools
+
+    from sidecar.monitor.service import MonitorService, SleeperQuery
+    from sidecar.monitor.csv_export import csv_chunks
+    from sidecar.monitor.views import api_record
+
+    if expired_from and expired_to and expired_from > expired_to:
+        raise click.BadParameter("the window ends before it starts", param_hint="--to")
+    runtime = runtime_of(ctx)
+    try:
+        unknown = sorted(set(levels) - set(level_names(runtime)))
+        if unknown:
+            raise click.BadParameter(f"no access level {', '.join(map(str, unknown))}", param_hint="--level")
+        query = SleeperQuery(levels=tuple(dict.fromkeys(levels)),
+                             expired_from=expired_from.date() if expired_from else None,
+                             expired_to=expired_to.date() if expired_to else None, search=search.strip(),
+                             sort=sort, descending=desc, after=cursor, limit=limit or 50)
+        service = MonitorService(runtime)
+        try:
+            if fmt == "csv":
+                rows = service.iterate(query)
+                for chunk in csv_chunks(itertools.islice(rows, limit) if limit else rows):
+                    click.echo(chunk, nl=False)
+                return
+            page = service.page(query)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--after") from None
+    finally:
+        runtime.close()
+    if fmt == "json":
+        click.echo(json.dumps({"total": page.total, "next_cursor": page.next_cursor,
+                               "sleepers": [api_record(r) for r in page.rows]}, indent=2, ensure_ascii=False))
+        return
+    if not page.rows:
+        click.echo("no sleepers match")
+        return
+    click.echo(text_table(
+        ["USER", "EMAIL", "FIRST NAME", "LAST NAME", "LEVEL", "EXPIRED ON", "DAYS", "LAST GRANT", "REMINDERS", "BLOCKED"],
+        [[r.user_id, r.email, clip(r.first_name, 20), clip(r.last_name, 20), clip(f"{r.term_id} {r.level_name}", 30),
+          r.expired_on, r.days_since, r.last_grant or "", r.reminders_sent, "yes" if r.blocked else ""]
+         for r in page.rows]))
+    # On stderr so that piping the table elsewhere keeps only rows.
+    click.echo(f"{len(page.rows)} of {page.total}", err=True)
+    if page.next_cursor:
+        click.echo(f"more: add --after {page.next_cursor}", err=True)
