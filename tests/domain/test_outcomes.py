@@ -169,3 +169,10 @@ def test_a_new_order_is_only_ever_allowed_when_settled_and_nothing_may_be_ours(k
         assert verdict.verdict is Verdict.DUPLICATED
     elif carrying:
         assert verdict.verdict is Verdict.CONFIRMED and verdict.keys == tuple(carrying)
+
+
+def test_a_key_carrying_the_grants_id_is_counted_as_the_grants_never_as_a_trace():
+    from sidecar.domain.outcomes import possibly_ours
+
+    assert possibly_ours(ours(9), REF, FIRST_CALL - CLOCK_SKEW) is False
+    assert possibly_ours(being_written(30), REF, None) is False  # no first call: nothing can be in flight

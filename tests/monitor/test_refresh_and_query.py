@@ -31,7 +31,7 @@ from sidecar.clock import FixedClock
 from sidecar.config import settings_from_mapping
 from sidecar.devstack.site import build_demo_site
 from sidecar.devstack.wpschema import ZERO_DATE, create_site_schema
-from sidecar.domain.access import AccessPolicy
+from sidecar.domain.access import AccessPolicy, KeyRow
 from sidecar.domain.sleepers import Reason, Window, evaluate
 from sidecar.memberlux.reader import ancestors_from_parents
 from sidecar.monitor.certificates import CertificateClassifier
@@ -77,20 +77,96 @@ def _runtime_for(site_url: str, store_dir: Path, day: date):
 # The three paths
 
 
+def _day(value) -> date | None:
+    """A calendar day from whatever the driver returned: date, datetime or text, zero dates as None."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = str(value).strip()
+    if not text or text.startswith("0000"):
+        return None
+    return date.fromisoformat(text[:10])
+
+
+def oracle_key_rows(runtime) -> dict[int, list[KeyRow]]:
+    """Every owned key row by user, read with plain SQL and normalised here (not by the reader)."""
+    p = runtime.site.prefix
+    rows: dict[int, list[KeyRow]] = defaultdict(list)
+    with runtime.wp_engine.connect() as conn:
+        for r in conn.execute(sa.text(
+                f"SELECT k.id, k.user_id, k.term_id, k.status, k.key_type, k.is_banned, k.is_unlimited, k.duration, "
+                f"k.units, k.date_start, k.date_end, k.date_registered, m.activation_datetime FROM {p}memberlux_term_keys k "
+                f"LEFT JOIN {p}memberlux_keys_meta m ON m.key_id = k.id "
+                "WHERE k.user_id IS NOT NULL AND k.term_id IS NOT NULL ORDER BY k.id")):
+            activated = r.activation_datetime
+            if activated is not None and not isinstance(activated, datetime):
+                text = str(activated)
+                activated = None if text.startswith("0000") else datetime.fromisoformat(text)
+            rows[int(r.user_id)].append(KeyRow(
+                key_id=int(r.id), user_id=int(r.user_id), term_id=int(r.term_id),
+                status=r.status if r.status in ("new", "used", "expired") else "new",
+                key_type=r.key_type if r.key_type == "wpm_keys_basket" else "wpm_term_keys",
+                is_banned=bool(r.is_banned), is_unlimited=bool(r.is_unlimited), duration=int(r.duration or 0),
+                units="days" if r.units == "days" else "months", date_start=_day(r.date_start),
+                date_end=_day(r.date_end), date_registered=_day(r.date_registered), activated_at=activated))
+    return rows
+
+
+def oracle_manual_pairs(runtime) -> set[tuple[int, int]]:
+    """(user, level) holding a manual certificate, worked out here from core.md 4 with plain SQL.
+
+    A certificate is auto only when its level issues automatically now, its issue date is its insert
+    date, and a key of that user and level was activated that UTC day (keys_meta's time, else the
+    registration day, else — registration path only — the start day); everything else is manual.
+    """
+    p = runtime.site.prefix
+    if not runtime.site.has("memberlux_certificate"):
+        return set()
+    with runtime.wp_engine.connect() as conn:
+        modes = {int(t): str(v).strip() for t, v in conn.execute(sa.text(
+            f"SELECT term_id, meta_value FROM {p}termmeta WHERE meta_key = '_mblc_how_to_issue'"))}
+        activations: dict[tuple[int, int], set[date]] = defaultdict(set)
+        for user_id, term_id, activated, registered, start in conn.execute(sa.text(
+                f"SELECT k.user_id, k.term_id, m.activation_datetime, k.date_registered, k.date_start "
+                f"FROM {p}memberlux_term_keys k LEFT JOIN {p}memberlux_keys_meta m ON m.key_id = k.id "
+                "WHERE k.status IN ('used', 'expired') AND k.user_id IS NOT NULL")):
+            day = _day(activated) or _day(registered) or _day(start)
+            if day is not None:
+                activations[(int(user_id), int(term_id))].add(day)
+        manual = set()
+        for user_id, level_id, issued, created in conn.execute(sa.text(
+                f"SELECT user_id, wpmlevel_id, date_issue, create_date FROM {p}memberlux_certificate")):
+            pair = (int(user_id), int(level_id))
+            issued, created = _day(issued), _day(created)
+            auto = (modes.get(pair[1]) == "auto" and issued is not None and issued == created
+                    and created in activations.get(pair, set()))
+            if not auto:
+                manual.add(pair)
+    return manual
+
+
 def brute_force(runtime, day: date, window: Window | None = None) -> dict[tuple[int, int], object]:
-    """Verdict of every (level, existing user), from each user's own rows and the domain rule."""
+    """Verdict of every (level, existing user), from each user's own rows and the domain rule.
+
+    Independent of the code under test on every side but the rule itself: key rows and certificate
+    classes are read and worked out here with plain SQL, not by the reader or the classifier.
+    """
     window = window or Window()
     reader = runtime.reader
     parents = reader.level_parents()
-    manual = manual_certificate_pairs(runtime)
+    manual = oracle_manual_pairs(runtime)
     users_table = reader.schema.table("users")
     with runtime.wp_engine.connect() as conn:
         ids = [int(v) for v in conn.execute(sa.select(users_table.c.ID).order_by(users_table.c.ID)).scalars()]
     users = reader.users(ids)
+    key_rows = oracle_key_rows(runtime)
     verdicts = {}
     for user_id in ids:
         by_level = defaultdict(list)
-        for row in reader.key_rows(user_id):
+        for row in key_rows.get(user_id, []):
             by_level[row.term_id].append(row)
         for term_id in parents:
             ancestor_rows = [r for a in ancestors_from_parents(parents, term_id) for r in by_level.get(a, ())]
