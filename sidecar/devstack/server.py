@@ -26,7 +26,10 @@ def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, *,
     # can abort the whole process.
     server.daemon_threads = False
     server.block_on_close = True
-    thread = threading.Thread(target=server.serve_forever, name=f"wsgi-{server.server_port}", daemon=True)
+    # The loop checks for shutdown between polls: a short poll makes stop() quick (tests start and
+    # stop servers by the hundred; werkzeug's default half second per stop adds up).
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name=f"wsgi-{server.server_port}", daemon=True)
     thread.start()
     stopped = threading.Event()
 
