@@ -316,18 +316,21 @@ def history_page():
     )
 
 
-def _act_on_letters(action, back_state: State, done_key: str, rest_key: str):
-    """Apply an admin decision (resend, mark delivered) to the posted letters; report what it changed."""
-    back = _back(url_for(".history_page", state=back_state.value))
+def _decide(action, back_state: State, done_key: str, rest_key: str, *, digests: bool = False):
+    """Apply an admin decision (resend, mark delivered) to the posted letters or digests; report the result."""
+    back = _back(url_for(".digests_page" if digests else ".history_page", state=back_state.value))
     ids, problem = _posted_ids(request.form)
     if problem:
         flash(problem, "error")
         return redirect(back)
     runtime = _runtime()
-    with runtime.sessions() as session:
-        # A digest entry follows its digest: it is acted on from the digests page, never alone.
-        letters = history.learner_letter_ids(session, ids)
-    done = action(runtime, letters, actor=_actor()) if letters else 0
+    if digests:
+        targets, extra = ids, {"digest": True}
+    else:
+        with runtime.sessions() as session:
+            # A digest entry follows its digest: it is acted on from the digests page, never alone.
+            targets, extra = history.learner_letter_ids(session, ids), {}
+    done = action(runtime, targets, actor=_actor(), **extra) if targets else 0
     flash(translate(done_key, count=done), "ok" if done else "error")
     if done < len(ids):
         flash(translate(rest_key, count=len(ids) - done), "warn")
@@ -337,14 +340,14 @@ def _act_on_letters(action, back_state: State, done_key: str, rest_key: str):
 @blueprint.post("/reminders/resend")
 @login_required
 def resend_letters():
-    return _act_on_letters(reminder_sender.resend, State.FAILED, "reminders.flash.resent", "reminders.flash.not_failed")
+    return _decide(reminder_sender.resend, State.FAILED, "reminders.flash.resent", "reminders.flash.not_failed")
 
 
 @blueprint.post("/reminders/mark-delivered")
 @login_required
 def mark_letters_delivered():
-    return _act_on_letters(reminder_sender.mark_delivered, State.UNKNOWN, "reminders.flash.marked_delivered",
-                           "reminders.flash.not_unknown")
+    return _decide(reminder_sender.mark_delivered, State.UNKNOWN, "reminders.flash.marked_delivered",
+                   "reminders.flash.not_unknown")
 
 
 # --- one row ----------------------------------------------------------------------------------------------
@@ -422,31 +425,15 @@ def digests_page():
 @blueprint.post("/reminders/digests/resend")
 @login_required
 def resend_digests():
-    back = _back(url_for(".digests_page", state=State.FAILED.value))
-    ids, problem = _posted_ids(request.form)
-    if problem:
-        flash(problem, "error")
-        return redirect(back)
-    done = reminder_sender.resend(_runtime(), ids, actor=_actor(), digest=True)
-    flash(translate("reminders.flash.digests_resent", count=done), "ok" if done else "error")
-    if done < len(ids):
-        flash(translate("reminders.flash.not_failed", count=len(ids) - done), "warn")
-    return redirect(back)
+    return _decide(reminder_sender.resend, State.FAILED, "reminders.flash.digests_resent", "reminders.flash.not_failed",
+                   digests=True)
 
 
 @blueprint.post("/reminders/digests/mark-delivered")
 @login_required
 def mark_digests_delivered():
-    back = _back(url_for(".digests_page", state=State.UNKNOWN.value))
-    ids, problem = _posted_ids(request.form)
-    if problem:
-        flash(problem, "error")
-        return redirect(back)
-    done = reminder_sender.mark_delivered(_runtime(), ids, actor=_actor(), digest=True)
-    flash(translate("reminders.flash.marked_delivered", count=done), "ok" if done else "error")
-    if done < len(ids):
-        flash(translate("reminders.flash.not_unknown", count=len(ids) - done), "warn")
-    return redirect(back)
+    return _decide(reminder_sender.mark_delivered, State.UNKNOWN, "reminders.flash.marked_delivered",
+                   "reminders.flash.not_unknown", digests=True)
 
 
 # --- unsubscribes -----------------------------------------------------------------------------------
