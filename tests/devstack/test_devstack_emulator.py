@@ -448,7 +448,11 @@ def test_latency(make_emulator):
     with pytest.raises(requests.Timeout):
         requests.post(emu.order_url, auth=emu.auth, timeout=0.1,
                       json={"email": "slow@example.com", "product_id": product.product_id})
+    # Like PHP, the site goes on with the call its caller gave up on.
+    assert len(requests.get(emu.base_url + "/devstack/health").json()["running"]) == 1
     requests.post(emu.base_url + "/devstack/faults", auth=emu.auth, json={"latency_seconds": 0})
+    emu.site.gates.wait_idle(timeout=10)
+    assert requests.get(emu.base_url + "/devstack/health").json()["orders_handled"] == 2
     started = time.perf_counter()
     requests.post(emu.order_url, auth=emu.auth, json={"email": "slow@example.com", "product_id": product.product_id})
     assert time.perf_counter() - started < 0.4

@@ -249,9 +249,9 @@ def test_the_proxy_answers_504_while_the_work_goes_on(make_emulator):
     state = requests.post(emu.base_url + "/devstack/faults", auth=emu.auth,
                           json={"gateway_timeout_seconds": 0.5, "latency_seconds": 1.5}).json()
     assert state["gateway_timeout_seconds"] == 0.5
-    started = time.monotonic()
     response = _order(emu, "proxied@example.com", product_id)
-    assert response.status_code == 504 and time.monotonic() - started < 1.4
+    assert response.status_code == 504
+    assert len(emu.site.gates.running()) == 1, "the proxy answered while PHP was still at work"
     assert "504 Gateway Time-out" in response.text and "nginx" in response.text
     assert response.headers["Content-Type"].startswith("text/html")
     assert _key_of(emu, "proxied@example.com") == []
