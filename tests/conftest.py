@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.databases import with_database, fresh_mariadb_database
+
 MARIADB_ADMIN_URL = os.environ.get("MLS_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 POSTGRES_ADMIN_URL = os.environ.get("MLS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -24,6 +26,11 @@ def pytest_xdist_auto_num_workers(config) -> int:  # pytest-xdist's hook signatu
     """``-n auto``: at least four workers. Most tests wait on sockets, databases and sleeping emulators
     rather than on the CPU, so on a 2-core machine four workers finish sooner than two."""
     return max(4, os.cpu_count() or 1)
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # pytest's hook signature
+    """Slow tests first: started last, one of them would leave the other workers idle at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def mariadb_required() -> bool:
@@ -52,26 +59,11 @@ def mariadb_admin_url() -> str:
     return MARIADB_ADMIN_URL
 
 
-def _with_database(admin_url: str, name: str) -> str:
-    url = sa.make_url(admin_url).set(database=name)
-    if url.drivername.startswith("mysql"):
-        url = url.update_query_dict({"charset": "utf8mb4"})
-    return url.render_as_string(hide_password=False)
-
-
 @pytest.fixture
 def mariadb_database(mariadb_admin_url: str) -> Iterator[str]:
     """A fresh, empty MariaDB database (URL), dropped after the test."""
-    name = f"mls_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(mariadb_admin_url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci")
-    try:
-        yield _with_database(mariadb_admin_url, name)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.dispose()
+    with fresh_mariadb_database(mariadb_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +81,7 @@ def postgres_database(postgres_admin_url: str) -> Iterator[str]:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        yield _with_database(postgres_admin_url, name)
+        yield with_database(postgres_admin_url, name)
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

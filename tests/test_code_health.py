@@ -30,6 +30,7 @@ def test_ruff_finds_nothing():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_mypy_strict_on_the_domain_and_the_memberlux_adapters():
     result = subprocess.run([tool("mypy"), "--no-incremental"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from sidecar.bridge.outbox import OutboxRunner
@@ -360,6 +361,7 @@ def test_store_unavailable_answers_503_with_retry_after_and_recovers(bridge, tmp
     assert len(bridge.grants()) == 1
 
 
+@pytest.mark.slow
 def test_outbox_runner_with_four_threads_delivers_twenty_grants_once_each(bridge):
     grant_ids = [bridge.api(brief_body(external_id=f"bulk-{n}")).get_json()["grant_id"] for n in range(20)]
     bridge.set_faults(latency_seconds=0.2)

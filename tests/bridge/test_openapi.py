@@ -205,6 +205,7 @@ def _fuzz(operation, mode, examples: int, tally: Counter, statuses: Counter) -> 
     run()
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error(bridge_app):
     app, _runtime = bridge_app
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections import Counter, defaultdict
@@ -22,6 +23,7 @@ from sidecar.devstack.seed import (
 )
 from sidecar.devstack.site import build_demo_site
 from sidecar.domain.access import add_duration
+from tests.databases import fresh_mariadb_database
 
 TODAY = date(2026, 3, 15)
 SOURCES = {"purchase", "free_item", "free_registration_form", "bulk_operations_reg", "bulk_operations_add",
@@ -62,10 +64,17 @@ def _unserialize(text: str):
     return phpserialize.loads(text.encode("utf-8"), decode_strings=True)
 
 
-@pytest.fixture
-def seeded(site_engine):
-    summary = seed_site(site_engine, users=400, levels=7, seed=11, today=TODAY)
-    return site_engine, summary
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def seeded(request, tmp_path_factory):
+    """One site seeded for real per backend, shared by the tests below: they only read it."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('seeded') / 'wordpress.sqlite'}"
+        else:
+            url = stack.enter_context(fresh_mariadb_database(request.getfixturevalue("mariadb_admin_url")))
+        engine = sa.create_engine(url)
+        stack.callback(engine.dispose)
+        yield engine, seed_site(engine, users=400, levels=7, seed=11, today=TODAY)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -105,6 +105,7 @@ def _richest_certificate_holder(runtime) -> int:
     return min(holders, key=lambda user: (-levels[user], user))
 
 
+@pytest.mark.slow
 def test_admin_walks_through_the_monitor(browser, served):
     base_url, runtime = served
     service = MonitorService(runtime)

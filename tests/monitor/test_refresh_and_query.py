@@ -311,6 +311,7 @@ def test_read_model_equals_rule_and_live_query_on_mariadb(mariadb_database, tmp_
         runtime.close()
 
 
+@pytest.mark.slow
 @pytest.mark.mariadb
 def test_fifty_thousand_keys_on_mariadb_row_for_row(mariadb_database, tmp_path, capsys):
     summary = build_demo_site(mariadb_database, users=10_000, levels=10, seed=11, today=SEEDED_DAY, fresh=True)
@@ -458,6 +459,7 @@ def random_site():
             site.writer.dispose()
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=random_sites())
 def test_random_sites_read_model_rule_and_live_query_agree(random_site, data):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,6 +42,7 @@ def test_request_bodies_decode_or_are_refused_clearly(body, content_type):
     assert isinstance(decoded, dict)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.one_of(grant_like, st.dictionaries(st.text(max_size=10), json_values, max_size=6)))
 def test_grant_payloads_parse_and_validate_or_name_the_problem(data):
@@ -55,6 +57,7 @@ def test_grant_payloads_parse_and_validate_or_name_the_problem(data):
         assert error.field and error.code
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.dictionaries(st.text(max_size=30), json_values, max_size=8))
 def test_amocrm_payloads_yield_a_lead_or_a_clear_refusal(data):

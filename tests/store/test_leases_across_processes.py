@@ -41,6 +41,7 @@ def _worker(store_url: str, log_path: str, name: str) -> None:
     engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def test_a_leased_job_never_runs_in_two_processes_at_once(tmp_path: Path, store, request):
     url = request.getfixturevalue("mariadb_database") if store == "mariadb" else f"sqlite:///{tmp_path / 'store.sqlite'}"
