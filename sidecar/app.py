@@ -6,12 +6,15 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from flask import Flask, g, request
-from werkzeug.middleware.proxy_fix import ProxyFix
+from pydantic import BaseModel
+from sqlalchemy.engine import make_url
 
 from sidecar.bootstrap import Runtime
-from sidecar.logs import loggable_path, request_id_var
+from sidecar.config import Secret, Settings
+from sidecar.logs import loggable_path, protect_handlers, register_secrets, request_id_var
 from sidecar.bridge import admin as grants_admin
 from sidecar.bridge import blueprint as bridge
 from sidecar.bridge import openapi
@@ -21,7 +24,8 @@ from sidecar.programs import views as programs_views
 from sidecar.reminders import views as reminders_views
 from sidecar.webhooks import hooks as memberlux_hooks
 from sidecar.webhooks import views as webhooks_views
-from sidecar.web import auth, health, home, i18n, metrics
+from sidecar.web import auth, errors, health, home, i18n, metrics
+from sidecar.web.proxies import TrustedProxyFix
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -42,8 +46,10 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     )
     app.extensions["mlsidecar"] = runtime
     if settings.web.trusted_proxies:
-        n = settings.web.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)  # type: ignore[method-assign]
+        app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, settings.web.trusted_proxies, settings.web.trusted_proxy_networks)
+    register_secrets(_configured_secrets(settings))
+    protect_handlers(app.logger.name)
 
     @app.before_request
     def _start_request() -> None:
@@ -72,6 +78,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
             request_id_var.reset(token)
 
     i18n.init_app(app)
+    errors.init_app(app)
     auth.csrf_protect(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(metrics.blueprint)
@@ -87,6 +94,35 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     app.register_blueprint(programs_api.blueprint)
     app.register_blueprint(webhooks_views.blueprint)
     return app
+
+
+def _configured_secrets(settings: Settings) -> list[str]:
+    """Every secret value of the configuration, for the log filter to mask wherever it shows up."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Secret):
+            found.append(value.reveal())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str) and "://" in value:
+            # A password written into a database URL instead of a separate secret.
+            try:
+                password = make_url(value).password
+            except Exception:  # noqa: BLE001 - not a database URL: nothing to find in it
+                password = None
+            if password:
+                found.append(str(password))
+
+    walk(settings)
+    return found
 
 
 def runtime_of(app: Flask) -> Runtime:

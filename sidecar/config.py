@@ -14,6 +14,7 @@ literals when they look like one (numbers, booleans, arrays), else taken as stri
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -452,6 +453,7 @@ class WebSettings(_Section):
     public_url: str = Field("", description="URL under which people and CRMs reach the sidecar (links in e-mails).")
     secret_key: Secret | None = _secret_field("Signs sessions and unsubscribe links; required outside the demo.")
     trusted_proxies: int = Field(0, ge=0, le=5, description="Number of reverse proxies whose X-Forwarded-* headers are trusted.")
+    trusted_proxy_networks: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"], description="Addresses or CIDRs of those proxies: X-Forwarded-* headers count only on connections from them (e.g. '172.16.0.0/12' for a proxy in another container); a client that connects directly keeps its own address.")
     api_tokens: dict[str, Secret] = Field(default_factory=dict, description="Named bearer tokens for the read API (/api/v1/sleepers) and /metrics; separate from the bridge's keys.")
     metrics_open: bool = Field(False, description="Serve /metrics without a token (for a scraper on a private network).")
 
@@ -459,6 +461,16 @@ class WebSettings(_Section):
     @classmethod
     def _resolve_tokens(cls, value: Any) -> Any:
         return _resolve_named_secrets(value, "API token")
+
+    @field_validator("trusted_proxy_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
 
 
 class LogSettings(_Section):

@@ -41,5 +41,6 @@ def run_gunicorn(settings: Settings, host: str, port: int, workers: int) -> None
         "graceful_timeout": 30,
         "accesslog": None,
         "limit_request_field_size": 8190,
-        "forwarded_allow_ips": "127.0.0.1,::1" if settings.web.trusted_proxies else "",
+        # The same networks the app trusts (sidecar.web.proxies), for gunicorn's own scheme handling.
+        "forwarded_allow_ips": ",".join(settings.web.trusted_proxy_networks) if settings.web.trusted_proxies else "",
     }).run()

@@ -102,3 +102,23 @@ class LoginAttempt(Base):
     attempted_at: Mapped[datetime] = mapped_column(index=True)
 
     __table_args__ = (sa.Index("ix_mls_login_attempts_subject", "bucket", "subject", "attempted_at"),)
+
+
+class AdminSession(Base):
+    """One admin sign-in, checked on every request so that signing out ends it for every copy of the cookie.
+
+    The cookie is signed but lives on the client: without this row a cookie copied before the logout
+    would stay valid until it expires. The row is keyed by a SHA-256 of the random session id in the
+    cookie, so reading the store does not give anyone a usable session.
+    """
+
+    __tablename__ = "mls_admin_sessions"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.BigInteger, index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    # SHA-256 of the WordPress password hash at sign-in: a changed password ends the session.
+    password_fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(sa.String(20))  # logout, password_changed, not_admin, ...

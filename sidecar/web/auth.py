@@ -2,9 +2,11 @@
 
 Nothing is written to WordPress. The password is verified against ``users.user_pass`` through the
 reader; the account must hold ``manage_options`` on this site (core.md 12) and must not be blocked by
-MemberLux (``wpm_status`` = ``inactive``). The session is Flask's signed cookie; because it cannot be
-revoked server-side, the account is re-checked against WordPress every few minutes, so demoting or
-blocking an administrator in WordPress ends their sidecar session shortly after.
+MemberLux (``wpm_status`` = ``inactive``). The session is Flask's signed cookie carrying a random
+session id; the id's row in our store (:class:`AdminSession`) is checked on every request, so signing
+out ends the session for every copy of the cookie. The account is re-checked against WordPress every
+few minutes, so demoting or blocking an administrator, or changing their password, in WordPress ends
+their sidecar session shortly after.
 
 Also here, for every other blueprint: :func:`login_required`, :func:`current_admin`, and the CSRF
 guard (:func:`csrf_protect`, :func:`csrf_exempt`, :func:`csrf_token`).
@@ -44,11 +46,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from sidecar.bootstrap import Runtime
 from sidecar.clock import Clock
 from sidecar.memberlux.passwords import verify_wordpress_password
-from sidecar.memberlux.reader import MemberLuxReader, WpUser
+from sidecar.memberlux.reader import MemberLuxReader, PasswordRecord, WpUser
 from sidecar.memberlux.wpdata import WpDataError, php_truthy
 from sidecar.store.db import unit_of_work
 from sidecar.web import current_runtime
-from sidecar.store.models import AuditEvent, LoginAttempt
+from sidecar.store.models import AdminSession, AuditEvent, LoginAttempt
 from sidecar.web.i18n import translate
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "check_administrator",
     "role_grants",
     "LoginThrottle",
+    "account_subject",
     "SESSION_LIFETIME",
     "RECHECK_INTERVAL",
 ]
@@ -77,10 +80,17 @@ RECHECK_INTERVAL = timedelta(minutes=5)
 REQUIRED_CAPABILITY = "manage_options"
 
 THROTTLE_WINDOW = timedelta(minutes=15)
+# Failures are counted per account *and* address: an attacker who knows the admin's login locks out
+# only their own address, never the admin at theirs.
 MAX_FAILURES_PER_LOGIN = 5
-# Higher than the per-login limit: several admins behind one office NAT must not lock each other out,
+# Higher than the per-account limit: several admins behind one office NAT must not lock each other out,
 # yet one address spraying many login names is still stopped.
 MAX_FAILURES_PER_IP = 20
+# The backstop against guessing from many addresses: once an account has this many failures in the
+# window from anywhere, every address gets only MAX_FAILURES_UNDER_ATTACK tries at it. That slows a
+# distributed attack down without locking anybody out: an address that has not failed still gets in.
+MAX_FAILURES_PER_ACCOUNT = 20
+MAX_FAILURES_UNDER_ATTACK = 2
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
@@ -177,10 +187,15 @@ class LoginOutcome:
     user: WpUser | None  # set only on success
     user_id: int | None  # known whenever the login matched an account
     refusal: str | None  # audit reason; None on success
+    password_hash: str | None = None  # set only on success: its fingerprint ends the session when it changes
 
 
-def authenticate(reader: MemberLuxReader, login_name: str, password: str) -> LoginOutcome:
-    record = reader.password_hash_for_login(login_name) if len(login_name) <= _MAX_LOGIN_LENGTH else None
+def find_account(reader: MemberLuxReader, login_name: str) -> PasswordRecord | None:
+    """The account a login name or e-mail denotes (as WordPress looks it up), or ``None``."""
+    return reader.password_hash_for_login(login_name) if len(login_name) <= _MAX_LOGIN_LENGTH else None
+
+
+def authenticate(reader: MemberLuxReader, record: PasswordRecord | None, password: str) -> LoginOutcome:
     if record is None:
         verify_wordpress_password(password, _decoy_hash())
         return LoginOutcome(None, None, "unknown_login")
@@ -189,7 +204,7 @@ def authenticate(reader: MemberLuxReader, login_name: str, password: str) -> Log
     user, refusal = check_administrator(reader, record.user_id)
     if refusal is not None:
         return LoginOutcome(None, record.user_id, refusal)
-    return LoginOutcome(user, record.user_id, None)
+    return LoginOutcome(user, record.user_id, None, record.password_hash)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -197,51 +212,75 @@ def authenticate(reader: MemberLuxReader, login_name: str, password: str) -> Log
 
 
 def login_subject(login_name: str) -> str:
-    """How a login name is keyed in the throttle: case-folded like WordPress's look-up, then hashed."""
+    """How an unknown login name is keyed in the throttle: case-folded like WordPress's look-up, then hashed."""
     return hashlib.sha256(login_name.strip().casefold().encode("utf-8", "replace")).hexdigest()
 
 
+def account_subject(user_id: int | None, login_name: str) -> str:
+    """One throttle key per account, however it is typed (login or e-mail, any case).
+
+    A name that matches no account is keyed by its normalised form, so guessing unknown names is
+    counted too without telling which names exist.
+    """
+    if user_id is not None:
+        return hashlib.sha256(f"wp-user:{user_id}".encode()).hexdigest()
+    return login_subject(login_name)
+
+
+def _pair_subject(account: str, ip: str) -> str:
+    return hashlib.sha256(f"{account}\n{ip}".encode("utf-8", "replace")).hexdigest()
+
+
 class LoginThrottle:
-    """Failed logins per client IP and per login name within a sliding window."""
+    """Failed logins per (account, client IP), per client IP, and per account within a sliding window.
+
+    Only the first two lock: the per-account count only lowers the per-address allowance (see
+    :data:`MAX_FAILURES_PER_ACCOUNT`), so nobody can lock an administrator out from elsewhere.
+    """
 
     def __init__(self, sessions: sessionmaker[Session], clock: Clock) -> None:
         self.sessions = sessions
         self.clock = clock
 
-    def _limits(self, ip: str, login_key: str) -> list[tuple[str, str, int]]:
-        return [("ip", ip[:64], MAX_FAILURES_PER_IP), ("login", login_key, MAX_FAILURES_PER_LOGIN)]
+    @staticmethod
+    def _times(db: Session, bucket: str, subject: str, since: datetime) -> list[datetime]:
+        stmt = (
+            sa.select(LoginAttempt.attempted_at)
+            .where(LoginAttempt.bucket == bucket, LoginAttempt.subject == subject, LoginAttempt.attempted_at > since)
+            .order_by(LoginAttempt.attempted_at)
+        )
+        return list(db.execute(stmt).scalars())
 
-    def retry_after(self, ip: str, login_key: str) -> int | None:
+    def retry_after(self, ip: str, account: str) -> int | None:
         """Seconds until another attempt is allowed, or ``None`` when attempts are allowed now."""
         now = self.clock.now()
         since = now - THROTTLE_WINDOW
-        wait = 0.0
         with self.sessions() as db:
-            for bucket, subject, limit in self._limits(ip, login_key):
-                stmt = (
-                    sa.select(LoginAttempt.attempted_at)
-                    .where(LoginAttempt.bucket == bucket, LoginAttempt.subject == subject,
-                           LoginAttempt.attempted_at > since)
-                    .order_by(LoginAttempt.attempted_at)
-                )
-                times = list(db.execute(stmt).scalars())
+            under_attack = len(self._times(db, "account", account, since)) >= MAX_FAILURES_PER_ACCOUNT
+            pair_limit = MAX_FAILURES_UNDER_ATTACK if under_attack else MAX_FAILURES_PER_LOGIN
+            limits = [("ip", ip[:64], MAX_FAILURES_PER_IP), ("pair", _pair_subject(account, ip), pair_limit)]
+            wait = 0.0
+            for bucket, subject, limit in limits:
+                times = self._times(db, bucket, subject, since)
                 if len(times) >= limit:
                     # Allowed again once enough failures have aged out to leave room for one more.
                     freed_at = times[len(times) - limit] + THROTTLE_WINDOW
                     wait = max(wait, (freed_at - now).total_seconds())
         return max(1, math.ceil(wait)) if wait > 0 else None
 
-    def record_failure(self, ip: str, login_key: str) -> None:
+    def record_failure(self, ip: str, account: str) -> None:
         now = self.clock.now()
         with unit_of_work(self.sessions) as db:
-            for bucket, subject, _limit in self._limits(ip, login_key):
+            for bucket, subject in (("ip", ip[:64]), ("pair", _pair_subject(account, ip)), ("account", account)):
                 db.add(LoginAttempt(bucket=bucket, subject=subject, attempted_at=now))
             # Pruning on the failure path keeps the table as small as the window without a scheduled job.
             db.execute(sa.delete(LoginAttempt).where(LoginAttempt.attempted_at <= now - THROTTLE_WINDOW))
 
-    def clear_login(self, login_key: str) -> None:
+    def clear_login(self, ip: str, account: str) -> None:
+        """After a success: this address's failures at this account are forgotten (the others stay)."""
         with unit_of_work(self.sessions) as db:
-            db.execute(sa.delete(LoginAttempt).where(LoginAttempt.bucket == "login", LoginAttempt.subject == login_key))
+            db.execute(sa.delete(LoginAttempt).where(LoginAttempt.bucket == "pair",
+                                                     LoginAttempt.subject == _pair_subject(account, ip)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,8 +292,35 @@ def _runtime() -> Runtime:
     return current_runtime()
 
 
-def _end_session() -> None:
+def _session_row_id(sid: str) -> str:
+    return hashlib.sha256(sid.encode("utf-8", "replace")).hexdigest()
+
+
+def _fingerprint(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode("utf-8", "replace")).hexdigest()
+
+
+def _end_session(reason: str | None = None) -> None:
+    """Clear the cookie and, with a reason, end the session's row for every copy of the cookie."""
+    data = session.get(_SESSION_ADMIN)
+    sid = data.get("sid") if isinstance(data, dict) else None
     session.clear()
+    g.pop("mls_admin", None)
+    if reason is None or not isinstance(sid, str):
+        return
+    runtime = _runtime()
+    now = runtime.clock.now()
+    with unit_of_work(runtime.sessions) as db:
+        db.execute(sa.update(AdminSession)
+                   .where(AdminSession.id == _session_row_id(sid), AdminSession.ended_at.is_(None))
+                   .values(ended_at=now, end_reason=reason[:20]))
+
+
+def _password_fingerprint_now(reader: MemberLuxReader, user: WpUser) -> str | None:
+    record = reader.password_hash_for_login(user.login)
+    if record is None or record.user_id != user.id:
+        return None
+    return _fingerprint(record.password_hash)
 
 
 def _load_admin() -> Admin | None:
@@ -262,22 +328,35 @@ def _load_admin() -> Admin | None:
     if not isinstance(data, dict):
         return None
     runtime = _runtime()
-    now = runtime.clock.now().timestamp()
+    now_at = runtime.clock.now()
+    now = now_at.timestamp()
     try:
         user_id = int(data["id"])
         logged_in = float(data["at"])
         checked = float(data["checked"])
+        sid = str(data["sid"])
     except (KeyError, TypeError, ValueError):
-        _end_session()
+        _end_session()  # includes cookies from before server-side sessions: sign in again
         return None
     if now - logged_in > SESSION_LIFETIME.total_seconds():
+        _end_session("expired")
+        return None
+    with runtime.sessions() as db:
+        row = db.get(AdminSession, _session_row_id(sid))
+        if row is not None:
+            db.expunge(row)
+    if row is None or row.ended_at is not None or row.expires_at <= now_at or row.user_id != user_id:
+        # Signed out (maybe in another browser that had a copy of this cookie), or never known here.
         _end_session()
         return None
     if abs(now - checked) >= RECHECK_INTERVAL.total_seconds():
         user, refusal = check_administrator(runtime.reader, user_id)
+        if user is not None and refusal is None and _password_fingerprint_now(runtime.reader, user) \
+                != row.password_fingerprint:
+            refusal = "password_changed"
         if user is None or refusal is not None:
             log.info("admin session of user %s ended: %s", user_id, refusal)
-            _end_session()
+            _end_session(refusal or "unknown_login")
             return None
         data = {**data, "login": user.login, "name": user.display_name or user.login, "checked": now}
         session[_SESSION_ADMIN] = data
@@ -297,10 +376,18 @@ def current_admin() -> Admin | None:
     return cached  # type: ignore[return-value]
 
 
-def _start_session(user: WpUser, now: datetime) -> None:
+def _start_session(user: WpUser, now: datetime, password_hash: str) -> None:
     session.clear()  # a fresh CSRF token too: nothing from before the login carries over
+    sid = secrets.token_urlsafe(32)
+    runtime = _runtime()
+    with unit_of_work(runtime.sessions) as db:
+        db.add(AdminSession(id=_session_row_id(sid), user_id=user.id, created_at=now,
+                            expires_at=now + SESSION_LIFETIME, password_fingerprint=_fingerprint(password_hash)))
+        # Pruned on sign-in: the table holds at most the sessions of the last lifetime.
+        db.execute(sa.delete(AdminSession).where(AdminSession.expires_at <= now))
     session[_SESSION_ADMIN] = {
         "id": user.id,
+        "sid": sid,
         "login": user.login,
         "name": user.display_name or user.login,
         "at": now.timestamp(),
@@ -439,26 +526,27 @@ def login():
         return _form(next_url, login_name, translate("auth.missing"))
 
     ip = request.remote_addr or "unknown"
-    login_key = login_subject(login_name)
+    record = find_account(runtime.reader, login_name)
+    account = account_subject(record.user_id if record else None, login_name)
     throttle = LoginThrottle(runtime.sessions, runtime.clock)
-    wait = throttle.retry_after(ip, login_key)
+    wait = throttle.retry_after(ip, account)
     if wait is not None:
-        # Not recorded as another failure, or an attacker could keep an admin locked out for good.
+        # Not recorded as another failure, or an attacker could keep an address locked out for good.
         log.warning("admin login throttled for %s (retry in %d s)", ip, wait)
         response = _form(next_url, login_name, translate("auth.too_many", minutes=math.ceil(wait / 60)), 429)
         response.headers["Retry-After"] = str(wait)
         return response
 
-    outcome = authenticate(runtime.reader, login_name, password)
-    if outcome.user is None:
-        throttle.record_failure(ip, login_key)
+    outcome = authenticate(runtime.reader, record, password)
+    if outcome.user is None or outcome.password_hash is None:
+        throttle.record_failure(ip, account)
         _audit("login.failed", login_name, outcome.user_id, outcome.refusal)
         log.info("admin login refused from %s: %s", ip, outcome.refusal)
         # One message for every refusal: it must not reveal whether the login exists or the password was right.
         return _form(next_url, login_name, translate("auth.invalid"))
 
-    throttle.clear_login(login_key)
-    _start_session(outcome.user, runtime.clock.now())
+    throttle.clear_login(ip, account)
+    _start_session(outcome.user, runtime.clock.now(), outcome.password_hash)
     _audit("login.succeeded", outcome.user.login, outcome.user.id, None)
     log.info("admin %s signed in from %s", outcome.user.login, ip)
     return redirect(next_url or url_for("home.index"))
@@ -466,6 +554,6 @@ def login():
 
 @blueprint.post("/logout")
 def logout():
-    _end_session()
-    g.pop("mls_admin", None)
+    # The row ends too: a copy of this cookie (another browser, a stolen one) gets the login page from now on.
+    _end_session("logout")
     return redirect(url_for("auth.login"))

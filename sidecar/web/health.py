@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from flask import Blueprint, jsonify
 
 from sidecar.web import current_runtime
+from sidecar.web.errors import RETRY_AFTER_SECONDS
 
 blueprint = Blueprint("health", __name__)
 
@@ -32,5 +33,6 @@ def readyz():
     problems = {name: error for name, error in (("wordpress", _probe(runtime.wp_engine)),
                                                 ("store", _probe(runtime.store_engine))) if error}
     if problems:
-        return jsonify(status="unavailable", problems=problems), 503
+        # Like every other route with a database down (sidecar.web.errors): 503 with a hint when to retry.
+        return jsonify(status="unavailable", problems=problems), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return jsonify(status="ready")
