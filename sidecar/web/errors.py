@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 #: Seconds a client is asked to wait when a database does not answer (as the write endpoints do).
 RETRY_AFTER_SECONDS = 30
 
+_MYSQL_NO_SUCH_TABLE = 1146
+
 # Paths called by programs, never by a person's browser: they get JSON whatever they accept.
 _MACHINE_PREFIXES = ("/api/", "/mlgb/", "/wp-json/", "/hooks/", "/metrics", "/readyz", "/healthz", "/openapi.json")
 
@@ -33,7 +35,12 @@ def is_database_unavailable(exc: BaseException) -> bool:
     """
     if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)):
         return True
-    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    # A MySQL database dropped under a running app: its pooled connections answer "table doesn't
+    # exist" (1146) while new ones get "unknown database" (1049, an OperationalError).
+    code = exc.orig.args[0] if exc.orig is not None and getattr(exc.orig, "args", None) else None
+    return exc.connection_invalidated or code == _MYSQL_NO_SUCH_TABLE
 
 
 def _wants_machine_answer() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import Blueprint, jsonify
 
+from sidecar.store.db import VERSION_TABLE
 from sidecar.web import current_runtime
 from sidecar.web.errors import RETRY_AFTER_SECONDS
 
@@ -17,10 +18,10 @@ def healthz():
     return jsonify(status="ok")
 
 
-def _probe(engine: sa.Engine) -> str | None:
+def _probe(engine: sa.Engine, statement: sa.Executable) -> str | None:
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+            conn.execute(statement)
         return None
     except Exception as exc:  # noqa: BLE001 - any failure makes us not ready
         return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
@@ -30,8 +31,11 @@ def _probe(engine: sa.Engine) -> str | None:
 def readyz():
     """Ready to serve: the WordPress database and our store both answer."""
     runtime = current_runtime()
-    problems = {name: error for name, error in (("wordpress", _probe(runtime.wp_engine)),
-                                                ("store", _probe(runtime.store_engine))) if error}
+    # A table of each, not just "SELECT 1": a database dropped under us still accepts connections.
+    wordpress = sa.select(sa.literal(1)).select_from(runtime.reader.schema.table("options")).limit(1)
+    store = sa.text(f"SELECT version_num FROM {VERSION_TABLE}")
+    problems = {name: error for name, error in (("wordpress", _probe(runtime.wp_engine, wordpress)),
+                                                ("store", _probe(runtime.store_engine, store))) if error}
     if problems:
         # Like every other route with a database down (sidecar.web.errors): 503 with a hint when to retry.
         return jsonify(status="unavailable", problems=problems), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
