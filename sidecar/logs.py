@@ -170,13 +170,14 @@ WEB_LOGGERS = ("werkzeug", "flask.app", "gunicorn.error")
 
 
 def protect_handlers(*logger_names: str) -> None:
-    """Put the scrubbing filter on every handler of the root logger and of these loggers.
+    """Put the scrubbing filter on the web stack's loggers and on every handler they have.
 
     Handlers installed by libraries (Flask's ``default_handler``, werkzeug's own stream handler) would
-    otherwise print records unmasked; a filter on the logger itself also catches records that never
-    reach a handler of ours.
+    otherwise print records unmasked; a filter on the logger itself scrubs the records created there
+    before any handler, ours or not, sees them. (The root handler of :func:`configure_logging` has
+    the filter already, for the records of every other logger.)
     """
-    for name in ("", *WEB_LOGGERS, *logger_names):
+    for name in (*WEB_LOGGERS, *logger_names):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _ContextFilter) for f in logger.filters):
             logger.addFilter(_ContextFilter())
