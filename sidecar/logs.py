@@ -72,6 +72,7 @@ def scrub(text: str) -> str:
 # C0 and C1 controls, DEL, and the Unicode line/paragraph separators: anything a viewer may break a line at.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029]")
 
 
 def _escape_control(match: re.Match[str]) -> str:
@@ -128,7 +129,9 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = scrub(record.exc_text or self.formatException(record.exc_info))  # type: ignore[arg-type]
         if record.stack_info:
             entry["stack"] = scrub(record.stack_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # json.dumps escapes C0 controls only; C1 controls and U+2028/2029 stay raw with ensure_ascii=False,
+        # and many readers (Python's splitlines, JavaScript before ES2019) break lines at them.
+        return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", json.dumps(entry, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):

@@ -37,10 +37,26 @@ class TrustedProxyFix:
 
     def __init__(self, app: Any, hops: int, networks: Iterable[str]) -> None:
         self.app = app
+        self.hops = hops
         self.networks = parse_networks(networks)
         self.fixed = ProxyFix(app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops)
 
+    def _client_address_is_valid(self, environ: dict[str, Any]) -> bool:
+        """The entry ProxyFix would take from X-Forwarded-For is an IP address (or there is none).
+
+        A proxy appends the address it saw, so anything else there was written by a client, e.g. a
+        line break and a forged log line when ``trusted_proxies`` counts more proxies than there are.
+        """
+        entries = [part.strip() for part in environ.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        if not environ.get("HTTP_X_FORWARDED_FOR") or len(entries) < self.hops:
+            return True  # ProxyFix leaves REMOTE_ADDR alone
+        try:
+            ipaddress.ip_address(entries[-self.hops])
+        except ValueError:
+            return False
+        return True
+
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if peer_is_trusted(environ.get("REMOTE_ADDR"), self.networks):
+        if peer_is_trusted(environ.get("REMOTE_ADDR"), self.networks) and self._client_address_is_valid(environ):
             return self.fixed(environ, start_response)
         return self.app(environ, start_response)
