@@ -33,7 +33,7 @@ def readyz():
     runtime = current_runtime()
     # A table of each, not just "SELECT 1": a database dropped under us still accepts connections.
     wordpress = sa.select(sa.literal(1)).select_from(runtime.reader.schema.table("options")).limit(1)
-    store = sa.text(f"SELECT version_num FROM {VERSION_TABLE}")
+    store = sa.select(sa.column("version_num")).select_from(sa.table(VERSION_TABLE))
     problems = {name: error for name, error in (("wordpress", _probe(runtime.wp_engine, wordpress)),
                                                 ("store", _probe(runtime.store_engine, store))) if error}
     if problems:
