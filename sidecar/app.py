@@ -6,15 +6,11 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
 
 from flask import Flask, g, request
-from pydantic import BaseModel
-from sqlalchemy.engine import make_url
 
 from sidecar.bootstrap import Runtime
-from sidecar.config import Secret, Settings
-from sidecar.logs import loggable_path, protect_handlers, register_secrets, request_id_var
+from sidecar.logs import configured_secrets, loggable_path, protect_handlers, register_secrets, request_id_var
 from sidecar.bridge import admin as grants_admin
 from sidecar.bridge import blueprint as bridge
 from sidecar.bridge import openapi
@@ -48,7 +44,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     if settings.web.trusted_proxies:
         app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, settings.web.trusted_proxies, settings.web.trusted_proxy_networks)
-    register_secrets(_configured_secrets(settings))
+    register_secrets(configured_secrets(settings))
     protect_handlers(app.logger.name)
 
     @app.before_request
@@ -94,35 +90,6 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     app.register_blueprint(programs_api.blueprint)
     app.register_blueprint(webhooks_views.blueprint)
     return app
-
-
-def _configured_secrets(settings: Settings) -> list[str]:
-    """Every secret value of the configuration, for the log filter to mask wherever it shows up."""
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, Secret):
-            found.append(value.reveal())
-        elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                walk(getattr(value, name))
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-        elif isinstance(value, str) and "://" in value:
-            # A password written into a database URL instead of a separate secret.
-            try:
-                password = make_url(value).password
-            except Exception:  # noqa: BLE001 - not a database URL: nothing to find in it
-                password = None
-            if password:
-                found.append(str(password))
-
-    walk(settings)
-    return found
 
 
 def runtime_of(app: Flask) -> Runtime:

@@ -19,9 +19,10 @@ def settings_of(ctx: click.Context) -> Settings:
     obj = ctx.ensure_object(dict)
     if "settings" not in obj:
         obj["settings"] = load_settings(obj.get("config_path"))
-        from sidecar.logs import configure_logging
+        from sidecar.logs import configure_logging, configured_secrets, register_secrets
 
         configure_logging(obj["settings"].log.format, obj["settings"].log.level)
+        register_secrets(configured_secrets(obj["settings"]))  # the worker's logs too, not only the web's
     return obj["settings"]
 
 

@@ -60,6 +60,32 @@ def register_secrets(values: Iterable[str]) -> None:
         _secret_values = tuple(sorted(known, key=len, reverse=True))
 
 
+def configured_secrets(settings: object) -> list[str]:
+    """Every secret value in a settings tree: the objects with ``reveal()`` (config.Secret).
+
+    Duck-typed so that this module does not import the configuration (passwords in URLs are refused there).
+    """
+    from pydantic import BaseModel
+
+    found: list[str] = []
+
+    def walk(value: object) -> None:
+        if callable(getattr(value, "reveal", None)):
+            found.append(str(value.reveal()))  # type: ignore[attr-defined]
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(settings)
+    return found
+
+
 def scrub(text: str) -> str:
     """``text`` without secrets, path tokens, SQL parameters or e-mail addresses."""
     for value in _secret_values:
