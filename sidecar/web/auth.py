@@ -304,16 +304,16 @@ def _end_session(reason: str | None = None) -> None:
     """Clear the cookie and, with a reason, end the session's row for every copy of the cookie."""
     data = session.get(_SESSION_ADMIN)
     sid = data.get("sid") if isinstance(data, dict) else None
+    if reason is not None and isinstance(sid, str):
+        # The row first: if the store fails here (503), the browser keeps its cookie and can sign out
+        # again, rather than believing it is signed out while copies of the cookie still work.
+        runtime = _runtime()
+        with unit_of_work(runtime.sessions) as db:
+            db.execute(sa.update(AdminSession)
+                       .where(AdminSession.id == _session_row_id(sid), AdminSession.ended_at.is_(None))
+                       .values(ended_at=runtime.clock.now(), end_reason=reason[:20]))
     session.clear()
     g.pop("mls_admin", None)
-    if reason is None or not isinstance(sid, str):
-        return
-    runtime = _runtime()
-    now = runtime.clock.now()
-    with unit_of_work(runtime.sessions) as db:
-        db.execute(sa.update(AdminSession)
-                   .where(AdminSession.id == _session_row_id(sid), AdminSession.ended_at.is_(None))
-                   .values(ended_at=now, end_reason=reason[:20]))
 
 
 def _password_fingerprint_now(reader: MemberLuxReader, user: WpUser) -> str | None:
