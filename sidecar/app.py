@@ -21,6 +21,7 @@ from sidecar.reminders import views as reminders_views
 from sidecar.webhooks import hooks as memberlux_hooks
 from sidecar.webhooks import views as webhooks_views
 from sidecar.web import auth, errors, health, home, i18n, metrics
+from sidecar.web.converters import IdConverter
 from sidecar.web.proxies import TrustedProxyFix
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     app = Flask("sidecar.web", template_folder="templates", static_folder="static")
+    app.url_map.converters["int"] = IdConverter   # path ids within a 64-bit column, before any route is added
     settings = runtime.settings
     secret = settings.web.secret_key.reveal() if settings.web.secret_key else uuid.uuid4().hex
     app.config.update(

@@ -309,7 +309,7 @@ def parse_start_date(raw: Any, tz: tzinfo = timezone.utc) -> date | None:
     if not text:
         return None
     try:
-        if text.isascii() and text.isdigit():
+        if text.isascii() and text.isdecimal():
             return datetime.fromtimestamp(int(text), tz).date()
         for pattern, order in ((_DMY, (2, 1, 0)), (_YMD, (0, 1, 2))):
             match = pattern.fullmatch(text)

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from sidecar.domain.grants import RawGrant
+from sidecar.domain.ids import MAX_ID, is_id, whole_number
 
 
 class PayloadError(Exception):
@@ -52,7 +53,7 @@ def php_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
         node = result
         for position, key in enumerate(keys):
             if key == "":
-                key = str(1 + max((int(k) for k in node if k.isdigit()), default=-1))
+                key = str(1 + max((int(k) for k in node if k.isascii() and k.isdecimal() and len(k) < 10), default=-1))
             if position == len(keys) - 1:
                 node[key] = value
             else:
@@ -94,13 +95,14 @@ def _text_or_none(value: Any, limit: int) -> str | None:
 
 def _lead_id(meta: dict[str, Any]) -> int | None:
     value = meta.get("amo_lead_id")
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and value > 0:
-        return value
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-        return int(value)
-    return None
+    number = whole_number(value) if not isinstance(value, float) else None
+    if number is None or number <= 0:
+        return None         # not a lead id: kept in meta, as before, but nothing is keyed on it
+    if not is_id(number):
+        # A whole number no database column holds: refused, not a 500 (OverflowError/DataError) later.
+        raise PayloadError(400, "invalid_input", f"meta.amo_lead_id must be a positive integer (at most {MAX_ID})",
+                           legacy_error="invalid_input")
+    return number
 
 
 def parse_grant_body(data: dict[str, Any]) -> ParsedRequest:

@@ -42,7 +42,7 @@ class Cursor:
     def decode(cls, text: str) -> Cursor:
         """The cursor in ``text``; ``ValueError`` when it is not one this module produced."""
         micros, dot, grant_id = (text or "").strip().partition(".")
-        if not dot or not grant_id or len(grant_id) > 32 or not grant_id.isalnum() or not micros.isdigit():
+        if not dot or not grant_id or len(grant_id) > 32 or not grant_id.isalnum() or not micros.isdecimal():
             raise ValueError(f"not a page cursor: {text!r}")
         try:
             created_at = _EPOCH + timedelta(microseconds=int(micros))
@@ -78,7 +78,7 @@ def _search_clause(search: str) -> sa.ColumnElement[bool]:
         Grant.external_id == needle,
         Grant.id == needle,
     ]
-    if needle.isdigit() and len(needle) <= 18:  # fits a BIGINT
+    if needle.isdecimal() and len(needle) <= 18:  # fits a BIGINT
         clauses.append(Grant.amo_lead_id == int(needle))
     return sa.or_(*clauses)
 

@@ -15,6 +15,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sidecar.domain.ids import MAX_ID, is_id, whole_number
+
 UNITS_DAYS, UNITS_MONTHS = "days", "months"
 
 # Units words accepted, mapped to (MemberLux unit, multiplier). The legacy relay knew eight words;
@@ -36,7 +38,6 @@ MAX_EMAIL = 100
 MAX_LOCAL_PART = 60
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
-_INT = re.compile(r"^\s*[+]?\d+\s*$")
 
 
 @dataclass(frozen=True)
@@ -105,15 +106,8 @@ def normalize_email(raw: Any) -> str | None:
 
 
 def _as_int(raw: Any) -> int | None:
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, str) and _INT.match(raw):
-        return int(raw)
-    return None
+    # At most 40 digits: a longer run is no number we could use, and int() refuses 4300+ digits (a 500).
+    return whole_number(raw)
 
 
 def _text(raw: Any, limit: int) -> str:
@@ -136,8 +130,9 @@ def validate_grant(raw: RawGrant) -> tuple[GrantSpec | None, list[FieldError]]:
     term_id = _as_int(raw.term_id)
     if raw.term_id in (None, ""):
         errors.append(FieldError(raw.name_of("term_id"), "required", "access level (term_id) is required"))
-    elif term_id is None or term_id <= 0:
-        errors.append(FieldError(raw.name_of("term_id"), "invalid_level", "term_id must be a positive integer"))
+    elif not is_id(term_id):
+        errors.append(FieldError(raw.name_of("term_id"), "invalid_level",
+                                 f"term_id must be a positive integer (at most {MAX_ID})"))
 
     units = normalize_units(raw.units) if raw.units not in (None, "") else (UNITS_MONTHS, 1)
     if units is None:

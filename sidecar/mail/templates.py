@@ -1,17 +1,46 @@
 """E-mail templates rendered in Jinja2's sandbox: stored texts come from admins and CRMs, so a
-template can read the variables it is given and nothing else of the process."""
+template can read the variables it is given and nothing else of the process.
+
+**Bounded rendering.** The sandbox keeps a template from reaching the process, not from using it up:
+``{{ 'a'*20000000 }}`` made 20 MB and ``{{ ('a'*2000000)|wordwrap(1) }}`` held a web thread for
+minutes. Rendering here is bounded, far above what a real letter needs:
+
+* the rendered output is at most :data:`MAX_OUTPUT` characters (256 KB; a long letter is ~20 KB):
+  the template is rendered piece by piece and stopped as soon as it is longer;
+* no value a template builds (``*``, ``+``, ``%``, string methods, filters) may exceed
+  :data:`MAX_VALUE` characters or items, and this is checked *before* the value is built where the
+  size is known in advance; ``**`` is limited to :data:`MAX_INT_BITS`-bit results; ``range`` gives at
+  most :data:`MAX_RANGE` numbers;
+* filters whose work grows faster than their input (``wordwrap``, ``center``, ``indent``, ``format``,
+  ``replace``, ``batch``, ``slice``) refuse arguments that would make them expensive;
+* every loop iteration, call and operator counts against a budget of :data:`MAX_WORK` steps per
+  rendering (nested loops that print nothing are stopped too).
+
+Going over a limit raises :class:`TemplateLimitExceeded` (a :class:`TemplateError`): the preview shows
+"template output exceeds 256 KB" or "too much work", and the sending run fails that letter with the
+reason instead of crashing.
+"""
 
 from __future__ import annotations
 
+import functools
 import html
 import re
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-_html_env = ImmutableSandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
-_text_env = ImmutableSandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+MAX_OUTPUT = 256 * 1024
+MAX_VALUE = 256 * 1024
+MAX_RANGE = 10_000
+MAX_INT_BITS = 4096
+MAX_WORK = 1_000_000
+# Widths written into a format string ("%999999s", "{:>999999}"): six digits are no letter's layout.
+_HUGE_WIDTH = re.compile(r"\d{6,}|\*")
 
 
 class TemplateError(ValueError):
@@ -20,6 +49,222 @@ class TemplateError(ValueError):
     def __init__(self, message: str, line: int | None = None) -> None:
         super().__init__(f"line {line}: {message}" if line else message)
         self.line = line
+
+
+class TemplateLimitExceeded(TemplateError):
+    """The template would make too large an output or value, or do too much work."""
+
+
+TOO_LARGE = f"template output exceeds {MAX_OUTPUT // 1024} KB"
+TOO_MUCH_WORK = "template does too much work"
+
+_budget: ContextVar[list[int] | None] = ContextVar("template_work_budget", default=None)
+
+
+def _tick(steps: int = 1) -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget[0] -= steps
+        if budget[0] < 0:
+            raise TemplateLimitExceeded(TOO_MUCH_WORK)
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, (str, bytes, list, tuple, dict, set, frozenset)) else 0
+
+
+def _bounded(value: Any) -> Any:
+    if _size(value) > MAX_VALUE:
+        raise TemplateLimitExceeded(TOO_LARGE)
+    return value
+
+
+def _refuse_if(condition: bool) -> None:
+    if condition:
+        raise TemplateLimitExceeded(TOO_LARGE)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    if operator == "*":
+        for sequence, count in ((left, right), (right, left)):
+            if _size(sequence) and _is_count(count):
+                _refuse_if(_size(sequence) * count > MAX_VALUE)
+        if _is_count(left) and _is_count(right):
+            _refuse_if(abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS)
+    elif operator == "+":
+        _refuse_if(_size(left) + _size(right) > MAX_VALUE)
+    elif operator == "**":
+        if _is_count(left) and _is_count(right):
+            _refuse_if(right > 0 and max(abs(left).bit_length() - 1, 0) * right > MAX_INT_BITS)
+        elif isinstance(left, float) or isinstance(right, float):
+            pass                                            # floats overflow to an error, not to a huge value
+    elif operator == "%" and isinstance(left, str):
+        _check_format(left, right if isinstance(right, tuple) else (right,))
+
+
+def _check_format(template: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None) -> None:
+    _refuse_if(bool(_HUGE_WIDTH.search(template)) and any(
+        _is_count(a) and abs(a) > MAX_VALUE for a in [*args, *(kwargs or {}).values()]))
+    _refuse_if(bool(re.search(r"\d{6,}", template)))
+
+
+def _check_str_call(name: str, text: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    values = [*args, *kwargs.values()]
+    if name in ("center", "ljust", "rjust", "zfill"):
+        _refuse_if(any(_is_count(v) and v > MAX_VALUE for v in values))
+    elif name == "expandtabs":
+        size = next((v for v in values if _is_count(v)), 8)
+        _refuse_if(len(text) + text.count("\t") * max(size, 0) > MAX_VALUE)
+    elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        hits = text.count(args[0]) if args[0] else len(text) + 1
+        _refuse_if(len(text) + hits * len(args[1]) > MAX_VALUE)
+    elif name in ("format", "format_map"):
+        _check_format(text, args, kwargs)
+    elif name == "join":
+        _refuse_if(len(text) * _size(args[0] if args else "") > MAX_VALUE)
+
+
+def _bounded_range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise TemplateLimitExceeded(f"{TOO_MUCH_WORK} (range is limited to {MAX_RANGE} numbers)")
+    return numbers
+
+
+def _counted(iterable: Any) -> Iterator[Any]:
+    """Every loop iteration is a step of work (the loop's iterable goes through this filter)."""
+    for item in iterable:
+        _tick()
+        yield item
+
+
+def _wrap(original: Callable[..., Any], check: Callable[[tuple[Any, ...], dict[str, Any]], None]) -> Callable[..., Any]:
+    @functools.wraps(original)  # keeps Jinja's pass_environment / pass_eval_context marker
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        check(args, kwargs)
+        return _bounded(original(*args, **kwargs))
+    return bounded
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str, default: Any) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _check_wordwrap(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    # textwrap cuts a long word by copying its rest each time: the work is about len² / width.
+    text, width = str(_arg(args, kwargs, 1, "s", "")), _arg(args, kwargs, 2, "width", 79)
+    width = width if _is_count(width) and width > 0 else 1
+    _refuse_if(len(text) * len(text) // width > 50_000_000)
+
+
+def _check_center(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    width = _arg(args, kwargs, 1, "width", 80)
+    _refuse_if(_is_count(width) and width > MAX_VALUE)
+
+
+def _check_indent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    text, width = str(_arg(args, kwargs, 0, "s", "")), _arg(args, kwargs, 1, "width", 4)
+    step = width if _is_count(width) else len(str(width))
+    _refuse_if(len(text) + (text.count("\n") + 1) * max(step, 0) > MAX_VALUE)
+
+
+def _check_format_filter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    _check_format(str(args[0]) if args else "", args[1:], kwargs)
+
+
+def _check_replace(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    text, old, new = (str(_arg(args, kwargs, i, n, "")) for i, n in ((1, "s"), (2, "old"), (3, "new")))
+    hits = text.count(old) if old else len(text) + 1
+    _refuse_if(len(text) + hits * len(new) > MAX_VALUE)
+
+
+def _check_pieces(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    count = _arg(args, kwargs, 1, "linecount", None)
+    if count is None:
+        count = kwargs.get("slices")
+    _refuse_if(_is_count(count) and count > MAX_VALUE)
+
+
+_FILTER_CHECKS = {"wordwrap": _check_wordwrap, "center": _check_center, "indent": _check_indent,
+                  "format": _check_format_filter, "replace": _check_replace, "batch": _check_pieces,
+                  "slice": _check_pieces}
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox with size and work limits (see the module's docstring)."""
+
+    intercepted_binops = frozenset({"*", "+", "**", "%", "//"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        for name, check in _FILTER_CHECKS.items():
+            self.filters[name] = _wrap(self.filters[name], check)
+        self.filters["_counted"] = _counted
+        self.globals["range"] = _bounded_range
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "_counted", [], [], None, None, lineno=loop.lineno)
+        return tree
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _tick()
+        _check_binop(operator, left, right)
+        return _bounded(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's own signature
+        _tick()
+        return _bounded(super().call(__context, __obj, *args, **kwargs))
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # String methods are checked where they are looked up: a call need not pass through call().
+        value = super().getattr(obj, attribute)
+        if isinstance(obj, str) and attribute in _STR_METHODS and callable(value):
+            return _bounded_method(value, attribute, obj)
+        return value
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        return _bounded_method(wrapped, value.__name__, value.__self__)
+
+
+_STR_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs", "replace", "join", "format", "format_map"})
+
+
+def _bounded_method(method: Callable[..., Any], name: str, text: str) -> Callable[..., Any]:
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        _check_str_call(name, text, args, kwargs)
+        return _bounded(method(*args, **kwargs))
+    return bounded
+
+
+_html_env = BoundedSandbox(autoescape=True, undefined=StrictUndefined)
+_text_env = BoundedSandbox(autoescape=False, undefined=StrictUndefined)
+
+
+def _render(env: BoundedSandbox, source: str, variables: dict[str, Any]) -> str:
+    """Render piece by piece, stopping once the output passes :data:`MAX_OUTPUT` or the work budget is spent."""
+    token = _budget.set([MAX_WORK])
+    try:
+        pieces: list[str] = []
+        length = 0
+        for piece in env.from_string(source).generate(**variables):
+            length += len(piece)
+            if length > MAX_OUTPUT:
+                raise TemplateLimitExceeded(TOO_LARGE)
+            pieces.append(piece)
+        return "".join(pieces)
+    finally:
+        _budget.reset(token)
 
 
 def check(source: str) -> None:
@@ -31,18 +276,26 @@ def check(source: str) -> None:
 
 def render_html(source: str, variables: dict[str, Any]) -> str:
     try:
-        return _html_env.from_string(source).render(**variables)
+        return _render(_html_env, source, variables)
+    except TemplateError:
+        raise
     except TemplateSyntaxError as exc:
         raise TemplateError(exc.message or "syntax error", exc.lineno) from None
+    except MemoryError:
+        raise TemplateLimitExceeded(TOO_LARGE) from None
     except Exception as exc:  # noqa: BLE001 - undefined variables, sandbox refusals
         raise TemplateError(str(exc)) from None
 
 
 def render_text(source: str, variables: dict[str, Any]) -> str:
     try:
-        return _text_env.from_string(source).render(**variables)
+        return _render(_text_env, source, variables)
+    except TemplateError:
+        raise
     except TemplateSyntaxError as exc:
         raise TemplateError(exc.message or "syntax error", exc.lineno) from None
+    except MemoryError:
+        raise TemplateLimitExceeded(TOO_LARGE) from None
     except Exception as exc:  # noqa: BLE001
         raise TemplateError(str(exc)) from None
 

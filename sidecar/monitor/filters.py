@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import url_for
 
+from sidecar.domain.ids import is_id
 from sidecar.monitor.service import SORTS, SleeperQuery
 from sidecar.web.i18n import translate
 
@@ -88,7 +89,8 @@ def parse_filters(args: Any, *, default_limit: int = PER_PAGE, max_limit: int = 
             part = part.strip()
             if not part:
                 continue
-            if not part.isdigit() or int(part) <= 0:
+            # An id a database column can hold (a larger one was an OverflowError/DataError: a 500).
+            if not (part.isascii() and part.isdecimal() and len(part) <= 19) or not is_id(int(part)):
                 problems.append(Problem("level", "bad_level", part[:40]))
             elif known is not None and int(part) not in known:
                 problems.append(Problem("level", "unknown_level", part))
@@ -114,7 +116,7 @@ def parse_filters(args: Any, *, default_limit: int = PER_PAGE, max_limit: int = 
     limit = default_limit
     raw_limit = (args.get("limit") or "").strip()
     if raw_limit:
-        if raw_limit.isdigit() and 1 <= int(raw_limit) <= max_limit:
+        if raw_limit.isdecimal() and len(raw_limit) <= 9 and 1 <= int(raw_limit) <= max_limit:
             limit = int(raw_limit)
         else:
             problems.append(Problem("limit", "bad_limit", raw_limit[:40]))

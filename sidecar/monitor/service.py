@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from sidecar.domain.ids import is_id
 from sidecar.domain.access import (
     KEY_STATUS_NEW,
     KeyRow,
@@ -478,14 +479,16 @@ class MonitorService:
         if isinstance(user, bool):
             raise UnknownUser(f"not a user id or e-mail: {user!r}")
         if isinstance(user, int):
-            found = reader.user(user)
+            found = reader.user(user) if is_id(user) else None    # no id column holds a larger number
             if found is None:
                 raise UnknownUser(f"no WordPress user with id {user}")
             return found
         text = str(user).strip()
         if not text:
             raise UnknownUser("give a user id or an e-mail address")
-        if text.isdigit():
+        if text.isdecimal():
+            if len(text) > 19 or not is_id(int(text)):
+                raise UnknownUser(f"no WordPress user with id {text[:40]}")
             return self._find_user(int(text))
         if "@" not in text:
             raise UnknownUser(f"{text!r} is neither a user id nor an e-mail address")

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from sidecar.mail.templates import MAX_OUTPUT, TOO_LARGE, TOO_MUCH_WORK
 from sidecar.monitor.filters import TRUE_WORDS
 from sidecar.monitor.settings import LETTERS, Letter, LevelSettings
 from sidecar.web.i18n import translate
@@ -35,6 +36,10 @@ def _template_reason(reason: str) -> str:
     unknown = _UNKNOWN_VARIABLE.match(reason)
     if unknown:
         return translate("monitor.settings.error.unknown_variable", name=unknown.group(1))
+    if reason.startswith(TOO_LARGE):
+        return translate("monitor.settings.error.template_too_large", kb=MAX_OUTPUT // 1024)
+    if reason.startswith(TOO_MUCH_WORK):
+        return translate("monitor.settings.error.template_too_much_work")
     return reason  # Jinja's own wording of a syntax error (English)
 
 

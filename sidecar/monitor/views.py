@@ -126,7 +126,7 @@ def refresh():
     started = time.monotonic()
     if raw:
         names = {level.term_id: level.name for level in runtime.reader.levels()}
-        if not raw.isdigit() or int(raw) not in names:
+        if not raw.isdecimal() or len(raw) > 19 or int(raw) not in names:
             flash(Problem("level", "unknown_level", raw[:40]).message(), "error")
             return redirect(url_for(".overview"))
         term_id = int(raw)

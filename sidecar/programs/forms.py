@@ -66,7 +66,7 @@ class ProgramForm:
     @classmethod
     def from_request(cls, form: Mapping[str, str], legacy_post_id: int | None = None) -> ProgramForm:
         raw_count = (form.get("rows") or "").strip()
-        count = min(int(raw_count), MAX_STEPS + 1) if raw_count.isdigit() else START_ROWS
+        count = min(int(raw_count), MAX_STEPS + 1) if raw_count.isdecimal() and len(raw_count) <= 9 else START_ROWS
         rows = tuple(StepRow((form.get(f"steps-{n}-term_id") or "").strip(),
                              (form.get(f"steps-{n}-duration") or "").strip(),
                              (form.get(f"steps-{n}-units") or "months").strip())
@@ -101,11 +101,11 @@ class ProgramForm:
             term_id = duration = 0
             if not row.term_id:
                 errors[f"steps.{n}.term_id"] = translate("programs.error.choose_level")
-            elif not row.term_id.isdigit() or len(row.term_id) > 18:
+            elif not row.term_id.isdecimal() or len(row.term_id) > 18:
                 errors[f"steps.{n}.term_id"] = translate("programs.error.bad_level", value=row.term_id[:40])
             else:
                 term_id = int(row.term_id)
-            if not row.duration.isdigit() or len(row.duration) > 5:
+            if not row.duration.isdecimal() or len(row.duration) > 5:
                 errors[f"steps.{n}.duration"] = translate("programs.error.bad_duration", value=row.duration[:40])
             else:
                 duration = int(row.duration)

@@ -97,7 +97,7 @@ def _parse_steps(raw: str, post_id: int) -> list[Step]:
 
 def _int(raw: str | None) -> int | None:
     text = (raw or "").strip()
-    return int(text) if text.lstrip("-").isdigit() else None
+    return int(text) if text.lstrip("-").isdecimal() else None
 
 
 def plan_import(runtime: Runtime) -> ImportPlan:

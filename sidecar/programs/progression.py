@@ -102,7 +102,7 @@ class Progression:
 
     def find_user(self, ref: int | str) -> WpUser:
         reader = self.runtime.reader
-        user = reader.user(int(ref)) if isinstance(ref, int) or str(ref).isdigit() else reader.user_by_email(str(ref))
+        user = reader.user(int(ref)) if isinstance(ref, int) or str(ref).isdecimal() else reader.user_by_email(str(ref))
         if user is None:
             raise LookupError(f"no WordPress user {ref}")
         return user

@@ -87,7 +87,7 @@ def problem_text(message: str, level: LevelName) -> str:
 
 def field_label(field: str) -> str:
     parts = field.split(".")
-    if len(parts) == 3 and parts[0] == "steps" and parts[1].isdigit():
+    if len(parts) == 3 and parts[0] == "steps" and parts[1].isdecimal():
         return translate(f"programs.field.step_{parts[2]}", n=int(parts[1]))
     text = translate(f"programs.field.{field}")
     return field if text.startswith("programs.field.") else text

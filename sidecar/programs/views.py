@@ -135,7 +135,7 @@ def _render_form(runtime: Runtime, form: ProgramForm, *, program: ProgramView | 
                  errors: Mapping[str, str] | None = None, warnings: list[str] | None = None, status_code: int = 200):
     choices = _level_choices(runtime)
     known = {c.term_id for c in choices}
-    missing = sorted({int(r.term_id) for r in form.rows if r.term_id.isdigit() and len(r.term_id) <= 18} - known)
+    missing = sorted({int(r.term_id) for r in form.rows if r.term_id.isdecimal() and len(r.term_id) <= 18} - known)
     choices += [LevelChoice(t, translate("programs.level_missing", id=t)) for t in missing]
     action = (url_for(".program_edit", program_id=program.id) if program else url_for(".program_new"))
     return render_template("programs_form.html", form=form, program=program, errors=errors or {},
@@ -148,7 +148,7 @@ def _row_button(form_data: Mapping[str, str]) -> tuple[str, int]:
     if form_data.get("add"):
         return "add", 0
     raw = (form_data.get("remove") or "").strip()
-    if raw.isdigit() and len(raw) < 4:
+    if raw.isdecimal() and len(raw) < 4:
         return "remove", int(raw)
     return "save", 0
 
@@ -237,7 +237,7 @@ def _int_arg(args: Mapping[str, str], name: str, low: int, high: int, problems: 
     raw = (args.get(name) or "").strip()
     if not raw:
         return None
-    if raw.isdigit() and len(raw) <= 18 and low <= int(raw) <= high:
+    if raw.isdecimal() and len(raw) <= 18 and low <= int(raw) <= high:
         return int(raw)
     problems.append(translate("programs.error.bad_parameter", name=name, value=raw[:40]))
     return None
@@ -276,7 +276,7 @@ def program_page(program_id: int):
 
 def _user_ref(raw: str) -> int | str | None:
     raw = raw.strip()
-    if raw.isdigit() and len(raw) <= 18:
+    if raw.isdecimal() and len(raw) <= 18:
         return int(raw)
     if "@" in raw and len(raw) <= 200:
         return raw

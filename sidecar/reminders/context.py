@@ -79,7 +79,7 @@ class LetterContext:
         reader = self.runtime.reader
         try:
             raw = reader.user_meta(user_id, ["mlp_program_id"]).get("mlp_program_id", "")
-            program_id = int(raw.strip()) if raw.strip().isdigit() else 0
+            program_id = int(raw.strip()) if raw.strip().isdecimal() else 0
             if not program_id:
                 return None
             if program_id not in self._programs:

@@ -53,7 +53,7 @@ class Cursor:
     def decode(cls, text: str) -> Cursor:
         """The cursor in ``text``; ``ValueError`` when this module did not produce it."""
         micros, dot, row_id = (text or "").strip().partition(".")
-        if not dot or not micros.isdigit() or not row_id.isdigit() or len(micros) > 18 or len(row_id) > 18:
+        if not dot or not micros.isdecimal() or not row_id.isdecimal() or len(micros) > 18 or len(row_id) > 18:
             raise ValueError(f"not a page cursor: {text!r}")
         try:
             planned_at = _EPOCH + timedelta(microseconds=int(micros))

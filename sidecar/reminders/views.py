@@ -162,7 +162,7 @@ def _parse_level(args: Mapping[str, str], known: set[int], problems: list[str]) 
     raw = (args.get("level") or "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 18 or int(raw) <= 0:
+    if not raw.isdecimal() or len(raw) > 18 or int(raw) <= 0:
         problems.append(_problem("bad_level", value=raw[:40]))
         return None
     if int(raw) not in known:
@@ -183,7 +183,7 @@ def _parse_limit(args: Mapping[str, str], problems: list[str]) -> int:
     raw = (args.get("limit") or "").strip()
     if not raw:
         return PER_PAGE
-    if raw.isdigit() and 1 <= int(raw) <= MAX_PER_PAGE:
+    if raw.isdecimal() and len(raw) <= 9 and 1 <= int(raw) <= MAX_PER_PAGE:
         return int(raw)
     problems.append(_problem("bad_limit", value=raw[:40], max=MAX_PER_PAGE))
     return PER_PAGE
@@ -253,7 +253,7 @@ def history_filter(runtime: Runtime, a: HistoryArgs, zone: tzinfo) -> history.Hi
     or text matched against addresses and the sleepers' logins, names and e-mails."""
     user_ids: tuple[int, ...] = ()
     text = ""
-    if a.user.isdigit() and len(a.user) <= 18:
+    if a.user.isdecimal() and len(a.user) <= 18:
         user_ids = (int(a.user),)
     elif a.user:
         text = a.user
@@ -277,7 +277,7 @@ def _posted_ids(form: Mapping[str, Any]) -> tuple[list[int], str | None]:
     ids: list[int] = []
     for value in raw:
         value = str(value).strip()
-        if not value.isdigit() or len(value) > 18 or int(value) <= 0:
+        if not value.isdecimal() or len(value) > 18 or int(value) <= 0:
             return [], _problem("bad_id", value=value[:40])
         ids.append(int(value))
     return list(dict.fromkeys(ids)), None
@@ -400,7 +400,7 @@ def digests_page():
     state = _parse_state(request.args, problems)
     limit = _parse_limit(request.args, problems)
     raw_after = (request.args.get("after") or "").strip()
-    after = int(raw_after) if raw_after.isdigit() and len(raw_after) <= 18 else None
+    after = int(raw_after) if raw_after.isdecimal() and len(raw_after) <= 18 else None
     if raw_after and after is None:
         problems.append(_problem("bad_cursor"))
 
@@ -447,10 +447,10 @@ def unsubscribes_page():
     search = _parse_search(request.args, "q", problems)
     limit = _parse_limit(request.args, problems)
     raw_offset = (request.args.get("offset") or "").strip()
-    offset = int(raw_offset) if raw_offset.isdigit() and len(raw_offset) <= 9 else 0
-    if raw_offset and not (raw_offset.isdigit() and len(raw_offset) <= 9):
+    offset = int(raw_offset) if raw_offset.isdecimal() and len(raw_offset) <= 9 else 0
+    if raw_offset and not (raw_offset.isdecimal() and len(raw_offset) <= 9):
         problems.append(_problem("bad_cursor"))
-    user_id = int(search) if search.isdigit() and len(search) <= 18 else None
+    user_id = int(search) if search.isdecimal() and len(search) <= 18 else None
     with runtime.sessions() as session:
         page = history.unsubscribes(session, user_id=user_id, text="" if user_id else search, offset=offset,
                                     limit=limit)
@@ -582,7 +582,7 @@ def _find_learner(runtime: Runtime, level: Level, user_text: str) -> tuple[WpUse
     """``(user, chosen_by, error)``: the learner typed, else a current sleeper, else any key holder."""
     reader = runtime.reader
     if user_text:
-        if user_text.isdigit() and len(user_text) <= 18:
+        if user_text.isdecimal() and len(user_text) <= 18:
             user = reader.user(int(user_text))
         elif "@" in user_text:
             user = reader.user_by_email(user_text)

@@ -38,7 +38,7 @@ from sidecar.store import audit
 from sidecar.store.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from sidecar.webhooks.events import TEST_EVENT
 from sidecar.webhooks.formats import FORMATTERS, load_providers
-from sidecar.webhooks.ssrf import DestinationRefused, Resolver, check_destination, system_resolver
+from sidecar.webhooks.ssrf import DestinationRefused, Resolver, pinned_session, system_resolver
 from sidecar.store.db import unit_of_work
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,10 @@ def signature_headers(endpoint: WebhookEndpoint, event_id: str, payload: bytes, 
 
 
 class WebhookDeliverer:
-    def __init__(self, runtime: Runtime, *, session: requests.Session | None = None,
-                 resolver: Resolver = system_resolver, mailer: Mailer | None = None) -> None:
+    def __init__(self, runtime: Runtime, *, resolver: Resolver = system_resolver,
+                 mailer: Mailer | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings.webhooks
-        self.http = session or requests.Session()
         self.resolver = resolver
         self.mailer = mailer or Mailer(runtime.settings.smtp)
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
@@ -156,12 +155,17 @@ class WebhookDeliverer:
                             .execution_options(synchronize_session=False))
 
     def _post(self, endpoint: WebhookEndpoint, event: WebhookEvent, payload: bytes) -> tuple[int, str]:
-        check_destination(endpoint.url, self.settings.allow_private_destinations, self.resolver)
+        # Resolved and checked once; the connection goes to the checked address (DNS rebinding).
+        http = pinned_session(endpoint.url, self.settings.allow_private_destinations, self.resolver)
         now = self.runtime.clock.now()
         headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT,
                    **signature_headers(endpoint, event.id, payload, now)}
-        answer = self.http.post(endpoint.url, data=payload, headers=headers, timeout=self.settings.timeout_seconds,
-                                allow_redirects=False, stream=True)
+        with http:
+            return self._send(http, endpoint.url, payload, headers)
+
+    def _send(self, http: requests.Session, url: str, payload: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        answer = http.post(url, data=payload, headers=headers, timeout=self.settings.timeout_seconds,
+                           allow_redirects=False, stream=True)
         try:
             head = answer.raw.read(1000, decode_content=True) if answer.raw is not None else b""
         except Exception:  # noqa: BLE001 - the excerpt is a courtesy

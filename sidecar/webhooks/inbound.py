@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from sidecar.bootstrap import Runtime
+from sidecar.domain.ids import MAX_ID, is_id, whole_number
 from sidecar.store.db import unit_of_work
 from sidecar.store.monitor_models import SleeperRefresh
 from sidecar.store.webhook_models import InboundHint
@@ -63,8 +64,8 @@ def parse(body: bytes) -> dict[str, Any]:
         raise HintRejected(413, "too_large", f"payloads are at most {MAX_BODY} bytes")
     try:
         payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HintRejected(400, "invalid_json", f"the body is not JSON ({exc})") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also a number of 4300+ digits
+        raise HintRejected(400, "invalid_json", f"the body is not JSON ({str(exc)[:200]})") from None
     if isinstance(payload, dict) and isinstance(payload.get("actions"), list):
         # The loopback call's wrapper ({"actions": [...]}) if a site posts it here directly.
         payload = payload["actions"][0] if payload["actions"] else {}
@@ -75,11 +76,18 @@ def parse(body: bytes) -> dict[str, Any]:
 
 def _term_id(payload: dict[str, Any]) -> int | None:
     key = payload.get("key") if isinstance(payload.get("key"), dict) else {}
-    raw = str(key.get("term_id", "")).strip()  # a string in MemberLux's payload
-    return int(raw) if raw.isdigit() else None
+    raw = key.get("term_id")  # a string in MemberLux's payload
+    number = whole_number(raw) if not isinstance(raw, float) else None
+    if number is None or number <= 0:
+        return None             # no level to confirm; the hint is kept all the same
+    if not is_id(number):
+        # No level has such an id, and the column cannot hold it (a 500 on MariaDB before).
+        raise HintRejected(400, "invalid_term_id", f"key.term_id must be a positive integer (at most {MAX_ID})")
+    return number
 
 
 def store(runtime: Runtime, payload: dict[str, Any]) -> Stored:
+    term_id = _term_id(payload)
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     now = runtime.clock.now()
@@ -87,7 +95,7 @@ def store(runtime: Runtime, payload: dict[str, Any]) -> Stored:
     email = str(payload.get("email") or "").strip()[:200]
     try:
         with unit_of_work(runtime.sessions) as session:
-            hint = InboundHint(content_hash=digest, type=hint_type, email=email, term_id=_term_id(payload),
+            hint = InboundHint(content_hash=digest, type=hint_type, email=email, term_id=term_id,
                                payload=payload, received_at=now)
             session.add(hint)
             session.flush()

@@ -6,6 +6,12 @@ link-local (incl. cloud metadata 169.254.169.254 and fe80::/10), carrier-grade N
 reserved and unspecified addresses are refused, as are IPv4 addresses hidden in IPv6 (mapped,
 6to4, NAT64 well-known prefix). Exceptions are listed in ``webhooks.allow_private_destinations``
 (host names or CIDRs). Deliveries never follow redirects, so a public URL cannot bounce inward.
+
+**DNS rebinding.** The name is resolved once, per attempt; the connection then goes to exactly one of
+the addresses that were checked (:func:`pinned_session`), never to a second answer the resolver might
+give when the HTTP client connects. The Host header and, for https, the TLS SNI and the certificate
+check still use the host name of the URL. Proxies from the environment are not used for deliveries
+(a proxy would resolve the name again); a CA bundle from ``REQUESTS_CA_BUNDLE`` still is.
 """
 
 from __future__ import annotations
@@ -13,7 +19,11 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -90,3 +100,46 @@ def check_destination(url: str, allow: Sequence[str] = (), resolver: Resolver = 
                 f"{host} resolves to {address}, an internal address; add it to webhooks.allow_private_destinations "
                 "if this is intended")
     return addresses
+
+
+class PinnedAdapter(HTTPAdapter):
+    """Connects to one fixed address whatever the URL's host name resolves to by the time we connect.
+
+    The URL keeps its host name: the Host header is the name, and for https the SNI and the
+    certificate check are done against the name (``server_hostname``), so pinning the address
+    weakens nothing in TLS. A request for any other host (there should be none: redirects are not
+    followed) is refused rather than sent to the pinned address.
+    """
+
+    def __init__(self, host: str, address: str) -> None:
+        super().__init__(max_retries=0)
+        self.host = host.lower().rstrip(".")
+        self.address = address.split("%")[0]
+
+    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: Any,
+                                             cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if (host_params.get("host") or "").lower().rstrip(".") != self.host:
+            raise DestinationRefused(f"{host_params.get('host')} is not the checked host {self.host}")
+        host_params["host"] = self.address
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = self.host
+        return host_params, pool_kwargs
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
+             verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
+        # urllib3 would name the pinned address in the Host header; the receiver expects the name.
+        request.headers["Host"] = urlsplit(request.url or "").netloc.rpartition("@")[2]
+        # Never through a proxy from the environment: the proxy would resolve the name again.
+        return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=None)
+
+
+def pinned_session(url: str, allow: Sequence[str] = (), resolver: Resolver = system_resolver) -> requests.Session:
+    """A session that sends requests for ``url``'s host to an address :func:`check_destination` accepted."""
+    addresses = check_destination(url, allow, resolver)
+    host = urlsplit(url).hostname or ""
+    session = requests.Session()
+    adapter = PinnedAdapter(host, addresses[0])
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

@@ -303,7 +303,7 @@ def _before(args: Mapping[str, str], problems: list[str]) -> int | None:
     raw = (args.get("before") or "").strip()
     if not raw:
         return None
-    if raw.isdigit() and len(raw) <= 18:
+    if raw.isdecimal() and len(raw) <= 18:
         return int(raw)
     problems.append(translate("webhooks.error.bad_parameter", name="before", value=raw[:40]))
     return None

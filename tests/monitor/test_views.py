@@ -281,14 +281,15 @@ def test_excel_variant_has_a_bom_and_semicolons(monitor):
     assert any(re.search("[а-яё]", r[3] + r[4], re.I) for r in rows[1:])  # Cyrillic names survive
 
 
-def test_excel_variant_neutralises_formulas_but_plain_csv_keeps_data():
+def test_both_variants_neutralise_formulas_and_keep_numbers():
     row = SleeperRow(user_id=1, email="=1+2@x.example", login="x", first_name="=HYPERLINK(\"http://evil\")",
                      last_name="-Smith", term_id=7, level_name="L", expired_on=TODAY, last_access_day=TODAY,
-                     days_since=0, last_grant=None, blocked=True, reminders_sent=2)
+                     days_since=-3, last_grant=None, blocked=True, reminders_sent=2)
     excel = parse_csv("".join(csv_chunks([row], excel=True))[1:], ";")[1]
     assert excel[1] == "'=1+2@x.example" and excel[3].startswith("'=HYPERLINK") and excel[4] == "'-Smith"
     plain = parse_csv("".join(csv_chunks([row])))[1]
-    assert plain[1] == "=1+2@x.example" and plain[4] == "-Smith" and plain[11] == "1" and plain[12] == "2"
+    assert plain[1] == "'=1+2@x.example" and plain[3].startswith("'=HYPERLINK") and plain[4] == "'-Smith"
+    assert plain[0] == "1" and plain[5] == "7" and plain[9] == "-3" and plain[11] == "1" and plain[12] == "2"
 
 
 def test_csv_is_written_in_chunks():
