@@ -36,8 +36,3 @@ def is_id(value: int | None) -> bool:
     """True for a positive integer that fits a signed 64-bit column."""
     return value is not None and 0 < value <= MAX_ID
 
-
-def positive_id(raw: Any) -> int | None:
-    """``raw`` as an id, or ``None`` when it is not one (not a whole number, not positive, too large)."""
-    value = whole_number(raw)
-    return value if is_id(value) else None
