@@ -12,6 +12,7 @@ from sidecar.devstack.seed import php_serialize
 from sidecar.doctor import FAIL, OK, SKIP, WARN, Doctor, render_table
 from sidecar.store import db as store_db
 from tests.stores import migrate_store
+from tests.strong_secrets import strong_secret
 
 PAYMENTS = "mbl-payments/mbl-payments.php"
 OTHER_PLUGINS = ["member-luxe/member-luxe.php", "mbl-api/mbl-api.php", "woocommerce/woocommerce.php"]
@@ -163,7 +164,7 @@ def test_secrets_written_in_the_configuration_are_pointed_out(small_site, emulat
 
     secret_file = tmp_path / "rest-password"
     secret_file.write_text("from-a-file\n")
-    monkeypatch.setenv("MLS_TEST_WEB_KEY", "from-the-environment")
+    monkeypatch.setenv("MLS_TEST_WEB_KEY", strong_secret("from-the-environment"))
     clean = settings_from_mapping({
         "wordpress": {"db_url": small_site}, "store": {"url": settings.store.url},
         "memberlux": {"rest_base_url": settings.memberlux.rest_base_url, "rest_user": "u",
