@@ -26,7 +26,7 @@ from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin
 
 from .amocrm import AmoPayloadError, extract_lead_event
-from .auth import AuthError, Principal, authenticate
+from .auth import AuthError, Principal, authenticate, require_scope
 from .outbox import GrantDeliverer
 from .parsers import PayloadError, decode_body, parse_grant_body
 from .service import BridgeService, IntakeContext, IntakeRejected
@@ -159,6 +159,7 @@ def _intake(channel: str) -> Response:
         wait = _wait_seconds()
         body = _read_body()
         principal = authenticate(request.headers, body, runtime.settings.bridge, runtime.sessions, runtime.clock.now())
+        require_scope(principal, "grant")
         parsed = parse_grant_body(decode_body(body, request.content_type))
         context = IntakeContext(channel=channel if principal.kind != "hmac" else "legacy", principal=principal,
                                 source_ip=request.remote_addr, idempotency_header=request.headers.get("Idempotency-Key"),
