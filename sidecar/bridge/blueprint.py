@@ -207,11 +207,15 @@ def grant_status(ref: str) -> Response:
     runtime = _runtime()
     if current_admin() is None:
         try:
-            authenticate(request.headers, request.get_data(cache=True), runtime.settings.bridge, runtime.sessions,
-                         runtime.clock.now())
+            principal = authenticate(request.headers, request.get_data(cache=True), runtime.settings.bridge,
+                                     runtime.sessions, runtime.clock.now())
+            require_scope(principal, "grant")
         except AuthError as exc:
             return _error(exc.status, exc.code, exc.message)
-    grant = _service().get(ref)
+        # A credential sees only the grants it created: another one's are answered as if they did not exist.
+        grant = _service().get(ref, owner=str(principal))
+    else:
+        grant = _service().get(ref)
     if grant is None:
         return _error(404, "not_found", f"no grant with id or external_id '{ref}'")
     response = jsonify({"ok": grant.status != FAILED, **grant_view(grant)})
