@@ -141,7 +141,16 @@ def _standard_webhooks(headers: Mapping[str, str], body: bytes, settings: Bridge
             continue
     if matched is None:
         raise AuthError(403, "invalid_signature", "no configured secret verifies webhook-signature")
-    if not _remember_once(sessions, f"sw:{matched}:{wanted[SW_ID]}", now, settings.replay_window_seconds):
+    # The library allows a fixed five minutes (on its own clock); the configured window is ours, on the
+    # clock everything else uses, and the replay record's lifetime is derived from it.
+    window = settings.replay_window_seconds
+    try:
+        sent_at = int(wanted[SW_TIMESTAMP].strip())
+    except ValueError:
+        sent_at = 0
+    if abs(now.timestamp() - sent_at) > window:
+        raise AuthError(401, "timestamp_expired", f"webhook-timestamp is more than {window} s away from the server clock")
+    if not _remember_once(sessions, f"sw:{matched}:{wanted[SW_ID]}", now, window):
         raise AuthError(409, "replayed_request", "this webhook-id was already received")
     return Principal("standard_webhooks", matched)
 
