@@ -169,10 +169,18 @@ def authenticate(headers: Mapping[str, str], body: bytes, settings: BridgeSettin
                     legacy_error="hmac_headers_missing")
 
 
-def purge_seen_signatures(sessions: sessionmaker[Session], now: datetime) -> int:
+def purge_seen_signatures(sessions: sessionmaker[Session], now: datetime, window: int | None = None) -> int:
+    """Forget signatures whose timestamps can no longer be accepted.
+
+    With ``window`` (the current ``bridge.replay_window_seconds``) a record also stays while it is younger
+    than that window's lifetime: a window raised since the record was written must not reopen a replay.
+    """
     import sqlalchemy as sa
 
+    expired = [SeenSignature.expires_at < now]
+    if window is not None:
+        expired.append(SeenSignature.seen_at < now - seen_record_lifetime(window))
     with sessions() as session:
-        removed = session.execute(sa.delete(SeenSignature).where(SeenSignature.expires_at < now)).rowcount
+        removed = session.execute(sa.delete(SeenSignature).where(*expired)).rowcount
         session.commit()
         return removed or 0

@@ -93,3 +93,15 @@ def test_the_record_outlives_every_moment_the_timestamp_is_still_accepted(sessio
     with pytest.raises(AuthError) as caught:
         authenticate(headers, BODY, settings(), sessions, replay_at + timedelta(seconds=1))
     assert caught.value.code == "timestamp_expired"
+
+
+def test_raising_the_window_does_not_reopen_a_purged_replay(sessions):
+    """Records written under a 30 s window are kept as long as the window configured now requires."""
+    sent_at = datetime.now(timezone.utc).replace(microsecond=0)
+    headers = signed(sent_at, "msg_raised")
+    authenticate(headers, BODY, settings(WINDOW), sessions, sent_at)
+    later = sent_at + timedelta(seconds=3 * WINDOW)           # past the 30 s record's own expiry
+    assert purge_seen_signatures(sessions, later, window=120) == 0
+    with pytest.raises(AuthError) as caught:
+        authenticate(headers, BODY, settings(120), sessions, later)
+    assert caught.value.code == "replayed_request"
