@@ -212,10 +212,11 @@ def test_each_named_api_key_is_accepted_and_recorded_as_the_principal(bridge):
 def test_key_rotation_accepts_old_and_new_key_together(make_bridge):
     old_key, new_key = strong_secret("old-key"), strong_secret("new-key")
     bridge = make_bridge(api_keys={"crm": {"key": new_key, "previous_key": old_key}})
-    first = bridge.api(brief_body(external_id="deal-rotated"), key=old_key)
+    deal = brief_body(external_id="deal-rotated")
+    first = bridge.api(deal, key=old_key)
     assert first.status_code == 202
     # The same name owns the grant whichever value sent it: the deal is not granted twice during a rotation.
-    again = bridge.api(brief_body(external_id="deal-rotated"), key=new_key)
+    again = bridge.api(deal, key=new_key)
     assert again.status_code == 202 and again.get_json()["grant_id"] == first.get_json()["grant_id"]
     assert bridge.grant(first.get_json()["grant_id"]).principal == "api_key:crm"
     assert bridge.api(brief_body(), key=new_key[:-1] + "x").status_code == 403

@@ -473,7 +473,7 @@ def test_api_enrols_once_by_id_or_email(school):
     granted = api(school, program, {"user": email, "grant_first": True}, key=None, token=f"Bearer {ENROL_TOKEN}")
     assert granted.status_code == 201 and granted.json["grant_id"]
     [_one, two] = school.enrolments(program)
-    assert (two.user_id, two.source, two.actor) == (second, "api", "token:reports")
+    assert (two.user_id, two.source, two.actor) == (second, "api", "token:forms")
     assert school.enrolments(program)[0].actor == "api_key:crm"
 
 
