@@ -101,7 +101,7 @@ def scoped_key(key: str, principal: str) -> str:
     """The stored idempotency key: the sender's key inside the namespace of the credential that sent it.
 
     Two credentials that use the same Idempotency-Key or external_id never see or replay each other's
-    grant, and none can occupy another's keys in advance. The 0010 migration moved older keys the same way.
+    grant, and none can occupy another's keys in advance. The 0011 migration moved older keys the same way.
     """
     if key.startswith("amocrm:lead:") and principal in AMOCRM_PRINCIPALS:
         return key

@@ -18,7 +18,7 @@ from tests.bridge.conftest import _amo_server, fake_amo, make_bridge  # noqa: F4
 from tests.bridge.support import API_KEYS, HMAC_SECRET, Bridge, brief_body, legacy_body
 
 CRM, SHOP = API_KEYS["crm"], API_KEYS["shop"]
-BEFORE = "0009_mail_unknown_outcomes"
+BEFORE = "0010_admin_sessions"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
@@ -81,7 +81,7 @@ def test_the_legacy_hmac_sender_is_one_principal_with_its_own_grants(bridge):
 
 
 def test_grants_made_before_the_upgrade_stay_with_their_credential(bridge):
-    """The 0010 migration moves the keys of existing grants into their credential's namespace."""
+    """The 0011 migration moves the keys of existing grants into their credential's namespace."""
     from sidecar.bridge.service import scoped_key
 
     old = bridge.api(brief_body(email="old@example.org", external_id="deal-4004"), key=CRM).json["grant_id"]

@@ -1,7 +1,7 @@
 """grants: idempotency keys belong to the credential that sent them
 
-Revision ID: 0010_grant_keys_per_credential
-Revises: 0009_mail_unknown_outcomes
+Revision ID: 0011_grant_keys_per_credential
+Revises: 0010_admin_sessions
 Create Date: 2026-12-06
 
 Until now ``mls_grants.idempotency_key`` was one namespace for every credential: a second API key that
@@ -18,8 +18,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0010_grant_keys_per_credential'
-down_revision = '0009_mail_unknown_outcomes'
+revision = '0011_grant_keys_per_credential'
+down_revision = '0010_admin_sessions'
 branch_labels = None
 depends_on = None
 
