@@ -157,3 +157,12 @@ def test_a_wrong_scope_is_refused_naming_the_credential(section, entry, expected
         settings_from_mapping({**MINIMAL, section: entry}, environ={})
     [line] = caught.value.problems
     assert expected in line and ("'t'" in line or "'k'" in line)
+
+
+def test_both_values_of_a_rotated_key_are_masked_in_logs():
+    from sidecar.logs import configured_secrets
+
+    old = strong_secret("rotated-old-key")
+    settings = settings_from_mapping({**MINIMAL, "bridge": {"api_keys": {"crm": {"key": PLAIN_KEY, "previous_key": old}}}},
+                                     environ={})
+    assert {PLAIN_KEY, old} <= set(configured_secrets(settings))
