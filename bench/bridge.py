@@ -419,7 +419,7 @@ def run(args, work: Path, processes: Processes):
     else:
         store, store_password = f"sqlite:///{work / 'store.sqlite'}", None
     port = _free_port()
-    api_key = "bench-" + secrets.token_urlsafe(16)
+    api_key = "bench-" + secrets.token_urlsafe(32)
 
     def config(name: str, concurrency: int) -> Path:
         return write_config(work / name, {

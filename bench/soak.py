@@ -491,7 +491,7 @@ def run(args, work: Path, processes: Processes) -> bool:  # one linear script
     else:
         store, store_password = f"sqlite:///{work / 'store.sqlite'}", None
     port = _free_port()
-    api_key, api_token = "soak-" + secrets.token_urlsafe(16), secrets.token_urlsafe(24)
+    api_key, api_token = "soak-" + secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     hmac_secret = secrets.token_hex(24)
     config = write_config(work / "mlsidecar.toml", {
         "wordpress": {"db_url": site_url, "table_prefix": "wp_"},

@@ -102,6 +102,74 @@ def resolve_secret(reference: Any) -> Secret | None:
     return Secret(reference, "literal")
 
 
+# Secrets the sidecar itself compares or signs with must resist guessing. 32 characters is the length
+# of the shortest common 128-bit generator output (``secrets.token_hex(16)``); ``token_urlsafe(32)``
+# gives 43. Length alone lets "aaaa…" through, so a few different characters are required too (32
+# random hex characters have fewer than 8 different ones with a probability of about 1e-8).
+# Credentials chosen by others (the Application Password, database and SMTP passwords, the amoCRM
+# token) are not checked: the sidecar cannot change them.
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_DISTINCT = 8
+MIN_SIGNING_KEY_BYTES = 16
+HOW_TO_GENERATE = 'generate one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+STRENGTH_NOTE = f" At least {MIN_SECRET_LENGTH} characters (e.g. secrets.token_urlsafe(32))."
+
+
+def check_strength(secret: Secret | None, what: str) -> Secret | None:
+    """``secret`` unchanged, or ``ValueError`` naming ``what``, the minimum and how to make a good one."""
+    if secret is None:
+        return None
+    value = secret.reveal()
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ValueError(f"{what} is too short ({len(value)} characters; at least {MIN_SECRET_LENGTH} are required): "
+                         + HOW_TO_GENERATE)
+    if len(set(value)) < MIN_SECRET_DISTINCT:
+        raise ValueError(f"{what} is too simple (fewer than {MIN_SECRET_DISTINCT} different characters): "
+                         + HOW_TO_GENERATE)
+    return secret
+
+
+def check_signing_key(secret: Secret, what: str) -> Secret:
+    """A Standard Webhooks secret: 'whsec_' and base64 of at least 16 random bytes."""
+    import base64
+    import binascii
+
+    value = secret.reveal()
+    if not value.startswith("whsec_"):
+        raise ValueError(f"{what} must start with 'whsec_' (base64 after it), as Standard Webhooks defines")
+    try:
+        key = base64.b64decode(value[len("whsec_"):] + "==", validate=False)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) < MIN_SIGNING_KEY_BYTES:
+        raise ValueError(f"{what} is too weak: the base64 after 'whsec_' must hold at least {MIN_SIGNING_KEY_BYTES} "
+                         "bytes; generate one with: python3 -c \"import base64, secrets; "
+                         "print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\"")
+    return secret
+
+
+class Credential(Secret):
+    """A named API key or bearer token with the scopes it grants (``read``, ``grant``, ``enrol``) and,
+    during a rotation, the value being retired, which is still accepted under the same name."""
+
+    __slots__ = ("previous", "scopes")
+
+    def __init__(self, value: str, origin: str, scopes: frozenset[str], previous: Secret | None = None) -> None:
+        super().__init__(value, origin)
+        self.scopes = scopes
+        self.previous = previous
+
+    def values(self) -> list[str]:
+        return [self.reveal()] + ([self.previous.reveal()] if self.previous is not None else [])
+
+
+SCOPES = ("read", "grant", "enrol")
+
+
+def scopes_of(secret: Secret | None) -> frozenset[str]:
+    return secret.scopes if isinstance(secret, Credential) else frozenset()
+
+
 def _secret_field(description: str) -> Any:
     return Field(default=None, description=description, json_schema_extra={"secret": True})
 
@@ -223,6 +291,47 @@ def _resolve_named_secrets(value: Any, what: str) -> dict[str, Secret]:
     return resolved
 
 
+def _resolve_credentials(value: Any, what: str, field: str, allowed: tuple[str, ...],
+                         default: tuple[str, ...], *, rotation: bool = False) -> dict[str, Credential]:
+    """``name = "secret"`` (the default scopes) or ``name = { <field> = "secret", scopes = [...] }``.
+
+    A plain string keeps the meaning it had before scopes existed, so old configurations keep working;
+    a table says explicitly what the credential may do. With ``rotation``, the table may also hold
+    ``previous_<field>``: the value being retired, accepted under the same name (the name owns grants,
+    so a rotation must not change it). Every credential must be strong.
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a table of name = secret reference ({what})")
+    keys = {field, "scopes"} | ({f"previous_{field}"} if rotation else set())
+    plain: dict[str, Any] = {}
+    retired: dict[str, Any] = {}
+    scopes: dict[str, frozenset[str]] = {}
+    for name, entry in value.items():
+        if isinstance(entry, Mapping):
+            unknown = sorted(set(entry) - keys)
+            if unknown or field not in entry:
+                raise ValueError(f"{what} '{name}': expected {{ {field} = \"secret reference\", scopes = [...] }}"
+                                 + (f", not {', '.join(unknown)}" if unknown else f"; '{field}' is missing"))
+            wanted = entry.get("scopes", list(default))
+            if isinstance(wanted, str) or not isinstance(wanted, list) or not wanted:
+                raise ValueError(f"{what} '{name}': scopes must be a non-empty list of {', '.join(allowed)}")
+            refused = sorted({str(s) for s in wanted} - set(allowed))
+            if refused:
+                raise ValueError(f"{what} '{name}': unknown scope(s) {', '.join(refused)}; allowed: {', '.join(allowed)}")
+            plain[name], scopes[str(name)] = entry[field], frozenset(str(s) for s in wanted)
+            if entry.get(f"previous_{field}"):
+                retired[name] = entry[f"previous_{field}"]
+        else:
+            plain[name], scopes[str(name)] = entry, frozenset(default)
+    previous = _resolve_named_secrets(retired, f"previous {what}")
+    resolved = {}
+    for name, secret in _resolve_named_secrets(plain, what).items():
+        check_strength(secret, f"{what} '{name}'")
+        check_strength(previous.get(name), f"previous {what} of '{name}'")
+        resolved[name] = Credential(secret.reveal(), secret.origin, scopes[name], previous.get(name))
+    return resolved
+
+
 class ProductOverride(_Section):
     term_id: int = Field(gt=0, description="Access level.")
     duration: int = Field(gt=0, description="Duration in units.")
@@ -234,7 +343,7 @@ class AmoCrmSettings(_Section):
     enabled: bool = Field(False, description="Accept amoCRM webhooks at /hooks/amocrm/<path_token>.")
     base_url: str = Field("", description="The account's amoCRM URL, e.g. 'https://school.amocrm.ru'.")
     token: Secret | None = _secret_field("Long-lived amoCRM API token (the old AMO_ACCESS_TOKEN).")
-    path_token: Secret | None = _secret_field("Secret path segment of the webhook URL: amoCRM cannot sign, so the URL is the credential.")
+    path_token: Secret | None = _secret_field("Secret path segment of the webhook URL: amoCRM cannot sign, so the URL is the credential." + STRENGTH_NOTE)
     ip_allowlist: list[str] = Field(default_factory=list, description="Optional CIDRs allowed to post (peer address; X-Forwarded-For only through web.trusted_proxies).")
     pipeline_ids: list[int] = Field(default_factory=list, description="Only leads in these pipelines grant ([] = any).")
     status_ids: list[int] = Field(default_factory=list, description="Only leads that reached these statuses grant ([] = any).")
@@ -268,9 +377,12 @@ class AmoCrmSettings(_Section):
                 raise ValueError("enabled amoCRM intake needs " + ", ".join(missing))
             if not re.match(r"^https?://[^\s/]+", self.base_url):
                 raise ValueError("base_url must be an http(s) URL such as 'https://school.amocrm.ru'")
-            if self.path_token and len(self.path_token.reveal()) < 16:
-                raise ValueError("path_token must be at least 16 characters (it is the only credential)")
         return self
+
+    @field_validator("path_token")
+    @classmethod
+    def _strong_path_token(cls, value: Secret | None) -> Secret | None:
+        return check_strength(value, "path_token (the only credential of the amoCRM hook)")
 
 
 _WELCOME_SUBJECT = "Доступ к курсу «{{ level_name }}»"
@@ -311,11 +423,16 @@ class WelcomeEmailSettings(_Section):
 
 
 class BridgeSettings(_Section):
-    hmac_secret: Secret | None = _secret_field("Shared secret of the legacy signed requests (X-MLGB-Signature).")
-    api_keys: dict[str, Secret] = Field(default_factory=dict, description="Named API keys accepted in X-API-Key, e.g. {crm = 'env:MLS_KEY_CRM'}.")
-    standard_webhook_secrets: dict[str, Secret] = Field(default_factory=dict, description="Named 'whsec_...' secrets for senders that sign per Standard Webhooks.")
+    hmac_secret: Secret | None = _secret_field("Shared secret of the legacy signed requests (X-MLGB-Signature)." + STRENGTH_NOTE)
+    api_keys: dict[str, Secret] = Field(
+        default_factory=dict,
+        description="Named API keys accepted in X-API-Key: name = 'env:MLS_KEY_CRM' may create grants and enrolments "
+                    "(scopes grant, enrol); name = { key = '...', scopes = ['grant'] } names fewer. Each name sees only the "
+                    "grants it created, and its Idempotency-Key/external_id values are its own, so rotate under the "
+                    "same name: { key = 'new', previous_key = 'old' } accepts both." + STRENGTH_NOTE)
+    standard_webhook_secrets: dict[str, Secret] = Field(default_factory=dict, description="Named 'whsec_...' secrets for senders that sign per Standard Webhooks (scope grant); at least 16 bytes after 'whsec_'.")
     max_body_bytes: int = Field(65536, ge=1024, le=10_485_760, description="Largest accepted request body.")
-    replay_window_seconds: int = Field(300, ge=30, le=3600, description="Clock skew allowed on signed requests; a signature is accepted once inside it.")
+    replay_window_seconds: int = Field(300, ge=30, le=3600, description="Clock skew allowed on signed requests (legacy HMAC and Standard Webhooks, whose library never allows more than 300); a signature is accepted once inside it.")
     concurrency: int = Field(4, ge=1, le=64, description="Orders the worker sends to MemberLux at the same time.")
     retry_base_seconds: int = Field(30, ge=1, le=3600, description="First retry delay after a transient failure (doubles each time, with jitter).")
     retry_max_seconds: int = Field(3600, ge=10, le=86400, description="Longest delay between two retries.")
@@ -336,16 +453,21 @@ class BridgeSettings(_Section):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _resolve_keys(cls, value: Any) -> Any:
-        return _resolve_named_secrets(value, "api key")
+        # Before scopes, a bridge key could create grants and enrol (docs/security.md said so): a plain key still may.
+        return _resolve_credentials(value, "api key", "key", ("grant", "enrol"), ("grant", "enrol"), rotation=True)
 
     @field_validator("standard_webhook_secrets", mode="before")
     @classmethod
     def _resolve_webhook_secrets(cls, value: Any) -> Any:
         secrets = _resolve_named_secrets(value, "standard webhook secret")
         for name, secret in secrets.items():
-            if not secret.reveal().startswith("whsec_"):
-                raise ValueError(f"standard webhook secret '{name}' must start with 'whsec_'")
+            check_signing_key(secret, f"standard webhook secret '{name}'")
         return secrets
+
+    @field_validator("hmac_secret")
+    @classmethod
+    def _strong_hmac(cls, value: Secret | None) -> Secret | None:
+        return check_strength(value, "hmac_secret")
 
     @model_validator(mode="after")
     def _retry_order(self) -> BridgeSettings:
@@ -424,9 +546,7 @@ class WebhookEndpointSettings(_Section):
     @field_validator("secret", "previous_secret")
     @classmethod
     def _whsec(cls, value: Secret | None) -> Secret | None:
-        if value is not None and not value.reveal().startswith("whsec_"):
-            raise ValueError("a signing secret must start with 'whsec_' (base64 after it), as Standard Webhooks defines")
-        return value
+        return value if value is None else check_signing_key(value, "a signing secret")
 
 
 class WebhookSettings(_Section):
@@ -434,7 +554,12 @@ class WebhookSettings(_Section):
     timeout_seconds: float = Field(10.0, gt=0, le=60, description="Timeout of one delivery attempt.")
     disable_after_failures: int = Field(20, ge=1, le=1000, description="An endpoint is switched off after this many deliveries in a row failed for good.")
     allow_private_destinations: list[str] = Field(default_factory=list, description="Host names or CIDRs (e.g. '10.0.0.0/8') that may be private; everything private/loopback/link-local is refused otherwise.")
-    memberlux_path_token: Secret | None = _secret_field("Secret path segment of /hooks/memberlux/<token> (MemberLux cannot sign its webhooks).")
+    memberlux_path_token: Secret | None = _secret_field("Secret path segment of /hooks/memberlux/<token> (MemberLux cannot sign its webhooks)." + STRENGTH_NOTE)
+
+    @field_validator("memberlux_path_token")
+    @classmethod
+    def _strong_path_token(cls, value: Secret | None) -> Secret | None:
+        return check_strength(value, "memberlux_path_token")
 
     @field_validator("endpoints")
     @classmethod
@@ -451,16 +576,26 @@ class WebSettings(_Section):
     port: int = Field(8080, ge=1, le=65535, description="Listen port.")
     workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
     public_url: str = Field("", description="URL under which people and CRMs reach the sidecar (links in e-mails).")
-    secret_key: Secret | None = _secret_field("Signs sessions and unsubscribe links; required outside the demo.")
+    secret_key: Secret | None = _secret_field("Signs sessions and unsubscribe links; required outside the demo." + STRENGTH_NOTE)
     trusted_proxies: int = Field(0, ge=0, le=5, description="Number of reverse proxies whose X-Forwarded-* headers are trusted.")
     trusted_proxy_networks: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"], description="Addresses or CIDRs of those proxies: X-Forwarded-* headers count only on connections from them (e.g. '172.16.0.0/12' for a proxy in another container); a client that connects directly keeps its own address.")
-    api_tokens: dict[str, Secret] = Field(default_factory=dict, description="Named bearer tokens for the read API (/api/v1/sleepers) and /metrics; separate from the bridge's keys.")
+    api_tokens: dict[str, Secret] = Field(
+        default_factory=dict,
+        description="Named bearer tokens, separate from the bridge's keys. name = 'env:MLS_TOKEN' is read-only (scope read: "
+                    "/api/v1/sleepers, /metrics, enrolment status); name = { token = '...', scopes = ['read', 'enrol'] } "
+                    "may also enrol learners in programs (POST /api/v1/programs/<id>/enrolments)." + STRENGTH_NOTE)
     metrics_open: bool = Field(False, description="Serve /metrics without a token (for a scraper on a private network).")
 
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _resolve_tokens(cls, value: Any) -> Any:
-        return _resolve_named_secrets(value, "API token")
+        # Least privilege: a plain token reads, as it always did; enrolling must be asked for by name.
+        return _resolve_credentials(value, "API token", "token", ("read", "enrol"), ("read",))
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_key(cls, value: Secret | None) -> Secret | None:
+        return check_strength(value, "secret_key")
 
     @field_validator("trusted_proxy_networks")
     @classmethod
@@ -604,6 +739,8 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
     """A JSON-safe view with secrets replaced by where they come from."""
 
     def clean(value: Any) -> Any:
+        if isinstance(value, Credential):
+            return f"<secret from {value.origin.split(':')[0]}> scopes: {', '.join(sorted(value.scopes))}"
         if isinstance(value, Secret):
             return f"<secret from {value.origin.split(':')[0]}>"
         if isinstance(value, BaseModel):

@@ -55,18 +55,21 @@ VALIDATOR_TEXT: dict[str, str] = {
     "_check_renewal_url": "Jinja2 template, checked at load",
     "_http_url": "http(s) URL",
     "_networks": "IP addresses or CIDR networks",
-    "_whsec": "starts with `whsec_`",
+    "_whsec": "starts with `whsec_`, then base64 of 16+ bytes",
+    "_strong_key": "32+ characters, 8+ different",
+    "_strong_hmac": "32+ characters, 8+ different",
+    "_strong_path_token": "32+ characters, 8+ different",
     "_unique_names": "endpoint names unique",
-    "_resolve_keys": "names: 1–64 of `A-Z a-z 0-9 _ . -`",
-    "_resolve_tokens": "names: 1–64 of `A-Z a-z 0-9 _ . -`",
-    "_resolve_webhook_secrets": "names: 1–64 of `A-Z a-z 0-9 _ . -`; values start with `whsec_`",
+    "_resolve_keys": "names: 1–64 of `A-Z a-z 0-9 _ . -`; values 32+ characters; scopes `grant`, `enrol`",
+    "_resolve_tokens": "names: 1–64 of `A-Z a-z 0-9 _ . -`; values 32+ characters; scopes `read`, `enrol`",
+    "_resolve_webhook_secrets": "names: 1–64 of `A-Z a-z 0-9 _ . -`; values start with `whsec_`, 16+ bytes",
 }
 
 #: Rules that involve several keys of a section (model validators), in words.
 MODEL_RULES: dict[str, str] = {
     "_sender_when_enabled": "`from_address` must be an e-mail address when `host` or `pickup_dir` is set.",
     "_complete_when_enabled": "With `enabled = true`: `base_url` (http(s) URL), `token` and `path_token` "
-                              "(at least 16 characters) are required.",
+                              "are required.",
     "_retry_order": "`retry_max_seconds` must not be smaller than `retry_base_seconds`.",
 }
 

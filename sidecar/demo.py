@@ -140,8 +140,8 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
                                    dialect="both", mail_dir=data_dir / SITE_MAIL_DIR)
     emulator_url, stop_emulator = serve_in_thread(emulator, host=host, port=emulator_port)
 
-    api_key = "demo-" + secrets.token_urlsafe(12)
-    hook_token = secrets.token_urlsafe(18)
+    api_key = "demo-" + secrets.token_urlsafe(32)
+    hook_token = secrets.token_urlsafe(32)
     settings = demo_settings(data_dir, emulator_url, DEMO_API_LOGIN, app_password, port, host, api_key, hook_token)
     store_engine = store_db.create_store_engine(f"sqlite:///{(data_dir / STORE_FILE).resolve()}")
     store_db.upgrade(store_engine)

@@ -351,7 +351,7 @@ class Doctor:
             elif isinstance(value, list):
                 for n, inner in enumerate(value):
                     walk(inner, f"{path}[{n}]")
-            elif value == "<secret from literal>":
+            elif isinstance(value, str) and value.startswith("<secret from literal>"):  # keys add their scopes
                 literal.append(path)
 
         walk(describe_settings(self.settings), "")

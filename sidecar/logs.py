@@ -72,6 +72,7 @@ def configured_secrets(settings: object) -> list[str]:
     def walk(value: object) -> None:
         if callable(getattr(value, "reveal", None)):
             found.append(str(value.reveal()))  # type: ignore[attr-defined]
+            walk(getattr(value, "previous", None))  # the value a rotated key (config.Credential) still accepts
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(getattr(value, name))

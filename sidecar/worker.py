@@ -51,7 +51,8 @@ def heartbeat(runtime: Runtime) -> str:
 def purge_seen_signatures(runtime: Runtime) -> str:
     from sidecar.bridge.auth import purge_seen_signatures as purge
 
-    return f"{purge(runtime.sessions, runtime.clock.now())} expired signatures removed"
+    removed = purge(runtime.sessions, runtime.clock.now(), runtime.settings.bridge.replay_window_seconds)
+    return f"{removed} expired signatures removed"
 
 
 WELCOME_SECONDS = 60

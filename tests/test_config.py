@@ -15,6 +15,7 @@ from sidecar.config import (
     settings_from_mapping,
     with_password,
 )
+from tests.strong_secrets import strong_secret
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = {"wordpress": {"db_url": "sqlite:///wp.sqlite"}, "memberlux": {"rest_base_url": "https://s.example/wp-json"}}
@@ -40,7 +41,7 @@ def test_example_file_is_valid_and_documents_every_key(monkeypatch):
     for name in ("MLS_WP_DB_PASSWORD", "MLS_REST_PASSWORD", "MLS_SMTP_PASSWORD", "MLS_BRIDGE_HMAC_SECRET",
                  "MLS_BRIDGE_KEY_CRM", "MLS_WEB_SECRET_KEY", "MLS_AMO_TOKEN", "MLS_AMO_PATH_TOKEN",
                  "MLS_MEMBERLUX_HOOK_TOKEN"):
-        monkeypatch.setenv(name, "fake-" + name.lower())
+        monkeypatch.setenv(name, strong_secret("fake-" + name.lower()))
     settings = load_settings(ROOT / "config.example.toml", environ={})
     text = (ROOT / "config.example.toml").read_text()
     def check(section: str, values: dict) -> None:
@@ -102,9 +103,9 @@ def test_secret_from_environment_is_resolved_and_never_printed(monkeypatch):
 
 def test_secret_from_file(tmp_path):
     path = tmp_path / "secret"
-    path.write_text("from-file \nsecond line ignored\n")
+    path.write_text(strong_secret("from-file") + " \nsecond line ignored\n")
     settings = settings_from_mapping({**MINIMAL, "bridge": {"hmac_secret": f"file:{path}"}}, environ={})
-    assert settings.bridge.hmac_secret == Secret("from-file", "x")
+    assert settings.bridge.hmac_secret == Secret(strong_secret("from-file"), "x")
 
 
 def test_missing_secret_source_is_a_clear_error_without_the_value(tmp_path):

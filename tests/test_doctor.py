@@ -12,6 +12,7 @@ from sidecar.devstack.seed import php_serialize
 from sidecar.doctor import FAIL, OK, SKIP, WARN, Doctor, render_table
 from sidecar.store import db as store_db
 from tests.stores import migrate_store
+from tests.strong_secrets import strong_secret
 
 PAYMENTS = "mbl-payments/mbl-payments.php"
 OTHER_PLUGINS = ["member-luxe/member-luxe.php", "mbl-api/mbl-api.php", "woocommerce/woocommerce.php"]
@@ -155,15 +156,17 @@ def test_memberlux_webhook_registration_is_reported_without_the_token(small_site
 
 
 def test_secrets_written_in_the_configuration_are_pointed_out(small_site, emulator, settings_for, tmp_path, monkeypatch):
-    settings = settings_for(small_site, emulator)          # the test settings carry literal secrets
-    migrate(settings)
+    settings = settings_for(small_site, emulator, bridge={"api_keys": {"crm": strong_secret("doctor-key")}},
+                            web={"api_tokens": {"bi": {"token": strong_secret("doctor-token"), "scopes": ["read"]}}})
+    migrate(settings)                                      # the test settings carry literal secrets
     check = checks_by_name(settings)["Secrets"]
     assert check.status == WARN and "memberlux.rest_password" in check.detail and "web.secret_key" in check.detail
+    assert "bridge.api_keys.crm" in check.detail and "web.api_tokens.bi" in check.detail   # shown with their scopes
     from sidecar.config import settings_from_mapping
 
     secret_file = tmp_path / "rest-password"
     secret_file.write_text("from-a-file\n")
-    monkeypatch.setenv("MLS_TEST_WEB_KEY", "from-the-environment")
+    monkeypatch.setenv("MLS_TEST_WEB_KEY", strong_secret("from-the-environment"))
     clean = settings_from_mapping({
         "wordpress": {"db_url": small_site}, "store": {"url": settings.store.url},
         "memberlux": {"rest_base_url": settings.memberlux.rest_base_url, "rest_user": "u",

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from sidecar.config import BridgeSettings
+from sidecar.config import BridgeSettings, Credential, scopes_of
 from sidecar.store.grant_models import SeenSignature
 
 LEGACY_TIMESTAMP = "X-MLGB-Timestamp"
@@ -38,22 +38,44 @@ class AuthError(Exception):
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str   # hmac | api_key | standard_webhooks
+    """Who sent a request. ``str(principal)`` is recorded on every grant it creates and owns it."""
+
+    kind: str   # hmac | api_key | standard_webhooks | amocrm
     name: str
+    # Signed senders (legacy HMAC, Standard Webhooks) can only create grants; an API key has its configured scopes.
+    scopes: frozenset[str] = field(default=frozenset({"grant"}), compare=False)
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    if scope not in principal.scopes:
+        raise AuthError(403, "insufficient_scope",
+                        f"the credential {principal} lacks the '{scope}' scope "
+                        f"(it has: {', '.join(sorted(principal.scopes)) or 'none'})")
 
 
 def legacy_signature(secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode("utf-8"), timestamp.encode("utf-8") + b"." + body, hashlib.sha256).hexdigest()
 
 
+def seen_record_lifetime(window: int) -> timedelta:
+    """How long an accepted signature is remembered.
+
+    A message stamped ``t`` is accepted while ``|now - t| <= window``; one first seen at ``s`` has
+    ``t <= s + window``, so a replay can arrive up to ``s + 2 * window``. The purge removes records whose
+    expiry is strictly past, so a record kept a second beyond that still exists at every moment its
+    timestamp could be accepted again.
+    """
+    return timedelta(seconds=2 * window + 1)
+
+
 def _remember_once(sessions: sessionmaker[Session], material: str, now: datetime, window: int) -> bool:
     """True the first time ``material`` is seen within the window (a unique insert decides)."""
     digest = hashlib.sha256(material.encode("utf-8")).hexdigest()
     with sessions() as session:
-        session.add(SeenSignature(digest=digest, seen_at=now, expires_at=now + timedelta(seconds=2 * window)))
+        session.add(SeenSignature(digest=digest, seen_at=now, expires_at=now + seen_record_lifetime(window)))
         try:
             session.commit()
             return True
@@ -87,11 +109,13 @@ def _api_key(presented: str, settings: BridgeSettings) -> Principal:
     matched = None
     # Compare against every key so the time taken does not depend on which one matched.
     for name, secret in settings.api_keys.items():
-        if hmac.compare_digest(secret.reveal().encode(), presented.encode("utf-8", "replace")):
-            matched = name
+        # Both values of a key being rotated belong to the same name, which owns the grants.
+        for value in secret.values() if isinstance(secret, Credential) else [secret.reveal()]:
+            if hmac.compare_digest(value.encode(), presented.encode("utf-8", "replace")):
+                matched = name
     if matched is None:
         raise AuthError(403, "invalid_api_key", "the API key is not valid")
-    return Principal("api_key", matched)
+    return Principal("api_key", matched, scopes_of(settings.api_keys[matched]))
 
 
 def _standard_webhooks(headers: Mapping[str, str], body: bytes, settings: BridgeSettings, sessions,
@@ -117,7 +141,16 @@ def _standard_webhooks(headers: Mapping[str, str], body: bytes, settings: Bridge
             continue
     if matched is None:
         raise AuthError(403, "invalid_signature", "no configured secret verifies webhook-signature")
-    if not _remember_once(sessions, f"sw:{matched}:{wanted[SW_ID]}", now, settings.replay_window_seconds):
+    # The library allows a fixed five minutes (on its own clock); the configured window is ours, on the
+    # clock everything else uses, and the replay record's lifetime is derived from it.
+    window = settings.replay_window_seconds
+    try:
+        sent_at = int(wanted[SW_TIMESTAMP].strip())
+    except ValueError:
+        sent_at = 0
+    if abs(now.timestamp() - sent_at) > window:
+        raise AuthError(401, "timestamp_expired", f"webhook-timestamp is more than {window} s away from the server clock")
+    if not _remember_once(sessions, f"sw:{matched}:{wanted[SW_ID]}", now, window):
         raise AuthError(409, "replayed_request", "this webhook-id was already received")
     return Principal("standard_webhooks", matched)
 
@@ -136,10 +169,18 @@ def authenticate(headers: Mapping[str, str], body: bytes, settings: BridgeSettin
                     legacy_error="hmac_headers_missing")
 
 
-def purge_seen_signatures(sessions: sessionmaker[Session], now: datetime) -> int:
+def purge_seen_signatures(sessions: sessionmaker[Session], now: datetime, window: int | None = None) -> int:
+    """Forget signatures whose timestamps can no longer be accepted.
+
+    With ``window`` (the current ``bridge.replay_window_seconds``) a record also stays while it is younger
+    than that window's lifetime: a window raised since the record was written must not reopen a replay.
+    """
     import sqlalchemy as sa
 
+    expired = [SeenSignature.expires_at < now]
+    if window is not None:
+        expired.append(SeenSignature.seen_at < now - seen_record_lifetime(window))
     with sessions() as session:
-        removed = session.execute(sa.delete(SeenSignature).where(SeenSignature.expires_at < now)).rowcount
+        removed = session.execute(sa.delete(SeenSignature).where(*expired)).rowcount
         session.commit()
         return removed or 0

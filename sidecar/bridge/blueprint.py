@@ -26,7 +26,7 @@ from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin
 
 from .amocrm import AmoPayloadError, extract_lead_event
-from .auth import AuthError, Principal, authenticate
+from .auth import AuthError, Principal, authenticate, require_scope
 from .outbox import GrantDeliverer
 from .parsers import PayloadError, decode_body, parse_grant_body
 from .service import BridgeService, IntakeContext, IntakeRejected
@@ -159,6 +159,7 @@ def _intake(channel: str) -> Response:
         wait = _wait_seconds()
         body = _read_body()
         principal = authenticate(request.headers, body, runtime.settings.bridge, runtime.sessions, runtime.clock.now())
+        require_scope(principal, "grant")
         parsed = parse_grant_body(decode_body(body, request.content_type))
         context = IntakeContext(channel=channel if principal.kind != "hmac" else "legacy", principal=principal,
                                 source_ip=request.remote_addr, idempotency_header=request.headers.get("Idempotency-Key"),
@@ -206,11 +207,15 @@ def grant_status(ref: str) -> Response:
     runtime = _runtime()
     if current_admin() is None:
         try:
-            authenticate(request.headers, request.get_data(cache=True), runtime.settings.bridge, runtime.sessions,
-                         runtime.clock.now())
+            principal = authenticate(request.headers, request.get_data(cache=True), runtime.settings.bridge,
+                                     runtime.sessions, runtime.clock.now())
+            require_scope(principal, "grant")
         except AuthError as exc:
             return _error(exc.status, exc.code, exc.message)
-    grant = _service().get(ref)
+        # A credential sees only the grants it created: another one's are answered as if they did not exist.
+        grant = _service().get(ref, owner=str(principal))
+    else:
+        grant = _service().get(ref)
     if grant is None:
         return _error(404, "not_found", f"no grant with id or external_id '{ref}'")
     response = jsonify({"ok": grant.status != FAILED, **grant_view(grant)})

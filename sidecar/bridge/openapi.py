@@ -362,7 +362,9 @@ _RESPONSES: dict[str, Any] = {
         "No usable credential.",
         ["authentication_required", "hmac_headers_missing", "hmac_not_configured", "signature_headers_missing",
          "signature_not_configured", "timestamp_expired"]),
-    "Forbidden": _error_response("The credential is wrong.", ["invalid_api_key", "invalid_hmac", "invalid_signature"]),
+    "Forbidden": _error_response(
+        "The credential is wrong, or it lacks the `grant` scope (`insufficient_scope`).",
+        ["invalid_api_key", "invalid_hmac", "invalid_signature", "insufficient_scope"]),
     "IntakeConflict": _error_response(
         "The request conflicts with an earlier one: the idempotency key was used with a different payload "
         "(`grant_id` names the first grant), the signed request or webhook-id was already received, or the "
@@ -393,7 +395,8 @@ _CREDENTIALS: list[dict[str, list[str]]] = [
 
 _SECURITY_SCHEMES: dict[str, Any] = {
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
-               "description": "One of the named keys of `bridge.api_keys`."},
+               "description": "One of the named keys of `bridge.api_keys` (scopes `grant` and `enrol` unless it names "
+                              "fewer). A key sees only the grants it created."},
     "mlgbTimestamp": {"type": "apiKey", "in": "header", "name": "X-MLGB-Timestamp",
                       "description": "Legacy signed requests: Unix time of the request, within "
                                      "`bridge.replay_window_seconds` of the server clock."},
@@ -408,7 +411,8 @@ _SECURITY_SCHEMES: dict[str, Any] = {
                          "description": "Standard Webhooks: `v1,<base64 HMAC-SHA256>` with one of "
                                         "`bridge.standard_webhook_secrets` over `id.timestamp.body`."},
     "bearerToken": {"type": "http", "scheme": "bearer",
-                    "description": "One of the named tokens of `web.api_tokens` (programs and reports APIs)."},
+                    "description": "One of the named tokens of `web.api_tokens`: scope `read` unless it names more "
+                                   "(`enrol` for enrolling)."},
     "adminSession": {"type": "apiKey", "in": "cookie", "name": "session",
                      "description": "A signed-in administrator of the sidecar's web interface (status reads only)."},
 }
@@ -469,14 +473,15 @@ def _status_operation(operation_id: str, *, deprecated: bool = False) -> dict[st
         "operationId": operation_id,
         "tags": ["grants"],
         "summary": "Read a grant's state",
-        "description": "Any intake credential (signatures cover the empty body) or an administrator's session.",
+        "description": "The credential that created the grant (signatures cover the empty body) or an administrator's "
+                       "session. Another credential's grant answers 404, as if it did not exist.",
         "security": copy.deepcopy(_CREDENTIALS) + [{"adminSession": []}],
         "parameters": [_ref("parameters", "GrantRef")],
         "responses": {
             "200": {"description": "The grant.", "content": {JSON: {"schema": _ref("schemas", "GrantState")}}},
             "401": _ref("responses", "Unauthenticated"),
             "403": _ref("responses", "Forbidden"),
-            "404": _ref("responses", "NotFound"),
+            "404": _error_response("No grant with this id or external_id created by this credential.", ["not_found"]),
             "409": _error_response("The signed request or webhook-id was already received.", ["replayed_request"]),
             "503": _ref("responses", "StoreUnavailable"),
         },
@@ -525,6 +530,7 @@ def _program_operations() -> dict[str, Any]:
                 "400": _error_response("The body is not a JSON object with a usable `user` and `grant_first`.",
                                        ["malformed_json", "invalid_input"]),
                 "401": unauthenticated,
+                "403": _error_response("The key or token lacks the `enrol` scope.", ["insufficient_scope"]),
                 "404": _error_response("No such program.", ["not_found"]),
                 "422": _error_response(
                     "The learner cannot be enrolled: no such WordPress user, the program is archived, or step 1 "
@@ -543,6 +549,8 @@ def _program_operations() -> dict[str, Any]:
                 "200": {"description": "The enrolment.",
                         "content": {JSON: {"schema": _ref("schemas", "EnrolmentState")}}},
                 "401": unauthenticated,
+                "403": _error_response("The key or token has neither the `read` nor the `enrol` scope.",
+                                       ["insufficient_scope"]),
                 "404": _error_response("No such enrolment in this program.", ["not_found"]),
                 "503": _ref("responses", "StoreUnavailable"),
             },
@@ -601,14 +609,15 @@ def _public_operations() -> dict[str, Any]:
                            for name in ("level", "expired_from", "expired_to", "search", "sort", "desc", "after",
                                         "limit")],
             "responses": {"200": {"description": "A page of sleepers.", "content": {JSON: {"schema": {"type": "object"}}}},
-                          "400": read_error, "401": read_error,
+                          "400": read_error, "401": read_error, "403": read_error,
                           "503": _ref("responses", "StoreUnavailable")},
         }},
         "/metrics": {"get": {
             "operationId": "metrics", "tags": ["operations"], "summary": "Prometheus metrics",
             "security": [{"bearerToken": []}],
             "responses": {"200": {"description": "Prometheus text format.", "content": text},
-                          "401": {"description": "No or wrong bearer token.", "content": text}},
+                          "401": {"description": "No or wrong bearer token.", "content": text},
+                          "403": {"description": "The token lacks the `read` scope.", "content": text}},
         }},
     }
 

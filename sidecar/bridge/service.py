@@ -90,6 +90,27 @@ def request_hash(spec: GrantSpec) -> str:
     return spec.fingerprint()
 
 
+# The amoCRM hook and the old amoCRM relay (the legacy HMAC sender, one secret for one relay) speak for the
+# same account: an amoCRM lead is one deal whichever of them brings it, so switching from the relay to the
+# hook never grants twice. Every other credential has keys of its own.
+AMOCRM_PRINCIPALS = ("amocrm:path_token", "hmac:legacy")
+MAX_KEY_LENGTH = 200   # mls_grants.idempotency_key
+
+
+def scoped_key(key: str, principal: str) -> str:
+    """The stored idempotency key: the sender's key inside the namespace of the credential that sent it.
+
+    Two credentials that use the same Idempotency-Key or external_id never see or replay each other's
+    grant, and none can occupy another's keys in advance. The 0011 migration moved older keys the same way.
+    """
+    if key.startswith("amocrm:lead:") and principal in AMOCRM_PRINCIPALS:
+        return key
+    scoped = f"{principal}|{key}"
+    if len(scoped) > MAX_KEY_LENGTH:
+        scoped = f"{principal}|sha256:{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
+    return scoped
+
+
 def amo_hash(lead_id: int, status_id: int | None) -> str:
     return hashlib.sha256(f"amocrm:{lead_id}:{status_id}".encode()).hexdigest()
 
@@ -109,12 +130,11 @@ class BridgeService:
             header = context.idempotency_header.strip()
             if not header or len(header) > 150 or not header.isprintable():
                 raise IntakeRejected(400, "invalid_idempotency_key", "Idempotency-Key must be 1-150 printable characters")
-            return f"hdr:{header}"
+            return scoped_key(f"hdr:{header}", str(context.principal))
         if parsed.external_id:
-            return f"ext:{parsed.external_id}"
+            return scoped_key(f"ext:{parsed.external_id}", str(context.principal))
         if parsed.amo_lead_id:
-            # Same namespace as direct amoCRM webhooks: switching from the old relay never grants twice.
-            return f"amocrm:lead:{parsed.amo_lead_id}"
+            return scoped_key(f"amocrm:lead:{parsed.amo_lead_id}", str(context.principal))
         return None
 
     def amo_idempotency_key(self, lead_id: int, status_id: int | None) -> str:
@@ -258,11 +278,17 @@ class BridgeService:
         return Acceptance(found, replayed=True)
 
     # --- lookups and admin actions -----------------------------------------------------------------
-    def get(self, ref: str) -> Grant | None:
+    def get(self, ref: str, *, owner: str | None = None) -> Grant | None:
+        """The grant with id or external_id ``ref``; with ``owner``, only one that credential created."""
         with self.runtime.sessions() as session:
             grant = session.get(Grant, ref)
+            if grant is not None and owner is not None and grant.principal != owner:
+                grant = None
             if grant is None:
-                grant = session.scalar(sa.select(Grant).where(Grant.external_id == ref).order_by(Grant.created_at.desc()))
+                query = sa.select(Grant).where(Grant.external_id == ref)
+                if owner is not None:
+                    query = query.where(Grant.principal == owner)
+                grant = session.scalar(query.order_by(Grant.created_at.desc()))
             return grant
 
     def retry(self, grant_id: str, actor: str) -> Grant:

@@ -31,6 +31,7 @@ from flask import (
     url_for,
 )
 
+from sidecar.config import scopes_of
 from sidecar.memberlux.reader import Level
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.refresh import SleeperRefresher
@@ -343,6 +344,14 @@ def _api_principal() -> tuple[str | None, Response | None]:
         if matched is None:
             log.warning("sleepers API: unknown bearer token from %s", request.remote_addr)
             return None, _api_error(401, "bad_token", "the bearer token is not valid")
+        # A token names what it may do; one made only to enrol learners does not read the report.
+        held = scopes_of(_runtime().settings.web.api_tokens.get(matched))
+        if "read" not in held:
+            denied = _api_error(403, "insufficient_scope",
+                                f"the token web.api_tokens.{matched} lacks the 'read' scope "
+                                f"(it has: {', '.join(sorted(held)) or 'none'})", required_scope="read")
+            denied.headers["WWW-Authenticate"] = 'Bearer realm="mlsidecar", error="insufficient_scope", scope="read"'
+            return None, denied
         return f"token:{matched}", None
     admin = current_admin()
     if admin is not None:

@@ -5,9 +5,11 @@
 * ``GET /api/v1/programs/<id>/enrolments/<enrolment_id>`` — status and timeline.
 
 Callers authenticate with a bridge key (``X-API-Key``, ``bridge.api_keys``) or a bearer token
-(``Authorization: Bearer``, ``web.api_tokens``). No CSRF token: the blueprint is exempt, so a
-browser session never authorises the POST (a cookie would make it forgeable); an administrator's
-session may read. Every answer is JSON with ``ok``; failures carry a stable ``code``.
+(``Authorization: Bearer``, ``web.api_tokens``), and the credential must carry the scope: ``enrol``
+to enrol (a plain bridge key has it, a plain bearer token only reads), ``enrol`` or ``read`` to read
+an enrolment. No CSRF token: the blueprint is exempt, so a browser session never authorises the POST
+(a cookie would make it forgeable); an administrator's session may read. Every answer is JSON with
+``ok``; failures carry a stable ``code``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from sidecar.bridge.auth import API_KEY
 from sidecar.bridge.service import IntakeRejected
+from sidecar.config import Credential, scopes_of
 from sidecar.programs import status
 from sidecar.programs.catalog import ProgramCatalog
 from sidecar.programs.progression import EnrolmentRefused, Progression
@@ -40,27 +43,50 @@ MAX_USER_REF = 200
 
 
 def _matches(presented: str, secrets: dict) -> str | None:
-    return matching_name(presented, ((name, secret.reveal()) for name, secret in secrets.items()))
+    # A key being rotated answers to both of its values (Credential.values), under one name.
+    return matching_name(presented, ((name, value) for name, secret in secrets.items()
+                                     for value in (secret.values() if isinstance(secret, Credential) else [secret.reveal()])))
 
 
-def principal(*, session_allowed: bool) -> tuple[str | None, Response | None]:
-    """``("api_key:<name>" | "token:<name>" | "admin:<login>", None)`` or ``(None, a 401 answer)``."""
+def principal(*, session_allowed: bool, scopes: tuple[str, ...]) -> tuple[str | None, Response | None]:
+    """``("api_key:<name>" | "token:<name>" | "admin:<login>", None)`` or ``(None, a 401/403 answer)``.
+
+    A key or token must carry one of ``scopes``; an administrator's session (where allowed) may do anything.
+    """
     settings = current_runtime().settings
     key = request.headers.get(API_KEY, "")
     if key:
         name = _matches(key, settings.bridge.api_keys)
-        return (f"api_key:{name}", None) if name else (None, _error(401, "invalid_api_key", "the API key is not valid"))
+        if name is None:
+            return None, _error(401, "invalid_api_key", "the API key is not valid")
+        return _scoped(f"api_key:{name}", f"bridge.api_keys.{name}", settings.bridge.api_keys[name], scopes)
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, sent = header.partition(" ")
         if scheme.lower() != "bearer" or not sent.strip():
             return None, _error(401, "bad_authorization", "use 'Authorization: Bearer <token>' or X-API-Key")
         name = _matches(sent.strip(), settings.web.api_tokens)
-        return (f"token:{name}", None) if name else (None, _error(401, "bad_token", "the bearer token is not valid"))
+        if name is None:
+            return None, _error(401, "bad_token", "the bearer token is not valid")
+        return _scoped(f"token:{name}", f"web.api_tokens.{name}", settings.web.api_tokens[name], scopes)
     admin = current_admin() if session_allowed else None
     if admin is not None:
         return f"admin:{admin.login}", None
     return None, _error(401, "authentication_required", f"send {API_KEY} or 'Authorization: Bearer <token>'")
+
+
+def _scoped(who: str, setting: str, secret: Any, wanted: tuple[str, ...]) -> tuple[str | None, Response | None]:
+    held = scopes_of(secret)
+    if held & set(wanted):
+        return who, None
+    log.warning("programs API: %s lacks the scope %s", who, " or ".join(wanted))
+    answer = _error(403, "insufficient_scope",
+                    f"the credential {setting} lacks the scope {' or '.join(repr(w) for w in wanted)} (it has: "
+                    f"{', '.join(sorted(held)) or 'none'}); the operator grants it with "
+                    f"{setting} = {{ ..., scopes = [..., \"{wanted[0]}\"] }}", required_scope=wanted[0])
+    # RFC 6750 §3.1: the client learns which scope it would need.
+    answer.headers["WWW-Authenticate"] = f'Bearer realm="mlsidecar", error="insufficient_scope", scope="{wanted[0]}"'
+    return None, answer
 
 
 def _id(raw: str) -> int | None:
@@ -98,7 +124,7 @@ def _store_unavailable(exc: OperationalError) -> Response:
 
 @blueprint.post("/api/v1/programs/<program_id>/enrolments")
 def api_enrol(program_id: str) -> Response:
-    who, denied = principal(session_allowed=False)
+    who, denied = principal(session_allowed=False, scopes=("enrol",))
     if denied is not None:
         return denied
     body, invalid = _request_body()
@@ -136,7 +162,7 @@ def api_enrol(program_id: str) -> Response:
 
 @blueprint.get("/api/v1/programs/<program_id>/enrolments/<enrolment_id>")
 def api_enrolment(program_id: str, enrolment_id: str) -> Response:
-    _who, denied = principal(session_allowed=True)
+    _who, denied = principal(session_allowed=True, scopes=("enrol", "read"))
     if denied is not None:
         return denied
     runtime = current_runtime()

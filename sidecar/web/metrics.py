@@ -6,8 +6,9 @@ and the outbox's depth and age, reminders and webhook deliveries by state, sleep
 background jobs' last duration and outcome, and a round-trip probe of both databases. Query latency
 of the process that answers is a histogram fed by SQLAlchemy's cursor events.
 
-Access: a bearer token from ``web.api_tokens``, or no token at all when ``web.metrics_open`` is on
-(for a scraper on a private network); the figures hold no personal data either way.
+Access: a bearer token from ``web.api_tokens`` with the ``read`` scope, or no token at all when
+``web.metrics_open`` is on (for a scraper on a private network); the figures hold no personal data
+either way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from sidecar.bootstrap import Runtime
+from sidecar.config import scopes_of
 from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import csrf_exempt
 
@@ -168,23 +170,32 @@ def _registry(runtime: Runtime) -> CollectorRegistry:
     return registry
 
 
-def _authorised(runtime: Runtime) -> bool:
+def _authorised(runtime: Runtime) -> bool | None:
+    """True: let in; False: no valid token (401); None: a valid token without the ``read`` scope (403)."""
     web = runtime.settings.web
     if web.metrics_open:
         return True
     scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not sent.strip():
         return False
-    matched = False
-    for token in web.api_tokens.values():  # every token costs one comparison
-        matched |= hmac.compare_digest(sent.strip().encode(), token.reveal().encode())
-    return matched
+    matched = None
+    for name, token in web.api_tokens.items():  # every token costs one comparison
+        if hmac.compare_digest(sent.strip().encode(), token.reveal().encode()):
+            matched = name
+    if matched is None:
+        return False
+    return True if "read" in scopes_of(web.api_tokens[matched]) else None
 
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
     runtime = current_runtime()
-    if not _authorised(runtime):
+    allowed = _authorised(runtime)
+    if allowed is None:
+        return Response("this token lacks the 'read' scope (web.api_tokens)\n", 403,
+                        {"WWW-Authenticate": 'Bearer realm="metrics", error="insufficient_scope", scope="read"',
+                         "Content-Type": "text/plain; charset=utf-8"})
+    if not allowed:
         return Response("send 'Authorization: Bearer <token>' (web.api_tokens), or set web.metrics_open\n", 401,
                         {"WWW-Authenticate": 'Bearer realm="metrics"', "Content-Type": "text/plain; charset=utf-8"})
     registry = app_singleton("metrics.registry", _registry)

@@ -20,6 +20,7 @@ from sidecar.bridge.auth import legacy_signature
 from sidecar.bridge.outbox import GrantDeliverer
 from sidecar.store.grant_models import Grant
 from tests.bridge.fake_amocrm import make_contact, make_lead
+from tests.strong_secrets import strong_secret
 
 
 HMAC_SECRET = "mlgb-shared-secret-for-tests-0123456789"
@@ -179,7 +180,7 @@ def bridge_section(**extra) -> dict:
 # --- amoCRM ------------------------------------------------------------------------------------------------
 
 AMO_TOKEN = "amo-test-token-6f1d2c9a8b7e4d3c2b1a0f9e8d7c6b5a"
-PATH_TOKEN = "amo-path-token-7c1e9f0a2b"
+PATH_TOKEN = strong_secret("amo-path-token")
 HOOK = f"/hooks/amocrm/{PATH_TOKEN}"
 PIPELINE, WON = 7000001, 142
 

@@ -24,9 +24,10 @@ from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import CANCELLED, FAILED, QUEUED, SUCCEEDED, Grant, GrantAttempt
 from sidecar.store.models import AuditEvent
 from tests.stores import migrate_store
+from tests.strong_secrets import strong_secret
 
 START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
-API_KEY = "crm-test-key-2b7c91d0e4f5a6b8"
+API_KEY = strong_secret("crm-test-key")
 LEVEL_7 = "Английский с нуля"
 
 

@@ -18,6 +18,7 @@ from sidecar.bridge.auth import legacy_signature
 from tests.bridge.support import (
     API_KEYS, DAYS_LEVEL, HMAC_SECRET, LEGACY_URL, LEVEL, PRODUCT_1_MONTH, brief_body, legacy_body, new_email, utc_today,
 )
+from tests.strong_secrets import strong_secret
 
 
 def error_fields(response) -> dict[str, str]:
@@ -209,10 +210,16 @@ def test_each_named_api_key_is_accepted_and_recorded_as_the_principal(bridge):
 
 
 def test_key_rotation_accepts_old_and_new_key_together(make_bridge):
-    bridge = make_bridge(api_keys={"crm_2025": "old-key-0000000000000000", "crm_2026": "new-key-1111111111111111"})
-    assert bridge.api(brief_body(), key="old-key-0000000000000000").status_code == 202
-    assert bridge.api(brief_body(), key="new-key-1111111111111111").status_code == 202
-    assert bridge.api(brief_body(), key="new-key-1111111111111112").status_code == 403
+    old_key, new_key = strong_secret("old-key"), strong_secret("new-key")
+    bridge = make_bridge(api_keys={"crm": {"key": new_key, "previous_key": old_key}})
+    deal = brief_body(external_id="deal-rotated")
+    first = bridge.api(deal, key=old_key)
+    assert first.status_code == 202
+    # The same name owns the grant whichever value sent it: the deal is not granted twice during a rotation.
+    again = bridge.api(deal, key=new_key)
+    assert again.status_code == 202 and again.get_json()["grant_id"] == first.get_json()["grant_id"]
+    assert bridge.grant(first.get_json()["grant_id"]).principal == "api_key:crm"
+    assert bridge.api(brief_body(), key=new_key[:-1] + "x").status_code == 403
 
 
 # --- Standard Webhooks ----------------------------------------------------------------------------------
@@ -299,7 +306,7 @@ def test_idempotency_key_header_makes_a_request_idempotent(bridge):
     assert second.get_json()["grant_id"] == first.get_json()["grant_id"]
     assert second.headers["Idempotent-Replayed"] == "true"
     assert other.status_code == 409
-    assert bridge.grant(first.get_json()["grant_id"]).idempotency_key == "hdr:checkout-77"
+    assert bridge.grant(first.get_json()["grant_id"]).idempotency_key == "api_key:crm|hdr:checkout-77"
 
 
 def test_invalid_idempotency_key_header_is_400(bridge):
@@ -439,8 +446,10 @@ def test_status_by_id_and_by_external_id(bridge):
     assert by_id.get_json()["status"] == "queued"
     bridge.deliver()
     assert bridge.status("crm-deal-9").get_json()["status"] == "succeeded"
-    legacy_path = bridge.client.get(f"/mlgb/v1/grants/{created['grant_id']}", headers={"X-API-Key": API_KEYS["shop"]})
+    legacy_path = bridge.client.get(f"/mlgb/v1/grants/{created['grant_id']}", headers={"X-API-Key": API_KEYS["crm"]})
     assert legacy_path.status_code == 200
+    # Another key's grant does not exist for this one (tests/security/test_grants_per_credential.py).
+    assert bridge.status(created["grant_id"], key=API_KEYS["shop"]).status_code == 404
 
 
 def test_status_requires_authentication(bridge):

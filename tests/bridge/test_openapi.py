@@ -32,11 +32,12 @@ from sidecar.bridge.openapi import openapi_document
 from sidecar.bridge.service import BridgeService
 from tests.bridge.support import AMO_TOKEN
 from tests.stores import migrate_store
+from tests.strong_secrets import strong_secret
 
-API_KEY = "openapi-test-key-3f9a0c7d5e1b"
+API_KEY = strong_secret("openapi-test-key")
 AMO_PATH_TOKEN = "amo-path-token-for-openapi-tests"
 MEMBERLUX_PATH_TOKEN = "memberlux-path-token-for-openapi-tests"
-READ_TOKEN = "read-token-for-openapi-tests"
+READ_TOKEN = strong_secret("read-token-for-openapi-tests")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Credential headers schemathesis fills with random values (the document's security schemes).
 LEGACY = ("X-MLGB-Timestamp", "X-MLGB-Signature")
@@ -48,7 +49,7 @@ def bridge_app(small_site, emulator, settings_for, fake_amo):
     amo = fake_amo()
     settings = settings_for(small_site, emulator, bridge={
         "api_keys": {"tests": API_KEY},
-        "hmac_secret": "legacy-hmac-secret-for-tests",
+        "hmac_secret": strong_secret("legacy-hmac-secret-for-tests"),
         # Configured so that generated signature headers are checked, not refused as "not enabled".
         "standard_webhook_secrets": {"tests": "whsec_" + base64.b64encode(b"standard-webhooks-test-secret").decode()},
         # A waiting request delivers inline; keep the worst case (a grant that does not become final) short.

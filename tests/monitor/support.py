@@ -14,10 +14,11 @@ from sidecar.clock import FixedClock
 from sidecar.devstack import seed
 from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.service import MonitorService, SleeperQuery, SleeperRow
+from tests.strong_secrets import strong_secret
 
 START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)  # the small site is seeded for this day
 TODAY = START.date()
-API_TOKEN = "reports-token-7d1e0c5a9b3f4e2d"
+API_TOKEN = strong_secret("reports-token")
 LEVELS = {7: "Английский с нуля", 8: "Английский для путешествий", 9: "Бизнес-английский", 10: "Йога для начинающих"}
 
 

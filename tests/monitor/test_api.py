@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 
 from tests.monitor.support import API_TOKEN, TODAY, Monitor
+from tests.strong_secrets import strong_secret
+
+BI_TOKEN = strong_secret("second-token-for-the-bi-tool")
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 @pytest.fixture
 def api(build_monitor) -> Monitor:  # the fixture imported above
-    return build_monitor(api_tokens={"reports": API_TOKEN, "bi": "second-token-for-the-bi-tool-0001"})
+    return build_monitor(api_tokens={"reports": API_TOKEN, "bi": BI_TOKEN})
 
 
 def get(monitor: Monitor, query: str = "", headers: dict | None = None):
@@ -35,7 +38,7 @@ def test_refuses_callers_without_a_valid_token(api):
 
 def test_every_configured_token_works(api):
     assert get(api).status_code == 200
-    assert get(api, headers={"Authorization": "Bearer second-token-for-the-bi-tool-0001"}).status_code == 200
+    assert get(api, headers={"Authorization": f"Bearer {BI_TOKEN}"}).status_code == 200
     assert get(api, headers={"Authorization": f"bearer {API_TOKEN}"}).status_code == 200  # scheme is case-insensitive
 
 

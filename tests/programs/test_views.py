@@ -25,10 +25,12 @@ from sidecar.store.grant_models import Grant
 from sidecar.store.models import AuditEvent
 from sidecar.store.program_models import Enrolment, EnrolmentEvent, Program
 from tests.stores import migrate_store
+from tests.strong_secrets import strong_secret
 
 YOGA, ENGLISH, TRAVEL, BUSINESS = 10, 7, 8, 9   # small site levels: 10 and 7 manual certificates, 9 auto
-API_KEY = "programs-api-key-5b2c9e1d7a3f"
-TOKEN = "programs-bearer-token-0e4d8c2a6f1b"
+API_KEY = strong_secret("programs-api-key")
+TOKEN = strong_secret("programs-bearer-token")              # a plain token: read only
+ENROL_TOKEN = strong_secret("programs-enrol-token")          # may enrol (scopes = ["read", "enrol"])
 
 
 class School:
@@ -95,7 +97,8 @@ class School:
 @pytest.fixture
 def school(small_site, emulator, settings_for, admin_pages):
     settings = settings_for(small_site, emulator, bridge={"api_keys": {"crm": API_KEY}},
-                            web={"api_tokens": {"reports": TOKEN}})
+                            web={"api_tokens": {"reports": TOKEN,
+                                                "forms": {"token": ENROL_TOKEN, "scopes": ["read", "enrol"]}}})
     migrate_store(store_url(settings))
     runtime = build_runtime(settings)
     try:
@@ -467,10 +470,10 @@ def test_api_enrols_once_by_id_or_email(school):
     assert again.status_code == 200
     assert again.json == {**body, "created": False}
     email = school.runtime.reader.user(second).email
-    granted = api(school, program, {"user": email, "grant_first": True}, key=None, token=f"Bearer {TOKEN}")
+    granted = api(school, program, {"user": email, "grant_first": True}, key=None, token=f"Bearer {ENROL_TOKEN}")
     assert granted.status_code == 201 and granted.json["grant_id"]
     [_one, two] = school.enrolments(program)
-    assert (two.user_id, two.source, two.actor) == (second, "api", "token:reports")
+    assert (two.user_id, two.source, two.actor) == (second, "api", "token:forms")
     assert school.enrolments(program)[0].actor == "api_key:crm"
 
 

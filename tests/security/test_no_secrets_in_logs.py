@@ -13,13 +13,14 @@ import requests
 from sidecar.app import create_app
 from sidecar.config import describe_settings
 from sidecar.doctor import Doctor, render_table
+from tests.strong_secrets import strong_secret
 
 SECRETS = {
-    "api_key": "SECRET-api-key-7f3a9",
-    "hmac": "SECRET-hmac-0c1d2",
-    "web": "SECRET-web-session-key-99aa",
-    "token": "SECRET-bearer-token-55",
-    "hook": "SECRET-memberlux-hook-token-31",
+    "api_key": strong_secret("SECRET-api-key-7f3a9"),
+    "hmac": strong_secret("SECRET-hmac-0c1d2"),
+    "web": strong_secret("SECRET-web-session-key-99aa"),
+    "token": strong_secret("SECRET-bearer-token-55"),
+    "hook": strong_secret("SECRET-memberlux-hook-token-31"),
     "smtp": "SECRET-smtp-password-8",
 }
 

@@ -13,8 +13,9 @@ import sqlalchemy as sa
 
 from sidecar.app import create_app
 from sidecar.devstack import seed
+from tests.strong_secrets import strong_secret
 
-TOKEN = "reports-token-for-store-down-1"
+TOKEN = strong_secret("reports-token-for-store-down")
 # Nothing listens on port 1: connections are refused at once, as with a stopped database server.
 CLOSED_PORT = "mysql+pymysql://mlsidecar@127.0.0.1:1/mlsidecar?connect_timeout=2"
 

@@ -26,10 +26,11 @@ from sidecar.webhooks.delivery import WebhookDeliverer
 from sidecar.webhooks.endpoints import sync_config
 from sidecar.webhooks.events import SCHEMAS
 from tests.stores import migrate_store
+from tests.strong_secrets import strong_secret
 
 PUBLIC_URL = "https://93.184.215.14/hooks/crm"      # a public address literal: no DNS needed to accept it
 CONFIG_SECRET = "whsec_" + "Y29uZmlnLWVuZHBvaW50LXNlY3JldC0wMDAx"
-PATH_TOKEN = "memberlux-path-token-3a9c"
+PATH_TOKEN = strong_secret("memberlux-path-token")
 
 
 class Receiver:
