@@ -454,8 +454,12 @@ def test_look_ups_of_earlier_calls_come_before_new_orders(bridge):
 
 
 def test_in_slow_mode_every_grant_ends_with_exactly_one_key(make_bridge):
-    """Every order takes longer than the call's deadline; the site finishes each after the caller left."""
-    bridge = make_bridge(settle_seconds=4, unknown_poll_seconds=1)
+    """Every order takes longer than the call's deadline; the site finishes each after the caller left.
+
+    The settle time must exceed the longest an order can still be running (as bridge.settle_seconds must on
+    a real site): here an order needs about 2 s alone, many times that on a loaded test machine; 30 s is
+    never waited for while the traces turn up, only if one never did."""
+    bridge = make_bridge(settle_seconds=30, unknown_poll_seconds=1)
     grant_ids = [bridge.api(brief_body(external_id=f"slow-{n}")).get_json()["grant_id"] for n in range(8)]
     bridge.set_faults(latency_seconds=1.2, latency_jitter_seconds=0.6)
     impatient = client(bridge, timeout=0.5)
