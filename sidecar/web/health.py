@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 from flask import Blueprint, jsonify
 
@@ -10,6 +12,7 @@ from sidecar.web import current_runtime
 from sidecar.web.errors import RETRY_AFTER_SECONDS
 
 blueprint = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
 
 
 @blueprint.get("/healthz")
@@ -18,13 +21,18 @@ def healthz():
     return jsonify(status="ok")
 
 
-def _probe(engine: sa.Engine, statement: sa.Executable) -> str | None:
+def _probe(name: str, engine: sa.Engine, statement: sa.Executable) -> str | None:
+    """``None`` when the database answers, else the error's class name. The probe is unauthenticated, so the
+    answer says which database failed and how, never the driver's text (host names, paths, user names):
+    that goes to the log."""
     try:
         with engine.connect() as conn:
             conn.execute(statement)
         return None
     except Exception as exc:  # noqa: BLE001 - any failure makes us not ready
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        log.warning("readiness: the %s database does not answer: %s: %s", name, type(exc).__name__,
+                    str(exc).splitlines()[0][:200] if str(exc) else "")
+        return type(exc).__name__
 
 
 @blueprint.get("/readyz")
@@ -34,8 +42,8 @@ def readyz():
     # A table of each, not just "SELECT 1": a database dropped under us still accepts connections.
     wordpress = sa.select(sa.literal(1)).select_from(runtime.reader.schema.table("options")).limit(1)
     store = sa.select(sa.column("version_num")).select_from(sa.table(VERSION_TABLE))
-    problems = {name: error for name, error in (("wordpress", _probe(runtime.wp_engine, wordpress)),
-                                                ("store", _probe(runtime.store_engine, store))) if error}
+    problems = {name: error for name, error in (("wordpress", _probe("wordpress", runtime.wp_engine, wordpress)),
+                                                ("store", _probe("store", runtime.store_engine, store))) if error}
     if problems:
         # Like every other route with a database down (sidecar.web.errors): 503 with a hint when to retry.
         return jsonify(status="unavailable", problems=problems), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}

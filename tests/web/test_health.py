@@ -23,7 +23,8 @@ def test_readyz_503_names_the_failing_database(runtime, tmp_path):
     runtime.store_engine = sa.create_engine(f"sqlite:///{tmp_path}/missing-dir/none.sqlite")
     response = create_app(runtime, testing=True).test_client().get("/readyz")
     assert response.status_code == 503
-    assert set(response.json["problems"]) == {"store"}
+    assert response.json["problems"] == {"store": "OperationalError"}
+    assert "missing-dir" not in response.get_data(as_text=True), "an anonymous probe learns no path or host"
 
 
 def test_request_id_is_echoed_or_generated(runtime):
