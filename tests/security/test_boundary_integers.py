@@ -18,6 +18,7 @@ import base64
 import contextlib
 import json
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
@@ -31,6 +32,7 @@ from standardwebhooks.webhooks import Webhook
 from sidecar.app import create_app
 from sidecar.bootstrap import build_runtime, store_url
 from sidecar.bridge.auth import legacy_signature
+from sidecar.config import settings_from_mapping
 from sidecar.devstack import seed
 from sidecar.devstack.emulator import create_emulator_app
 from sidecar.devstack.seed import DEMO_API_LOGIN
@@ -70,13 +72,16 @@ def _php_pairs(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, value if isinstance(value, str) else json.dumps(value))]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-def target(request, tmp_path, settings_for) -> Iterator[tuple[Any, Any, Any]]:
-    """(app, admin client, runtime) on a seeded site and a store, both SQLite or both MariaDB."""
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def target(request, tmp_path_factory, small_site_template) -> Iterator[tuple[Any, Any, Any]]:
+    """(app, admin client, runtime) on a seeded site and a store, both SQLite or both MariaDB; built once per
+    backend for the module (the tests only add grants and hook records, which none of them counts)."""
     with contextlib.ExitStack() as stack:
         if request.param == "sqlite":
-            site_url = request.getfixturevalue("small_site")
-            store = {"url": f"sqlite:///{tmp_path / 'store.sqlite'}"}
+            folder = tmp_path_factory.mktemp("boundary")
+            shutil.copyfile(small_site_template, folder / "wordpress.sqlite")
+            site_url = f"sqlite:///{folder / 'wordpress.sqlite'}"
+            store = {"url": f"sqlite:///{folder / 'store.sqlite'}"}
         else:
             admin_url = request.getfixturevalue("mariadb_admin_url")
             site_url = stack.enter_context(fresh_mariadb_database(admin_url))
@@ -92,12 +97,16 @@ def target(request, tmp_path, settings_for) -> Iterator[tuple[Any, Any, Any]]:
         stack.callback(emulator_app.extensions["mbl_emulator"].shutdown)
         amo_url, stop_amo = serve_in_thread(create_fake_amocrm({}, {}, AMO_TOKEN))
         stack.callback(stop_amo)
-        settings = settings_for(site_url, (emulator_url, DEMO_API_LOGIN, password, engine), store=store, bridge={
-            "api_keys": {"tests": API_KEY}, "hmac_secret": HMAC_SECRET,
-            "standard_webhook_secrets": {"tests": SW_SECRET}, "max_wait_seconds": 0,
-            "amocrm": {"enabled": True, "base_url": amo_url, "token": AMO_TOKEN, "path_token": AMO_PATH},
-        }, web={"public_url": "https://sidecar.example", "api_tokens": {"tests": READ_TOKEN}},
-            webhooks={"memberlux_path_token": ML_PATH})
+        settings = settings_from_mapping({
+            "wordpress": {"db_url": site_url}, "store": store,
+            "memberlux": {"rest_base_url": emulator_url + "/wp-json", "rest_user": DEMO_API_LOGIN,
+                          "rest_password": password, "timeout_seconds": 30},
+            "bridge": {"api_keys": {"tests": API_KEY}, "hmac_secret": HMAC_SECRET,
+                       "standard_webhook_secrets": {"tests": SW_SECRET}, "max_wait_seconds": 0,
+                       "amocrm": {"enabled": True, "base_url": amo_url, "token": AMO_TOKEN, "path_token": AMO_PATH}},
+            "web": {"secret_key": "boundary-secret-key-not-for-production", "public_url": "https://sidecar.example",
+                    "api_tokens": {"tests": READ_TOKEN}},
+            "webhooks": {"memberlux_path_token": ML_PATH}}, environ={})
         migrate_store(store_url(settings))
         runtime = build_runtime(settings)
         stack.callback(runtime.close)
