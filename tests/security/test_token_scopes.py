@@ -16,7 +16,7 @@ from sidecar.bootstrap import build_runtime, store_url
 from sidecar.config import ConfigError, settings_from_mapping
 from sidecar.store.grant_models import Grant
 from sidecar.store.program_models import Enrolment
-from tests.programs.test_views import ENGLISH, YOGA, School
+from tests.programs.support import ENGLISH, YOGA, School
 from tests.stores import migrate_store
 from tests.strong_secrets import strong_secret
 

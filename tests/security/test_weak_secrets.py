@@ -14,7 +14,7 @@ import base64
 import pytest
 
 from sidecar.config import ConfigError, settings_from_mapping
-from tests.cli.test_config_and_db_commands import GOOD, run, write_config
+from tests.cli.support import GOOD, run, write_config
 from tests.strong_secrets import strong_secret
 
 MINIMAL = {"wordpress": {"db_url": "sqlite:///site.sqlite"}, "memberlux": {"rest_base_url": "https://s.example/wp-json"}}

@@ -7,44 +7,18 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask, request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from sidecar.clock import FixedClock
-from sidecar.devstack.server import serve_in_thread
 from sidecar.store.db import unit_of_work
-from sidecar.store.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from sidecar.store.webhook_models import WebhookAttempt, WebhookEndpoint
 from sidecar.webhooks import endpoints as endpoint_store
 from sidecar.webhooks.delivery import MAX_ATTEMPTS, RETRY_SCHEDULE, WebhookDeliverer, redeliver
-from sidecar.webhooks.events import emit, json_schema
+from sidecar.webhooks.events import json_schema
 from sidecar.webhooks.ssrf import DestinationRefused, check_destination
+from tests.webhooks.support import NOW, SECRET, Receiver, deliveries, endpoint, fire
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OLD_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
-
-
-class Receiver:
-    """A local HTTP endpoint that records what it gets and answers with a configurable status."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict, bytes]] = []
-        self.status = 200
-        self.redirect_to: str | None = None
-        app = Flask("receiver")
-
-        @app.post("/hook")
-        def hook():
-            self.received.append((dict(request.headers), request.get_data()))
-            if self.redirect_to:
-                return "", 302, {"Location": self.redirect_to}
-            return "thanks", self.status
-
-        self.base_url, self.stop = serve_in_thread(app)
-
-    @property
-    def url(self) -> str:
-        return self.base_url + "/hook"
 
 
 @pytest.fixture
@@ -66,27 +40,6 @@ def hooks(small_site, settings_for, make_runtime):
 def live(small_site, settings_for, make_runtime):
     """The same on the real clock, for the library's verifier (it checks the timestamp)."""
     return make_runtime(settings_for(small_site, webhooks={"allow_private_destinations": ["127.0.0.1"]}))
-
-
-def endpoint(runtime, url: str, events=("*",), **extra) -> int:
-    with unit_of_work(runtime.sessions) as session:
-        row = WebhookEndpoint(name=extra.pop("name", "crm"), url=url, events=list(events), secret=SECRET, source="ui",
-                              created_at=NOW, updated_at=NOW, consecutive_failures=0, **extra)
-        session.add(row)
-        session.flush()
-        return row.id
-
-
-def fire(runtime, event_type="grant.failed", data=None) -> str | None:
-    data = data or {"grant_id": "g1", "channel": "api", "external_id": "deal-1", "email": "a@example.com",
-                    "term_id": 7, "error": "no product"}
-    with unit_of_work(runtime.sessions) as session:
-        return emit(session, event_type, data, runtime.clock.now())
-
-
-def deliveries(runtime) -> list[WebhookDelivery]:
-    with runtime.sessions() as session:
-        return list(session.scalars(sa.select(WebhookDelivery).order_by(WebhookDelivery.id)))
 
 
 def test_a_delivery_is_signed_per_standard_webhooks_and_verifies(hooks, receiver):
