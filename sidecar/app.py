@@ -8,6 +8,8 @@ import time
 import uuid
 
 from flask import Flask, g, request
+from jinja2 import BytecodeCache
+from jinja2.bccache import Bucket
 
 from sidecar.bootstrap import Runtime
 from sidecar.logs import configured_secrets, loggable_path, protect_handlers, register_secrets, request_id_var
@@ -28,8 +30,31 @@ log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
+class _CompiledTemplates(BytecodeCache):
+    """Compiled page templates kept for the life of the process, keyed by name and source checksum.
+
+    Each app has its own Jinja environment; without this, every app made in one process (the demo's
+    restarts, the CLI's preview, each test) would parse and compile every page again.
+    """
+
+    def __init__(self) -> None:
+        self._code: dict[str, tuple[str, object]] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        found = self._code.get(bucket.key)
+        if found is not None and found[0] == bucket.checksum:
+            bucket.code = found[1]  # type: ignore[assignment]
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self._code[bucket.key] = (bucket.checksum, bucket.code)
+
+
+_COMPILED_TEMPLATES = _CompiledTemplates()
+
+
 def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     app = Flask("sidecar.web", template_folder="templates", static_folder="static")
+    app.jinja_options = {**app.jinja_options, "bytecode_cache": _COMPILED_TEMPLATES}
     app.url_map.converters["int"] = IdConverter   # path ids within a 64-bit column, before any route is added
     settings = runtime.settings
     secret = settings.web.secret_key.reveal() if settings.web.secret_key else uuid.uuid4().hex

@@ -270,11 +270,11 @@ def readonly_site(mariadb_admin_url, mariadb_database):
     account of sql/readonly-user.sql (which is not granted wp_sitemeta); yields (URL, password) of the account."""
     import pymysql
 
-    from sidecar.devstack.wpschema import create_site_schema
+    from tests.sites import empty_site_schema
     from sidecar.sqlscripts import SQL_DIR, render, run_script
 
     writer = sa.create_engine(mariadb_database)
-    md = create_site_schema(writer, "wp_")
+    md = empty_site_schema(writer, "wp_")
     with writer.begin() as conn:
         conn.execute(md.tables["wp_options"].insert().values(option_name="active_plugins",
                                                              option_value=php_serialize(OTHER_PLUGINS)))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import hashlib
 import hmac
 import math
@@ -113,8 +114,15 @@ def wp_password_hash(password: str, *, rng: random.Random | None = None, rounds:
         # 22 characters carry 128 bits: the last one may only use its top two bits.
         chars = "".join(rng.choice(_BCRYPT_ALPHABET) for _ in range(21)) + rng.choice(".Oeu")
         salt = f"$2b${rounds:02d}${chars}".encode()
-    hashed = bcrypt.hashpw(prehash, salt).decode("ascii")
+    hashed = _bcrypt(prehash, salt).decode("ascii")
     return "$wp$2y$" + hashed[4:]
+
+
+@functools.lru_cache(maxsize=1024)
+def _bcrypt(prehash: bytes, salt: bytes) -> bytes:
+    """bcrypt is a pure function of password and salt: a site seeded again with the same seed draws the
+    same salts, and its hashes need not be worked out again (each costs ~50 ms of CPU)."""
+    return bcrypt.hashpw(prehash, salt)
 
 
 def generate_key_code(rng: random.Random, unix_time: int) -> str:

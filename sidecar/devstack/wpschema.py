@@ -13,6 +13,8 @@ exactly as MySQL hands them to PyMySQL.
 
 from __future__ import annotations
 
+import functools
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
@@ -59,11 +61,13 @@ def _datetime() -> sa.types.TypeEngine:
     return sa.DateTime().with_variant(sa.String(19), "sqlite")
 
 
+@functools.lru_cache(maxsize=32)
 def build_metadata(prefix: str = "wp_", base_prefix: str | None = None) -> sa.MetaData:
     """All tables of a WordPress site with MemberLux and its modules, under the given prefixes.
 
     ``base_prefix`` is the multisite network prefix used by ``users``/``usermeta``; it defaults to
-    ``prefix`` (single site).
+    ``prefix`` (single site). Built once per pair of prefixes and shared (every emulated site and seed
+    asks for it): callers read it and create or drop its tables, and never change it.
     """
     base = base_prefix or prefix
     md = sa.MetaData()

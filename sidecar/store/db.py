@@ -7,6 +7,7 @@ refuses such a setup before anything is created.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,7 +99,9 @@ def _alembic_config(engine: sa.Engine) -> AlembicConfig:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
+    """The newest migration shipped with this package (read once: loading the scripts takes tens of ms)."""
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from sidecar.devstack.wpschema import create_site_schema
+from tests.sites import empty_site_schema
 from sidecar.domain.access import KeyRow
 from sidecar.memberlux.reader import (
     CertificateRow,
@@ -35,7 +35,7 @@ class Site:
                  without_modules: tuple[str, ...] = ()) -> None:
         self.url, self.prefix, self.base = url, prefix, base_prefix or prefix
         self.engine = sa.create_engine(url)
-        self.md = create_site_schema(self.engine, prefix, base_prefix, without_modules=without_modules)
+        self.md = empty_site_schema(self.engine, prefix, base_prefix, without_modules=without_modules)
         self._read_engine: sa.Engine | None = None
 
     def table(self, short: str) -> sa.Table:

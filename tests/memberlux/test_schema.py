@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from sidecar.devstack import wpschema
-from sidecar.devstack.wpschema import create_site_schema
+from tests.sites import empty_site_schema
 from sidecar.memberlux import schema as mlschema
 from sidecar.memberlux.schema import (
     FeatureUnavailable,
@@ -59,7 +59,7 @@ def _set_option(writer: sa.Engine, table: str, name: str, value: str) -> None:
 
 
 def test_insert_through_reader_engine_fails(writer, connect):
-    md = create_site_schema(writer)
+    md = empty_site_schema(writer)
     engine = connect()
     keys = md.tables["wp_memberlux_term_keys"]
     with pytest.raises(sa.exc.DBAPIError):
@@ -70,7 +70,7 @@ def test_insert_through_reader_engine_fails(writer, connect):
 
 
 def test_update_through_reader_engine_fails(writer, connect):
-    md = create_site_schema(writer)
+    md = empty_site_schema(writer)
     options = md.tables["wp_options"]
     _set_option(writer, "wp_options", "blogname", "Before")
     engine = connect()
@@ -82,7 +82,7 @@ def test_update_through_reader_engine_fails(writer, connect):
 
 
 def test_session_is_marked_read_only(writer, connect):
-    create_site_schema(writer)
+    empty_site_schema(writer)
     engine = connect()
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
@@ -93,7 +93,7 @@ def test_session_is_marked_read_only(writer, connect):
 
 def test_sqlite_file_is_opened_read_only_even_without_the_pragma(tmp_path):
     path = tmp_path / "wp.sqlite"
-    create_site_schema(sa.create_engine(f"sqlite:///{path}"))
+    empty_site_schema(sa.create_engine(f"sqlite:///{path}"))
     engine = connect_wordpress(f"sqlite:///{path}")
     try:
         with engine.connect() as conn:
@@ -130,7 +130,7 @@ def test_invalid_url_is_rejected():
 
 
 def test_reflects_required_and_module_tables(writer, connect):
-    create_site_schema(writer)
+    empty_site_schema(writer)
     site = reflect_site(connect(), "wp_")
     assert site.prefix == site.base_prefix == "wp_"
     assert site.features == {"certificates": True, "webhooks": True, "auto_responder": True, "woocommerce": True}
@@ -145,7 +145,7 @@ def test_reflects_required_and_module_tables(writer, connect):
 
 
 def test_date_columns_get_lenient_types(writer, connect):
-    create_site_schema(writer)
+    empty_site_schema(writer)
     site = reflect_site(connect(), "wp_")
     keys = site.table("memberlux_term_keys")
     for column in ("date_start", "date_end", "date_registered"):
@@ -157,7 +157,7 @@ def test_date_columns_get_lenient_types(writer, connect):
 
 
 def test_extra_legacy_columns_are_tolerated(writer, connect):
-    create_site_schema(writer)
+    empty_site_schema(writer)
     with writer.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE wp_memberlux_certificate ADD COLUMN product_id BIGINT NULL")
     site = reflect_site(connect(), "wp_")
@@ -165,14 +165,14 @@ def test_extra_legacy_columns_are_tolerated(writer, connect):
 
 
 def test_custom_prefix(writer, connect):
-    create_site_schema(writer, "wpx_")
+    empty_site_schema(writer, "wpx_")
     site = reflect_site(connect(), "wpx_")
     assert site.table("memberlux_term_keys").name == "wpx_memberlux_term_keys"
     assert site.table("users").name == "wpx_users"
 
 
 def test_wrong_prefix_names_table_and_suggests_the_real_one(writer, connect):
-    create_site_schema(writer, "wpx_")
+    empty_site_schema(writer, "wpx_")
     with pytest.raises(MissingTableError) as info:
         reflect_site(connect(), "wp_")
     message = str(info.value)
@@ -182,7 +182,7 @@ def test_wrong_prefix_names_table_and_suggests_the_real_one(writer, connect):
 
 
 def test_multisite_site_prefix_with_base_prefix(writer, connect):
-    create_site_schema(writer, "wp_3_", "wp_")
+    empty_site_schema(writer, "wp_3_", "wp_")
     site = reflect_site(connect(), "wp_3_", "wp_")
     assert (site.prefix, site.base_prefix) == ("wp_3_", "wp_")
     assert site.table("users").name == "wp_users"
@@ -192,7 +192,7 @@ def test_multisite_site_prefix_with_base_prefix(writer, connect):
 
 
 def test_missing_required_table_is_named(writer, connect):
-    md = create_site_schema(writer)
+    md = empty_site_schema(writer)
     md.tables["wp_memberlux_keys_meta"].drop(writer)
     with pytest.raises(MissingTableError) as info:
         reflect_site(connect(), "wp_")
@@ -201,7 +201,7 @@ def test_missing_required_table_is_named(writer, connect):
 
 
 def test_missing_optional_module_disables_feature_with_notice(writer, connect):
-    create_site_schema(writer, without_modules=("certificates", "woocommerce"))
+    empty_site_schema(writer, without_modules=("certificates", "woocommerce"))
     site = reflect_site(connect(), "wp_")
     assert site.features["certificates"] is False
     assert site.features["woocommerce"] is False
@@ -219,7 +219,7 @@ def test_missing_optional_module_disables_feature_with_notice(writer, connect):
 
 
 def test_partially_installed_module_counts_as_missing(writer, connect):
-    md = create_site_schema(writer)
+    md = empty_site_schema(writer)
     md.tables["wp_memberlux_hook_action"].drop(writer)
     site = reflect_site(connect(), "wp_")
     assert site.features["webhooks"] is False
@@ -228,14 +228,14 @@ def test_partially_installed_module_counts_as_missing(writer, connect):
 
 
 def test_unfinished_term_key_migration_is_refused(writer, connect):
-    create_site_schema(writer)
+    empty_site_schema(writer)
     _set_option(writer, "wp_options", "wpm_has_to_update_term_keys", "1")
     with pytest.raises(LegacyKeyStorageError, match="migration"):
         reflect_site(connect(), "wp_")
 
 
 def test_unfinished_migration_wins_over_missing_key_table(writer, connect):
-    md = create_site_schema(writer)
+    md = empty_site_schema(writer)
     md.tables["wp_memberlux_keys_meta"].drop(writer)
     md.tables["wp_memberlux_term_keys"].drop(writer)
     _set_option(writer, "wp_options", "wpm_has_to_update_term_keys", "1")
@@ -245,7 +245,7 @@ def test_unfinished_migration_wins_over_missing_key_table(writer, connect):
 
 @pytest.mark.parametrize("value", ["", "0", "b:0;"])
 def test_finished_migration_flag_is_fine(writer, connect, value):
-    create_site_schema(writer)
+    empty_site_schema(writer)
     _set_option(writer, "wp_options", "wpm_has_to_update_term_keys", value)
     assert reflect_site(connect(), "wp_").has("memberlux_term_keys")
 

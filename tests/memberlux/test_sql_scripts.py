@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from sidecar import sqlscripts
-from sidecar.devstack.wpschema import create_site_schema
+from tests.sites import empty_site_schema
 from sidecar.memberlux.schema import connect_wordpress, reflect_site
 from sidecar.sqlscripts import render, split_statements
 
@@ -65,7 +65,7 @@ def test_scripts_have_obviously_fake_password_and_no_auto_auth_grant():
 def test_readonly_user_can_select_but_not_write(mariadb_admin_url, site_db, readonly_account, without_modules):
     url, database = site_db
     writer = sa.create_engine(url)
-    md = create_site_schema(writer, "wpt_", without_modules=without_modules)
+    md = empty_site_schema(writer, "wpt_", without_modules=without_modules)
     with writer.begin() as conn:
         conn.execute(md.tables["wpt_memberlux_term_keys"].insert().values(term_id=1, user_id=1, key="K", duration=1))
         conn.execute(md.tables["wpt_memberlux_auto_auth"].insert().values(user_id=1, secret="s3cret"))
@@ -124,7 +124,7 @@ def _indexes(conn: pymysql.Connection, database: str) -> dict[tuple[str, str], l
 def test_indexes_script_is_idempotent_and_skips_missing_tables(mariadb_admin_url, site_db, without_modules):
     url, database = site_db
     writer = sa.create_engine(url)
-    create_site_schema(writer, "wpt_", without_modules=without_modules)
+    empty_site_schema(writer, "wpt_", without_modules=without_modules)
     writer.dispose()
     script = render((SQL_DIR / "indexes.sql").read_text(), db=database, p="wpt_")
     admin = _connect(mariadb_admin_url, database)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sidecar.bootstrap import build_runtime, store_url
 from sidecar.devstack.seed import seed_site
 from sidecar.devstack.site import build_demo_site
-from sidecar.devstack.wpschema import create_site_schema
+from tests.sites import empty_site_schema
 from sidecar.monitor.certificates import (
     CURSOR_NAME,
     RESCAN_IDS,
@@ -428,7 +428,7 @@ def site_without_certificates(tmp_path):
     url = f"sqlite:///{tmp_path / 'nocert.sqlite'}"
     engine = sa.create_engine(url)
     try:
-        create_site_schema(engine, without_modules=("certificates",))
+        empty_site_schema(engine, without_modules=("certificates",))
         seed_site(engine, users=20, levels=3, seed=5, today=TODAY)
     finally:
         engine.dispose()

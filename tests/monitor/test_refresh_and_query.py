@@ -30,7 +30,8 @@ from sidecar.bootstrap import build_runtime
 from sidecar.clock import FixedClock
 from sidecar.config import settings_from_mapping
 from sidecar.devstack.site import build_demo_site
-from sidecar.devstack.wpschema import ZERO_DATE, create_site_schema
+from sidecar.devstack.wpschema import ZERO_DATE
+from tests.sites import empty_site_schema
 from sidecar.domain.access import AccessPolicy, KeyRow
 from sidecar.domain.sleepers import Reason, Window, evaluate
 from sidecar.memberlux.reader import ancestors_from_parents
@@ -398,7 +399,7 @@ class RandomSite:
     def __init__(self, directory: Path) -> None:
         url = f"sqlite:///{directory / 'wordpress.sqlite'}"
         self.writer = sa.create_engine(url)
-        self.md = create_site_schema(self.writer)
+        self.md = empty_site_schema(self.writer)
         self.runtime = _runtime_for(url, directory, DAY)
 
     def t(self, short: str) -> sa.Table:

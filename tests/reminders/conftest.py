@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sidecar.bootstrap import build_runtime
 from sidecar.clock import FixedClock
 from sidecar.config import settings_from_mapping
-from sidecar.devstack.wpschema import create_site_schema
+from tests.sites import empty_site_schema
 from sidecar.monitor.settings import Letter, MonitorSettings
 from tests.stores import migrate_store
 
@@ -29,7 +29,7 @@ class School:
     def __init__(self, site_url: str, store_url: str, smtp: tuple[str, int] | None, day: date,
                  **reminders) -> None:
         self.writer = sa.create_engine(site_url)
-        self.md = create_site_schema(self.writer)
+        self.md = empty_site_schema(self.writer)
         self.clock = FixedClock(datetime.combine(day, time(9), tzinfo=timezone.utc))
         migrate_store(store_url)
         smtp_section = ({"host": smtp[0], "port": smtp[1], "security": "none", "from_address": "school@example.org",

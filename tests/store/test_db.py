@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from sidecar.devstack.wpschema import create_site_schema
+from tests.sites import empty_site_schema
 from sidecar.store import db as store_db
 
 
@@ -56,7 +56,7 @@ def test_same_mysql_database_with_other_user_is_refused():
 def test_store_database_holding_wordpress_tables_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'other.sqlite'}"
     engine = sa.create_engine(url)
-    create_site_schema(engine, "wpx_")
+    empty_site_schema(engine, "wpx_")
     with pytest.raises(store_db.StoreError, match="wpx_memberlux_term_keys"):
         store_db.guard_separate(url, f"sqlite:///{tmp_path / 'wp.sqlite'}", engine, "wp_")
 
