@@ -28,6 +28,9 @@ def _without_opportunistic_tls(url: str) -> str:
     return parsed.update_query_dict({"ssl_disabled": "true"}).render_as_string(hide_password=False)
 
 
+# Fixtures of two features that the security tests use as well.
+pytest_plugins = ("tests.bridge.fixtures", "tests.reminders.school")
+
 MARIADB_ADMIN_URL = _without_opportunistic_tls(
     os.environ.get("MLS_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/"))
 POSTGRES_ADMIN_URL = os.environ.get("MLS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

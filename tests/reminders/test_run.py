@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sidecar.reminders.run import run_reminders
 from sidecar.store.reminder_models import Reminder, ReminderDigest
 
-LEVEL, OTHER_LEVEL = 30, 31  # the levels of the school fixture (tests/reminders/conftest.py)
+LEVEL, OTHER_LEVEL = 30, 31  # the levels of the school fixture (tests/reminders/school.py)
 
 
 def ledger(school) -> list[tuple]:

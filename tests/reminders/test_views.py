@@ -1,7 +1,7 @@
 """The reminders' web pages: history, failed sends and resend, digests, unsubscribes, the learner's
 unsubscribe page, and the letter preview and test send of the per-level settings.
 
-Every test runs against the school of ``conftest.py`` (a real MemberLux schema, a real SMTP server)
+Every test runs against the school of ``tests/reminders/school.py`` (a real MemberLux schema, a real SMTP server)
 with an administrator signed in through the real login form.
 """
 
@@ -12,7 +12,6 @@ import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-import pytest
 import sqlalchemy as sa
 
 from sidecar.app import create_app
@@ -26,59 +25,7 @@ from sidecar.reminders.unsubscribe import unsubscribe
 from sidecar.store.models import AuditEvent
 from sidecar.store.reminder_models import Reminder, ReminderDigest, Unsubscribe
 
-LEVEL, OTHER_LEVEL = 30, 31  # the levels of the school fixture (tests/reminders/conftest.py)
-ADMIN_ID, ADMIN_LOGIN, ADMIN_PASSWORD = 1000, "boss", "demo-admin-2026"
-# demo-admin-2026 under phpass with WordPress's cost ('B' = 2^13), as in tests/web/test_auth.py.
-ADMIN_PHPASS = "$P$BWq8sZ0dKY5O.Cz8au.JfPqvEmsVdb0"
-
-
-def csrf_in(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, "no CSRF field in the page"
-    return found.group(1)
-
-
-class Browser:
-    """The school's sidecar app with an administrator signed in."""
-
-    def __init__(self, school) -> None:
-        self.school = school
-        with school.writer.begin() as conn:
-            conn.execute(school.t("users").insert().values(ID=ADMIN_ID, user_login=ADMIN_LOGIN, user_pass=ADMIN_PHPASS,
-                                                           user_email="boss@school.example", display_name="Ольга"))
-            conn.execute(school.t("usermeta").insert().values(user_id=ADMIN_ID, meta_key="wp_capabilities",
-                                                              meta_value='a:1:{s:13:"administrator";b:1;}'))
-        self.app = create_app(school.runtime, testing=True)
-        self.client = self.app.test_client()
-        token = csrf_in(self.client.get("/login").get_data(as_text=True))
-        response = self.client.post("/login", data={"csrf_token": token, "login": ADMIN_LOGIN,
-                                                    "password": ADMIN_PASSWORD})
-        assert response.status_code == 302, "the administrator could not sign in"
-
-    def get(self, url: str, status: int = 200) -> str:
-        response = self.client.get(url)
-        assert response.status_code == status, (url, response.status_code)
-        return html.unescape(response.get_data(as_text=True))
-
-    def token(self) -> str:
-        return csrf_in(self.get("/reminders"))
-
-    def post(self, url: str, data: dict | None = None, **kwargs):
-        return self.client.post(url, data={"csrf_token": self.token(), **(data or {})}, **kwargs)
-
-    def flashes(self) -> list[str]:
-        return re.findall(r'<p class="flash flash-\w+"[^>]*>(.*?)</p>', self.get("/reminders/unsubscribes"), re.S)
-
-
-@pytest.fixture
-def web(school):
-    return Browser(school)
-
-
-def rows(school, model=Reminder) -> list:
-    with school.runtime.sessions() as session:
-        key = model.user_id if model is Unsubscribe else model.id
-        return list(session.scalars(sa.select(model).order_by(key)))
+from tests.reminders.school import ADMIN_LOGIN, LEVEL, OTHER_LEVEL, Browser, a_sleeper, rows, settings_form
 
 
 def audit(school, action: str) -> list[AuditEvent]:
@@ -509,14 +456,6 @@ def test_without_public_url_the_page_answers_503(school_factory):
 
 # --- preview and test send ----------------------------------------------------------------------------
 
-def a_sleeper(school) -> None:
-    school.schedule(renewal_url="https://school.example/renew/{{ level_id }}?u={{ user_id }}")
-    school.learner(1, "anna@example.com", first="Анна")
-    school.expired(1, days_ago=2)
-    ReminderPlanner(school.runtime).plan()   # refreshes the sleepers read model; nothing is due yet
-    assert rows(school) == []
-
-
 def test_preview_renders_a_real_sleepers_letter_as_the_sender_would(web, school):
     a_sleeper(school)
     page = web.get(f"/reminders/levels/{LEVEL}/preview?letter=1")
@@ -557,18 +496,6 @@ def test_preview_input_errors_are_explained(web, school):
     assert web.post("/reminders/levels/999/test", {"to": "me@example.com"}).status_code == 404
     response = web.client.get(f"/reminders/levels/{LEVEL}/preview/html?letter=1&draft=forged")
     assert response.status_code == 400 and response.headers["Content-Security-Policy"].startswith("sandbox;")
-
-
-def settings_form(school, **changes) -> dict[str, str]:
-    current = MonitorSettings(school.runtime).effective(LEVEL)
-    data = {"enabled": "1" if current.enabled else "", "renewal_url": current.renewal_url,
-            "admin_days_after_last": "" if current.admin_days_after_last is None else str(current.admin_days_after_last),
-            "admin_email": current.admin_email, "admin_subject": current.admin_subject, "admin_body": current.admin_body}
-    for n, letter in enumerate(current.letters, start=1):
-        data.update({f"letters.{n}.days": "" if letter.days is None else str(letter.days),
-                     f"letters.{n}.subject": letter.subject, f"letters.{n}.body": letter.body})
-    data.update(changes)
-    return data
 
 
 def test_preview_uses_the_unsaved_form_and_shows_template_errors_with_their_line(web, school):

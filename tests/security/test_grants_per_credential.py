@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from sidecar.bridge.auth import legacy_signature
 from sidecar.store import db as store_db
 from sidecar.store.grant_models import Grant
-from tests.bridge.conftest import _amo_server, fake_amo, make_bridge  # noqa: F401 - fixtures
 from tests.bridge.support import API_KEYS, HMAC_SECRET, Bridge, brief_body, legacy_body
 
 CRM, SHOP = API_KEYS["crm"], API_KEYS["shop"]
@@ -22,7 +21,7 @@ BEFORE = "0010_admin_sessions"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-def bridge(request, make_bridge) -> Bridge:  # noqa: F811 - replaces the bridge fixture of tests/bridge
+def bridge(request, make_bridge) -> Bridge:
     if request.param == "mariadb":
         return make_bridge(store={"url": request.getfixturevalue("mariadb_database")})
     return make_bridge()

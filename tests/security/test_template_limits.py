@@ -19,8 +19,7 @@ from sidecar.mail import templates
 from sidecar.mail.templates import MAX_OUTPUT, TemplateLimitExceeded, render_html, render_text
 from sidecar.reminders.run import run_reminders
 from sidecar.store.reminder_models import Reminder
-from tests.reminders.conftest import school, school_factory  # noqa: F401 - fixtures used below
-from tests.reminders.test_views import LEVEL, a_sleeper, rows, settings_form, web  # noqa: F401 - fixtures too
+from tests.reminders.school import LEVEL, a_sleeper, rows, settings_form
 
 WORDWRAP = "{{ ('a'*2000000)|wordwrap(1) }}"
 MULTIPLY = "{{ 'a'*20000000 }}"
@@ -78,7 +77,7 @@ def test_template_limits_output_just_under_the_cap_passes_and_just_over_is_refus
 
 
 @pytest.mark.parametrize("payload", [WORDWRAP, MULTIPLY])
-def test_template_limits_preview_answers_with_the_error(web, school, payload):  # noqa: F811 - fixtures
+def test_template_limits_preview_answers_with_the_error(web, school, payload):
     a_sleeper(school)
     data = settings_form(school, **{"letters.1.body": f"<p>Hi {{{{ first_name }}}}</p>{payload}", "letter": "1"})
     response = web.post(f"/reminders/levels/{LEVEL}/preview", data)
@@ -90,7 +89,7 @@ def test_template_limits_preview_answers_with_the_error(web, school, payload):  
     assert "aaaaaaaaaa" not in page
 
 
-def test_template_limits_preview_message_in_russian(web, school):  # noqa: F811 - fixtures
+def test_template_limits_preview_message_in_russian(web, school):
     a_sleeper(school)
     web.client.set_cookie("lang", "ru")
     data = settings_form(school, **{"letters.1.body": WORDWRAP, "letter": "1"})
@@ -99,7 +98,7 @@ def test_template_limits_preview_message_in_russian(web, school):  # noqa: F811 
     assert "письмо получилось бы длиннее 256 КБ" in page
 
 
-def test_template_limits_a_letter_over_the_limit_fails_with_the_reason_and_the_run_goes_on(school):  # noqa: F811
+def test_template_limits_a_letter_over_the_limit_fails_with_the_reason_and_the_run_goes_on(school):
     school.schedule(days=(1, None, None))
     from dataclasses import replace
 

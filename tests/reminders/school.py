@@ -1,4 +1,6 @@
-"""A small school for the reminder tests: one site, learners whose keys we write, a clock we move.
+"""A small school for the reminder tests: one site, learners whose keys we write, a clock we move;
+its fixtures (``school``, ``school_factory``, ``web``: an administrator signed in) and page helpers.
+A pytest plugin listed in ``tests/conftest.py``, so the security tests use them too.
 
 The site is a real MemberLux schema (SQLite or MariaDB); the sidecar reads it read-only, the tests
 write it through their own engine, as WordPress would.
@@ -10,18 +12,27 @@ from dataclasses import replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
+import html
+import re
+
 import pytest
 import sqlalchemy as sa
 
 from sidecar.bootstrap import build_runtime
 from sidecar.clock import FixedClock
 from sidecar.config import settings_from_mapping
-from tests.sites import empty_site_schema
+from sidecar.app import create_app
 from sidecar.monitor.settings import Letter, MonitorSettings
+from sidecar.reminders.planner import ReminderPlanner
+from sidecar.store.reminder_models import Reminder, Unsubscribe
+from tests.sites import empty_site_schema
 from tests.stores import migrate_store
 
 LEVEL = 30
 OTHER_LEVEL = 31
+ADMIN_ID, ADMIN_LOGIN, ADMIN_PASSWORD = 1000, "boss", "demo-admin-2026"
+# demo-admin-2026 under phpass with WordPress's cost ('B' = 2^13), as in tests/web/test_auth.py.
+ADMIN_PHPASS = "$P$BWq8sZ0dKY5O.Cz8au.JfPqvEmsVdb0"
 PROGRAM_POST = 900
 
 
@@ -175,3 +186,74 @@ def school_factory(tmp_path: Path):
 def school(school_factory, smtp_server):
     host, port, _inbox = smtp_server
     return school_factory(smtp=(host, port))
+
+
+# --- the admin pages ------------------------------------------------------------------------------
+
+def csrf_in(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, "no CSRF field in the page"
+    return found.group(1)
+
+
+class Browser:
+    """The school's sidecar app with an administrator signed in."""
+
+    def __init__(self, school) -> None:
+        self.school = school
+        with school.writer.begin() as conn:
+            conn.execute(school.t("users").insert().values(ID=ADMIN_ID, user_login=ADMIN_LOGIN, user_pass=ADMIN_PHPASS,
+                                                           user_email="boss@school.example", display_name="Ольга"))
+            conn.execute(school.t("usermeta").insert().values(user_id=ADMIN_ID, meta_key="wp_capabilities",
+                                                              meta_value='a:1:{s:13:"administrator";b:1;}'))
+        self.app = create_app(school.runtime, testing=True)
+        self.client = self.app.test_client()
+        token = csrf_in(self.client.get("/login").get_data(as_text=True))
+        response = self.client.post("/login", data={"csrf_token": token, "login": ADMIN_LOGIN,
+                                                    "password": ADMIN_PASSWORD})
+        assert response.status_code == 302, "the administrator could not sign in"
+
+    def get(self, url: str, status: int = 200) -> str:
+        response = self.client.get(url)
+        assert response.status_code == status, (url, response.status_code)
+        return html.unescape(response.get_data(as_text=True))
+
+    def token(self) -> str:
+        return csrf_in(self.get("/reminders"))
+
+    def post(self, url: str, data: dict | None = None, **kwargs):
+        return self.client.post(url, data={"csrf_token": self.token(), **(data or {})}, **kwargs)
+
+    def flashes(self) -> list[str]:
+        return re.findall(r'<p class="flash flash-\w+"[^>]*>(.*?)</p>', self.get("/reminders/unsubscribes"), re.S)
+
+
+@pytest.fixture
+def web(school):
+    return Browser(school)
+
+
+def rows(school, model=Reminder) -> list:
+    with school.runtime.sessions() as session:
+        key = model.user_id if model is Unsubscribe else model.id
+        return list(session.scalars(sa.select(model).order_by(key)))
+
+
+def a_sleeper(school) -> None:
+    school.schedule(renewal_url="https://school.example/renew/{{ level_id }}?u={{ user_id }}")
+    school.learner(1, "anna@example.com", first="Анна")
+    school.expired(1, days_ago=2)
+    ReminderPlanner(school.runtime).plan()   # refreshes the sleepers read model; nothing is due yet
+    assert rows(school) == []
+
+
+def settings_form(school, **changes) -> dict[str, str]:
+    current = MonitorSettings(school.runtime).effective(LEVEL)
+    data = {"enabled": "1" if current.enabled else "", "renewal_url": current.renewal_url,
+            "admin_days_after_last": "" if current.admin_days_after_last is None else str(current.admin_days_after_last),
+            "admin_email": current.admin_email, "admin_subject": current.admin_subject, "admin_body": current.admin_body}
+    for n, letter in enumerate(current.letters, start=1):
+        data.update({f"letters.{n}.days": "" if letter.days is None else str(letter.days),
+                     f"letters.{n}.subject": letter.subject, f"letters.{n}.body": letter.body})
+    data.update(changes)
+    return data

@@ -1,5 +1,6 @@
-"""Fixtures for the bridge tests: the sidecar wired to the emulated site (``bridge``, ``make_bridge``),
-a fake amoCRM served over real HTTP, and the bridge with its amoCRM intake on (``amo_bridge``)."""
+"""Fixtures of the bridge: the sidecar wired to the emulated site (``bridge``, ``make_bridge``), a fake
+amoCRM served over real HTTP, and the bridge with its amoCRM intake on (``amo_bridge``). A pytest plugin
+listed in ``tests/conftest.py``, so the security tests use them too."""
 
 from __future__ import annotations
 
