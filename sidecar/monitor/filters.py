@@ -17,6 +17,7 @@ from flask import url_for
 from sidecar.domain.ids import is_id
 from sidecar.monitor.service import SORTS, SleeperQuery
 from sidecar.web.i18n import translate
+from sidecar.web.pages import query_day
 
 PER_PAGE = 20             # the legacy report's page size
 MAX_PAGE = 200
@@ -68,14 +69,10 @@ class Filters(SleeperQuery):
 
 
 def _parse_day(args: Mapping[str, str], name: str, problems: list[Problem]) -> date | None:
-    raw = (args.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        problems.append(Problem(name, "bad_date", raw[:40]))
-        return None
+    day, unusable = query_day(args, name)
+    if unusable is not None:
+        problems.append(Problem(name, "bad_date", unusable))
+    return day
 
 
 def parse_filters(args: Any, *, default_limit: int = PER_PAGE, max_limit: int = MAX_PAGE,

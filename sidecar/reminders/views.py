@@ -65,7 +65,7 @@ from sidecar.store.reminder_models import Reminder, ReminderDigest, Unsubscribe
 from sidecar.web import current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin, login_required, safe_next
 from sidecar.web.i18n import translate
-from sidecar.web.pages import actor, label, shorten
+from sidecar.web.pages import actor, label, query_day, shorten
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +140,10 @@ def _problem(code: str, **values: Any) -> str:
 
 
 def _parse_day(args: Mapping[str, str], name: str, problems: list[str]) -> date | None:
-    raw = (args.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        problems.append(_problem("bad_date", field=name, value=raw[:40]))
-        return None
+    day, unusable = query_day(args, name)
+    if unusable is not None:
+        problems.append(_problem("bad_date", field=name, value=unusable))
+    return day
 
 
 def _parse_range(args: Mapping[str, str], prefix: str, problems: list[str]) -> tuple[date | None, date | None]:

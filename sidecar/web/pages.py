@@ -6,6 +6,9 @@ just to format a label or name the acting administrator.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import date
+
 from sidecar.web.auth import current_admin
 from sidecar.web.i18n import translate
 
@@ -27,3 +30,15 @@ def shorten(text: str | None, limit: int) -> str:
     if not text:
         return ""
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def query_day(args: Mapping[str, str], name: str) -> tuple[date | None, str | None]:
+    """The ``YYYY-MM-DD`` day in query parameter ``name``: ``(day, None)``, ``(None, None)`` when it is
+    absent or blank, ``(None, raw)`` when it is not a date (``raw`` cut to 40 characters, for the message)."""
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None, None
+    try:
+        return date.fromisoformat(raw), None
+    except ValueError:
+        return None, raw[:40]
