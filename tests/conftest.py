@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tests.databases import with_database, fresh_mariadb_database
+from tests.databases import fresh_database
 
 def _without_opportunistic_tls(url: str) -> str:
     """PyMySQL tries TLS on every connection unless told otherwise, and builds a fresh SSL context with the
@@ -88,7 +87,7 @@ def mariadb_admin_url() -> str:
 @pytest.fixture
 def mariadb_database(mariadb_admin_url: str) -> Iterator[str]:
     """A fresh, empty MariaDB database (URL), dropped after the test."""
-    with fresh_mariadb_database(mariadb_admin_url) as url:
+    with fresh_database(mariadb_admin_url) as url:
         yield url
 
 
@@ -102,16 +101,9 @@ def postgres_admin_url() -> str:
 
 @pytest.fixture
 def postgres_database(postgres_admin_url: str) -> Iterator[str]:
-    name = f"mls_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(postgres_admin_url, name)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    """A fresh, empty PostgreSQL database (URL), dropped after the test."""
+    with fresh_database(postgres_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])

@@ -1,4 +1,5 @@
-"""Throw-away databases on the test servers."""
+"""Throw-away databases on the test servers (MariaDB and PostgreSQL), each with a unique name and dropped
+on leaving."""
 
 from __future__ import annotations
 
@@ -17,15 +18,19 @@ def with_database(admin_url: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def fresh_mariadb_database(admin_url: str) -> Iterator[str]:
-    """A fresh, empty MariaDB database (URL), dropped on leaving."""
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A fresh, empty database (URL) on the server of ``admin_url``, dropped on leaving."""
     name = f"mls_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci")
+    mysql = sa.make_url(admin_url).get_backend_name() == "mysql"
+    create, drop = ((f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci",
+                     f"DROP DATABASE IF EXISTS `{name}`") if mysql else
+                    (f'CREATE DATABASE "{name}"', f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(create)
     try:
         yield with_database(admin_url, name)
     finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(drop)
         admin.dispose()

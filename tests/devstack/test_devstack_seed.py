@@ -23,7 +23,7 @@ from sidecar.devstack.seed import (
 )
 from sidecar.devstack.site import build_demo_site
 from sidecar.domain.access import add_duration
-from tests.databases import fresh_mariadb_database
+from tests.databases import fresh_database
 
 TODAY = date(2026, 3, 15)
 SOURCES = {"purchase", "free_item", "free_registration_form", "bulk_operations_reg", "bulk_operations_add",
@@ -71,7 +71,7 @@ def seeded(request, tmp_path_factory):
         if request.param == "sqlite":
             url = f"sqlite:///{tmp_path_factory.mktemp('seeded') / 'wordpress.sqlite'}"
         else:
-            url = stack.enter_context(fresh_mariadb_database(request.getfixturevalue("mariadb_admin_url")))
+            url = stack.enter_context(fresh_database(request.getfixturevalue("mariadb_admin_url")))
         engine = sa.create_engine(url)
         stack.callback(engine.dispose)
         yield engine, seed_site(engine, users=400, levels=7, seed=11, today=TODAY)

@@ -38,7 +38,7 @@ from sidecar.devstack.emulator import create_emulator_app
 from sidecar.devstack.seed import DEMO_API_LOGIN
 from sidecar.devstack.server import serve_in_thread
 from tests.bridge.fake_amocrm import create_fake_amocrm
-from tests.databases import fresh_mariadb_database
+from tests.databases import fresh_database
 from tests.sites import seeded_site
 from tests.stores import migrate_store
 
@@ -84,9 +84,9 @@ def target(request, tmp_path_factory, small_site_template) -> Iterator[tuple[Any
             store = {"url": f"sqlite:///{folder / 'store.sqlite'}"}
         else:
             admin_url = request.getfixturevalue("mariadb_admin_url")
-            site_url = stack.enter_context(fresh_mariadb_database(admin_url))
+            site_url = stack.enter_context(fresh_database(admin_url))
             seeded_site(site_url, **SMALL_SITE)
-            store = {"url": stack.enter_context(fresh_mariadb_database(admin_url))}
+            store = {"url": stack.enter_context(fresh_database(admin_url))}
         connect = {"timeout": 30, "check_same_thread": False} if site_url.startswith("sqlite") else {}
         engine = sa.create_engine(site_url, connect_args=connect)
         stack.callback(engine.dispose)
