@@ -406,44 +406,47 @@ class RandomSite:
         return self.md.tables["wp_" + short]
 
     def load(self, keys, certificates, modes, blocked) -> None:
+        # Each table's rows go in one executemany: a statement per row made the loading, not the code
+        # under test, a large share of every example.
+        users, usermeta, terms, taxonomy, termmeta, key_rows, key_meta, certificate_rows = ([] for _ in range(8))
+        for user_id in EXISTING_USERS:
+            users.append({"ID": user_id, "user_login": f"learner{user_id}", "user_email": f"Learner{user_id}@Example.org",
+                          "display_name": f"Learner {user_id}"})
+            usermeta += [{"user_id": user_id, "meta_key": "first_name", "meta_value": f"Имя{user_id}"},
+                         {"user_id": user_id, "meta_key": "last_name", "meta_value": f"Фамилия{user_id}"}]
+            if user_id in blocked:
+                usermeta.append({"user_id": user_id, "meta_key": "wpm_status", "meta_value": "inactive"})
+        for term_id, parent in ((PARENT, 0), (CHILD, PARENT), (OTHER, 0)):
+            terms.append({"term_id": term_id, "name": f"Level {term_id}", "slug": f"level-{term_id}"})
+            taxonomy.append({"term_taxonomy_id": term_id, "term_id": term_id, "taxonomy": "wpm-levels",
+                             "description": "", "parent": parent})
+            if modes[term_id] is not None:
+                termmeta += [{"term_id": term_id, "meta_key": "_mblc_has_certificate", "meta_value": "yes"},
+                             {"term_id": term_id, "meta_key": "_mblc_how_to_issue", "meta_value": modes[term_id]}]
+        for key_id, key in enumerate(keys, start=1):
+            key_rows.append({
+                "id": key_id, "term_id": key["term_id"], "user_id": key["user_id"], "key": f"code-{key_id}",
+                "key_type": key["key_type"], "status": key["status"], "sent": 0, "is_banned": key["is_banned"],
+                "duration": 1, "units": "months", "date_start": key["date_start"], "date_end": key["date_end"],
+                "date_registered": key["date_registered"], "is_unlimited": key["is_unlimited"]})
+            if key["meta"] and key["date_start"] != ZERO_DATE:
+                key_meta.append({"key_id": key_id, "activation_datetime": f"{key['date_start']} 10:00:00",
+                                 "source": "purchase"})
+        for cert_id, cert in enumerate(certificates, start=1):
+            created = date.fromisoformat(cert["create"])
+            certificate_rows.append({
+                "certificate_id": cert_id, "user_id": cert["user_id"], "wpmlevel_id": cert["level"],
+                "certificate_name": "Course", "certificate_template_id": 1,
+                "date_issue": (created + timedelta(days=cert["shift"])).isoformat(), "series": "S",
+                "number": f"{cert['user_id']:05d}", "responsible_person": 0, "create_date": created.isoformat()})
+        rows = {"users": users, "usermeta": usermeta, "terms": terms, "term_taxonomy": taxonomy, "termmeta": termmeta,
+                "memberlux_term_keys": key_rows, "memberlux_keys_meta": key_meta, "memberlux_certificate": certificate_rows}
         with self.writer.begin() as conn:
             for short in self.WP_TABLES:
                 conn.execute(self.t(short).delete())
-            for user_id in EXISTING_USERS:
-                conn.execute(self.t("users").insert().values(
-                    ID=user_id, user_login=f"learner{user_id}", user_email=f"Learner{user_id}@Example.org",
-                    display_name=f"Learner {user_id}"))
-                conn.execute(self.t("usermeta").insert(), [
-                    {"user_id": user_id, "meta_key": "first_name", "meta_value": f"Имя{user_id}"},
-                    {"user_id": user_id, "meta_key": "last_name", "meta_value": f"Фамилия{user_id}"}])
-                if user_id in blocked:
-                    conn.execute(self.t("usermeta").insert().values(user_id=user_id, meta_key="wpm_status",
-                                                                    meta_value="inactive"))
-            for term_id, parent in ((PARENT, 0), (CHILD, PARENT), (OTHER, 0)):
-                conn.execute(self.t("terms").insert().values(term_id=term_id, name=f"Level {term_id}",
-                                                             slug=f"level-{term_id}"))
-                conn.execute(self.t("term_taxonomy").insert().values(
-                    term_taxonomy_id=term_id, term_id=term_id, taxonomy="wpm-levels", description="", parent=parent))
-                if modes[term_id] is not None:
-                    conn.execute(self.t("termmeta").insert(), [
-                        {"term_id": term_id, "meta_key": "_mblc_has_certificate", "meta_value": "yes"},
-                        {"term_id": term_id, "meta_key": "_mblc_how_to_issue", "meta_value": modes[term_id]}])
-            for key_id, key in enumerate(keys, start=1):
-                conn.execute(self.t("memberlux_term_keys").insert().values(
-                    id=key_id, term_id=key["term_id"], user_id=key["user_id"], key=f"code-{key_id}",
-                    key_type=key["key_type"], status=key["status"], sent=0, is_banned=key["is_banned"], duration=1,
-                    units="months", date_start=key["date_start"], date_end=key["date_end"],
-                    date_registered=key["date_registered"], is_unlimited=key["is_unlimited"]))
-                if key["meta"] and key["date_start"] != ZERO_DATE:
-                    conn.execute(self.t("memberlux_keys_meta").insert().values(
-                        key_id=key_id, activation_datetime=f"{key['date_start']} 10:00:00", source="purchase"))
-            for cert_id, cert in enumerate(certificates, start=1):
-                created = date.fromisoformat(cert["create"])
-                conn.execute(self.t("memberlux_certificate").insert().values(
-                    certificate_id=cert_id, user_id=cert["user_id"], wpmlevel_id=cert["level"],
-                    certificate_name="Course", certificate_template_id=1,
-                    date_issue=(created + timedelta(days=cert["shift"])).isoformat(), series="S",
-                    number=f"{cert['user_id']:05d}", responsible_person=0, create_date=created.isoformat()))
+            for short in self.WP_TABLES:
+                if rows[short]:
+                    conn.execute(self.t(short).insert(), rows[short])
         with self.runtime.sessions.begin() as session:
             for model in (SleeperEntry, SleeperRefresh, SleeperCount, CertificateClassRow, WatchState):
                 session.execute(sa.delete(model))

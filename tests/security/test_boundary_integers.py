@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import re
 import shutil
@@ -119,9 +120,17 @@ def target(request, tmp_path_factory, small_site_template) -> Iterator[tuple[Any
         yield app, admin, runtime
 
 
-def _csrf(client) -> str:
-    with client.session_transaction() as session:
-        return session.get("csrf", "")  # sidecar.web.auth keeps the token under this key
+def _csrf(app, client) -> str:
+    cookie = client.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    return _csrf_in_cookie(app, cookie.value) if cookie is not None else ""
+
+
+@functools.lru_cache(maxsize=16)
+def _csrf_in_cookie(app, value: str) -> str:
+    # Read from the session cookie as the app reads it, once per cookie value: session_transaction() builds
+    # a request context and signs the cookie again on every call, and the pass asks twice per form post.
+    session = app.session_interface.get_signing_serializer(app).loads(value)
+    return session.get("csrf", "")  # sidecar.web.auth keeps the token under this key
 
 
 def _bodies(rule: str, value: Any) -> list[tuple[str, bytes, dict[str, str]]]:
@@ -210,8 +219,8 @@ def _fuzz(app, admin, rule, method: str, value: Any) -> list[str]:
         requests_.append((anonymous, f"{url}?{query}", {"headers": {"X-API-Key": API_KEY}}))
     else:
         form = dict.fromkeys(NUMERIC_NAMES, text)
-        requests_.append((admin, url, {"data": {**form, "csrf_token": _csrf(admin)}}))
-        requests_.append((admin, f"{url}?{query}", {"data": {**form, "csrf_token": _csrf(admin)}}))
+        requests_.append((admin, url, {"data": {**form, "csrf_token": _csrf(app, admin)}}))
+        requests_.append((admin, f"{url}?{query}", {"data": {**form, "csrf_token": _csrf(app, admin)}}))
         for n, (content_type, raw, headers) in enumerate(_bodies(rule.rule, value)):
             requests_.append((anonymous, url if n else f"{url}?{query}",
                               {"data": raw, "content_type": content_type, "headers": headers}))
