@@ -65,13 +65,8 @@ def _mariadb_template(url: sa.URL) -> str:
     with _lock:
         if server not in _mariadb_templates:
             name = f"mls_tpl_store_{uuid.uuid4().hex[:12]}"
-            admin = sa.create_engine(server)
-            try:
-                with admin.begin() as conn:
-                    conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci")
-            finally:
-                admin.dispose()
-            atexit.register(_drop, server, name)
+            _on_server(server, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci")
+            atexit.register(_on_server, server, f"DROP DATABASE IF EXISTS `{name}`")
             engine = store_db.create_store_engine(_server(url, name))
             try:
                 store_db.upgrade(engine)
@@ -97,10 +92,10 @@ def _copy_mariadb_template(url: sa.URL) -> None:
         engine.dispose()
 
 
-def _drop(server: str, name: str) -> None:
+def _on_server(server: str, statement: str) -> None:
     admin = sa.create_engine(server)
     try:
         with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+            conn.exec_driver_sql(statement)
     finally:
         admin.dispose()
