@@ -15,22 +15,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.databases import fresh_database
-
-def _without_opportunistic_tls(url: str) -> str:
-    """PyMySQL tries TLS on every connection unless told otherwise, and builds a fresh SSL context with the
-    system's CA store for each one (about 50 ms of CPU; the suite opens hundreds). The test server is on
-    loopback with TLS off, so nothing is lost by saying so; a URL that names any ``ssl`` option is kept."""
-    parsed = sa.make_url(url)
-    if parsed.drivername != "mysql+pymysql" or any(key.startswith("ssl") for key in parsed.query):
-        return url
-    return parsed.update_query_dict({"ssl_disabled": "true"}).render_as_string(hide_password=False)
-
+from tests.databases import fresh_database, without_opportunistic_tls
 
 # Fixtures of two features that the security tests use as well.
 pytest_plugins = ("tests.bridge.fixtures", "tests.reminders.school")
 
-MARIADB_ADMIN_URL = _without_opportunistic_tls(
+MARIADB_ADMIN_URL = without_opportunistic_tls(
     os.environ.get("MLS_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/"))
 POSTGRES_ADMIN_URL = os.environ.get("MLS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
