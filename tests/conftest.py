@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from tests.databases import fresh_database, without_opportunistic_tls
 
-# Fixtures of two features that the security tests use as well.
-pytest_plugins = ("tests.bridge.fixtures", "tests.reminders.school")
+# Fixtures of three features that the security tests use as well.
+pytest_plugins = ("tests.bridge.fixtures", "tests.reminders.school", "tests.webhooks.support")
 
 MARIADB_ADMIN_URL = without_opportunistic_tls(
     os.environ.get("MLS_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/"))

@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 from sidecar.clock import FixedClock
 from sidecar.webhooks.delivery import WebhookDeliverer
 from sidecar.webhooks.ssrf import PinnedAdapter, pinned_session
-from tests.webhooks.support import Receiver, deliveries, endpoint, fire
+from tests.webhooks.support import deliveries, endpoint, fire
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 PUBLIC = "93.184.216.34"
@@ -49,12 +49,6 @@ class RebindingDNS:
             raise socket.gaierror(socket.EAI_NONAME, "the public address is not reached from tests")
         return _real_getaddrinfo(host, port, *args, **kwargs)
 
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

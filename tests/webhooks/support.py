@@ -1,9 +1,12 @@
-"""Helpers of the outbound-webhook tests: a local receiver, an endpoint row, an event fired, the deliveries."""
+"""Helpers of the outbound-webhook tests: a local receiver (and its ``receiver`` fixture: this module is a
+pytest plugin listed in ``tests/conftest.py``, so the security tests use it too), an endpoint row, an event
+fired, the deliveries."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask, request
 
@@ -58,3 +61,11 @@ def fire(runtime, event_type="grant.failed", data=None) -> str | None:
 def deliveries(runtime) -> list[WebhookDelivery]:
     with runtime.sessions() as session:
         return list(session.scalars(sa.select(WebhookDelivery).order_by(WebhookDelivery.id)))
+
+
+@pytest.fixture
+def receiver():
+    """A :class:`Receiver` listening on loopback for the test, stopped after it."""
+    made = Receiver()
+    yield made
+    made.stop()

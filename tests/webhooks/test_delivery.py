@@ -21,12 +21,6 @@ from tests.webhooks.support import NOW, SECRET, Receiver, deliveries, endpoint, 
 OLD_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 
 
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.stop()
-
 
 @pytest.fixture
 def hooks(small_site, settings_for, make_runtime):
