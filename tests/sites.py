@@ -141,15 +141,13 @@ class ReflectionCache:
     def __call__(self, engine: sa.Engine, prefix: str, base_prefix: str | None = None):
         with engine.connect() as conn:
             fingerprint = self._fingerprint(conn)
-        if fingerprint is None:
-            return self._reflect(engine, prefix, base_prefix)
-        key = (engine.dialect.name, prefix, base_prefix, fingerprint)
-        schema = self._schemas.get(key)
-        if schema is None:
-            schema = self._schemas[key] = self._reflect(engine, prefix, base_prefix)
-        elif schema.has("options"):
-            with engine.connect() as conn:
+            schema = self._schemas.get((engine.dialect.name, prefix, base_prefix, fingerprint))
+            if schema is not None and schema.has("options"):
                 memberlux_schema._check_legacy_storage(conn, schema.table("options").name)
+        if schema is None:
+            schema = self._reflect(engine, prefix, base_prefix)
+            if fingerprint is not None:
+                self._schemas[(engine.dialect.name, prefix, base_prefix, fingerprint)] = schema
         return schema
 
     @staticmethod
