@@ -8,13 +8,13 @@ summary (pytest runs with ``-ra``).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from tests.admin_pages import AdminPages
 from tests.databases import fresh_database, without_opportunistic_tls
 
 # Fixtures of three features that the security tests use as well.
@@ -262,45 +262,6 @@ def smtp_server():
         yield "127.0.0.1", port, inbox
     finally:
         controller.stop()
-
-
-class AdminPages:
-    """Reading the admin pages' HTML and signing in through the real login form.
-
-    Shared by the page tests of several features; reached through the ``admin_pages`` fixture because
-    test modules cannot import each other or this file (``--import-mode=importlib``, no packages).
-    """
-
-    @staticmethod
-    def csrf_in(page: str) -> str:
-        found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-        assert found, "no CSRF field in the page"
-        return found.group(1)
-
-    @staticmethod
-    def flashes(page: str) -> list[str]:
-        return [m.strip() for m in re.findall(r'<p class="flash flash-\w+[^"]*"[^>]*>(.*?)</p>', page, re.S)]
-
-    @staticmethod
-    def field_error(page: str, field: str) -> str:
-        found = re.search(rf'<span class="field-error" id="err-{re.escape(field)}" role="alert">(.*?)</span>',
-                          page, re.S)
-        assert found, f"no error shown for {field}"
-        return found.group(1)
-
-    @classmethod
-    def signed_in(cls, runtime):
-        """``(app, client)``: the sidecar app with the demo administrator signed in."""
-        from sidecar.app import create_app
-        from sidecar.devstack import seed
-
-        app = create_app(runtime, testing=True)
-        client = app.test_client()
-        token = cls.csrf_in(client.get("/login").get_data(as_text=True))
-        response = client.post("/login", data={"csrf_token": token, "login": seed.DEMO_ADMIN_LOGIN,
-                                               "password": seed.DEMO_ADMIN_PASSWORD})
-        assert response.status_code == 302, "the administrator could not sign in"
-        return app, client
 
 
 @pytest.fixture

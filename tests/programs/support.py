@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-
 import requests
 import sqlalchemy as sa
 
@@ -13,37 +11,22 @@ from sidecar.programs.catalog import ProgramCatalog, ProgramDefinition
 from sidecar.programs.progression import Progression
 from sidecar.store.models import AuditEvent
 from sidecar.store.program_models import Enrolment
+from tests.admin_pages import AdminBrowser
 
 YOGA, ENGLISH, TRAVEL, BUSINESS = 10, 7, 8, 9   # small site levels: 10 and 7 manual certificates, 9 auto
 
 
-class School:
+class School(AdminBrowser):
     """The emulated site, a store, the sidecar app and a signed-in administrator."""
 
+    token_page = "/programs"
+
     def __init__(self, runtime, emulator, pages) -> None:
-        self.runtime = runtime
         self.base_url, self.api_user, self.api_password, self.engine = emulator
         self.catalog = ProgramCatalog(runtime)
         self.progression = Progression(runtime)
         CertificateClassifier(runtime).sync()   # the site's certificates so far are history
-        self.app, self.client = pages.signed_in(runtime)
-        self.csrf_in, self.flashes, self.field_error = pages.csrf_in, pages.flashes, pages.field_error
-
-    # --- the browser ---
-
-    def get(self, url: str, status: int = 200) -> str:
-        response = self.client.get(url)
-        assert response.status_code == status, (url, response.status_code, response.get_data(as_text=True)[:800])
-        return html.unescape(response.get_data(as_text=True))
-
-    def token(self) -> str:
-        return self.csrf_in(self.get("/programs"))
-
-    def post(self, url: str, data: dict | None = None, **kwargs):
-        return self.client.post(url, data={"csrf_token": self.token(), **(data or {})}, **kwargs)
-
-    def page_of(self, response) -> str:
-        return html.unescape(response.get_data(as_text=True))
+        super().__init__(runtime, pages)
 
     # --- the site ---
 

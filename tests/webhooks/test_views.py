@@ -25,6 +25,7 @@ from sidecar.webhooks import inbound
 from sidecar.webhooks.delivery import WebhookDeliverer
 from sidecar.webhooks.endpoints import sync_config
 from sidecar.webhooks.events import SCHEMAS
+from tests.admin_pages import AdminBrowser
 from tests.stores import migrate_store
 from tests.strong_secrets import strong_secret
 
@@ -49,25 +50,8 @@ class Receiver:
         self.base_url, self.stop = serve_in_thread(app)
 
 
-class Admin:
-    def __init__(self, runtime, pages) -> None:
-        self.runtime = runtime
-        self.app, self.client = pages.signed_in(runtime)
-        self.csrf_in, self.flashes, self.field_error = pages.csrf_in, pages.flashes, pages.field_error
-
-    def get(self, url: str, status: int = 200) -> str:
-        response = self.client.get(url)
-        assert response.status_code == status, (url, response.status_code, response.get_data(as_text=True)[:800])
-        return html.unescape(response.get_data(as_text=True))
-
-    def post(self, url: str, data: dict | None = None):
-        # The session's token, read once: fetching a page for it would also take the page's flashes.
-        self._token = getattr(self, "_token", None) or self.csrf_in(self.get("/webhooks/events"))
-        return self.client.post(url, data={"csrf_token": self._token, **(data or {})})
-
-    @staticmethod
-    def page_of(response) -> str:
-        return html.unescape(response.get_data(as_text=True))
+class Admin(AdminBrowser):
+    token_page = "/webhooks/events"
 
     def endpoint(self, name: str) -> WebhookEndpoint:
         with self.runtime.sessions() as session:
