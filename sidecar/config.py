@@ -270,6 +270,11 @@ class SmtpSettings(_Section):
     max_per_minute: int = Field(60, ge=1, le=10000, description="Rate limit of outgoing messages.")
     pickup_dir: str = Field("", description="Write each message as an .eml file into this directory instead of sending it (demo, staging); '' = send through host.")
 
+    @property
+    def delivers(self) -> bool:
+        """Letters go somewhere: through an SMTP server, or as files into the pickup directory."""
+        return bool(self.host or self.pickup_dir)
+
     @model_validator(mode="after")
     def _sender_when_enabled(self) -> SmtpSettings:
         if (self.host or self.pickup_dir) and "@" not in self.from_address:

@@ -7,8 +7,11 @@ serves its REST API on one port, the sidecar (web app + scheduler) on another.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import secrets
+import shutil
 import signal
 import socket
 import threading
@@ -19,7 +22,7 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 
-from sidecar.config import settings_from_mapping
+from sidecar.config import load_settings
 from sidecar.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -34,22 +37,94 @@ MAIL_DIR = "mail"
 SITE_MAIL_DIR = "site-mail"
 
 
-def demo_settings(data_dir: Path, emulator_url: str, api_login: str, app_password: str, port: int, host: str,
-                  api_key: str, hook_token: str | None = None):
-    return settings_from_mapping({
-        "wordpress": {"db_url": f"sqlite:///{(data_dir / SITE_FILE).resolve()}", "table_prefix": "wp_"},
-        "memberlux": {"rest_base_url": emulator_url + "/wp-json", "rest_user": api_login,
-                      "rest_password": app_password, "timeout_seconds": 60},
-        "store": {"url": f"sqlite:///{(data_dir / STORE_FILE).resolve()}"},
-        "web": {"host": host, "port": port, "public_url": f"http://{host}:{port}",
-                "secret_key": secrets.token_hex(32)},
-        "bridge": {"api_keys": {"demo": api_key}, "retry_base_seconds": 5},
-        "webhooks": {"memberlux_path_token": hook_token or ""},
-        # Reminders and welcome letters land as .eml files to open with any mail client.
-        "smtp": {"pickup_dir": str((data_dir / MAIL_DIR).resolve()), "from_address": "school@demo.example",
-                 "from_name": "Демо-школа"},
-        "log": {"format": "text", "level": "INFO"},
-    }, environ={}, source="demo settings")
+CONFIG_FILE = "mlsidecar.toml"
+#: One file per secret (mode 0600), referenced from the configuration as ``file:`` secrets.
+SECRETS_DIR = "secrets"
+_SECRETS = {
+    "app-password": lambda: secrets.token_urlsafe(18),        # the emulated site's Application Password
+    "api-key": lambda: "demo-" + secrets.token_urlsafe(32),    # the bridge's API key for CRM calls
+    "hook-token": lambda: secrets.token_urlsafe(32),           # the path token of MemberLux's own webhooks
+    "secret-key": lambda: secrets.token_hex(32),               # sessions and unsubscribe links
+    "metrics-token": lambda: secrets.token_urlsafe(32),        # read-only API token: /metrics, /api/v1/sleepers
+}
+
+
+def demo_secrets(data_dir: Path) -> dict[str, Path]:
+    """The demo's secrets, each in its own file: made on the first run and kept, so that a second shell
+    (the CLI, doctor, curl) can use what the running demo uses."""
+    folder = data_dir / SECRETS_DIR
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = {}
+    for name, make in _SECRETS.items():
+        path = (folder / name).resolve()
+        if not path.exists() or not path.read_text(encoding="utf-8").strip():
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                file.write(make() + "\n")
+        paths[name] = path
+    return paths
+
+
+def read_secret(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip()
+
+
+def demo_config(data_dir: Path, emulator_url: str, api_login: str, host: str, port: int,
+                secret_files: dict[str, Path]) -> str:
+    """The demo's configuration as TOML: the file the demo itself runs on, and the one to export."""
+    root = data_dir.resolve()
+
+    def ref(name: str) -> str:
+        return _toml_string(f"file:{secret_files[name]}")
+
+    return f"""# Written by `mlsidecar demo` at each start (edits are overwritten): the running demo uses exactly this.
+# In another shell:  export MLS_CONFIG={root / CONFIG_FILE}
+
+[wordpress]
+db_url = {_toml_string(f"sqlite:///{root / SITE_FILE}")}
+table_prefix = "wp_"
+
+[memberlux]
+rest_base_url = {_toml_string(emulator_url + "/wp-json")}
+rest_user = {_toml_string(api_login)}
+rest_password = {ref("app-password")}
+timeout_seconds = 60
+
+[store]
+url = {_toml_string(f"sqlite:///{root / STORE_FILE}")}
+
+[web]
+host = {_toml_string(host)}
+port = {port}
+public_url = {_toml_string(f"http://{host}:{port}")}
+secret_key = {ref("secret-key")}
+api_tokens = {{ metrics = {ref("metrics-token")} }}
+
+[bridge]
+api_keys = {{ demo = {ref("api-key")} }}
+retry_base_seconds = 5
+
+[bridge.welcome_email]
+enabled = true
+
+[webhooks]
+memberlux_path_token = {ref("hook-token")}
+
+# Reminders and welcome letters land as .eml files to open with any mail client.
+[smtp]
+pickup_dir = {_toml_string(str(root / MAIL_DIR))}
+from_address = "school@demo.example"
+from_name = "Демо-школа"
+
+[log]
+format = "text"
+level = "INFO"
+"""
+
+
+def _toml_string(value: str) -> str:
+    # A JSON string is a TOML basic string (the same escapes: \\, \", \n, \uXXXX).
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _free_port(host: str) -> int:
@@ -67,13 +142,28 @@ def _prepare_site(data_dir: Path, users: int, levels: int, seed: int, fresh: boo
     if fresh or not site_file.exists() or not marker.exists() or marker.read_text().split("\n")[0] != wanted:
         for stale in (site_file, data_dir / STORE_FILE):
             stale.unlink(missing_ok=True)
+        for letters in (data_dir / MAIL_DIR, data_dir / SITE_MAIL_DIR):   # a new site, no old letters
+            shutil.rmtree(letters, ignore_errors=True)
         started = time.monotonic()
         click.echo(f"building the demo site ({users} learners, {levels} levels, seed {seed})…", err=True)
         summary = build_demo_site(f"sqlite:///{site_file.resolve()}", users=users, levels=levels, seed=seed,
                                   today=datetime.now(timezone.utc).date(), fresh=True)
+        _forget_dead_program_hooks(site_file)
         marker.write_text(f"{wanted}\nbuilt {date.today()} in {time.monotonic() - started:.1f} s\n")
         return dataclasses.asdict(summary)
     return {}
+
+
+def _forget_dead_program_hooks(site_file: Path) -> None:
+    """The seeded legacy programs post to a CRM on 127.0.0.1:9, which the demo does not have: clear
+    that setting in the demo's own fake site before the import turns it into a failing endpoint."""
+    engine = sa.create_engine(f"sqlite:///{site_file.resolve()}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE wp_postmeta SET meta_value = '' WHERE meta_key = 'mlp_webhook_url' "
+                                 "AND meta_value LIKE 'http://127.0.0.1:9/%'"))
+    finally:
+        engine.dispose()
 
 
 def _example_grant(runtime) -> str | None:
@@ -92,11 +182,15 @@ def _example_grant(runtime) -> str | None:
 
 def _register_hook(site_engine: sa.Engine, url: str) -> None:
     """Point the emulated site's MemberLux webhook at this run's sidecar, as an admin would in
-    MemberLux → Webhooks (the demo's own fake WordPress; a real site is never written to)."""
+    MemberLux → Webhooks (the demo's own fake WordPress; a real site is never written to). The
+    seeded site's hook to a CRM that does not exist here goes: it would fail after every order."""
+    from sidecar.devstack.seed import DEFAULT_WEBHOOK_URL
+
     hook = sa.Table("wp_memberlux_hook", sa.MetaData(), autoload_with=site_engine)
     action = sa.Table("wp_memberlux_hook_action", sa.MetaData(), autoload_with=site_engine)
     with site_engine.begin() as conn:
-        old = [row.id for row in conn.execute(sa.select(hook.c.id).where(hook.c.destination.like("%/hooks/memberlux/%")))]
+        old = [row.id for row in conn.execute(sa.select(hook.c.id).where(
+            hook.c.destination.like("%/hooks/memberlux/%") | (hook.c.destination == DEFAULT_WEBHOOK_URL)))]
         if old:
             conn.execute(action.delete().where(action.c.hook_id.in_(old)))
             conn.execute(hook.delete().where(hook.c.id.in_(old)))
@@ -133,16 +227,19 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_site(data_dir, users, levels, seed, fresh)
 
-    app_password = secrets.token_urlsafe(18)
+    secret_files = demo_secrets(data_dir)
+    app_password = read_secret(secret_files["app-password"])
     site_engine = sa.create_engine(f"sqlite:///{(data_dir / SITE_FILE).resolve()}",
                                    connect_args={"timeout": 30, "check_same_thread": False})
     emulator = create_emulator_app(site_engine, prefix="wp_", app_user=DEMO_API_LOGIN, app_password=app_password,
                                    dialect="both", mail_dir=data_dir / SITE_MAIL_DIR)
     emulator_url, stop_emulator = serve_in_thread(emulator, host=host, port=emulator_port)
 
-    api_key = "demo-" + secrets.token_urlsafe(32)
-    hook_token = secrets.token_urlsafe(32)
-    settings = demo_settings(data_dir, emulator_url, DEMO_API_LOGIN, app_password, port, host, api_key, hook_token)
+    config_file = data_dir.resolve() / CONFIG_FILE
+    config_file.write_text(demo_config(data_dir, emulator_url, DEMO_API_LOGIN, host, port, secret_files),
+                           encoding="utf-8")
+    settings = load_settings(config_file, environ={})
+    api_key, hook_token = read_secret(secret_files["api-key"]), read_secret(secret_files["hook-token"])
     store_engine = store_db.create_store_engine(f"sqlite:///{(data_dir / STORE_FILE).resolve()}")
     store_db.upgrade(store_engine)
     store_engine.dispose()
@@ -170,6 +267,10 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
         click.echo(f"  programs:       {imported} imported from the legacy bundle plugin's data ({sidecar_url}/programs)")
     click.echo(f"  letters:        written to {(data_dir / MAIL_DIR).resolve()} as .eml files")
     click.echo(f"  site's mail:    written to {(data_dir / SITE_MAIL_DIR).resolve()} as .eml files")
+    click.echo(f"  metrics:        curl -s {sidecar_url}/metrics -H \"Authorization: Bearer $(cat {secret_files['metrics-token']})\"")
+    click.echo("  the CLI against this demo, in another shell:")
+    click.echo(f"    export MLS_CONFIG={config_file}")
+    click.echo("    mlsidecar doctor; mlsidecar grants list; mlsidecar sleepers list; mlsidecar remind --dry-run")
     click.echo("  Ctrl-C stops everything.")
     click.echo("")
     stop = threading.Event()

@@ -7,10 +7,12 @@ prerequisite are reported as skipped rather than crashing with a cascade of seco
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -21,7 +23,13 @@ from sidecar.memberlux import wpdata
 from sidecar.memberlux.payments import PAYMENTS_PLUGIN, plugin_names
 from sidecar.memberlux.reader import MemberLuxReader
 from sidecar.memberlux.rest import MemberLuxRestClient, RestError
-from sidecar.memberlux.schema import SiteSchema, connect_wordpress, reflect_site
+from sidecar.memberlux.schema import (
+    LegacyKeyStorageError,
+    MissingTableError,
+    SiteSchema,
+    connect_wordpress,
+    reflect_site,
+)
 from sidecar.jobs import HEARTBEAT_JOB
 from sidecar.store import db as store_db
 from sidecar.store import leases
@@ -162,7 +170,10 @@ class Doctor:
     def tables(self) -> tuple[str, str]:
         wp = self.settings.wordpress
         assert self.wp_engine is not None
-        self.site = reflect_site(self.wp_engine, wp.table_prefix, wp.base_prefix or None)
+        try:
+            self.site = reflect_site(self.wp_engine, wp.table_prefix, wp.base_prefix or None)
+        except (MissingTableError, LegacyKeyStorageError) as exc:
+            return FAIL, str(exc)   # written for the operator: every table, and what to do, in full
         keys = self.reader.count_rows("memberlux_term_keys")
         return OK, (f"{len(self.site.tables)} tables reflected in {self.site.reflected_in_seconds * 1000:.0f} ms "
                     f"(prefix '{self.site.prefix}'); {keys} key rows")
@@ -170,9 +181,31 @@ class Doctor:
     def modules(self) -> tuple[str, str]:
         assert self.site is not None
         off = [name for name, present in self.site.features.items() if not present]
-        if off:
-            return WARN, "; ".join(self.site.notices) or f"missing: {', '.join(off)}"
-        return OK, "certificates, webhooks, auto-responder and WooCommerce tables present"
+        if not off:
+            return OK, "certificates, webhooks, auto-responder and WooCommerce tables present"
+        detail = "; ".join(self.site.notices) or f"missing: {', '.join(off)}"
+        # Issued certificates without templates never get here: reflection refuses that site outright.
+        if "woocommerce" in off and self.settings.memberlux.order_dialect == "woocommerce":
+            orders = self._shop_orders()
+            if orders:
+                return FAIL, (f"{detail} The site has WooCommerce orders ({orders}) and the sidecar orders through "
+                              "WooCommerce: without the order item tables a grant whose outcome is unknown cannot be "
+                              "matched to the order the site made for it, and could be ordered twice. Restore the "
+                              "tables (or check table_prefix).")
+        return WARN, detail
+
+    def _shop_orders(self) -> str | None:
+        """How the site's WooCommerce orders show without the order item tables ("12 in wp_posts"), or None."""
+        assert self.wp_engine is not None and self.site is not None
+        posts = self.site.table("posts")
+        with self.wp_engine.connect() as conn:
+            found = conn.execute(sa.select(sa.func.count()).select_from(posts)
+                                 .where(posts.c.post_type == "shop_order")).scalar() or 0
+            if not found and self.site.has("wc_orders"):
+                orders = self.site.table("wc_orders")
+                found = conn.execute(sa.select(sa.func.count()).select_from(orders)).scalar() or 0
+                return f"{found} in {orders.name}" if found else None
+        return f"{found} in {posts.name}" if found else None
 
     def timezone(self) -> tuple[str, str]:
         override = self.settings.wordpress.timezone
@@ -363,14 +396,28 @@ class Doctor:
     # --- SMTP ---------------------------------------------------------------------------------
     def smtp(self) -> tuple[str, str]:
         smtp = self.settings.smtp
+        if smtp.pickup_dir:
+            return self._pickup_dir(Path(smtp.pickup_dir))
         if not smtp.host:
-            return WARN, "smtp.host is empty: e-mail (reminders, notifications) is disabled"
+            return WARN, "smtp.host and smtp.pickup_dir are empty: e-mail (reminders, notifications) is disabled"
         from sidecar.mail.mailer import Mailer
 
         with Mailer(smtp).session():
             pass
         auth = " and logged in" if smtp.username else ""
         return OK, f"{smtp.host}:{smtp.port} answered ({smtp.security}){auth}"
+
+    @staticmethod
+    def _pickup_dir(directory: Path) -> tuple[str, str]:
+        """The pickup directory is the delivery: it must take a file, as the mailer writes one."""
+        probe = directory / f".doctor-{os.getpid()}.part"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            return FAIL, f"smtp.pickup_dir {directory} does not take files: {exc.strerror or exc}"
+        return OK, f"letters are written as .eml files into {directory} (smtp.pickup_dir; nothing is sent)"
 
     # --- reminders ------------------------------------------------------------------------------
     def reminders(self) -> tuple[str, str]:
@@ -382,8 +429,8 @@ class Doctor:
         if missing:
             return WARN, (f"{' and '.join(missing)} not set: letters need a working unsubscribe link, "
                           "so they wait in the ledger until it is")
-        if not settings.smtp.host:
-            return WARN, "planned but not sent: smtp.host is empty"
+        if not settings.smtp.delivers:
+            return WARN, "planned but not sent: smtp.host and smtp.pickup_dir are empty"
         assert self.store_engine is not None
         from sidecar.jobs import REMINDERS_DAILY_JOB
 

@@ -130,7 +130,8 @@ class ReflectionCache:
     Hundreds of tests build a runtime on one of a few identical schemas, and reflecting one costs
     ~0.1 s of CPU. The key is the schema itself (SQLite's stored DDL, MariaDB's columns, indexes and
     table options), so a test that changes a table gets a real reflection. What reflection checks in
-    the data, MemberLux's unfinished key migration, is checked on every call. Other databases are
+    the data (MemberLux's unfinished key migration, certificates without templates) is checked on every
+    call. Other databases are
     always reflected.
     """
 
@@ -142,8 +143,8 @@ class ReflectionCache:
         with engine.connect() as conn:
             fingerprint = self._fingerprint(conn)
             schema = self._schemas.get((engine.dialect.name, prefix, base_prefix, fingerprint))
-            if schema is not None and schema.has("options"):
-                memberlux_schema._check_legacy_storage(conn, schema.table("options").name)
+            if schema is not None:
+                memberlux_schema.recheck_site_data(conn, prefix, base_prefix)
         if schema is None:
             schema = self._reflect(engine, prefix, base_prefix)
             if fingerprint is not None:

@@ -7,9 +7,10 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from sidecar.bootstrap import store_url
+from sidecar.bootstrap import build_runtime, store_url
 from sidecar.devstack.seed import php_serialize
 from sidecar.doctor import FAIL, OK, SKIP, WARN, Doctor, render_table
+from sidecar.memberlux.schema import MissingTableError
 from sidecar.store import db as store_db
 from tests.stores import migrate_store
 from tests.strong_secrets import strong_secret
@@ -95,6 +96,79 @@ def test_smtp_down_fails(small_site, emulator, settings_for):
     settings = settings_for(small_site, emulator, smtp={"host": "127.0.0.1", "port": 9, "security": "none",
                                                         "from_address": "school@example.org"})
     assert checks_by_name(settings)["SMTP"].status == FAIL
+
+
+def test_a_pickup_directory_is_working_mail_delivery(small_site, emulator, settings_for, tmp_path):
+    settings = settings_for(small_site, emulator, smtp={"pickup_dir": str(tmp_path / "mail"),
+                                                        "from_address": "school@example.org"},
+                            web={"public_url": "http://127.0.0.1:8080"})
+    migrate(settings)
+    checks = checks_by_name(settings)
+    assert checks["SMTP"].status == OK and str(tmp_path / "mail") in checks["SMTP"].detail
+    assert "nothing is sent" in checks["SMTP"].detail
+    assert checks["Reminders"].status == OK, checks["Reminders"].detail
+    assert not list((tmp_path / "mail").iterdir()), "the probe file is removed again"
+
+
+def test_a_pickup_directory_that_takes_no_files_fails(small_site, emulator, settings_for, tmp_path):
+    occupied = tmp_path / "a-file"
+    occupied.write_text("not a directory")
+    settings = settings_for(small_site, emulator, smtp={"pickup_dir": str(occupied),
+                                                        "from_address": "school@example.org"})
+    check = checks_by_name(settings)["SMTP"]
+    assert check.status == FAIL and "does not take files" in check.detail and str(occupied) in check.detail
+
+
+def test_every_missing_required_table_is_named_in_one_run(tmp_path, settings_for):
+    from tests.sites import empty_site_schema
+
+    site = tmp_path / "site.sqlite"
+    engine = sa.create_engine(f"sqlite:///{site}")
+    metadata = empty_site_schema(engine)
+    for short in ("posts", "postmeta", "memberlux_keys_meta", "termmeta"):
+        metadata.tables[f"wp_{short}"].drop(engine)
+    engine.dispose()
+    check = checks_by_name(settings_for(f"sqlite:///{site}"))["MemberLux tables"]
+    assert check.status == FAIL
+    assert "4 tables not found" in check.detail
+    for short in ("posts", "postmeta", "memberlux_keys_meta", "termmeta"):
+        assert f"wp_{short}" in check.detail
+
+
+def test_certificates_without_their_templates_table_fail(small_site, emulator, settings_for):
+    engine = sa.create_engine(small_site)
+    with engine.begin() as conn:
+        issued = conn.exec_driver_sql("SELECT COUNT(*) FROM wp_memberlux_certificate").scalar()
+        conn.exec_driver_sql("DROP TABLE wp_memberlux_certificate_templates")
+    engine.dispose()
+    assert issued > 0, "the small site has issued certificates"
+    settings = settings_for(small_site, emulator)
+    checks = checks_by_name(settings)
+    check = checks["MemberLux tables"]
+    assert check.status == FAIL
+    assert "wp_memberlux_certificate_templates not found" in check.detail
+    assert "every certificate holder would be reported as a sleeper" in check.detail
+    assert checks["Optional modules"].status == SKIP
+    # Nothing starts either: the web app, the worker and every command build their runtime this way.
+    migrate(settings)
+    with pytest.raises(MissingTableError, match="holds issued certificates"):
+        build_runtime(settings)
+
+
+def test_woocommerce_orders_without_their_item_tables_fail_when_grants_go_through_woocommerce(small_site, settings_for):
+    engine = sa.create_engine(small_site)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE wp_woocommerce_order_itemmeta")
+        conn.exec_driver_sql("INSERT INTO wp_posts (post_content, post_title, post_excerpt, post_status, post_type) "
+                             "VALUES ('', 'Order', '', 'wc-completed', 'shop_order')")
+        orders = conn.exec_driver_sql("SELECT COUNT(*) FROM wp_posts WHERE post_type = 'shop_order'").scalar()
+    engine.dispose()
+    check = checks_by_name(settings_for(small_site))["Optional modules"]
+    assert check.status == FAIL, check.detail
+    assert f"WooCommerce orders ({orders} in wp_posts)" in check.detail and "ordered twice" in check.detail
+    # Orders by term id never look for WooCommerce orders: the same site is only a warning then.
+    check = checks_by_name(settings_for(small_site, memberlux={"order_dialect": "term_id"}))["Optional modules"]
+    assert check.status == WARN and "WooCommerce tables not found" in check.detail
 
 
 def test_reminders_readiness_and_last_run(small_site, emulator, settings_for, smtp_server):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import date
 
 import click
@@ -28,16 +27,19 @@ def devstack_seed(db_url: str, users: int, levels: int, seed: int, prefix: str, 
     from sidecar.devstack.site import build_demo_site
 
     day = today.date() if today else date.today()
-    with click.progressbar(length=100, label="seeding", file=sys.stderr) as bar:
-        last = [0]
+    shown: list[str] = []   # the stage on the current line of stderr
 
-        def progress(fraction: float) -> None:
-            step = int(fraction * 100)
-            bar.update(step - last[0])
-            last[0] = step
+    def progress(stage: str, done: int, total: int) -> None:
+        """One line per stage of the seeding ("keys: 41000/98000"), rewritten in place."""
+        if shown and shown[0] != stage:
+            click.echo("", err=True)
+        shown[:] = [stage]
+        click.echo(f"\rseeding {stage}: {done}/{total}", nl=False, err=True)
 
-        summary = build_demo_site(db_url, users=users, levels=levels, seed=seed, today=day, prefix=prefix,
-                                  fresh=fresh, progress=progress)
+    summary = build_demo_site(db_url, users=users, levels=levels, seed=seed, today=day, prefix=prefix,
+                              fresh=fresh, progress=progress)
+    if shown:
+        click.echo("", err=True)
     import dataclasses
 
     click.echo(json.dumps(dataclasses.asdict(summary), indent=2, ensure_ascii=False, default=str))

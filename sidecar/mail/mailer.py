@@ -152,7 +152,7 @@ class Mailer:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.settings.host or self.settings.pickup_dir)
+        return self.settings.delivers
 
     def build(self, mail: Mail) -> EmailMessage:
         smtp = self.settings

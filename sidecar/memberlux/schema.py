@@ -329,8 +329,55 @@ def _prefix_hint(existing: Iterable[str], short_name: str) -> str:
     candidates = sorted(name[: -len(short_name)] for name in existing if name.endswith(short_name))
     if candidates:
         found = ", ".join(repr(c) for c in candidates[:5])
-        return f" Tables with that name exist under the prefix {found}: is table_prefix set correctly?"
+        return f" A {short_name} table exists under the prefix {found}: is table_prefix set correctly?"
     return " Is table_prefix set to the site's $table_prefix from wp-config.php, and is MemberLux installed?"
+
+
+def _actual_names(conn: sa.Connection, wanted: dict[str, str]) -> tuple[set[str], dict[str, str | None]]:
+    """The tables that exist, and the real name of each wanted one (``None`` when absent)."""
+    existing = set(sa.inspect(conn).get_table_names())
+    # MySQL with lower_case_table_names=1 reports lower-cased names for a mixed-case prefix.
+    by_lower = {name.lower(): name for name in existing}
+    return existing, {short: by_lower.get(full.lower()) for short, full in wanted.items()}
+
+
+def recheck_site_data(conn: sa.Connection, prefix: str, base_prefix: str | None = None) -> None:
+    """The checks :func:`reflect_site` makes on the site's rows rather than its tables, for a caller
+    that keeps a reflection of an unchanged schema: the same errors, for the same rows."""
+    wanted = _wanted_names(prefix, base_prefix or prefix)
+    _, actual = _actual_names(conn, wanted)
+    if actual["options"] is not None:
+        _check_legacy_storage(conn, actual["options"])
+    _refuse_certificates_without_templates(conn, actual, wanted)
+
+
+def _missing_tables_message(absent: list[str], wanted: dict[str, str], existing: Iterable[str],
+                            prefix: str, base: str) -> str:
+    """Every absent required table in one message: a site is fixed in one round, not one table per run."""
+    names = ", ".join(wanted[short] for short in absent)
+    where = f"prefix {prefix!r}" + (f", base prefix {base!r}" if base != prefix else "")
+    noun = "table" if len(absent) == 1 else f"{len(absent)} tables"
+    return f"Required {noun} not found ({where}): {names}." + _prefix_hint(existing, absent[0])
+
+
+def _refuse_certificates_without_templates(conn: sa.Connection, actual: dict[str, str | None],
+                                           wanted: dict[str, str]) -> None:
+    """Certificates issued on the site but no templates table: a hard stop, not a disabled feature.
+
+    Only a certificate's template says whether it was issued by hand, and the sleeper rule spares the
+    holders of manual certificates. Without the templates every holder would be reported a sleeper and
+    mailed reminders, so the sidecar refuses to run until the table is back (or the certificates gone).
+    """
+    certificates, templates = actual["memberlux_certificate"], actual["memberlux_certificate_templates"]
+    if certificates is None or templates is not None:
+        return
+    issued = conn.execute(sa.select(sa.literal(1)).select_from(sa.table(certificates)).limit(1)).first()
+    if issued is not None:
+        raise MissingTableError(
+            f"Table {wanted['memberlux_certificate_templates']} not found, but {certificates} holds issued "
+            "certificates: without the templates a manual certificate cannot be told from an automatic one, "
+            "so every certificate holder would be reported as a sleeper and mailed reminders. Restore the "
+            "Certificates module's templates table (or check table_prefix) before running the sidecar.")
 
 
 def _check_legacy_storage(conn: sa.Connection, options_table: str) -> None:
@@ -373,24 +420,17 @@ def reflect_site(engine: sa.Engine, prefix: str, base_prefix: str | None = None)
     base = base_prefix or prefix
     wanted = _wanted_names(prefix, base)
     with engine.connect() as conn:
-        existing = set(sa.inspect(conn).get_table_names())
-        # MySQL with lower_case_table_names=1 reports lower-cased names for a mixed-case prefix.
-        by_lower = {name.lower(): name for name in existing}
-        actual = {short: by_lower.get(full.lower()) for short, full in wanted.items()}
+        existing, actual = _actual_names(conn, wanted)
 
         # Checked first: during the migration a missing key table is expected, not a wrong prefix.
         if actual["options"] is not None:
             _check_legacy_storage(conn, actual["options"])
-        for short in (*REQUIRED_BASE_TABLES, *REQUIRED_SITE_TABLES):
-            if actual[short] is None:
-                used = base if short in REQUIRED_BASE_TABLES else prefix
-                raise MissingTableError(
-                    f"Required table {wanted[short]} not found (prefix {used!r}"
-                    + (f", base prefix {base!r}" if base != prefix else "")
-                    + ")." + _prefix_hint(existing, short)
-                )
+        absent = [short for short in (*REQUIRED_BASE_TABLES, *REQUIRED_SITE_TABLES) if actual[short] is None]
+        if absent:
+            raise MissingTableError(_missing_tables_message(absent, wanted, existing, prefix, base))
 
         features, notices = _module_features(actual, wanted)
+        _refuse_certificates_without_templates(conn, actual, wanted)
         # A half-installed module is left out entirely, so no query can touch a lone table of it.
         present = {
             short: name for short, name in actual.items()

@@ -741,7 +741,7 @@ def _render_preview(level: Level, preview: Preview, settings: LevelSettings, *, 
         problems=problems, notice=notice, draft=hidden if draft is not None else None, frame_src=frame_src,
         frame_post=frame_post, to=_admin_address(runtime) if to is None else to,
         settings_url=url_for("monitor.level_settings", term_id=level.term_id),
-        mail_enabled=bool(runtime.settings.smtp.host),
+        mail_enabled=runtime.settings.smtp.delivers,
     ), status)
     response.headers["Cache-Control"] = "no-store"  # a learner's personal data
     return response

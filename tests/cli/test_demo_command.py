@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
+import pytest
 import requests
 
 
+@pytest.mark.slow
 def test_demo_starts_serves_and_stops(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "sidecar.cli", "demo", "--port", "0", "--emulator-port", "0", "--users", "40",
@@ -34,6 +39,53 @@ def test_demo_starts_serves_and_stops(tmp_path):
         assert requests.get(sidecar + "/healthz", timeout=10).json() == {"status": "ok"}
         assert requests.get(sidecar + "/readyz", timeout=10).json()["status"] == "ready"
         assert "mbl/v1" in requests.get(site + "/wp-json/", timeout=10).json()["namespaces"]
+
+        # The CLI in a second shell, on the configuration the demo prints.
+        config = re.search(r"export MLS_CONFIG=(\S+)", text).group(1)
+        assert config == str((tmp_path / "demo" / "mlsidecar.toml").resolve())
+        env = {**os.environ, "MLS_CONFIG": config}
+        doctor = cli(env, "doctor")
+        assert doctor.returncode == 0 and "FAIL" not in doctor.stdout, doctor.stdout + doctor.stderr
+        assert "SMTP" in doctor.stdout and "letters are written as .eml files" in doctor.stdout
+        for command in (["grants", "list"], ["sleepers", "list"], ["remind", "--dry-run"]):
+            done = cli(env, *command)
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+
+        # /metrics with the token the printed curl line reads; the welcome e-mail is on.
+        token_file = re.search(r"Bearer \$\(cat (\S+)\)", text).group(1)
+        token = Path(token_file).read_text().strip()
+        assert requests.get(sidecar + "/metrics", timeout=10).status_code == 401
+        metrics = requests.get(sidecar + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert metrics.status_code == 200 and "mlsidecar_" in metrics.text
+        assert "enabled = true" in Path(config).read_text().split("[bridge.welcome_email]")[1].split("[")[0]
+        assert oct(Path(token_file).stat().st_mode & 0o777) == "0o600"
+
+        # No hook of the seeded site points at a CRM that does not exist here.
+        with sqlite3.connect(tmp_path / "demo" / "wordpress.sqlite") as db:
+            hooks = [row[0] for row in db.execute("SELECT destination FROM wp_memberlux_hook")]
+            program_hooks = [row[0] for row in db.execute(
+                "SELECT meta_value FROM wp_postmeta WHERE meta_key = 'mlp_webhook_url' AND meta_value != ''")]
+        assert hooks and all("/hooks/memberlux/" in hook for hook in hooks), hooks
+        assert program_hooks == []
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def cli(env: dict, *words: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sidecar.cli", *words], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_fresh_starts_with_empty_mail_folders_and_keeps_the_secrets(tmp_path):
+    from sidecar.demo import MAIL_DIR, SITE_MAIL_DIR, _prepare_site, demo_secrets
+
+    data = tmp_path / "demo"
+    data.mkdir()
+    secrets = {name: path.read_text() for name, path in demo_secrets(data).items()}
+    for folder in (MAIL_DIR, SITE_MAIL_DIR):
+        (data / folder).mkdir()
+        (data / folder / "old-letter.eml").write_text("From: old")
+    _prepare_site(data, users=10, levels=2, seed=1, fresh=True)
+    assert not (data / MAIL_DIR).exists() and not (data / SITE_MAIL_DIR).exists()
+    assert {name: path.read_text() for name, path in demo_secrets(data).items()} == secrets

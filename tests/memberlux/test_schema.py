@@ -200,6 +200,40 @@ def test_missing_required_table_is_named(writer, connect):
     assert "table_prefix" in str(info.value)
 
 
+def test_every_missing_required_table_is_named_at_once(writer, connect):
+    md = empty_site_schema(writer)
+    for name in ("wp_memberlux_keys_meta", "wp_posts", "wp_postmeta"):
+        md.tables[name].drop(writer)
+    with pytest.raises(MissingTableError) as info:
+        reflect_site(connect(), "wp_")
+    assert "3 tables not found" in str(info.value)
+    for name in ("wp_memberlux_keys_meta", "wp_posts", "wp_postmeta"):
+        assert name in str(info.value)
+
+
+def test_issued_certificates_without_templates_stop_the_reflection(writer, connect):
+    md = empty_site_schema(writer)
+    md.tables["wp_memberlux_certificate_templates"].drop(writer)
+    with writer.begin() as conn:
+        conn.execute(md.tables["wp_memberlux_certificate"].insert().values(
+            certificate_id=1, user_id=5, wpmlevel_id=7, certificate_name="Yoga", certificate_template_id=3,
+            date_issue=date(2026, 1, 5), create_date=date(2026, 1, 5), series="A", number="1"))
+    with pytest.raises(MissingTableError) as info:
+        reflect_site(connect(), "wp_")
+    message = str(info.value)
+    assert "wp_memberlux_certificate_templates not found" in message
+    assert "wp_memberlux_certificate holds issued certificates" in message
+    assert "reported as a sleeper" in message
+
+
+def test_no_certificates_issued_and_no_templates_is_only_a_missing_module(writer, connect):
+    md = empty_site_schema(writer)
+    md.tables["wp_memberlux_certificate_templates"].drop(writer)
+    site = reflect_site(connect(), "wp_")
+    assert site.features["certificates"] is False
+    assert any("manual-certificate checks are disabled" in notice for notice in site.notices)
+
+
 def test_missing_optional_module_disables_feature_with_notice(writer, connect):
     empty_site_schema(writer, without_modules=("certificates", "woocommerce"))
     site = reflect_site(connect(), "wp_")

@@ -37,14 +37,16 @@ PROGRAM_POST = 900
 
 
 class School:
-    def __init__(self, site_url: str, store_url: str, smtp: tuple[str, int] | None, day: date,
+    def __init__(self, site_url: str, store_url: str, smtp: tuple[str, int] | dict | None, day: date,
                  **reminders) -> None:
+        """``smtp``: (host, port) of a test server, or a whole ``[smtp]`` section, or None (no e-mail)."""
         self.writer = sa.create_engine(site_url)
         self.md = empty_site_schema(self.writer)
         self.clock = FixedClock(datetime.combine(day, time(9), tzinfo=timezone.utc))
         migrate_store(store_url)
-        smtp_section = ({"host": smtp[0], "port": smtp[1], "security": "none", "from_address": "school@example.org",
-                         "from_name": "Школа"} if smtp else {})
+        smtp_section = smtp if isinstance(smtp, dict) else (
+            {"host": smtp[0], "port": smtp[1], "security": "none", "from_address": "school@example.org",
+             "from_name": "Школа"} if smtp else {})
         self.settings = settings_from_mapping({
             "wordpress": {"db_url": site_url},
             "memberlux": {"rest_base_url": "https://school.example/wp-json"},

@@ -582,6 +582,17 @@ def test_send_test_with_mail_disabled_says_so(school_factory):
     assert response.status_code == 503 and "E-mail is disabled" in response.get_data(as_text=True)
 
 
+def test_a_pickup_directory_counts_as_working_mail_on_the_preview_and_takes_the_test_letter(school_factory, tmp_path):
+    school = school_factory(smtp={"pickup_dir": str(tmp_path / "mail"), "from_address": "school@example.org"})
+    web = Browser(school)
+    a_sleeper(school)
+    assert "E-mail is disabled" not in web.get(f"/reminders/levels/{LEVEL}/preview?letter=1")
+    response = web.post(f"/reminders/levels/{LEVEL}/test", {"letter": "1", "to": "me@school.example"})
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    [letter] = (tmp_path / "mail").glob("*.eml")
+    assert b"me@school.example" in letter.read_bytes()
+
+
 # --- the per-level settings form ----------------------------------------------------------------------
 
 def test_settings_form_lists_variables_and_saves_the_renewal_link(web, school):
