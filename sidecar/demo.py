@@ -260,7 +260,7 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     click.echo(f"  data:           {data_dir.resolve()}  (delete it or pass --fresh to rebuild)")
     example = _example_grant(runtime)
     if example:
-        click.echo("  grant access as a CRM would (API key valid for this run only):")
+        click.echo("  grant access as a CRM would (the API key is kept in secrets/api-key):")
         click.echo(f"    curl -s -X POST '{sidecar_url}/api/v1/grants?wait=15' -H 'X-API-Key: {api_key}' \\")
         click.echo(f"         -H 'Content-Type: application/json' -d '{example}'")
     if imported:
