@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from sidecar.cli import cli
+from sidecar.store.models import AuditEvent
 from sidecar.store.program_models import Enrolment, Program
 
 PROGRAMS_TOML = """
@@ -37,11 +38,33 @@ def test_toml_import_is_a_dry_run_until_applied(runtime, tmp_path):
     with runtime.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Program)) == 0
     applied = invoke(runtime, "programs", "import", "--toml", str(path), "--apply")
-    assert applied.exit_code == 0 and "created 1, updated 0" in applied.output
+    assert applied.exit_code == 0 and "created 1, updated 0, unchanged 0" in applied.output
     again = invoke(runtime, "programs", "import", "--toml", str(path), "--apply")
-    assert "created 0, updated 1" in again.output
+    assert "created 0, updated 0, unchanged 1" in again.output
     listed = json.loads(invoke(runtime, "programs", "list", "--format", "json").output)
     assert [(p["name"], [s["term_id"] for s in p["steps"]]) for p in listed] == [("Йога и английский", [10, 7])]
+
+
+def test_toml_import_counts_only_what_it_changes(runtime, tmp_path):
+    path = tmp_path / "programs.toml"
+    path.write_text(PROGRAMS_TOML, encoding="utf-8")
+    invoke(runtime, "programs", "import", "--toml", str(path), "--apply")
+
+    same = invoke(runtime, "programs", "import", "--toml", str(path))
+    assert "unchanged: program 1: 'Йога и английский'" in same.output
+    assert "dry run: 0 to create, 0 to update, 1 unchanged; nothing to write" in same.output
+    assert json.loads(invoke(runtime, "programs", "import", "--toml", str(path), "--apply", "--format", "json").output) == {
+        "created": 0, "updated": 0, "unchanged": 1}
+
+    path.write_text(PROGRAMS_TOML.replace("term_id = 7, duration = 1", "term_id = 7, duration = 2"), encoding="utf-8")
+    changed = invoke(runtime, "programs", "import", "--toml", str(path))
+    assert "update program 1 (steps): 'Йога и английский': 10 (1 months) → 7 (2 months)" in changed.output
+    assert "dry run: 0 to create, 1 to update, 0 unchanged; add --apply to write" in changed.output
+    assert "created 0, updated 1, unchanged 0" in invoke(runtime, "programs", "import", "--toml", str(path), "--apply").output
+    with runtime.sessions() as session:
+        changes = session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)
+                                 .where(AuditEvent.action == "program.changed"))
+    assert changes == 1   # the applies that changed nothing wrote nothing, not even an audit entry
 
 
 def test_a_bad_toml_file_is_refused_whole_with_every_problem(runtime, tmp_path):
