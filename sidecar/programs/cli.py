@@ -158,8 +158,11 @@ def _import_legacy(runtime, apply_changes: bool, fmt: str) -> None:
         if rows:
             click.echo(text_table(["USER", "PROGRAM POST", "STEP", "COMPLETED", "ENROLLED ALREADY", "EVIDENCE"], rows))
     if not apply_changes:
-        click.echo(f"dry run: {len(shown['programs'])} program(s), {len(shown['enrolments'])} enrolment(s); "
-                   + ("blocking problems must be fixed first" if plan.blocking else "add --apply to import"), err=True)
+        click.echo(f"dry run: {len(plan.programs)} program(s) ({plan.new_programs} new), "
+                   f"{len(plan.enrolments)} enrolment(s) ({plan.new_enrolments} new); "
+                   + ("blocking problems must be fixed first" if plan.blocking else
+                      "add --apply to import" if plan.new_programs or plan.new_enrolments else
+                      "nothing new to import"), err=True)
         if plan.blocking:
             raise SystemExit(1)
         return

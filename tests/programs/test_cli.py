@@ -95,6 +95,23 @@ def test_legacy_import_dry_run_then_apply(runtime):
     assert status.exit_code == 0 and "STEP" in status.output and "10 Йога для начинающих" in status.output
 
 
+def test_legacy_import_dry_run_counts_what_is_new_like_the_page(runtime):
+    from sidecar.programs.legacy import plan_import
+
+    enrolments = len(plan_import(runtime).enrolments)
+    dry = invoke(runtime, "programs", "import", "--legacy")
+    assert f"dry run: 1 program(s) (1 new), {enrolments} enrolment(s) ({enrolments} new); add --apply" in dry.output
+    invoke(runtime, "programs", "import", "--legacy", "--apply")
+    again = invoke(runtime, "programs", "import", "--legacy")
+    assert again.exit_code == 0
+    assert f"dry run: 1 program(s) (0 new), {enrolments} enrolment(s) (0 new); nothing new to import" in again.output
+    shown = invoke(runtime, "programs", "import", "--legacy", "--format", "json").output
+    data = json.loads(shown[shown.index("{"):shown.rindex("}") + 1])   # the dry run's last line goes to stderr
+    assert (data["new_programs"], data["new_enrolments"]) == (0, 0)
+    applied = invoke(runtime, "programs", "import", "--legacy", "--apply")
+    assert f"imported 0 program(s) and 0 enrolment(s) (skipped 1 and {enrolments} already imported)" in applied.output
+
+
 def test_enrol_and_status(runtime, tmp_path):
     path = tmp_path / "programs.toml"
     path.write_text(PROGRAMS_TOML.replace("grant_first_step = true", "grant_first_step = false"), encoding="utf-8")
