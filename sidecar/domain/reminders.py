@@ -19,9 +19,10 @@ Catching up after missed days (worker down, monitoring just switched on) follows
   row stays ``unknown`` for the administrator. A held step is reported (``held``), not recorded;
 * never two letters at once — when several steps became due while nothing ran, only the latest is
   sent and the earlier ones are recorded as ``superseded``;
-* never stale — a step more than ``catch_up_days`` past its due day is not sent (``too_late``). It is
-  not recorded either, so switching monitoring on for a level with years of sleepers mails nobody
-  about old expiries; they are listed in a dry run with that reason.
+* never stale — a step more than ``catch_up_days`` past its due day is not sent (``too_late``,
+  :func:`too_late`, which the sender applies too). It is not recorded either, so switching
+  monitoring on for a level with years of sleepers mails nobody about old expiries; a dry run lists
+  them with that reason.
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ def due_on(expired_on: date, days: int) -> date:
 DEFAULT_UNKNOWN_HOLD_DAYS = 3
 
 
+def too_late(due: date, today: date, catch_up_days: int) -> bool:
+    """Whether a step due on ``due`` is stale on ``today``: the planner does not plan it and the sender
+    does not send it once it is more than ``catch_up_days`` past its due day."""
+    return (today - due).days > catch_up_days
+
+
 def unknown_holds(entry: LedgerEntry, today: date, hold_days: int) -> bool:
     """Whether an ``unknown`` letter still holds its chain on ``today`` (see the module's doc)."""
     if entry.state is not State.UNKNOWN:
@@ -132,7 +139,7 @@ def plan_learner(schedule: Schedule, expired_on: date, today: date, ledger: Mapp
     if not open_steps:
         return []
     step, when = open_steps[-1]
-    if (today - when).days > catch_up_days:
+    if too_late(when, today, catch_up_days):
         return [Decision(step, when, send=False, reason=SkipReason.TOO_LATE)]
     if any(unknown_holds(entry, today, unknown_hold_days) for entry in ledger.values()):
         return [Decision(step, when, send=False, reason=SkipReason.HELD)]

@@ -92,23 +92,39 @@ def from_term_meta(term_id: int, meta: dict[str, str]) -> LevelSettings:
 
 
 def validate(settings: LevelSettings) -> None:
-    """Refuse settings the reminders could not follow, naming each field."""
+    """Refuse settings the reminders could not follow, naming each field.
+
+    A letter is either off (no subject, no body, no days — or the legacy form's ``0`` days) or whole
+    (days, subject and body). A half-filled letter would be saved and then silently never sent, so it
+    is refused on the field that is missing. Every letter that has days must come later than the
+    previous one that has days, whether or not it is whole yet.
+    """
     errors: dict[str, str] = {}
-    previous = None
+    previous: tuple[int, int] | None = None   # (letter, days) of the last letter with days
     for n, letter in enumerate(settings.letters, start=1):
+        has_subject, has_body = bool(letter.subject.strip()), bool(letter.body.strip())
         if letter.days is not None and letter.days < 0:
             errors[f"letters.{n}.days"] = "days after expiry cannot be negative"
-        if letter.configured:
-            if not letter.subject.strip():
+        if has_subject or has_body:
+            if letter.days is None:
+                errors[f"letters.{n}.days"] = "a letter with a subject or body needs its days after expiry"
+            if not has_subject:
                 errors[f"letters.{n}.subject"] = "a letter needs a subject"
-            if not letter.body.strip():
+            if not has_body:
                 errors[f"letters.{n}.body"] = "a letter needs a body"
-            if previous is not None and letter.days is not None and letter.days <= previous:
-                errors[f"letters.{n}.days"] = f"must be later than letter {n - 1} ({previous} days)"
-            previous = letter.days
+        elif letter.days is not None and letter.days > 0:
+            errors[f"letters.{n}.subject"] = "a letter with days needs a subject"
+            errors[f"letters.{n}.body"] = "a letter with days needs a body"
+        if letter.days is None or letter.days < 0 or not (has_subject or has_body or letter.days > 0):
+            continue  # no time to compare: unset, negative (refused above) or the legacy empty 0
+        if previous is not None and letter.days <= previous[1]:
+            errors.setdefault(f"letters.{n}.days", f"must be later than letter {previous[0]} ({previous[1]} days)")
+        previous = (n, letter.days)
     if settings.admin_days_after_last is not None and settings.admin_days_after_last < 0:
         errors["admin_days_after_last"] = "cannot be negative"
     admin_on = bool(settings.admin_subject.strip() or settings.admin_body.strip())
+    if admin_on and settings.admin_days_after_last is None:
+        errors["admin_days_after_last"] = "the admin digest needs its days after the last letter"
     if admin_on and not EMAIL_PATTERN.match(settings.admin_email):
         errors["admin_email"] = "an administrator address is required for the admin digest"
     if settings.admin_email and not EMAIL_PATTERN.match(settings.admin_email):

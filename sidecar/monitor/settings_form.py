@@ -19,6 +19,10 @@ _SETTINGS_ERRORS = {
     "cannot be negative": "monitor.settings.error.negative",
     "a letter needs a subject": "monitor.settings.error.no_subject",
     "a letter needs a body": "monitor.settings.error.no_body",
+    "a letter with days needs a subject": "monitor.settings.error.days_without_subject",
+    "a letter with days needs a body": "monitor.settings.error.days_without_body",
+    "a letter with a subject or body needs its days after expiry": "monitor.settings.error.text_without_days",
+    "the admin digest needs its days after the last letter": "monitor.settings.error.admin_without_days",
     "an administrator address is required for the admin digest": "monitor.settings.error.admin_email_required",
     "not an e-mail address": "monitor.settings.error.bad_email",
 }

@@ -158,8 +158,11 @@ def _import_legacy(runtime, apply_changes: bool, fmt: str) -> None:
         if rows:
             click.echo(text_table(["USER", "PROGRAM POST", "STEP", "COMPLETED", "ENROLLED ALREADY", "EVIDENCE"], rows))
     if not apply_changes:
-        click.echo(f"dry run: {len(shown['programs'])} program(s), {len(shown['enrolments'])} enrolment(s); "
-                   + ("blocking problems must be fixed first" if plan.blocking else "add --apply to import"), err=True)
+        click.echo(f"dry run: {len(plan.programs)} program(s) ({plan.new_programs} new), "
+                   f"{len(plan.enrolments)} enrolment(s) ({plan.new_enrolments} new); "
+                   + ("blocking problems must be fixed first" if plan.blocking else
+                      "add --apply to import" if plan.new_programs or plan.new_enrolments else
+                      "nothing new to import"), err=True)
         if plan.blocking:
             raise SystemExit(1)
         return
@@ -183,16 +186,21 @@ def _import_toml(runtime, path: Path, apply_changes: bool, fmt: str) -> None:
         raise click.ClickException("the file cannot be imported; nothing was written:\n" + str(exc)) from None
     if fmt == "table" or not apply_changes:
         for item in planned:
-            action = "create" if item.existing_id is None else f"update program {item.existing_id}"
+            action = {"create": "create", "update": f"update program {item.existing_id} ({', '.join(item.changes)})",
+                      "unchanged": f"unchanged: program {item.existing_id}"}[item.action]
             steps = " → ".join(f"{s.term_id} ({s.duration} {s.units})" for s in item.definition.steps)
             click.echo(f"{action}: '{item.definition.name}': {steps}")
             for warning in item.warnings:
                 click.echo(f"  note  {warning}")
     if not apply_changes:
-        click.echo("dry run: add --apply to write", err=True)
+        actions = [item.action for item in planned]
+        click.echo(f"dry run: {actions.count('create')} to create, {actions.count('update')} to update, "
+                   f"{actions.count('unchanged')} unchanged; "
+                   + ("add --apply to write" if set(actions) - {"unchanged"} else "nothing to write"), err=True)
         return
     try:
         counts = toml_import.apply(catalog, planned, actor=f"cli:{login_name()}")
     except toml_import.ProgramFileError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps(counts) if fmt == "json" else f"created {counts['created']}, updated {counts['updated']}")
+    click.echo(json.dumps(counts) if fmt == "json" else
+               f"created {counts['created']}, updated {counts['updated']}, unchanged {counts['unchanged']}")

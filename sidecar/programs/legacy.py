@@ -67,6 +67,16 @@ class ImportPlan:
     enrolments: list[EnrolmentPlan] = field(default_factory=list)
 
     @property
+    def new_programs(self) -> int:
+        """Programs an apply would create (the others were imported before and are skipped)."""
+        return sum(p.already_imported_as is None for p in self.programs)
+
+    @property
+    def new_enrolments(self) -> int:
+        """Enrolments an apply would create (learners already enrolled are skipped)."""
+        return sum(not e.already_enrolled for e in self.enrolments)
+
+    @property
     def blocking(self) -> list[str]:
         return ([f"program {p.post_id}: {m}" for p in self.programs for m in p.problems]
                 + [f"user {e.user_id}: {m}" for e in self.enrolments for m in e.problems])
@@ -289,6 +299,8 @@ def describe(plan: ImportPlan) -> dict[str, Any]:
         "enrolments": [{"user_id": e.user_id, "post_id": e.post_id, "step": e.current_step + 1,
                         "completed": e.completed, "already_enrolled": e.already_enrolled, "evidence": e.evidence,
                         "problems": e.problems} for e in plan.enrolments],
+        "new_programs": plan.new_programs,
+        "new_enrolments": plan.new_enrolments,
         "blocking": plan.blocking,
     }
 

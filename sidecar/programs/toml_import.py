@@ -16,14 +16,15 @@
     complete_subject = "…"
     complete_body = "…"
 
-A program is matched by name: a new name creates it, a known one is updated. Every program is
-checked (file structure, then the site: levels, durations, counting rule) before anything is written.
+A program is matched by name: a new name creates it, a known one is updated when the file changes
+something, and left alone (reported unchanged) when it does not. Every program is checked (file
+structure, then the site: levels, durations, counting rule) before anything is written.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -76,6 +77,17 @@ class PlannedProgram:
     definition: ProgramDefinition
     existing_id: int | None          # None: will be created
     warnings: tuple[str, ...]
+    changes: tuple[str, ...] = ()    # of an existing program: the fields the file changes
+
+    @property
+    def action(self) -> Literal["create", "update", "unchanged"]:
+        if self.existing_id is None:
+            return "create"
+        return "update" if self.changes else "unchanged"
+
+
+def _changed_fields(old: ProgramDefinition, new: ProgramDefinition) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(ProgramDefinition) if getattr(old, f.name) != getattr(new, f.name))
 
 
 def read_file(path: Path) -> list[ProgramDefinition]:
@@ -100,23 +112,34 @@ def read_file(path: Path) -> list[ProgramDefinition]:
 
 def plan(catalog: ProgramCatalog, definitions: list[ProgramDefinition]) -> list[PlannedProgram]:
     """Check every program against the site; refuses the whole file on any blocking problem."""
-    existing = {view.definition.name: view.id for view in catalog.all()}
+    existing = {view.definition.name: view for view in catalog.all()}
     names = [d.name for d in definitions]
     problems = [f"program '{n}' appears more than once" for n in sorted({n for n in names if names.count(n) > 1})]
     planned = []
     for definition in definitions:
         found = catalog.problems(definition)
         problems += [f"program '{definition.name}': {p.field}: {p.message}" for p in found if p.blocking]
-        planned.append(PlannedProgram(definition, existing.get(definition.name),
-                                      tuple(f"{p.field}: {p.message}" for p in found if not p.blocking)))
+        warnings = tuple(f"{p.field}: {p.message}" for p in found if not p.blocking)
+        view = existing.get(definition.name)
+        if view is None:
+            planned.append(PlannedProgram(definition, None, warnings))
+            continue
+        # The file cannot name a legacy post: a program imported from the old plugin keeps its link.
+        definition = replace(definition, legacy_post_id=view.definition.legacy_post_id)
+        planned.append(PlannedProgram(definition, view.id, warnings, _changed_fields(view.definition, definition)))
     if problems:
         raise ProgramFileError(problems)
     return planned
 
 
 def apply(catalog: ProgramCatalog, planned: list[PlannedProgram], actor: str) -> dict[str, int]:
-    counts = {"created": 0, "updated": 0}
+    """Create and update what the plan says; a program the file does not change is not touched (no
+    write, no audit entry). Returns how many programs were created, updated and left unchanged."""
+    counts = {"created": 0, "updated": 0, "unchanged": 0}
     for item in planned:
+        if item.action == "unchanged":
+            counts["unchanged"] += 1
+            continue
         try:
             if item.existing_id is None:
                 catalog.create(item.definition, actor)

@@ -354,8 +354,7 @@ def _render_plan(runtime: Runtime, plan: legacy.ImportPlan, *, refused: bool = F
     return render_template(
         "programs_import.html", plan=plan, enrolments=shown, titles=titles, fmt=_display(runtime), problems=problems,
         refused=refused, page=page, pages=pages,
-        new_programs=sum(p.already_imported_as is None for p in plan.programs),
-        new_enrolments=sum(not e.already_enrolled for e in plan.enrolments),
+        new_programs=plan.new_programs, new_enrolments=plan.new_enrolments,
         prev_url=url_for(".legacy_import", page=page - 1) if page > 1 else None,
         next_url=url_for(".legacy_import", page=page + 1) if page < pages else None), status_code
 

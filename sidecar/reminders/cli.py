@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from datetime import timedelta
 
 import click
@@ -59,7 +60,7 @@ def remind(ctx: click.Context, dry_run: bool, day, levels: tuple[int, ...], fmt:
         click.echo(json.dumps({
             "day": plan.day.isoformat(), "dry_run": plan.dry_run, "levels": plan.levels, "levels_off": plan.levels_off,
             "counts": plan.counts(), "planning_seconds": plan.seconds,
-            "items": [{**item.__dict__, "expired_on": item.expired_on.isoformat(), "due_on": item.due_on.isoformat()}
+            "items": [{**asdict(item), "expired_on": item.expired_on.isoformat(), "due_on": item.due_on.isoformat()}
                       for item in plan.items],
             "send": None if report.send is None else report.send.__dict__,
             "awaiting_decision": report.awaiting_decision,

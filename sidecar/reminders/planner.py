@@ -1,16 +1,20 @@
 """The daily planner: which sleepers are due which letter today, recorded in the ledger.
 
 Sleepers come from the learning monitor's read model (``mls_sleepers``), refreshed first for the
-levels that need it, so planning on a large site reads our store, not WordPress. Only sleepers whose
-expiry X falls in the window where a step can still be due (X ≥ day − last step − catch-up) are read,
-through the ``(term_id, expired_on)`` index.
+levels that need it, so planning on a large site reads our store, not WordPress. A run reads only
+sleepers whose expiry X falls in the window where a step can still be sent (X ≥ day − last step −
+catch-up), through the ``(term_id, expired_on)`` index: for an older X every step is ``too_late``,
+which is never recorded, so leaving them out changes nothing a run does.
 
 Every decision goes into ``mls_reminders`` under its unique (user, level, X, step) key: ``planned``
 for a letter to send, ``skipped`` with a reason otherwise. The unique key is the last line of defence
 when two planners race (the job also runs under a lease); a duplicate insert is dropped, never sent.
 
-A dry run takes the same decisions and records none; it may also be asked about another day, which
-is evaluated live from MemberLux's tables (read-only) instead of the read model.
+A dry run takes the same decisions and records none. It reads every sleeper of the level, not only
+the window, so the chains a run leaves alone because they are long past (``too_late``) are listed
+too, each decided by the same :func:`~sidecar.domain.reminders.plan_learner`. It may also be asked
+about another day, which is evaluated live from MemberLux's tables (read-only) instead of the read
+model.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def schedule_of(settings: LevelSettings) -> Schedule:
                     admin_on=admin_on)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)   # a dry run on a large site holds one per sleeper
 class PlanItem:
     """One decision, as a dry run or the run report shows it."""
 
@@ -70,7 +74,7 @@ class PlanItem:
     due_on: date
     action: str               # send | skip | hold (held by a letter whose outcome is unknown) | digest
     reason: str = ""          # why skipped or held (SkipReason value)
-    recorded: bool = True     # False: reported only (too late, dry run)
+    recorded: bool = True     # whether a run records it; False: reported only (too late, held). A dry run records nothing.
 
 
 @dataclass
@@ -133,12 +137,14 @@ class ReminderPlanner:
             unsubscribed = unsubscribed_ids(session)
         now = self.runtime.clock.now()
         for done, (term_id, schedule) in enumerate(active.items(), start=1):
-            sleepers = self._live_sleepers(term_id, day) if live else self._stored_sleepers(term_id, schedule, day)
-            items = self._plan_letters(term_id, schedule, day, sleepers, unsubscribed)
+            # A run needs only the chains that can still get a letter; a dry run shows every chain.
+            since = None if dry_run else self._window_start(schedule, day)
+            sleepers = self._live_sleepers(term_id, day) if live else self._stored_sleepers(term_id, schedule, day, since)
+            items = self._plan_letters(term_id, schedule, day, sleepers, unsubscribed, since)
             items += self._plan_digest(term_id, schedule, day, None if not live else sleepers)
             if not dry_run:
                 report.duplicates += self._record(term_id, day, items, now)
-            report.items.extend(items if not dry_run else [_unrecorded(i) for i in items])
+            report.items.extend(items)
             if progress is not None:
                 progress(done, len(active))
         report.seconds = round(time.perf_counter() - started, 3)
@@ -178,13 +184,15 @@ class ReminderPlanner:
         longest = max((d for _, d in schedule.steps), default=0)
         return day - timedelta(days=longest + self.settings.catch_up_days)
 
-    def _stored_sleepers(self, term_id: int, schedule: Schedule, day: date) -> dict[int, _Sleeper]:
-        """Sleepers of the read model that a letter or a digest could concern (see the module doc)."""
+    def _stored_sleepers(self, term_id: int, schedule: Schedule, day: date, since: date | None) -> dict[int, _Sleeper]:
+        """Sleepers of the read model whose expiry is ``since`` or later (all of them for None)."""
         if not schedule.steps:
             return {}
         e = SleeperEntry
-        return self._read_sleepers(e.term_id == term_id, e.expired_on <= day,
-                                   e.expired_on >= self._window_start(schedule, day))
+        conditions = [e.term_id == term_id, e.expired_on <= day]
+        if since is not None:
+            conditions.append(e.expired_on >= since)
+        return self._read_sleepers(*conditions)
 
     def _read_sleepers(self, *conditions: sa.ColumnElement[bool]) -> dict[int, _Sleeper]:
         e = SleeperEntry
@@ -203,10 +211,10 @@ class ReminderPlanner:
 
     # --- ledger -------------------------------------------------------------------------------------
 
-    def _ledger(self, term_id: int, since: date) -> dict[tuple[int, date], dict[int, LedgerEntry]]:
+    def _ledger(self, term_id: int, since: date | None) -> dict[tuple[int, date], dict[int, LedgerEntry]]:
         r = Reminder
         stmt = (sa.select(r.user_id, r.expired_on, r.step, r.state, r.sent_at, r.data_started_at)
-                .where(r.term_id == term_id, r.expired_on >= since))
+                .where(r.term_id == term_id, *([r.expired_on >= since] if since is not None else [])))
         chains: dict[tuple[int, date], dict[int, LedgerEntry]] = {}
         with self.runtime.sessions() as session:
             for row in session.execute(stmt.execution_options(yield_per=5000)):
@@ -216,14 +224,14 @@ class ReminderPlanner:
         return chains
 
     def _plan_letters(self, term_id: int, schedule: Schedule, day: date, sleepers: dict[int, _Sleeper],
-                      unsubscribed: set[int]) -> list[PlanItem]:
+                      unsubscribed: set[int], since: date | None) -> list[PlanItem]:
+        """The letters' decisions for the sleepers whose expiry is ``since`` or later (all for None)."""
         if not schedule.steps:
             return []
-        window_start = self._window_start(schedule, day)
-        chains = self._ledger(term_id, window_start)
+        chains = self._ledger(term_id, since)
         items: list[PlanItem] = []
         for sleeper in sleepers.values():
-            if sleeper.expired_on < window_start:
+            if since is not None and sleeper.expired_on < since:
                 continue
             chain = chains.get((sleeper.user_id, sleeper.expired_on), {})
             for decision in plan_learner(schedule, sleeper.expired_on, day, chain,
@@ -373,7 +381,3 @@ def _sent_on(state: str, sent_at: datetime | None, data_started_at: datetime | N
 def _is_deadlock(exc: OperationalError) -> bool:
     code = getattr(exc.orig, "args", (None,))[0]
     return code in (1213, 1205) or "deadlock" in str(exc.orig).lower()
-
-
-def _unrecorded(item: PlanItem) -> PlanItem:
-    return PlanItem(**{**item.__dict__, "recorded": False})

@@ -37,13 +37,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from sidecar.bootstrap import Runtime
-from sidecar.domain.reminders import ADMIN_STEP, SkipReason, State, stop_reason
+from sidecar.domain.reminders import ADMIN_STEP, SkipReason, State, stop_reason, too_late
 from sidecar.logs import mask_emails
 from sidecar.mail.mailer import (
     Mail,
@@ -297,14 +297,11 @@ class ReminderSender:
             self._context = LetterContext(self.runtime, self.links)
         return self._context
 
-    def _too_late(self, due: date) -> bool:
-        return (self.runtime.clock.today_utc() - due).days > self.settings.catch_up_days
-
     def _letter(self, row: Reminder, message_id: str) -> Mail:
         level = self._level(row.term_id)
         letter = level.letters[row.step - 1]
         today = self.runtime.clock.today_utc()
-        if self._too_late(row.due_on):
+        if too_late(row.due_on, today, self.settings.catch_up_days):
             raise _Outcome(State.SKIPPED, SkipReason.TOO_LATE.value)
         try:
             explanation = self.monitor.explain(row.user_id, row.term_id, today)

@@ -17,6 +17,7 @@ from sidecar.domain.reminders import (
     admin_due,
     plan_learner,
     stop_reason,
+    too_late,
 )
 from sidecar.domain.sleepers import Reason, SleeperVerdict
 
@@ -57,6 +58,18 @@ def test_a_step_too_late_is_reported_not_sent():
     assert plan(17) == [(1, False, SkipReason.SUPERSEDED), (2, True, None)]
     assert plan(100, catch_up=365) == [(1, False, SkipReason.SUPERSEDED), (2, False, SkipReason.SUPERSEDED),
                                        (3, True, None)]
+
+
+def test_a_chain_whose_every_step_is_long_past_is_one_too_late_decision_for_its_latest_step():
+    assert plan(400) == [(3, False, SkipReason.TOO_LATE)]
+    assert plan(400, {1: LedgerEntry(State.SENT, on(3))}) == [(3, False, SkipReason.TOO_LATE)]
+    assert plan(400, {3: LedgerEntry(State.SENT, on(30))}) == []   # the chain got its letters back then
+
+
+def test_too_late_means_more_than_catch_up_days_after_the_due_day():
+    assert not too_late(on(10), on(17), catch_up_days=7)
+    assert too_late(on(10), on(18), catch_up_days=7)
+    assert not too_late(on(10), on(10), catch_up_days=0) and too_late(on(10), on(11), catch_up_days=0)
 
 
 def test_never_out_of_order_once_a_later_step_is_recorded():

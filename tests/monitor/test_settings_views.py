@@ -162,6 +162,27 @@ def test_invalid_input_is_refused_per_field_and_nothing_is_saved(site):
     assert site.settings.effective(site.term_id) == site.settings.imported(site.term_id)
 
 
+def test_a_half_filled_letter_is_refused_on_its_fields_not_saved_as_off(site):
+    # Letter 1 at 10 days; letter 2 given 5 days and nothing else; letter 3 a subject and body without days.
+    data = site.form(**{"letters.1.days": "10", "letters.2.days": "5", "letters.2.subject": "",
+                        "letters.2.body": "", "letters.3.days": ""})
+    response = site.client.post(site.url, data=data)
+    assert response.status_code == 422
+    page = html.unescape(response.get_data(as_text=True))
+    assert "A letter with days needs a subject; empty its days to switch it off." in field_block(page, "letters.2.subject")
+    assert "A letter with days needs a body; empty its days to switch it off." in field_block(page, "letters.2.body")
+    assert "Must be later than letter 1 (10 days)." in field_block(page, "letters.2.days")
+    assert ("A letter with a subject or body needs its days after expiry; empty the subject and body to switch "
+            "it off.") in field_block(page, "letters.3.days")
+    assert site.overrides() == 0
+
+    ru = html.unescape(site.client.post(f"{site.url}?lang=ru", data=data).get_data(as_text=True))
+    assert "У письма с днями должна быть тема" in ru and "У письма с днями должен быть текст" in ru
+    assert "должно быть число дней после окончания доступа" in ru
+    assert not re.search(r"\bmonitor\.settings\.[a-z_.]+", ru)
+    assert site.overrides() == 0
+
+
 def test_reset_restores_the_imported_values(site):
     imported = site.settings.imported(site.term_id)
     data = site.form(admin_subject="Другая тема")

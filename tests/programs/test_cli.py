@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from sidecar.cli import cli
+from sidecar.store.models import AuditEvent
 from sidecar.store.program_models import Enrolment, Program
 
 PROGRAMS_TOML = """
@@ -37,11 +38,33 @@ def test_toml_import_is_a_dry_run_until_applied(runtime, tmp_path):
     with runtime.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Program)) == 0
     applied = invoke(runtime, "programs", "import", "--toml", str(path), "--apply")
-    assert applied.exit_code == 0 and "created 1, updated 0" in applied.output
+    assert applied.exit_code == 0 and "created 1, updated 0, unchanged 0" in applied.output
     again = invoke(runtime, "programs", "import", "--toml", str(path), "--apply")
-    assert "created 0, updated 1" in again.output
+    assert "created 0, updated 0, unchanged 1" in again.output
     listed = json.loads(invoke(runtime, "programs", "list", "--format", "json").output)
     assert [(p["name"], [s["term_id"] for s in p["steps"]]) for p in listed] == [("Йога и английский", [10, 7])]
+
+
+def test_toml_import_counts_only_what_it_changes(runtime, tmp_path):
+    path = tmp_path / "programs.toml"
+    path.write_text(PROGRAMS_TOML, encoding="utf-8")
+    invoke(runtime, "programs", "import", "--toml", str(path), "--apply")
+
+    same = invoke(runtime, "programs", "import", "--toml", str(path))
+    assert "unchanged: program 1: 'Йога и английский'" in same.output
+    assert "dry run: 0 to create, 0 to update, 1 unchanged; nothing to write" in same.output
+    assert json.loads(invoke(runtime, "programs", "import", "--toml", str(path), "--apply", "--format", "json").output) == {
+        "created": 0, "updated": 0, "unchanged": 1}
+
+    path.write_text(PROGRAMS_TOML.replace("term_id = 7, duration = 1", "term_id = 7, duration = 2"), encoding="utf-8")
+    changed = invoke(runtime, "programs", "import", "--toml", str(path))
+    assert "update program 1 (steps): 'Йога и английский': 10 (1 months) → 7 (2 months)" in changed.output
+    assert "dry run: 0 to create, 1 to update, 0 unchanged; add --apply to write" in changed.output
+    assert "created 0, updated 1, unchanged 0" in invoke(runtime, "programs", "import", "--toml", str(path), "--apply").output
+    with runtime.sessions() as session:
+        changes = session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)
+                                 .where(AuditEvent.action == "program.changed"))
+    assert changes == 1   # the applies that changed nothing wrote nothing, not even an audit entry
 
 
 def test_a_bad_toml_file_is_refused_whole_with_every_problem(runtime, tmp_path):
@@ -70,6 +93,23 @@ def test_legacy_import_dry_run_then_apply(runtime):
     assert applied.exit_code == 0 and "imported 1 program(s)" in applied.output
     status = invoke(runtime, "programs", "status", "1")
     assert status.exit_code == 0 and "STEP" in status.output and "10 Йога для начинающих" in status.output
+
+
+def test_legacy_import_dry_run_counts_what_is_new_like_the_page(runtime):
+    from sidecar.programs.legacy import plan_import
+
+    enrolments = len(plan_import(runtime).enrolments)
+    dry = invoke(runtime, "programs", "import", "--legacy")
+    assert f"dry run: 1 program(s) (1 new), {enrolments} enrolment(s) ({enrolments} new); add --apply" in dry.output
+    invoke(runtime, "programs", "import", "--legacy", "--apply")
+    again = invoke(runtime, "programs", "import", "--legacy")
+    assert again.exit_code == 0
+    assert f"dry run: 1 program(s) (0 new), {enrolments} enrolment(s) (0 new); nothing new to import" in again.output
+    shown = invoke(runtime, "programs", "import", "--legacy", "--format", "json").output
+    data = json.loads(shown[shown.index("{"):shown.rindex("}") + 1])   # the dry run's last line goes to stderr
+    assert (data["new_programs"], data["new_enrolments"]) == (0, 0)
+    applied = invoke(runtime, "programs", "import", "--legacy", "--apply")
+    assert f"imported 0 program(s) and 0 enrolment(s) (skipped 1 and {enrolments} already imported)" in applied.output
 
 
 def test_enrol_and_status(runtime, tmp_path):

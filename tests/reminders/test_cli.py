@@ -33,6 +33,24 @@ def test_dry_run_table_shows_what_would_be_sent_and_why(school, smtp_server):
     assert "dry run" in result.output and inbox.messages == []
 
 
+def test_dry_run_lists_too_late_chains_and_says_what_a_run_would_record(school, smtp_server):
+    school.schedule(days=(3, 10, None), admin_days=None)
+    school.learner(1, "anna@example.com")
+    school.expired(1, days_ago=3)
+    school.learner(2, "old@example.com")
+    school.expired(2, days_ago=400)
+    result = invoke(school, "remind", "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(line for line in lines if line.startswith("USER"))
+    assert header.split()[-3:] == ["ACTION", "REASON", "RECORDED"]
+    due = next(line for line in lines if line.startswith("1 "))
+    assert due.split()[-2:] == ["send", "yes"]
+    old = next(line for line in lines if line.startswith("2 "))
+    assert "old@example.com" in old and old.split()[-3:] == ["skip", "too_late", "no"]
+    assert "skip:too_late 1" in result.output
+
+
 def test_dry_run_json_for_a_later_day_and_one_level(school, smtp_server):
     school.schedule()
     school.learner(1)

@@ -146,6 +146,52 @@ def test_missed_days_send_only_the_latest_due_step_and_never_stale_ones(school, 
     assert [(i.step, i.reason, i.recorded) for i in too_late] == [(2, "too_late", False)]
 
 
+def test_a_dry_run_lists_every_chain_a_run_leaves_alone_as_too_late(school, smtp_server):
+    _, _, inbox = smtp_server
+    school.schedule(days=(3, 10, None), admin_days=None)
+    school.learner(1)
+    school.expired(1, days_ago=3)      # letter 1 due today
+    school.learner(2)
+    school.expired(2, days_ago=20)     # letter 2 due 10 days ago: more than catch_up_days (7)
+    school.learner(3)
+    school.expired(3, days_ago=400)    # access ended long before reminders were switched on
+    dry = run_reminders(school.runtime, dry_run=True)
+    assert sorted((i.user_id, i.step, i.action, i.reason, i.recorded) for i in dry.plan.items) == [
+        (1, 1, "send", "", True), (2, 2, "skip", "too_late", False), (3, 2, "skip", "too_late", False)]
+    assert dry.plan.counts() == {"send": 1, "skip:too_late": 2}
+    assert "skip:too_late 2" in dry.summary()
+    assert ledger(school) == [] and inbox.messages == []
+
+    run_reminders(school.runtime)
+    assert ledger(school) == [(1, 1, "sent", "")]   # what the dry run said: too-late chains are never recorded
+    assert len(inbox.messages) == 1
+
+
+def test_a_dry_run_does_not_list_an_old_chain_that_got_its_letters(school, smtp_server):
+    school.schedule(days=(3, None, None), admin_days=None)
+    school.learner(1)
+    school.expired(1, days_ago=3)
+    run_reminders(school.runtime)
+    assert ledger(school) == [(1, 1, "sent", "")]
+    school.advance(days=365)
+    assert run_reminders(school.runtime, dry_run=True).plan.items == []
+
+
+def test_a_planned_letter_left_unsent_past_the_catch_up_days_is_skipped_too_late(school, smtp_server):
+    _, _, inbox = smtp_server
+    school.schedule(days=(3, None, None), admin_days=None)
+    school.learner(1)
+    school.expired(1, days_ago=3)
+    from sidecar.reminders.planner import ReminderPlanner
+    from sidecar.reminders.sender import ReminderSender
+
+    ReminderPlanner(school.runtime).plan()
+    school.advance(days=8)             # a long outage: due 8 days ago, catch_up_days is 7
+    report = ReminderSender(school.runtime).send_due()
+    assert report.sent == 0 and report.skipped == {"too_late": 1}
+    assert inbox.messages == [] and ledger(school) == [(1, 1, "skipped", "too_late")]
+
+
 def test_dry_run_records_and_sends_nothing_and_can_look_ahead(school, smtp_server):
     _, _, inbox = smtp_server
     school.schedule()
