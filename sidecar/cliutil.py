@@ -1,12 +1,16 @@
 """What every command of the `mlsidecar` command line shares: loading the configuration once, how much it
-logs, building the runtime with readable start-up errors, who is acting, and plain-text tables."""
+logs, building the runtime with readable start-up errors, the ``--date`` option, who is acting, and
+plain-text tables."""
 
 from __future__ import annotations
 
 import logging
+import re
+from datetime import date, datetime
 
 import click
 
+from sidecar.clock import Clock
 from sidecar.config import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -65,6 +69,46 @@ def configure_cli_logging(ctx: click.Context, settings: Settings) -> None:
     # Errors of start-up still print (and fail the command with their own message).
     logging.getLogger(STARTUP_LOGGER).setLevel(
         logging.NOTSET if shows_startup_report(verbose, service=service) else logging.ERROR)
+
+
+# --- the day a command works on ------------------------------------------------------------------------
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class UtcDay(click.ParamType):
+    """A UTC calendar day written ``YYYY-MM-DD`` (MemberLux ends access at 00:00 UTC of a key's end date)."""
+
+    name = "day"
+
+    def convert(self, value, param, ctx) -> date:
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        try:
+            if _DAY.fullmatch(text):
+                return date.fromisoformat(text)
+        except ValueError:
+            pass
+        self.fail(f"{text!r} is not a calendar day written YYYY-MM-DD (a UTC day, e.g. 2026-11-24)", param, ctx)
+
+
+def day_option(help: str):
+    """The ``--date`` option of every command that works as of a day: a UTC day, ``None`` for today."""
+    return click.option("--date", "day", type=UtcDay(), default=None, metavar="YYYY-MM-DD", help=help)
+
+
+def today_of(ctx: click.Context) -> date:
+    """Today (UTC) by the command's clock: the one ``runtime_of`` gives the runtime."""
+    clock = (ctx.find_object(dict) or {}).get("clock") or Clock()
+    return clock.today_utc()
+
+
+def preview_only(ctx: click.Context, day: date | None, dry_run: bool) -> None:
+    """A command that records its work does it for today: another day can only be previewed (``--dry-run``)."""
+    if day is not None and not dry_run and day != today_of(ctx):
+        raise click.BadParameter(f"{day.isoformat()} is not today ({today_of(ctx).isoformat()}, UTC): "
+                                 "another day can only be previewed: add --dry-run", param_hint="--date")
 
 
 def runtime_of(ctx: click.Context, **kwargs):

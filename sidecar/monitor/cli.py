@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from sidecar.cliutil import runtime_of, text_table, clip, utc, level_names
+from sidecar.cliutil import clip, day_option, level_names, runtime_of, text_table, utc
 
 
 def _explanation_record(e) -> dict:
@@ -54,8 +54,7 @@ def _key_table(keys) -> str:
 @click.command("explain")
 @click.option("--user", "user_ref", required=True, help="WordPress user id or e-mail address.")
 @click.option("--level", "term_id", type=int, required=True, help="Access level (term_id).")
-@click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="UTC day to evaluate (default: today, UTC).")
+@day_option("UTC day to evaluate (default: today, UTC).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
 def explain(ctx: click.Context, user_ref: str, term_id: int, day, fmt: str) -> None:
@@ -65,7 +64,7 @@ def explain(ctx: click.Context, user_ref: str, term_id: int, day, fmt: str) -> N
     runtime = runtime_of(ctx)
     try:
         try:
-            e = MonitorService(runtime).explain(user_ref, term_id, day.date() if day else None)
+            e = MonitorService(runtime).explain(user_ref, term_id, day)
         except LookupError as exc:
             raise click.ClickException(str(exc)) from None
     finally:
