@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 
 import click
 
 from sidecar.cliutil import clip, day_option, level_names, runtime_of, text_table, utc
+from sidecar.domain.sleepers import Reason
 
 
 def _explanation_record(e) -> dict:
@@ -25,6 +27,8 @@ def _explanation_record(e) -> dict:
         "summary": e.summary,
         "expired_on": v.expired_on.isoformat() if v.expired_on else None,
         "last_access_day": v.last_access_day.isoformat() if v.last_access_day else None,
+        "access_until": e.access_until.isoformat() if e.access_until else None,
+        "access_resumes": e.access_resumes.isoformat() if e.access_resumes else None,
         "days_since_expiry": v.days_since_expiry(e.day),
         "last_grant": v.last_grant.isoformat() if v.last_grant else None,
         "blocked": v.blocked,
@@ -49,6 +53,32 @@ def _key_table(keys) -> str:
         [[k.key_id, k.term_id, k.status, k.date_start, "unlimited" if k.unlimited else k.date_end, k.activated_on,
           f"{k.duration} {k.units}", flags(k), "yes" if k.counts else "no", "yes" if k.active_on_day else "no", k.note]
          for k in keys])
+
+
+def _last_day(end) -> str:
+    return (end - timedelta(days=1)).isoformat()
+
+
+def _access_lines(e) -> list[str]:
+    """The learner's access on the day evaluated, in words that hold for the verdict and the day."""
+    v, day = e.verdict, e.day
+    x = v.expired_on
+    if v.reason is Reason.UNLIMITED:
+        return ["access    unlimited (a key without an end)"]
+    if x is None:
+        return []
+    if x <= day:
+        return [f"expired   {x.isoformat()} (last day with access {_last_day(x)})"]
+    if e.access_until is not None:  # access on the day
+        lines = [f"access    active until {e.access_until.isoformat()} (last day with access {_last_day(e.access_until)})"]
+        if e.access_resumes is not None:
+            lines.append(f"          paid ahead: again from {e.access_resumes.isoformat()} until {x.isoformat()} "
+                         f"(last day with access {_last_day(x)})")
+        return lines
+    if e.access_resumes is not None:
+        return [f"access    none on {day.isoformat()}; paid ahead: again from {e.access_resumes.isoformat()} "
+                f"until {x.isoformat()} (last day with access {_last_day(x)})"]
+    return [f"access    none on {day.isoformat()}; a key of the level ends after it, on {x.isoformat()}"]
 
 
 @click.command("explain")
@@ -79,8 +109,8 @@ def explain(ctx: click.Context, user_ref: str, term_id: int, day, fmt: str) -> N
     click.echo(f"day       {e.day.isoformat()} (UTC)")
     click.echo(f"verdict   {e.reason}{' (SLEEPER)' if e.is_sleeper else ''}")
     click.echo(f"          {e.summary}")
-    if v.expired_on:
-        click.echo(f"expired   {v.expired_on.isoformat()} (last day with access {v.last_access_day.isoformat()})")
+    for line in _access_lines(e):
+        click.echo(line)
     click.echo(f"last grant {v.last_grant.isoformat() if v.last_grant else '-'}")
     rm = e.read_model
     listed = "yes" if rm.listed else "no"

@@ -29,6 +29,7 @@ from sidecar.domain.ids import is_id
 from sidecar.domain.access import (
     KEY_STATUS_NEW,
     KeyRow,
+    access_periods,
     activation_day,
     effective_status,
     has_access_on,
@@ -177,6 +178,12 @@ class Explanation:
     read_model: ReadModelState
     include_basket: bool
     check_ancestors: bool = True
+    #: With access on the day (``active``): the end of the unbroken access that holds the day (stacked
+    #: renewals included), i.e. its first day without access.
+    access_until: date | None = None
+    #: Access paid ahead after a gap (``renewed``, or ``active`` with a gap ahead): the first day the level
+    #: opens again.
+    access_resumes: date | None = None
 
     @property
     def reason(self) -> str:
@@ -533,6 +540,9 @@ class MonitorService:
         verdict = evaluate(wp_user.id, term_id, rows, day, ancestor_rows=ancestor_rows,
                            has_manual_certificate=has_manual, blocked=wp_user.blocked, user_exists=True,
                            policy=policy, check_ancestors=self.check_ancestors)
+        periods = access_periods(rows, policy) if verdict.reason in (Reason.ACTIVE, Reason.RENEWED) else []
+        access_until = next((p.end for p in periods if p.contains(day)), None)
+        access_resumes = next((p.start for p in periods if p.start > (access_until or day)), None)
         return Explanation(
             user=wp_user,
             term_id=term_id,
@@ -553,6 +563,8 @@ class MonitorService:
             ),
             include_basket=policy.include_basket,
             check_ancestors=self.check_ancestors,
+            access_until=access_until,
+            access_resumes=access_resumes,
         )
 
 
@@ -584,10 +596,14 @@ def _key_facts(rows: Sequence[KeyRow], day: date, policy) -> Iterator[KeyFact]:
         )
 
 
+# {x}: X, the end of the latest key (its first day without access); {until}: the end of the unbroken access
+# that holds the day; {resumes}: the first day of access paid ahead after a gap. Every sentence holds for any
+# day asked, past, present or future.
 _SUMMARIES = {
-    Reason.SLEEPER: "Sleeper: access ended on {x} ({days} days ago), nothing renews or replaces it.",
-    Reason.ACTIVE: "Active: a key opens the level on {day}; access currently runs until {x}.",
-    Reason.RENEWED: "Not a sleeper: no access on {day}, but a key paid ahead runs until {x}.",
+    Reason.SLEEPER: "Sleeper: access ended on {x} ({days_before}), nothing renews or replaces it.",
+    Reason.ACTIVE: "Active: a key opens the level on {day}; access runs until {until}{later}.",
+    Reason.RENEWED: "Not a sleeper: no access on {day}, but a key paid ahead opens the level again on {resumes} "
+                    "and access runs until {x}.",
     Reason.UNLIMITED: "Not a sleeper: the user holds an unlimited key for this level.",
     Reason.ANCESTOR_ACTIVE: "Not a sleeper: access to this level ended on {x}, but a key of a parent level "
                             "opens it on {day}.",
@@ -601,11 +617,26 @@ _SUMMARIES = {
 }
 
 
+def _days_before(days: int | None, day: date) -> str:
+    if days is None:
+        return "-"
+    if days == 0:
+        return "the day evaluated"
+    return f"{days} day{'s' if days != 1 else ''} before {day.isoformat()}"
+
+
 def _summary(e: Explanation) -> str:
     v = e.verdict
+    x = v.expired_on.isoformat() if v.expired_on else "-"
+    later = f"; a key paid ahead opens it again on {e.access_resumes.isoformat()}, until {x}" \
+        if e.access_resumes is not None else ""
     text = _SUMMARIES[v.reason].format(
-        x=v.expired_on.isoformat() if v.expired_on else "-", day=e.day.isoformat(),
-        days=v.days_since_expiry(e.day) if v.expired_on else "-")
+        x=x, day=e.day.isoformat(), days_before=_days_before(v.days_since_expiry(e.day), e.day),
+        until=e.access_until.isoformat() if e.access_until else x,
+        resumes=e.access_resumes.isoformat() if e.access_resumes else "-", later=later)
+    if v.reason is Reason.RENEWED and e.access_resumes is None:
+        # Only a zero-length key (start = end) lies ahead: it marks an end but opens nothing.
+        text = f"Not a sleeper: no access on {e.day.isoformat()}, but a key of the level ends after it, on {x}."
     if v.blocked:
         text += " The account is blocked in MemberLux: shown flagged, never mailed."
     return text
