@@ -23,11 +23,17 @@ log = logging.getLogger("sidecar")
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="MLS_CONFIG",
               help="TOML configuration file (default: ./mlsidecar.toml, then /etc/mlsidecar/mlsidecar.toml).")
+@click.option("-v", "--verbose", count=True,
+              help="Log more on stderr: -v information and what start-up found about the site (missing optional "
+                   "modules, which `doctor` reports anyway), -vv debug. Without it, commands other than serve and "
+                   "worker log only the errors and warnings of their own work.")
 @click.version_option(package_name="mlsidecar")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     """Companion service for a WordPress site running MemberLux."""
-    ctx.ensure_object(dict)["config_path"] = config_path
+    obj = ctx.ensure_object(dict)
+    obj["config_path"] = config_path
+    obj["verbose"] = verbose
 
 
 # --- config -------------------------------------------------------------------------------------

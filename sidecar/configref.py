@@ -42,7 +42,8 @@ SECTION_NOTES: dict[str, str] = {
     "webhooks.endpoints": "Endpoints defined in the file (more can be added in the UI). One `[[webhooks.endpoints]]` "
                           "table per endpoint.",
     "web": "`mlsidecar serve`: listen address, URLs, sessions, API tokens.",
-    "log": "Log output of every command (stderr).",
+    "log": "Log output (stderr) of `serve` and `worker` at this level; the other commands log only "
+           "warnings and errors unless run with `mlsidecar -v`.",
 }
 
 #: What the named field validators of ``sidecar.config`` accept, in words.

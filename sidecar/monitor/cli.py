@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 
 import click
 
-from sidecar.cliutil import runtime_of, text_table, clip, utc, level_names
+from sidecar.cliutil import clip, day_option, level_names, preview_only, runtime_of, text_table, utc
+from sidecar.domain.sleepers import Reason
 
 
 def _explanation_record(e) -> dict:
@@ -25,6 +27,8 @@ def _explanation_record(e) -> dict:
         "summary": e.summary,
         "expired_on": v.expired_on.isoformat() if v.expired_on else None,
         "last_access_day": v.last_access_day.isoformat() if v.last_access_day else None,
+        "access_until": e.access_until.isoformat() if e.access_until else None,
+        "access_resumes": e.access_resumes.isoformat() if e.access_resumes else None,
         "days_since_expiry": v.days_since_expiry(e.day),
         "last_grant": v.last_grant.isoformat() if v.last_grant else None,
         "blocked": v.blocked,
@@ -51,11 +55,36 @@ def _key_table(keys) -> str:
          for k in keys])
 
 
+def _last_day(end) -> str:
+    return (end - timedelta(days=1)).isoformat()
+
+
+def _access_lines(e) -> list[str]:
+    """The learner's access on the day evaluated, in words that hold for the verdict and the day."""
+    v, day = e.verdict, e.day
+    x = v.expired_on
+    if v.reason is Reason.UNLIMITED:
+        return ["access    unlimited (a key without an end)"]
+    if x is None:
+        return []
+    if x <= day:
+        return [f"expired   {x.isoformat()} (last day with access {_last_day(x)})"]
+    if e.access_until is not None:  # access on the day
+        lines = [f"access    active until {e.access_until.isoformat()} (last day with access {_last_day(e.access_until)})"]
+        if e.access_resumes is not None:
+            lines.append(f"          paid ahead: again from {e.access_resumes.isoformat()} until {x.isoformat()} "
+                         f"(last day with access {_last_day(x)})")
+        return lines
+    if e.access_resumes is not None:
+        return [f"access    none on {day.isoformat()}; paid ahead: again from {e.access_resumes.isoformat()} "
+                f"until {x.isoformat()} (last day with access {_last_day(x)})"]
+    return [f"access    none on {day.isoformat()}; a key of the level ends after it, on {x.isoformat()}"]
+
+
 @click.command("explain")
 @click.option("--user", "user_ref", required=True, help="WordPress user id or e-mail address.")
 @click.option("--level", "term_id", type=int, required=True, help="Access level (term_id).")
-@click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="UTC day to evaluate (default: today, UTC).")
+@day_option("UTC day to evaluate (default: today, UTC).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
 def explain(ctx: click.Context, user_ref: str, term_id: int, day, fmt: str) -> None:
@@ -65,7 +94,7 @@ def explain(ctx: click.Context, user_ref: str, term_id: int, day, fmt: str) -> N
     runtime = runtime_of(ctx)
     try:
         try:
-            e = MonitorService(runtime).explain(user_ref, term_id, day.date() if day else None)
+            e = MonitorService(runtime).explain(user_ref, term_id, day)
         except LookupError as exc:
             raise click.ClickException(str(exc)) from None
     finally:
@@ -80,8 +109,8 @@ def explain(ctx: click.Context, user_ref: str, term_id: int, day, fmt: str) -> N
     click.echo(f"day       {e.day.isoformat()} (UTC)")
     click.echo(f"verdict   {e.reason}{' (SLEEPER)' if e.is_sleeper else ''}")
     click.echo(f"          {e.summary}")
-    if v.expired_on:
-        click.echo(f"expired   {v.expired_on.isoformat()} (last day with access {v.last_access_day.isoformat()})")
+    for line in _access_lines(e):
+        click.echo(line)
     click.echo(f"last grant {v.last_grant.isoformat() if v.last_grant else '-'}")
     rm = e.read_model
     listed = "yes" if rm.listed else "no"
@@ -113,30 +142,45 @@ def sleepers_group() -> None:
 
 @sleepers_group.command("refresh")
 @click.option("--level", "term_id", type=int, default=None, help="Only this level (default: all levels).")
+@day_option("Evaluate for this UTC day (default: today, UTC); another day needs --dry-run.")
+@click.option("--dry-run", is_flag=True,
+              help="Evaluate and show the figures, but store nothing: the report keeps its rows.")
 @click.pass_context
-def sleepers_refresh(ctx: click.Context, term_id: int | None) -> None:
-    """Re-evaluate levels against the WordPress tables and store the sleepers."""
+def sleepers_refresh(ctx: click.Context, term_id: int | None, day, dry_run: bool) -> None:
+    """Re-evaluate levels against the WordPress tables and store the sleepers.
+
+    The stored report is always today's (UTC): the worker rebuilds any level evaluated for another day.
+    Another day is therefore only previewed (--date D --dry-run); `sleepers list --date D` lists its
+    learners.
+    """
     from sidecar.monitor.certificates import CertificateClassifier
     from sidecar.monitor.refresh import SleeperRefresher
 
+    preview_only(ctx, day, dry_run)
     runtime = runtime_of(ctx)
     try:
         names = level_names(runtime)
+        day = day or runtime.clock.today_utc()
         refresher = SleeperRefresher(runtime)
-        if term_id is not None:
-            if term_id not in names:
-                raise click.BadParameter(f"there is no access level {term_id}", param_hint="--level")
+        if term_id is not None and term_id not in names:
+            raise click.BadParameter(f"there is no access level {term_id}", param_hint="--level")
+        if term_id is not None and not dry_run:
             CertificateClassifier(runtime).sync()  # as refresh_all does: new certificates count at once
-            reports = [refresher.refresh_level(term_id)]
+            reports = [refresher.refresh_level(term_id, day)]
         else:
-            with click.progressbar(length=max(len(names), 1), label="refreshing levels", file=sys.stderr) as bar:
+            label = f"evaluating levels for {day.isoformat()}" if dry_run else "refreshing levels"
+            length = 1 if term_id is not None else max(len(names), 1)
+            with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
                 last = [0]
 
                 def progress(_term_id: int, done: int, _total: int) -> None:
                     bar.update(done - last[0])
                     last[0] = done
 
-                reports = refresher.refresh_all(progress=progress)
+                if dry_run:
+                    reports = refresher.preview(day, None if term_id is None else [term_id], progress=progress)
+                else:
+                    reports = refresher.refresh_all(progress=progress, day=day)
     finally:
         runtime.close()
     click.echo(text_table(
@@ -144,11 +188,14 @@ def sleepers_refresh(ctx: click.Context, term_id: int | None) -> None:
         [[r.term_id, clip(names.get(r.term_id, r.skipped or ""), 40), r.sleepers, r.users_considered, r.rows_scanned,
           f"{r.seconds:.2f}"] for r in reports]))
     click.echo(f"{len(reports)} level(s), {sum(r.sleepers for r in reports)} sleepers, "
-               f"evaluated for {reports[0].evaluated_for if reports else '-'} (UTC)")
+               f"evaluated for {day.isoformat()} (UTC)"
+               + ("; dry run: nothing stored, the report is unchanged" if dry_run else ""))
 
 
 @sleepers_group.command("list")
 @click.option("--level", "levels", type=int, multiple=True, help="Only these levels (repeatable).")
+@day_option("Sleepers as of this UTC day: from the stored report when it was built for that day, else "
+            "evaluated live from the WordPress tables (slower on a large site). Default: the stored report.")
 @click.option("--from", "expired_from", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="Expired on or after this day.")
 @click.option("--to", "expired_to", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
@@ -162,9 +209,10 @@ def sleepers_refresh(ctx: click.Context, term_id: int | None) -> None:
               help="Rows to show (table/json: default 50, one page; csv: default all).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.pass_context
-def sleepers_list(ctx: click.Context, levels: tuple[int, ...], expired_from, expired_to, search: str, sort: str,
+def sleepers_list(ctx: click.Context, levels: tuple[int, ...], day, expired_from, expired_to, search: str, sort: str,
                   desc: bool, cursor: str | None, limit: int | None, fmt: str) -> None:
-    """List sleepers from the last refresh, oldest expiry first."""
+    """List sleepers from the last refresh (or as of --date), oldest expiry first."""
+    import contextlib
     import itertools
 
     from sidecar.monitor.service import MonitorService, SleeperQuery
@@ -183,20 +231,33 @@ def sleepers_list(ctx: click.Context, levels: tuple[int, ...], expired_from, exp
                              expired_to=expired_to.date() if expired_to else None, search=search.strip(),
                              sort=sort, descending=desc, after=cursor, limit=limit or 50)
         service = MonitorService(runtime)
-        try:
-            if fmt == "csv":
-                rows = service.iterate(query)
-                for chunk in csv_chunks(itertools.islice(rows, limit) if limit else rows):
-                    click.echo(chunk, nl=False)
-                return
-            page = service.page(query)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--after") from None
+        live = day is not None and not service.stored_for(day, query.levels)
+        with contextlib.ExitStack() as stack:
+            progress = None
+            if live:
+                bar = stack.enter_context(click.progressbar(
+                    length=1, label=f"evaluating sleepers for {day.isoformat()}", file=sys.stderr))
+
+                def progress(done: int, total: int) -> None:
+                    bar.length = total
+                    bar.update(done - bar.pos)
+
+            try:
+                if fmt == "csv":
+                    rows = service.iterate(query, day=day, progress=progress)
+                    for chunk in csv_chunks(itertools.islice(rows, limit) if limit else rows):
+                        click.echo(chunk, nl=False)
+                    return
+                page = service.page(query, day=day, progress=progress)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--after") from None
     finally:
         runtime.close()
+    source = "live" if live else "report"
     if fmt == "json":
-        click.echo(json.dumps({"total": page.total, "next_cursor": page.next_cursor,
-                               "sleepers": [api_record(r) for r in page.rows]}, indent=2, ensure_ascii=False))
+        click.echo(json.dumps({"as_of": day.isoformat() if day else None, "source": source, "total": page.total,
+                               "next_cursor": page.next_cursor, "sleepers": [api_record(r) for r in page.rows]},
+                              indent=2, ensure_ascii=False))
         return
     if not page.rows:
         click.echo("no sleepers match")
@@ -207,6 +268,7 @@ def sleepers_list(ctx: click.Context, levels: tuple[int, ...], expired_from, exp
           r.expired_on, r.days_since, r.last_grant or "", r.reminders_sent, "yes" if r.blocked else ""]
          for r in page.rows]))
     # On stderr so that piping the table elsewhere keeps only rows.
-    click.echo(f"{len(page.rows)} of {page.total}", err=True)
+    as_of = f" as of {day.isoformat()} (UTC, {'evaluated live' if live else 'stored report'})" if day else ""
+    click.echo(f"{len(page.rows)} of {page.total}{as_of}", err=True)
     if page.next_cursor:
         click.echo(f"more: add --after {page.next_cursor}", err=True)

@@ -196,6 +196,25 @@ class SleeperRefresher:
                 progress(term_id, done, len(level_ids))
         return reports
 
+    def preview(self, day: date, level_ids: Sequence[int] | None = None,
+                progress: ProgressCallback | None = None) -> list[RefreshReport]:
+        """What a refresh for UTC day ``day`` would find in each level (default: every level), writing
+        nothing: the read model keeps its rows and refresh records, the history gets no count, no event
+        is sent. Certificates are taken as last synchronised."""
+        parents = self.reader.level_parents()
+        level_ids = [level.term_id for level in self.reader.levels()] if level_ids is None else list(level_ids)
+        reports: list[RefreshReport] = []
+        for done, term_id in enumerate(level_ids, start=1):
+            started = time.perf_counter()
+            if term_id in parents:
+                stats = self.evaluate_level(term_id, day, parents=parents).stats
+                reports.append(RefreshReport(term_id, day, round(time.perf_counter() - started, 3), **stats))
+            else:
+                reports.append(RefreshReport(term_id, day, 0.0, 0, 0, 0, {}, skipped="level deleted"))
+            if progress is not None:
+                progress(term_id, done, len(level_ids))
+        return reports
+
     def stale_levels(self, max_age: timedelta, day: date | None = None) -> list[int]:
         """Levels whose read model is missing, for another UTC day, older than ``max_age``, or older
         than a certificate of the level that appeared or disappeared since."""

@@ -1,7 +1,10 @@
 """The read side of the learning monitor: what the UI, the CSV/JSON export, the API and the CLI show.
 
-Lists come from the read model (``mls_sleepers``) only, so a page never touches the WordPress tables
-whatever their size; level names are the one exception, read from WordPress and cached briefly.
+Lists come from the read model (``mls_sleepers``), so a page never touches the WordPress tables
+whatever their size; level names are the one exception, read from WordPress and cached briefly. A list
+asked for a UTC day the read model was not built for (``day=``) is the exception: its levels are
+evaluated live, with the refresh's own evaluation, and paged in memory in the same order with the same
+cursors.
 Pages use keyset pagination: the cursor carries the sort key of the last row plus ``(user_id,
 term_id)``, a tie-breaker unique per row, so pages never repeat or skip a row even when many rows share
 an expiry day, and a page costs the same at row 10 or at row 100 000.
@@ -17,7 +20,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,6 +32,7 @@ from sidecar.domain.ids import is_id
 from sidecar.domain.access import (
     KEY_STATUS_NEW,
     KeyRow,
+    access_periods,
     activation_day,
     effective_status,
     has_access_on,
@@ -106,6 +110,34 @@ class SleeperPage:
     total: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Evaluated:
+    """A sleeper as the read model would store them, evaluated live for a day it was not built for."""
+
+    term_id: int
+    user_id: int
+    expired_on: date
+    last_grant: date | None
+    blocked: bool
+    email: str
+    login: str
+    first_name: str
+    last_name: str
+    search_text: str
+
+
+#: Levels evaluated so far and in all: ``(done, total)``.
+LevelProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class _LiveList:
+    matching: list[_Evaluated]               # every sleeper that passes the filters, in order
+    following: list[_Evaluated]              # those after the cursor
+    names: Mapping[int, str]
+    key: Callable[[_Evaluated], list[Any]]   # the sort key, as a cursor carries it
+
+
 @dataclass(frozen=True)
 class LevelFreshness:
     term_id: int
@@ -177,6 +209,12 @@ class Explanation:
     read_model: ReadModelState
     include_basket: bool
     check_ancestors: bool = True
+    #: With access on the day (``active``): the end of the unbroken access that holds the day (stacked
+    #: renewals included), i.e. its first day without access.
+    access_until: date | None = None
+    #: Access paid ahead after a gap (``renewed``, or ``active`` with a gap ahead): the first day the level
+    #: opens again.
+    access_resumes: date | None = None
 
     @property
     def reason(self) -> str:
@@ -347,15 +385,15 @@ class MonitorService:
     def _today(self) -> date:
         return self.runtime.clock.today_utc()
 
-    def _filters(self, q: SleeperQuery) -> list[sa.ColumnElement[bool]]:
+    def _filters(self, q: SleeperQuery, day: date | None = None) -> list[sa.ColumnElement[bool]]:
         conditions: list[sa.ColumnElement[bool]] = []
         if q.levels:
             conditions.append(_E.term_id.in_([int(t) for t in q.levels]))
         if q.expired_from is not None:
             conditions.append(_E.expired_on >= q.expired_from)
         if q.expired_to is not None:
-            # The rule never lists a future expiry: the end of the window is clamped to today (UTC).
-            conditions.append(_E.expired_on <= min(q.expired_to, self._today()))
+            # The rule never lists a future expiry: the end of the window is clamped to the day (UTC).
+            conditions.append(_E.expired_on <= min(q.expired_to, day or self._today()))
         for token in (q.search or "").lower().split():
             conditions.append(_E.search_text.contains(token, autoescape=True))
         return conditions
@@ -367,15 +405,15 @@ class MonitorService:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
 
     def _fetch(self, session: Session, q: SleeperQuery, order: _Order, after: list[Any] | None,
-               limit: int) -> tuple[list[SleeperEntry], bool]:
-        stmt = sa.select(_E).where(*self._filters(q))
+               limit: int, day: date | None = None) -> tuple[list[SleeperEntry], bool]:
+        stmt = sa.select(_E).where(*self._filters(q, day))
         if after is not None:
             stmt = stmt.where(_after(order.columns, after, order.ascending))
         stmt = stmt.order_by(*(c.asc() if order.ascending else c.desc() for c in order.columns)).limit(limit + 1)
         entries = list(session.scalars(stmt))
         return entries[:limit], len(entries) > limit
 
-    def _key_of(self, entry: SleeperEntry, sort: str, ranks: Mapping[int, int]) -> list[Any]:
+    def _key_of(self, entry: SleeperEntry | _Evaluated, sort: str, ranks: Mapping[int, int]) -> list[Any]:
         if sort in ("expired_on", "days_since"):
             return [entry.expired_on, entry.user_id, entry.term_id]
         if sort == "name":
@@ -384,8 +422,9 @@ class MonitorService:
             return [entry.email, entry.user_id, entry.term_id]
         return [ranks.get(entry.term_id, len(ranks)), entry.expired_on, entry.user_id, entry.term_id]
 
-    def _rows(self, session: Session, entries: Sequence[SleeperEntry], names: Mapping[int, str]) -> list[SleeperRow]:
-        today = self._today()
+    def _rows(self, session: Session, entries: Sequence[SleeperEntry | _Evaluated], names: Mapping[int, str],
+              day: date | None = None) -> list[SleeperRow]:
+        today = day or self._today()
         reminders = _reminders_sent(session, [(e.user_id, e.term_id, e.expired_on) for e in entries])
         return [
             SleeperRow(
@@ -398,39 +437,122 @@ class MonitorService:
             for e in entries
         ]
 
-    def page(self, q: SleeperQuery) -> SleeperPage:
-        """One page of sleepers and the total matching the filters (cursor excluded)."""
+    def stored_for(self, day: date, levels: Sequence[int] = ()) -> bool:
+        """Whether the read model holds the sleepers of UTC day ``day`` for these levels (default: every
+        existing level): each of them was last rebuilt for that day."""
+        wanted = set(levels) or set(self.level_names())
+        with self.runtime.sessions() as session:
+            built = dict(session.execute(sa.select(SleeperRefresh.term_id, SleeperRefresh.evaluated_for)).tuples().all())
+        return all(built.get(term_id) == day for term_id in wanted)
+
+    def page(self, q: SleeperQuery, *, day: date | None = None, progress: LevelProgress | None = None) -> SleeperPage:
+        """One page of sleepers and the total matching the filters (cursor excluded).
+
+        ``day`` (UTC): the sleepers as of that day, from the read model when it was built for that day
+        (:meth:`stored_for`), else evaluated live (``progress`` follows the levels). Without it, the read
+        model as last rebuilt.
+        """
         self._check(q, q.limit)
+        if day is not None and not self.stored_for(day, q.levels):
+            return self._live_page(q, day, progress)
         names, ranks = self._levels()
         order = _order_for(q.sort, q.descending, self._level_rank(ranks))
         after = _decode_cursor(q.after, q.sort, q.descending, order.kinds) if q.after else None
         with self.runtime.sessions() as session:
-            entries, more = self._fetch(session, q, order, after, q.limit)
-            total = int(session.scalar(sa.select(sa.func.count()).select_from(_E).where(*self._filters(q))) or 0)
-            rows = self._rows(session, entries, names)
+            entries, more = self._fetch(session, q, order, after, q.limit, day)
+            total = int(session.scalar(sa.select(sa.func.count()).select_from(_E).where(*self._filters(q, day))) or 0)
+            rows = self._rows(session, entries, names, day)
         next_cursor = None
         if more and entries:
             next_cursor = _encode_cursor(q.sort, q.descending, self._key_of(entries[-1], q.sort, ranks))
         return SleeperPage(rows=rows, next_cursor=next_cursor, total=total)
 
-    def iterate(self, q: SleeperQuery, chunk: int = 1000) -> Iterator[SleeperRow]:
+    def iterate(self, q: SleeperQuery, chunk: int = 1000, *, day: date | None = None,
+                progress: LevelProgress | None = None) -> Iterator[SleeperRow]:
         """Every sleeper matching ``q`` in its order, read in keyset chunks (for streaming exports).
 
-        ``q.limit`` is ignored; ``q.after`` is honoured. Each chunk is its own short read, so no store
-        connection stays open while the caller writes the export.
+        ``q.limit`` is ignored; ``q.after`` is honoured; ``day`` as in :meth:`page`. Each chunk is its own
+        short read, so no store connection stays open while the caller writes the export.
         """
         self._check(q, chunk)
+        if day is not None and not self.stored_for(day, q.levels):
+            yield from self._live_iterate(q, chunk, day, progress)
+            return
         names, ranks = self._levels()
         order = _order_for(q.sort, q.descending, self._level_rank(ranks))
         after = _decode_cursor(q.after, q.sort, q.descending, order.kinds) if q.after else None
         while True:
             with self.runtime.sessions() as session:
-                entries, more = self._fetch(session, q, order, after, chunk)
-                rows = self._rows(session, entries, names)
+                entries, more = self._fetch(session, q, order, after, chunk, day)
+                rows = self._rows(session, entries, names, day)
             yield from rows
             if not more or not entries:
                 return
             after = self._key_of(entries[-1], q.sort, ranks)
+
+    # --- lists for a day the read model was not built for -----------------------------------------
+
+    def _evaluate(self, q: SleeperQuery, day: date, progress: LevelProgress | None) -> list[_Evaluated]:
+        """The sleepers of ``q``'s levels (default: all) on ``day``, by the refresh's own evaluation."""
+        from sidecar.monitor.refresh import SleeperRefresher, search_text
+
+        parents = self.runtime.reader.level_parents()
+        level_ids = list(dict.fromkeys(q.levels)) or list(self.level_names())
+        refresher = SleeperRefresher(self.runtime, check_ancestors=self.check_ancestors)
+        found: list[_Evaluated] = []
+        for done, term_id in enumerate(level_ids, start=1):
+            if term_id in parents:  # a deleted level opens nothing: nobody sleeps in it
+                evaluation = refresher.evaluate_level(term_id, day, parents=parents)
+                for user_id, expired_on, last_grant, blocked, email, login, first, last in evaluation.sleepers:
+                    found.append(_Evaluated(term_id, user_id, expired_on, last_grant, bool(blocked), email or "",
+                                            login or "", first or "", last or "",
+                                            search_text(first, last, email, login)))
+            if progress is not None:
+                progress(done, len(level_ids))
+        return found
+
+    def _live(self, q: SleeperQuery, day: date, progress: LevelProgress | None) -> _LiveList:
+        """The evaluated sleepers that pass ``q``'s filters, in ``q``'s order: the read model's filters,
+        order and cursor, applied in memory."""
+        names, ranks = self._levels()
+        order = _order_for(q.sort, q.descending, self._level_rank(ranks))
+        # A bad cursor is refused before the levels are evaluated.
+        after = _decode_cursor(q.after, q.sort, q.descending, order.kinds) if q.after else None
+        tokens = (q.search or "").lower().split()
+        window_end = min(q.expired_to, day) if q.expired_to is not None else None
+        matching = [
+            e for e in self._evaluate(q, day, progress)
+            if (q.expired_from is None or e.expired_on >= q.expired_from)
+            and (window_end is None or e.expired_on <= window_end)
+            and all(token in e.search_text for token in tokens)
+        ]
+
+        def key(entry: _Evaluated) -> list[Any]:
+            return self._key_of(entry, q.sort, ranks)
+
+        matching.sort(key=key, reverse=not order.ascending)
+        following = matching
+        if after is not None:
+            following = [e for e in matching if (key(e) > after if order.ascending else key(e) < after)]
+        return _LiveList(matching, following, names, key)
+
+    def _live_page(self, q: SleeperQuery, day: date, progress: LevelProgress | None) -> SleeperPage:
+        live = self._live(q, day, progress)
+        shown = live.following[:q.limit]
+        with self.runtime.sessions() as session:
+            rows = self._rows(session, shown, live.names, day)
+        next_cursor = None
+        if len(live.following) > q.limit and shown:
+            next_cursor = _encode_cursor(q.sort, q.descending, live.key(shown[-1]))
+        return SleeperPage(rows=rows, next_cursor=next_cursor, total=len(live.matching))
+
+    def _live_iterate(self, q: SleeperQuery, chunk: int, day: date,
+                      progress: LevelProgress | None) -> Iterator[SleeperRow]:
+        live = self._live(q, day, progress)
+        for start in range(0, len(live.following), chunk):
+            with self.runtime.sessions() as session:
+                rows = self._rows(session, live.following[start:start + chunk], live.names, day)
+            yield from rows
 
     # --- figures -----------------------------------------------------------------------------------
 
@@ -533,6 +655,9 @@ class MonitorService:
         verdict = evaluate(wp_user.id, term_id, rows, day, ancestor_rows=ancestor_rows,
                            has_manual_certificate=has_manual, blocked=wp_user.blocked, user_exists=True,
                            policy=policy, check_ancestors=self.check_ancestors)
+        periods = access_periods(rows, policy) if verdict.reason in (Reason.ACTIVE, Reason.RENEWED) else []
+        access_until = next((p.end for p in periods if p.contains(day)), None)
+        access_resumes = next((p.start for p in periods if p.start > (access_until or day)), None)
         return Explanation(
             user=wp_user,
             term_id=term_id,
@@ -553,6 +678,8 @@ class MonitorService:
             ),
             include_basket=policy.include_basket,
             check_ancestors=self.check_ancestors,
+            access_until=access_until,
+            access_resumes=access_resumes,
         )
 
 
@@ -584,10 +711,14 @@ def _key_facts(rows: Sequence[KeyRow], day: date, policy) -> Iterator[KeyFact]:
         )
 
 
+# {x}: X, the end of the latest key (its first day without access); {until}: the end of the unbroken access
+# that holds the day; {resumes}: the first day of access paid ahead after a gap. Every sentence holds for any
+# day asked, past, present or future.
 _SUMMARIES = {
-    Reason.SLEEPER: "Sleeper: access ended on {x} ({days} days ago), nothing renews or replaces it.",
-    Reason.ACTIVE: "Active: a key opens the level on {day}; access currently runs until {x}.",
-    Reason.RENEWED: "Not a sleeper: no access on {day}, but a key paid ahead runs until {x}.",
+    Reason.SLEEPER: "Sleeper: access ended on {x} ({days_before}), nothing renews or replaces it.",
+    Reason.ACTIVE: "Active: a key opens the level on {day}; access runs until {until}{later}.",
+    Reason.RENEWED: "Not a sleeper: no access on {day}, but a key paid ahead opens the level again on {resumes} "
+                    "and access runs until {x}.",
     Reason.UNLIMITED: "Not a sleeper: the user holds an unlimited key for this level.",
     Reason.ANCESTOR_ACTIVE: "Not a sleeper: access to this level ended on {x}, but a key of a parent level "
                             "opens it on {day}.",
@@ -601,11 +732,26 @@ _SUMMARIES = {
 }
 
 
+def _days_before(days: int | None, day: date) -> str:
+    if days is None:
+        return "-"
+    if days == 0:
+        return "the day evaluated"
+    return f"{days} day{'s' if days != 1 else ''} before {day.isoformat()}"
+
+
 def _summary(e: Explanation) -> str:
     v = e.verdict
+    x = v.expired_on.isoformat() if v.expired_on else "-"
+    later = f"; a key paid ahead opens it again on {e.access_resumes.isoformat()}, until {x}" \
+        if e.access_resumes is not None else ""
     text = _SUMMARIES[v.reason].format(
-        x=v.expired_on.isoformat() if v.expired_on else "-", day=e.day.isoformat(),
-        days=v.days_since_expiry(e.day) if v.expired_on else "-")
+        x=x, day=e.day.isoformat(), days_before=_days_before(v.days_since_expiry(e.day), e.day),
+        until=e.access_until.isoformat() if e.access_until else x,
+        resumes=e.access_resumes.isoformat() if e.access_resumes else "-", later=later)
+    if v.reason is Reason.RENEWED and e.access_resumes is None:
+        # Only a zero-length key (start = end) lies ahead: it marks an end but opens nothing.
+        text = f"Not a sleeper: no access on {e.day.isoformat()}, but a key of the level ends after it, on {x}."
     if v.blocked:
         text += " The account is blocked in MemberLux: shown flagged, never mailed."
     return text

@@ -9,13 +9,12 @@ from datetime import timedelta
 
 import click
 
-from sidecar.cliutil import runtime_of, text_table, clip, level_names
+from sidecar.cliutil import clip, day_option, level_names, preview_only, runtime_of, text_table
 
 
 @click.command("remind")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent and why; record and send nothing.")
-@click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="Plan for this UTC day (dry run only; default today, UTC).")
+@day_option("Plan for this UTC day (default: today, UTC); another day needs --dry-run.")
 @click.option("--level", "levels", type=int, multiple=True, help="Only these levels (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_context
@@ -26,8 +25,7 @@ def remind(ctx: click.Context, dry_run: bool, day, levels: tuple[int, ...], fmt:
     from sidecar.jobs import REMINDERS_DAILY_JOB
     from sidecar.store.leases import holder_name
 
-    if day is not None and not dry_run:
-        raise click.BadParameter("another day can only be previewed: add --dry-run", param_hint="--date")
+    preview_only(ctx, day, dry_run)
     runtime = runtime_of(ctx)
     holder = holder_name()
     leased = False
@@ -46,7 +44,7 @@ def remind(ctx: click.Context, dry_run: bool, day, levels: tuple[int, ...], fmt:
                 bar.update(done - bar.pos)
 
             try:
-                report = run_reminders(runtime, day=day.date() if day else None, levels=levels or None,
+                report = run_reminders(runtime, day=day, levels=levels or None,
                                        dry_run=dry_run, progress=progress)
             except LookupError as exc:
                 raise click.BadParameter(str(exc).strip("'\""), param_hint="--level") from None

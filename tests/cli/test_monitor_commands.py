@@ -5,17 +5,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date
+from datetime import date, datetime, timezone
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from sidecar.bootstrap import build_runtime, store_url
 from sidecar.cli import cli
+from sidecar.clock import FixedClock
 from sidecar.monitor.certificates import CertificateClassifier
+from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.service import MonitorService, SleeperQuery
 from sidecar.monitor.csv_export import CSV_COLUMNS
-from sidecar.store.monitor_models import CertificateClassRow
+from sidecar.store.monitor_models import CertificateClassRow, SleeperCount, SleeperEntry, SleeperRefresh
 from tests.stores import migrate_store
 
 SEEDED_DAY = date(2026, 11, 24)
@@ -197,3 +200,132 @@ def test_list_errors(run):
     assert backwards.exit_code == 2 and "ends before it starts" in backwards.output
     bad_cursor = run("sleepers", "list", "--after", "garbage")
     assert bad_cursor.exit_code == 2 and "invalid cursor" in bad_cursor.output
+
+
+# --- sleepers refresh / list as of a day (--date) ---------------------------------------------------------
+
+TODAY = date(2027, 1, 15)  # the commands' clock below: some learners seeded on SEEDED_DAY have lapsed since
+
+
+@pytest.fixture
+def clock():
+    return FixedClock(datetime(2027, 1, 15, 9, 30, tzinfo=timezone.utc))
+
+
+@pytest.fixture
+def run_at(settings, clock):
+    """Invoke the CLI with the clock on ``TODAY`` (UTC)."""
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), obj={"settings": settings, "clock": clock}, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def runtime_at(settings, clock):
+    built = build_runtime(settings, clock=clock)
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+def listing(run_at, *args: str) -> dict:
+    result = run_at("sleepers", "list", "--format", "json", "--limit", "1000", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def stored_state(runtime) -> tuple:
+    with runtime.sessions() as session:
+        return (sorted(session.execute(sa.select(SleeperEntry.term_id, SleeperEntry.user_id, SleeperEntry.expired_on))
+                       .tuples()),
+                sorted(session.execute(sa.select(SleeperRefresh.term_id, SleeperRefresh.evaluated_for)).tuples()),
+                sorted(session.execute(sa.select(SleeperCount.term_id, SleeperCount.day)).tuples()))
+
+
+def test_list_as_of_another_day_is_that_day_s_list_not_the_stored_report(run_at, runtime_at):
+    assert run_at("sleepers", "refresh").exit_code == 0  # the stored report: today's
+    today = listing(run_at)
+    assert today["source"] == "report" and today["as_of"] is None
+    lapsed_since = {(r["user_id"], r["level_id"]) for r in today["sleepers"] if r["expired_on"] > "2026-11-24"}
+    assert lapsed_since, "the seeded site should have learners whose access ended after the seeded day"
+
+    then = listing(run_at, "--date", "2026-11-24")
+    assert then["as_of"] == "2026-11-24" and then["source"] == "live"
+    assert then["sleepers"] and all(r["expired_on"] <= "2026-11-24" for r in then["sleepers"])
+    assert not lapsed_since & {(r["user_id"], r["level_id"]) for r in then["sleepers"]}
+    assert all(r["days_since"] == (SEEDED_DAY - date.fromisoformat(r["expired_on"])).days for r in then["sleepers"])
+
+    # Exactly what a refresh for that day stores, row for row and in the same order.
+    SleeperRefresher(runtime_at).refresh_all(day=SEEDED_DAY)
+    stored = listing(run_at, "--date", "2026-11-24")
+    assert stored["source"] == "report"
+    assert stored["sleepers"] == then["sleepers"] and stored["total"] == then["total"]
+
+
+def test_list_as_of_today_reads_the_report_built_for_today(run_at):
+    assert run_at("sleepers", "refresh").exit_code == 0
+    assert listing(run_at, "--date", TODAY.isoformat()) == {**listing(run_at), "as_of": TODAY.isoformat()}
+
+
+def test_list_as_of_a_day_pages_filters_and_sorts_like_the_report(run_at, runtime_at):
+    assert run_at("sleepers", "refresh").exit_code == 0  # today's report; certificates classified
+    live = {}
+    for args in (("--level", "7"), ("--sort", "name", "--desc"), ("--sort", "level"), ("--from", "2026-10-01")):
+        live[args] = listing(run_at, "--date", "2026-11-24", *args)
+        assert live[args]["source"] == "live" and live[args]["sleepers"], args
+    paged, cursor = [], None
+    while True:
+        page = listing(run_at, "--date", "2026-11-24", "--sort", "name", "--desc", "--limit", "7",
+                       *(("--after", cursor) if cursor else ()))
+        paged += page["sleepers"]
+        assert page["total"] == live[("--sort", "name", "--desc")]["total"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert paged == live[("--sort", "name", "--desc")]["sleepers"]
+
+    SleeperRefresher(runtime_at).refresh_all(day=SEEDED_DAY)
+    for args, expected in live.items():
+        stored = listing(run_at, "--date", "2026-11-24", *args)
+        assert stored["source"] == "report" and stored["sleepers"] == expected["sleepers"], args
+
+    table = run_at("sleepers", "list", "--date", "2026-12-01", "--limit", "3")
+    assert table.exit_code == 0, table.output
+    assert "as of 2026-12-01 (UTC, evaluated live)" in table.stderr
+    exported = run_at("sleepers", "list", "--date", "2026-12-01", "--format", "csv")
+    assert len(list(csv.reader(io.StringIO(exported.stdout)))) == listing(run_at, "--date", "2026-12-01")["total"] + 1
+
+
+def test_list_date_must_be_a_calendar_day(run_at):
+    for bad in ("24.11.2026", "2026-02-30", "20261124", "today"):
+        result = run_at("sleepers", "list", "--date", bad)
+        assert result.exit_code == 2, bad
+        assert f"Invalid value for '--date': '{bad}' is not a calendar day written YYYY-MM-DD" in result.output
+
+
+def test_refresh_for_another_day_is_only_previewed(run_at, runtime_at):
+    refused = run_at("sleepers", "refresh", "--date", "2026-11-24")
+    assert refused.exit_code == 2
+    assert "2026-11-24 is not today (2027-01-15, UTC): another day can only be previewed: add --dry-run" \
+        in refused.output
+
+    assert run_at("sleepers", "refresh", "--date", TODAY.isoformat()).exit_code == 0  # today: a real refresh
+    before = stored_state(runtime_at)
+    assert {day for _, day in before[1]} == {TODAY}
+
+    preview = run_at("sleepers", "refresh", "--date", "2026-11-24", "--dry-run")
+    assert preview.exit_code == 0, preview.output
+    assert "evaluating levels for 2026-11-24" in preview.stderr
+    lines = preview.stdout.splitlines()
+    assert lines[-1].endswith("evaluated for 2026-11-24 (UTC); dry run: nothing stored, the report is unchanged")
+    counts = {int(line.split()[0]): int(line.split()[-4]) for line in lines[1:-1]}
+    then = listing(run_at, "--date", "2026-11-24")["sleepers"]
+    assert counts == {t: sum(1 for r in then if r["level_id"] == t) for t in counts}
+    assert stored_state(runtime_at) == before  # rows, refresh records and history untouched
+
+    one = run_at("sleepers", "refresh", "--level", "9", "--date", "2026-11-24", "--dry-run")
+    assert one.exit_code == 0 and [line.split()[0] for line in one.stdout.splitlines()[1:-1]] == ["9"]
+    assert stored_state(runtime_at) == before

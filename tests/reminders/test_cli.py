@@ -88,6 +88,26 @@ def test_operator_mistakes_are_named(school, smtp_server):
     assert result.exit_code == 2 and "24.11.2026" in result.output
 
 
+def test_date_means_what_it_means_in_the_other_commands(school, smtp_server):
+    """A UTC day; a real run works for today only, so another day is a preview (as for `sleepers refresh`)."""
+    _, _, inbox = smtp_server
+    school.schedule()
+    school.learner(1)
+    school.expired(1, days_ago=3)
+    tomorrow = (school.today + timedelta(days=1)).isoformat()
+    refused = invoke(school, "remind", "--date", tomorrow)
+    assert refused.exit_code == 2
+    assert f"{tomorrow} is not today ({school.today}, UTC): another day can only be previewed: add --dry-run" \
+        in refused.output
+    bad = invoke(school, "remind", "--dry-run", "--date", "2026-13-01")
+    assert bad.exit_code == 2 and "'2026-13-01' is not a calendar day written YYYY-MM-DD" in bad.output
+
+    today = invoke(school, "remind", "--date", school.today.isoformat(), "--format", "json")
+    assert today.exit_code == 0, today.output
+    data = json.loads(today.output[today.output.index("{"):])
+    assert data["day"] == school.today.isoformat() and data["send"]["sent"] == 1 and len(inbox.messages) == 1
+
+
 def test_a_run_in_progress_elsewhere_is_refused(school, smtp_server):
     from sidecar.store import leases
     from sidecar.jobs import REMINDERS_DAILY_JOB
