@@ -229,6 +229,7 @@ def user_page(user_id: int):
     known = {s["e"].term_id for s in sections}
     missing = [t for t in term_ids if t not in known]  # keys of deleted levels
     return render_template("monitor_user.html", user=user, sections=sections, missing=missing, fmt=display,
+                           one_day=timedelta(days=1),
                            back_url=request.referrer if _same_site(request.referrer) else url_for(".sleepers"))
 
 

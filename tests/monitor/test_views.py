@@ -359,6 +359,11 @@ def test_user_page_of_an_active_learner_and_a_missing_one(monitor):
     section = re.search(r'id="level-9".*?</section>', page, re.S).group(0)
     assert "verdict-active" in section and "Active: a key opens the level on 2026-11-24" in section
     assert "opens the level today" in section
+    # Its access is told as it stands on the day: open until a day, never "expired" on a future one.
+    until = explanation.access_until
+    assert until is not None and until > explanation.day
+    assert f"Access active until</th><td>{until.isoformat()}" in section.replace("\n", "")
+    assert "Expired on" not in section
     assert monitor.client.get("/monitor/users/999999").status_code == 404
 
 
