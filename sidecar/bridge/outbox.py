@@ -43,7 +43,7 @@ from sidecar.domain.outcomes import Evidence, Judgement, Verdict, judge
 from sidecar.logs import mask_emails
 from sidecar.memberlux.payments import payments_state
 from sidecar.memberlux.rest import (
-    Customer, MemberLuxRestClient, PermanentRestError, RestError, UnknownOutcomeError,
+    Customer, MemberLuxRestClient, OrderLabels, PermanentRestError, RestError, UnknownOutcomeError,
 )
 from sidecar.memberlux.traces import Customer as TraceCustomer
 from sidecar.memberlux.traces import TraceReader
@@ -476,12 +476,14 @@ class GrantDeliverer:
         customer = Customer(email=grant.email or "", first_name=grant.first_name or "", last_name=grant.last_name or "",
                             patronymic=grant.patronymic or "", phone=grant.phone or "")
         try:
+            labels = OrderLabels(channel=grant.channel or "", source=grant.source_label or "")
             if self.runtime.settings.memberlux.order_dialect == "woocommerce":
-                result = self.rest.order_product(customer, int(grant.product_id or 0), grant.id)
+                result = self.rest.order_product(customer, int(grant.product_id or 0), grant.id, labels)
             else:
                 result = self.rest.order_term(customer, int(grant.term_id or 0), int(grant.duration or 0),
                                               grant.units or "months", grant.id,
-                                              meta={"external_id": grant.external_id, "source": "mlsidecar"})
+                                              meta={"external_id": grant.external_id, "source": "mlsidecar"},
+                                              labels=labels)
         except PermanentRestError as exc:
             self._attempt(grant, "order", "permanent", started, status=exc.status, detail=str(exc),
                           grant_changes={"orders_sent": grant.orders_sent})

@@ -91,6 +91,15 @@ class Customer:
     extra: dict[str, str] = field(default_factory=dict)  # custom1..custom10, custom1textarea
 
 
+@dataclass(frozen=True)
+class OrderLabels:
+    """Where a grant came from, written beside ``utm_id`` for MemberLux's own reports: ``utm_medium`` = the
+    intake channel (api, legacy, amocrm, program), ``utm_campaign`` = the sender's own ``source`` text."""
+
+    channel: str = ""
+    source: str = ""
+
+
 def _wp_error(body: Any) -> tuple[str | None, str]:
     if isinstance(body, dict):
         if "code" in body:
@@ -292,27 +301,36 @@ class MemberLuxRestClient:
 
     # --- the write path ---------------------------------------------------------------------
     @staticmethod
-    def correlation_query(grant_ref: str) -> dict[str, str]:
-        """UTM parameters MemberLux copies into keys_meta for each key the request activates (core.md 5.6)."""
+    def correlation_query(grant_ref: str, labels: OrderLabels | None = None) -> dict[str, str]:
+        """UTM parameters MemberLux copies into keys_meta for each key the request activates (core.md 5.6):
+        ``utm_id`` finds the key again; ``utm_medium`` / ``utm_campaign`` say where the grant came from in
+        MemberLux's own reports (cut to the column's 60 characters, which MemberLux would do anyway)."""
         if len(grant_ref) > UTM_MAX_LENGTH:
             raise ValueError(f"grant reference longer than {UTM_MAX_LENGTH} characters would be truncated by MemberLux")
-        return {"utm_source": UTM_SOURCE, "utm_id": grant_ref}
+        query = {"utm_source": UTM_SOURCE, "utm_id": grant_ref}
+        if labels is not None:
+            for name, value in (("utm_medium", labels.channel), ("utm_campaign", labels.source)):
+                value = " ".join(value.split())[:UTM_MAX_LENGTH]
+                if value:
+                    query[name] = value
+        return query
 
-    def order_product(self, customer: Customer, product_id: int, grant_ref: str) -> OrderResult:
+    def order_product(self, customer: Customer, product_id: int, grant_ref: str,
+                      labels: OrderLabels | None = None) -> OrderResult:
         """Real dialect: one ``mbl_key`` product per call (same-level lines in one call do not stack)."""
         body: dict[str, Any] = {"email": customer.email, "product_id": int(product_id)}
         body.update(self._customer_fields(customer))
-        return self._order(body, grant_ref)
+        return self._order(body, grant_ref, labels)
 
     def order_term(self, customer: Customer, term_id: int, duration: int, units: str, grant_ref: str,
-                   meta: dict[str, Any] | None = None) -> OrderResult:
+                   meta: dict[str, Any] | None = None, labels: OrderLabels | None = None) -> OrderResult:
         """Owner's term-id dialect: ``customer`` / ``product{term_id,duration,units}`` / ``meta``."""
         body = {
             "customer": {"email": customer.email, **self._customer_fields(customer)},
             "product": {"term_id": int(term_id), "duration": int(duration), "units": units},
             "meta": dict(meta or {}),
         }
-        return self._order(body, grant_ref)
+        return self._order(body, grant_ref, labels)
 
     @staticmethod
     def _customer_fields(customer: Customer) -> dict[str, str]:
@@ -320,8 +338,8 @@ class MemberLuxRestClient:
                   "patronymic": customer.patronymic, "phone": customer.phone, **customer.extra}
         return {k: v for k, v in fields.items() if v}
 
-    def _order(self, body: dict[str, Any], grant_ref: str) -> OrderResult:
-        status, answer, elapsed = self._request("POST", ORDER_ROUTE, query=self.correlation_query(grant_ref),
+    def _order(self, body: dict[str, Any], grant_ref: str, labels: OrderLabels | None) -> OrderResult:
+        status, answer, elapsed = self._request("POST", ORDER_ROUTE, query=self.correlation_query(grant_ref, labels),
                                                 json_body=body)
         if status != 200:
             self._raise_for(status, answer, elapsed, "order")

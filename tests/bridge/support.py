@@ -144,7 +144,7 @@ class Bridge:
         """Key rows whose activation carried ``utm_id = grant_id``, with their keys_meta."""
         return self.site(
             'SELECT k.id, k.user_id, k.term_id, k."key" AS code, k.status, k.duration, k.units, k.date_start, '
-            "k.date_end, k.date_registered, m.source, m.utm_source, m.utm_id "
+            "k.date_end, k.date_registered, m.source, m.utm_source, m.utm_medium, m.utm_campaign, m.utm_id "
             "FROM wp_memberlux_term_keys k JOIN wp_memberlux_keys_meta m ON m.key_id = k.id "
             "WHERE m.utm_id = :grant_id ORDER BY k.id", grant_id=grant_id)
 

@@ -35,6 +35,7 @@ def test_form_webhook_reads_the_lead_and_the_grant_is_delivered(amo_bridge):
     keys = bridge.keys_of_grant(grant.id)
     assert len(keys) == 1
     assert keys[0].term_id == LEVEL
+    assert (keys[0].utm_medium, keys[0].utm_campaign) == ("amocrm", "amocrm")
     owner = bridge.site("SELECT user_email FROM wp_users WHERE ID = :id", id=keys[0].user_id)[0][0]
     assert owner == email
     assert bridge.grant(grant.id).status == "succeeded"

@@ -135,6 +135,8 @@ def test_defect_6_source_is_labelled_honestly(bridge):
     (key,) = bridge.keys_of_grant(grant_id)
     assert key.utm_source == "mlsidecar"
     assert key.utm_id == grant_id
+    # MemberLux's own reports tell where the key came from: the intake channel and the sender's label.
+    assert (key.utm_medium, key.utm_campaign) == ("api", "getcourse")
     assert key.source != "bulk_operations_add"
     grant = bridge.grant(grant_id)
     assert (grant.channel, grant.source_label, grant.principal) == ("api", "getcourse", "api_key:crm")

@@ -13,6 +13,7 @@ from sidecar.devstack.seed import FIRST_LEARNER_ID  # noqa: F401 - documents whe
 from sidecar.memberlux.rest import (
     Customer,
     MemberLuxRestClient,
+    OrderLabels,
     PermanentRestError,
     UnknownOutcomeError,
     UnreachableError,
@@ -83,6 +84,14 @@ def test_server_error_is_unknown_outcome(emulator):
     with pytest.raises(UnknownOutcomeError) as caught:
         client_for(emulator).order_product(Customer("err@example.com"), a_product(engine), "g-test-0005")
     assert caught.value.status == 500
+
+
+def test_order_labels_ride_beside_the_grant_reference_cut_to_the_utm_column():
+    query = MemberLuxRestClient.correlation_query("g-1", OrderLabels(channel="api", source="  Bitrix24\n deal " + "x" * 80))
+    assert query["utm_source"] == "mlsidecar" and query["utm_id"] == "g-1" and query["utm_medium"] == "api"
+    assert query["utm_campaign"].startswith("Bitrix24 deal x") and len(query["utm_campaign"]) == 60
+    assert "utm_campaign" not in MemberLuxRestClient.correlation_query("g-2", OrderLabels(channel="legacy", source=""))
+    assert MemberLuxRestClient.correlation_query("g-3") == {"utm_source": "mlsidecar", "utm_id": "g-3"}
 
 
 def test_grant_reference_longer_than_utm_column_is_refused():
