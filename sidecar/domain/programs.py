@@ -16,7 +16,9 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-UNITS = ("days", "months")
+UNITS = ("days", "months", "years")
+#: Beyond ten years a step is a typo, not a course (the grant bridge draws the same line).
+MAX_YEARS = 10
 MAX_STEPS = 50
 
 
@@ -35,7 +37,13 @@ class EnrolmentStatus(str, enum.Enum):
 class Step:
     term_id: int
     duration: int
-    units: str                 # days | months
+    units: str                 # days | months | years
+
+    def as_ordered(self) -> tuple[int, str]:
+        """The duration MemberLux is asked for: it knows days and months, so a year is twelve months."""
+        if self.units == "years":
+            return self.duration * 12, "months"
+        return self.duration, self.units
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,8 @@ def check_program(name: str, steps: Sequence[Step], counting: Counting, *,
             problems.append(ProgramProblem(f"steps.{n}.duration", "the duration must be a positive number"))
         if step.units not in UNITS:
             problems.append(ProgramProblem(f"steps.{n}.units", f"units must be one of {', '.join(UNITS)}"))
+        elif step.units == "years" and step.duration > MAX_YEARS:
+            problems.append(ProgramProblem(f"steps.{n}.duration", f"at most {MAX_YEARS} years"))
         if n < len(steps) and step.term_id in level_names:
             mode = level_modes.get(step.term_id)
             if mode is None:

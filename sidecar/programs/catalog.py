@@ -84,7 +84,7 @@ class ProgramCatalog:
         for n, step in enumerate(definition.steps, start=1):
             if step.term_id not in names or (n == 1 and not definition.grant_first_step) or step.duration <= 0:
                 continue
-            if catalog.find(step.term_id, step.duration, step.units) is None:
+            if catalog.find(step.term_id, *step.as_ordered()) is None:
                 problems.append(ProgramProblem(
                     f"steps.{n}.duration", f"no WooCommerce key product grants level {step.term_id} for "
                     f"{step.duration} {step.units}: learners will wait at this step until one exists", blocking=False))

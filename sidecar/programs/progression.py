@@ -220,7 +220,8 @@ class Progression:
 
     def _grant(self, user: WpUser, step: Step, *, program_id: int, index: int):
         """The grant of step ``index`` (0-based), checked against the site, not stored yet."""
-        spec = GrantSpec(email=user.email, term_id=step.term_id, duration=step.duration, units=step.units,
+        duration, units = step.as_ordered()
+        spec = GrantSpec(email=user.email, term_id=step.term_id, duration=duration, units=units,
                          first_name=user.first_name, last_name=user.last_name)
         # The key names the enrolment, whose id a new enrolment gets in the same transaction.
         return self.bridge.internal_grant(spec, key="pending", channel="program", principal=PRINCIPAL,
@@ -346,8 +347,9 @@ class Progression:
                         "total_steps": len(steps)}
                 if grant is not None:
                     granted = steps[decision.next_step]
+                    granted_duration, granted_units = granted.as_ordered()
                     data.update(granted_step=decision.next_step + 1, granted_level=granted.term_id, grant_id=grant.id,
-                                granted_duration=granted.duration, granted_units=granted.units)
+                                granted_duration=granted_duration, granted_units=granted_units)
                 emit(session, f"program.{kind}", data, now, program_id=enrolment.program_id)
                 session.add(EnrolmentEvent(enrolment_id=enrolment_id, at=now, kind=kind, certificate_id=certificate_id,
                                            step=(decision.next_step + 1) if grant is not None else at_step + 1,

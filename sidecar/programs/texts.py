@@ -24,6 +24,7 @@ _PROBLEMS: list[tuple[re.Pattern[str], str]] = [(re.compile(p), k) for p, k in (
     (r"^access level (?P<id>\d+) does not exist$", "programs.problem.unknown_level"),  # no name to show
     (r"^the duration must be a positive number$", "programs.problem.duration"),
     (r"^units must be one of (?P<units>.+)$", "programs.problem.units"),
+    (r"^at most (?P<max>\d+) years$", "programs.problem.too_many_years"),
     (r"^level (?P<level>\d+) issues no certificates", "programs.problem.no_certificates"),
     (r"^step (?P<step>\d+) \(level (?P<level>\d+)\) issues certificates automatically", "programs.problem.cascade"),
     (r"^level (?P<level>\d+) issues certificates automatically", "programs.problem.auto_level"),

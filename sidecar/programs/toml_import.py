@@ -41,7 +41,7 @@ class _Strict(BaseModel):
 class _Step(_Strict):
     term_id: int = Field(gt=0)
     duration: int = Field(gt=0, le=3650)
-    units: Literal["days", "months"] = "months"
+    units: Literal["days", "months", "years"] = "months"
 
 
 class _Notify(_Strict):

@@ -40,11 +40,25 @@ def test_a_program_of_existing_manual_levels_has_no_problem():
      [("steps", True)] + [(f"steps.{n}.term_id", False) for n in range(2, MAX_STEPS + 2)]),
     ("P", (Step(999, 1, "months"), Step(ENGLISH, 1, "months")), [("steps.1.term_id", True)]),
     ("P", (Step(YOGA, 0, "months"), Step(ENGLISH, -2, "months")), [("steps.1.duration", True), ("steps.2.duration", True)]),
-    ("P", (Step(YOGA, 1, "years"), Step(ENGLISH, 1, "months")), [("steps.1.units", True)]),
+    ("P", (Step(YOGA, 1, "weeks"), Step(ENGLISH, 1, "months")), [("steps.1.units", True)]),
+    ("P", (Step(YOGA, 11, "years"), Step(ENGLISH, 10, "years")), [("steps.1.duration", True)]),
     ("P", (Step(YOGA, 1, "months"), Step(YOGA, 1, "months")), [("steps.2.term_id", False)]),
 ])
 def test_each_defect_of_a_definition_is_named_with_its_field(name, steps, expected):
     assert problems(steps, name=name)[0] == expected
+
+
+@pytest.mark.parametrize("step, ordered", [
+    (Step(YOGA, 14, "days"), (14, "days")),
+    (Step(YOGA, 3, "months"), (3, "months")),
+    (Step(YOGA, 2, "years"), (24, "months")),   # MemberLux knows days and months only
+])
+def test_a_step_is_ordered_in_the_units_memberlux_knows(step, ordered):
+    assert step.as_ordered() == ordered
+
+
+def test_steps_in_years_are_a_program_like_any_other():
+    assert problems((Step(YOGA, 1, "years"), Step(ENGLISH, 10, "years"))) == ([], [])
 
 
 def test_a_step_whose_level_issues_no_certificates_is_a_warning_learners_would_wait_forever():

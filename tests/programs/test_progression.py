@@ -76,6 +76,22 @@ def world(runtime, emulator) -> World:
     return World(runtime, emulator)
 
 
+def test_a_step_in_years_is_granted_as_twelve_months_a_year(world):
+    program = world.catalog.create(ProgramDefinition(
+        name="Год английского", steps=(Step(YOGA, 1, "months"), Step(ENGLISH, 1, "years"))), actor="test").id
+    learner = world.learner()
+    enrolled = world.progression.enrol(program, learner, source="test", actor="admin", grant_first=True)
+    world.deliver()
+    world.certify(learner, YOGA)
+    assert world.watch().advanced == 1
+    world.deliver()
+    [_first, second] = world.grants()
+    assert (second.term_id, second.duration, second.units, second.status) == (ENGLISH, 12, "months", "succeeded")
+    [key] = [r for r in world.runtime.reader.key_rows(learner) if r.term_id == ENGLISH]
+    assert (key.duration, key.units) == (12, "months")
+    assert world.enrolment(enrolled.enrolment_id).current_step == 1
+
+
 def test_enrolment_can_grant_step_one_and_a_certificate_grants_the_next_step(world):
     program = world.program(YOGA, ENGLISH)
     learner = world.learner()

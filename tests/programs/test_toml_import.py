@@ -33,3 +33,12 @@ def test_an_update_names_the_fields_it_changes_and_keeps_the_link_to_the_legacy_
     assert updated.legacy_post_id == stored.definition.legacy_post_id
     # So importing the legacy data again finds it and does not create it twice.
     assert [p.already_imported_as for p in plan_import(runtime).programs] == [stored.id]
+
+
+def test_steps_may_be_given_in_years(tmp_path):
+    path = tmp_path / "programs.toml"
+    path.write_text('[[program]]\nname = "Год"\nsteps = [{ term_id = 10, duration = 1, units = "years" }]\n',
+                    encoding="utf-8")
+    [definition] = toml_import.read_file(path)
+    assert [(s.term_id, s.duration, s.units) for s in definition.steps] == [(10, 1, "years")]
+    assert definition.steps[0].as_ordered() == (12, "months")
