@@ -376,6 +376,42 @@ class MemberLuxReader:
         matches = [u for u in found if u.email.strip().casefold() == wanted.casefold()]
         return matches[0] if matches else None
 
+    def user_by_login(self, login: str) -> WpUser | None:
+        """Case-insensitive look-up by ``user_login`` (WordPress keeps logins unique)."""
+        wanted = login.strip()
+        users = self.schema.table("users")
+        if not wanted or cannot_store(users.c.user_login, wanted):
+            return None
+        with self.engine.connect() as conn:
+            found = self._users(conn, self._ci_equals(users.c.user_login, wanted))
+        matches = [u for u in found if u.login.strip().casefold() == wanted.casefold()]
+        return matches[0] if matches else None
+
+    def find_users(self, text: str, limit: int = 20) -> list[WpUser]:
+        """Users whose login, e-mail, display name, first or last name contains ``text`` (case-insensitive),
+        lowest ids first, at most ``limit``: an administrator looking for a learner by what they remember."""
+        wanted = " ".join(text.split())
+        users, um = self.schema.table("users"), self.schema.table("usermeta")
+        if not wanted:
+            return []
+        pattern = "%" + wanted.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+        def contains(column: sa.Column[Any]) -> sa.ColumnElement[bool]:
+            folded = sa.func.casefold(column) if self._casefold_sql else sa.func.lower(column)
+            return folded.like(pattern, escape="\\")
+
+        # Two bounded queries, merged: the lowest ``limit`` ids of the union are among each one's lowest.
+        by_account = (sa.select(users.c.ID).where(sa.or_(contains(users.c.user_login), contains(users.c.user_email),
+                                                         contains(users.c.display_name)))
+                      .order_by(users.c.ID).limit(limit))
+        by_name = (sa.select(um.c.user_id).where(um.c.meta_key.in_(("first_name", "last_name")),
+                                                  contains(um.c.meta_value))
+                   .group_by(um.c.user_id).order_by(um.c.user_id).limit(limit))
+        with self.engine.connect() as conn:
+            ids = sorted({int(i) for i in conn.execute(by_account).scalars()}
+                         | {int(i) for i in conn.execute(by_name).scalars()})[:limit]
+            return self._users(conn, users.c.ID.in_(ids)) if ids else []
+
     def existing_user_ids(self, user_ids: Iterable[int]) -> set[int]:
         users = self.schema.table("users")
         found: set[int] = set()

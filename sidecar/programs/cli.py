@@ -89,7 +89,7 @@ def programs_status(ctx: click.Context, program_id: int, stalled_days: int, fmt:
 
 @programs_group.command("enrol")
 @click.argument("program_id", type=int)
-@click.option("--user", "user_ref", required=True, help="User id or e-mail.")
+@click.option("--user", "user_ref", required=True, help="User id, e-mail or login.")
 @click.option("--grant-first/--no-grant-first", default=None,
               help="Grant step 1 now (default: the program's setting).")
 @click.pass_context

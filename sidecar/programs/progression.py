@@ -101,8 +101,12 @@ class Progression:
     # --- enrolment ----------------------------------------------------------------------------------
 
     def find_user(self, ref: int | str) -> WpUser:
+        """A learner by WordPress user id, e-mail or login (a login may look like an e-mail: both are tried)."""
         reader = self.runtime.reader
-        user = reader.user(int(ref)) if isinstance(ref, int) or str(ref).isdecimal() else reader.user_by_email(str(ref))
+        if isinstance(ref, int) or str(ref).isdecimal():
+            user = reader.user(int(ref))
+        else:
+            user = reader.user_by_email(str(ref)) or reader.user_by_login(str(ref))
         if user is None:
             raise LookupError(f"no WordPress user {ref}")
         return user

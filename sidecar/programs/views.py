@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("programs", __name__)
 
 PER_PAGE = 50
+FOUND_USERS = 20      # learners listed for a name typed into the enrol form
 IMPORT_PER_PAGE = 100
 STALLED_CHOICES = (7, 14, 30, 60, 90, 180)
 MAX_STALLED_DAYS = 3650
@@ -257,6 +258,8 @@ def program_page(program_id: int):
         problems.append(translate("programs.error.bad_parameter", name="status", value=wanted_status[:40]))
         wanted_status = ""
     after = _int_arg(request.args, "after", 1, 10**18, problems) or 0
+    find = " ".join((request.args.get("find") or "").split())[:MAX_USER_TEXT]
+    candidates = runtime.reader.find_users(find, limit=FOUND_USERS + 1) if find else []
     overview = status.program_status(runtime, program_id, stalled_after_days=stalled_days)
     page = status.learners(runtime, program_id, step=step, status=wanted_status or None, after_id=after,
                            limit=PER_PAGE + 1)
@@ -271,14 +274,20 @@ def program_page(program_id: int):
         problems=problems, stalled_days=stalled_days, stalled_choices=sorted({*STALLED_CHOICES, stalled_days}),
         step=step, learner_status=wanted_status, statuses=LEARNER_STATUSES, total_steps=total_steps,
         next_url=url(after=page[PER_PAGE - 1].enrolment_id) if len(page) > PER_PAGE else None,
-        first_url=url(after=None) if after else None, here=url(), reset_url=url(step=None, status=None, after=None))
+        first_url=url(after=None) if after else None, here=url(), reset_url=url(step=None, status=None, after=None),
+        find=find, candidates=candidates[:FOUND_USERS], more_candidates=len(candidates) > FOUND_USERS,
+        grant_first_asked=request.args.get("grant_first") == "1")
+
+
+MAX_USER_TEXT = 200
 
 
 def _user_ref(raw: str) -> int | str | None:
-    raw = raw.strip()
+    """A user id, or the text of an e-mail, a login or a name; None for nothing usable."""
+    raw = " ".join(raw.split())
     if raw.isdecimal() and len(raw) <= 18:
         return int(raw)
-    if "@" in raw and len(raw) <= 200:
+    if 0 < len(raw) <= MAX_USER_TEXT:
         return raw
     return None
 
@@ -298,6 +307,9 @@ def program_enrol(program_id: int):
         result = _progression().enrol(program_id, ref, source="ui", actor=_actor(),
                                       grant_first=bool(request.form.get("grant_first")))
     except LookupError:
+        if isinstance(ref, str):   # not an id, e-mail or login: a name to look for; the page lists who matches
+            return redirect(url_for(".program_page", program_id=program_id, find=ref,
+                                    grant_first="1" if request.form.get("grant_first") else None) + "#enrol")
         flash(translate("programs.error.unknown_user", value=str(ref)), "error")
     except EnrolmentRefused:
         flash(translate("programs.error.archived"), "error")

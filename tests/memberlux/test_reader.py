@@ -370,6 +370,23 @@ def test_emoji_lookup_in_keys_meta_created_as_utf8mb4(mariadb_database):
         site.close()
 
 
+def test_users_are_found_by_login_and_by_any_part_of_login_e_mail_or_name(make_site):
+    site = make_site()
+    site.user(1, "anna_p", "anna@school.example", first_name="Анна", last_name="Петрова")
+    site.user(2, "boris", "b.petrov@mail.example", first_name="Борис", last_name="Петров")
+    site.user(3, "carla_100%", "carla@example.org", first_name="Carla", last_name="Smith")
+    reader = site.reader()
+    assert reader.user_by_login(" ANNA_P ").id == 1 and reader.user_by_login("anna") is None
+    assert reader.user_by_login("") is None
+    assert [u.id for u in reader.find_users("петров")] == [1, 2]        # last names, any case
+    assert [u.id for u in reader.find_users("PETROV")] == [2]           # the e-mail
+    assert [u.id for u in reader.find_users("anna")] == [1]
+    assert [u.id for u in reader.find_users("0%")] == [3]               # LIKE wildcards are literal text
+    assert [u.id for u in reader.find_users("_")] == [1, 3]
+    assert [u.id for u in reader.find_users("a", limit=2)] == [1, 2]
+    assert reader.find_users("   ") == [] and reader.find_users("nobody") == []
+
+
 def test_user_by_email_unknown_or_empty(site):
     reader = site.reader()
     assert reader.user_by_email("nobody@example.org") is None

@@ -283,14 +283,44 @@ def test_enrol_form_by_id_or_email_with_or_without_step_one(school):
 
     school.post(f"/programs/{program}/enrol", {"user": str(first)})
     assert any("Already enrolled" in s for s in school.flashes(school.get(f"/programs/{program}")))
-    school.post(f"/programs/{program}/enrol", {"user": "nobody@example.com"})
-    assert "No WordPress user nobody@example.com." in school.flashes(school.get(f"/programs/{program}"))
-    school.post(f"/programs/{program}/enrol", {"user": "Анна"})
-    assert any("Enter a WordPress user ID or an e-mail address" in s for s in school.flashes(school.get(f"/programs/{program}")))
+    response = school.post(f"/programs/{program}/enrol", {"user": "nobody@example.com"})
+    assert "No user's ID, login, e-mail or name matches «nobody@example.com»." in school.get(
+        response.headers["Location"].split("#")[0])
+    school.post(f"/programs/{program}/enrol", {"user": "999999"})
+    assert "No WordPress user 999999." in school.flashes(school.get(f"/programs/{program}"))
+    school.post(f"/programs/{program}/enrol", {"user": "   "})
+    assert any("Enter a WordPress user ID, e-mail, login or name" in s
+               for s in school.flashes(school.get(f"/programs/{program}")))
     school.catalog.set_status(program, "archived", actor="test")
     school.post(f"/programs/{program}/enrol", {"user": str(school.learners(3)[2])})
     assert any("The program is archived" in s for s in school.flashes(school.get(f"/programs/{program}")))
     assert len(school.enrolments(program)) == 2
+
+
+def test_enrol_form_finds_a_learner_by_login_or_by_a_part_of_the_name(school):
+    program = school.program(YOGA, ENGLISH)
+    first, second = school.learners(2)
+    by_login = school.runtime.reader.user(first)
+    response = school.post(f"/programs/{program}/enrol", {"user": by_login.login.upper()})
+    assert response.status_code == 302
+    assert [e.user_id for e in school.enrolments(program)] == [first]
+
+    # A name is not a key: the page lists whoever matches, each with its own button.
+    wanted = school.runtime.reader.user(second)
+    part = wanted.last_name[1:-1] or wanted.last_name
+    response = school.post(f"/programs/{program}/enrol", {"user": part, "grant_first": "1"})
+    assert response.status_code == 302 and "find=" in response.headers["Location"]
+    page = school.get(response.headers["Location"].split("#")[0])
+    found = [int(u) for u in re.findall(r'<tr class="found-user" data-user="(\d+)"', page)]
+    assert second in found and f"Users matching «{part}»" in page
+    assert all(part.casefold() in " ".join((u.login, u.email, u.display_name, u.first_name, u.last_name)).casefold()
+               for u in school.runtime.reader.users(found).values())
+    school.post(f"/programs/{program}/enrol", {"user": str(second), "grant_first": "1"})
+    assert sorted(e.user_id for e in school.enrolments(program)) == sorted([first, second])
+
+    page = school.get(f"/programs/{program}?find=%25_nobody_%25")
+    assert "No user's ID, login, e-mail or name matches «%_nobody_%»." in page
+    assert "Пользователи, подходящие под «" in school.get(f"/programs/{program}?find={part}&lang=ru")
 
 
 def test_enrolling_with_a_step_that_has_no_product_says_why(school):
