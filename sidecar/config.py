@@ -451,6 +451,12 @@ class BridgeSettings(_Section):
     unknown_poll_seconds: int = Field(15, ge=1, le=600, description="How often traces of an order with an unknown outcome "
                                                                     "(or a key awaited after an order) are looked for.")
     max_wait_seconds: int = Field(60, ge=0, le=300, description="Cap of ?wait=SECONDS (synchronous answer).")
+    same_request_window_seconds: int = Field(
+        600, ge=0, le=86400,
+        description="A request with no id at all (no Idempotency-Key, external_id or amoCRM lead) that repeats an earlier "
+                    "one of the same credential (same e-mail, level, duration and units) within this many seconds gets "
+                    "that grant back instead of a second one: a sender's retry after a timeout. 0 grants every such "
+                    "request.")
     product_overrides: list[ProductOverride] = Field(default_factory=list, description="Explicit (level, duration, units) -> product_id mappings, checked before product meta.")
     amocrm: AmoCrmSettings = AmoCrmSettings()
     welcome_email: WelcomeEmailSettings = WelcomeEmailSettings()

@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -95,6 +95,8 @@ def request_hash(spec: GrantSpec) -> str:
 # hook never grants twice. Every other credential has keys of its own.
 AMOCRM_PRINCIPALS = ("amocrm:path_token", "hmac:legacy")
 MAX_KEY_LENGTH = 200   # mls_grants.idempotency_key
+#: The prefix of the keys given to requests without any id (``BridgeService.same_request_keys``).
+SAME_REQUEST = "same:"
 
 
 def scoped_key(key: str, principal: str) -> str:
@@ -137,6 +139,23 @@ class BridgeService:
             return scoped_key(f"amocrm:lead:{parsed.amo_lead_id}", str(context.principal))
         return None
 
+    def same_request_keys(self, spec: GrantSpec, context: IntakeContext, now: datetime) -> tuple[str, str] | None:
+        """For a request without any id: its key in the current window and the key it had in the previous one.
+
+        Windows are fixed slices of ``bridge.same_request_window_seconds``; the key of the current slice is
+        unique in the store, so two copies arriving together grant once, and a copy in the next slice finds
+        the first by the previous slice's key (and its age). ``None`` when the window is off.
+        """
+        window = self.runtime.settings.bridge.same_request_window_seconds
+        if not window:
+            return None
+        what = f"{spec.email.strip().casefold()}|{spec.term_id}|{spec.duration}|{spec.units}"
+        digest = hashlib.sha256(what.encode("utf-8")).hexdigest()[:40]
+        slice_ = int(now.timestamp()) // window
+        principal = str(context.principal)
+        return (scoped_key(f"{SAME_REQUEST}{digest}:{slice_}", principal),
+                scoped_key(f"{SAME_REQUEST}{digest}:{slice_ - 1}", principal))
+
     def amo_idempotency_key(self, lead_id: int, status_id: int | None) -> str:
         if self.runtime.settings.bridge.amocrm.idempotency == "lead_status":
             return f"amocrm:lead:{lead_id}:status:{status_id or 0}"
@@ -175,6 +194,15 @@ class BridgeService:
     def accept(self, parsed: ParsedRequest, context: IntakeContext) -> Acceptance:
         spec = self.validate(parsed)
         key = self.idempotency_key(parsed, context)
+        now = self.runtime.clock.now()
+        if key is None:
+            window = self.same_request_keys(spec, context, now)
+            if window is not None:
+                key, previous = window
+                earlier = self._existing(previous, request_hash(spec), context.channel)
+                seconds = self.runtime.settings.bridge.same_request_window_seconds
+                if earlier is not None and earlier.grant.created_at >= now - timedelta(seconds=seconds):
+                    return earlier
         if key:
             # Before the site checks: a replay returns the original grant even if its product was
             # unpublished since.
@@ -182,7 +210,6 @@ class BridgeService:
             if existing is not None:
                 return existing
         level_name, product_id, product_text = self.check_spec(spec, parsed.raw.name_of("term_id"))
-        now = self.runtime.clock.now()
         grant = Grant(
             id=new_grant_id(now), idempotency_key=key, request_hash=request_hash(spec), channel=context.channel,
             source_label=parsed.source_label, principal=str(context.principal), external_id=parsed.external_id,
@@ -271,7 +298,9 @@ class BridgeService:
         # An amoCRM lead is one deal whichever way it arrives (the old relay's signed request or the
         # webhook itself): across those channels a match is the same grant although the payloads differ.
         crossed_channels = key.startswith("amocrm:lead:") and found.channel != channel
-        if found.request_hash != fingerprint and not crossed_channels:
+        # A repeat found by its content (no id) is the same request by definition, names and phone aside.
+        same_request = f"|{SAME_REQUEST}" in key
+        if found.request_hash != fingerprint and not crossed_channels and not same_request:
             raise IntakeRejected(409, "idempotency_conflict",
                                  f"idempotency key already used by grant {found.id} with a different payload",
                                  extra={"grant_id": found.id})

@@ -74,6 +74,18 @@ def test_sixteen_simultaneous_requests_for_one_deal_make_one_grant(mariadb_bridg
     assert len(bridge.keys_of_grant(grant_id)) == 1
 
 
+def test_sixteen_simultaneous_copies_of_a_request_without_any_id_make_one_grant(mariadb_bridge):
+    bridge = mariadb_bridge
+    service = BridgeService(bridge.runtime)
+    parsed = parse_grant_body(brief_body(new_email("no-id")))       # no external_id, no Idempotency-Key
+    context = IntakeContext(channel="api", principal=Principal("api_key", "crm"))
+
+    results, errors = run_together(16, lambda _n: service.accept(parsed, context))
+    assert errors == [] and len(results) == 16
+    assert len({acceptance.grant.id for acceptance in results}) == 1
+    assert sum(1 for acceptance in results if not acceptance.replayed) == 1
+
+
 def test_sixteen_simultaneous_conflicting_requests_never_merge(mariadb_bridge):
     bridge = mariadb_bridge
     service = BridgeService(bridge.runtime)

@@ -309,17 +309,49 @@ def test_idempotency_key_header_makes_a_request_idempotent(bridge):
     assert bridge.grant(first.get_json()["grant_id"]).idempotency_key == "api_key:crm|hdr:checkout-77"
 
 
+# --- requests without any id: a repeat within the window is the same request -------------------------
+
+def test_a_request_without_any_id_repeated_within_the_window_gets_the_first_grant(bridge):
+    body = brief_body()
+    first = bridge.api(body)
+    again = bridge.api({**body, "user": {**body["user"], "first_name": "Анна"}})   # names aside, the same grant
+    assert first.status_code == 202 and again.get_json()["grant_id"] == first.get_json()["grant_id"]
+    # Another level, another term or another learner is another grant; so is the same one from another credential.
+    others = [bridge.api(brief_body(email=body["user"]["email"], duration=3)),
+              bridge.api(brief_body(email=body["user"]["email"].upper(), term_id=DAYS_LEVEL, duration=30, units="days")),
+              bridge.api(brief_body()),
+              bridge.signed(legacy_body(body["user"]["email"]))]
+    ids = {r.get_json()["grant_id"] for r in others}
+    assert len(ids) == 4 and first.get_json()["grant_id"] not in ids
+    bridge.deliver()
+    assert len(bridge.keys_of_grant(first.get_json()["grant_id"])) == 1
+
+
+def test_a_repeat_after_the_window_or_with_the_window_off_is_a_new_grant(make_bridge):
+    from datetime import datetime, timezone
+
+    from sidecar.clock import FixedClock
+
+    bridge = make_bridge(same_request_window_seconds=600)
+    start = datetime(2026, 11, 24, 10, 9, 59, tzinfo=timezone.utc)          # the last second of a window
+    bridge.runtime.clock = FixedClock(start)
+    body = brief_body()
+    first = bridge.api(body).get_json()["grant_id"]
+    bridge.runtime.clock = FixedClock(start + timedelta(seconds=2))          # the next window: found all the same
+    assert bridge.api(body).get_json()["grant_id"] == first
+    bridge.runtime.clock = FixedClock(start + timedelta(seconds=601))        # older than the window
+    assert bridge.api(body).get_json()["grant_id"] != first
+
+    off = make_bridge(same_request_window_seconds=0)
+    body = brief_body()
+    assert off.api(body).get_json()["grant_id"] != off.api(body).get_json()["grant_id"]
+    assert len([g for g in off.grants() if g.email == body["user"]["email"]]) == 2
+
+
 def test_invalid_idempotency_key_header_is_400(bridge):
     response = bridge.api(brief_body(), headers={"Idempotency-Key": "x" * 151})
     assert response.status_code == 400
     assert response.get_json()["code"] == "invalid_idempotency_key"
-
-
-def test_requests_without_any_id_are_not_merged(bridge):
-    body = brief_body()
-    first, second = bridge.api(body), bridge.api(body)
-    assert first.get_json()["grant_id"] != second.get_json()["grant_id"]
-    assert len(bridge.grants()) == 2
 
 
 def test_legacy_amo_lead_id_shares_the_amocrm_key_space(bridge):
