@@ -411,7 +411,9 @@ def _check_template(value: str) -> str:
 
 
 class WelcomeEmailSettings(_Section):
-    enabled: bool = Field(False, description="E-mail users that an order created (MemberLux sends them no password).")
+    enabled: bool | None = Field(
+        None, description="E-mail users that an order created their login (MemberLux sends them no password). Unset: on "
+                          "when e-mail can go out (smtp.host or smtp.pickup_dir), off otherwise.")
     subject: Annotated[str, AfterValidator(_check_template)] = Field(_WELCOME_SUBJECT, description="Jinja2 subject template.")
     body_html: Annotated[str, AfterValidator(_check_template)] = Field(
         _WELCOME_BODY, description="Jinja2 HTML body; variables: first_name, last_name, email, login, level_name, "
@@ -637,6 +639,22 @@ class Settings(BaseModel):
     webhooks: WebhookSettings = WebhookSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _welcome_email_follows_mail(cls, data: Any) -> Any:
+        """``bridge.welcome_email.enabled`` left unset is on exactly when letters can go out: a learner the
+        bridge's order created must learn how to log in, and MemberLux tells them nothing."""
+        if not isinstance(data, Mapping):
+            return data
+        bridge, smtp = data.get("bridge", {}), data.get("smtp", {})
+        if not isinstance(bridge, Mapping) or not isinstance(smtp, Mapping):
+            return data                     # the sections' own validation names the problem
+        welcome = bridge.get("welcome_email", {})
+        if not isinstance(welcome, Mapping) or welcome.get("enabled") is not None:
+            return data
+        mail_goes_out = bool(smtp.get("host") or smtp.get("pickup_dir"))
+        return {**data, "bridge": {**bridge, "welcome_email": {**welcome, "enabled": mail_goes_out}}}
 
 
 # --- loading ---------------------------------------------------------------------------------

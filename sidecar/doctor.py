@@ -104,6 +104,7 @@ class Doctor:
             ("Background worker", self.worker, ("store_current",)),
             ("Secrets", self.secrets, ()),
             ("SMTP", self.smtp, ()),
+            ("Welcome e-mail", self.welcome_email, ()),
             ("Reminders", self.reminders, ("store_current",)),
             ("MemberLux webhooks", self.memberlux_hooks, ("site",)),
         ]
@@ -418,6 +419,20 @@ class Doctor:
         except OSError as exc:
             return FAIL, f"smtp.pickup_dir {directory} does not take files: {exc.strerror or exc}"
         return OK, f"letters are written as .eml files into {directory} (smtp.pickup_dir; nothing is sent)"
+
+    def welcome_email(self) -> tuple[str, str]:
+        settings = self.settings
+        bridge = settings.bridge
+        takes_grants = bool(bridge.api_keys or bridge.hmac_secret or bridge.standard_webhook_secrets
+                            or bridge.amocrm.enabled)
+        if not takes_grants:
+            return OK, "the grant bridge has no credential: no order creates learners"
+        if not bridge.welcome_email.enabled:
+            return WARN, ("bridge.welcome_email is off: a learner whose account a grant's order creates gets a random "
+                          "password and no letter from MemberLux, so no way to log in; turn it on (it needs [smtp])")
+        if not settings.smtp.delivers:
+            return WARN, "bridge.welcome_email is on but smtp.host and smtp.pickup_dir are empty: no letter can go out"
+        return OK, "new learners get their login and a password-reset link"
 
     # --- reminders ------------------------------------------------------------------------------
     def reminders(self) -> tuple[str, str]:

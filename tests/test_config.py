@@ -164,3 +164,18 @@ def test_each_time_zone_key_accepts_only_its_own_fallback_word():
     assert "schedule.timezone" in "\n".join(problems_of({**MINIMAL, "schedule": {"timezone": ""}}))
     settings = settings_from_mapping({**MINIMAL, "schedule": {"timezone": "Europe/Moscow"}}, environ={})
     assert settings.schedule.timezone == "Europe/Moscow"
+
+
+def test_the_welcome_email_is_on_by_default_exactly_when_mail_can_go_out():
+    site = {"wordpress": {"db_url": "sqlite:///wp.sqlite"}, "memberlux": {"rest_base_url": "https://s.example/wp-json"}}
+    smtp = {"host": "smtp.example.org", "from_address": "school@example.org"}
+    pickup = {"pickup_dir": "/tmp/mail", "from_address": "school@example.org"}
+
+    def welcome(**sections) -> bool | None:
+        return settings_from_mapping({**site, **sections}, environ={}).bridge.welcome_email.enabled
+
+    assert welcome() is False
+    assert welcome(smtp=smtp) is True and welcome(smtp=pickup) is True
+    assert welcome(smtp=smtp, bridge={"welcome_email": {"enabled": False}}) is False     # said, so kept
+    assert welcome(bridge={"welcome_email": {"enabled": True}}) is True
+    assert welcome(smtp=smtp, bridge={"welcome_email": {"subject": "Добро пожаловать"}}) is True

@@ -171,6 +171,18 @@ def test_woocommerce_orders_without_their_item_tables_fail_when_grants_go_throug
     assert check.status == WARN and "WooCommerce tables not found" in check.detail
 
 
+def test_doctor_warns_while_new_learners_would_get_no_login(small_site, emulator, settings_for, tmp_path):
+    mail = {"pickup_dir": str(tmp_path / "mail"), "from_address": "school@example.org"}
+    crm = {"api_keys": {"crm": strong_secret("doctor-crm")}}
+    assert checks_by_name(settings_for(small_site, emulator))["Welcome e-mail"].status == OK   # no bridge credential
+    check = checks_by_name(settings_for(small_site, emulator, bridge=crm))["Welcome e-mail"]
+    assert check.status == WARN and "no way to log in" in check.detail
+    check = checks_by_name(settings_for(small_site, emulator, bridge=crm, smtp=mail))["Welcome e-mail"]
+    assert check.status == OK and "password-reset link" in check.detail
+    check = checks_by_name(settings_for(small_site, emulator, bridge={**crm, "welcome_email": {"enabled": True}}))
+    assert check["Welcome e-mail"].status == WARN and "no letter can go out" in check["Welcome e-mail"].detail
+
+
 def test_reminders_readiness_and_last_run(small_site, emulator, settings_for, smtp_server):
     from datetime import datetime, timedelta, timezone
 
