@@ -60,6 +60,14 @@ class Check:
     seconds: float = 0.0
 
 
+def _price(text: str) -> float:
+    """A product's ``_price``; text that is no number counts as a price (it is not shown to be free)."""
+    try:
+        return float(text.strip().replace(",", ".")) if text.strip() else 0.0
+    except ValueError:
+        return 1.0
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
@@ -97,6 +105,7 @@ class Doctor:
             ("Site time zone", self.timezone, ("site",)),
             ("Payments add-on", self.payments_addon, ("site",)),
             ("Payments auto-activation", self.auto_activation, ("site",)),
+            ("Key products", self.key_products, ("site",)),
             ("REST transport", self.rest_transport, ()),
             ("MemberLux REST API", self.rest, ()),
             ("Store database", self.store, ()),
@@ -301,6 +310,31 @@ class Doctor:
                       "create keys that are only e-mailed, not activated; switch it on in MEMBERLUX PAYMENTS")
 
     # --- REST -------------------------------------------------------------------------------
+    def key_products(self) -> tuple[str, str]:
+        """What a CRM grant costs on the site: each is a completed WooCommerce order of a key product."""
+        from sidecar.memberlux.products import ProductCatalog
+
+        assert self.wp_engine is not None and self.site is not None
+        if self.settings.memberlux.order_dialect != "woocommerce":
+            return OK, "orders name the level and term (order_dialect = 'term_id'), not a WooCommerce product"
+        live = [p for p in ProductCatalog(self.wp_engine, self.site).products()
+                if p.level_id and p.status in ("publish", "private")]
+        if not live:
+            return WARN, "no mbl_key product with a level: every grant would wait for one"
+        priced = [p for p in live if _price(p.price) > 0]
+        public = [p for p in live if p.status == "publish"]
+        if not priced and not public:
+            return OK, f"{len(live)} key product(s), all private and free"
+        problems = []
+        if priced:
+            listed = ", ".join(f"#{p.product_id} {p.price}" for p in priced[:5]) + (" …" if len(priced) > 5 else "")
+            problems.append(f"{len(priced)} of {len(live)} key products have a price ({listed}): each grant through "
+                            "one is a completed WooCommerce order at that price, counted in the sales reports")
+        if public:
+            problems.append(f"{len(public)} are published: anyone can also buy them in the shop")
+        return WARN, ("; ".join(problems) + ". For CRM grants use private zero-price mbl_key products "
+                      "(bridge.product_overrides can point a level and term at one); see docs/grant-bridge.md")
+
     def rest_transport(self) -> tuple[str, str]:
         url = urlsplit(self.settings.memberlux.rest_base_url)
         host = url.hostname or ""

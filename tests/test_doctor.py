@@ -183,6 +183,23 @@ def test_doctor_warns_while_new_learners_would_get_no_login(small_site, emulator
     assert check["Welcome e-mail"].status == WARN and "no letter can go out" in check["Welcome e-mail"].detail
 
 
+def test_priced_or_published_key_products_are_pointed_out(small_site, settings_for):
+    check = checks_by_name(settings_for(small_site))["Key products"]
+    assert check.status == WARN
+    assert "key products have a price (#3 990," in check.detail and "counted in the sales reports" in check.detail
+    assert "are published: anyone can also buy them in the shop" in check.detail
+    engine = sa.create_engine(small_site)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE wp_postmeta SET meta_value = '0' WHERE meta_key = '_price'")
+        conn.exec_driver_sql("UPDATE wp_posts SET post_status = 'private' WHERE post_type = 'product' "
+                             "AND post_status = 'publish'")
+    engine.dispose()
+    check = checks_by_name(settings_for(small_site))["Key products"]
+    assert check.status == OK and "all private and free" in check.detail
+    check = checks_by_name(settings_for(small_site, memberlux={"order_dialect": "term_id"}))["Key products"]
+    assert check.status == OK and "not a WooCommerce product" in check.detail
+
+
 def test_reminders_readiness_and_last_run(small_site, emulator, settings_for, smtp_server):
     from datetime import datetime, timedelta, timezone
 
