@@ -54,6 +54,7 @@ class SkipReason(str, enum.Enum):
     CERTIFICATE = "certificate"          # a manual certificate for the level arrived
     BLOCKED = "blocked"                  # MemberLux account blocked (wpm_status = inactive)
     UNSUBSCRIBED = "unsubscribed"
+    MEMBERLUX_UNSUBSCRIBED = "memberlux_unsubscribed"   # clicked unsubscribe in a MemberLux auto-responder letter
     MONITORING_OFF = "monitoring_off"
     LETTER_OFF = "letter_off"            # the step's letter was emptied after it was planned
     NO_EMAIL = "no_email"                # the account has no usable address
@@ -171,7 +172,7 @@ _RENEWAL_REASONS = {Reason.ACTIVE, Reason.RENEWED, Reason.UNLIMITED, Reason.ANCE
 
 
 def stop_reason(verdict: SleeperVerdict, planned_expiry: date, *, unsubscribed: bool, monitoring_on: bool,
-                letter_on: bool, has_email: bool) -> SkipReason | None:
+                letter_on: bool, has_email: bool, memberlux_unsubscribed: bool = False) -> SkipReason | None:
     """Why a planned letter must not go out after all (checked live right before sending), or None.
 
     The chain belongs to one expiry X: a learner who renewed is no sleeper now, and one who renewed
@@ -196,6 +197,8 @@ def stop_reason(verdict: SleeperVerdict, planned_expiry: date, *, unsubscribed: 
         return SkipReason.BLOCKED
     if unsubscribed:
         return SkipReason.UNSUBSCRIBED
+    if memberlux_unsubscribed:
+        return SkipReason.MEMBERLUX_UNSUBSCRIBED
     if not has_email:
         return SkipReason.NO_EMAIL
     return None

@@ -412,6 +412,22 @@ class MemberLuxReader:
                          | {int(i) for i in conn.execute(by_name).scalars()})[:limit]
             return self._users(conn, users.c.ID.in_(ids)) if ids else []
 
+    def mailing_unsubscribed_ids(self, user_ids: Iterable[int] | None = None) -> set[int]:
+        """Users who clicked unsubscribe in a MemberLux auto-responder letter (a ``memberlux_user_mailing_list``
+        row in status ``unsubscribe``, for any level: core.md §8 knows no other "do not mail" flag). Empty
+        without the auto-responder module."""
+        if not self.schema.has("memberlux_user_mailing_list"):
+            return set()
+        uml = self.schema.table("memberlux_user_mailing_list")
+        stmt = sa.select(uml.c.user_id).where(uml.c.status == "unsubscribe").distinct()
+        with self.engine.connect() as conn:
+            if user_ids is None:
+                return {int(u) for u in conn.execute(stmt).scalars()}
+            found: set[int] = set()
+            for batch in _chunks(dict.fromkeys(user_ids)):
+                found.update(int(u) for u in conn.execute(stmt.where(uml.c.user_id.in_(batch))).scalars())
+            return found
+
     def existing_user_ids(self, user_ids: Iterable[int]) -> set[int]:
         users = self.schema.table("users")
         found: set[int] = set()

@@ -135,12 +135,13 @@ class ReminderPlanner:
             self._refresh_read_model()
         with self.runtime.sessions() as session:
             unsubscribed = unsubscribed_ids(session)
+        opted_out = self.runtime.reader.mailing_unsubscribed_ids()   # in MemberLux's own letters
         now = self.runtime.clock.now()
         for done, (term_id, schedule) in enumerate(active.items(), start=1):
             # A run needs only the chains that can still get a letter; a dry run shows every chain.
             since = None if dry_run else self._window_start(schedule, day)
             sleepers = self._live_sleepers(term_id, day) if live else self._stored_sleepers(term_id, schedule, day, since)
-            items = self._plan_letters(term_id, schedule, day, sleepers, unsubscribed, since)
+            items = self._plan_letters(term_id, schedule, day, sleepers, unsubscribed, opted_out, since)
             items += self._plan_digest(term_id, schedule, day, None if not live else sleepers)
             if not dry_run:
                 report.duplicates += self._record(term_id, day, items, now)
@@ -224,7 +225,7 @@ class ReminderPlanner:
         return chains
 
     def _plan_letters(self, term_id: int, schedule: Schedule, day: date, sleepers: dict[int, _Sleeper],
-                      unsubscribed: set[int], since: date | None) -> list[PlanItem]:
+                      unsubscribed: set[int], opted_out: set[int], since: date | None) -> list[PlanItem]:
         """The letters' decisions for the sleepers whose expiry is ``since`` or later (all for None)."""
         if not schedule.steps:
             return []
@@ -237,11 +238,12 @@ class ReminderPlanner:
             for decision in plan_learner(schedule, sleeper.expired_on, day, chain,
                                          catch_up_days=self.settings.catch_up_days,
                                          unknown_hold_days=self.settings.unknown_hold_days):
-                items.append(self._item(term_id, sleeper, decision, unsubscribed))
+                items.append(self._item(term_id, sleeper, decision, unsubscribed, opted_out))
         return items
 
     @staticmethod
-    def _item(term_id: int, sleeper: _Sleeper, decision: Decision, unsubscribed: set[int]) -> PlanItem:
+    def _item(term_id: int, sleeper: _Sleeper, decision: Decision, unsubscribed: set[int],
+              opted_out: set[int]) -> PlanItem:
         reason = decision.reason
         if decision.send:
             # Known at planning time already; checked again right before sending.
@@ -249,6 +251,8 @@ class ReminderPlanner:
                 reason = SkipReason.BLOCKED
             elif sleeper.user_id in unsubscribed:
                 reason = SkipReason.UNSUBSCRIBED
+            elif sleeper.user_id in opted_out:
+                reason = SkipReason.MEMBERLUX_UNSUBSCRIBED
             elif not EMAIL_PATTERN.match(sleeper.email or ""):
                 reason = SkipReason.NO_EMAIL
         return PlanItem(

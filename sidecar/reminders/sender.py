@@ -314,7 +314,8 @@ class ReminderSender:
             unsubscribed = session.get(Unsubscribe, row.user_id) is not None
         reason = stop_reason(explanation.verdict, row.expired_on, unsubscribed=unsubscribed,
                              monitoring_on=level.enabled, letter_on=letter.configured,
-                             has_email=bool(EMAIL_PATTERN.match(user.email or "")))
+                             has_email=bool(EMAIL_PATTERN.match(user.email or "")),
+                             memberlux_unsubscribed=bool(self.runtime.reader.mailing_unsubscribed_ids([row.user_id])))
         if reason is not None:
             raise _Outcome(State.SKIPPED, reason.value)
         context = self._letter_context()

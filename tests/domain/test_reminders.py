@@ -164,6 +164,7 @@ def test_settings_and_wishes_stop_a_letter_too():
     assert stop_reason(sleeper, X, **{**CHECKS, "monitoring_on": False}) is SkipReason.MONITORING_OFF
     assert stop_reason(sleeper, X, **{**CHECKS, "letter_on": False}) is SkipReason.LETTER_OFF
     assert stop_reason(sleeper, X, **{**CHECKS, "unsubscribed": True}) is SkipReason.UNSUBSCRIBED
+    assert stop_reason(sleeper, X, **{**CHECKS, "memberlux_unsubscribed": True}) is SkipReason.MEMBERLUX_UNSUBSCRIBED
     assert stop_reason(sleeper, X, **{**CHECKS, "has_email": False}) is SkipReason.NO_EMAIL
 
 

@@ -387,6 +387,21 @@ def test_users_are_found_by_login_and_by_any_part_of_login_e_mail_or_name(make_s
     assert reader.find_users("   ") == [] and reader.find_users("nobody") == []
 
 
+def test_learners_who_unsubscribed_from_memberlux_letters(make_site):
+    site = make_site()
+    for user_id, term_id, status in ((1, 5, "unsubscribe"), (1, 6, "unsubscribe"), (2, 5, "finish"),
+                                     (3, 5, "processing"), (4, 6, "unsubscribe")):
+        site.insert("memberlux_user_mailing_list", user_id=user_id, term_id=term_id, status=status,
+                    mailing_datetime="2026-01-05 10:00:00", datetime_start="2026-01-05 13:00:00")
+    reader = site.reader()
+    assert reader.mailing_unsubscribed_ids() == {1, 4}
+    assert reader.mailing_unsubscribed_ids([1, 2, 3]) == {1} and reader.mailing_unsubscribed_ids([]) == set()
+
+
+def test_a_site_without_the_auto_responder_has_no_such_learners(make_site):
+    assert make_site(without_modules=("auto_responder",)).reader().mailing_unsubscribed_ids() == set()
+
+
 def test_user_by_email_unknown_or_empty(site):
     reader = site.reader()
     assert reader.user_by_email("nobody@example.org") is None

@@ -121,6 +121,37 @@ def test_manual_certificate_blocked_and_unsubscribed_learners_get_nothing(school
     assert ledger(school) == [(2, 1, "skipped", "blocked"), (3, 1, "skipped", "unsubscribed"), (4, 1, "sent", "")]
 
 
+def test_a_learner_who_unsubscribed_from_memberlux_letters_gets_no_reminder(school, smtp_server):
+    from datetime import datetime
+
+    from sidecar.reminders.planner import ReminderPlanner
+    from sidecar.reminders.sender import ReminderSender
+
+    _, _, inbox = smtp_server
+    school.schedule()
+    for user_id in (1, 2, 3, 4):
+        school.learner(user_id)
+        school.expired(user_id, days_ago=3)
+    mailing = school.t("memberlux_user_mailing_list")
+    with school.writer.begin() as conn:   # learner 1 left another level's sequence; 2 only finished one
+        conn.execute(mailing.insert(), [
+            {"user_id": 1, "term_id": OTHER_LEVEL, "mailing_datetime": datetime(2026, 1, 5, 10), "status": "unsubscribe"},
+            {"user_id": 2, "term_id": LEVEL, "mailing_datetime": datetime(2026, 1, 5, 10), "status": "finish"},
+        ])
+    dry = ReminderPlanner(school.runtime).plan(dry_run=True)
+    assert {(i.user_id, i.reason) for i in dry.items} == {(1, "memberlux_unsubscribed"), (2, ""), (3, ""), (4, "")}
+
+    ReminderPlanner(school.runtime).plan()
+    with school.writer.begin() as conn:   # learner 4 unsubscribes after the plan was made
+        conn.execute(mailing.insert().values(user_id=4, term_id=LEVEL, mailing_datetime=datetime(2026, 2, 1, 9),
+                                             status="unsubscribe"))
+    report = ReminderSender(school.runtime).send_due()
+    assert report.sent == 2 and report.skipped == {"memberlux_unsubscribed": 1}
+    assert sorted(m[1][0] for m in inbox.messages) == ["learner2@example.com", "learner3@example.com"]
+    assert ledger(school) == [(1, 1, "skipped", "memberlux_unsubscribed"), (2, 1, "sent", ""), (3, 1, "sent", ""),
+                              (4, 1, "skipped", "memberlux_unsubscribed")]
+
+
 def test_monitoring_off_or_empty_letters_plan_nothing(school, smtp_server):
     _, _, inbox = smtp_server
     school.schedule(enabled=False)
