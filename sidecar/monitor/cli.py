@@ -44,6 +44,20 @@ def _explanation_record(e) -> dict:
     }
 
 
+_OPT_OUT_TEXT = {"unsubscribed": "unsubscribed from the reminders",
+                 "memberlux_unsubscribed": "unsubscribed from MemberLux's letters"}
+
+
+def _mail_opt_outs(runtime, user_id: int) -> tuple[str, ...]:
+    """The stop reasons of the reminders that hold for this learner whatever the level (reminders.md)."""
+    from sidecar.store.reminder_models import Unsubscribe
+
+    with runtime.sessions() as session:
+        ours = session.get(Unsubscribe, user_id) is not None
+    theirs = bool(runtime.reader.mailing_unsubscribed_ids([user_id]))
+    return tuple(reason for reason, holds in (("unsubscribed", ours), ("memberlux_unsubscribed", theirs)) if holds)
+
+
 def _key_table(keys) -> str:
     def flags(k) -> str:
         return ",".join(name for name, on in (("banned", k.banned), ("basket", k.basket), ("unlimited", k.unlimited)) if on)
@@ -97,10 +111,12 @@ def explain(ctx: click.Context, user_ref: str, term_id: int, day, fmt: str) -> N
             e = MonitorService(runtime).explain(user_ref, term_id, day)
         except LookupError as exc:
             raise click.ClickException(str(exc)) from None
+        opt_outs = _mail_opt_outs(runtime, e.user.id)
     finally:
         runtime.close()
     if fmt == "json":
-        click.echo(json.dumps(_explanation_record(e), indent=2, ensure_ascii=False, default=str))
+        click.echo(json.dumps({**_explanation_record(e), "reminders_stopped_by": list(opt_outs)}, indent=2,
+                              ensure_ascii=False, default=str))
         return
     u, v = e.user, e.verdict
     name = " ".join(part for part in (u.first_name, u.last_name) if part)
@@ -116,6 +132,8 @@ def explain(ctx: click.Context, user_ref: str, term_id: int, day, fmt: str) -> N
     listed = "yes" if rm.listed else "no"
     refreshed = f", report refreshed {utc(rm.refreshed_at)} UTC for {rm.evaluated_for}" if rm.refreshed_at else ", report never refreshed"
     click.echo(f"in report {listed}{refreshed}")
+    stopped = "; ".join(_OPT_OUT_TEXT[reason] for reason in opt_outs)
+    click.echo(f"reminders {'none: ' + stopped if stopped else 'may be sent (no unsubscribe on record)'}")
     click.echo(f"\nkeys of the level ({len(e.keys)}):")
     if e.keys:
         click.echo(_key_table(e.keys))

@@ -108,3 +108,23 @@ def test_json_carries_the_end_of_the_access_and_the_day_it_opens_again(school_fa
     assert data["reason"] == "active"
     assert data["access_until"] == "2026-12-01" and data["access_resumes"] == "2027-02-01"
     assert data["expired_on"] == "2027-03-01"  # X: the end of the latest key, as the rule defines it
+
+
+def test_explain_says_whether_reminders_may_reach_the_learner_at_all(school_factory):
+    from datetime import datetime
+
+    from sidecar.reminders.unsubscribe import unsubscribe
+
+    school = school_factory()
+    school.learner(1)
+    school.key(1, date(2026, 9, 1), date(2026, 11, 1))
+    assert "reminders may be sent (no unsubscribe on record)" in explain(school).output
+    assert json.loads(explain(school, "--format", "json").output)["reminders_stopped_by"] == []
+
+    with school.writer.begin() as conn:
+        conn.execute(school.t("memberlux_user_mailing_list").insert().values(
+            user_id=1, term_id=LEVEL, mailing_datetime=datetime(2026, 1, 5, 10), status="unsubscribe"))
+    assert "reminders none: unsubscribed from MemberLux's letters" in explain(school).output
+    unsubscribe(school.runtime.sessions, 1, email="x", source="link", actor="learner", at=school.clock.now())
+    record = json.loads(explain(school, "--format", "json").output)
+    assert record["reminders_stopped_by"] == ["unsubscribed", "memberlux_unsubscribed"]
