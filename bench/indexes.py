@@ -17,10 +17,12 @@ one up: drop every ``mlsidecar_*`` index, add the configuration's, ANALYZE TABLE
 involved. Only indexes whose name starts with ``mlsidecar_`` are ever dropped or added; at the end the
 database gets back exactly the ``mlsidecar_*`` indexes it had at the start.
 
-``--repeat`` rounds; every round visits every configuration in turn and runs each workload twice there:
-a warm-up (the configuration's pages into the buffer pool), then the timed run. A figure is the median
-(p50) of a workload's ``--repeat`` timed runs in one configuration: background load on a shared machine
-falls on every configuration alike instead of on whichever ran during it. Workloads, on the level with
+``--repeat`` rounds; every round visits every configuration in turn and runs each workload there: a
+warm-up run (the configuration's pages into the buffer pool), then the timed run. A workload whose first
+run took longer than ``--warm-up-limit`` (5 s) gets no warm-up: it reads far more than a warm-up would
+leave cached, and doubling it would double the bench. A figure is the median (p50) of a workload's
+``--repeat`` timed runs in one configuration: background load on a shared machine falls on every
+configuration alike instead of on whichever ran during it. Workloads, on the level with
 the most owned key rows (or ``--level``); times are wall time of the whole call:
 
 * live (whole call) — ``live_sleeper_ids(level, day)``: level tree, manual-certificate holders from the
@@ -58,6 +60,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -362,11 +365,14 @@ def main() -> None:  # one linear script
     parser.add_argument("--date", type=date.fromisoformat, default=TODAY, help="the day D (UTC)")
     parser.add_argument("--index", action="append", default=[], metavar="TABLE:NAME:COL,COL",
                         help="also measure this mlsidecar_* index alone (table without the prefix)")
+    parser.add_argument("--warm-up-limit", type=float, default=5.0, metavar="SECONDS",
+                        help="no warm-up run for a workload whose first run took longer")
     parser.add_argument("--skip", action="append", default=[], metavar="WORKLOAD",
                         help="leave a workload out (live, live_sql, rebuild, sync, legacy, stream, ended, access, "
                              "traces, utm, cert)")
     args = parser.parse_args()
     command = "$ .venv/bin/python bench/indexes.py " + " ".join(sys.argv[1:])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the indexes are put back on `kill`
 
     if args.build:
         if args.prefix != "wp_":
@@ -419,6 +425,7 @@ def main() -> None:  # one linear script
         outputs: dict[str, set[str]] = {job.key: set() for job in jobs}
         builds: dict[str, list[float]] = {}
         sizes: dict[str, float | None] = {}
+        first_run: dict[str, float] = {}
         for round_ in range(1, args.repeat + 1):
             for name, chosen in configurations:
                 indexes.drop_all()
@@ -433,8 +440,10 @@ def main() -> None:  # one linear script
                     sizes[index.name] = indexes.size_mb(index)
                 line = []
                 for job in jobs:
-                    run_once(job)  # warm-up: the configuration's pages into the buffer pool
+                    if first_run.get(job.key, 0.0) * job.per < args.warm_up_limit:
+                        run_once(job)  # warm-up: the configuration's pages into the buffer pool
                     seconds, result = run_once(job)
+                    first_run.setdefault(job.key, seconds)
                     runs[name][job.key].append(seconds)
                     outputs[job.key].add(repr(result))
                     line.append(f"{job.key} {fmt(seconds)}")
@@ -457,10 +466,13 @@ def main() -> None:  # one linear script
             admin.dispose()
             print(f"database {args.database} dropped")
 
-    p50 = {name: {key: statistics.median(values) for key, values in per.items()} for name, per in runs.items()}
+    p50 = {name: {key: statistics.median(values) for key, values in figures.items()} for name, figures in runs.items()}
+    per = {job.key: job.per for job in jobs}
     print(f"\n{command}")
     print(f"level {level} ({level_rows[0]:,} owned key rows of {level_rows[1]:,} users), day {args.date}; each figure: "
-          f"p50 of {args.repeat} runs, one per round, each after a warm-up run; every round visits every configuration "
+          f"p50 of {args.repeat} runs, one per round, each after a warm-up run (none for runs over "
+          f"{args.warm_up_limit:g} s: {', '.join(k for k, v in first_run.items() if v * per[k] >= args.warm_up_limit) or '-'}); "
+          "every round visits every configuration "
           f"in turn (background load hits all alike); per-user look-ups: one run = {len(sample)} users, figure = "
           f"run time / users; ratio = stock / with index (> 1: faster with it)")
     print(f"{'index':<26} {'workload':<64} {'stock p50':>10} {'with p50':>10} {'ratio':>7}")
