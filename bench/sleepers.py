@@ -11,9 +11,9 @@ SQLite store in a temporary directory, then prints:
 * the report the UI shows, from the read model: first page (rows + total count) of the biggest level
   and of all levels, p50/p95 over --repeat runs, a deep page (page 50 by keyset), counts per level;
 * the full CSV export of every sleeper, in a child process: time and peak RSS;
-* the live set-based SQL query of the same level, and the legacy plugin's live query (V3 of
-  legacy-plugins.md §3.4: count + first page, one-year window) on the same data, as a ratio;
-* the same live queries again after applying sql/indexes.sql.
+* the live set-based SQL query of the same level, and the legacy plugin's live query (V3, in the exact
+  shape of legacy-plugins.md §3.4.1: count + first page, one-year window) on the same data, as a ratio;
+* the same live queries again after applying sql/indexes.sql (bench/indexes.py measures each index).
 
 Loopback only; the database is dropped at the end unless --keep (or --reuse, which keeps it).
 """
@@ -36,11 +36,11 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import database_exists, legacy_v3_page, seed_site_database, site_database_url  # (bench/ is on sys.path)
 from sidecar import sqlscripts
 from sidecar.bootstrap import build_runtime
 from sidecar.clock import FixedClock
 from sidecar.config import settings_from_mapping
-from sidecar.devstack.site import build_demo_site
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.query import live_sleeper_ids
 from sidecar.monitor.refresh import SleeperRefresher
@@ -63,29 +63,6 @@ def timed(fn, repeat: int) -> tuple[float, float, object]:
         values.append(time.perf_counter() - started)
     values.sort()
     return statistics.median(values), values[min(len(values) - 1, int(len(values) * 0.95))], result
-
-
-def legacy_v3(conn: sa.Connection, term_id: int, date_from: date, date_to: date) -> tuple[int, list]:
-    """The legacy plugin's live query (V3), count + first page, as legacy-plugins.md §3.4 records it."""
-    base = """
-        FROM wp_memberlux_term_keys k
-        JOIN wp_users u ON u.ID = k.user_id AND u.user_status = 0
-        JOIN (SELECT user_id, MAX(date_end) AS last_end FROM wp_memberlux_term_keys
-              WHERE term_id = :t AND is_banned = 0 AND user_id IS NOT NULL GROUP BY user_id) m
-          ON m.user_id = k.user_id AND m.last_end = k.date_end
-        WHERE k.term_id = :t AND k.is_banned = 0 AND k.date_end BETWEEN :a AND :b
-          AND NOT EXISTS (SELECT 1 FROM wp_memberlux_term_keys x WHERE x.user_id = k.user_id AND x.term_id = :t
-                          AND x.is_unlimited = 1 AND x.is_banned = 0)
-          AND NOT EXISTS (SELECT 1 FROM wp_memberlux_certificate c WHERE c.user_id = k.user_id AND c.wpmlevel_id = :t)
-    """
-    params = {"t": term_id, "a": date_from, "b": date_to}
-    total = conn.execute(sa.text("SELECT COUNT(DISTINCT k.user_id) " + base), params).scalar()
-    rows = conn.execute(sa.text(
-        "SELECT k.user_id, u.user_email, k.date_start, k.date_end,"
-        " (SELECT meta_value FROM wp_usermeta WHERE user_id = k.user_id AND meta_key = 'first_name' LIMIT 1),"
-        " (SELECT meta_value FROM wp_usermeta WHERE user_id = k.user_id AND meta_key = 'last_name' LIMIT 1) "
-        + base + " ORDER BY k.date_end LIMIT 20 OFFSET 0"), params).all()
-    return int(total or 0), rows
 
 
 def export_in_child(config: dict, out_rows: Path) -> dict:
@@ -129,19 +106,12 @@ def main() -> None:  # one linear script
     args = parser.parse_args()
 
     admin = sa.make_url(args.mariadb)
-    site_url = admin.set(database=DATABASE).update_query_dict({"charset": "utf8mb4"}).render_as_string(hide_password=False)
     admin_engine = sa.create_engine(args.mariadb)
-    with admin_engine.connect() as conn:
-        exists = conn.execute(sa.text("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = :d"),
-                              {"d": DATABASE}).scalar()
-    if not (args.reuse and exists):
-        with admin_engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{DATABASE}`")
-            conn.exec_driver_sql(f"CREATE DATABASE `{DATABASE}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci")
-        started = time.perf_counter()
-        summary = build_demo_site(site_url, users=args.users, levels=args.levels, seed=args.seed, today=TODAY)
-        print(f"site seeded in {time.perf_counter() - started:.0f} s: {summary.users} users, {summary.levels} levels, "
-              f"{summary.keys} keys, {summary.certificates} certificates", flush=True)
+    if args.reuse and database_exists(args.mariadb, DATABASE):
+        site_url = site_database_url(args.mariadb, DATABASE)
+    else:
+        site_url = seed_site_database(args.mariadb, DATABASE, users=args.users, levels=args.levels, seed=args.seed,
+                                      today=TODAY)
     work = Path(tempfile.mkdtemp(prefix="mls-bench-sleepers-"))
     config = {
         "wordpress": {"db_url": site_url, "table_prefix": "wp_"},
@@ -203,7 +173,7 @@ def main() -> None:  # one linear script
             p50_live, _, ids = timed(lambda: live_sleeper_ids(runtime, biggest, TODAY), reps)
             with runtime.wp_engine.connect() as conn:
                 p50_legacy, _, (legacy_total, _rows) = timed(
-                    lambda: legacy_v3(conn, biggest, TODAY - timedelta(days=365), TODAY), reps)
+                    lambda: legacy_v3_page(conn, biggest, TODAY - timedelta(days=365), TODAY), reps)
             print(f"{label}: live correct query {ms(p50_live)} ({len(ids)} sleepers); legacy V3 count + page "
                   f"{ms(p50_legacy)} ({legacy_total} 'sleepers' by its rule)")
             return p50_live, p50_legacy
