@@ -47,9 +47,10 @@ def test_demo_starts_serves_and_stops(tmp_path):
         doctor = cli(env, "doctor")
         assert doctor.returncode == 0 and "FAIL" not in doctor.stdout, doctor.stdout + doctor.stderr
         assert "SMTP" in doctor.stdout and "letters are written as .eml files" in doctor.stdout
-        for command in (["grants", "list"], ["sleepers", "list"], ["remind", "--dry-run"]):
-            done = cli(env, *command)
-            assert done.returncode == 0, (command, done.stdout, done.stderr)
+        # The other commands run on the demo's configuration in tests/test_documented_commands.py; here one
+        # that reads both databases while the demo writes them.
+        done = cli(env, "remind", "--dry-run")
+        assert done.returncode == 0, (done.stdout, done.stderr)
 
         # /metrics with the token the printed curl line reads; the welcome e-mail is on.
         token_file = re.search(r"Bearer \$\(cat (\S+)\)", text).group(1)
