@@ -365,26 +365,23 @@ class MemberLuxReader:
 
     def user_by_email(self, email: str) -> WpUser | None:
         """Case-insensitive look-up; the lowest user id wins if WordPress let duplicates in."""
-        wanted = email.strip()
-        users = self.schema.table("users")
-        # Sites upgraded from before WordPress 4.2 may still have a utf8mb3 users table.
-        if not wanted or cannot_store(users.c.user_email, wanted):
-            return None
-        with self.engine.connect() as conn:
-            found = self._users(conn, self._ci_equals(users.c.user_email, wanted))
-        # Re-check in Python: some collations (utf8mb4_unicode_ci) treat all emoji as equal.
-        matches = [u for u in found if u.email.strip().casefold() == wanted.casefold()]
-        return matches[0] if matches else None
+        return self._user_by("user_email", email)
 
     def user_by_login(self, login: str) -> WpUser | None:
         """Case-insensitive look-up by ``user_login`` (WordPress keeps logins unique)."""
-        wanted = login.strip()
-        users = self.schema.table("users")
-        if not wanted or cannot_store(users.c.user_login, wanted):
+        return self._user_by("user_login", login)
+
+    def _user_by(self, column_name: str, value: str) -> WpUser | None:
+        wanted = value.strip()
+        column = self.schema.table("users").c[column_name]
+        # Sites upgraded from before WordPress 4.2 may still have a utf8mb3 users table.
+        if not wanted or cannot_store(column, wanted):
             return None
         with self.engine.connect() as conn:
-            found = self._users(conn, self._ci_equals(users.c.user_login, wanted))
-        matches = [u for u in found if u.login.strip().casefold() == wanted.casefold()]
+            found = self._users(conn, self._ci_equals(column, wanted))
+        # Re-check in Python: some collations (utf8mb4_unicode_ci) treat all emoji as equal.
+        attribute = {"user_email": "email", "user_login": "login"}[column_name]
+        matches = [u for u in found if getattr(u, attribute).strip().casefold() == wanted.casefold()]
         return matches[0] if matches else None
 
     def find_users(self, text: str, limit: int = 20) -> list[WpUser]:
