@@ -146,24 +146,13 @@ def _prepare_site(data_dir: Path, users: int, levels: int, seed: int, fresh: boo
             shutil.rmtree(letters, ignore_errors=True)
         started = time.monotonic()
         click.echo(f"building the demo site ({users} learners, {levels} levels, seed {seed})…", err=True)
+        # No hooks to a CRM on 127.0.0.1:9, which the demo does not have: each order would fail to reach it.
         summary = build_demo_site(f"sqlite:///{site_file.resolve()}", users=users, levels=levels, seed=seed,
-                                  today=datetime.now(timezone.utc).date(), fresh=True)
-        _forget_dead_program_hooks(site_file)
+                                  today=datetime.now(timezone.utc).date(), fresh=True, webhook_url="",
+                                  program_webhook_url="")
         marker.write_text(f"{wanted}\nbuilt {date.today()} in {time.monotonic() - started:.1f} s\n")
         return dataclasses.asdict(summary)
     return {}
-
-
-def _forget_dead_program_hooks(site_file: Path) -> None:
-    """The seeded legacy programs post to a CRM on 127.0.0.1:9, which the demo does not have: clear
-    that setting in the demo's own fake site before the import turns it into a failing endpoint."""
-    engine = sa.create_engine(f"sqlite:///{site_file.resolve()}")
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text("UPDATE wp_postmeta SET meta_value = '' WHERE meta_key = 'mlp_webhook_url' "
-                                 "AND meta_value LIKE 'http://127.0.0.1:9/%'"))
-    finally:
-        engine.dispose()
 
 
 def _example_grant(runtime) -> str | None:
@@ -182,8 +171,8 @@ def _example_grant(runtime) -> str | None:
 
 def _register_hook(site_engine: sa.Engine, url: str) -> None:
     """Point the emulated site's MemberLux webhook at this run's sidecar, as an admin would in
-    MemberLux → Webhooks (the demo's own fake WordPress; a real site is never written to). The
-    seeded site's hook to a CRM that does not exist here goes: it would fail after every order."""
+    MemberLux → Webhooks (the demo's own fake WordPress; a real site is never written to). A demo
+    folder seeded before the demo stopped seeding it keeps a hook to a CRM on port 9: that one goes too."""
     from sidecar.devstack.seed import DEFAULT_WEBHOOK_URL
 
     hook = sa.Table("wp_memberlux_hook", sa.MetaData(), autoload_with=site_engine)

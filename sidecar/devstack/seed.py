@@ -72,6 +72,8 @@ UNUSED_KEYS_PER_LEVEL = 500
 SITE_URL = "https://school.example"
 #: Port 9 (discard) refuses connections at once, so the seeded webhook never stalls an order.
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:9/crm/memberlux-hook"
+#: Where the legacy bundle plugin's first program posts its notices (a CRM that is not there: port 9).
+DEFAULT_PROGRAM_WEBHOOK_URL = "http://127.0.0.1:9/program-hook"
 
 ADMIN_ID, API_USER_ID, COACH_ID = 1, 2, 3
 FIRST_LEARNER_ID = 4
@@ -437,6 +439,7 @@ class _Program:
 class _SiteBuilder:
     def __init__(self, conn: sa.Connection, *, users: int, levels: int, seed: int, today: date, prefix: str,
                  base_prefix: str, timezone_string: str, webhook_url: str, progress: ProgressCallback | None,
+                 program_webhook_url: str = DEFAULT_PROGRAM_WEBHOOK_URL,
                  chunk: int):
         self.rng = random.Random(seed)
         self.today = today
@@ -447,6 +450,7 @@ class _SiteBuilder:
         self.tz = zoneinfo.ZoneInfo(timezone_string)
         self.timezone_string = timezone_string
         self.webhook_url = webhook_url
+        self.program_webhook_url = program_webhook_url
         self.progress = progress
         self.bulk = _Bulk(conn, chunk, set(sa.inspect(conn).get_table_names()))
         self.summary = SeedSummary(webhook_url=webhook_url)
@@ -804,8 +808,8 @@ class _SiteBuilder:
                           "«[next_course]» на [duration] [units].</p>")
             self.postmeta(post_id, "mlp_notify_complete_subject", "[user_login] завершил программу")
             self.postmeta(post_id, "mlp_notify_complete_body", "<p>Программа «[program_title]» пройдена.</p>")
-            if index == 0:
-                self.postmeta(post_id, "mlp_webhook_url", "http://127.0.0.1:9/program-hook")
+            if index == 0 and self.program_webhook_url:
+                self.postmeta(post_id, "mlp_webhook_url", self.program_webhook_url)
             self.programs.append(_Program(post_id, title, steps))
         self.summary.program_ids = [p.post_id for p in self.programs]
         # WooCommerce products of type mbl_key, a few terms per level (core.md 5.4).
@@ -856,6 +860,8 @@ class _SiteBuilder:
 
     def build_hooks(self) -> None:
         created = self._utc(datetime.combine(self.today - timedelta(days=400), datetime.min.time()) + timedelta(hours=12))
+        if not self.webhook_url:
+            return
         self.bulk.add(f"{self.prefix}memberlux_hook", (1, self.webhook_url, 1, created, 1))
         self.bulk.add(f"{self.prefix}memberlux_hook_action", (1, "all"))
 
@@ -1297,12 +1303,15 @@ def seed_site(
     progress: ProgressCallback | None = None,
     timezone_string: str = "Europe/Moscow",
     webhook_url: str = DEFAULT_WEBHOOK_URL,
+    program_webhook_url: str = DEFAULT_PROGRAM_WEBHOOK_URL,
     chunk_size: int = 5000,
 ) -> SeedSummary:
     """Fill an empty WordPress + MemberLux site with realistic, reproducible data.
 
     ``users`` learners (staff accounts come on top), ``levels`` access levels. The schema is created
-    when missing; a site that already has users is refused rather than mixed with. ``progress`` is
+    when missing; a site that already has users is refused rather than mixed with. ``webhook_url`` (the
+    MemberLux webhook) and ``program_webhook_url`` (the legacy program's notices) point at a CRM; ''
+    seeds neither. ``progress`` is
     called as ``progress(stage, done, total)``.
     """
     if users < 0 or levels < 1:
@@ -1321,6 +1330,7 @@ def seed_site(
             raise ValueError(f"{base}users already has {existing} rows; seed_site only fills an empty site")
         builder = _SiteBuilder(conn, users=users, levels=levels, seed=seed, today=today, prefix=prefix,
                                base_prefix=base, timezone_string=timezone_string, webhook_url=webhook_url,
+                               program_webhook_url=program_webhook_url,
                                progress=progress, chunk=chunk_size)
         builder._tick("site", 0, 1)
         builder.build_staff()

@@ -6,7 +6,13 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from sidecar.devstack.seed import ProgressCallback, SeedSummary, seed_site
+from sidecar.devstack.seed import (
+    DEFAULT_PROGRAM_WEBHOOK_URL,
+    DEFAULT_WEBHOOK_URL,
+    ProgressCallback,
+    SeedSummary,
+    seed_site,
+)
 from sidecar.devstack.wpschema import build_metadata, create_site_schema
 
 
@@ -21,6 +27,8 @@ def build_demo_site(
     base_prefix: str | None = None,
     fresh: bool = False,
     progress: ProgressCallback | None = None,
+    webhook_url: str = DEFAULT_WEBHOOK_URL,
+    program_webhook_url: str = DEFAULT_PROGRAM_WEBHOOK_URL,
 ) -> SeedSummary:
     """Create the site schema in ``db_url`` and seed it.
 
@@ -34,6 +42,7 @@ def build_demo_site(
                 build_metadata(prefix, base_prefix).drop_all(conn, checkfirst=True)
         create_site_schema(engine, prefix, base_prefix)
         return seed_site(engine, users=users, levels=levels, seed=seed, today=today, prefix=prefix,
-                         base_prefix=base_prefix, progress=progress)
+                         base_prefix=base_prefix, progress=progress, webhook_url=webhook_url,
+                         program_webhook_url=program_webhook_url)
     finally:
         engine.dispose()
