@@ -84,12 +84,6 @@ def _baseline() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('mls_grant_alerts', schema=None) as batch_op:
-        batch_op.drop_index('ix_mls_grant_alerts_state')
-        batch_op.drop_index('ix_mls_grant_alerts_digest_id')
+    # Dropping a table drops its indexes; MariaDB refuses to drop the index its foreign key uses first.
     op.drop_table('mls_grant_alerts')
-
-    with op.batch_alter_table('mls_alert_digests', schema=None) as batch_op:
-        batch_op.drop_index('ix_mls_alert_digests_work')
-        batch_op.drop_index(batch_op.f('ix_mls_alert_digests_created_at'))
     op.drop_table('mls_alert_digests')
