@@ -200,6 +200,31 @@ def _import_legacy_programs(runtime) -> int:
     return apply_import(runtime, plan, actor="demo")["programs"]
 
 
+def reminders_banner(runtime, sidecar_url: str) -> list[str]:
+    """The start banner's lines on reminders: none is mailed for a level until it is approved, and where
+    to review and approve them (the page, the commands)."""
+    from sidecar.monitor.settings import MonitorSettings
+    from sidecar.reminders.approval import approved_levels, sends_reminders
+
+    levels = [term_id for term_id, level in MonitorSettings(runtime).all_levels().items() if sends_reminders(level)]
+    with runtime.sessions() as session:
+        approved = approved_levels(session)
+    waiting = [term_id for term_id in levels if term_id not in approved]
+    page = f"{sidecar_url}/reminders/approvals"
+    if not levels:
+        return [f"  reminders:      no level sends any (monitoring off or no letter set): nothing to approve ({page})"]
+    if not waiting:
+        return [f"  reminders:      every level with letters is approved: they go out daily ({page})"]
+    example = waiting[0]
+    return [
+        f"  reminders:      nothing is mailed for a level until it is approved ({len(waiting)} of {len(levels)} "
+        "level(s) with letters wait);",
+        f"                  review what each would send and approve it at {page}",
+        f"                  or: mlsidecar remind --dry-run --level {example}, then "
+        f"mlsidecar remind approve --level {example} --letters N",
+    ]
+
+
 def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users: int, levels: int, seed: int,
              fresh: bool, exit_after: float | None = None) -> None:
     from sidecar.app import create_app
@@ -254,6 +279,8 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
         click.echo(f"         -H 'Content-Type: application/json' -d '{example}'")
     if imported:
         click.echo(f"  programs:       {imported} imported from the legacy bundle plugin's data ({sidecar_url}/programs)")
+    for line in reminders_banner(runtime, sidecar_url):
+        click.echo(line)
     click.echo(f"  letters:        written to {(data_dir / MAIL_DIR).resolve()} as .eml files")
     click.echo(f"  site's mail:    written to {(data_dir / SITE_MAIL_DIR).resolve()} as .eml files")
     click.echo(f"  metrics:        curl -s {sidecar_url}/metrics -H \"Authorization: Bearer $(cat {secret_files['metrics-token']})\"")

@@ -535,13 +535,25 @@ class Doctor:
         assert self.store_engine is not None
         from sidecar.jobs import REMINDERS_DAILY_JOB
 
-        lease = leases.get(store_db.session_factory(self.store_engine), REMINDERS_DAILY_JOB)
+        from sidecar.reminders.approval import statuses
+
+        sessions = store_db.session_factory(self.store_engine)
+        lease = leases.get(sessions, REMINDERS_DAILY_JOB)
+        with sessions() as session:
+            levels = statuses(session)
+        approved = sorted(t for t, s in levels.items() if s.approved)
+        held = sorted(t for t, s in levels.items() if not s.approved and s.listed_at is not None)
         mode = "dry run (nothing is sent)" if settings.reminders.dry_run else "sending"
         at = f"daily at {settings.schedule.reminders_at:%H:%M} ({settings.schedule.timezone})"
+        levels_note = f"; {len(approved)} level(s) approved"
+        if held:
+            levels_note += (f"; level(s) {', '.join(map(str, held))} await approval: nothing of them is sent "
+                            "(/reminders/approvals)")
         if lease is None or lease.last_finished_at is None:
-            return OK, f"{mode}, {at}; not run yet"
+            return OK, f"{mode}, {at}; not run yet{levels_note}"
         status = WARN if (lease.last_outcome or "").startswith("failed") else OK
-        return status, f"{mode}, {at}; last run {lease.last_finished_at:%Y-%m-%d %H:%M} UTC: {lease.last_outcome}"
+        return status, (f"{mode}, {at}; last run {lease.last_finished_at:%Y-%m-%d %H:%M} UTC: {lease.last_outcome}"
+                        f"{levels_note}")
 
     # --- MemberLux's own webhooks -------------------------------------------------------------------
     def memberlux_hooks(self) -> tuple[str, str]:

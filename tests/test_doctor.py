@@ -206,21 +206,28 @@ def test_reminders_readiness_and_last_run(small_site, emulator, settings_for, sm
     from sidecar.bootstrap import store_url
     from sidecar.store import leases
     from sidecar.jobs import REMINDERS_DAILY_JOB
+    from sidecar.store.reminder_models import ReminderApproval
 
     host, port, _inbox = smtp_server
     settings = settings_for(small_site, emulator, web={"public_url": "https://side.example"},
                             smtp={"host": host, "port": port, "security": "none", "from_address": "s@example.org"})
     migrate(settings)
     check = checks_by_name(settings)["Reminders"]
-    assert check.status == OK and "sending, daily at 09:00 (site); not run yet" in check.detail
+    assert check.status == OK and "sending, daily at 09:00 (site); not run yet; 0 level(s) approved" in check.detail
     engine = store_db.create_store_engine(store_url(settings))
     sessions = store_db.session_factory(engine)
     now = datetime.now(timezone.utc)
     leases.try_acquire(sessions, REMINDERS_DAILY_JOB, "w", timedelta(hours=1), now)
     leases.release(sessions, REMINDERS_DAILY_JOB, "w", now, "failed: OperationalError: gone away")
+    with sessions.begin() as session:   # one level approved, one whose letters the last run held back
+        session.add_all([ReminderApproval(term_id=10, approved_at=now, approved_by="boss", approved_source="web",
+                                          listed_letters=0),
+                         ReminderApproval(term_id=11, listed_at=now, listed_letters=4, approved_by="",
+                                          approved_source="")])
     engine.dispose()
     check = checks_by_name(settings)["Reminders"]
     assert check.status == WARN and "failed: OperationalError" in check.detail
+    assert "; 1 level(s) approved; level(s) 11 await approval: nothing of them is sent" in check.detail
     off = settings_for(small_site, emulator, reminders={"enabled": False})
     migrate(off)
     assert checks_by_name(off)["Reminders"].status == OK

@@ -3,8 +3,9 @@
 The commands are read from the Markdown itself (``sh`` code blocks and inline code), so a new example is
 tested the day it is written. Notation in the docs: ``[--date D]`` is an optional part (run with it),
 ``a|b`` and ``[--x | --y]`` are alternatives (each is run), capital letters and ``<…>`` are values
-(filled from the demo: a learner, a level, a grant, a program). Documented values that only make sense
-on the doc's imagined site (``--level 12``, ``--user anna@example.com``) are replaced by the demo's.
+(filled from the demo: a learner, a level, a grant, a program, the letters a level's dry run lists).
+Documented values that only make sense on the doc's imagined site (``--level 12``,
+``--user anna@example.com``) are replaced by the demo's.
 
 Three kinds of mention are not run as they stand:
 
@@ -105,6 +106,7 @@ class Demo:
     work: Path
     learners: list[str]     # e-mails; each command that names a learner gets the next one
     level: str
+    reminder_level: str     # monitoring on and letters set
     grant: str
     program: str
 
@@ -120,7 +122,9 @@ def filled_in(words: list[str], demo: Demo) -> list[str]:
     out: list[str] = []
     for index, word in enumerate(words):
         before = words[index - 1] if index else ""
-        if before in OPTION_VALUES:
+        if before == "--level" and out[:2] in (["remind", "approve"], ["remind", "revoke"]):
+            out.append(demo.reminder_level)     # a level that sends reminders: one can approve it
+        elif before in OPTION_VALUES:
             out.append(OPTION_VALUES[before](demo))
         elif word in PLACEHOLDER_DATES:
             out.append({"A": "2026-01-01", "B": "2026-11-20"}.get(word, "2026-11-24"))
@@ -128,6 +132,8 @@ def filled_in(words: list[str], demo: Demo) -> list[str]:
             out.append(f"sqlite:///{demo.work / 'seeded.sqlite'}")
         elif before in ("--users", "--levels", "--seed") and not word.isdigit():
             out.append({"--users": "30", "--levels": "2", "--seed": "1"}[before])
+        elif before == "--letters":     # the letters the level's dry run lists awaiting approval
+            out.append(str(awaiting_letters(demo, out[out.index("--level") + 1])))
         elif before == "--toml":
             out.append(str(demo.work / "programs.toml"))
         elif word in ("<id>", "<grant-id>") and out[:1] == ["grants"]:
@@ -137,6 +143,15 @@ def filled_in(words: list[str], demo: Demo) -> list[str]:
         else:
             out.append(word)
     return out
+
+
+def awaiting_letters(demo: Demo, level: str) -> int:
+    from sidecar.reminders.approval import letter_count
+
+    result = run(demo.config, ["remind", "--dry-run", "--level", level, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout[result.stdout.index("{"):])
+    return letter_count(item["step"] for item in plan["items"] if item["action"] == "await")
 
 
 def _toml_example() -> str:
@@ -173,8 +188,14 @@ def demo(tmp_path_factory) -> Demo:
     grant = _a_queued_grant(settings, read_secret(secrets["api-key"]))
     with engine.connect() as conn:
         learners = list(conn.exec_driver_sql("SELECT user_email FROM wp_users WHERE ID > 3 ORDER BY ID").scalars())
+        reminder_level = conn.exec_driver_sql(
+            "SELECT e.term_id FROM wp_termmeta e JOIN wp_termmeta d ON d.term_id = e.term_id "
+            "WHERE e.meta_key = 'mlm_enabled' AND e.meta_value = '1' AND d.meta_key = 'mlm_email_1_subject' "
+            "AND d.meta_value != '' ORDER BY e.term_id").scalars().first()
+    assert reminder_level, "the seeded site has a level that sends reminders"
     try:
-        yield Demo(config=config, work=root, learners=learners, level="10", grant=grant,
+        yield Demo(config=config, work=root, learners=learners, level="10", reminder_level=str(reminder_level),
+                   grant=grant,
                    program=str(programs[0]["id"]))
     finally:
         emulator.extensions["mbl_emulator"].shutdown()

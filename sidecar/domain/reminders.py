@@ -61,6 +61,7 @@ class SkipReason(str, enum.Enum):
     NOT_SLEEPER = "not_sleeper"          # any other reason the rule no longer lists the learner
     USER_DELETED = "user_deleted"
     HELD = "held"                        # an earlier letter's outcome is unknown: waits (reported, never recorded)
+    NOT_APPROVED = "not_approved"        # the level's reminders are not approved (or no longer): never sent
 
 
 @dataclass(frozen=True)

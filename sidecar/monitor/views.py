@@ -44,6 +44,7 @@ from sidecar.monitor.filters import (
 )
 from sidecar.monitor.service import MonitorService, SleeperRow
 from sidecar.monitor.settings_form import settings_fields, parse_settings_form, settings_error_text
+from sidecar.reminders.approval import is_approved
 from sidecar.reminders.letters import DIGEST_VARIABLES, LEARNER_VARIABLES, RENEWAL_URL_VARIABLES
 from sidecar.web import app_singleton, current_runtime
 from sidecar.web.api import api_error as _api_error
@@ -266,7 +267,10 @@ def _render_settings(level: Level, service: MonitorSettings, *, values: dict[str
         fields[name] = {"name": name, "value": "" if shown[name] is None else shown[name],
                         "imported": imported_fields[name], "overridden": overridden,
                         "error": (errors or {}).get(name)}
+    with _runtime().sessions() as session:
+        approved = is_approved(session, level.term_id)
     return render_template("monitor_settings.html", level=level, fields=fields, letters=range(1, LETTERS + 1),
+                           approved=approved,
                            any_override=bool(effective.overridden), has_errors=bool(errors),
                            learner_variables=_variables(LEARNER_VARIABLES), digest_variables=_variables(DIGEST_VARIABLES),
                            renewal_variables=_variables(RENEWAL_URL_VARIABLES),

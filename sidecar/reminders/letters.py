@@ -139,6 +139,11 @@ def _subject(source: str, variables: Mapping[str, Any]) -> str:
     return " ".join(render_text(translate_legacy(source), dict(variables)).split())
 
 
+def render_subject(source: str, variables: Mapping[str, Any]) -> str:
+    """A letter's subject alone (the approval list shows it), as the letter would carry it."""
+    return _subject(source, variables)
+
+
 def render_learner_letter(subject: str, body: str, variables: Mapping[str, Any], *, footer_html: str,
                           footer_text: str) -> Rendered:
     html = render_html(translate_legacy(body), dict(variables))
@@ -177,6 +182,7 @@ __all__ = [
     "check",
     "render_learner_letter",
     "render_digest",
+    "render_subject",
     "learner_table",
     "render_html",
 ]

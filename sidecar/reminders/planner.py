@@ -10,6 +10,10 @@ Every decision goes into ``mls_reminders`` under its unique (user, level, X, ste
 for a letter to send, ``skipped`` with a reason otherwise. The unique key is the last line of defence
 when two planners race (the job also runs under a lease); a duplicate insert is dropped, never sent.
 
+A level whose reminders are not approved yet (:mod:`sidecar.reminders.approval`) is planned the same
+way, but nothing of it goes into the ledger: what would be sent is reported as ``await`` and kept as
+the level's awaiting list, for an administrator to review before approving it.
+
 A dry run takes the same decisions and records none. It reads every sleeper of the level, not only
 the window, so the chains a run leaves alone because they are long past (``too_late``) are listed
 too, each decided by the same :func:`~sidecar.domain.reminders.plan_learner`. It may also be asked
@@ -24,7 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
@@ -45,6 +49,7 @@ from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.settings import EMAIL_PATTERN, LevelSettings, MonitorSettings
 from sidecar.store.monitor_models import SleeperEntry
 from sidecar.store.reminder_models import Reminder, ReminderDigest
+from sidecar.reminders.approval import approved_levels, letter_count, record_awaiting
 from sidecar.reminders.unsubscribe import unsubscribed_ids
 from sidecar.store.db import unit_of_work
 
@@ -73,8 +78,10 @@ class PlanItem:
     step: int                 # 1..3 letter, 4 admin digest entry
     due_on: date
     action: str               # send | skip | hold (held by a letter whose outcome is unknown) | digest
-    reason: str = ""          # why skipped or held (SkipReason value)
-    recorded: bool = True     # whether a run records it; False: reported only (too late, held). A dry run records nothing.
+    #                           | await (would be sent, but the level is not approved)
+    reason: str = ""          # why skipped, held or awaiting (SkipReason value)
+    recorded: bool = True     # whether a run records it in the ledger; False: reported only (too late, held,
+    #                           any decision of a level not approved). A dry run records nothing.
 
 
 @dataclass
@@ -84,12 +91,25 @@ class PlanReport:
     levels: list[int] = field(default_factory=list)
     items: list[PlanItem] = field(default_factory=list)
     levels_off: list[int] = field(default_factory=list)
+    unapproved: list[int] = field(default_factory=list)   # levels of ``levels`` whose reminders are not approved
     duplicates: int = 0       # decisions another planner had recorded first
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
         counter = Counter(item.action if item.action != "skip" else f"skip:{item.reason}" for item in self.items)
         return dict(sorted(counter.items()))
+
+    def awaiting(self, term_id: int) -> list[PlanItem]:
+        """What the level would send once approved (empty for an approved level)."""
+        return [item for item in self.items if item.term_id == term_id and item.action == "await"]
+
+    def awaiting_letters(self) -> dict[int, int]:
+        """Letters each level that is not approved would send (its digest counting as one letter)."""
+        steps: dict[int, list[int]] = {term_id: [] for term_id in self.unapproved}
+        for item in self.items:
+            if item.action == "await":
+                steps.setdefault(item.term_id, []).append(item.step)
+        return {term_id: letter_count(found) for term_id, found in steps.items()}
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,8 @@ class ReminderPlanner:
             self._refresh_read_model()
         with self.runtime.sessions() as session:
             unsubscribed = unsubscribed_ids(session)
+            approved = approved_levels(session)
+        report.unapproved = [term_id for term_id in active if term_id not in approved]
         opted_out = self.runtime.reader.mailing_unsubscribed_ids()   # in MemberLux's own letters
         now = self.runtime.clock.now()
         for done, (term_id, schedule) in enumerate(active.items(), start=1):
@@ -143,7 +165,11 @@ class ReminderPlanner:
             sleepers = self._live_sleepers(term_id, day) if live else self._stored_sleepers(term_id, schedule, day, since)
             items = self._plan_letters(term_id, schedule, day, sleepers, unsubscribed, opted_out, since)
             items += self._plan_digest(term_id, schedule, day, None if not live else sleepers)
-            if not dry_run:
+            if term_id not in approved:
+                items = [_held_for_approval(item) for item in items]
+                if not dry_run:
+                    record_awaiting(self.runtime, term_id, [i for i in items if i.action == "await"], now)
+            elif not dry_run:
                 report.duplicates += self._record(term_id, day, items, now)
             report.items.extend(items)
             if progress is not None:
@@ -374,6 +400,13 @@ class ReminderPlanner:
             except IntegrityError:
                 continue  # created by a concurrent planner: read it again
         return None
+
+
+def _held_for_approval(item: PlanItem) -> PlanItem:
+    """A decision of a level that is not approved: reported, never recorded; what would go out awaits."""
+    if item.action in ("send", "digest"):
+        return replace(item, action="await", reason=SkipReason.NOT_APPROVED.value, recorded=False)
+    return replace(item, recorded=False)
 
 
 def _sent_on(state: str, sent_at: datetime | None, data_started_at: datetime | None) -> date | None:

@@ -35,10 +35,18 @@ class RunReport:
                      f"{', outcome unknown ' + str(s.unknown) if s.unknown else ''}"
                      f"{', skipped ' + str(sum(s.skipped.values())) if s.skipped else ''}"
                      f"{'; stopped: ' + s.stopped if s.stopped else ''}")
+        if self.plan.unapproved:
+            text += "; " + self.approval_note()
         if self.awaiting_decision:
             text += (f"; {self.awaiting_decision} letter(s) or digest(s) with an unknown outcome await an "
                      "administrator's decision (mark delivered or send again: /reminders?state=unknown)")
         return text
+
+    def approval_note(self) -> str:
+        """Which levels are held for approval, how many letters each holds, and how to approve them."""
+        held = ", ".join(f"{term_id} ({letters} letter(s))" for term_id, letters in self.plan.awaiting_letters().items())
+        return (f"not approved, nothing sent: level {held}; review them at /reminders/approvals or with "
+                "`mlsidecar remind --dry-run --level T`, then approve: `mlsidecar remind approve --level T --letters N`")
 
 
 DAILY_SEND_BUDGET_SECONDS = 90 * 60   # the rest is sent by the retry job, under its own lease

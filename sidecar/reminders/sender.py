@@ -10,8 +10,9 @@ How:
    two senders (threads, processes, hosts) exactly one sees a row count of 1. ``claimed_by`` names
    this claim alone (host, process and a random token), and the Message-ID is stored *before* the
    SMTP transaction opens.
-2. *Re-check.* The sleeper rule is evaluated live for this learner and level (renewed, manual
-   certificate, blocked, unsubscribed, monitoring off, letter emptied → ``skipped`` with the reason).
+2. *Re-check.* The level must still be approved (:mod:`sidecar.reminders.approval`), and the sleeper
+   rule is evaluated live for this learner and level (renewed, manual certificate, blocked,
+   unsubscribed, monitoring off, letter emptied → ``skipped`` with the reason).
 3. *Mark, then send.* Right before the DATA phase (the server accepted sender and recipient) the
    sender commits ``data_started_at`` — only if it still holds the claim; otherwise it sends nothing.
    The SMTP server accepts the message with its reply to the end of DATA; that is the commit point
@@ -56,6 +57,7 @@ from sidecar.mail.mailer import (
 from sidecar.mail.templates import TemplateError
 from sidecar.monitor.service import MonitorService, UnknownLevel, UnknownUser
 from sidecar.monitor.settings import EMAIL_PATTERN, LevelSettings, MonitorSettings
+from sidecar.reminders.approval import is_approved
 from sidecar.reminders.context import LetterContext
 from sidecar.reminders.letters import render_digest, render_learner_letter
 from sidecar.reminders.unsubscribe import LinkUnavailable, Links
@@ -297,7 +299,14 @@ class ReminderSender:
             self._context = LetterContext(self.runtime, self.links)
         return self._context
 
+    def _approved(self, term_id: int) -> None:
+        """Checked for every letter and digest, so a revocation stops the very next one."""
+        with self.runtime.sessions() as session:
+            if not is_approved(session, term_id):
+                raise _Outcome(State.SKIPPED, SkipReason.NOT_APPROVED.value)
+
     def _letter(self, row: Reminder, message_id: str) -> Mail:
+        self._approved(row.term_id)
         level = self._level(row.term_id)
         letter = level.letters[row.step - 1]
         today = self.runtime.clock.today_utc()
@@ -332,6 +341,7 @@ class ReminderSender:
                     headers=self._headers(self.links.headers(user.id)), message_id=message_id)
 
     def _digest(self, row: ReminderDigest, message_id: str) -> Mail:
+        self._approved(row.term_id)
         level = self._level(row.term_id)
         if not level.enabled:
             raise _Outcome(State.SKIPPED, SkipReason.MONITORING_OFF.value)

@@ -87,3 +87,44 @@ class Unsubscribe(Base):
     at: Mapped[datetime]
     source: Mapped[str] = mapped_column(sa.String(20))              # link | one_click | admin
     actor: Mapped[str] = mapped_column(sa.String(100), default="")
+
+
+class ReminderApproval(Base):
+    """Whether a level's reminders may be sent: one row per level that was approved or held by a run.
+
+    A level without a row, or with ``approved_at`` empty, is **not approved**: a run plans it and keeps
+    what it would send in ``mls_reminder_awaiting`` instead of the ledger (:mod:`sidecar.reminders.approval`).
+    """
+
+    __tablename__ = "mls_reminder_approvals"
+
+    term_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    approved_at: Mapped[datetime | None]
+    approved_by: Mapped[str] = mapped_column(sa.String(120), default="")
+    approved_source: Mapped[str] = mapped_column(sa.String(20), default="")   # web | cli | upgrade | …
+    #: Letters on the list the administrator reviewed (None: approved without one, e.g. by the upgrade).
+    approved_letters: Mapped[int | None]
+    #: When the reviewed list was made: the run's moment (web), or the dry run's (command line).
+    approved_list_at: Mapped[datetime | None]
+    #: The last run that held the level's letters for approval, and how many letters it held.
+    listed_at: Mapped[datetime | None]
+    listed_letters: Mapped[int] = mapped_column(default=0)
+
+
+class AwaitingReminder(Base):
+    """A letter (or a learner's place in a digest) the last run of a level that is not approved would
+    have sent: the list the administrator reviews before approving. Replaced by each run."""
+
+    __tablename__ = "mls_reminder_awaiting"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    term_id: Mapped[int] = mapped_column(sa.BigInteger)
+    user_id: Mapped[int] = mapped_column(sa.BigInteger)
+    expired_on: Mapped[date] = mapped_column(sa.Date)
+    step: Mapped[int] = mapped_column(sa.SmallInteger)              # 1..3 learner letters, 4 admin digest
+    due_on: Mapped[date] = mapped_column(sa.Date)
+    email: Mapped[str] = mapped_column(sa.String(200), default="")
+    name: Mapped[str] = mapped_column(sa.String(200), default="")
+
+    __table_args__ = (sa.Index("ix_mls_reminder_awaiting_level", "term_id", "step", "user_id"),)

@@ -36,6 +36,9 @@ def test_demo_starts_serves_and_stops(tmp_path):
         sidecar = re.search(r"sidecar:\s+(http://\S+?)/\s", text).group(1)
         site = re.search(r"emulated site:\s+(http://\S+?)/wp-json/", text).group(1)
         assert "login 'admin'" in text and re.search(r"ready in [0-9.]+ s", text)
+        # Reminders wait for an approval: the banner says where to review and approve them (its wording for
+        # levels that wait: tests/reminders/test_approval.py::test_the_demo_banner_says_where_to_review_and_approve).
+        assert re.search(rf"reminders: .*{re.escape(sidecar)}/reminders/approvals", text)
         assert requests.get(sidecar + "/healthz", timeout=10).json() == {"status": "ok"}
         assert requests.get(sidecar + "/readyz", timeout=10).json()["status"] == "ready"
         assert "mbl/v1" in requests.get(site + "/wp-json/", timeout=10).json()["namespaces"]

@@ -23,6 +23,7 @@ from sidecar.clock import FixedClock
 from sidecar.config import settings_from_mapping
 from sidecar.app import create_app
 from sidecar.monitor.settings import Letter, MonitorSettings
+from sidecar.reminders import approval
 from sidecar.reminders.planner import ReminderPlanner
 from sidecar.store.reminder_models import Reminder, Unsubscribe
 from tests.sites import empty_site_schema
@@ -149,7 +150,10 @@ class School:
     # --- our settings -------------------------------------------------------------------------------
 
     def schedule(self, days=(3, 10, 30), *, term_id: int = LEVEL, admin_days: int | None = 7,
-                 admin_email: str = "boss@school.example", enabled: bool = True, **extra) -> None:
+                 admin_email: str = "boss@school.example", enabled: bool = True, approved: bool = True,
+                 **extra) -> None:
+        """Set the level's letters; ``approved``: and approve them, as the owner of a school that sends
+        reminders has (tests/reminders/test_approval.py starts from levels that are not)."""
         service = MonitorSettings(self.runtime)
         current = service.effective(term_id)
         letters = tuple(
@@ -162,6 +166,8 @@ class School:
                              admin_subject="Сводка: [course_name]" if admin_days is not None else "",
                              admin_body="<p>Не продлили: {{ learner_count }}</p>" if admin_days is not None else "",
                              **extra), actor="test")
+        if approved and approval.sends_reminders(service.effective(term_id)):
+            approval.approve(self.runtime, term_id, actor="test", source="test", review=None)
 
     def close(self) -> None:
         self.runtime.close()
