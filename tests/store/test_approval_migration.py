@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from sidecar.store import db as store_db
 
-BEFORE = "0011_grant_keys_per_credential"
+BEFORE = "0013_grant_alerts"
 AT = datetime(2026, 12, 1, 9, 30)
 
 

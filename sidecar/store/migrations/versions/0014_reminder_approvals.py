@@ -1,7 +1,7 @@
 """reminders: a level's letters go out only once an administrator approved the level
 
 Revision ID: 0014_reminder_approvals
-Revises: 0011_grant_keys_per_credential
+Revises: 0013_grant_alerts
 Create Date: 2026-12-08
 
 Two tables: ``mls_reminder_approvals`` (per level: approved by whom, when, after reviewing how many
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 
 revision = '0014_reminder_approvals'
-down_revision = '0011_grant_keys_per_credential'
+down_revision = '0013_grant_alerts'
 branch_labels = None
 depends_on = None
 
