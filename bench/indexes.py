@@ -44,8 +44,8 @@ the most owned key rows (or ``--level``); times are wall time of the whole call:
   ``TraceReader.keys(user, level, grant id)`` (the bridge, while an order's outcome is unknown);
   certificate by (user, level) ``SELECT certificate_id … WHERE user_id = U AND wpmlevel_id = level``
   (the sidecar sends no such statement);
-* utm_id look-up — ``reader.key_ids_by_utm_id(grant id absent from the site)`` (a reader method the
-  bridge does not call: it settles an unknown outcome with trace keys).
+* utm_id look-up — ``SELECT key_id … WHERE utm_id = <grant id absent from the site>`` (the sidecar
+  sends no such statement: the bridge settles an unknown outcome with trace keys, driven by the user).
 
 Printed: progress per configuration, then one table (index | workload | stock p50 | with index p50 |
 ratio) with, for every index alone, the live query, the rebuild, the certificate sync, the legacy page
@@ -294,6 +294,11 @@ def workloads(runtime: Runtime, work: Path, site_url: str, prefix: str, level: i
     def trace_keys() -> int:
         return sum(len(traces.keys(user, level, ABSENT_GRANT)) for user in sample)
 
+    def utm_lookup() -> int:
+        with runtime.wp_engine.connect() as conn:
+            return len(conn.execute(sa.text(f"SELECT key_id FROM {p}memberlux_keys_meta WHERE utm_id = :g"),
+                                    {"g": ABSENT_GRANT}).all())
+
     def certificate_pairs() -> int:
         found = 0
         with runtime.wp_engine.connect() as conn:
@@ -316,7 +321,7 @@ def workloads(runtime: Runtime, work: Path, site_url: str, prefix: str, level: i
         Workload("access", f"access check key_rows(U,[T]), per user of {n}", access_checks, ("memberlux_term_keys",), n),
         Workload("traces", f"trace keys (bridge), per user of {n}", trace_keys,
                  ("memberlux_term_keys", "memberlux_keys_meta"), n),
-        Workload("utm", "key_ids_by_utm_id, absent id [not called by the bridge]", lambda: len(reader.key_ids_by_utm_id(ABSENT_GRANT)),
+        Workload("utm", "keys_meta by utm_id alone, absent id [not sent by the sidecar]", utm_lookup,
                  ("memberlux_keys_meta",)),
     ]
     if certificates:  # the legacy query and this look-up need the certificates module's table

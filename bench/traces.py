@@ -176,7 +176,9 @@ def main() -> None:  # one linear script
             traces.orders(Customer(user_id, email), product, since)
 
         def utm_scan() -> None:
-            reader.key_ids_by_utm_id("g01bench00000000000000000")
+            with engine.connect() as conn:
+                conn.execute(sa.text(f"SELECT key_id FROM {args.prefix}memberlux_keys_meta WHERE utm_id = :g"),
+                             {"g": "g01bench00000000000000000"}).all()
 
         figures = []
         for label, fn, repeat in (("keys of (user, level) + keys_meta", keys, args.repeat),

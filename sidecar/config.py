@@ -528,8 +528,33 @@ class ReminderSettings(_Section):
         return self
 
 
-WEBHOOK_EVENTS = ("grant.accepted", "grant.succeeded", "grant.duplicated", "grant.failed", "program.step_granted", "program.completed",
-                  "reminder.sent", "reminder.failed", "sleeper.detected", "access.activated", "access.expired", "certificate.issued")
+ADDRESS_PATTERN = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
+
+
+def _check_address(value: str) -> str:
+    value = value.strip()
+    if value and not ADDRESS_PATTERN.match(value):
+        raise ValueError("expected one e-mail address such as 'admin@school.example' (a mailing list or alias reaches "
+                         "several people), or '' for the default")
+    return value
+
+
+class AlertSettings(_Section):
+    enabled: bool = Field(True, description="Mail a digest about grants that failed or whose outcome is still unknown past "
+                                            "their settle time; false = they show only on the first page, in doctor and "
+                                            "as webhook events (grant.failed, grant.unsettled).")
+    to: Annotated[str, AfterValidator(_check_address)] = Field(
+        "", description="Recipient of the digest (one address); '' = the administrator address of the reminders' digests, "
+                        "when the levels with monitoring on name exactly one.")
+    digest_interval_minutes: int = Field(60, ge=5, le=1440, description="At most one digest per this many minutes; "
+                                                                        "alerts found meanwhile wait for the next one.")
+    language: Literal["", "ru", "en"] = Field("", description="Language of the digest; '' = reminders.language when the "
+                                                              "configuration sets it, else English.")
+
+
+WEBHOOK_EVENTS = ("grant.accepted", "grant.succeeded", "grant.duplicated", "grant.failed", "grant.unsettled",
+                  "program.step_granted", "program.completed", "reminder.sent", "reminder.failed", "sleeper.detected",
+                  "access.activated", "access.expired", "certificate.issued")
 
 
 class WebhookEndpointSettings(_Section):
@@ -649,6 +674,7 @@ class Settings(BaseModel):
     bridge: BridgeSettings = BridgeSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     reminders: ReminderSettings = ReminderSettings()
+    alerts: AlertSettings = AlertSettings()
     webhooks: WebhookSettings = WebhookSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()

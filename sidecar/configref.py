@@ -38,6 +38,8 @@ SECTION_NOTES: dict[str, str] = {
     "bridge.welcome_email": "A letter to learners that an order created (MemberLux sends them no password).",
     "schedule": "When the worker's jobs run.",
     "reminders": "Reminder letters to sleepers (docs/reminders.md).",
+    "alerts": "A digest e-mail about grants that failed or whose outcome is still unknown past their settle time "
+              "(docs/grant-bridge.md#alerts).",
     "webhooks": "Outbound signed events and MemberLux's own webhooks as a source.",
     "webhooks.endpoints": "Endpoints defined in the file (more can be added in the UI). One `[[webhooks.endpoints]]` "
                           "table per endpoint.",
@@ -54,6 +56,7 @@ VALIDATOR_TEXT: dict[str, str] = {
     "_check_schedule_zone": "IANA zone name (`Europe/Moscow`), or `\"site\"` = the site's",
     "_check_template": "Jinja2 template, checked at load",
     "_check_renewal_url": "Jinja2 template, checked at load",
+    "_check_address": "one e-mail address, or `\"\"`",
     "_http_url": "http(s) URL",
     "_networks": "IP addresses or CIDR networks",
     "_whsec": "starts with `whsec_`, then base64 of 16+ bytes",

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from sidecar.bootstrap import store_url, wordpress_url
+from sidecar.clock import Clock
 from sidecar.config import Settings
 from sidecar.memberlux import wpdata
 from sidecar.memberlux.payments import PAYMENTS_PLUGIN, plugin_names
@@ -89,9 +90,11 @@ def _is_loopback(host: str) -> bool:
 
 
 class Doctor:
-    def __init__(self, settings: Settings, *, rest_client: MemberLuxRestClient | None = None) -> None:
+    def __init__(self, settings: Settings, *, rest_client: MemberLuxRestClient | None = None,
+                 clock: Clock | None = None) -> None:
         self.settings = settings
         self.rest_client = rest_client
+        self.clock = clock or Clock()
         self.wp_engine: sa.Engine | None = None
         self.site: SiteSchema | None = None
         self.store_engine: sa.Engine | None = None
@@ -114,6 +117,8 @@ class Doctor:
             ("Secrets", self.secrets, ()),
             ("SMTP", self.smtp, ()),
             ("Welcome e-mail", self.welcome_email, ()),
+            ("Grant alerts", self.grant_alerts, ("store_current",)),
+            ("Alert e-mail", self.alert_email, ("site", "store_current")),
             ("Reminders", self.reminders, ("store_current",)),
             ("MemberLux webhooks", self.memberlux_hooks, ("site",)),
         ]
@@ -467,6 +472,53 @@ class Doctor:
         if not settings.smtp.delivers:
             return WARN, "bridge.welcome_email is on but smtp.host and smtp.pickup_dir are empty: no letter can go out"
         return OK, "new learners get their login and a password-reset link"
+
+    # --- grant alerts ---------------------------------------------------------------------------
+    def grant_alerts(self) -> tuple[str, str]:
+        from sidecar.bridge import attention
+
+        assert self.store_engine is not None
+        with store_db.session_factory(self.store_engine)() as session:
+            counts = attention.counts(session, self.settings, self.clock.now())
+        if not counts.total:
+            return OK, "no failed grant, none whose outcome is still unknown after its settle time"
+        parts = []
+        if counts.failed:
+            parts.append(f"{counts.failed} failed ({attention.FAILED_LIST}: retry or cancel each)")
+        if counts.unsettled:
+            parts.append(f"{counts.unsettled} with an outcome still unknown after the settle time "
+                         f"({attention.UNSETTLED_LIST}; is the worker running and reading the site's database?)")
+        return WARN, "; ".join(parts)
+
+    def alert_email(self) -> tuple[str, str]:
+        from sidecar.bridge.alerts import recipient
+        from sidecar.store.alert_models import AlertDigest, SKIPPED
+
+        settings = self.settings
+        unmailed = "failed and unsettled grants show only on the first page, here and as webhook events"
+        if not settings.alerts.enabled:
+            return OK, f"off (alerts.enabled = false): {unmailed}"
+        if not settings.smtp.delivers:
+            return WARN, f"no alert digest can go out: smtp.host and smtp.pickup_dir are empty; {unmailed}"
+        assert self.store_engine is not None
+        sessions = store_db.session_factory(self.store_engine)
+        to = recipient(settings, self.reader, sessions)
+        if not to.address:
+            return WARN, f"no alert digest can go out: {to.problem}; set alerts.to. Until then {unmailed}"
+        where = "alerts.to" if to.source == "alerts.to" else "the reminders' administrator address; alerts.to is empty"
+        detail = (f"a digest to {to.address} ({where}) at most every {settings.alerts.digest_interval_minutes} min, "
+                  "each failed or unsettled grant once")
+        with sessions() as session:
+            last = session.scalars(sa.select(AlertDigest).where(AlertDigest.state != SKIPPED)
+                                   .order_by(AlertDigest.id.desc()).limit(1)).first()
+        if last is None:
+            return OK, detail + "; none sent yet"
+        if last.state == "planned" and last.last_error:
+            return WARN, f"{detail}; the last digest waits for a retry after: {last.last_error}"
+        if last.state in ("failed", "unknown"):
+            return WARN, (f"{detail}; the last digest ({last.created_at:%Y-%m-%d %H:%M} UTC) is {last.state}: "
+                          f"{last.last_error or last.reason}")
+        return OK, f"{detail}; last digest {last.created_at:%Y-%m-%d %H:%M} UTC: {last.state}"
 
     # --- reminders ------------------------------------------------------------------------------
     def reminders(self) -> tuple[str, str]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from sidecar.bootstrap import Runtime
+from sidecar.bridge import attention
 from sidecar.store import db as store_db
 from sidecar.store import leases
 
@@ -25,6 +26,8 @@ class SystemStatus:
     worker_heartbeat: datetime | None = None
     today_utc: date | None = None
     today_site: date | None = None
+    #: Grants that need an administrator (failed, or unsettled past their settle time).
+    grant_alerts: attention.Counts | None = None
 
 
 def site_timezone(runtime: Runtime):
@@ -42,6 +45,8 @@ def collect(runtime: Runtime) -> SystemStatus:
     zone, source = site_timezone(runtime)
     heartbeat = leases.get(runtime.sessions, HEARTBEAT_JOB)
     revision = store_db.current_revision(runtime.store_engine)
+    with runtime.sessions() as session:
+        alerts = attention.counts(session, runtime.settings, runtime.clock.now())
     return SystemStatus(
         memberlux_version=runtime.reader.option("wpm_version"),
         site_timezone=str(zone),
@@ -54,4 +59,5 @@ def collect(runtime: Runtime) -> SystemStatus:
         worker_heartbeat=heartbeat.last_finished_at if heartbeat else None,
         today_utc=runtime.clock.today_utc(),
         today_site=runtime.clock.today_in(zone),
+        grant_alerts=alerts,
     )

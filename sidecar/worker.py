@@ -15,7 +15,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from sidecar.bootstrap import Runtime
 from sidecar.jobs import (
-    ACCESS_SCAN_JOB, CERTIFICATE_REVALIDATE_JOB, CERTIFICATE_SYNC_JOB, HEARTBEAT_JOB, HINTS_JOB, PURGE_JOB, REMINDERS_DAILY_JOB,
+    ACCESS_SCAN_JOB, ALERTS_JOB, CERTIFICATE_REVALIDATE_JOB, CERTIFICATE_SYNC_JOB, HEARTBEAT_JOB, HINTS_JOB, PURGE_JOB, REMINDERS_DAILY_JOB,
     REMINDERS_RETRY_JOB, SLEEPERS_REFRESH_JOB, WEBHOOKS_JOB, WELCOME_JOB,
 )
 from sidecar.store import leases
@@ -56,6 +56,7 @@ def purge_seen_signatures(runtime: Runtime) -> str:
 
 
 WELCOME_SECONDS = 60
+ALERTS_SECONDS = 60
 
 
 def watch_certificates(runtime: Runtime) -> str:
@@ -102,6 +103,12 @@ def register_jobs(scheduler, runtime: Runtime) -> None:
     # letters of grants whose success was recorded without one.
     scheduler.add_job(run_leased, "interval", seconds=WELCOME_SECONDS, id=WELCOME_JOB,
                       args=(runtime, WELCOME_JOB, welcome_job, timedelta(minutes=15)), max_instances=1, coalesce=True)
+    from sidecar.bridge.alerts import alerts_job
+
+    # Failed and unsettled grants: recorded (and grant.unsettled sent) within a minute, mailed in a digest
+    # at most every alerts.digest_interval_minutes.
+    scheduler.add_job(run_leased, "interval", seconds=ALERTS_SECONDS, id=ALERTS_JOB,
+                      args=(runtime, ALERTS_JOB, alerts_job, timedelta(minutes=15)), max_instances=1, coalesce=True)
     from sidecar.webhooks.delivery import deliver_job
     from sidecar.webhooks.inbound import process_hints_job
 

@@ -159,6 +159,19 @@ def test_reminder_settings_are_checked_when_loaded():
     assert "retry_max_seconds must not be smaller than retry_base_seconds" in line
 
 
+def test_alert_settings_are_checked_when_loaded():
+    problems = problems_of({**MINIMAL, "alerts": {"to": "ops@school.example, boss@school.example",
+                                                  "digest_interval_minutes": 1, "language": "de"}})
+    text = "\n".join(problems)
+    assert "alerts.to = 'ops@school.example, boss@school.example': expected one e-mail address" in text
+    assert "alerts.digest_interval_minutes = 1:" in text and "alerts.language = 'de':" in text
+    settings = settings_from_mapping(MINIMAL, environ={"MLS_ALERTS__TO": " ops@school.example ",
+                                                      "MLS_ALERTS__DIGEST_INTERVAL_MINUTES": "30"})
+    assert (settings.alerts.to, settings.alerts.digest_interval_minutes) == ("ops@school.example", 30)
+    defaults = settings_from_mapping(MINIMAL, environ={}).alerts
+    assert (defaults.enabled, defaults.to, defaults.digest_interval_minutes, defaults.language) == (True, "", 60, "")
+
+
 def test_each_time_zone_key_accepts_only_its_own_fallback_word():
     assert "wordpress.timezone" in "\n".join(problems_of({**MINIMAL, "wordpress": {**MINIMAL["wordpress"], "timezone": "site"}}))
     assert "schedule.timezone" in "\n".join(problems_of({**MINIMAL, "schedule": {"timezone": ""}}))

@@ -518,3 +518,91 @@ def test_plain_http_to_another_host_warns_even_when_it_works(small_site, setting
 def test_rest_transport_on_loopback_or_not(settings_for, base, status):
     doctor = Doctor(settings_for("sqlite://", memberlux={"rest_base_url": base}))
     assert doctor.rest_transport()[0] == status
+
+
+# --- grant alerts ------------------------------------------------------------------------------------------
+
+def _store_grant(settings, status: str, at, **values) -> None:
+    from sidecar.store.grant_models import Grant
+
+    engine = store_db.create_store_engine(store_url(settings))
+    try:
+        with store_db.unit_of_work(store_db.session_factory(engine)) as session:
+            session.add(Grant(id="g" + uuid.uuid4().hex[:16], request_hash="h", channel="api", principal="api_key:crm",
+                              meta={}, email="learner@example.org", term_id=7, status=status, attempts=1,
+                              next_attempt_at=at, created_at=at, updated_at=at, **values))
+    finally:
+        engine.dispose()
+
+
+def test_failed_and_unsettled_grants_are_counted_with_where_to_look(small_site, settings_for):
+    from datetime import datetime, timedelta, timezone
+
+    from sidecar.clock import FixedClock
+
+    now = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+    settings = settings_for(small_site)
+    migrate(settings)
+    check = checks_by_name(settings, clock=FixedClock(now))["Grant alerts"]
+    assert check.status == OK and "no failed grant" in check.detail
+    _store_grant(settings, "failed", now, completed_at=now)
+    _store_grant(settings, "failed", now, completed_at=now)
+    _store_grant(settings, "unknown", now, settle_until=now - timedelta(minutes=3))    # 180 s > the 165 s grace
+    _store_grant(settings, "confirming", now, settle_until=now - timedelta(minutes=2))  # 120 s: still settling
+    check = checks_by_name(settings, clock=FixedClock(now))["Grant alerts"]
+    assert check.status == WARN
+    assert "2 failed (/admin/grants?status=failed: retry or cancel each)" in check.detail
+    assert "1 with an outcome still unknown after the settle time (/admin/grants?unsettled=1;" in check.detail
+
+
+def test_the_alert_email_check_says_why_no_digest_can_go_out(small_site, settings_for, tmp_path):
+    settings = settings_for(small_site)
+    migrate(settings)
+    check = checks_by_name(settings)["Alert e-mail"]
+    assert check.status == WARN
+    assert check.detail.startswith("no alert digest can go out: smtp.host and smtp.pickup_dir are empty;")
+    assert "show only on the first page, here and as webhook events" in check.detail
+
+    mail = {"pickup_dir": str(tmp_path / "mail"), "from_address": "school@example.org"}
+    check = checks_by_name(settings_for(small_site, smtp=mail, alerts={"to": "ops@school.example"}))["Alert e-mail"]
+    assert check.status == OK
+    assert check.detail == ("a digest to ops@school.example (alerts.to) at most every 60 min, each failed or unsettled "
+                            "grant once; none sent yet")
+
+    # No alerts.to: the address the seeded levels name for their reminders' digest.
+    check = checks_by_name(settings_for(small_site, smtp=mail))["Alert e-mail"]
+    assert check.status == OK and "to manager@school.example (the reminders' administrator address" in check.detail
+
+    check = checks_by_name(settings_for(small_site, smtp=mail, alerts={"enabled": False}))["Alert e-mail"]
+    assert check.status == OK and check.detail.startswith("off (alerts.enabled = false)")
+
+
+def test_the_alert_email_check_warns_without_a_recipient_and_after_a_failed_digest(small_site, settings_for, tmp_path):
+    from datetime import datetime, timezone
+
+    from sidecar.store.alert_models import AlertDigest
+
+    mail = {"pickup_dir": str(tmp_path / "mail"), "from_address": "school@example.org"}
+    settings = settings_for(small_site, smtp=mail)
+    migrate(settings)
+    engine = store_db.create_store_engine(store_url(settings))
+    try:
+        with engine.begin() as conn:   # monitoring off for every level: the reminders name no address
+            conn.execute(sa.text("INSERT INTO mls_setting_overrides (scope, name, value, updated_at, updated_by) "
+                                 "VALUES (:scope, 'enabled', 'false', '2026-11-24 10:00:00', 'test')"),
+                         [{"scope": f"monitor.level.{n}"} for n in range(1, 100)])
+        check = checks_by_name(settings)["Alert e-mail"]
+        assert check.status == WARN
+        assert ("no alert digest can go out: alerts.to is empty and no level with monitoring on names an "
+                "administrator address for its reminders' digest; set alerts.to") in check.detail
+
+        at = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+        with store_db.unit_of_work(store_db.session_factory(engine)) as session:
+            session.add(AlertDigest(created_at=at, state="failed", reason="smtp_permanent", alerts=2,
+                                    to_address="ops@school.example", language="en", subject="s", attempts=1,
+                                    updated_at=at, last_error="SMTP 550: 5.1.1 no such mailbox"))
+        check = checks_by_name(settings_for(small_site, smtp=mail, alerts={"to": "ops@school.example"}))["Alert e-mail"]
+        assert check.status == WARN
+        assert "the last digest (2026-11-24 10:00 UTC) is failed: SMTP 550: 5.1.1 no such mailbox" in check.detail
+    finally:
+        engine.dispose()

@@ -17,6 +17,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from werkzeug.datastructures import MultiDict
 
 from sidecar.bootstrap import Runtime
+from sidecar.bridge.attention import Unsettled
 from sidecar.bridge.blueprint import bridge_service
 from sidecar.status import site_timezone
 from sidecar.store.grant_models import ALL_STATES, CANCELLED, FAILED, FETCHING, QUEUED, Grant
@@ -133,6 +134,7 @@ class Filters:
     date_from: date | None = None
     date_to: date | None = None
     search: str = ""
+    unsettled: bool = False
     before: queries.Cursor | None = None
     per_page: int = PER_PAGE
 
@@ -142,7 +144,8 @@ class Filters:
             "status": self.status, "channel": self.channel,
             "from": self.date_from.isoformat() if self.date_from else "",
             "to": self.date_to.isoformat() if self.date_to else "",
-            "q": self.search, "before": self.before.encode() if self.before else "",
+            "q": self.search, "unsettled": "1" if self.unsettled else "",
+            "before": self.before.encode() if self.before else "",
             "per_page": str(self.per_page) if self.per_page != PER_PAGE else "",
         }
         return {key: value for key, value in values.items() if value}
@@ -179,10 +182,13 @@ def parse_filters(args: MultiDict[str, str]) -> tuple[Filters, list[str]]:
         per_page = max(1, min(int(args.get("per_page", PER_PAGE)), MAX_PER_PAGE))
     except ValueError:
         per_page = PER_PAGE
+    unsettled = args.get("unsettled", "").strip()
+    if unsettled not in ("", "0", "1"):
+        problems.append(translate("grants.error.bad_unsettled", value=unsettled[:40]))
     filters = Filters(
         status=status, channel=args.get("channel", "").strip()[:20],
         date_from=_parse_date(args.get("from", ""), problems), date_to=_parse_date(args.get("to", ""), problems),
-        search=args.get("q", "").strip()[:MAX_SEARCH], before=before, per_page=per_page,
+        search=args.get("q", "").strip()[:MAX_SEARCH], unsettled=unsettled == "1", before=before, per_page=per_page,
     )
     return filters, problems
 
@@ -197,7 +203,8 @@ def grant_list():
     with runtime.sessions() as session:
         page = queries.list_grants(session, status=filters.status or None, channel=filters.channel or None,
                                    created_from=created_from, created_to=created_to, search=filters.search or None,
-                                   before=filters.before, limit=filters.per_page)
+                                   before=filters.before, limit=filters.per_page,
+                                   unsettled=Unsettled.of(runtime.settings, runtime.clock.now()) if filters.unsettled else None)
         counts = queries.counts_by_status(session)
         known_channels = queries.channels(session)
     if filters.channel and filters.channel not in known_channels:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from sidecar.bridge.attention import Unsettled
 from sidecar.store import audit
 from sidecar.store.grant_models import ALL_STATES, Grant, GrantAttempt
 from sidecar.store.models import AuditEvent
@@ -86,12 +87,13 @@ def _search_clause(search: str) -> sa.ColumnElement[bool]:
 def list_grants(session: Session, *, status: str | None = None, channel: str | None = None,
                 source: str | None = None, created_from: datetime | None = None,
                 created_to: datetime | None = None, search: str | None = None, before: Cursor | None = None,
-                limit: int = DEFAULT_LIMIT) -> Page:
+                limit: int = DEFAULT_LIMIT, unsettled: Unsettled | None = None) -> Page:
     """One page of grants, newest first.
 
     ``created_from`` is inclusive and ``created_to`` exclusive (aware datetimes; see :func:`day_range`).
     ``search`` matches part of the e-mail (case-insensitive), or exactly the external id, the grant id
-    or the amoCRM lead id. ``before`` is the ``next_cursor`` of the previous page.
+    or the amoCRM lead id. ``before`` is the ``next_cursor`` of the previous page. ``unsettled`` keeps
+    only grants whose outcome is still unknown past their settle time (:mod:`sidecar.bridge.attention`).
     """
     limit = max(1, min(int(limit), MAX_LIMIT))
     stmt = sa.select(Grant)
@@ -107,6 +109,8 @@ def list_grants(session: Session, *, status: str | None = None, channel: str | N
         stmt = stmt.where(Grant.created_at < created_to)
     if search and search.strip():
         stmt = stmt.where(_search_clause(search))
+    if unsettled is not None:
+        stmt = stmt.where(unsettled.clause())
     if before is not None:
         stmt = stmt.where(sa.or_(Grant.created_at < before.created_at,
                                  sa.and_(Grant.created_at == before.created_at, Grant.id < before.id)))

@@ -47,7 +47,6 @@ LEVEL_TAXONOMY = "wpm-levels"
 _STATUSES = frozenset({KEY_STATUS_NEW, KEY_STATUS_USED, KEY_STATUS_EXPIRED})
 _KEY_TYPES = frozenset({KEY_TYPE_TERM, KEY_TYPE_BASKET})
 _IN_CHUNK = 500  # bound IN (...) lists; MySQL handles more, but plans and packets stay small
-_UTM_LENGTH = 60  # keys_meta.utm_* width; MemberLux truncates longer values on write
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,37 +579,6 @@ class MemberLuxReader:
             result = conn.execution_options(yield_per=chunk_size).execute(stmt)
             for row in result:
                 yield _key_row(row)
-
-    def key_ids_by_utm_id(self, utm_id: str) -> list[int]:
-        """Key rows whose activation carried ``utm_id`` (how an unknown REST outcome is resolved)."""
-        km = self.schema.table("memberlux_keys_meta")
-        width = getattr(km.c.utm_id.type, "length", None) or _UTM_LENGTH
-        if cannot_store(km.c.utm_id, utm_id):
-            return []
-        stmt = sa.select(km.c.key_id).where(km.c.utm_id == utm_id[:width]).order_by(km.c.key_id)
-        with self.engine.connect() as conn:
-            return [int(v) for v in conn.execute(stmt).scalars()]
-
-    def key_rows_by_utm_id(self, utm_id: str, user_id: int | None = None) -> list[KeyRow]:
-        """The activated rows an order carrying ``utm_id`` produced, read back to confirm a grant.
-
-        With ``user_id`` the search is driven by the indexed ``term_keys.user_id`` and joins
-        ``keys_meta`` by its primary key; without it ``keys_meta.utm_id`` is scanned (no index on a
-        stock site), so callers pass the user whenever they know it.
-        """
-        tk, km = self.schema.table("memberlux_term_keys"), self.schema.table("memberlux_keys_meta")
-        width = getattr(km.c.utm_id.type, "length", None) or _UTM_LENGTH
-        if cannot_store(km.c.utm_id, utm_id):
-            return []
-        if user_id is None:
-            ids = self.key_ids_by_utm_id(utm_id)
-            if not ids:
-                return []
-            stmt = self._key_stmt().where(tk.c.id.in_(ids))
-        else:
-            stmt = self._key_stmt().where(tk.c.user_id == user_id, km.c.utm_id == utm_id[:width])
-        with self.engine.connect() as conn:
-            return [_key_row(row) for row in conn.execute(stmt.order_by(tk.c.id))]
 
     def is_orphan(self, row: KeyRow) -> bool:
         """True when the row's user or level no longer exists (such rows grant nothing)."""

@@ -29,7 +29,7 @@ ORDER_POST_STATUSES = ("wc-pending", "wc-processing", "wc-on-hold", "wc-complete
 #: ``posts.post_date`` is site-local (WordPress's own zone, read from its options); the range starts an
 #: hour earlier for a daylight-saving change, and ``post_date_gmt`` decides.
 _LOCAL_MARGIN = timedelta(hours=1)
-_UTM_LENGTH = 60
+_UTM_LENGTH = 60  # keys_meta.utm_* width; MemberLux truncates longer values on write
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,33 @@ def _scope(term_id: int) -> str:
     return f"monitor.level.{term_id}"
 
 
+def _merged(base: LevelSettings, overrides: dict[str, Any]) -> LevelSettings:
+    """The imported settings with our store's overrides applied (they win)."""
+    if not overrides:
+        return base
+    values = base.as_values()
+    values.update({k: v for k, v in overrides.items() if k in values})
+    letters = tuple(Letter(**letter) for letter in values.pop("letters"))
+    return LevelSettings(term_id=base.term_id, letters=letters, overridden=tuple(sorted(overrides)), **values)
+
+
+def reminder_admin_addresses(reader: Any, sessions: Any) -> list[str]:
+    """The administrator addresses of the reminders' digests: every valid address that a level with
+    monitoring on names (its effective settings), distinct, sorted. Takes the WordPress reader and our
+    store's sessions rather than a runtime, so that ``doctor`` can ask too."""
+    with sessions() as session:
+        overrides: dict[str, dict[str, Any]] = {}
+        for row in session.scalars(sa.select(SettingOverride).where(SettingOverride.scope.like("monitor.level.%"))):
+            overrides.setdefault(row.scope, {})[row.name] = row.value
+    found = set()
+    for level in reader.levels():
+        settings = _merged(from_term_meta(level.term_id, reader.level_meta(level.term_id)),
+                           overrides.get(_scope(level.term_id), {}))
+        if settings.enabled and EMAIL_PATTERN.match(settings.admin_email):
+            found.add(settings.admin_email)
+    return sorted(found)
+
+
 class MonitorSettings:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -171,12 +198,7 @@ class MonitorSettings:
         with self.runtime.sessions() as session:
             overrides = {o.name: o.value for o in session.scalars(
                 sa.select(SettingOverride).where(SettingOverride.scope == _scope(term_id)))}
-        if not overrides:
-            return base
-        values = base.as_values()
-        values.update({k: v for k, v in overrides.items() if k in values})
-        letters = tuple(Letter(**letter) for letter in values.pop("letters"))
-        return LevelSettings(term_id=term_id, letters=letters, overridden=tuple(sorted(overrides)), **values)
+        return _merged(base, overrides)
 
     def all_levels(self) -> dict[int, LevelSettings]:
         return {level.term_id: self.effective(level.term_id) for level in self.runtime.reader.levels()}

@@ -23,6 +23,7 @@ from sidecar.memberlux.reader import (
     ancestors_from_parents,
 )
 from sidecar.memberlux.schema import FeatureUnavailable, connect_wordpress, reflect_site
+from sidecar.memberlux.traces import TraceReader
 from sidecar.memberlux.wpdata import WpDataError
 
 _codes = itertools.count(1)
@@ -83,6 +84,12 @@ class Site:
         if self._read_engine is None:
             self._read_engine = connect_wordpress(self.url)
         return MemberLuxReader(self._read_engine, reflect_site(self._read_engine, self.prefix, self.base))
+
+    def utm_keys(self, user_id: int, utm_id: str) -> list[int]:
+        """Ids of the user's keys whose activation carried ``utm_id`` (how the bridge reads an order's trace)."""
+        reader = self.reader()
+        traces = TraceReader(reader.engine, reader.schema, timezone.utc)
+        return [k.key_id for k in traces.keys(user_id, None, utm_id)]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -226,17 +233,16 @@ def test_key_rows_without_is_unlimited_column(site):
     assert row.is_unlimited is False
 
 
-def test_key_ids_by_utm_id(site):
+def test_keys_by_utm_id(site):
     first, second, other = site.key(), site.key(), site.key()
     long_id = "grant-" + "x" * 70
     site.insert("memberlux_keys_meta", key_id=first, activation_datetime="2024-01-10 00:00:00", utm_id="g-42")
     site.insert("memberlux_keys_meta", key_id=second, activation_datetime="2024-01-10 00:00:00", utm_id="g-42")
     # MemberLux stores at most 60 characters; the look-up truncates the same way.
     site.insert("memberlux_keys_meta", key_id=other, activation_datetime="2024-01-10 00:00:00", utm_id=long_id[:60])
-    reader = site.reader()
-    assert reader.key_ids_by_utm_id("g-42") == [first, second]
-    assert reader.key_ids_by_utm_id(long_id) == [other]
-    assert reader.key_ids_by_utm_id("g-43") == []
+    assert site.utm_keys(1, "g-42") == [first, second]
+    assert site.utm_keys(1, long_id) == [other]
+    assert site.utm_keys(1, "g-43") == []
 
 
 def test_owned_keys_in_an_id_range_of_every_level(site):
@@ -385,9 +391,9 @@ def test_mixed_utf8mb3_and_utf8mb4_tables(make_site):
     assert reader.user_by_email("пётр.😁@пример.рф").id == 12
     assert [r.key_id for r in reader.key_rows(found.id)] == [key_id]
     assert reader.levels()[0].name == "Курс 🚀"
-    assert reader.key_ids_by_utm_id("Ё-1") == [key_id] or site.engine.dialect.name == "sqlite"
+    assert site.utm_keys(10, "Ё-1") == [key_id] or site.engine.dialect.name == "sqlite"
     # A utf8mb3 column cannot hold emoji; MySQL would even refuse the comparison.
-    assert reader.key_ids_by_utm_id("😀") == []
+    assert site.utm_keys(10, "😀") == []
     assert reader.password_hash_for_login("😀") is None
     assert reader.count_orphan_keys() == OrphanCounts(0, 0)  # integer joins across charsets
 
@@ -402,7 +408,7 @@ def test_emoji_lookup_in_keys_meta_created_as_utf8mb4(mariadb_database):
         key_id = site.key()
         site.execute("ALTER TABLE wp_memberlux_keys_meta CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci")
         site.insert("memberlux_keys_meta", key_id=key_id, activation_datetime="2024-01-10 00:00:00", utm_id="😀")
-        assert site.reader().key_ids_by_utm_id("😀") == [key_id]
+        assert site.utm_keys(1, "😀") == [key_id]
     finally:
         site.close()
 

@@ -134,18 +134,13 @@ def test_indexes_script_is_idempotent_and_skips_missing_tables(mariadb_admin_url
         found = _indexes(admin, database)
     finally:
         admin.close()
-    expected = {
-        ("wpt_memberlux_term_keys", "mlsidecar_term_user_end"): ["term_id", "user_id", "date_end"],
-        ("wpt_memberlux_keys_meta", "mlsidecar_utm_id"): ["utm_id"],
-    }
-    if not without_modules:
-        expected[("wpt_memberlux_certificate", "mlsidecar_user_level")] = ["user_id", "wpmlevel_id"]
+    expected = {} if without_modules else {("wpt_memberlux_certificate", "mlsidecar_user_level"): ["user_id", "wpmlevel_id"]}
     assert found == expected
 
 
 def test_every_index_is_documented():
     script = (SQL_DIR / "indexes.sql").read_text()
     blocks = script.split("-- ---- ")[2:]  # after the settings block
-    assert len(blocks) == 3
+    assert len(blocks) == 1
     for block in blocks:
         assert "Quer" in block and "Gain:" in block and "Cost:" in block, block[:60]

@@ -11,7 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from sidecar.store import db as store_db
-from sidecar.store import grant_models, mail_models, monitor_models, program_models, reminder_models, webhook_models  # noqa: F401
+from sidecar.store import (  # noqa: F401 - registers their tables
+    alert_models, grant_models, mail_models, monitor_models, program_models, reminder_models, webhook_models,
+)
 from sidecar.store.models import Base
 
 BEFORE = "0008_unknown_outcomes"

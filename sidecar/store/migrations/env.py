@@ -4,6 +4,7 @@ from alembic import context
 
 from sidecar.store.db import VERSION_TABLE
 from sidecar.store import (  # noqa: F401 - registers their tables
+    alert_models,
     grant_models,
     mail_models,
     monitor_models,
