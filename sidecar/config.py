@@ -494,6 +494,7 @@ class ScheduleSettings(_Section):
     reminders_at: time = Field(time(9, 0), description="Daily time of the reminders run, 'HH:MM'.")
     certificate_poll_seconds: int = Field(60, ge=5, le=3600, description="How often new certificates are looked for.")
     outbox_poll_seconds: int = Field(5, ge=1, le=600, description="How often the outbox worker looks for due work.")
+    access_scan_seconds: int = Field(60, ge=10, le=3600, description="How often keys activated since the last look are searched for (access.activated events; only while an endpoint wants them).")
     sleepers_max_age_minutes: int = Field(60, ge=5, le=1440, description="A level's sleepers read model is rebuilt when older than this (and at 00:00 UTC).")
 
 
@@ -552,7 +553,8 @@ class AlertSettings(_Section):
 
 
 WEBHOOK_EVENTS = ("grant.accepted", "grant.succeeded", "grant.duplicated", "grant.failed", "grant.unsettled",
-                  "program.step_granted", "program.completed", "reminder.sent", "reminder.failed", "sleeper.detected")
+                  "program.step_granted", "program.completed", "reminder.sent", "reminder.failed", "sleeper.detected",
+                  "access.activated", "access.expired", "certificate.issued")
 
 
 class WebhookEndpointSettings(_Section):
@@ -564,6 +566,7 @@ class WebhookEndpointSettings(_Section):
     previous_secret_valid_until: datetime | None = Field(None, description="End of the rotation grace period (ISO date-time, UTC).")
     enabled: bool = Field(True, description="Send events to this endpoint.")
     description: str = Field("", max_length=300, description="What the endpoint is for.")
+    body_template: str = Field("", max_length=10000, description="'' = the standard signed JSON event; else a JSON document whose strings are Jinja2 templates of the event (e.g. a Telegram sendMessage body; docs/webhooks.md).")
 
     @field_validator("events")
     @classmethod
@@ -584,6 +587,17 @@ class WebhookEndpointSettings(_Section):
     @classmethod
     def _whsec(cls, value: Secret | None) -> Secret | None:
         return value if value is None else check_signing_key(value, "a signing secret")
+
+    @model_validator(mode="after")
+    def _usable_template(self) -> WebhookEndpointSettings:
+        if self.body_template.strip():
+            from sidecar.webhooks.templates import BodyTemplateError, check
+
+            try:
+                check(self.body_template, self.events)
+            except BodyTemplateError as exc:
+                raise ValueError(f"body_template: {exc}") from None
+        return self
 
 
 class WebhookSettings(_Section):

@@ -15,7 +15,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from sidecar.bootstrap import Runtime
 from sidecar.jobs import (
-    ALERTS_JOB, CERTIFICATE_REVALIDATE_JOB, CERTIFICATE_SYNC_JOB, HEARTBEAT_JOB, HINTS_JOB, PURGE_JOB, REMINDERS_DAILY_JOB,
+    ACCESS_SCAN_JOB, ALERTS_JOB, CERTIFICATE_REVALIDATE_JOB, CERTIFICATE_SYNC_JOB, HEARTBEAT_JOB, HINTS_JOB, PURGE_JOB, REMINDERS_DAILY_JOB,
     REMINDERS_RETRY_JOB, SLEEPERS_REFRESH_JOB, WEBHOOKS_JOB, WELCOME_JOB,
 )
 from sidecar.store import leases
@@ -116,6 +116,11 @@ def register_jobs(scheduler, runtime: Runtime) -> None:
                       args=(runtime, WEBHOOKS_JOB, deliver_job, timedelta(minutes=10)), max_instances=1, coalesce=True)
     scheduler.add_job(run_leased, "interval", seconds=runtime.settings.schedule.outbox_poll_seconds, id=HINTS_JOB,
                       args=(runtime, HINTS_JOB, process_hints_job, timedelta(minutes=10)), max_instances=1, coalesce=True)
+    from sidecar.webhooks.access import scan_job
+
+    # Key activations from any source (access.activated); reads nothing while no endpoint wants them.
+    scheduler.add_job(run_leased, "interval", seconds=runtime.settings.schedule.access_scan_seconds, id=ACCESS_SCAN_JOB,
+                      args=(runtime, ACCESS_SCAN_JOB, scan_job, timedelta(minutes=10)), max_instances=1, coalesce=True)
 
 
 def schedule_zone(runtime: Runtime):

@@ -37,9 +37,11 @@ def test_scheduler_registers_the_heartbeat(runtime):
                                                       "monitor.certificates.sync", "monitor.certificates.revalidate",
                                                       "monitor.sleepers.refresh", "reminders.daily",
                                                       "reminders.daily.catch_up", "reminders.retry", "bridge.welcome",
-                                                      "bridge.alerts", "webhooks.deliver", "memberlux.hints"]
+                                                      "bridge.alerts", "webhooks.deliver", "memberlux.hints",
+                                                      "webhooks.access_scan"]
     assert scheduler.get_job("bridge.welcome").trigger.interval.total_seconds() == 60     # every minute
     assert scheduler.get_job("bridge.alerts").trigger.interval.total_seconds() == 60      # every minute
+    assert scheduler.get_job("webhooks.access_scan").trigger.interval.total_seconds() == 60   # schedule.access_scan_seconds
 
 
 def test_daily_reminders_catch_up_once_after_a_missed_run(runtime):

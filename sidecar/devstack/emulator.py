@@ -16,7 +16,7 @@ How a request runs, as on a PHP-FPM site behind nginx:
 * Writes are autocommitted one statement at a time; readers see every intermediate state.
 
 Devstack-only routes (no WordPress behind them): ``/devstack/health``, ``/devstack/faults``,
-``/devstack/mail``, ``/devstack/certificates``.
+``/devstack/mail``, ``/devstack/certificates``, ``/devstack/activate`` (the activation page).
 """
 
 from __future__ import annotations
@@ -468,6 +468,36 @@ def create_emulator_app(
             return refused
         order_id = request.args.get("order_id", type=int)
         return jsonify({"mails": [mail.as_dict() for mail in site.mailbox.all(order_id=order_id)]})
+
+    @app.post("/devstack/activate")
+    def activate_code() -> Response:
+        """A learner enters a code on the activation page (core.md 3.2, source ``activation_page``): the
+        code's pre-created row is activated in place. Devstack-only shortcut: an administrator names the
+        learner (``user_id``) instead of logging in as them."""
+        refused = admin_only()
+        if refused is not None:
+            return refused
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            data = request.form.to_dict()
+        learner = site.user(absint(data.get("user_id")))
+        if learner is None:
+            return _to_flask(wp_error("invalid_user", "No such user", 404))
+        row = site.key_by_code(str(data.get("code") or ""))
+        if row is None or row.status != "new" or row.key_type == "wpm_keys_basket" or int(row.is_banned or 0):
+            # MemberLux answers the page with its own message; the code gives no access.
+            return _to_flask(wp_error("invalid_code", "The code does not exist or was used already", 400))
+        info = site.gates.start("activation_page", str(learner.user_email))
+        try:
+            path = OrderPath(site=site, info=info, order=ProductOrder(str(learner.user_email), [], {}),
+                             api_user_id=int(learner.ID), query=dict(request.args), form={}, cookies=dict(request.cookies),
+                             host_url=request.host_url)
+            key = path.activate_code(row, learner)
+        finally:
+            site.gates.finish(info)
+        return jsonify({"key_id": key.key_id, "user_id": int(learner.ID), "term_id": key.term_id,
+                        "date_start": key.date_start.isoformat() if key.date_start else None,
+                        "date_end": key.date_end.isoformat() if key.date_end else None})
 
     @app.post("/devstack/certificates")
     def manual_certificate() -> Response:

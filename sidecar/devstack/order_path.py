@@ -22,6 +22,10 @@ The real (WooCommerce) dialect, in the order a real site writes (``memberlux/cor
 The owner's term-id dialect has no WooCommerce order and runs ``user``, ``key``, ``autoresponder``,
 ``webhooks``, ``keys_meta``, ``certificate``.
 
+The activation page (a learner enters a code generated in advance, core.md 3.1, 3.2) shares the
+activation and its listeners: :meth:`OrderPath.activate_code` updates the code's row **in place** and
+runs ``autoresponder``, ``webhooks``, ``keys_meta``, ``certificate`` with the source ``activation_page``.
+
 Each step of an order runs for all its keys before the next step begins. Between two steps the
 fault plan may delay, pause, kill or halt the order (``faults.OrderGates``); earlier steps' rows stay.
 """
@@ -255,6 +259,21 @@ class OrderPath:
         self._activation_listeners(source="api_order")
         return Answer(200, json={"ok": True, "user_id": int(self.customer.ID), "term_id": order.term_id,
                                  "key_id": key_id, "date_end": None if order.unlimited else key.date_end.isoformat()})
+
+    # -- the activation page -------------------------------------------------------------------------------
+
+    def activate_code(self, row: Any, learner: Any) -> _Key:
+        """The learner ``learner`` enters the code of ``row`` (an unused, pre-created key) on the activation
+        page: the normal activation path on that very row (its id stays), then its listeners."""
+        self.customer = learner
+        key = _Key(int(row.id), str(row.key), int(row.term_id), int(row.duration or 0),
+                   "days" if row.units == "days" else "months", bool(row.is_unlimited))
+        self.keys.append(key)
+        self._step("key")
+        self._activate(key)
+        self._autoresponder()
+        self._activation_listeners(source="activation_page")
+        return key
 
     # -- activation and its listeners (core.md 3.2, 7, 8) ----------------------------------------------
 

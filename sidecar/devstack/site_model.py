@@ -425,6 +425,11 @@ class MemberLuxSite:
                                          keys.c.key_type == "wpm_term_keys", keys.c.status == "expired")
                    .values(status="used"))
 
+    def key_by_code(self, code: str) -> Any:
+        """The first row carrying this code; ``key`` compares case-insensitively on the real site (core.md 1.3)."""
+        keys = self.t["memberlux_term_keys"]
+        return self.first(sa.select(keys).where(self._ci_equals(keys.c.key, code)).order_by(keys.c.id).limit(1))
+
     def key_row(self, key_id: int) -> Any:
         keys = self.t["memberlux_term_keys"]
         return self.first(sa.select(keys).where(keys.c.id == key_id))

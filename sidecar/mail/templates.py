@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -298,6 +298,30 @@ def render_text(source: str, variables: dict[str, Any]) -> str:
         raise TemplateLimitExceeded(TOO_LARGE) from None
     except Exception as exc:  # noqa: BLE001
         raise TemplateError(str(exc)) from None
+
+
+def evaluate(expression: str, variables: dict[str, Any]) -> Any:
+    """The value of one Jinja2 expression (no ``{{ }}``) in the text sandbox, under the same limits.
+
+    An undefined name or attribute is an error, as in the templates; the value keeps its type.
+    """
+    token = _budget.set([MAX_WORK])
+    try:
+        value = _text_env.compile_expression(expression, undefined_to_none=False)(**variables)
+        if isinstance(value, Undefined):
+            str(value)  # a StrictUndefined names what is missing
+            raise TemplateError("undefined value")
+        return _bounded(value)
+    except TemplateError:
+        raise
+    except TemplateSyntaxError as exc:
+        raise TemplateError(exc.message or "syntax error", exc.lineno) from None
+    except MemoryError:
+        raise TemplateLimitExceeded(TOO_LARGE) from None
+    except Exception as exc:  # noqa: BLE001 - undefined variables, sandbox refusals
+        raise TemplateError(str(exc)) from None
+    finally:
+        _budget.reset(token)
 
 
 def html_to_text(markup: str) -> str:

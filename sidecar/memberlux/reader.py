@@ -508,6 +508,41 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return [_key_row(row) for row in conn.execute(stmt)]
 
+    def owned_keys_between(self, after_id: int, up_to_id: int, limit: int = 1000) -> list[KeyRow]:
+        """Owned key rows of every level with ``after_id < id <= up_to_id``, in id order (a primary-key range)."""
+        tk = self.schema.table("memberlux_term_keys")
+        stmt = self._key_stmt().where(tk.c.id > after_id, tk.c.id <= up_to_id).order_by(tk.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [_key_row(row) for row in conn.execute(stmt)]
+
+    def activated_keys_starting_in(self, ranges: Iterable[tuple[date, date]]) -> list[KeyRow]:
+        """Activated (``used``/``expired``) owned rows whose ``date_start`` lies in one of the inclusive
+        ``(first, last)`` ranges, in id order: index ranges of ``date_start`` (core.md 1.3); the status
+        drops unused codes, whose placeholder dates the caller's ranges should leave out (3.3)."""
+        tk = self.schema.table("memberlux_term_keys")
+        spans = [sa.and_(tk.c.date_start >= first, tk.c.date_start <= last) for first, last in ranges]
+        if not spans:
+            return []
+        stmt = (self._key_stmt()
+                .where(sa.or_(*spans), tk.c.status.in_((KEY_STATUS_USED, KEY_STATUS_EXPIRED)))
+                .order_by(tk.c.id))
+        with self.engine.connect() as conn:
+            return [_key_row(row) for row in conn.execute(stmt)]
+
+    def activation_sources(self, key_ids: Iterable[int]) -> dict[int, str | None]:
+        """``keys_meta.source`` of these keys (None where it is NULL); keys without a ``keys_meta`` row are absent.
+
+        Core writes the source (``''`` when the caller gave none) as the last part of an activation; the
+        auto-responder's earlier row leaves it NULL (core.md 1.4, 7).
+        """
+        km = self.schema.table("memberlux_keys_meta")
+        found: dict[int, str | None] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(dict.fromkeys(key_ids)):
+                stmt = sa.select(km.c.key_id, km.c.source).where(km.c.key_id.in_(chunk))
+                found.update((int(r.key_id), None if r.source is None else _text(r.source)) for r in conn.execute(stmt))
+        return found
+
     def hooks(self) -> list[tuple[int, str, list[str]]]:
         """MemberLux's outbound webhooks: (id, destination, subscribed sources) in delivery order."""
         self.schema.require("webhooks")

@@ -19,6 +19,12 @@ starts in the future; it is used only for a row with neither (the registration p
 
 Without the certificates module nothing is classified and :meth:`CertificateClassifier.manual_users`
 is empty: then nobody is excluded from the sleepers because of a certificate.
+
+Every certificate first seen by :meth:`CertificateClassifier.sync` — of any level, not only programs'
+— is announced as ``certificate.issued`` with its class, in the transaction that records it. The
+certificates that were already there when the sidecar first looked are history: the first sync notes
+the highest id then (``certificates.announce_after``) and only certificates above it are announced.
+A certificate that comes back after a deletion, or is rewritten, is not issued again.
 """
 
 from __future__ import annotations
@@ -40,11 +46,13 @@ from sidecar.memberlux.schema import FeatureUnavailable, parse_date, parse_datet
 from sidecar.store.db import unit_of_work
 from sidecar.store.program_models import Program, ProgramInbox, ProgramStep
 from sidecar.store.monitor_models import CertificateClassRow, WatchState
+from sidecar.webhooks.events import emit, listens
 
 if TYPE_CHECKING:
     from sidecar.bootstrap import Runtime
 
 __all__ = [
+    "ANNOUNCE_AFTER",
     "CURSOR_NAME",
     "LEVEL_MODE_META",
     "RESCAN_IDS",
@@ -61,6 +69,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CURSOR_NAME = "certificates.last_id"
+#: Certificates with an id above this value are announced (certificate.issued); set once, at the first sync.
+ANNOUNCE_AFTER = "certificates.announce_after"
+ISSUED = "certificate.issued"
 LEVEL_MODE_META = "_mblc_how_to_issue"
 #: Auto-increment ids become visible in commit order, not in id order: an id taken by a slow
 #: transaction can appear after higher ids were already read. Every sync therefore reads again the
@@ -205,6 +216,7 @@ class CertificateClassifier:
         self.reader = runtime.reader
         self.sessions = runtime.sessions
         self._modes: dict[int, str | None] = {}
+        self._announce_after: int | None = None   # set by sync(); revalidate() announces nothing
 
     # --- availability ------------------------------------------------------------------------------
 
@@ -254,6 +266,10 @@ class CertificateClassifier:
             raise ValueError("batch must be at least 1")
         now = self.runtime.clock.now()
         counts = {"new": 0, "reclassified": 0, "deleted": 0, "restored": 0, "scanned": 0}
+        try:
+            self._announce_after = self._history_mark(now)
+        except FeatureUnavailable as exc:  # the module was removed since the schema was reflected
+            return SyncReport(available=False, message=f"{_MISSING_MODULE} ({exc})")
         with self.sessions() as session:
             state = session.get(WatchState, CURSOR_NAME)
             last_id = int(state.value) if state is not None else 0
@@ -312,6 +328,21 @@ class CertificateClassifier:
                     raise
                 log.info("certificate sync raced another writer; retrying the batch after id %s", lower)
         raise AssertionError("unreachable")
+
+    def _history_mark(self, now: datetime) -> int:
+        """The id above which certificates are news; noted at the first sync ever (the newest id then)."""
+        with self.sessions() as session:
+            state = session.get(WatchState, ANNOUNCE_AFTER)
+            if state is not None:
+                return int(state.value)
+        mark = self.reader.latest_certificate_id() or 0
+        try:
+            with unit_of_work(self.sessions) as session:
+                session.add(WatchState(name=ANNOUNCE_AFTER, value=mark, updated_at=now))
+        except sa.exc.IntegrityError:  # another sync noted it first
+            with self.sessions() as session:
+                return int(session.get(WatchState, ANNOUNCE_AFTER).value)
+        return mark
 
     def _rescan_from(self, session: Any, last_id: int, now: datetime) -> int:
         """Where this run starts reading: below the cursor by the out-of-order safety margin.
@@ -443,6 +474,7 @@ class CertificateClassifier:
                        if row.certificate_id not in known or known[row.certificate_id].fingerprint != row.fingerprint]
         verdicts = self._classify(to_classify)
         program_levels = _program_levels(session)
+        issued: list[tuple[_Live, Classification]] = []
         for row in rows:
             current = known.get(row.certificate_id)
             if program_levels and row.level_id in program_levels and (
@@ -457,6 +489,8 @@ class CertificateClassifier:
                     create_date=row.create_date, responsible_person=row.responsible_person,
                     fingerprint=row.fingerprint, first_seen_at=now, checked_at=now, deleted_at=None))
                 counts["new"] += 1
+                if self._announce_after is not None and row.certificate_id > self._announce_after:
+                    issued.append((row, verdict))
                 continue
             changed = current.deleted_at is not None or row.certificate_id in verdicts \
                 or current.responsible_person != row.responsible_person
@@ -474,7 +508,23 @@ class CertificateClassifier:
                 # Not part of the class (REST and admin activations carry an administrator too).
                 current.responsible_person = row.responsible_person
                 current.checked_at = now
+        if issued:
+            self._announce(session, issued, now)
         return counts
+
+    def _announce(self, session: Any, issued: Sequence[tuple[_Live, Classification]], now: datetime) -> None:
+        """``certificate.issued`` for certificates seen for the first time, in the batch's transaction."""
+        if not listens(session, ISSUED):
+            return
+        users = self.reader.users(sorted({row.user_id for row, _ in issued}))
+        names = {level.term_id: level.name for level in self.reader.levels()}
+        for row, verdict in issued:
+            user = users.get(row.user_id)
+            emit(session, ISSUED, {
+                "certificate_id": row.certificate_id, "user_id": row.user_id, "email": user.email if user else "",
+                "term_id": row.level_id, "level_name": names.get(row.level_id, ""), "certificate_class": verdict.cls.value,
+                "date_issue": row.date_issue.isoformat() if row.date_issue else None,
+                "create_date": row.create_date.isoformat() if row.create_date else None}, now)
 
     def _classify(self, rows: Sequence[_Live]) -> dict[int, Classification]:
         if not rows:

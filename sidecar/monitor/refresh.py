@@ -8,7 +8,8 @@ e-mail, blocked flag; a missing user is an orphan and is skipped) and their rows
 classified certificates, loaded once per level.
 
 Only sleepers are kept in memory (as compact tuples); the level's rows in the read model are then
-replaced in one store transaction, so readers see either the old or the new set, never a mix.
+replaced in one store transaction, so readers see either the old or the new set, never a mix. A rebuild
+for today then announces the ends of access it found (``access.expired``, :mod:`sidecar.webhooks.access`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sidecar.domain.sleepers import Reason, evaluate
 from sidecar.memberlux.reader import _key_row, ancestors_from_parents
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.query import manual_certificate_users
+from sidecar.webhooks.access import AccessAnnouncer, Ended
 from sidecar.webhooks.events import emit, listens
 from sidecar.store.monitor_models import CertificateClassRow, SleeperCount, SleeperEntry, SleeperRefresh
 from sidecar.store.db import unit_of_work
@@ -97,6 +99,15 @@ def _batches(groups: Iterator[tuple[int, list[KeyRow]]], size: int) -> Iterator[
 class LevelEvaluation:
     sleepers: list[tuple]
     stats: dict
+    #: Learners the report leaves out only because they hold a manual certificate (their access ended
+    #: all the same): ``(user_id, expired_on, last_grant, blocked, email)``, for ``access.expired``.
+    certified: list[tuple] = field(default_factory=list)
+
+    def ended(self) -> list[Ended]:
+        """Everyone whose access to the level ended without renewal: sleepers and certificate holders."""
+        return ([Ended(user_id, expired_on, last_grant, blocked, email)
+                 for user_id, expired_on, last_grant, blocked, email, *_ in self.sleepers]
+                + [Ended(*entry) for entry in self.certified])
 
 
 class SleeperRefresher:
@@ -122,6 +133,7 @@ class SleeperRefresher:
         rows_scanned = 0
         reasons: Counter[str] = Counter()
         sleepers: list[tuple] = []
+        certified: list[tuple] = []
 
         def counted(rows: Iterator[KeyRow]) -> Iterator[KeyRow]:
             nonlocal rows_scanned
@@ -150,6 +162,8 @@ class SleeperRefresher:
                     if verdict.reason is Reason.SLEEPER and user is not None:
                         sleepers.append((user_id, verdict.expired_on, verdict.last_grant, verdict.blocked,
                                          user.email, user.login, user.first_name, user.last_name))
+                    elif verdict.reason is Reason.MANUAL_CERTIFICATE and user is not None:
+                        certified.append((user_id, verdict.expired_on, verdict.last_grant, verdict.blocked, user.email))
         finally:
             stream.close()  # releases the streaming connection even when a batch fails
 
@@ -157,7 +171,7 @@ class SleeperRefresher:
         users_considered = sum(n for reason, n in reasons.items() if reason != Reason.USER_DELETED.value)
         stats = {"rows_scanned": rows_scanned, "users_considered": users_considered,
                  "sleepers": len(sleepers), "reasons": dict(sorted(reasons.items()))}
-        return LevelEvaluation(sleepers, stats)
+        return LevelEvaluation(sleepers, stats, certified)
 
     def refresh_level(self, term_id: int, day: date | None = None, *,
                       parents: dict[int, int] | None = None) -> RefreshReport:
@@ -172,6 +186,8 @@ class SleeperRefresher:
         evaluation = self.evaluate_level(term_id, day, parents=parents)
         stats = evaluation.stats
         seconds = self._replace(term_id, evaluation.sleepers, day, stats, started)
+        # After the read model is committed: a failure here leaves the ends to the next rebuild.
+        AccessAnnouncer(self.runtime).announce_expiries(term_id, day, evaluation.ended())
         log.info("sleepers of level %s for %s: %d of %d users (%d rows) in %.2f s",
                  term_id, day, stats["sleepers"], stats["users_considered"], stats["rows_scanned"], seconds)
         return RefreshReport(term_id, day, seconds, **stats)

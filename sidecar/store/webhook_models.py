@@ -7,11 +7,14 @@
   event reaches an endpoint once; ``mls_webhook_attempts``: the log of every try.
 * ``mls_inbound_hints``: MemberLux's own webhook deliveries, stored once per content hash and
   confirmed in the database before anything acts on them.
+* ``mls_access_activations``: every key activation the sidecar has announced (or found already there
+  when it started looking), once per key: a MemberLux hint and the key scan never both announce one.
+* ``mls_access_expiries``: every (level, learner, end of access) announced as ``access.expired``, once.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -29,7 +32,9 @@ class WebhookEndpoint(Base):
     kind: Mapped[str] = mapped_column(sa.String(10), default="http")          # http | email
     url: Mapped[str] = mapped_column(sa.String(500))                           # https://… or an e-mail address
     events: Mapped[list] = mapped_column(sa.JSON, default=list)                # ["*"] = all
-    body_format: Mapped[str] = mapped_column(sa.String(20), default="standard")  # standard | legacy_bundle | program_notice
+    body_format: Mapped[str] = mapped_column(sa.String(20), default="standard")  # standard | template | legacy_bundle | program_notice
+    #: ``template``: a JSON document whose strings are sandboxed Jinja2 templates (sidecar.webhooks.templates).
+    body_template: Mapped[str] = mapped_column(sa.Text, default="")
     program_id: Mapped[int | None] = mapped_column(sa.BigInteger)              # only this program's events
     secret: Mapped[str] = mapped_column(sa.String(200), default="")
     previous_secret: Mapped[str] = mapped_column(sa.String(200), default="")
@@ -102,3 +107,29 @@ class InboundHint(Base):
     received_at: Mapped[datetime] = mapped_column(index=True)
     processed_at: Mapped[datetime | None] = mapped_column(index=True)
     outcome: Mapped[str] = mapped_column(sa.String(300), default="")
+
+
+class AccessActivation(Base):
+    """One key activation, announced once: ``found_by`` says how (``key_scan``,
+    ``memberlux_webhook:<type>``) or ``baseline`` for what the scan found when it started looking."""
+
+    __tablename__ = "mls_access_activations"
+
+    key_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[int] = mapped_column(sa.BigInteger)
+    term_id: Mapped[int] = mapped_column(sa.BigInteger)
+    found_by: Mapped[str] = mapped_column(sa.String(80))
+    event_id: Mapped[str | None] = mapped_column(sa.String(40))    # None: baseline, or nobody listened
+    seen_at: Mapped[datetime]
+
+
+class AccessExpiry(Base):
+    """One end of a learner's access to a level, announced once."""
+
+    __tablename__ = "mls_access_expiries"
+
+    term_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    expired_on: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    event_id: Mapped[str | None] = mapped_column(sa.String(40))
+    recorded_at: Mapped[datetime]

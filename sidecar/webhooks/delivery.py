@@ -26,6 +26,7 @@ import socket
 import time
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import sqlalchemy as sa
@@ -50,6 +51,16 @@ LEASE = timedelta(minutes=2)
 UNKNOWN_EMAIL = ("outcome unknown: the mail server may have delivered this e-mail; it is not sent again "
                  "automatically — look for it in the mail server's log before redelivering")
 USER_AGENT = "mlsidecar-webhooks/1"
+
+
+def without_url_path(text: str, url: str) -> str:
+    """``text`` with the endpoint URL's path and query replaced by ``…``: some receivers take a token
+    there (a Telegram bot's is in the path), and connection errors quote the URL."""
+    parts = urlsplit(url)
+    for secret in sorted({parts.path if len(parts.path) > 1 else "", parts.query}, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "…")
+    return text
 
 
 def signature_headers(endpoint: WebhookEndpoint, event_id: str, payload: bytes, now: datetime) -> dict[str, str]:
@@ -144,7 +155,7 @@ class WebhookDeliverer:
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
         duration = int((time.monotonic() - started) * 1000)
         return self._record(delivery, endpoint, status if not error or status else None, duration, excerpt,
-                            mask_emails(error), final=final)
+                            mask_emails(without_url_path(error, endpoint.url)), final=final)
 
     def _handing_over(self, delivery_id: int) -> None:
         now = self.runtime.clock.now()

@@ -1,8 +1,10 @@
 """Webhook endpoints: the TOML file's copied into the store at start, the UI's edited there.
 
 Endpoints from the file (``source = config``) follow the file: added, changed and removed with it;
-the UI shows them read-only. Secrets: an endpoint without one gets a generated ``whsec_`` secret,
-shown in the UI. Rotation keeps the old secret signing for a grace period, so receivers can switch.
+the UI shows them read-only. An endpoint with a body template (:mod:`sidecar.webhooks.templates`) gets
+the body it builds instead of the standard event (``body_format = template``), signed all the same.
+Secrets: an endpoint without one gets a generated ``whsec_`` secret, shown in the UI. Rotation keeps
+the old secret signing for a grace period, so receivers can switch.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from sidecar.store import audit
 from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookEndpoint
 from sidecar.webhooks.ssrf import DestinationRefused, check_destination
+from sidecar.webhooks.templates import BodyTemplateError
+from sidecar.webhooks.templates import check as check_template
 
 ROTATION_GRACE = timedelta(hours=24)
 REMOVED_FROM_FILE = "removed from the configuration file"
@@ -42,6 +46,11 @@ class EndpointForm:
     events: tuple[str, ...] = ("*",)
     enabled: bool = True
     description: str = ""
+    body_template: str = ""
+
+
+def body_format(template: str) -> str:
+    return "template" if template.strip() else "standard"
 
 
 def validate(runtime: Runtime, form: EndpointForm, *, check_dns: bool = True) -> None:
@@ -51,6 +60,11 @@ def validate(runtime: Runtime, form: EndpointForm, *, check_dns: bool = True) ->
     unknown = [e for e in form.events if e != "*" and e not in WEBHOOK_EVENTS]
     if unknown or not form.events:
         errors["events"] = f"choose '*' or some of: {', '.join(WEBHOOK_EVENTS)}"
+    elif form.body_template.strip():
+        try:
+            check_template(form.body_template, form.events)
+        except BodyTemplateError as exc:
+            errors["body_template"] = str(exc)
     try:
         if check_dns:
             check_destination(form.url, runtime.settings.webhooks.allow_private_destinations)
@@ -75,7 +89,8 @@ def sync_config(runtime: Runtime) -> None:
                     session.flush()
                 row = WebhookEndpoint(name=name, source="config", created_at=now, consecutive_failures=0)
                 session.add(row)
-            row.kind, row.body_format, row.url, row.events = "http", "standard", conf.url, list(conf.events)
+            row.kind, row.url, row.events = "http", conf.url, list(conf.events)
+            row.body_format, row.body_template = body_format(conf.body_template), conf.body_template.strip()
             row.secret = conf.secret.reveal() if conf.secret else (row.secret or new_secret())
             row.previous_secret = conf.previous_secret.reveal() if conf.previous_secret else ""
             row.previous_secret_until = conf.previous_secret_valid_until
@@ -107,14 +122,14 @@ def save(runtime: Runtime, form: EndpointForm, actor: str, endpoint_id: int | No
             if row.source == "config":
                 raise EndpointRejected({"name": "this endpoint comes from the configuration file; change it there"})
         row.name, row.url, row.events = form.name.strip(), form.url.strip(), list(form.events)
-        row.kind, row.body_format = "http", "standard"
+        row.kind, row.body_format, row.body_template = "http", body_format(form.body_template), form.body_template.strip()
         row.enabled, row.description, row.updated_at = form.enabled, form.description.strip()[:300], now
         if form.enabled:
             row.disabled_reason, row.consecutive_failures = "", 0
         session.flush()
         audit.record(session, subject_type="webhook_endpoint", subject_id=str(row.id),
                      action="webhook.endpoint_saved", at=now, actor=actor, url=row.url, events=row.events,
-                     enabled=row.enabled)
+                     enabled=row.enabled, body_format=row.body_format)
         session.expunge(row)
     return row
 

@@ -16,6 +16,9 @@ from sqlalchemy.orm import Session
 
 from sidecar.config import WEBHOOK_EVENTS
 from sidecar.store.webhook_models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from sidecar.webhooks.samples import TEST_EVENT
+
+__all__ = ["SCHEMAS", "TEST_EVENT", "json_schema", "new_event_id", "body", "listens", "emit", "emit_test"]
 
 _INT = {"type": "integer"}
 _STR = {"type": "string"}
@@ -52,6 +55,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "reminder.failed": {"reminder_id": _INT, "user_id": _INT, "term_id": _INT, "expired_on": _DATE, "step": _INT,
                         "reason": _STR, "error": _STR},
     "sleeper.detected": {"user_id": _INT, "term_id": _INT, "expired_on": _DATE, "email": _STR},
+    "access.activated": {"user_id": _INT, "email": _STR, "term_id": _INT, "level_name": _STR, "key_id": _INT,
+                         "date_start": _DATE, "date_end": _DATE, "is_unlimited": {"type": "boolean"},
+                         "activated_on": _DATE, "memberlux_source": {"type": ["string", "null"]},
+                         "source": {"type": "string", "pattern": "^(key_scan|memberlux_webhook:.*)$"}},
+    "access.expired": {"user_id": _INT, "email": _STR, "term_id": _INT, "level_name": _STR, "expired_on": _DATE,
+                       "last_grant": _DATE, "blocked": {"type": "boolean"},
+                       "certificate_class": {"enum": ["manual", "auto", None]}},
+    "certificate.issued": {"certificate_id": _INT, "user_id": _INT, "email": _STR, "term_id": _INT, "level_name": _STR,
+                           "certificate_class": {"enum": ["manual", "auto"]}, "date_issue": _DATE, "create_date": _DATE},
 }
 assert set(SCHEMAS) == set(WEBHOOK_EVENTS)
 
@@ -114,9 +126,6 @@ def emit(session: Session, event_type: str, data: dict[str, Any], at: datetime, 
     session.add_all([WebhookDelivery(event_id=event.id, endpoint_id=e.id, state="pending", attempts=0, next_attempt_at=at,
                                      created_at=at, updated_at=at) for e in endpoints])
     return event.id
-
-
-TEST_EVENT = "webhook.test"
 
 
 def emit_test(session: Session, endpoint_id: int, at: datetime, actor: str) -> str:

@@ -1,7 +1,8 @@
 """Body formats of outbound events: the registry the delivery looks formats up in.
 
-"standard" is the Standard Webhooks body; capabilities register their own (programs: the legacy
-bundle body and the admin notice e-mail). This module imports no capability, so a capability can
+"standard" is the Standard Webhooks body; "template" the body an endpoint's template builds from it
+(:mod:`sidecar.webhooks.templates`); capabilities register their own (programs: the legacy bundle body
+and the admin notice e-mail). This module imports no capability, so a capability can
 register here without importing the delivery, and the delivery can ask for every format to be loaded.
 """
 
@@ -16,6 +17,7 @@ from sidecar.bootstrap import Runtime
 from sidecar.mail.mailer import Mail
 from sidecar.store.webhook_models import WebhookEndpoint, WebhookEvent
 from sidecar.webhooks.events import body
+from sidecar.webhooks.templates import render
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,10 @@ def _standard(_runtime: Runtime, _endpoint: WebhookEndpoint, event: WebhookEvent
 
 
 register_format("standard", _standard)
+
+
+def _template(_runtime: Runtime, endpoint: WebhookEndpoint, event: WebhookEvent) -> Rendered:
+    return Rendered(render(endpoint.body_template, body(event)))
+
+
+register_format("template", _template)

@@ -6,9 +6,10 @@ and its fan-out endpoint is public — anyone can make it send a forged payload.
 * the path token is the only credential, compared in constant time;
 * the answer is immediate (202) after storing the payload once per content hash;
 * every payload is a **hint**: the worker confirms it in the database before acting — it looks the
-  user up by e-mail and the key of the level, then enrols on activation where a program says so,
-  polls certificates at once (an ``auto`` level issues one at activation) and marks the level's
-  sleepers for a rebuild. Nothing is ever granted or written to WordPress because of a payload.
+  user up by e-mail and the key of the level, then announces the activation (``access.activated``,
+  :mod:`sidecar.webhooks.access`), enrols on activation where a program says so, polls certificates at
+  once (an ``auto`` level issues one at activation) and marks the level's sleepers for a rebuild.
+  Nothing is ever granted or written to WordPress because of a payload.
 
 Registration-path payloads carry the dates ``30-11--0001`` (ignored: dates are read from the
 database). Unknown ``type`` values are stored and ignored, never an error.
@@ -31,6 +32,7 @@ from sidecar.domain.ids import MAX_ID, is_id, whole_number
 from sidecar.store.db import unit_of_work
 from sidecar.store.monitor_models import SleeperRefresh
 from sidecar.store.webhook_models import InboundHint
+from sidecar.webhooks.access import AccessAnnouncer
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +119,10 @@ def process_hints(runtime: Runtime, limit: int = 200) -> dict[str, int]:
     if not hints:
         return counts
     progression = Progression(runtime)
+    announcer = AccessAnnouncer(runtime)
     touched_levels: set[int] = set()
     for hint in hints:
-        outcome = _confirm(runtime, progression, hint, counts, touched_levels)
+        outcome = _confirm(runtime, progression, announcer, hint, counts, touched_levels)
         with unit_of_work(runtime.sessions) as session:
             session.execute(sa.update(InboundHint).where(InboundHint.id == hint.id)
                             .values(processed_at=runtime.clock.now(), outcome=outcome[:300]))
@@ -132,7 +135,7 @@ def process_hints(runtime: Runtime, limit: int = 200) -> dict[str, int]:
     return counts
 
 
-def _confirm(runtime: Runtime, progression, hint: InboundHint, counts: dict[str, int],
+def _confirm(runtime: Runtime, progression, announcer: AccessAnnouncer, hint: InboundHint, counts: dict[str, int],
              touched: set[int]) -> str:
     if hint.type not in KNOWN_TYPES and hint.type != "":
         counts["ignored"] += 1
@@ -147,6 +150,7 @@ def _confirm(runtime: Runtime, progression, hint: InboundHint, counts: dict[str,
         return f"unconfirmed: user {user.id} has no activated key of level {hint.term_id}"
     counts["confirmed"] += 1
     touched.add(hint.term_id)
+    announcer.announce_hint(hint, user, rows)
     enrolled = 0
     from sidecar.store.program_models import Program, ProgramStep
 

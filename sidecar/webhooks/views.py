@@ -37,6 +37,7 @@ from sidecar.webhooks import queries
 from sidecar.webhooks.delivery import MAX_ATTEMPTS, RETRY_SCHEDULE, redeliver
 from sidecar.webhooks.endpoints import EndpointForm, EndpointRejected, rotate_secret, save, set_enabled
 from sidecar.webhooks.events import SCHEMAS, TEST_EVENT, emit_test, json_schema
+from sidecar.webhooks.templates import MAX_TEMPLATE
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ _ERRORS: list[tuple[str, re.Pattern[str], str]] = [(f, re.compile(p), k) for f, 
     ("url", r"^(?P<host>\S+) resolves to (?P<address>\S+), an internal address", "webhooks.error.url_internal"),
     ("", r"comes from the configuration file", "webhooks.error.config_endpoint"),
     ("", r"^rotate it in the configuration file", "webhooks.error.config_secret"),
+    ("body_template", r"^(?P<detail>.+)$", "webhooks.error.template"),
 )]
 
 
@@ -170,14 +172,15 @@ def _form_from(data: Mapping[str, Any]) -> EndpointForm:
     unknown = [e for e in chosen if e != "*" and e not in WEBHOOK_EVENTS]
     return EndpointForm(name=(data.get("name") or "").strip(), url=(data.get("url") or "").strip(),
                         events=events + tuple(unknown), enabled=bool(data.get("enabled")),
-                        description=(data.get("description") or "").strip())
+                        description=(data.get("description") or "").strip(),
+                        body_template=(data.get("body_template") or "").replace("\r\n", "\n").strip())
 
 
 def _render_form(form: EndpointForm, endpoint: WebhookEndpoint | None, errors: Mapping[str, str] | None = None,
                  status_code: int = 200):
     action = url_for(".endpoint_edit", endpoint_id=endpoint.id) if endpoint else url_for(".endpoint_new")
     return render_template("webhooks_form.html", form=form, endpoint=endpoint, errors=errors or {}, action=action,
-                           event_types=WEBHOOK_EVENTS, tab="endpoints"), status_code
+                           event_types=WEBHOOK_EVENTS, max_template=MAX_TEMPLATE, tab="endpoints"), status_code
 
 
 def _save_form(runtime: Runtime, endpoint: WebhookEndpoint | None):
@@ -187,6 +190,8 @@ def _save_form(runtime: Runtime, endpoint: WebhookEndpoint | None):
         errors["url"] = translate("webhooks.error.url_long")
     if len(form.description) > 300:
         errors["description"] = translate("webhooks.error.description_long")
+    if len(form.body_template) > MAX_TEMPLATE:
+        errors["body_template"] = translate("webhooks.error.template_long", n=MAX_TEMPLATE)
     if not errors:
         try:
             saved = save(runtime, form, _actor(), endpoint.id if endpoint else None)
@@ -225,7 +230,8 @@ def endpoint_edit(endpoint_id: int):
     if request.method == "POST":
         return _save_form(runtime, endpoint)
     form = EndpointForm(name=endpoint.name, url=endpoint.url, events=tuple(endpoint.events or ["*"]),
-                        enabled=endpoint.enabled, description=endpoint.description)
+                        enabled=endpoint.enabled, description=endpoint.description,
+                        body_template=endpoint.body_template or "")
     return _render_form(form, endpoint)
 
 
@@ -284,7 +290,7 @@ def endpoint_enabled(endpoint_id: int):
 def endpoint_test(endpoint_id: int):
     runtime = _runtime()
     endpoint = _endpoint_or_404(runtime, endpoint_id)
-    if endpoint.body_format != "standard":
+    if endpoint.body_format not in ("standard", "template"):
         # A program's legacy body or e-mail is made from a program event; a test event has none.
         flash(translate("webhooks.error.test_not_standard"), "error")
         return redirect(url_for(".endpoint_page", endpoint_id=endpoint_id))

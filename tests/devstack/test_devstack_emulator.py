@@ -434,6 +434,30 @@ def test_manual_certificate_issue(emulator):
     assert requests.post(url, auth=emulator.auth, json={"user_id": 999999, "level_id": level}).status_code == 404
 
 
+def test_activation_page_activates_a_pre_created_code_in_place(emulator, receiver):
+    """core.md 3.1, 3.2: codes are generated in advance; entering one updates its own row (the id stays),
+    stacked on the learner's current end of the level, then the listeners run with ``activation_page``."""
+    base_url, received = receiver
+    add_webhook(emulator.engine, base_url + "/page", ("activation_page",))
+    level = _manual_level(emulator)
+    [code] = emulator.rows(f"SELECT id, `key`, duration, units FROM wp_memberlux_term_keys WHERE term_id = {level} "
+                           "AND status = 'new' AND user_id IS NULL AND key_type = 'wpm_term_keys' ORDER BY id LIMIT 1")
+    url = emulator.base_url + "/devstack/activate"
+    answer = requests.post(url, auth=emulator.auth, json={"user_id": emulator.learner_id, "code": code["key"].lower()})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["key_id"] == code["id"]
+    row = emulator.rows(f"SELECT * FROM wp_memberlux_term_keys WHERE id = {code['id']}")[0]
+    assert (row["user_id"], row["status"], _d(row["date_registered"])) == (emulator.learner_id, "used", "2026-01-31")
+    assert _d(row["date_start"]) == answer.json()["date_start"] and _d(row["date_start"]) >= "2026-01-31"
+    meta = emulator.rows(f"SELECT source FROM wp_memberlux_keys_meta WHERE key_id = {code['id']}")[0]
+    assert meta["source"] == "activation_page"
+    assert [r["json"]["type"] for r in received] == ["activation_page"]
+    used_again = requests.post(url, auth=emulator.auth, json={"user_id": 4, "code": code["key"]})
+    assert used_again.status_code == 400 and used_again.json()["code"] == "invalid_code"
+    assert requests.post(url, auth=emulator.auth, json={"user_id": 999999, "code": code["key"]}).status_code == 404
+    assert requests.post(url, json={"user_id": 4, "code": code["key"]}).status_code == 401
+
+
 # --------------------------------------------------------------------------------------------------
 # Failure injection
 

@@ -245,6 +245,43 @@ def test_keys_by_utm_id(site):
     assert site.utm_keys(1, "g-43") == []
 
 
+def test_owned_keys_in_an_id_range_of_every_level(site):
+    site.level(2)
+    first = site.key()
+    unused = site.key(user_id=None, status="new", date_start="0000-00-00", date_end="0000-00-00", date_registered=None)
+    other_level = site.key(term_id=2)
+    later = site.key()
+    reader = site.reader()
+    assert [r.key_id for r in reader.owned_keys_between(0, later)] == [first, other_level, later]
+    assert [r.key_id for r in reader.owned_keys_between(first, other_level)] == [other_level]
+    assert [r.key_id for r in reader.owned_keys_between(0, later, limit=1)] == [first]
+    assert unused not in [r.key_id for r in reader.owned_keys_between(0, later)]
+
+
+def test_activated_keys_by_start_day_leave_out_unused_codes_and_their_placeholder_dates(site):
+    started = site.key(date_start="2026-11-24", date_end="2026-12-24")
+    stacked = site.key(date_start="2027-03-01", date_end="2027-04-01", status="expired")
+    site.key(date_start="2026-11-01", date_end="2026-12-01")                          # before the range
+    site.key(user_id=None, status="new", date_start="2026-11-24", date_end="2026-11-24", date_registered=None)
+    site.key(user_id=None, status="new", date_start="2036-01-01", date_end="2036-01-01", date_registered=None)
+    site.key(user_id=None, status="new", date_start="0000-00-00", date_end="0000-00-00", date_registered=None)
+    reader = site.reader()
+    rows = reader.activated_keys_starting_in([(date(2026, 11, 23), date(2026, 11, 30)), (date(2027, 1, 2), date(2029, 11, 24))])
+    assert [r.key_id for r in rows] == [started, stacked]
+    assert [r.key_id for r in reader.activated_keys_starting_in([(date(2027, 1, 2), date(2027, 12, 31))])] == [stacked]
+    assert reader.activated_keys_starting_in([]) == []
+
+
+def test_activation_sources_tell_core_s_write_from_the_auto_responder_s(site):
+    by_core, by_responder, without_meta, empty = site.key(), site.key(), site.key(), site.key()
+    site.insert("memberlux_keys_meta", key_id=by_core, activation_datetime="2026-11-24 10:00:00", source="activation_page")
+    site.insert("memberlux_keys_meta", key_id=by_responder, activation_datetime="2026-11-24 13:00:00")
+    site.insert("memberlux_keys_meta", key_id=empty, activation_datetime="2026-11-24 10:00:00", source="")
+    sources = site.reader().activation_sources([by_core, by_responder, without_meta, empty])
+    assert sources == {by_core: "activation_page", by_responder: None, empty: ""}
+    assert site.reader().activation_sources([]) == {}
+
+
 # --- orphans ----------------------------------------------------------------------------------------
 
 

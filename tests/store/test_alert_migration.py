@@ -10,7 +10,7 @@ from sidecar.bootstrap import build_runtime
 from sidecar.bridge.alerts import detect
 from sidecar.store import db as store_db
 
-BEFORE = "0011_grant_keys_per_credential"
+BEFORE = "0012_access_events"
 AT = datetime(2026, 12, 1, 9, 30, 12, 345678)
 
 

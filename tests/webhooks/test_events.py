@@ -85,3 +85,37 @@ def test_sleeper_detected_announces_new_sleepers_only(small_site, settings_for, 
     [event] = events(runtime, "sleeper.detected")
     assert event.data["user_id"] == user_id and event.data["term_id"] == 7
     assert set(event.data) == set(SCHEMAS["sleeper.detected"])
+
+
+def _validator(event_type: str):
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(json_schema(event_type), format_checker=jsonschema.FormatChecker())
+
+
+def test_every_documented_example_body_fits_its_schema():
+    import json
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text(encoding="utf-8")
+    bodies = []
+    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+        try:
+            parsed = json.loads(block)
+        except ValueError:
+            continue                                     # the envelope sketch with "{…}"
+        if isinstance(parsed, dict) and {"id", "type", "data"} <= set(parsed):
+            bodies.append(parsed)
+    assert {"access.activated", "access.expired", "certificate.issued", "grant.succeeded"} <= {b["type"] for b in bodies}
+    for documented in bodies:
+        _validator(documented["type"]).validate(documented)
+
+
+def test_the_template_examples_cover_every_event_type_and_fit_the_schemas():
+    from sidecar.config import WEBHOOK_EVENTS
+    from sidecar.webhooks.samples import SAMPLE_DATA, TEST_EVENT, sample_body
+
+    assert set(SAMPLE_DATA) == {*WEBHOOK_EVENTS, TEST_EVENT} and set(SCHEMAS) == set(WEBHOOK_EVENTS)
+    for event_type in WEBHOOK_EVENTS:
+        _validator(event_type).validate(sample_body(event_type))

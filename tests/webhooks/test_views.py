@@ -166,6 +166,32 @@ def test_form_errors_are_shown_at_their_field(admin):
                               .where(WebhookEndpoint.source == "ui")) == 1
 
 
+def test_a_body_template_is_saved_shown_and_refused_with_the_reason_in_both_languages(admin, receiver):
+    template = '{"chat_id": 7, "text": "{{ event.type }} {{ data.email | default(\'\') }}"}'
+    form = admin.get("/webhooks/new?lang=ru")
+    for name in ("access.activated", "access.expired", "certificate.issued"):
+        assert f'value="{name}"' in form
+    assert "Шаблон тела запроса" in form and "Выдан сертификат" in form
+    assert "A certificate was issued" in admin.get("/webhooks/new?lang=en")
+    response = admin.post("/webhooks/new?lang=en", {"name": "TG", "url": PUBLIC_URL, "events": ["program.completed"],
+                                                    "body_template": '{"text": "{{ data.email }}"}'})
+    assert response.status_code == 422
+    error = admin.field_error(admin.page_of(response), "body_template")
+    assert error.startswith("The template cannot be used: with a program.completed event: $.text")
+    response = admin.post("/webhooks/new?lang=ru", {"name": "TG", "url": PUBLIC_URL, "events": ["*"], "body_template": "{"})
+    assert admin.field_error(admin.page_of(response), "body_template").startswith("Шаблон нельзя использовать: not a JSON")
+    admin.save(name="TG", url=receiver.base_url + "/hook", body_template=template)
+    tg = admin.endpoint("TG")
+    assert (tg.body_format, tg.body_template) == ("template", template)
+    page = admin.get(f"/webhooks/{tg.id}?lang=en")
+    assert "JSON from the endpoint's template" in html.unescape(page) and template in html.unescape(page)
+    assert template in html.unescape(admin.get(f"/webhooks/{tg.id}/edit"))
+    admin.post(f"/webhooks/{tg.id}/test")                        # a test event goes through the template too
+    assert WebhookDeliverer(admin.runtime).run_once() == 1
+    [(_headers, body)] = receiver.received
+    assert body == {"chat_id": 7, "text": "webhook.test "}
+
+
 def test_configuration_endpoints_are_read_only(admin):
     warehouse = admin.endpoint("warehouse")
     assert warehouse.source == "config"

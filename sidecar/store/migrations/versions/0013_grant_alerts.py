@@ -1,7 +1,7 @@
 """grant alerts: failed and unsettled grants, mailed once in a digest
 
 Revision ID: 0013_grant_alerts
-Revises: 0011_grant_keys_per_credential
+Revises: 0012_access_events
 Create Date: 2026-12-10
 
 Adds ``mls_alert_digests`` and ``mls_grant_alerts`` (see ``sidecar.store.alert_models``). Grants that
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 
 revision = '0013_grant_alerts'
-down_revision = '0011_grant_keys_per_credential'
+down_revision = '0012_access_events'
 branch_labels = None
 depends_on = None
 
