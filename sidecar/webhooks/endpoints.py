@@ -13,6 +13,7 @@ import base64
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -27,6 +28,22 @@ from sidecar.webhooks.templates import check as check_template
 
 ROTATION_GRACE = timedelta(hours=24)
 REMOVED_FROM_FILE = "removed from the configuration file"
+
+
+def shown_url(url: str) -> str:
+    """The endpoint URL as pages and the audit trail show it: scheme and host only, path and query as
+    ``…`` and no user name or password, because receivers may take their token there (a Telegram
+    bot's is in the path). The edit form alone holds the whole URL. An e-mail endpoint's address is
+    shown as it is."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    hidden = (len(parts.path) > 1) or bool(parts.query) or bool(parts.fragment)
+    return f"{parts.scheme}://{host}{port}" + ("/…" if hidden else parts.path)
 
 
 def new_secret() -> str:
@@ -128,7 +145,7 @@ def save(runtime: Runtime, form: EndpointForm, actor: str, endpoint_id: int | No
             row.disabled_reason, row.consecutive_failures = "", 0
         session.flush()
         audit.record(session, subject_type="webhook_endpoint", subject_id=str(row.id),
-                     action="webhook.endpoint_saved", at=now, actor=actor, url=row.url, events=row.events,
+                     action="webhook.endpoint_saved", at=now, actor=actor, url=shown_url(row.url), events=row.events,
                      enabled=row.enabled, body_format=row.body_format)
         session.expunge(row)
     return row

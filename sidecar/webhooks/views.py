@@ -35,13 +35,14 @@ from sidecar.web.i18n import translate
 from sidecar.web.pages import actor, label, shorten
 from sidecar.webhooks import queries
 from sidecar.webhooks.delivery import MAX_ATTEMPTS, RETRY_SCHEDULE, redeliver
-from sidecar.webhooks.endpoints import EndpointForm, EndpointRejected, rotate_secret, save, set_enabled
+from sidecar.webhooks.endpoints import EndpointForm, EndpointRejected, rotate_secret, save, set_enabled, shown_url
 from sidecar.webhooks.events import SCHEMAS, TEST_EVENT, emit_test, json_schema
 from sidecar.webhooks.templates import MAX_TEMPLATE
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("webhooks", __name__)
+blueprint.add_app_template_filter(shown_url, "shown_url")
 
 PER_PAGE = 50
 ERROR_PREVIEW = 90

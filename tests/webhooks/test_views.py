@@ -23,7 +23,7 @@ from sidecar.store.models import AuditEvent
 from sidecar.store.webhook_models import WebhookDelivery, WebhookEndpoint
 from sidecar.webhooks import inbound
 from sidecar.webhooks.delivery import WebhookDeliverer
-from sidecar.webhooks.endpoints import sync_config
+from sidecar.webhooks.endpoints import shown_url, sync_config
 from sidecar.webhooks.events import SCHEMAS
 from tests.admin_pages import AdminBrowser
 from tests.stores import migrate_store
@@ -139,11 +139,34 @@ def test_new_endpoint_is_saved_and_listed(admin):
     assert crm.secret.startswith("whsec_")
     page = admin.get("/webhooks")
     row = re.search(rf'<tr class="endpoint source-ui" data-id="{crm.id}">.*?</tr>', page, re.S).group(0)
-    assert PUBLIC_URL in row and "grant.succeeded, program.completed" in row and "this interface" in row
+    assert "https://93.184.215.14/…" in row and "grant.succeeded, program.completed" in row and "this interface" in row
     assert admin.audit("webhook.endpoint_saved")[0].actor == seed.DEMO_ADMIN_LOGIN
     admin.post(f"/webhooks/{crm.id}/edit", {"name": "CRM", "url": PUBLIC_URL + "/v2", "events": ["*"]})
     changed = admin.endpoint("CRM")
     assert changed.url == PUBLIC_URL + "/v2" and changed.events == ["*"] and changed.enabled is False
+
+
+def test_a_token_in_the_url_path_or_query_is_shown_only_in_the_edit_form(admin):
+    # A Telegram bot's token is part of the URL's path; pages and the audit trail show scheme and host only.
+    token_url = "https://93.184.215.14/bot123456:AAsecretToken/sendMessage?key=s3cr3tQuery"
+    admin.save(name="tg", url=token_url)
+    tg = admin.endpoint("tg")
+    assert tg.url == token_url
+    for page in (admin.get("/webhooks"), admin.get(f"/webhooks/{tg.id}")):
+        assert "https://93.184.215.14/…" in page
+        assert "AAsecretToken" not in page and "s3cr3tQuery" not in page
+    assert html.escape(token_url) in admin.get(f"/webhooks/{tg.id}/edit")
+    [saved] = [a for a in admin.audit("webhook.endpoint_saved") if a.subject_id == str(tg.id)]
+    assert "AAsecretToken" not in json.dumps(saved.details) and "s3cr3tQuery" not in json.dumps(saved.details)
+    assert saved.details["url"] == "https://93.184.215.14/…"
+
+
+def test_shown_url_keeps_scheme_host_and_port_and_hides_the_rest():
+    assert shown_url("https://u:pw@hooks.example:8443/a/b?c=d#e") == "https://hooks.example:8443/…"
+    assert shown_url("http://[2001:db8::1]/x") == "http://[2001:db8::1]/…"
+    assert shown_url("https://hooks.example/") == "https://hooks.example/"
+    assert shown_url("https://hooks.example") == "https://hooks.example"
+    assert shown_url("ops@example.org") == "ops@example.org"   # an e-mail endpoint's address
 
 
 def test_form_errors_are_shown_at_their_field(admin):
