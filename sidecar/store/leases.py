@@ -45,12 +45,25 @@ def try_acquire(sessions: sessionmaker[Session], name: str, holder: str, ttl: ti
             return False
 
 
+OUTCOME_LENGTH = 200  # JobLease.last_outcome
+
+
+def clip_outcome(outcome: str, length: int = OUTCOME_LENGTH) -> str:
+    """``outcome`` within the column: a long summary keeps its whole leading clauses ("; "-separated)
+    and says with an ellipsis that it was cut, instead of ending in the middle of a word."""
+    if len(outcome) <= length:
+        return outcome
+    cut = outcome[:length - 1]
+    boundary = cut.rfind("; ")
+    return (cut[:boundary] if boundary > 0 else cut) + "…"
+
+
 def release(sessions: sessionmaker[Session], name: str, holder: str, now: datetime, outcome: str) -> None:
     with sessions() as session:
         session.execute(
             sa.update(JobLease)
             .where(JobLease.name == name, JobLease.holder == holder)
-            .values(expires_at=now, last_finished_at=now, last_outcome=outcome[:200])
+            .values(expires_at=now, last_finished_at=now, last_outcome=clip_outcome(outcome))
         )
         session.commit()
 

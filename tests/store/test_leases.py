@@ -58,3 +58,14 @@ def test_concurrent_takers_get_exactly_one_lease(sessions):
     for t in threads:
         t.join()
     assert len(winners) == 1
+
+
+def test_a_long_outcome_keeps_its_whole_leading_clauses_and_says_it_was_cut(sessions):
+    long = "planned send 6; sent 6, retrying 0; not approved, nothing sent: level " + ", ".join(
+        f"{t} (10 letter(s))" for t in range(11, 40)) + "; review them at /reminders/approvals"
+    assert leases.try_acquire(sessions, "job", "a", TTL, T0)
+    leases.release(sessions, "job", "a", T0, long)
+    kept = leases.get(sessions, "job").last_outcome
+    assert kept == "planned send 6; sent 6, retrying 0…"
+    assert leases.clip_outcome("short; enough") == "short; enough"
+    assert leases.clip_outcome("x" * 300) == "x" * 199 + "…"
