@@ -14,13 +14,14 @@ LEFT JOINs of first and last name and ``ORDER BY lk.last_date_end`` without a ti
 
 What differs from the plugin, on purpose:
 
+* built with SQLAlchemy Core, like every statement of the service, so no value reaches the text: the
+  same tables, aliases, joins and conditions, with identifiers quoted by the dialect where it needs to;
 * table names: the plugin hard-codes ``wp_`` (it fails on any other prefix, §3.7.2); here each name is
-  given (the site's reflected names, or a prefix) and validated as a plain identifier before it is put
-  into the text;
+  given (the site's reflected names, or a prefix) and must be a plain identifier;
 * values: bound parameters instead of ``$wpdb->prepare``'s literals. PyMySQL substitutes them on the
   client, so the server still receives literals of the same types: the level as an integer, the days as
   quoted ``'YYYY-MM-DD'`` strings (what the plugin's date inputs send);
-* paging: ``paged=False`` drops ``LIMIT 20 OFFSET …`` so that one execution returns every page at once.
+* paging: ``page=None`` drops ``LIMIT 20 OFFSET …`` so that one execution returns every page at once.
   Paging through the plugin's unstable order could repeat or skip users (§3.7.6); the whole result is what
   every page together is meant to show.
 """
@@ -35,6 +36,7 @@ from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from sidecar.memberlux.schema import SiteSchema
 
@@ -112,40 +114,55 @@ class LegacyTables:
 HARD_CODED = LegacyTables.from_prefix("wp_")
 
 
-# The lk derived table, the certificate anti-join by LEFT JOIN, and the WHERE both statements share.
-_FROM = """
-    FROM {users} u
-    INNER JOIN (SELECT user_id, MAX(date_end) AS last_date_end FROM {term_keys}
-                WHERE term_id = :t AND is_banned = 0 GROUP BY user_id) lk ON lk.user_id = u.ID
-    LEFT JOIN {certificate} c ON c.user_id = u.ID AND c.wpmlevel_id = :t
-"""
-_ROWS_JOINS = """
-    INNER JOIN {term_keys} k_last ON k_last.user_id = u.ID AND k_last.term_id = :t
-                                  AND k_last.is_banned = 0 AND k_last.date_end = lk.last_date_end
-    LEFT JOIN {usermeta} um_fn ON um_fn.user_id = u.ID AND um_fn.meta_key = 'first_name'
-    LEFT JOIN {usermeta} um_ln ON um_ln.user_id = u.ID AND um_ln.meta_key = 'last_name'
-"""
-_WHERE = """
-    WHERE u.user_status = 0 AND c.certificate_id IS NULL AND lk.last_date_end BETWEEN :a AND :b
-      AND NOT EXISTS (SELECT 1 FROM {term_keys} k2 WHERE k2.user_id = u.ID AND k2.term_id = :t
-                      AND k2.is_banned = 0 AND (k2.is_unlimited = 1 OR k2.date_end > lk.last_date_end))
-"""
-_COLUMNS = ("SELECT u.ID, u.user_email, um_fn.meta_value AS first_name, um_ln.meta_value AS last_name,"
-            " k_last.date_start AS last_date_start, lk.last_date_end, 0 AS reminders_sent")
+def _table(name: str, *columns: str, alias: str) -> NamedFromClause:
+    return sa.table(name, *(sa.column(c) for c in columns)).alias(alias)
 
 
 def legacy_v3_statements(tables: LegacyTables | None = None, *,
-                         paged: bool = True) -> tuple[str, str]:
-    """The count and rows statements as text; parameters ``:t`` (level), ``:a``/``:b`` (days) and, when
-    ``paged``, ``:o`` (offset of the page: ``(page - 1) * 20``)."""
+                         page: int | None = 1) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The count and rows statements; parameters ``t`` (level), ``a`` and ``b`` (the days).
+
+    ``page``: the rows of that page (``LIMIT 20 OFFSET (page - 1) * 20``, as the plugin loads them), or with
+    ``None`` every page in one execution.
+    """
     tables = tables or HARD_CODED
-    names = {"users": tables.users, "usermeta": tables.usermeta, "term_keys": tables.term_keys,
-             "certificate": tables.certificate}
-    joins, where = _FROM.format(**names), _WHERE.format(**names)
-    count = "SELECT COUNT(*)" + joins + where
-    rows = _COLUMNS + joins + _ROWS_JOINS.format(**names) + where + "    ORDER BY lk.last_date_end ASC"
-    if paged:
-        rows += f" LIMIT {PER_PAGE} OFFSET :o"
+    if page is not None and page < 1:
+        raise ValueError("pages start at 1")
+    t, a, b = sa.bindparam("t", type_=sa.Integer), sa.bindparam("a", type_=sa.String), sa.bindparam("b", type_=sa.String)
+    keys = ("user_id", "term_id", "is_banned", "is_unlimited", "date_start", "date_end")
+    u = _table(tables.users, "ID", "user_email", "user_status", alias="u")
+    tk = sa.table(tables.term_keys, *(sa.column(c) for c in keys))
+    k2, k_last = tk.alias("k2"), tk.alias("k_last")
+    c = _table(tables.certificate, "certificate_id", "user_id", "wpmlevel_id", alias="c")
+    um_fn = _table(tables.usermeta, "user_id", "meta_key", "meta_value", alias="um_fn")
+    um_ln = _table(tables.usermeta, "user_id", "meta_key", "meta_value", alias="um_ln")
+
+    # lk: the latest end over the level's non-banned rows, whatever their status or type, per user.
+    lk = (sa.select(tk.c.user_id, sa.func.max(tk.c.date_end).label("last_date_end"))
+          .where(tk.c.term_id == t, tk.c.is_banned == 0).group_by(tk.c.user_id).subquery("lk"))
+    joined = (u.join(lk, lk.c.user_id == u.c.ID)
+              .outerjoin(c, sa.and_(c.c.user_id == u.c.ID, c.c.wpmlevel_id == t)))
+    # The "later end" branch can never be true: lk is the maximum. Only unlimited rows exclude anyone.
+    later = sa.exists(sa.select(sa.literal_column("1")).select_from(k2).where(
+        k2.c.user_id == u.c.ID, k2.c.term_id == t, k2.c.is_banned == 0,
+        sa.or_(k2.c.is_unlimited == 1, k2.c.date_end > lk.c.last_date_end)))
+    where = sa.and_(u.c.user_status == 0, c.c.certificate_id.is_(None), lk.c.last_date_end.between(a, b), ~later)
+
+    count = sa.select(sa.func.count()).select_from(joined).where(where)
+    rows = (
+        sa.select(u.c.ID, u.c.user_email, um_fn.c.meta_value.label("first_name"), um_ln.c.meta_value.label("last_name"),
+                  k_last.c.date_start.label("last_date_start"), lk.c.last_date_end,
+                  sa.literal_column("0").label("reminders_sent"))
+        .select_from(
+            joined.join(k_last, sa.and_(k_last.c.user_id == u.c.ID, k_last.c.term_id == t, k_last.c.is_banned == 0,
+                                        k_last.c.date_end == lk.c.last_date_end))
+            .outerjoin(um_fn, sa.and_(um_fn.c.user_id == u.c.ID, um_fn.c.meta_key == "first_name"))
+            .outerjoin(um_ln, sa.and_(um_ln.c.user_id == u.c.ID, um_ln.c.meta_key == "last_name")))
+        .where(where)
+        .order_by(lk.c.last_date_end.asc())          # no tie-breaker, as the plugin
+    )
+    if page is not None:
+        rows = rows.limit(PER_PAGE).offset((page - 1) * PER_PAGE)
     return count, rows
 
 
@@ -166,9 +183,9 @@ class LegacyRow:
     last_date_end: Any
 
 
-def _execute(conn: sa.Connection, statement: str, params: dict[str, Any]) -> sa.CursorResult[Any]:
+def _execute(conn: sa.Connection, statement: sa.Select[Any], params: dict[str, Any]) -> sa.CursorResult[Any]:
     try:
-        return conn.execute(sa.text(statement), params)
+        return conn.execute(statement, params)
     except sa.exc.DBAPIError as exc:
         code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
         if code in _TIMEOUT_ERRORS:
@@ -187,12 +204,8 @@ def legacy_v3_rows(conn: sa.Connection, term_id: int, date_from: date, date_to: 
                    tables: LegacyTables | None = None, *, page: int | None = None) -> list[LegacyRow]:
     """The rows statement: page ``page`` (20 rows, as the plugin loads it), or with ``None`` every page in
     one execution."""
-    _count, rows = legacy_v3_statements(tables, paged=page is not None)
+    _count, rows = legacy_v3_statements(tables, page=page)
     params = _params(term_id, date_from, date_to)
-    if page is not None:
-        if page < 1:
-            raise ValueError("pages start at 1")
-        params["o"] = (page - 1) * PER_PAGE
     return [
         LegacyRow(int(r[0]), "" if r[1] is None else str(r[1]), "" if r[2] is None else str(r[2]),
                   "" if r[3] is None else str(r[3]), r[4], r[5])
@@ -202,6 +215,14 @@ def legacy_v3_rows(conn: sa.Connection, term_id: int, date_from: date, date_to: 
 
 # --------------------------------------------------------------------------------------------------
 # A time limit per statement
+
+
+# MariaDB's limit in seconds (fractions allowed), MySQL's in milliseconds (SELECT statements only). The
+# value is a bound parameter: PyMySQL puts it into the statement as a number.
+_MARIADB_READ = sa.text("SELECT @@SESSION.max_statement_time")
+_MARIADB_WRITE = sa.text("SET SESSION max_statement_time = :value")
+_MYSQL_READ = sa.text("SELECT @@SESSION.max_execution_time")
+_MYSQL_WRITE = sa.text("SET SESSION max_execution_time = :value")
 
 
 def supports_statement_timeout(conn: sa.Connection) -> bool:
@@ -220,12 +241,13 @@ def statement_timeout(conn: sa.Connection, seconds: float | None) -> Iterator[bo
     if not seconds or not supports_statement_timeout(conn):
         yield False
         return
-    mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
-    variable, value = (("max_statement_time", f"{float(seconds):.3f}") if mariadb
-                       else ("max_execution_time", str(max(1, round(seconds * 1000)))))
-    previous = conn.exec_driver_sql(f"SELECT @@SESSION.{variable}").scalar()
-    conn.exec_driver_sql(f"SET SESSION {variable} = {value}")
+    if getattr(conn.dialect, "is_mariadb", False):
+        read, write, value = _MARIADB_READ, _MARIADB_WRITE, round(float(seconds), 3)
+    else:
+        read, write, value = _MYSQL_READ, _MYSQL_WRITE, max(1, round(float(seconds) * 1000))
+    previous = conn.execute(read).scalar()
+    conn.execute(write, {"value": value})
     try:
         yield True
     finally:
-        conn.exec_driver_sql(f"SET SESSION {variable} = {float(previous or 0) if mariadb else int(previous or 0)}")
+        conn.execute(write, {"value": previous if previous is not None else 0})

@@ -26,31 +26,40 @@ from tests.sites import empty_site_schema
 LEVEL = 5
 
 
-def _flat(sql: str) -> str:
-    return " ".join(sql.split())
+def _sql(statement, dialect=None) -> str:
+    """The statement as the server receives it (PyMySQL puts the values in as literals), on one line."""
+    from sqlalchemy.dialects import mysql
+
+    bound = statement.params(t=LEVEL, a="2026-11-01", b="2026-11-30")
+    text = str(bound.compile(dialect=dialect or mysql.dialect(), compile_kwargs={"literal_binds": True}))
+    return " ".join(text.split())
 
 
 def test_the_statements_keep_the_shape_of_the_live_plugin():
-    count, rows = (_flat(s) for s in legacy_v3_statements())
+    count, rows = (_sql(s) for s in legacy_v3_statements(page=2))
     shared = [
-        "FROM wp_users u INNER JOIN (SELECT user_id, MAX(date_end) AS last_date_end FROM wp_memberlux_term_keys "
-        "WHERE term_id = :t AND is_banned = 0 GROUP BY user_id) lk ON lk.user_id = u.ID",
-        "LEFT JOIN wp_memberlux_certificate c ON c.user_id = u.ID AND c.wpmlevel_id = :t",
-        "WHERE u.user_status = 0 AND c.certificate_id IS NULL AND lk.last_date_end BETWEEN :a AND :b",
-        "AND NOT EXISTS (SELECT 1 FROM wp_memberlux_term_keys k2 WHERE k2.user_id = u.ID AND k2.term_id = :t "
-        "AND k2.is_banned = 0 AND (k2.is_unlimited = 1 OR k2.date_end > lk.last_date_end))",
+        "FROM wp_users AS u INNER JOIN (SELECT wp_memberlux_term_keys.user_id AS user_id, "
+        "max(wp_memberlux_term_keys.date_end) AS last_date_end FROM wp_memberlux_term_keys "
+        "WHERE wp_memberlux_term_keys.term_id = 5 AND wp_memberlux_term_keys.is_banned = 0 "
+        "GROUP BY wp_memberlux_term_keys.user_id) AS lk ON lk.user_id = u.`ID`",
+        "LEFT OUTER JOIN wp_memberlux_certificate AS c ON c.user_id = u.`ID` AND c.wpmlevel_id = 5",
+        "WHERE u.user_status = 0 AND c.certificate_id IS NULL AND lk.last_date_end BETWEEN '2026-11-01' AND '2026-11-30'",
+        "AND NOT (EXISTS (SELECT 1 FROM wp_memberlux_term_keys AS k2 WHERE k2.user_id = u.`ID` AND k2.term_id = 5 "
+        "AND k2.is_banned = 0 AND (k2.is_unlimited = 1 OR k2.date_end > lk.last_date_end)))",
     ]
-    assert count.startswith("SELECT COUNT(*) FROM wp_users u")
+    assert count.startswith("SELECT count(*) AS count_1 FROM wp_users AS u")
     for piece in shared:
         assert piece in count and piece in rows
-    assert rows.startswith("SELECT u.ID, u.user_email, um_fn.meta_value AS first_name, um_ln.meta_value AS last_name, "
+    assert rows.startswith("SELECT u.`ID`, u.user_email, um_fn.meta_value AS first_name, um_ln.meta_value AS last_name, "
                            "k_last.date_start AS last_date_start, lk.last_date_end, 0 AS reminders_sent")
-    assert ("INNER JOIN wp_memberlux_term_keys k_last ON k_last.user_id = u.ID AND k_last.term_id = :t "
+    assert ("INNER JOIN wp_memberlux_term_keys AS k_last ON k_last.user_id = u.`ID` AND k_last.term_id = 5 "
             "AND k_last.is_banned = 0 AND k_last.date_end = lk.last_date_end") in rows
-    assert "LEFT JOIN wp_usermeta um_fn ON um_fn.user_id = u.ID AND um_fn.meta_key = 'first_name'" in rows
-    assert "LEFT JOIN wp_usermeta um_ln ON um_ln.user_id = u.ID AND um_ln.meta_key = 'last_name'" in rows
-    assert rows.endswith("ORDER BY lk.last_date_end ASC LIMIT 20 OFFSET :o")     # no tie-breaker
-    assert _flat(legacy_v3_statements(paged=False)[1]).endswith("ORDER BY lk.last_date_end ASC")
+    assert "LEFT OUTER JOIN wp_usermeta AS um_fn ON um_fn.user_id = u.`ID` AND um_fn.meta_key = 'first_name'" in rows
+    assert "LEFT OUTER JOIN wp_usermeta AS um_ln ON um_ln.user_id = u.`ID` AND um_ln.meta_key = 'last_name'" in rows
+    assert rows.endswith("ORDER BY lk.last_date_end ASC LIMIT 20, 20")      # page 2; no tie-breaker
+    assert _sql(legacy_v3_statements(page=None)[1]).endswith("ORDER BY lk.last_date_end ASC")
+    with pytest.raises(ValueError, match="pages start at 1"):
+        legacy_v3_statements(page=0)
 
 
 def test_table_names_come_from_the_site_and_can_only_be_names():
@@ -60,7 +69,7 @@ def test_table_names_come_from_the_site_and_can_only_be_names():
         certificate="wp_2_memberlux_certificate")
     assert LegacyTables.from_prefix("wp_") == HARD_CODED and HARD_CODED.hard_coded
     assert not LegacyTables.from_prefix("school_").hard_coded
-    assert "FROM school_users u" in legacy_v3_statements(LegacyTables.from_prefix("school_"))[0]
+    assert "FROM school_users AS u" in _sql(legacy_v3_statements(LegacyTables.from_prefix("school_"))[0])
     for bad in ("wp_users u; DROP TABLE wp_users", "", "wp-users", "x" * 65):
         with pytest.raises(ValueError, match="not a plain table name"):
             LegacyTables(users=bad, usermeta="wp_usermeta", term_keys="wp_memberlux_term_keys",
@@ -120,28 +129,29 @@ class _Connection:
     def __init__(self, name: str = "mysql", *, mariadb: bool, previous: object = 0, fail: Exception | None = None):
         self.dialect, self.previous, self.fail, self.sent = _Dialect(name, mariadb), previous, fail, []
 
-    def exec_driver_sql(self, sql: str):
-        self.sent.append(sql)
-        return type("Result", (), {"scalar": lambda _self: self.previous})()
-
     def execute(self, statement, params=None):
-        raise self.fail
+        if self.fail is not None:
+            raise self.fail
+        self.sent.append((str(statement), params))
+        return type("Result", (), {"scalar": lambda _self: self.previous})()
 
 
 def test_mariadb_limits_each_statement_with_max_statement_time_and_restores_it():
     conn = _Connection(mariadb=True, previous=2.5)
     with statement_timeout(conn, 45) as limited:
         assert limited
-        assert conn.sent == ["SELECT @@SESSION.max_statement_time", "SET SESSION max_statement_time = 45.000"]
-    assert conn.sent[-1] == "SET SESSION max_statement_time = 2.5"
+        assert conn.sent == [("SELECT @@SESSION.max_statement_time", None),
+                             ("SET SESSION max_statement_time = :value", {"value": 45.0})]
+    assert conn.sent[-1] == ("SET SESSION max_statement_time = :value", {"value": 2.5})
 
 
 def test_mysql_limits_each_statement_with_max_execution_time_in_milliseconds():
     conn = _Connection(mariadb=False)
     with statement_timeout(conn, 0.25) as limited:
         assert limited
-    assert conn.sent == ["SELECT @@SESSION.max_execution_time", "SET SESSION max_execution_time = 250",
-                         "SET SESSION max_execution_time = 0"]
+    assert conn.sent == [("SELECT @@SESSION.max_execution_time", None),
+                         ("SET SESSION max_execution_time = :value", {"value": 250}),
+                         ("SET SESSION max_execution_time = :value", {"value": 0})]
 
 
 def test_no_limit_asked_or_none_available():

@@ -355,7 +355,8 @@ def test_the_old_query_is_stopped_at_its_time_limit_on_mariadb(mariadb_database,
     runtime = runtime_for(site, tmp_path)
     try:
         assert compare(runtime, CHILD, date_from=FROM, date_to=TO, timeout=30).timeout == 30
-        monkeypatch.setattr(legacy_query, "legacy_v3_statements", lambda *a, **k: ("SELECT SLEEP(3)", "SELECT 1"))
+        monkeypatch.setattr(legacy_query, "legacy_v3_statements",
+                            lambda *a, **k: (sa.select(sa.func.sleep(3)), sa.select(sa.literal(1))))
         with pytest.raises(LegacyQueryTimeout, match="max_statement_time"):
             compare(runtime, CHILD, date_from=FROM, date_to=TO, timeout=0.2)
         with runtime.wp_engine.connect() as conn:   # the pooled session has its limit back
@@ -443,8 +444,8 @@ def test_the_command_refuses_bad_input_clearly(command, words, message):
 def test_the_command_reports_an_old_query_the_site_refuses(command, monkeypatch):
     from sidecar.memberlux import legacy_query
 
-    monkeypatch.setattr(legacy_query, "legacy_v3_statements",
-                        lambda *a, **k: ("SELECT COUNT(*) FROM wp_no_such_table", "SELECT 1"))
+    monkeypatch.setattr(legacy_query, "legacy_v3_statements", lambda *a, **k: (
+        sa.select(sa.func.count()).select_from(sa.table("wp_no_such_table")), sa.select(sa.literal(1))))
     result = command("--level", str(CHILD))
     assert result.exit_code == 1, result.output
     assert "the old report's query fails on this site: no such table: wp_no_such_table" in result.output
