@@ -468,3 +468,15 @@ def test_every_reason_is_worded_in_both_languages():
 
     for reason in legacy_compare.REASONS:
         assert f"legacy.reason.{reason.value}" in CATALOGS["en"] and f"legacy.reason.{reason.value}" in CATALOGS["ru"]
+
+
+def test_the_command_says_when_the_old_query_ran_past_its_time_limit(command, monkeypatch):
+    def stopped(*args, **kwargs):
+        assert kwargs["timeout"] == 30
+        raise LegacyQueryTimeout("Query execution was interrupted (max_statement_time exceeded)")
+
+    monkeypatch.setattr(legacy_compare, "compare", stopped)
+    result = command("--level", str(CHILD), "--timeout", "30")
+    assert result.exit_code == 1, result.output
+    assert "the old report's query ran longer than 30 s and the database stopped it; give it more time with --timeout" \
+        in result.output
