@@ -1,10 +1,10 @@
 """Helpers the bench scripts share: finding the CLI, ports, waiting for a server, writing the TOML
-configuration, percentiles (bridge.py, soak.py); a seeded site in a database of its own and the legacy
-plugin's live sleepers query (sleepers.py, reminders.py, indexes.py).
+configuration, percentiles (bridge.py, soak.py); a seeded site in a database of its own and a page of the
+legacy plugin's live sleepers query (sleepers.py, reminders.py, indexes.py).
 
 Imported as ``_common`` because a script run as ``python bench/X.py`` has ``bench/`` first on
 ``sys.path``; nothing here imports ``sidecar`` at import time, so it works before a script adds the
-repository root (:func:`seed_site_database` imports the seeder when called).
+repository root (:func:`seed_site_database` and :func:`legacy_v3_page` import the package when called).
 """
 
 from __future__ import annotations
@@ -144,46 +144,19 @@ def seed_site_database(admin_url: str, database: str, *, users: int, levels: int
     return site_url
 
 
-#: legacy-plugins.md §3.4.1: the lk derived table, the certificate anti-join by LEFT JOIN, the WHERE both
-#: statements share. Only the table prefix is a parameter (the plugin hard-codes ``wp_``).
-_LEGACY_FROM = """
-    FROM {p}users u
-    INNER JOIN (SELECT user_id, MAX(date_end) AS last_date_end FROM {p}memberlux_term_keys
-                WHERE term_id = :t AND is_banned = 0 GROUP BY user_id) lk ON lk.user_id = u.ID
-    LEFT JOIN {p}memberlux_certificate c ON c.user_id = u.ID AND c.wpmlevel_id = :t
-"""
-_LEGACY_WHERE = """
-    WHERE u.user_status = 0 AND c.certificate_id IS NULL AND lk.last_date_end BETWEEN :a AND :b
-      AND NOT EXISTS (SELECT 1 FROM {p}memberlux_term_keys k2 WHERE k2.user_id = u.ID AND k2.term_id = :t
-                      AND k2.is_banned = 0 AND (k2.is_unlimited = 1 OR k2.date_end > lk.last_date_end))
-"""
-
-
-def legacy_v3_statements(prefix: str = "wp_") -> tuple[str, str]:
-    """The count and rows statements of the legacy plugin's live sleepers query (V3), in the exact
-    shape of legacy-plugins.md §3.4.1; parameters ``:t`` (level), ``:a``/``:b`` (dates), ``:o`` (offset)."""
-    joins, where = _LEGACY_FROM.format(p=prefix), _LEGACY_WHERE.format(p=prefix)
-    count = "SELECT COUNT(*)" + joins + where
-    rows = ("SELECT u.ID, u.user_email, um_fn.meta_value AS first_name, um_ln.meta_value AS last_name,"
-            " k_last.date_start AS last_date_start, lk.last_date_end, 0 AS reminders_sent" + joins
-            + f"""    INNER JOIN {prefix}memberlux_term_keys k_last ON k_last.user_id = u.ID AND k_last.term_id = :t
-                    AND k_last.is_banned = 0 AND k_last.date_end = lk.last_date_end
-    LEFT JOIN {prefix}usermeta um_fn ON um_fn.user_id = u.ID AND um_fn.meta_key = 'first_name'
-    LEFT JOIN {prefix}usermeta um_ln ON um_ln.user_id = u.ID AND um_ln.meta_key = 'last_name'"""
-            + where + "    ORDER BY lk.last_date_end ASC LIMIT 20 OFFSET :o")
-    return count, rows
-
-
 def legacy_v3_page(conn: sa.Connection, term_id: int, date_from: date, date_to: date, *, prefix: str = "wp_",
                    page: int = 1) -> tuple[int, list]:
-    """One page of the legacy report as the plugin loads it: the count statement, then the rows statement.
+    """One page of the legacy report as the plugin loads it: the count statement, then the rows statement,
+    both from the one copy of the plugin's live query (V3) that the product uses too
+    (:mod:`sidecar.memberlux.legacy_query`). The caller has put the repository root on ``sys.path``.
 
     PyMySQL substitutes the parameters on the client, so the server receives literals, as with
     ``$wpdb->prepare`` (dates as quoted ``'YYYY-MM-DD'`` strings, the level as an integer)."""
-    count, rows = legacy_v3_statements(prefix)
-    params = {"t": int(term_id), "a": date_from.isoformat(), "b": date_to.isoformat(), "o": (page - 1) * 20}
-    total = conn.execute(sa.text(count), params).scalar()
-    return int(total or 0), conn.execute(sa.text(rows), params).all()
+    from sidecar.memberlux.legacy_query import LegacyTables, legacy_v3_count, legacy_v3_rows
+
+    tables = LegacyTables.from_prefix(prefix)
+    total = legacy_v3_count(conn, term_id, date_from, date_to, tables)
+    return total, legacy_v3_rows(conn, term_id, date_from, date_to, tables, page=page)
 
 
 class Processes:

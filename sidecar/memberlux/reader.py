@@ -317,6 +317,18 @@ class MemberLuxReader:
             for r in rows
         ]
 
+    def user_statuses(self, user_ids: Iterable[int]) -> dict[int, int]:
+        """WordPress's own ``users.user_status`` of existing users (0 for all but accounts a multisite network
+        marked as spam; MemberLux's block flag is usermeta ``wpm_status``, not this)."""
+        users = self.schema.table("users")
+        result: dict[int, int] = {}
+        with self.engine.connect() as conn:
+            for batch in _chunks(dict.fromkeys(user_ids)):
+                for user_id, status in conn.execute(sa.select(users.c.ID, users.c.user_status)
+                                                    .where(users.c.ID.in_(batch))):
+                    result[int(user_id)] = int(status or 0)
+        return result
+
     def user_meta(self, user_id: int, keys: Iterable[str]) -> dict[str, str]:
         """Raw usermeta values of one user (first row wins for repeated keys, as ``get_user_meta``)."""
         um = self.schema.table("usermeta")
@@ -489,6 +501,23 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return [_key_row(row) for row in conn.execute(stmt.order_by(tk.c.id))]
 
+    def key_rows_of_users(self, user_ids: Iterable[int], term_ids: Iterable[int]) -> dict[int, list[KeyRow]]:
+        """Rows of several users on some levels, by user, oldest first (a query per 500 users, driven by
+        ``user_id``); users without rows are absent."""
+        tk = self.schema.table("memberlux_term_keys")
+        levels = list(dict.fromkeys(term_ids))
+        result: dict[int, list[KeyRow]] = {}
+        if not levels:
+            return result
+        with self.engine.connect() as conn:
+            for batch in _chunks(dict.fromkeys(user_ids)):
+                stmt = self._key_stmt().where(tk.c.user_id.in_(batch), tk.c.term_id.in_(levels))
+                for raw in conn.execute(stmt.order_by(tk.c.user_id, tk.c.id)):
+                    row = _key_row(raw)
+                    if row.user_id is not None:
+                        result.setdefault(row.user_id, []).append(row)
+        return result
+
     def key_rows_by_ids(self, key_ids: Iterable[int]) -> list[KeyRow]:
         """Owned key rows by primary key, in id order."""
         tk = self.schema.table("memberlux_term_keys")
@@ -624,6 +653,20 @@ class MemberLuxReader:
         )
         with self.engine.connect() as conn:
             return [_certificate(row._mapping) for row in conn.execute(stmt)]
+
+    def certificate_ids_by_user(self, level_id: int) -> dict[int, list[int]]:
+        """Ids of the level's certificates by user, automatic ones included: one scan of a table indexed by
+        its primary key only (core.md 10)."""
+        self.schema.require("certificates")
+        cert = self.schema.table("memberlux_certificate")
+        stmt = (sa.select(cert.c.user_id, cert.c.certificate_id).where(cert.c.wpmlevel_id == level_id)
+                .order_by(cert.c.certificate_id))
+        result: dict[int, list[int]] = {}
+        with self.engine.connect() as conn:
+            for user_id, certificate_id in conn.execute(stmt):
+                if user_id is not None:
+                    result.setdefault(int(user_id), []).append(int(certificate_id))
+        return result
 
     # --- diagnostics -----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import click
 
-from sidecar.cliutil import clip, day_option, level_names, preview_only, runtime_of, text_table, utc
+from sidecar.cliutil import UtcDay, clip, day_option, level_names, preview_only, runtime_of, text_table, utc
 from sidecar.domain.sleepers import Reason
 
 
@@ -290,3 +290,104 @@ def sleepers_list(ctx: click.Context, levels: tuple[int, ...], day, expired_from
     click.echo(f"{len(page.rows)} of {page.total}{as_of}", err=True)
     if page.next_cursor:
         click.echo(f"more: add --after {page.next_cursor}", err=True)
+
+
+# --- the old plugin's report, side by side ---------------------------------------------------------
+
+#: Exit code of `legacy compare` when some difference has no known reason (3 is a start-up failure).
+EXIT_UNEXPLAINED = 4
+
+
+@click.group("legacy")
+def legacy_group() -> None:
+    """The legacy learning-monitor plugin's report, next to the sidecar's (read-only)."""
+
+
+def _when(c) -> list[str]:
+    lines = [f"level     {c.term_id} {c.level_name}"]
+    legacy_from, legacy_to = (d.isoformat() for d in c.legacy_window)
+    lines.append(f"old       ml-learning-monitor's live query (V3): last key's date_end between {legacy_from} and "
+                 f"{legacy_to} (both included, never compared with today); «Найдено» {c.legacy_count}, "
+                 f"{c.legacy_rows} rows for {c.legacy_users} learners")
+    if c.legacy_rows != c.legacy_users:
+        lines.append("          (a learner whose last keys end on the same day is repeated: the old pages repeat "
+                     "or skip them)")
+    if not c.tables.hard_coded:
+        lines.append(f"          run on this site's tables ({c.tables.users}, {c.tables.term_keys}, …): the plugin "
+                     "itself hard-codes wp_ and fails on this site")
+    lines.append(f"sidecar   the report's rule on {c.day.isoformat()} (UTC day): expired between "
+                 f"{c.sidecar_window[0].isoformat()} and {c.sidecar_window_end.isoformat()}; {c.sidecar_users} sleepers")
+    lines.append(f"compared  in both {c.in_both}; only in the old report {c.only_legacy}; only in the sidecar's "
+                 f"{c.only_sidecar}")
+    return lines
+
+
+@legacy_group.command("compare")
+@click.option("--level", "term_id", type=int, required=True, help="Access level (term_id).")
+@click.option("--from", "date_from", type=UtcDay(), default=None, metavar="YYYY-MM-DD",
+              help="Expired on or after this day (both reports; default: today, see --date).")
+@click.option("--to", "date_to", type=UtcDay(), default=None, metavar="YYYY-MM-DD",
+              help="Expired on or before this day (both reports; the sidecar never lists an expiry after D).")
+@day_option("UTC day D the sidecar's rule is evaluated for (default: today, UTC). Without --from/--to both "
+            "windows default to today: the old report's as its form did (the site's local day), the "
+            "sidecar's to D; with --date both default to D.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=600, show_default=True,
+              help="Stop each legacy statement after this many seconds (MariaDB/MySQL; 0 = no limit).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.pass_context
+def legacy_compare(ctx: click.Context, term_id: int, date_from, date_to, day, timeout: float, fmt: str) -> None:
+    """Run the old plugin's report and the sidecar's for one level, and say why each learner listed by
+    only one of them is there (read-only). Exit code 0 when every difference has a reason, 4 when some
+    has none (report them)."""
+    from sidecar.csvsafe import SafeCsvWriter
+    from sidecar.monitor.legacy_compare import (
+        CompareInputError, LegacyQueryFailed, LegacyQueryTimeout, compare, compare_csv_rows, comparison_record,
+    )
+    from sidecar.web.i18n import translate
+
+    runtime = runtime_of(ctx)
+    try:
+        if fmt == "table":
+            click.echo("running the old report's query: on a large site it can take a minute…", err=True)
+        try:
+            c = compare(runtime, term_id, day=day, date_from=date_from, date_to=date_to, timeout=timeout or None)
+        except LookupError as exc:
+            raise click.BadParameter(str(exc), param_hint="--level") from None
+        except CompareInputError as exc:
+            raise click.BadParameter(str(exc), param_hint="--from/--to") from None
+        except LegacyQueryTimeout:
+            raise click.ClickException(f"the old report's query ran longer than {timeout:g} s and the database "
+                                       "stopped it; give it more time with --timeout") from None
+        except LegacyQueryFailed as exc:
+            raise click.ClickException(f"the old report's query fails on this site: {exc}") from None
+    finally:
+        runtime.close()
+    if fmt == "json":
+        click.echo(json.dumps(comparison_record(c), indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        import io
+
+        buffer = io.StringIO()
+        SafeCsvWriter(buffer).writerows(compare_csv_rows(c))
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        for line in _when(c):
+            click.echo(line)
+        click.echo("")
+        click.echo(text_table(["REASON", "COUNT", "MEANING"],
+                              [[code, n, translate(f"legacy.reason.{code}", "en")] for code, n in c.counts.items()]))
+        if c.differences:
+            click.echo("")
+            click.echo(text_table(
+                ["USER", "EMAIL", "OLD", "SIDECAR", "OLD LAST END", "SIDECAR X", "VERDICT", "REASON"],
+                [[r.user_id, clip(r.email, 40), "yes" if r.in_legacy else "no", "yes" if r.in_sidecar else "no",
+                  r.legacy_last_end or "", r.expired_on or "", r.verdict + (" (blocked)" if r.blocked else ""),
+                  r.reason.value] for r in c.differences]))
+        seconds = c.seconds
+        click.echo(f"\ntook {seconds['total']:.2f} s: old query {seconds['legacy']:.2f} s, sidecar "
+                   f"{seconds['sidecar']:.2f} s, reasons {seconds['reasons']:.2f} s", err=True)
+    if c.unexplained:
+        click.echo(f"{c.unexplained} difference(s) without a known reason: compare again (the data may have "
+                   "changed between the two reads); if they stay, report them with this output and "
+                   f"`mlsidecar explain --user <id> --level {c.term_id} --format json` for each", err=True)
+        sys.exit(EXIT_UNEXPLAINED)  # click's Exit would be swallowed by main()'s non-standalone mode

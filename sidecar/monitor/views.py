@@ -402,3 +402,131 @@ def api_sleepers():
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+# --- the old plugin's report, side by side ------------------------------------------------------------
+
+#: Rows of differences the page shows; the CSV holds them all.
+LEGACY_SHOWN = 500
+#: How long a comparison's result serves the CSV link of its page without running the queries again.
+LEGACY_REUSE_SECONDS = 600.0
+
+
+def _legacy_params(args: Mapping[str, str], known: set[int]) -> tuple[dict[str, Any], list[str]]:
+    """``level``, ``from``, ``to``, ``date`` from the query string; problems as sentences."""
+    from sidecar.web.pages import query_day
+
+    problems: list[str] = []
+    raw = (args.get("level") or "").strip()
+    level = None
+    if not raw:
+        problems.append(translate("legacy.error.no_level"))
+    elif not (raw.isascii() and raw.isdecimal() and len(raw) <= 19):
+        problems.append(translate("legacy.error.bad_level", value=raw[:40]))
+    elif int(raw) not in known:
+        problems.append(translate("legacy.error.unknown_level", value=raw))
+    else:
+        level = int(raw)
+    days: dict[str, Any] = {}
+    for name in ("from", "to", "date"):
+        days[name], unusable = query_day(args, name)
+        if unusable is not None:
+            problems.append(translate("legacy.error.bad_date", field=name, value=unusable))
+    return {"level": level, **days}, problems
+
+
+def _legacy_comparison(params: dict[str, Any]):
+    """The comparison for these parameters: a recent one with the same parameters, else run now (one at a
+    time per process). Raises what :func:`sidecar.monitor.legacy_compare.compare` raises, and ``Busy``."""
+    from flask import current_app
+
+    from sidecar.monitor.legacy_compare import PAGE_TIMEOUT_SECONDS, compare, exclusive
+
+    key = tuple(sorted((name, str(value)) for name, value in params.items()))
+    recent = current_app.extensions.setdefault("mlsidecar.legacy_compare", {})
+    found = recent.get("last")
+    if found is not None and found[0] == key and time.monotonic() - found[1] < LEGACY_REUSE_SECONDS:
+        return found[2]
+    comparison = exclusive(lambda: compare(_runtime(), params["level"], day=params["date"],
+                                           date_from=params["from"], date_to=params["to"],
+                                           timeout=PAGE_TIMEOUT_SECONDS))
+    recent["last"] = (key, time.monotonic(), comparison)  # one result, so memory stays bounded
+    return comparison
+
+
+def _legacy_failure(exc: Exception, level: int) -> str:
+    from sidecar.monitor.legacy_compare import (
+        PAGE_TIMEOUT_SECONDS, Busy, CompareInputError, LegacyQueryTimeout,
+    )
+
+    if isinstance(exc, Busy):
+        return translate("legacy.busy")
+    if isinstance(exc, LegacyQueryTimeout):
+        return translate("legacy.timeout", seconds=f"{PAGE_TIMEOUT_SECONDS:g}", level=level)
+    if isinstance(exc, CompareInputError):
+        return translate("legacy.error.bad_window", start=exc.start.isoformat(), end=exc.end.isoformat())
+    return translate("legacy.failed", error=str(exc))
+
+
+@blueprint.get("/monitor/legacy")
+@login_required
+def legacy_compare_page():
+    from sidecar.monitor.legacy_compare import PAGE_TIMEOUT_SECONDS, Busy, LegacyQueryFailed
+    from sidecar.monitor.legacy_compare import CompareInputError
+
+    runtime = _runtime()
+    levels = runtime.reader.levels()
+    context: dict[str, Any] = {"levels": level_tree(levels), "fmt": display_for(runtime, levels),
+                               "timeout": f"{PAGE_TIMEOUT_SECONDS:g}", "shown": LEGACY_SHOWN, "args": request.args,
+                               "problems": [], "comparison": None, "csv_url": None}
+    if not request.args:
+        return render_template("monitor_legacy.html", **context)
+    params, problems = _legacy_params(request.args, {lv.term_id for lv in levels})
+    if problems:
+        return render_template("monitor_legacy.html", **{**context, "problems": problems}), 400
+    try:
+        comparison = _legacy_comparison(params)
+    except Busy as exc:
+        response = Response(render_template("monitor_legacy.html",
+                                            **{**context, "problems": [_legacy_failure(exc, params["level"])]}),
+                            status=429)
+        response.headers["Retry-After"] = "30"
+        return response
+    except CompareInputError as exc:
+        return render_template("monitor_legacy.html",
+                               **{**context, "problems": [_legacy_failure(exc, params["level"])]}), 400
+    except LegacyQueryFailed as exc:
+        log.warning("legacy comparison of level %s failed: %s", params["level"], exc)
+        return render_template("monitor_legacy.html",
+                               **{**context, "problems": [_legacy_failure(exc, params["level"])]}), 503
+    csv_args = {name: (value.isoformat() if hasattr(value, "isoformat") else value)
+                for name, value in params.items() if value is not None}
+    return render_template("monitor_legacy.html", **{**context, "comparison": comparison,
+                                                     "csv_url": url_for(".legacy_compare_csv", **csv_args)})
+
+
+@blueprint.get("/monitor/legacy.csv")
+@login_required
+def legacy_compare_csv():
+    import io
+
+    from sidecar.csvsafe import SafeCsvWriter
+    from sidecar.monitor.legacy_compare import Busy, CompareInputError, LegacyQueryFailed, compare_csv_rows
+
+    runtime = _runtime()
+    params, problems = _legacy_params(request.args, {lv.term_id for lv in runtime.reader.levels()})
+    if problems:
+        return Response("\n".join(problems) + "\n", status=400, mimetype="text/plain")
+    try:
+        comparison = _legacy_comparison(params)
+    except (Busy, CompareInputError, LegacyQueryFailed) as exc:
+        status = 429 if isinstance(exc, Busy) else 400 if isinstance(exc, CompareInputError) else 503
+        return Response(_legacy_failure(exc, params["level"]) + "\n", status=status, mimetype="text/plain")
+    buffer = io.StringIO()
+    SafeCsvWriter(buffer).writerows(compare_csv_rows(comparison))
+    name = f"legacy-compare-level-{comparison.term_id}-{comparison.day.isoformat()}.csv"
+    response = Response(buffer.getvalue(), mimetype="text/csv")
+    response.headers["Content-Type"] = "text/csv; charset=utf-8"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["Cache-Control"] = "no-store"  # personal data
+    return response
