@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sidecar.bootstrap import Runtime
 from sidecar.config import Settings
-from sidecar.mail.claimed import LEASE, ClaimedMailSender
+from sidecar.mail.claimed import LEASE, ClaimedMailSender, SendCounts
 from sidecar.mail.mailer import Mail, Mailer
 from sidecar.store import audit
 from sidecar.store.alert_models import (
@@ -152,18 +152,11 @@ def _live_ids(session: sa.orm.Session, ids: Sequence[int], rule: attention.Unset
 # --- 2 and 3. the digest -------------------------------------------------------------------------------
 
 @dataclass
-class AlertReport:
+class AlertReport(SendCounts):
     detected: int = 0
     planned: int = 0          # digests made in this run
-    sent: int = 0
-    retrying: int = 0
-    failed: int = 0
-    unknown: int = 0
     skipped: int = 0
-    recovered: int = 0
-    lost_claims: int = 0
     pending: int = 0          # alerts waiting for a digest after this run
-    stopped: str = ""
 
     def summary(self) -> str:
         text = f"alerts: {self.detected} new, {self.pending} waiting"

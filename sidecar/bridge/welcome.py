@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from sidecar.bootstrap import Runtime
-from sidecar.mail.claimed import LEASE, ClaimedMailSender
+from sidecar.mail.claimed import LEASE, ClaimedMailSender, SendCounts
 from sidecar.mail.mailer import Mail, Mailer
 from sidecar.mail.templates import html_to_text, render_html, render_text
 from sidecar.store import audit
@@ -106,15 +106,8 @@ def send_welcome(runtime: Runtime, grant: Grant, mailer: Mailer | None = None) -
 
 
 @dataclass
-class WelcomeReport:
+class WelcomeReport(SendCounts):
     queued: int = 0          # letters the sweep queued (never queued at the grant's success)
-    recovered: int = 0       # claims left by a stopped sender: pending again or unknown
-    sent: int = 0
-    retrying: int = 0
-    failed: int = 0
-    unknown: int = 0
-    lost_claims: int = 0
-    stopped: str = ""
 
     def summary(self) -> str:
         text = (f"welcome e-mails: sent {self.sent}, retrying {self.retrying}, failed {self.failed}, "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -87,12 +88,24 @@ def record_lost_claim(session: sa.orm.Session, model: type, row: Any, now: datet
                  current_claim=current.claimed_by if current else None, **details)
 
 
+@dataclass
+class SendCounts:
+    """What a run of a :class:`ClaimedMailSender` did; an outbox's report adds its own counts."""
+
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    unknown: int = 0
+    recovered: int = 0       # claims left by a stopped sender: queued again or unknown
+    lost_claims: int = 0     # rows another sender claimed first, or took over from this one
+    stopped: str = ""        # why sending stopped early (e.g. e-mail disabled)
+
+
 class ClaimedMailSender:
     """Claim, mark, send and record the rows of one outbox table.
 
     A subclass sets the class attributes and :meth:`_subject`, :meth:`_label`, :meth:`_max_attempts`
-    and :meth:`_retry_delay`; it keeps a ``report`` with ``sent``, ``retrying``, ``failed``,
-    ``unknown``, ``recovered``, ``lost_claims`` and ``stopped``.
+    and :meth:`_retry_delay`; its ``report`` is a :class:`SendCounts`.
     """
 
     model: type                 # the outbox table
@@ -107,7 +120,7 @@ class ClaimedMailSender:
 
     runtime: Runtime
     mailer: Mailer
-    report: Any
+    report: SendCounts
 
     # --- what a subclass says -------------------------------------------------------------------------
 
