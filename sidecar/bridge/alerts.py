@@ -39,15 +39,8 @@ from sqlalchemy.exc import IntegrityError
 
 from sidecar.bootstrap import Runtime
 from sidecar.config import Settings
-from sidecar.logs import mask_emails
-from sidecar.mail.mailer import (
-    Mail,
-    MailDisabled,
-    Mailer,
-    MailOutcomeUnknown,
-    PermanentMailError,
-    TransientMailError,
-)
+from sidecar.mail.claimed import LEASE, ClaimedMailSender, SendCounts
+from sidecar.mail.mailer import Mail, Mailer
 from sidecar.store import audit
 from sidecar.store.alert_models import (
     DIGESTED, FAILED, FAILED_KIND, KINDS, PENDING, PLANNED, RESOLVED, SENDING, SENT, SKIPPED, UNKNOWN, UNSETTLED_KIND,
@@ -55,14 +48,12 @@ from sidecar.store.alert_models import (
 )
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import Grant
-from sidecar.store.leases import claim_holder
 from sidecar.webhooks.events import emit
 
 from . import attention
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=10)       # longer than any SMTP transaction (smtp.timeout_seconds ≤ 300)
 MAX_ATTEMPTS = 6
 RETRY_BASE = timedelta(minutes=1)
 DETECT_LIMIT = 500                  # per kind and run; the rest is found by the next run
@@ -161,18 +152,11 @@ def _live_ids(session: sa.orm.Session, ids: Sequence[int], rule: attention.Unset
 # --- 2 and 3. the digest -------------------------------------------------------------------------------
 
 @dataclass
-class AlertReport:
+class AlertReport(SendCounts):
     detected: int = 0
     planned: int = 0          # digests made in this run
-    sent: int = 0
-    retrying: int = 0
-    failed: int = 0
-    unknown: int = 0
     skipped: int = 0
-    recovered: int = 0
-    lost_claims: int = 0
     pending: int = 0          # alerts waiting for a digest after this run
-    stopped: str = ""
 
     def summary(self) -> str:
         text = f"alerts: {self.detected} new, {self.pending} waiting"
@@ -184,11 +168,16 @@ class AlertReport:
         return text + (f"; not mailed: {self.stopped}" if self.stopped else "")
 
 
-class _ClaimLost(Exception):
-    pass
+class AlertMailer(ClaimedMailSender):
+    model = AlertDigest
+    waiting = PLANNED
+    actor = "alerts"
+    action = "alert_digest"
+    requeued_error = "the sender stopped before handing the digest to the mail server; planned again"
+    advice_then = "; it is never sent again, its grants are listed on the first page"
+    lease = LEASE
+    log = logging.getLogger(__name__)
 
-
-class AlertMailer:
     def __init__(self, runtime: Runtime, mailer: Mailer | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings.alerts
@@ -283,40 +272,11 @@ class AlertMailer:
         self.report.planned += 1
         return digest_id
 
-    def recover_interrupted(self) -> int:
-        """Claims whose lease ran out: planned again without the pre-DATA mark, unknown with it."""
-        now = self.runtime.clock.now()
-        with self.runtime.sessions() as session:
-            stale = session.execute(sa.select(AlertDigest.id, AlertDigest.claimed_by, AlertDigest.data_started_at,
-                                              AlertDigest.message_id)
-                                    .where(AlertDigest.state == SENDING, AlertDigest.claimed_until < now)).all()
-        done = 0
-        for digest_id, holder, marked, message_id in stale:
-            if marked is None:
-                state, values = PLANNED, {"state": PLANNED, "claimed_by": None, "next_attempt_at": now,
-                                          "last_error": "the sender stopped before handing the digest to the mail "
-                                                        "server; planned again"}
-            else:
-                state, values = UNKNOWN, {"state": UNKNOWN, "reason": "interrupted",
-                                          "last_error": f"the sender stopped during delivery; {_advice(message_id)}"[:500]}
-            with unit_of_work(self.runtime.sessions) as session:
-                taken = session.execute(
-                    sa.update(AlertDigest).where(AlertDigest.id == digest_id, AlertDigest.state == SENDING,
-                                                 AlertDigest.claimed_by == holder, AlertDigest.claimed_until < now)
-                    .values(claimed_until=None, updated_at=now, **values)
-                    .execution_options(synchronize_session=False)).rowcount
-                if taken == 1:
-                    audit.record(session, subject_type="alert_digest", subject_id=str(digest_id),
-                                 action=f"alert_digest.{'unknown' if state == UNKNOWN else 'requeued'}", at=now,
-                                 actor="alerts", reason="interrupted", message_id=message_id, claimed_by=holder)
-            done += taken
-        self.report.recovered += done
-        return done
-
     # --- one digest ------------------------------------------------------------------------------------------
 
     def deliver(self, digest_id: int) -> None:
-        holder = self._claim(digest_id)
+        holder = self._claim(digest_id, to_address=self.recipient().address[:200],
+                             language=digest_language(self.runtime.settings))
         if holder is None:
             self.report.lost_claims += 1
             return
@@ -332,48 +292,7 @@ class AlertMailer:
                                                                "out"), "skipped")
             return
         mail = self._mail(row, lines)
-        try:
-            self.mailer.send(mail, before_data=lambda: self._handing_over(row))
-        except _ClaimLost:
-            self.report.lost_claims += 1
-            return
-        except MailDisabled as exc:
-            self._release(row, str(exc))
-            self.report.stopped = str(exc)
-            return
-        except MailOutcomeUnknown as exc:
-            self._count(self._finish(row, UNKNOWN, "no_reply", str(exc), note=_advice(row.message_id)), "unknown")
-            return
-        except TransientMailError as exc:
-            if row.attempts >= MAX_ATTEMPTS:
-                self._count(self._finish(row, FAILED, "smtp_transient", f"gave up after {row.attempts} attempts: {exc}"),
-                            "failed")
-            else:
-                self._count(self._retry_later(row, str(exc)), "retrying")
-            return
-        except PermanentMailError as exc:
-            self._count(self._finish(row, FAILED, "smtp_permanent", str(exc)), "failed")
-            return
-        self._count(self._finish(row, SENT, "", ""), "sent")
-
-    def _count(self, owned: bool, outcome: str) -> None:
-        if owned:
-            setattr(self.report, outcome, getattr(self.report, outcome) + 1)
-        else:
-            self.report.lost_claims += 1
-
-    def _claim(self, digest_id: int) -> str | None:
-        now = self.runtime.clock.now()
-        holder = claim_holder()
-        language = digest_language(self.runtime.settings)
-        with unit_of_work(self.runtime.sessions) as session:
-            claimed = session.execute(
-                sa.update(AlertDigest).where(AlertDigest.id == digest_id, AlertDigest.state == PLANNED)
-                .values(state=SENDING, claimed_by=holder, claimed_until=now + LEASE, data_started_at=None,
-                        message_id=self.mailer.new_message_id(), attempts=AlertDigest.attempts + 1,
-                        to_address=self.recipient().address[:200], language=language, updated_at=now)
-                .execution_options(synchronize_session=False)).rowcount
-        return holder if claimed == 1 else None
+        self._send(row, lambda: mail)
 
     def _recheck(self, row: AlertDigest) -> list[AlertLine]:
         """Leave out the alerts whose grant recovered since the digest was planned; the lines of the rest."""
@@ -414,90 +333,33 @@ class AlertMailer:
         return Mail(to=row.to_address, subject=subject, html=html, text=text,
                     headers={"Auto-Submitted": "auto-generated"}, message_id=row.message_id)
 
-    @staticmethod
-    def _owned(session: sa.orm.Session, row: AlertDigest, **values: Any) -> bool:
-        return session.execute(
-            sa.update(AlertDigest).where(AlertDigest.id == row.id, AlertDigest.state == SENDING,
-                                         AlertDigest.claimed_by == row.claimed_by)
-            .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+    def _subject(self, row: AlertDigest) -> tuple[str, str]:
+        return "alert_digest", str(row.id)
 
-    @staticmethod
-    def _lost(session: sa.orm.Session, row: AlertDigest, now: datetime, **details: Any) -> None:
-        current = session.execute(sa.select(AlertDigest.state, AlertDigest.claimed_by)
-                                  .where(AlertDigest.id == row.id)).first()
-        audit.record(session, subject_type="alert_digest", subject_id=str(row.id), action="alert_digest.claim_lost",
-                     at=now, actor="alerts", claimed_by=row.claimed_by, message_id=row.message_id,
-                     current_state=current.state if current else None,
-                     current_claim=current.claimed_by if current else None, **details)
+    def _label(self, row: AlertDigest) -> str:
+        return f"alert digest {row.id}"
 
-    def _handing_over(self, row: AlertDigest) -> None:
-        now = self.runtime.clock.now()
-        with unit_of_work(self.runtime.sessions) as session:
-            owned = self._owned(session, row, data_started_at=now, claimed_until=now + LEASE, updated_at=now)
-            if not owned:
-                self._lost(session, row, now, stage="before_data")
-        if not owned:
-            log.warning("alert digest %s: claim %s lost before the DATA phase; not sent", row.id, row.claimed_by)
-            raise _ClaimLost()
-        row.data_started_at = now
+    def _max_attempts(self) -> int:
+        return MAX_ATTEMPTS
 
-    def _finish(self, row: AlertDigest, state: str, reason: str, error: str, *, note: str = "") -> bool:
-        now = self.runtime.clock.now()
-        text = "; ".join(part for part in (mask_emails(error), note) if part)[:500]
-        values: dict[str, Any] = {"state": state, "reason": reason, "last_error": text, "claimed_until": None,
-                                  "next_attempt_at": None, "updated_at": now}
-        if state == SENT:
-            values["sent_at"] = now
-        with unit_of_work(self.runtime.sessions) as session:
-            owned = self._owned(session, row, **values)
-            if not owned:
-                self._lost(session, row, now, stage="record", outcome=state, reason=reason or None,
-                           error=mask_emails(error)[:300] or None)
-            else:
-                audit.record(session, subject_type="alert_digest", subject_id=str(row.id),
-                             action=f"alert_digest.{state}", at=now, actor="alerts", reason=reason or None,
-                             to=row.to_address or None, message_id=row.message_id if state in (SENT, UNKNOWN) else None,
-                             error=mask_emails(error)[:300] or None)
-                if state == FAILED:
-                    # Never delivered: its alerts go with the next digest.
-                    session.execute(sa.update(GrantAlert).where(GrantAlert.digest_id == row.id,
-                                                                GrantAlert.state == DIGESTED)
-                                    .values(state=PENDING, digest_id=None, updated_at=now)
-                                    .execution_options(synchronize_session=False))
-                elif state in (SENT, UNKNOWN):
-                    for grant_id in session.scalars(sa.select(GrantAlert.grant_id).where(
-                            GrantAlert.digest_id == row.id, GrantAlert.state == DIGESTED)):
-                        audit.record(session, subject_type="grant", subject_id=grant_id,
-                                     action="alert.mailed" if state == SENT else "alert.mail_unknown", at=now,
-                                     actor="alerts", digest_id=row.id, message_id=row.message_id)
-        if not owned:
-            log.warning("alert digest %s: claim %s was lost; outcome %s not recorded", row.id, row.claimed_by, state)
-        elif state in (FAILED, UNKNOWN):
-            log.warning("alert digest %s %s: %s %s", row.id, state, reason, mask_emails(error))
-        return owned
+    def _retry_delay(self, row: AlertDigest) -> timedelta:
+        return min(RETRY_BASE * 2 ** (row.attempts - 1), self.interval)
 
-    def _retry_later(self, row: AlertDigest, error: str) -> bool:
-        now = self.runtime.clock.now()
-        delay = min(RETRY_BASE * 2 ** (row.attempts - 1), self.interval)
-        with unit_of_work(self.runtime.sessions) as session:
-            owned = self._owned(session, row, state=PLANNED, claimed_until=None, updated_at=now,
-                                next_attempt_at=now + delay, last_error=mask_emails(error)[:500])
-            if not owned:
-                self._lost(session, row, now, stage="record", outcome="retry", error=mask_emails(error)[:300])
-        if owned:
-            log.info("alert digest %s: transient failure, retry in %d s", row.id, delay.total_seconds())
-        return owned
+    def _finish_details(self, row: AlertDigest) -> dict[str, Any]:
+        return {"to": row.to_address or None}
 
-    def _release(self, row: AlertDigest, error: str) -> None:
-        now = self.runtime.clock.now()
-        with unit_of_work(self.runtime.sessions) as session:
-            self._owned(session, row, state=PLANNED, claimed_until=None, attempts=row.attempts - 1, updated_at=now,
-                        last_error=error[:500])
-
-
-def _advice(message_id: str | None) -> str:
-    return (f"outcome unknown: the mail server may have delivered it — look for Message-ID {message_id or '?'} "
-            "in its log; it is never sent again, its grants are listed on the first page")
+    def _finished(self, session: sa.orm.Session, row: AlertDigest, state: str, now: datetime) -> None:
+        if state == FAILED:
+            # Never delivered: its alerts go with the next digest.
+            session.execute(sa.update(GrantAlert).where(GrantAlert.digest_id == row.id, GrantAlert.state == DIGESTED)
+                            .values(state=PENDING, digest_id=None, updated_at=now)
+                            .execution_options(synchronize_session=False))
+        elif state in (SENT, UNKNOWN):
+            for grant_id in session.scalars(sa.select(GrantAlert.grant_id).where(
+                    GrantAlert.digest_id == row.id, GrantAlert.state == DIGESTED)):
+                audit.record(session, subject_type="grant", subject_id=grant_id,
+                             action="alert.mailed" if state == SENT else "alert.mail_unknown", at=now,
+                             actor="alerts", digest_id=row.id, message_id=row.message_id)
 
 
 def alerts_job(runtime: Runtime) -> str:

@@ -27,33 +27,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 from urllib.parse import urljoin
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from sidecar.bootstrap import Runtime
-from sidecar.logs import mask_emails
-from sidecar.mail.mailer import (
-    Mail,
-    MailDisabled,
-    Mailer,
-    MailOutcomeUnknown,
-    PermanentMailError,
-    TransientMailError,
-)
-from sidecar.mail.templates import TemplateError, html_to_text, render_html, render_text
+from sidecar.mail.claimed import LEASE, ClaimedMailSender, SendCounts
+from sidecar.mail.mailer import Mail, Mailer
+from sidecar.mail.templates import html_to_text, render_html, render_text
 from sidecar.store import audit
 from sidecar.store.grant_models import SUCCEEDED, Grant
-from sidecar.store.leases import claim_holder
 from sidecar.store.mail_models import FAILED, PENDING, SENDING, SENT, UNKNOWN, WelcomeEmail
 from sidecar.store.db import unit_of_work
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=10)          # longer than any SMTP transaction (smtp.timeout_seconds ≤ 300)
 SWEEP_WINDOW = timedelta(days=3)       # succeeded grants looked at for a letter that was never queued
 _SWEEP_CREATED = timedelta(days=30)    # bound on created_at, so the sweep walks an index
 
@@ -116,15 +106,8 @@ def send_welcome(runtime: Runtime, grant: Grant, mailer: Mailer | None = None) -
 
 
 @dataclass
-class WelcomeReport:
+class WelcomeReport(SendCounts):
     queued: int = 0          # letters the sweep queued (never queued at the grant's success)
-    recovered: int = 0       # claims left by a stopped sender: pending again or unknown
-    sent: int = 0
-    retrying: int = 0
-    failed: int = 0
-    unknown: int = 0
-    lost_claims: int = 0
-    stopped: str = ""
 
     def summary(self) -> str:
         text = (f"welcome e-mails: sent {self.sent}, retrying {self.retrying}, failed {self.failed}, "
@@ -134,11 +117,16 @@ class WelcomeReport:
         return text + (f"; stopped: {self.stopped}" if self.stopped else "")
 
 
-class _ClaimLost(Exception):
-    pass
+class WelcomeSender(ClaimedMailSender):
+    model = WelcomeEmail
+    waiting = PENDING
+    actor = "mailer"
+    action = "welcome"
+    requeued_error = "the sender stopped before handing the letter to the mail server; queued again"
+    interrupted_warning = "%d welcome e-mail deliveries were interrupted earlier: queued again or marked unknown"
+    lease = LEASE
+    log = logging.getLogger(__name__)
 
-
-class WelcomeSender:
     def __init__(self, runtime: Runtime, mailer: Mailer | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings.bridge.welcome_email
@@ -160,38 +148,6 @@ class WelcomeSender:
             if self.report.stopped:
                 break
         return self.report
-
-    def recover_interrupted(self) -> int:
-        """Claims whose lease ran out: pending again without the pre-DATA mark, unknown with it."""
-        now = self.runtime.clock.now()
-        with self.runtime.sessions() as session:
-            stale = session.execute(sa.select(WelcomeEmail.id, WelcomeEmail.grant_id, WelcomeEmail.claimed_by,
-                                              WelcomeEmail.data_started_at, WelcomeEmail.message_id)
-                                    .where(WelcomeEmail.state == SENDING, WelcomeEmail.claimed_until < now)).all()
-        done = 0
-        for row_id, grant_id, holder, marked, message_id in stale:
-            if marked is None:
-                state, values = PENDING, {"state": PENDING, "claimed_by": None, "next_attempt_at": now,
-                                          "last_error": "the sender stopped before handing the letter to the mail "
-                                                        "server; queued again"}
-            else:
-                state, values = UNKNOWN, {"state": UNKNOWN, "reason": "interrupted",
-                                          "last_error": f"the sender stopped during delivery; {_advice(message_id)}"[:500]}
-            with unit_of_work(self.runtime.sessions) as session:
-                taken = session.execute(
-                    sa.update(WelcomeEmail).where(WelcomeEmail.id == row_id, WelcomeEmail.state == SENDING,
-                                                  WelcomeEmail.claimed_by == holder, WelcomeEmail.claimed_until < now)
-                    .values(claimed_until=None, updated_at=now, **values)
-                    .execution_options(synchronize_session=False)).rowcount
-                if taken == 1:
-                    audit.record(session, subject_type="grant", subject_id=grant_id,
-                                 action="welcome.unknown" if state == UNKNOWN else "welcome.requeued", at=now,
-                                 actor="mailer", reason="interrupted", message_id=message_id, claimed_by=holder)
-            done += taken
-        if done:
-            log.warning("%d welcome e-mail deliveries were interrupted earlier: queued again or marked unknown", done)
-        self.report.recovered += done
-        return done
 
     def sweep(self) -> int:
         """Queue the letter of every recently succeeded grant that should have one and has none."""
@@ -229,52 +185,7 @@ class WelcomeSender:
         if row.claimed_by != holder:
             self.report.lost_claims += 1
             return None
-        try:
-            mail = self._letter(grant, row)
-            self.mailer.send(mail, before_data=lambda: self._handing_over(row))
-        except _ClaimLost:
-            self.report.lost_claims += 1
-            return None
-        except TemplateError as exc:
-            self._count(self._finish(row, FAILED, "template", str(exc)), "failed")
-            return None
-        except MailDisabled as exc:
-            self._release(row, str(exc))
-            self.report.stopped = str(exc)
-            return None
-        except MailOutcomeUnknown as exc:
-            self._count(self._finish(row, UNKNOWN, "no_reply", str(exc), note=_advice(row.message_id)), "unknown")
-            return None
-        except TransientMailError as exc:
-            if row.attempts >= self.settings.max_attempts:
-                self._count(self._finish(row, FAILED, "smtp_transient", f"gave up after {row.attempts} attempts: {exc}"),
-                            "failed")
-            else:
-                self._count(self._retry_later(row, str(exc)), "retrying")
-            return None
-        except PermanentMailError as exc:
-            self._count(self._finish(row, FAILED, "smtp_permanent", str(exc)), "failed")
-            return None
-        owned = self._finish(row, SENT, "", "")
-        self._count(owned, "sent")
-        return row.message_id if owned else None
-
-    def _count(self, owned: bool, outcome: str) -> None:
-        if owned:
-            setattr(self.report, outcome, getattr(self.report, outcome) + 1)
-        else:
-            self.report.lost_claims += 1
-
-    def _claim(self, row_id: int) -> str | None:
-        now = self.runtime.clock.now()
-        holder = claim_holder()
-        with unit_of_work(self.runtime.sessions) as session:
-            claimed = session.execute(
-                sa.update(WelcomeEmail).where(WelcomeEmail.id == row_id, WelcomeEmail.state == PENDING)
-                .values(state=SENDING, claimed_by=holder, claimed_until=now + LEASE, data_started_at=None,
-                        message_id=self.mailer.new_message_id(), attempts=WelcomeEmail.attempts + 1, updated_at=now)
-                .execution_options(synchronize_session=False)).rowcount
-        return holder if claimed == 1 else None
+        return row.message_id if self._send(row, lambda: self._letter(grant, row)) else None
 
     def _letter(self, grant: Grant, row: WelcomeEmail) -> Mail:
         variables = welcome_variables(self.runtime, grant)
@@ -282,79 +193,18 @@ class WelcomeSender:
         return Mail(to=row.to_address, subject=render_text(self.settings.subject, variables).strip(), html=body,
                     text=html_to_text(body), message_id=row.message_id)
 
-    @staticmethod
-    def _owned(session: sa.orm.Session, row: WelcomeEmail, **values: Any) -> bool:
-        return session.execute(
-            sa.update(WelcomeEmail).where(WelcomeEmail.id == row.id, WelcomeEmail.state == SENDING,
-                                          WelcomeEmail.claimed_by == row.claimed_by)
-            .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+    def _subject(self, row: WelcomeEmail) -> tuple[str, str]:
+        return "grant", row.grant_id
 
-    @staticmethod
-    def _lost(session: sa.orm.Session, row: WelcomeEmail, now: datetime, **details: Any) -> None:
-        current = session.execute(sa.select(WelcomeEmail.state, WelcomeEmail.claimed_by)
-                                  .where(WelcomeEmail.id == row.id)).first()
-        audit.record(session, subject_type="grant", subject_id=row.grant_id, action="welcome.claim_lost", at=now,
-                     actor="mailer", claimed_by=row.claimed_by, message_id=row.message_id,
-                     current_state=current.state if current else None,
-                     current_claim=current.claimed_by if current else None, **details)
+    def _label(self, row: WelcomeEmail) -> str:
+        return f"welcome e-mail of grant {row.grant_id}"
 
-    def _handing_over(self, row: WelcomeEmail) -> None:
-        now = self.runtime.clock.now()
-        with unit_of_work(self.runtime.sessions) as session:
-            owned = self._owned(session, row, data_started_at=now, claimed_until=now + LEASE, updated_at=now)
-            if not owned:
-                self._lost(session, row, now, stage="before_data")
-        if not owned:
-            log.warning("welcome e-mail of grant %s: claim %s lost before the DATA phase; not sent", row.grant_id,
-                        row.claimed_by)
-            raise _ClaimLost()
-        row.data_started_at = now
+    def _max_attempts(self) -> int:
+        return self.settings.max_attempts
 
-    def _finish(self, row: WelcomeEmail, state: str, reason: str, error: str, *, note: str = "") -> bool:
-        now = self.runtime.clock.now()
-        text = "; ".join(part for part in (mask_emails(error), note) if part)[:500]
-        values: dict[str, Any] = {"state": state, "reason": reason, "last_error": text, "claimed_until": None,
-                                  "next_attempt_at": None, "updated_at": now}
-        if state == SENT:
-            values["sent_at"] = now
-        with unit_of_work(self.runtime.sessions) as session:
-            owned = self._owned(session, row, **values)
-            if owned:
-                audit.record(session, subject_type="grant", subject_id=row.grant_id, action=f"welcome.{state}", at=now,
-                             actor="mailer", message_id=row.message_id if state in (SENT, UNKNOWN) else None,
-                             reason=reason or None, error=mask_emails(error)[:300] or None)
-            else:
-                self._lost(session, row, now, stage="record", outcome=state, reason=reason or None,
-                           error=mask_emails(error)[:300] or None)
-        if not owned:
-            log.warning("welcome e-mail of grant %s: claim %s was lost (lease expired or taken over); outcome %s "
-                        "not recorded", row.grant_id, row.claimed_by, state)
-        elif state in (FAILED, UNKNOWN):
-            log.warning("welcome e-mail of grant %s %s: %s %s", row.grant_id, state, reason, mask_emails(error))
-        return owned
-
-    def _retry_later(self, row: WelcomeEmail, error: str) -> bool:
-        now = self.runtime.clock.now()
-        delay = min(self.settings.retry_base_seconds * 2 ** (row.attempts - 1), self.settings.retry_max_seconds)
-        with unit_of_work(self.runtime.sessions) as session:
-            owned = self._owned(session, row, state=PENDING, claimed_until=None, updated_at=now,
-                                next_attempt_at=now + timedelta(seconds=delay), last_error=mask_emails(error)[:500])
-            if not owned:
-                self._lost(session, row, now, stage="record", outcome="retry", error=mask_emails(error)[:300])
-        if owned:
-            log.info("welcome e-mail of grant %s: transient failure, retry in %d s", row.grant_id, delay)
-        return owned
-
-    def _release(self, row: WelcomeEmail, error: str) -> None:
-        now = self.runtime.clock.now()
-        with unit_of_work(self.runtime.sessions) as session:
-            self._owned(session, row, state=PENDING, claimed_until=None, attempts=row.attempts - 1, updated_at=now,
-                        last_error=error[:500])
-
-
-def _advice(message_id: str | None) -> str:
-    return (f"outcome unknown: the mail server may have delivered it — look for Message-ID {message_id or '?'} "
-            "in its log, then mark it delivered or send it again")
+    def _retry_delay(self, row: WelcomeEmail) -> timedelta:
+        return timedelta(seconds=min(self.settings.retry_base_seconds * 2 ** (row.attempts - 1),
+                                     self.settings.retry_max_seconds))
 
 
 def welcome_job(runtime: Runtime) -> str:

@@ -28,7 +28,7 @@ import html
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.runtime import Context
@@ -59,6 +59,7 @@ TOO_LARGE = f"template output exceeds {MAX_OUTPUT // 1024} KB"
 TOO_MUCH_WORK = "template does too much work"
 
 _budget: ContextVar[list[int] | None] = ContextVar("template_work_budget", default=None)
+_T = TypeVar("_T")
 
 
 def _tick(steps: int = 1) -> None:
@@ -274,9 +275,10 @@ def check(source: str) -> None:
         raise TemplateError(exc.message or "syntax error", exc.lineno) from None
 
 
-def render_html(source: str, variables: dict[str, Any]) -> str:
+def _guarded(work: Callable[[], _T]) -> _T:
+    """Run one rendering step: whatever goes wrong in a template is a :class:`TemplateError`."""
     try:
-        return _render(_html_env, source, variables)
+        return work()
     except TemplateError:
         raise
     except TemplateSyntaxError as exc:
@@ -287,17 +289,12 @@ def render_html(source: str, variables: dict[str, Any]) -> str:
         raise TemplateError(str(exc)) from None
 
 
+def render_html(source: str, variables: dict[str, Any]) -> str:
+    return _guarded(lambda: _render(_html_env, source, variables))
+
+
 def render_text(source: str, variables: dict[str, Any]) -> str:
-    try:
-        return _render(_text_env, source, variables)
-    except TemplateError:
-        raise
-    except TemplateSyntaxError as exc:
-        raise TemplateError(exc.message or "syntax error", exc.lineno) from None
-    except MemoryError:
-        raise TemplateLimitExceeded(TOO_LARGE) from None
-    except Exception as exc:  # noqa: BLE001
-        raise TemplateError(str(exc)) from None
+    return _guarded(lambda: _render(_text_env, source, variables))
 
 
 def evaluate(expression: str, variables: dict[str, Any]) -> Any:
@@ -305,21 +302,17 @@ def evaluate(expression: str, variables: dict[str, Any]) -> Any:
 
     An undefined name or attribute is an error, as in the templates; the value keeps its type.
     """
+
+    def value() -> Any:
+        found = _text_env.compile_expression(expression, undefined_to_none=False)(**variables)
+        if isinstance(found, Undefined):
+            str(found)  # a StrictUndefined names what is missing
+            raise TemplateError("undefined value")
+        return _bounded(found)
+
     token = _budget.set([MAX_WORK])
     try:
-        value = _text_env.compile_expression(expression, undefined_to_none=False)(**variables)
-        if isinstance(value, Undefined):
-            str(value)  # a StrictUndefined names what is missing
-            raise TemplateError("undefined value")
-        return _bounded(value)
-    except TemplateError:
-        raise
-    except TemplateSyntaxError as exc:
-        raise TemplateError(exc.message or "syntax error", exc.lineno) from None
-    except MemoryError:
-        raise TemplateLimitExceeded(TOO_LARGE) from None
-    except Exception as exc:  # noqa: BLE001 - undefined variables, sandbox refusals
-        raise TemplateError(str(exc)) from None
+        return _guarded(value)
     finally:
         _budget.reset(token)
 

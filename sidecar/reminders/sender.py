@@ -46,6 +46,7 @@ import sqlalchemy as sa
 from sidecar.bootstrap import Runtime
 from sidecar.domain.reminders import ADMIN_STEP, SkipReason, State, stop_reason, too_late
 from sidecar.logs import mask_emails
+from sidecar.mail.claimed import ClaimLost, owned_update, record_lost_claim, take_stale, unknown_advice
 from sidecar.mail.mailer import (
     Mail,
     MailDisabled,
@@ -75,11 +76,6 @@ def links_for(runtime: Runtime) -> Links:
     return Links(web.public_url, web.secret_key.reveal() if web.secret_key else "")
 
 
-def unknown_advice(message_id: str | None) -> str:
-    return (f"outcome unknown: the mail server may have delivered it — look for Message-ID {message_id or '?'} "
-            "in its log, then mark it delivered or send it again")
-
-
 @dataclass
 class SendReport:
     sent: int = 0
@@ -93,10 +89,6 @@ class SendReport:
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
-
-
-class _ClaimLost(Exception):
-    """The claim is no longer ours: nothing more is sent or recorded for it."""
 
 
 class _Outcome(Exception):
@@ -149,13 +141,7 @@ class ReminderSender:
                 "state": State.UNKNOWN.value, "reason": "interrupted",
                 "last_error": f"the sender stopped during delivery; {unknown_advice(message_id)}"[:500]}
         with unit_of_work(self.runtime.sessions) as session:
-            # Conditioned on the claim seen: a sender finishing at this very moment keeps its own record.
-            taken = session.execute(
-                sa.update(model).where(model.id == row_id, model.state == State.SENDING.value,
-                                       model.claimed_by == holder, model.claimed_until < now)
-                .values(claimed_until=None, updated_at=now, **values)
-                .execution_options(synchronize_session=False)).rowcount
-            if taken != 1:
+            if not take_stale(session, model, row_id, holder, now, **values):
                 return 0
             if model is ReminderDigest:
                 self._mark_entries(session, row_id, state, now)
@@ -243,7 +229,7 @@ class ReminderSender:
             else:
                 report.lost_claims += 1
             return True
-        except _ClaimLost:
+        except ClaimLost:
             report.lost_claims += 1
             return True
         except MailDisabled as exc:
@@ -286,7 +272,7 @@ class ReminderSender:
         if not owned:
             log.warning("reminder %s %s: claim %s lost before the DATA phase; not sent", _subject_type(model), row.id,
                         row.claimed_by)
-            raise _ClaimLost()
+            raise ClaimLost()
         row.data_started_at = now
 
     def _level(self, term_id: int) -> LevelSettings:
@@ -372,21 +358,12 @@ class ReminderSender:
 
     # --- recording ----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _owned_update(session: sa.orm.Session, model: type, row: Any, **values: Any) -> bool:
-        """An UPDATE of the row that only applies while this sender still holds its claim."""
-        return session.execute(
-            sa.update(model).where(model.id == row.id, model.state == State.SENDING.value,
-                                   model.claimed_by == row.claimed_by)
-            .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+    _owned_update = staticmethod(owned_update)
 
     @staticmethod
     def _record_lost_claim(session: sa.orm.Session, model: type, row: Any, now: datetime, **details: Any) -> None:
-        current = session.execute(sa.select(model.state, model.claimed_by).where(model.id == row.id)).first()
-        audit.record(session, subject_type=_subject_type(model), subject_id=str(row.id), action="reminder.claim_lost",
-                     at=now, actor="reminders", claimed_by=row.claimed_by, message_id=row.message_id,
-                     current_state=current.state if current else None,
-                     current_claim=current.claimed_by if current else None, **details)
+        record_lost_claim(session, model, row, now, subject_type=_subject_type(model), subject_id=str(row.id),
+                          action="reminder.claim_lost", actor="reminders", **details)
 
     def _finish(self, model: type, row: Any, state: State, reason: str, error: str, *, to: str = "",
                 subject: str = "", note: str = "") -> bool:

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-import pytest
 import sqlalchemy as sa
 
 from sidecar.store import db as store_db
 
 BEFORE = "0013_grant_alerts"
 AT = datetime(2026, 12, 1, 9, 30)
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = store_db.create_store_engine(f"sqlite:///{tmp_path / 'store.sqlite'}")
-    yield engine
-    engine.dispose()
 
 
 def _letter(row_id: int, term_id: int, state: str, **values) -> dict:

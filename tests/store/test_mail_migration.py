@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -18,13 +17,6 @@ from sidecar.store.models import Base
 
 BEFORE = "0008_unknown_outcomes"
 AT = datetime(2026, 12, 1, 9, 30)
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = store_db.create_store_engine(f"sqlite:///{tmp_path / 'store.sqlite'}")
-    yield engine
-    engine.dispose()
 
 
 def test_the_migrated_schema_is_the_models_schema(engine):
