@@ -17,7 +17,8 @@ key, end the string or be evaluated again.
 
 A missing field is an error (``{{ data.email | default('') }}`` for a field some events lack). A
 template is refused when it is saved if it is not such a document, does not compile, or fails to
-render an example of any event type the endpoint receives (:mod:`sidecar.webhooks.samples`). At
+render an example of any event type the endpoint receives or of the ``webhook.test`` event, which
+the UI's «send test event» delivers to the endpoint whatever its filter (:mod:`sidecar.webhooks.samples`). At
 delivery a failure to render is a failed attempt with the reason, retried on the usual schedule, so
 correcting the template lets the waiting deliveries through.
 """
@@ -117,10 +118,12 @@ def render(source: str, event_body: dict[str, Any]) -> bytes:
 
 
 def check(source: str, events: Iterable[str]) -> None:
-    """Refuse a template that would fail for an event the endpoint receives (``*`` = every type)."""
+    """Refuse a template that would fail for an event the endpoint receives (``*`` = every type) or for
+    the ``webhook.test`` event, which an endpoint receives whatever its filter."""
     parse(source)
     wanted = list(events) or ["*"]
     types = [t for t in SAMPLE_DATA if t != TEST_EVENT] if "*" in wanted else [t for t in wanted if t in SAMPLE_DATA]
+    types = [t for t in types if t != TEST_EVENT] + [TEST_EVENT]
     for event_type in types:
         try:
             render(source, sample_body(event_type))

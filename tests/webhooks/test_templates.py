@@ -16,7 +16,7 @@ from sidecar.config import ConfigError, settings_from_mapping
 from sidecar.store.webhook_models import WebhookAttempt, WebhookEndpoint
 from sidecar.webhooks import endpoints as endpoint_store
 from sidecar.webhooks.delivery import WebhookDeliverer, without_url_path
-from sidecar.webhooks.samples import SAMPLE_DATA, sample_body
+from sidecar.webhooks.samples import SAMPLE_DATA, TEST_EVENT, sample_body
 from sidecar.webhooks.templates import MAX_BODY, MAX_TEMPLATE, BodyTemplateError, check, parse, render
 from tests.webhooks.support import endpoint, fire
 
@@ -105,14 +105,22 @@ def test_values_that_are_not_json_and_oversized_bodies_are_refused():
 
 
 def test_a_template_is_tried_on_every_event_type_the_endpoint_receives():
-    email_only = '{"text": "{{ data.email }}"}'
-    check(email_only, ["access.activated", "access.expired", "certificate.issued", "grant.failed"])
+    email_or_test = '{"text": "{% if event.type == \'webhook.test\' %}test{% else %}{{ data.email }}{% endif %}"}'
+    check(email_or_test, ["access.activated", "access.expired", "certificate.issued", "grant.failed"])
     with pytest.raises(BodyTemplateError, match="with a program.step_granted event"):
-        check(email_only, ["access.activated", "program.step_granted"])
+        check(email_or_test, ["access.activated", "program.step_granted"])
     with pytest.raises(BodyTemplateError, match="with a (grant|program|reminder)"):
-        check(email_only, ["*"])
+        check(email_or_test, ["*"])
     check('{"text": "{{ data.email | default(event.type) }}"}', ["*"])
     assert set(SAMPLE_DATA) >= {"access.activated", "access.expired", "certificate.issued"}
+
+
+@pytest.mark.parametrize("events", [["access.activated"], ["certificate.issued", "grant.failed"], ["sleeper.detected"]])
+def test_a_template_is_tried_on_the_test_event_too_which_every_endpoint_receives(events):
+    # «send test event» reaches the endpoint whatever its filter, and its data has no e-mail
+    with pytest.raises(BodyTemplateError, match=r"with a webhook\.test event: \$\.text: .*email"):
+        check('{"text": "{{ data.email }}"}', events)
+    check('{"text": "{{ data.email | default(event.type) }}"}', events)
 
 
 # --- the documented Telegram example ----------------------------------------------------------------------
@@ -130,11 +138,13 @@ def test_the_documented_telegram_endpoint_is_valid_configuration_and_renders_eac
                                                     "rest_password": "p"},
                                       "webhooks": {"endpoints": [conf]}}, environ={})
     [parsed] = settings.webhooks.endpoints
+    check(parsed.body_template, parsed.events)
     texts = {}
-    for event_type in parsed.events:
+    for event_type in [*parsed.events, TEST_EVENT]:
         body = json.loads(render(parsed.body_template, sample_body(event_type)))
         assert body["chat_id"] == -1001234567890 and body["disable_web_page_preview"] is True
         texts[event_type] = body["text"]
+    assert texts[TEST_EVENT] == "🔔 webhook.test"
     assert texts["access.activated"] == "🔓 learner@example.com: доступ к «Английский с нуля» до 2027-05-24 (activation_page)"
     assert texts["access.expired"].startswith("⌛ learner@example.com: доступ к «Английский с нуля» закончился 2026-11-25")
     assert texts["certificate.issued"] == "🎓 learner@example.com: сертификат «Business English» (manual)"
@@ -148,6 +158,16 @@ def test_a_configuration_file_endpoint_with_a_broken_template_is_refused_naming_
                                              "rest_password": "p"},
                                "webhooks": {"endpoints": [conf]}}, environ={})
     assert "webhooks.endpoints" in str(error.value) and "body_template: $.text" in str(error.value)
+
+
+def test_a_configuration_file_endpoint_whose_template_fails_the_test_event_is_refused():
+    conf = {**_documented_endpoint(), "body_template": '{"text": "{{ data.email }}"}'}
+    with pytest.raises(ConfigError) as error:
+        settings_from_mapping({"wordpress": {"db_url": "sqlite:///x"},
+                               "memberlux": {"rest_base_url": "https://s.example/wp-json", "rest_user": "u",
+                                             "rest_password": "p"},
+                               "webhooks": {"endpoints": [conf]}}, environ={})
+    assert "body_template: with a webhook.test event: $.text" in str(error.value)
 
 
 # --- endpoints and delivery -----------------------------------------------------------------------------------
@@ -190,10 +210,11 @@ def test_errors_never_show_a_token_carried_in_the_url():
 
 def test_saving_in_the_ui_stores_the_template_or_refuses_it_with_the_reason(hooks):
     # A public address literal: the form's URL check resolves names, and tests have no DNS.
+    template = '{"text": "{{ data.email | default(event.type) }}"}'
     form = endpoint_store.EndpointForm(name="tg", url="https://93.184.215.14/bot123:AAx/sendMessage",
-                                       events=("access.activated",), body_template='{"text": "{{ data.email }}"}')
+                                       events=("access.activated",), body_template=template)
     saved = endpoint_store.save(hooks, form, "admin")
-    assert (saved.body_format, saved.body_template) == ("template", '{"text": "{{ data.email }}"}')
+    assert (saved.body_format, saved.body_template) == ("template", template)
     again = endpoint_store.save(hooks, endpoint_store.EndpointForm(name="tg", url=form.url, events=form.events),
                                 "admin", saved.id)
     assert (again.body_format, again.body_template) == ("standard", "")
@@ -202,13 +223,17 @@ def test_saving_in_the_ui_stores_the_template_or_refuses_it_with_the_reason(hook
                                                               body_template='{"text": "{{ data.email }}"}'), "admin")
     assert set(refused.value.errors) == {"body_template"}
     assert "with a program.completed event" in refused.value.errors["body_template"]
+    with pytest.raises(endpoint_store.EndpointRejected) as refused:   # its test event would fail at delivery
+        endpoint_store.save(hooks, endpoint_store.EndpointForm(name="tg3", url=form.url, events=("access.activated",),
+                                                              body_template='{"text": "{{ data.email }}"}'), "admin")
+    assert refused.value.errors["body_template"].startswith("with a webhook.test event: $.text: ")
 
 
 def test_the_file_s_endpoints_carry_their_template_into_the_store(small_site, settings_for, make_runtime):
     conf = {"name": "tg", "url": "https://api.telegram.org/botX/sendMessage", "events": ["access.expired"],
-            "body_template": '  {"text": "{{ data.email }}"}  '}
+            "body_template": '  {"text": "{{ data.email | default(\'\') }}"}  '}
     runtime = make_runtime(settings_for(small_site, webhooks={"endpoints": [conf]}))
     endpoint_store.sync_config(runtime)
     with runtime.sessions() as session:
         row = session.scalar(sa.select(WebhookEndpoint).where(WebhookEndpoint.name == "tg"))
-    assert (row.body_format, row.body_template) == ("template", '{"text": "{{ data.email }}"}')
+    assert (row.body_format, row.body_template) == ("template", '{"text": "{{ data.email | default(\'\') }}"}')
