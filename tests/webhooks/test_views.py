@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -29,6 +30,7 @@ from tests.admin_pages import AdminBrowser
 from tests.stores import migrate_store
 from tests.strong_secrets import strong_secret
 
+APP_CSS = (Path(__file__).resolve().parents[2] / "sidecar" / "web" / "static" / "app.css").read_text(encoding="utf-8")
 PUBLIC_URL = "https://93.184.215.14/hooks/crm"      # a public address literal: no DNS needed to accept it
 CONFIG_SECRET = "whsec_" + "Y29uZmlnLWVuZHBvaW50LXNlY3JldC0wMDAx"
 PATH_TOKEN = strong_secret("memberlux-path-token")
@@ -208,6 +210,8 @@ def test_a_body_template_is_saved_shown_and_refused_with_the_reason_in_both_lang
     assert (tg.body_format, tg.body_template) == ("template", template)
     page = admin.get(f"/webhooks/{tg.id}?lang=en")
     assert "JSON from the endpoint's template" in html.unescape(page) and template in html.unescape(page)
+    assert '<pre class="json body-template">' in page                # a long one-line template wraps (app.css)
+    assert re.search(r"pre\.json\.body-template \{[^}]*white-space: pre-wrap;[^}]*overflow-wrap: anywhere;", APP_CSS)
     assert template in html.unescape(admin.get(f"/webhooks/{tg.id}/edit"))
     admin.post(f"/webhooks/{tg.id}/test")                        # a test event goes through the template too
     assert WebhookDeliverer(admin.runtime).run_once() == 1
