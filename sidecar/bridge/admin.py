@@ -200,12 +200,12 @@ def grant_list():
     filters, problems = parse_filters(request.args)
     display = _display(runtime)
     created_from, created_to = queries.day_range(filters.date_from, filters.date_to, display.zone)
+    unsettled = Unsettled.of(runtime.settings, runtime.clock.now()) if filters.unsettled else None
     with runtime.sessions() as session:
         page = queries.list_grants(session, status=filters.status or None, channel=filters.channel or None,
                                    created_from=created_from, created_to=created_to, search=filters.search or None,
-                                   before=filters.before, limit=filters.per_page,
-                                   unsettled=Unsettled.of(runtime.settings, runtime.clock.now()) if filters.unsettled else None)
-        counts = queries.counts_by_status(session)
+                                   before=filters.before, limit=filters.per_page, unsettled=unsettled)
+        counts = queries.counts_by_status(session, unsettled)
         known_channels = queries.channels(session)
     if filters.channel and filters.channel not in known_channels:
         known_channels.append(filters.channel)

@@ -122,9 +122,13 @@ def list_grants(session: Session, *, status: str | None = None, channel: str | N
     return Page(rows, None)
 
 
-def counts_by_status(session: Session) -> dict[str, int]:
-    """Grants per status, every known status present (zero included), in lifecycle order."""
-    found = dict(session.execute(sa.select(Grant.status, sa.func.count()).group_by(Grant.status)).tuples().all())
+def counts_by_status(session: Session, unsettled: Unsettled | None = None) -> dict[str, int]:
+    """Grants per status, every known status present (zero included), in lifecycle order; with
+    ``unsettled``, only the grants that filter keeps (the counts then match the filtered list)."""
+    stmt = sa.select(Grant.status, sa.func.count()).group_by(Grant.status)
+    if unsettled is not None:
+        stmt = stmt.where(unsettled.clause())
+    found = dict(session.execute(stmt).tuples().all())
     counts = {state: int(found.pop(state, 0)) for state in ALL_STATES}
     counts.update({state: int(n) for state, n in sorted(found.items())})  # a state this code does not know yet
     return counts

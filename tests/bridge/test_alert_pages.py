@@ -101,3 +101,27 @@ def test_the_filter_is_kept_in_the_links_of_the_list(browser):
     with runtime.sessions() as session:
         unsettled = set(session.scalars(sa.select(Grant.id).where(Grant.status == UNKNOWN)))
     assert listed(page) | listed(rest) == unsettled
+
+
+def _chips(page: str) -> dict[str, tuple[str, str]]:
+    """Each status chip's state: (its count, its link)."""
+    return {state: (count, url) for url, state, count in re.findall(
+        r'<a href="([^"]+)" class="chip chip-(\w+)[^"]*"[^>]*>.*?<span class="count">(\d+)</span></a>', page, re.S)}
+
+
+def test_with_the_unsettled_filter_the_chips_count_only_what_the_list_shows(browser):
+    runtime = browser.runtime
+    stuck = [add_grant(runtime, UNKNOWN, settle_until=NOW - timedelta(hours=1)) for _ in range(2)]
+    add_grant(runtime, UNKNOWN, settle_until=NOW + timedelta(minutes=5))    # still within its settle time
+    for _ in range(3):
+        add_grant(runtime, SUCCEEDED)
+    add_grant(runtime, FAILED)
+    everything = _chips(browser.get("/admin/grants?lang=en"))
+    assert (everything["all"][0], everything["succeeded"][0], everything["unknown"][0]) == ("7", "3", "3")
+    page = browser.get("/admin/grants?unsettled=1&lang=en")
+    chips = _chips(page)
+    assert listed(page) == set(stuck)
+    assert (chips["all"][0], chips["unknown"][0], chips["succeeded"][0], chips["failed"][0]) == ("2", "2", "0", "0")
+    for state, (count, url) in chips.items():                    # every chip leads to as many grants as it says
+        assert len(listed(browser.get(url))) == int(count), state
+
