@@ -125,3 +125,8 @@ def test_with_the_unsettled_filter_the_chips_count_only_what_the_list_shows(brow
     for state, (count, url) in chips.items():                    # every chip leads to as many grants as it says
         assert len(listed(browser.get(url))) == int(count), state
 
+
+def test_the_unsettled_checkbox_uses_the_filter_forms_inline_check_style(browser):
+    page = browser.get("/admin/grants?lang=en")
+    label = re.search(r'<label class="([^"]+)"><input type="checkbox" name="unsettled"', page)
+    assert label and label.group(1) == "inline-check"          # app.css: .filters label.inline-check
