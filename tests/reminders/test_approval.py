@@ -343,3 +343,23 @@ def test_the_demo_banner_says_where_to_review_and_approve(school, smtp_server):
     assert "mlsidecar remind --dry-run --level 30, then mlsidecar remind approve --level 30 --letters N" in lines
     approval.approve(school.runtime, LEVEL, actor="test", source="test", review=None)
     assert "every level with letters is approved" in "\n".join(reminders_banner(school.runtime, "http://x"))
+
+
+def _heading(page: str) -> str:
+    found = re.search(r"<h1>(.*?)</h1>", page, re.S)
+    assert found, "no heading"
+    return " ".join(re.sub(r"<[^>]+>", " ", found.group(1)).split())
+
+
+def test_the_russian_pages_agree_in_number_with_the_reminders_and_letters(school, smtp_server):
+    two_sleepers(school)
+    run_reminders(school.runtime)
+    web = Browser(school)
+    page = web.get(f"/reminders/approvals/{LEVEL}?lang=ru")
+    assert _heading(page).endswith("» ждут одобрения")                # «Напоминания уровня …» — plural
+    assert "Писем ждёт одобрения: 1" in page
+    assert "ждут одобрения" in web.get("/reminders/approvals?lang=ru")
+    listed_at, letters = listed_at_on_page(page)
+    web.post(f"/reminders/approvals/{LEVEL}/approve", data={"listed_at": listed_at, "letters": letters})
+    assert _heading(web.get(f"/reminders/approvals/{LEVEL}?lang=ru")).endswith("» одобрены")
+    assert "одобрены" in web.get("/reminders/approvals?lang=ru")
