@@ -363,3 +363,14 @@ def test_the_russian_pages_agree_in_number_with_the_reminders_and_letters(school
     web.post(f"/reminders/approvals/{LEVEL}/approve", data={"listed_at": listed_at, "letters": letters})
     assert _heading(web.get(f"/reminders/approvals/{LEVEL}?lang=ru")).endswith("» одобрены")
     assert "одобрены" in web.get("/reminders/approvals?lang=ru")
+
+
+def test_a_level_without_reminders_is_not_said_to_await_approval(school, smtp_server):
+    school.schedule(approved=False)
+    web = Browser(school)
+    for lang, nothing, badge, awaiting_badge in (("en", "nothing to approve", "no reminders set", "awaiting approval"),
+                                                 ("ru", "Одобрять нечего", "напоминания не настроены", "ждут одобрения")):
+        page = web.get(f"/reminders/approvals/{OTHER_LEVEL}?lang={lang}")
+        assert nothing in page
+        assert _heading(page).endswith(badge) and awaiting_badge not in _heading(page)
+        assert _heading(web.get(f"/reminders/approvals/{LEVEL}?lang={lang}")).endswith(awaiting_badge)
