@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -26,6 +27,8 @@ from sidecar.store.reminder_models import AwaitingReminder, Reminder, ReminderAp
 from sidecar.store.webhook_models import WebhookEndpoint, WebhookEvent
 
 from tests.reminders.school import ADMIN_LOGIN, LEVEL, OTHER_LEVEL, Browser, rows
+
+APP_CSS = (Path(__file__).resolve().parents[2] / "sidecar" / "web" / "static" / "app.css").read_text(encoding="utf-8")
 
 
 def invoke(school, *args: str):
@@ -374,3 +377,17 @@ def test_a_level_without_reminders_is_not_said_to_await_approval(school, smtp_se
         assert nothing in page
         assert _heading(page).endswith(badge) and awaiting_badge not in _heading(page)
         assert _heading(web.get(f"/reminders/approvals/{LEVEL}?lang={lang}")).endswith(awaiting_badge)
+
+
+def test_the_approve_button_is_a_primary_button_and_e_mails_stay_whole(school, smtp_server):
+    two_sleepers(school)
+    run_reminders(school.runtime)
+    page = Browser(school).get(f"/reminders/approvals/{LEVEL}")
+    form = re.search(r'<form method="post" action="/reminders/approvals/30/approve" class="([^"]+)">', page)
+    assert form and "actions" in form.group(1).split()      # app.css: .actions button — the app's primary button,
+    assert re.search(r"^\.filters button, \.actions button \{[^}]*background: var\(--accent\)", APP_CSS, re.M)
+    assert re.search(r"^\.actions \{[^}]*margin: 0 0 1rem", APP_CSS, re.M)   # with room before the count line
+    assert '<table class="grid awaiting-list">' in page and '<td class="email">anna@example.com</td>' in page
+    # as in the sleepers table: an address is not broken letter by letter on a narrow screen
+    rule = re.search(r"^([^{}]*table\.grid\.awaiting-list td\.email[^{}]*)\{([^}]*)\}", APP_CSS, re.M)
+    assert rule and "table.grid.sleepers td.email" in rule.group(1) and "white-space: nowrap" in rule.group(2)
