@@ -24,7 +24,7 @@ Nothing here touches WordPress; every change is audited on subject ``monitor_lev
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Protocol
 
@@ -37,9 +37,11 @@ from sidecar.domain.reminders import ADMIN_STEP, SkipReason, State
 from sidecar.monitor.settings import LevelSettings, MonitorSettings
 from sidecar.store import audit
 from sidecar.store.db import unit_of_work
+from sidecar.store.models import AuditEvent
 from sidecar.store.reminder_models import AwaitingReminder, Reminder, ReminderApproval, ReminderDigest
 
 SUBJECT_TYPE = "monitor_level"
+REVOKED_ACTION = "reminders.approval_revoked"
 NOT_APPROVED = SkipReason.NOT_APPROVED.value
 
 
@@ -63,10 +65,20 @@ class LevelApproval:
     approved_list_at: datetime | None = None
     listed_at: datetime | None = None
     listed_letters: int = 0
+    #: The last revocation (from the audit trail) while the level is not approved, else None/"".
+    revoked_at: datetime | None = None
+    revoked_by: str = ""
 
     @property
     def approved(self) -> bool:
         return self.approved_at is not None
+
+    @property
+    def revoked_unlisted(self) -> bool:
+        """Approval was revoked and no run has listed the level's letters since (approving empties the
+        list, and no run lists an approved level): nothing to approve until the next run."""
+        return not self.approved and self.revoked_at is not None and (
+            self.listed_at is None or self.listed_at < self.revoked_at)
 
     @classmethod
     def of(cls, row: ReminderApproval | None, term_id: int) -> LevelApproval:
@@ -122,12 +134,32 @@ def is_approved(session: Session, term_id: int) -> bool:
     return row is not None and row.approved_at is not None
 
 
+def _revocations(session: Session, term_ids: Iterable[int]) -> dict[int, AuditEvent]:
+    """The last ``reminders.approval_revoked`` event of each of these levels that has one."""
+    wanted = [str(t) for t in term_ids]
+    if not wanted:
+        return {}
+    events = session.scalars(sa.select(AuditEvent).where(
+        AuditEvent.subject_type == SUBJECT_TYPE, AuditEvent.action == REVOKED_ACTION,
+        AuditEvent.subject_id.in_(wanted)).order_by(AuditEvent.id))
+    return {int(event.subject_id): event for event in events}
+
+
+def _with_revocation(state: LevelApproval, event: AuditEvent | None) -> LevelApproval:
+    if state.approved or event is None:
+        return state
+    return replace(state, revoked_at=event.occurred_at, revoked_by=event.actor)
+
+
 def status(session: Session, term_id: int) -> LevelApproval:
-    return LevelApproval.of(session.get(ReminderApproval, term_id), term_id)
+    state = LevelApproval.of(session.get(ReminderApproval, term_id), term_id)
+    return _with_revocation(state, _revocations(session, [term_id]).get(term_id) if not state.approved else None)
 
 
 def statuses(session: Session) -> dict[int, LevelApproval]:
-    return {row.term_id: LevelApproval.of(row, row.term_id) for row in session.scalars(sa.select(ReminderApproval))}
+    states = {row.term_id: LevelApproval.of(row, row.term_id) for row in session.scalars(sa.select(ReminderApproval))}
+    revoked = _revocations(session, [t for t, state in states.items() if not state.approved])
+    return {t: _with_revocation(state, revoked.get(t)) for t, state in states.items()}
 
 
 def awaiting(session: Session, term_id: int, *, offset: int = 0, limit: int = 50) -> tuple[list[AwaitingReminder], int]:
@@ -261,7 +293,7 @@ def revoke(runtime: Runtime, term_id: int, *, actor: str, source: str,
         # A learner's place in a digest follows the digest, which counts as the letter.
         skipped = skip(Reminder, Reminder.step != ADMIN_STEP) + skip(ReminderDigest)
         skip(Reminder, Reminder.step == ADMIN_STEP)
-        audit.record(session, subject_type=SUBJECT_TYPE, subject_id=str(term_id), action="reminders.approval_revoked",
+        audit.record(session, subject_type=SUBJECT_TYPE, subject_id=str(term_id), action=REVOKED_ACTION,
                      at=now, actor=actor, source_ip=source_ip, source=source, skipped=skipped, **previous)
     return True, skipped
 

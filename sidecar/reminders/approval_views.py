@@ -63,6 +63,12 @@ def _display(runtime: Runtime, levels: list[Level]) -> Display:
     return Display(zone, levels, runtime.clock.today_utc())
 
 
+def _run_zone(runtime: Runtime) -> str:
+    """The zone of the worker's daily run, by name: ``schedule.timezone``, or the site's (``site``)."""
+    name = str(runtime.settings.schedule.timezone)
+    return str(site_timezone(runtime)[0]) if name == "site" else name
+
+
 def _int_arg(name: str, default: int, lowest: int, highest: int, problems: list[str]) -> int:
     raw = (request.args.get(name) or "").strip()
     if not raw:
@@ -150,7 +156,7 @@ def level_page(term_id: int):
         sends=approval.sends_reminders(settings), fmt=_display(runtime, runtime.reader.levels()), tab="approvals",
         problems=problems, offset=offset, first_url=page_url(0) if offset else None,
         next_url=page_url(offset + limit) if offset + limit < total else None,
-        reminders_at=runtime.settings.schedule.reminders_at,
+        reminders_at=runtime.settings.schedule.reminders_at, run_zone=_run_zone(runtime),
     )
 
 

@@ -7,6 +7,7 @@ missing translation fails CI instead of showing a raw key to an administrator.
 from __future__ import annotations
 
 from flask import Flask, g, request
+from markupsafe import Markup
 
 from sidecar.web import i18n_approvals, i18n_legacy, i18n_programs, i18n_webhooks
 
@@ -1165,6 +1166,14 @@ def translate(key: str, language: str | None = None, **values: object) -> str:
     return text.format(**values) if values else text
 
 
+def translate_markup(key: str, language: str | None = None, **values: object) -> Markup:
+    """:func:`translate` for a sentence with markup in its values (a command in ``<code>``): the catalog's
+    text is escaped, and so is every value that is not already :class:`~markupsafe.Markup`."""
+    catalog = CATALOGS.get(language or current_language(), CATALOGS[DEFAULT_LANGUAGE])
+    text = catalog.get(key) or CATALOGS[DEFAULT_LANGUAGE].get(key) or key
+    return Markup.escape(text).format(**values)
+
+
 def negotiate(accept_language: str | None, explicit: str | None) -> str:
     if explicit in LANGUAGES:
         return explicit  # type: ignore[return-value]
@@ -1206,4 +1215,4 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _inject():
-        return {"_": translate, "language": current_language(), "languages": LANGUAGES}
+        return {"_": translate, "_m": translate_markup, "language": current_language(), "languages": LANGUAGES}

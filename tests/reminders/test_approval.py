@@ -24,6 +24,7 @@ from sidecar.reminders.run import daily_job, run_reminders
 from sidecar.reminders.sender import ReminderSender
 from sidecar.store.models import AuditEvent
 from sidecar.store.reminder_models import AwaitingReminder, Reminder, ReminderApproval, ReminderDigest
+from sidecar.status import site_timezone
 from sidecar.store.webhook_models import WebhookEndpoint, WebhookEvent
 
 from tests.reminders.school import ADMIN_LOGIN, LEVEL, OTHER_LEVEL, Browser, rows
@@ -391,3 +392,41 @@ def test_the_approve_button_is_a_primary_button_and_e_mails_stay_whole(school, s
     # as in the sleepers table: an address is not broken letter by letter on a narrow screen
     rule = re.search(r"^([^{}]*table\.grid\.awaiting-list td\.email[^{}]*)\{([^}]*)\}", APP_CSS, re.M)
     assert rule and "table.grid.sleepers td.email" in rule.group(1) and "white-space: nowrap" in rule.group(2)
+
+
+def test_after_a_revoke_the_pages_say_so_and_when_the_next_list_comes(school, smtp_server):
+    school.schedule()                       # approved
+    school.learner(1, "anna@example.com")
+    school.expired(1, days_ago=3)
+    web = Browser(school)
+    web.post(f"/reminders/approvals/{LEVEL}/revoke")
+    zone = school.settings.schedule.timezone
+    zone = str(site_timezone(school.runtime)[0]) if zone == "site" else zone
+    at = school.settings.schedule.reminders_at.strftime("%H:%M")
+
+    page = web.get(f"/reminders/approvals/{LEVEL}?lang=en")
+    assert 'data-state="revoked"' in page and "No run has listed" not in page
+    assert f"Approval was revoked by {ADMIN_LOGIN} on " in page and "nothing to approve yet" in page
+    assert f"the worker's daily run at {at} ({zone}), or <code>mlsidecar remind --level {LEVEL}</code>" in page
+    assert f"<code>mlsidecar remind --dry-run --level {LEVEL}</code>" in page
+    assert 'action="/reminders/approvals/30/approve"' not in page
+    overview = web.get("/reminders/approvals?lang=en")
+    assert f"approval revoked by {ADMIN_LOGIN}" in overview and "no run has listed them yet" not in overview
+    page = web.get(f"/reminders/approvals/{LEVEL}?lang=ru")
+    assert f"Одобрение отозвано: {ADMIN_LOGIN}, " in page and f"в {at} ({zone})" in page
+    assert "Ни один запуск ещё не составил" not in page
+    assert "ни один запуск ещё не составил" not in web.get("/reminders/approvals?lang=ru")
+
+    school.advance(seconds=60)
+    run_reminders(school.runtime)                                            # the next run lists the letters
+    page = web.get(f"/reminders/approvals/{LEVEL}?lang=en")
+    assert 'data-state="awaiting"' in page and "revoked" not in page and "anna@example.com" in page
+    assert "approval revoked" not in web.get("/reminders/approvals?lang=en")
+
+
+def test_a_level_never_listed_names_the_daily_run_s_time_zone(school, smtp_server):
+    school.schedule(approved=False)
+    page = Browser(school).get(f"/reminders/approvals/{LEVEL}?lang=en")
+    zone = school.settings.schedule.timezone
+    zone = str(site_timezone(school.runtime)[0]) if zone == "site" else zone
+    assert 'data-state="no-list"' in page and f"at {school.settings.schedule.reminders_at:%H:%M} ({zone};" in page
