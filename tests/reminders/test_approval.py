@@ -163,7 +163,11 @@ def test_the_page_shows_what_would_go_out_and_approving_it_sends_with_the_next_r
     assert "anna@example.com" in page and "Анна Иванова" in page
     assert "Напоминание 1: Английский A1" in page                          # the subject, rendered for Anna
     assert "vera@example.com" not in page                                   # blocked: nothing would go to her
-    assert "mlsidecar remind approve --level 30 --letters N" in page
+    assert ("On the command line: <code>mlsidecar remind --dry-run --level 30</code>, "
+            "then <code>mlsidecar remind approve --level 30 --letters N</code>") in page
+    assert "<th>Access ended</th>" in page and "(X)" not in page       # no unexplained letter in a column title
+    assert "<th>Доступ закончился</th>" in web.get(f"/reminders/approvals/{LEVEL}?lang=ru")
+    web.get("/reminders/approvals?lang=en")                                 # back to English (the choice is kept)
 
     listed_at, letters = listed_at_on_page(page)
     assert web.client.post(f"/reminders/approvals/{LEVEL}/approve",
