@@ -11,10 +11,11 @@ import logging
 
 import sqlalchemy as sa
 from flask import Flask, Response, make_response, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
 
 from sidecar.logs import loggable_path
 from sidecar.web.api import api_error
+from sidecar.web.i18n import translate
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,14 @@ def unavailable_response() -> Response:
 
 
 def init_app(app: Flask) -> None:
+    @app.errorhandler(NotFound)
+    def _not_found(exc: NotFound):
+        # An address no route takes (/reminders/approvals/abc: the id converter refuses it) says so in
+        # the page's language, as the pages' own 404s (no level 999) do; Werkzeug's text is English.
+        if exc.description == NotFound.description and not _wants_machine_answer():
+            exc.description = translate("error.not_found.text")
+        return exc
+
     @app.errorhandler(Exception)
     def _unhandled(exc: Exception):
         if isinstance(exc, HTTPException) and not isinstance(exc, InternalServerError):

@@ -434,3 +434,14 @@ def test_a_level_never_listed_names_the_daily_run_s_time_zone(school, smtp_serve
     zone = school.settings.schedule.timezone
     zone = str(site_timezone(school.runtime)[0]) if zone == "site" else zone
     assert 'data-state="no-list"' in page and f"at {school.settings.schedule.reminders_at:%H:%M} ({zone};" in page
+
+
+def test_an_address_that_is_not_a_level_id_answers_like_an_unknown_level(school, smtp_server):
+    web = Browser(school)
+    for url, ru in (("/reminders/approvals/999", "На сайте нет уровня 999"),
+                    ("/reminders/approvals/abc", "По этому адресу страницы нет"),
+                    ("/reminders/approvals/99999999999999999999", "По этому адресу страницы нет")):
+        response = web.client.get(f"{url}?lang=ru")
+        body = response.get_data(as_text=True)
+        assert response.status_code == 404 and ru in body and "The requested URL was not found" not in body, url
+    assert "There is no page at this address" in web.client.get("/reminders/approvals/abc?lang=en").get_data(as_text=True)
