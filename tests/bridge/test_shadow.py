@@ -1,0 +1,182 @@
+"""Specification of the bridge's shadow mode (issue 19; legacy-plugins.md 1.5-1.8).
+
+With ``bridge.mode = "shadow"`` a CRM request is accepted exactly as in live mode but no order is sent;
+the old plugin (here ``sidecar.devstack.legacy_bridge``, writing key rows the way ml-grant-bridge does)
+answers the same request, and the worker watches the emulated WordPress database for its key until
+``bridge.shadow_window_minutes`` have passed, then records the outcome with its evidence.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from sidecar.clock import FixedClock
+from sidecar.devstack.legacy_bridge import LegacyGrantBridge
+from sidecar.devstack.site_model import MemberLuxSite
+from sidecar.store.models import AuditEvent
+from tests.bridge.support import LEVEL, bridge_section, legacy_body, new_email, one_lead, post_event
+
+WINDOW = 30
+
+
+@pytest.fixture
+def shadow(make_bridge):
+    """(bridge in shadow mode on a fixed clock, legacy stand-in on the same site and clock)."""
+    bridge = make_bridge(mode="shadow", shadow_window_minutes=WINDOW)
+    clock = FixedClock(datetime.now(timezone.utc))
+    bridge.runtime.clock = clock
+    site = MemberLuxSite(bridge.site_engine, app_passwords={}, clock=lambda: clock.instant)
+    return bridge, clock, site
+
+
+def both(bridge, site, body, **legacy):
+    """The CRM request, mirrored: the old plugin answers it, the sidecar records it."""
+    status, answer = LegacyGrantBridge(site, **legacy).handle(body)
+    response = bridge.signed(body)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["grant_id"], (status, answer)
+
+
+def finish(bridge, clock) -> None:
+    """Let the watch window pass and the worker conclude."""
+    clock.instant += timedelta(minutes=WINDOW, seconds=1)
+    bridge.deliver()
+
+
+def actions(bridge, grant_id: str) -> list[str]:
+    with bridge.runtime.sessions() as session:
+        return list(session.scalars(sa.select(AuditEvent.action).where(AuditEvent.subject_id == grant_id)
+                                    .order_by(AuditEvent.id)))
+
+
+def test_shadow_request_is_recorded_as_live_but_no_order_reaches_the_site(shadow):
+    bridge, clock, _site = shadow
+    orders_before, keys_before = bridge.orders_handled(), bridge.key_count()
+    response = bridge.signed(legacy_body(), query_string={"wait": "5"})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["ok"] is True and body["status"] == "shadow"
+    grant = bridge.grant(body["grant_id"])
+    assert grant.meta["shadow"] is True and grant.channel == "legacy"
+
+    bridge.deliver()
+    assert bridge.grant(grant.id).status == "shadow"       # still watching inside the window
+    finish(bridge, clock)
+    assert bridge.orders_handled() == orders_before
+    assert bridge.key_count() == keys_before
+    assert (bridge.grant(grant.id).status, bridge.grant(grant.id).shadow_outcome) == ("shadowed", "legacy_missing")
+
+
+def test_a_repeated_request_is_deduplicated_in_shadow_mode_too(shadow):
+    bridge, _clock, _site = shadow
+    body = legacy_body(external_id="deal-77")
+    first = bridge.signed(body).get_json()
+    _clock.instant += timedelta(seconds=1)          # another signature: the same signature twice is a replay
+    second = bridge.signed(body)
+    assert second.headers.get("Idempotent-Replayed") == "true"
+    assert second.get_json()["grant_id"] == first["grant_id"]
+
+
+def test_the_key_the_old_plugin_wrote_for_a_new_user_is_matched(shadow):
+    bridge, clock, site = shadow
+    body = legacy_body(email=new_email("newcomer"))
+    grant_id, (status, answer) = both(bridge, site, body)
+    assert (status, answer) == (200, {"ok": True})
+    bridge.deliver()
+    finish(bridge, clock)
+    grant = bridge.grant(grant_id)
+    assert (grant.status, grant.shadow_outcome) == ("shadowed", "matched")
+    user_id = site.find_user_by_email(body["email"]).ID
+    key = bridge.site("SELECT id, date_registered FROM wp_memberlux_term_keys WHERE user_id = :u", u=user_id)
+    assert len(key) == 1 and key[0].date_registered is None    # the registration path
+    assert (grant.user_id, grant.key_id) == (user_id, key[0].id)
+    assert grant.meta["shadow_result"] == {"outcome": "matched", "reason": f"key {key[0].id}", "key_ids": [key[0].id]}
+    assert "shadow.key_seen" in actions(bridge, grant_id) and "shadow.matched" in actions(bridge, grant_id)
+
+
+def test_the_user_may_appear_only_after_the_request(shadow):
+    bridge, clock, site = shadow
+    body = legacy_body(email=new_email("late"))
+    grant_id = bridge.signed(body).get_json()["grant_id"]
+    bridge.deliver()                                # no such user yet
+    clock.instant += timedelta(minutes=5)
+    LegacyGrantBridge(site).handle(body)            # the old plugin was slow
+    finish(bridge, clock)
+    assert bridge.grant(grant_id).shadow_outcome == "matched"
+
+
+def test_the_same_day_delete_and_insert_of_the_old_plugin_is_legacy_extra(shadow):
+    bridge, clock, site = shadow
+    email = new_email("regular")
+    site.create_user(email, clock.instant)
+    body = legacy_body(email=email)
+    grant_id, (status, answer) = both(bridge, site, body)
+    assert status == 200 and answer["status"] == "created"
+    bridge.deliver()
+    first_key = bridge.grant(grant_id).meta["shadow_watch"]["keys"][0]["key_id"]
+    clock.instant += timedelta(minutes=2)
+    # The CRM sends it again: the sidecar gives the same grant back, the old plugin deletes and re-inserts.
+    again, _ = both(bridge, site, body)
+    assert again == grant_id
+    rows = bridge.site("SELECT id FROM wp_memberlux_term_keys WHERE user_id = :u", u=answer["user_id"])
+    assert [r.id for r in rows] != [first_key] and len(rows) == 1
+    finish(bridge, clock)
+    grant = bridge.grant(grant_id)
+    assert (grant.status, grant.shadow_outcome) == ("shadowed", "legacy_extra")
+    assert grant.meta["shadow_result"]["key_ids"] == [first_key, rows[0].id]
+    assert "shadow.key_vanished" in actions(bridge, grant_id)
+
+
+def test_a_key_of_another_duration_is_legacy_different(shadow):
+    bridge, clock, site = shadow
+    body = legacy_body(email=new_email("differ"), duration=1)
+    LegacyGrantBridge(site).handle(legacy_body(email=body["email"], duration=3))
+    grant_id = bridge.signed(body).get_json()["grant_id"]
+    finish(bridge, clock)
+    grant = bridge.grant(grant_id)
+    assert (grant.status, grant.shadow_outcome) == ("shadowed", "legacy_different")
+    assert "3 months" in grant.meta["shadow_result"]["reason"]
+
+
+def test_a_failure_the_old_plugin_answered_200_is_legacy_missing(shadow):
+    bridge, clock, site = shadow
+    email = new_email("unlucky")
+    site.create_user(email, clock.instant)
+    grant_id, (status, answer) = both(bridge, site, legacy_body(email=email), fail="key_generation_failed")
+    assert status == 200 and answer["ok"] is False
+    finish(bridge, clock)
+    assert bridge.grant(grant_id).shadow_outcome == "legacy_missing"
+
+
+def test_a_key_from_before_the_request_does_not_count(shadow):
+    bridge, clock, site = shadow
+    body = legacy_body(email=new_email("earlier"))
+    LegacyGrantBridge(site).handle(body)
+    clock.instant += timedelta(minutes=10)
+    grant_id = bridge.signed(body).get_json()["grant_id"]
+    finish(bridge, clock)
+    assert bridge.grant(grant_id).shadow_outcome == "legacy_missing"
+
+
+def test_an_amocrm_lead_accepted_in_shadow_mode_is_watched_not_ordered(make_bridge, fake_amo):
+    from tests.bridge.support import AMO_TOKEN, PATH_TOKEN
+
+    leads, contacts, _email = one_lead(lead_id=301, contact_id=401)
+    fake = fake_amo(leads=leads, contacts=contacts)
+    bridge = make_bridge(bridge=bridge_section(mode="shadow", amocrm={
+        "enabled": True, "base_url": fake.base_url, "token": AMO_TOKEN, "path_token": PATH_TOKEN}))
+    orders_before = bridge.orders_handled()
+    body = post_event(bridge, 301).get_json()
+    bridge.deliver()
+    bridge.deliver()
+    grant = bridge.grant(body["grant_id"])
+    assert grant.status == "shadow" and grant.term_id == LEVEL
+    assert bridge.orders_handled() == orders_before
+
+
+def test_mode_must_be_live_or_shadow(make_bridge):
+    with pytest.raises(Exception, match="live"):
+        make_bridge(mode="mirror")
