@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sidecar.bridge.cli import grants_group
+from sidecar.bridge.cli import grants_group, shadow_group
 from sidecar.cliutil import EXIT_CONFIG, StartupError, runtime_of, settings_of
 from sidecar.config import ConfigError, describe_settings
 from sidecar.devstack.cli import devstack
@@ -197,7 +197,7 @@ def demo(host: str, port: int, emulator_port: int, data_dir: Path, users: int, l
              seed=seed, fresh=fresh, exit_after=exit_after)
 
 # --- the capabilities' own commands ------------------------------------------------------------------
-for command in (grants_group, explain, sleepers_group, legacy_group, remind, programs_group, devstack):
+for command in (grants_group, shadow_group, explain, sleepers_group, legacy_group, remind, programs_group, devstack):
     cli.add_command(command)
 
 

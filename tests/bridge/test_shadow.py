@@ -8,6 +8,7 @@ answers the same request, and the worker watches the emulated WordPress database
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -180,3 +181,57 @@ def test_an_amocrm_lead_accepted_in_shadow_mode_is_watched_not_ordered(make_brid
 def test_mode_must_be_live_or_shadow(make_bridge):
     with pytest.raises(Exception, match="live"):
         make_bridge(mode="mirror")
+
+
+# --- mlsidecar shadow report -----------------------------------------------------------------------------
+
+def report(bridge, *args: str):
+    from click.testing import CliRunner
+
+    from sidecar.cli import cli
+
+    return CliRunner().invoke(cli, ["shadow", "report", *args], obj={"settings": bridge.runtime.settings})
+
+
+def test_the_report_counts_outcomes_and_lists_every_mismatch_with_its_rows(shadow):
+    bridge, clock, site = shadow
+    matched, _ = both(bridge, site, legacy_body(email=new_email("ok")))
+    email = new_email("twice")
+    site.create_user(email, clock.instant)
+    extra, _ = both(bridge, site, legacy_body(email=email))
+    bridge.deliver()
+    clock.instant += timedelta(minutes=1)
+    both(bridge, site, legacy_body(email=email))
+    missing = bridge.signed(legacy_body(email=new_email("nothing"))).get_json()["grant_id"]
+    finish(bridge, clock)
+    watching = bridge.signed(legacy_body(email=new_email("later"))).get_json()["grant_id"]
+
+    result = report(bridge, "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["counts"] == {"matched": 1, "legacy_missing": 1, "legacy_different": 0, "legacy_extra": 1}
+    assert data["watching"] == 1
+    listed = {m["grant_id"]: m for m in data["mismatches"]}
+    assert set(listed) == {extra, missing} and matched not in listed and watching not in listed
+    assert listed[extra]["email"] == email and len(listed[extra]["keys"]) == 2
+    assert [k["vanished"] for k in listed[extra]["keys"]] == [True, False]
+
+    table = report(bridge)
+    assert table.exit_code == 0
+    assert extra in table.output and "(deleted again)" in table.output and "legacy_missing" in table.output
+
+
+def test_the_report_since_a_day_leaves_earlier_requests_out(shadow):
+    bridge, clock, _site = shadow
+    bridge.signed(legacy_body())
+    finish(bridge, clock)
+    tomorrow = (clock.instant + timedelta(days=2)).date().isoformat()
+    data = json.loads(report(bridge, "--since", tomorrow, "--format", "json").output)
+    assert data["counts"] == {"matched": 0, "legacy_missing": 0, "legacy_different": 0, "legacy_extra": 0}
+    assert data["mismatches"] == []
+
+
+def test_the_report_refuses_a_malformed_day(shadow):
+    bridge, _clock, _site = shadow
+    result = report(bridge, "--since", "last week")
+    assert result.exit_code == 2 and "--since" in result.output
