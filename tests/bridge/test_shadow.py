@@ -9,6 +9,7 @@ answers the same request, and the worker watches the emulated WordPress database
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -235,3 +236,40 @@ def test_the_report_refuses_a_malformed_day(shadow):
     bridge, _clock, _site = shadow
     result = report(bridge, "--since", "last week")
     assert result.exit_code == 2 and "--since" in result.output
+
+
+# --- the page ---------------------------------------------------------------------------------------------
+
+def test_the_page_shows_the_counts_and_the_mismatches_in_both_languages(shadow):
+    from tests.admin_pages import AdminPages
+
+    bridge, clock, site = shadow
+    both(bridge, site, legacy_body(email=new_email("fine")))
+    different = new_email("differ")
+    LegacyGrantBridge(site).handle(legacy_body(email=different, duration=3))
+    bridge.signed(legacy_body(email=different, duration=1))
+    finish(bridge, clock)
+    _app, client = AdminPages.signed_in(bridge.runtime)
+
+    listing = client.get("/admin/grants").get_data(as_text=True)
+    assert 'href="/admin/shadow"' in listing
+
+    page = client.get("/admin/shadow", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    counts = dict(re.findall(r'<tr class="outcome-(\w+)"><td>[^<]*</td><td class="num">(\d+)</td>', page))
+    assert counts == {"matched": "1", "legacy_missing": "0", "legacy_different": "1", "legacy_extra": "0",
+                      "watching": "0"}
+    assert "Mismatches (1)" in page and different in page and "3 mo." in page
+    assert page.count('class="legacy-key"') == 1
+
+    russian = client.get("/admin/shadow", headers={"Accept-Language": "ru"}).get_data(as_text=True)
+    assert "старый плагин выдал другое" in russian and "Расхождения (1)" in russian
+
+
+def test_the_page_explains_a_malformed_day_instead_of_failing(shadow):
+    from tests.admin_pages import AdminPages
+
+    bridge, _clock, _site = shadow
+    _app, client = AdminPages.signed_in(bridge.runtime)
+    response = client.get("/admin/shadow?since=yesterday", headers={"Accept-Language": "en"})
+    assert response.status_code == 200
+    assert "yesterday" in response.get_data(as_text=True) and 'role="alert"' in response.get_data(as_text=True)
