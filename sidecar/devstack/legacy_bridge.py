@@ -20,13 +20,23 @@ WordPress user is still created, as with a full licence).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
+import requests
 import sqlalchemy as sa
 
 from sidecar.devstack.phpdate import add_duration, key_dates
 from sidecar.devstack.site_model import MemberLuxSite
+
+log = logging.getLogger(__name__)
+
+#: Headers a mirrored copy keeps (the signature covers the body, the timestamp is its own header).
+MIRRORED_HEADERS = ("Content-Type", "X-MLGB-Timestamp", "X-MLGB-Signature")
 
 #: The ``keys_meta.source`` the old plugin's activations carry (an admin bulk grant's label).
 LEGACY_SOURCE = "bulk_operations_add"
@@ -110,3 +120,18 @@ def _int(value: Any) -> int:
         return int(digits)
     except ValueError:
         return 0
+
+
+def legacy_hmac(secret: str, timestamp: str, body: bytes) -> str:
+    """The old plugin's signature: lowercase hex HMAC-SHA256 of ``timestamp.rawbody`` (legacy-plugins.md 1.3)."""
+    return hmac.new(secret.encode("utf-8"), timestamp.encode("utf-8") + b"." + body, hashlib.sha256).hexdigest()
+
+
+def mirror_request(url: str, body: bytes, headers: Mapping[str, str], timeout: float = 10.0) -> int | None:
+    """A copy of the request to ``url``, as nginx ``mirror`` sends it: its answer is ignored (status or None)."""
+    sent = {name: headers[name] for name in MIRRORED_HEADERS if headers.get(name) is not None}
+    try:
+        return requests.post(url, data=body, headers=sent, timeout=timeout).status_code
+    except requests.RequestException as exc:
+        log.warning("mirror to %s failed: %s", url, exc)
+        return None

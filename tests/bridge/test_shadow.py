@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -273,3 +274,38 @@ def test_the_page_explains_a_malformed_day_instead_of_failing(shadow):
     response = client.get("/admin/shadow?since=yesterday", headers={"Accept-Language": "en"})
     assert response.status_code == 200
     assert "yesterday" in response.get_data(as_text=True) and 'role="alert"' in response.get_data(as_text=True)
+
+
+# --- the rehearsal: the old plugin answers, its requests are mirrored to the bridge -------------------------
+
+def test_rehearsal_requests_mirrored_from_the_old_plugin_end_matched_or_mismatched(shadow):
+    from sidecar.devstack.emulator import create_emulator_app
+    from sidecar.devstack.server import serve_in_thread
+    from tests.bridge.support import HMAC_SECRET, LEGACY_URL
+    from sidecar.devstack.legacy_bridge import legacy_hmac
+
+    def sign_legacy(client, body: dict, *, secret: str):
+        """What the old amoCRM relay sends to the old plugin's route."""
+        raw, stamp = json.dumps(body).encode(), str(int(time.time()))
+        return client.post(LEGACY_URL, data=raw, content_type="application/json",
+                           headers={"X-MLGB-Timestamp": stamp, "X-MLGB-Signature": legacy_hmac(secret, stamp, raw)})
+
+    bridge, clock, _site = shadow
+    sidecar_url, stop = serve_in_thread(bridge.app)
+    try:
+        legacy_site = create_emulator_app(bridge.site_engine, legacy_hmac_secret=HMAC_SECRET,
+                                          legacy_mirror_url=sidecar_url + LEGACY_URL)
+        crm = legacy_site.test_client()
+        fine = legacy_body(email=new_email("fine"))
+        assert sign_legacy(crm, fine, secret=HMAC_SECRET).get_json() == {"ok": True}
+        legacy_site.extensions["legacy_grant_bridge"].fail = "memberlux_registration_failed"
+        lost = legacy_body(email=new_email("lost"))
+        assert sign_legacy(crm, lost, secret=HMAC_SECRET).get_json()["ok"] is False
+    finally:
+        stop()
+    outcomes = {}
+    finish(bridge, clock)
+    for grant in bridge.grants():
+        outcomes[grant.email] = (grant.channel, grant.status, grant.shadow_outcome)
+    assert outcomes == {fine["email"]: ("legacy", "shadowed", "matched"),
+                        lost["email"]: ("legacy", "shadowed", "legacy_missing")}
