@@ -309,3 +309,20 @@ def test_rehearsal_requests_mirrored_from_the_old_plugin_end_matched_or_mismatch
         outcomes[grant.email] = (grant.channel, grant.status, grant.shadow_outcome)
     assert outcomes == {fine["email"]: ("legacy", "shadowed", "matched"),
                         lost["email"]: ("legacy", "shadowed", "legacy_missing")}
+
+
+def test_after_the_switch_to_live_a_shadow_grant_is_never_ordered_and_a_repeat_gets_it_back(shadow):
+    bridge, clock, _site = shadow
+    body = legacy_body(external_id="deal-switch")
+    grant_id = bridge.signed(body).get_json()["grant_id"]
+    settings = bridge.runtime.settings
+    bridge.runtime.settings = settings.model_copy(update={"bridge": settings.bridge.model_copy(update={"mode": "live"})})
+    orders_before = bridge.orders_handled()
+    clock.instant += timedelta(seconds=1)
+    repeat = bridge.signed(body)
+    assert repeat.get_json()["grant_id"] == grant_id and repeat.get_json()["status"] == "shadow"
+    finish(bridge, clock)
+    assert bridge.orders_handled() == orders_before
+    assert bridge.grant(grant_id).status == "shadowed"
+    fresh = bridge.signed(legacy_body()).get_json()
+    assert fresh["status"] == "queued"               # live again for new requests
