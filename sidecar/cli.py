@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sidecar.bridge.cli import grants_group
+from sidecar.bridge.cli import grants_group, shadow_group
 from sidecar.cliutil import EXIT_CONFIG, StartupError, runtime_of, settings_of
 from sidecar.config import ConfigError, describe_settings
 from sidecar.devstack.cli import devstack
@@ -187,17 +187,20 @@ def worker(ctx: click.Context) -> None:
 @click.option("--levels", type=click.IntRange(2, 100), default=8, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--fresh", is_flag=True, help="Rebuild the demo site and store from scratch.")
+@click.option("--shadow", is_flag=True, help="Rehearse the switch from the legacy plugin: the emulated site also runs "
+                                             "a stand-in of ml-grant-bridge and mirrors its requests to the bridge, "
+                                             "which runs in shadow mode (docs/migrating-from-legacy.md).")
 @click.option("--exit-after", type=float, default=None, hidden=True, help="Stop after N seconds (for tests).")
 def demo(host: str, port: int, emulator_port: int, data_dir: Path, users: int, levels: int, seed: int,
-         fresh: bool, exit_after: float | None) -> None:
+         fresh: bool, shadow: bool, exit_after: float | None) -> None:
     """Zero-setup demo: an emulated MemberLux site with realistic data + the sidecar, in one process."""
     from sidecar.demo import run_demo
 
     run_demo(host=host, port=port, emulator_port=emulator_port, data_dir=data_dir, users=users, levels=levels,
-             seed=seed, fresh=fresh, exit_after=exit_after)
+             seed=seed, fresh=fresh, exit_after=exit_after, shadow=shadow)
 
 # --- the capabilities' own commands ------------------------------------------------------------------
-for command in (grants_group, explain, sleepers_group, legacy_group, remind, programs_group, devstack):
+for command in (grants_group, shadow_group, explain, sleepers_group, legacy_group, remind, programs_group, devstack):
     cli.add_command(command)
 
 

@@ -460,6 +460,16 @@ class BridgeSettings(_Section):
                     "that grant back instead of a second one: a sender's retry after a timeout. 0 grants every such "
                     "request.")
     product_overrides: list[ProductOverride] = Field(default_factory=list, description="Explicit (level, duration, units) -> product_id mappings, checked before product meta.")
+    mode: Literal["live", "shadow"] = Field(
+        "live",
+        description="'live' orders every accepted grant. 'shadow' accepts CRM requests exactly as live (authentication, "
+                    "validation, idempotency, the record) but sends no order: the worker watches the WordPress database "
+                    "for the key the legacy plugin wrote and records matched, legacy_missing, legacy_different or "
+                    "legacy_extra (`mlsidecar shadow report`). Grants accepted in shadow mode are never ordered later.")
+    shadow_window_minutes: int = Field(
+        60, ge=1, le=10080,
+        description="How long after a shadow request the legacy plugin's keys are watched for; the outcome is "
+                    "recorded when it has passed.")
     amocrm: AmoCrmSettings = AmoCrmSettings()
     welcome_email: WelcomeEmailSettings = WelcomeEmailSettings()
 

@@ -46,7 +46,10 @@ _SECRETS = {
     "hook-token": lambda: secrets.token_urlsafe(32),           # the path token of MemberLux's own webhooks
     "secret-key": lambda: secrets.token_hex(32),               # sessions and unsubscribe links
     "metrics-token": lambda: secrets.token_urlsafe(32),        # read-only API token: /metrics, /api/v1/sleepers
+    "hmac-secret": lambda: secrets.token_urlsafe(32),          # the legacy plugin's shared secret (demo --shadow)
 }
+#: The watch window of the shadow rehearsal: short, so that outcomes show while one looks.
+DEMO_SHADOW_WINDOW_MINUTES = 2
 
 
 def demo_secrets(data_dir: Path) -> dict[str, Path]:
@@ -70,7 +73,7 @@ def read_secret(path: Path) -> str:
 
 
 def demo_config(data_dir: Path, emulator_url: str, api_login: str, host: str, port: int,
-                secret_files: dict[str, Path]) -> str:
+                secret_files: dict[str, Path], *, shadow: bool = False) -> str:
     """The demo's configuration as TOML: the file the demo itself runs on, and the one to export."""
     root = data_dir.resolve()
 
@@ -103,7 +106,7 @@ api_tokens = {{ metrics = {ref("metrics-token")} }}
 [bridge]
 api_keys = {{ demo = {ref("api-key")} }}
 retry_base_seconds = 5
-
+{_shadow_lines(ref("hmac-secret")) if shadow else ""}
 [bridge.welcome_email]
 enabled = true
 
@@ -120,6 +123,20 @@ from_name = "Демо-школа"
 format = "text"
 level = "INFO"
 """
+
+
+def _shadow_lines(secret_ref: str) -> str:
+    return (f"# The rehearsal (demo --shadow): requests mirrored from the legacy plugin's route are watched, not ordered.\n"
+            f"hmac_secret = {secret_ref}\nmode = \"shadow\"\nshadow_window_minutes = {DEMO_SHADOW_WINDOW_MINUTES}\n")
+
+
+def _legacy_request_example(emulator_url: str, secret_file: Path, example_email: str, term_id: int) -> list[str]:
+    """A shell session that signs a request the way the old amoCRM relay does and sends it to the old plugin."""
+    body = f'{{"email":"{example_email}","key":{{"term_id":{term_id},"duration":1,"units":"months"}}}}'
+    return [f"    body='{body}'; ts=$(date +%s)",
+            f"    sig=$(printf '%s.%s' \"$ts\" \"$body\" | openssl dgst -sha256 -hmac \"$(cat {secret_file})\" | sed 's/^.* //')",
+            f"    curl -s -X POST '{emulator_url}/wp-json/mlgb/v1/grant' -H \"X-MLGB-Timestamp: $ts\" \\",
+            "         -H \"X-MLGB-Signature: $sig\" -H 'Content-Type: application/json' -d \"$body\""]
 
 
 def _toml_string(value: str) -> str:
@@ -226,7 +243,7 @@ def reminders_banner(runtime, sidecar_url: str) -> list[str]:
 
 
 def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users: int, levels: int, seed: int,
-             fresh: bool, exit_after: float | None = None) -> None:
+             fresh: bool, exit_after: float | None = None, shadow: bool = False) -> None:
     from sidecar.app import create_app
     from sidecar.bootstrap import build_runtime
     from sidecar.devstack.emulator import create_emulator_app
@@ -245,12 +262,14 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     app_password = read_secret(secret_files["app-password"])
     site_engine = sa.create_engine(f"sqlite:///{(data_dir / SITE_FILE).resolve()}",
                                    connect_args={"timeout": 30, "check_same_thread": False})
+    legacy = {"legacy_hmac_secret": read_secret(secret_files["hmac-secret"]),
+              "legacy_mirror_url": f"http://{host}:{port}/wp-json/mlgb/v1/grant"} if shadow else {}
     emulator = create_emulator_app(site_engine, prefix="wp_", app_user=DEMO_API_LOGIN, app_password=app_password,
-                                   dialect="both", mail_dir=data_dir / SITE_MAIL_DIR)
+                                   dialect="both", mail_dir=data_dir / SITE_MAIL_DIR, **legacy)
     emulator_url, stop_emulator = serve_in_thread(emulator, host=host, port=emulator_port)
 
     config_file = data_dir.resolve() / CONFIG_FILE
-    config_file.write_text(demo_config(data_dir, emulator_url, DEMO_API_LOGIN, host, port, secret_files),
+    config_file.write_text(demo_config(data_dir, emulator_url, DEMO_API_LOGIN, host, port, secret_files, shadow=shadow),
                            encoding="utf-8")
     settings = load_settings(config_file, environ={})
     api_key, hook_token = read_secret(secret_files["api-key"]), read_secret(secret_files["hook-token"])
@@ -273,7 +292,14 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     click.echo(f"  demo admin:     login '{DEMO_ADMIN_LOGIN}', password '{DEMO_ADMIN_PASSWORD}'")
     click.echo(f"  data:           {data_dir.resolve()}  (delete it or pass --fresh to rebuild)")
     example = _example_grant(runtime)
-    if example:
+    if shadow:
+        level = next((lv.term_id for lv in runtime.reader.levels()), 1)
+        click.echo(f"  shadow rehearsal: the old plugin answers at {emulator_url}/wp-json/mlgb/v1/grant and every")
+        click.echo("  request is mirrored to the bridge, which only watches; send one as the old amoCRM relay would:")
+        for line in _legacy_request_example(emulator_url, secret_files["hmac-secret"], "shadow.learner@example.com", level):
+            click.echo(line)
+        click.echo(f"  outcomes after {DEMO_SHADOW_WINDOW_MINUTES} min: {sidecar_url}/admin/shadow  or  mlsidecar shadow report")
+    elif example:
         click.echo("  grant access as a CRM would (the API key is kept in secrets/api-key):")
         click.echo(f"    curl -s -X POST '{sidecar_url}/api/v1/grants?wait=15' -H 'X-API-Key: {api_key}' \\")
         click.echo(f"         -H 'Content-Type: application/json' -d '{example}'")

@@ -20,7 +20,7 @@ from sidecar.bootstrap import Runtime
 from sidecar.bridge.attention import Unsettled
 from sidecar.bridge.blueprint import bridge_service
 from sidecar.status import site_timezone
-from sidecar.store.grant_models import ALL_STATES, CANCELLED, FAILED, FETCHING, QUEUED, Grant
+from sidecar.store.grant_models import ALL_STATES, CANCELLED, FAILED, FETCHING, QUEUED, SHADOW, SHADOWED, Grant
 from sidecar.store.mail_models import UNKNOWN
 from sidecar.web import current_runtime
 from sidecar.web.auth import current_admin, login_required
@@ -213,8 +213,10 @@ def grant_list():
               "url": filters.url(status="", before=None), "state": "all"}]
     chips += [{"label": display.status(state), "count": count, "active": filters.status == state,
                "url": filters.url(status=state, before=None), "state": state} for state, count in counts.items()]
+    shadow_url = url_for(".shadow_page") if (runtime.settings.bridge.mode == "shadow"
+                                              or counts.get(SHADOW) or counts.get(SHADOWED)) else None
     return render_template(
-        "grants_list.html", page=page, filters=filters, problems=problems, chips=chips, fmt=display,
+        "grants_list.html", page=page, filters=filters, problems=problems, chips=chips, fmt=display, shadow_url=shadow_url,
         statuses=list(counts), channels=known_channels,
         first_url=filters.url(before=None) if filters.before else None,
         next_url=filters.url(before=page.next_cursor) if page.next_cursor else None,
@@ -309,3 +311,22 @@ def grant_welcome_resend(grant_id: str):
 @login_required
 def grant_welcome_delivered(grant_id: str):
     return _welcome_act(grant_id, "delivered")
+
+
+# --- shadow mode report -------------------------------------------------------------------------------
+
+@blueprint.get("/admin/shadow")
+@login_required
+def shadow_page():
+    """Counts per outcome and the mismatches of shadow mode (sidecar.bridge.shadow_report)."""
+    from .shadow_report import shadow_report
+
+    runtime = _runtime()
+    display = _display(runtime)
+    problems: list[str] = []
+    since_day = _parse_date(request.args.get("since", ""), problems)
+    since, _ = queries.day_range(since_day, None, display.zone)
+    with runtime.sessions() as session:
+        report = shadow_report(session, since)
+    return render_template("shadow_report.html", report=report, fmt=display, problems=problems, since=since_day,
+                           live=runtime.settings.bridge.mode == "live", reset_url=url_for(".shadow_page"))

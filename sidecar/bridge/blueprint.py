@@ -21,7 +21,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy.exc import OperationalError
 
-from sidecar.store.grant_models import FAILED, FINAL_STATES, Grant
+from sidecar.store.grant_models import FAILED, FINAL_STATES, SHADOW_STATES, Grant
 from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin
 
@@ -84,6 +84,7 @@ def grant_view(grant: Grant) -> dict[str, Any]:
         "order_id": grant.order_id,
         "attempts": grant.attempts,
         "last_error": grant.last_error,
+        "shadow_outcome": grant.shadow_outcome,
         "created_at": grant.created_at.isoformat(),
         "updated_at": grant.updated_at.isoformat(),
         "completed_at": grant.completed_at.isoformat() if grant.completed_at else None,
@@ -174,7 +175,8 @@ def _intake(channel: str) -> Response:
         return _error(exc.status, exc.code, exc.message,
                       errors=[{"field": e.field, "code": e.code, "message": e.message} for e in exc.errors], **exc.extra)
     grant = accepted.grant
-    if wait > 0 and grant.status not in FINAL_STATES:
+    # A shadow grant has nothing to wait for: no order is sent, its outcome comes after the watch window.
+    if wait > 0 and grant.status not in FINAL_STATES and grant.status not in SHADOW_STATES:
         grant = _wait_for(grant, wait)
         return _answer(grant, replayed=accepted.replayed, waited=True)
     return _answer(grant, replayed=accepted.replayed, waited=wait > 0)

@@ -186,3 +186,52 @@ def grants_welcome(ctx: click.Context, grant_id: str, action: str | None, fmt: s
     if row.state == "unknown":
         click.echo("outcome unknown: look for the Message-ID in the mail server's log, then use --mark-delivered "
                    "or --resend", err=True)
+
+
+@click.group("shadow")
+def shadow_group() -> None:
+    """Bridge shadow mode (bridge.mode = "shadow"): how the legacy plugin's grants compare (our store only)."""
+
+
+@shadow_group.command("report")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Only requests received on or after this day (YYYY-MM-DD, UTC).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def shadow_report_command(ctx: click.Context, since, fmt: str) -> None:
+    """Counts per outcome and every mismatch, with the request and the key rows the watch saw."""
+    from datetime import timezone
+
+    from sidecar.bridge.shadow_report import mismatch_record, shadow_report
+
+    start = since.replace(tzinfo=timezone.utc) if since else None
+    runtime = runtime_of(ctx)
+    try:
+        with runtime.sessions() as session:
+            report = shadow_report(session, start)
+        levels = level_names(runtime)
+    finally:
+        runtime.close()
+    if fmt == "json":
+        click.echo(json.dumps({"since": start.isoformat() if start else None, "counts": report.counts,
+                               "watching": report.watching, "mismatches": [mismatch_record(m) for m in report.mismatches],
+                               "more_mismatches": report.more_mismatches}, indent=2, ensure_ascii=False, default=str))
+        return
+    click.echo(f"compared: {report.compared}    still watching: {report.watching}")
+    click.echo(text_table(["OUTCOME", "GRANTS"], [[outcome, n] for outcome, n in report.counts.items()]))
+    if not report.mismatches:
+        click.echo("\nno mismatches")
+        return
+    click.echo(f"\nmismatches ({len(report.mismatches) + report.more_mismatches}):")
+    rows = []
+    for item in report.mismatches:
+        g = item.grant
+        keys = "; ".join(
+            f"#{k['key_id']} level {k['term_id']} {'unlimited' if k.get('is_unlimited') else str(k['duration']) + ' ' + k['units']}"
+            f" at {k['activated_at'][:19]}{' (deleted again)' if k.get('vanished') else ''}" for k in item.keys)
+        rows.append([g.id, utc(g.created_at), g.channel, g.email, clip(levels.get(g.term_id, f"#{g.term_id}"), 30),
+                     _term(g), item.outcome, clip(keys or item.reason, 100)])
+    click.echo(text_table(["GRANT", "RECEIVED (UTC)", "CHANNEL", "EMAIL", "LEVEL", "REQUESTED", "OUTCOME", "LEGACY KEYS"],
+                          rows))
+    if report.more_mismatches:
+        click.echo(f"{report.more_mismatches} more: narrow with --since", err=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from sidecar.store.grant_models import ALL_STATES
+from sidecar.store.grant_models import ALL_STATES, SHADOW_OUTCOMES
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -164,7 +164,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["grant_id", "status", "channel", "source", "external_id", "amo_lead_id", "email", "term_id",
                      "duration", "units", "product_id", "user_id", "key_id", "date_start", "date_end",
-                     "unlimited", "order_id", "attempts", "last_error", "created_at", "updated_at",
+                     "unlimited", "order_id", "attempts", "last_error", "shadow_outcome", "created_at", "updated_at",
                      "completed_at", "status_url"],
         "properties": {
             "grant_id": {"type": "string", "maxLength": 32,
@@ -187,6 +187,9 @@ _SCHEMAS: dict[str, Any] = {
             "order_id": _nullable({"type": "integer"}),
             "attempts": {"type": "integer", "minimum": 0},
             "last_error": _nullable({"type": "string"}),
+            "shadow_outcome": _nullable({"enum": list(SHADOW_OUTCOMES),
+                                         "description": "Shadow mode only (status `shadow`/`shadowed`): what the "
+                                                        "legacy plugin did for this request; no order is sent."}),
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
             "completed_at": _nullable({"type": "string", "format": "date-time"}),

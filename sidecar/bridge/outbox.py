@@ -31,7 +31,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -40,6 +40,7 @@ from sidecar.bootstrap import Runtime
 from sidecar.domain.access import KeyRow
 from sidecar.domain.grants import RawGrant
 from sidecar.domain.outcomes import Evidence, Judgement, Verdict, judge
+from sidecar.domain.shadow import Expected, SeenKey, in_window, judge_shadow
 from sidecar.logs import mask_emails
 from sidecar.memberlux.payments import payments_state
 from sidecar.memberlux.rest import (
@@ -50,7 +51,7 @@ from sidecar.memberlux.traces import TraceReader
 from sidecar.store import audit
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import (
-    CONFIRMING, DELIVERING, DUPLICATED, FAILED, FETCHING, QUEUED, SUCCEEDED, UNKNOWN, Grant, GrantAttempt,
+    CONFIRMING, DELIVERING, DUPLICATED, FAILED, FETCHING, QUEUED, SHADOW, SHADOWED, SUCCEEDED, UNKNOWN, Grant, GrantAttempt,
 )
 from sidecar.store.leases import holder_name
 from sidecar.webhooks.events import emit
@@ -60,7 +61,7 @@ from .service import BridgeService, IntakeRejected, emit_accepted
 
 log = logging.getLogger(__name__)
 
-WORKABLE = (QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING)
+WORKABLE = (QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING, SHADOW)
 #: New orders after orders that exist without a key, never answered as complete, on a site whose
 #: payments add-on is active with auto-activation (a bound against a site that breaks every order).
 MAX_REORDERS_WITHOUT_KEY = 3
@@ -249,6 +250,9 @@ class GrantDeliverer:
             grant = self.fetch_crm_data(grant)
             if grant.status != QUEUED:
                 return Step(grant.id, "fetch", grant.status)
+        if grant.status == SHADOW:
+            grant = self.watch_shadow(grant)
+            return Step(grant.id, "shadow", grant.status)
         if grant.status == DELIVERING:
             # A worker died (or lost its claim) during an order call: that call may still be running.
             grant = self._interrupted(grant)
@@ -319,14 +323,90 @@ class GrantDeliverer:
                       start_date_raw=fields.start_date_raw, product_id=product_id, product=product_text)
         meta = {**(grant.meta or {}), **fields.legacy_meta(),
                 "start_date": fields.start_date.isoformat() if fields.start_date else None}
+        shadow = bool((grant.meta or {}).get("shadow"))
         with unit_of_work(self.runtime.sessions) as session:
             self._write(session, grant,
-                        status=QUEUED, email=spec.email, first_name=spec.first_name or None, last_name=spec.last_name or None,
+                        status=SHADOW if shadow else QUEUED, email=spec.email, first_name=spec.first_name or None,
+                        last_name=spec.last_name or None,
                         phone=spec.phone or None, term_id=spec.term_id, duration=spec.duration, units=spec.units,
                         product_id=product_id, meta=meta, last_error=None)
             fetched = session.get(Grant, grant.id)
             emit_accepted(session, fetched)   # now it says what it grants
+            if shadow:
+                audit.record(session, subject_type="grant", subject_id=grant.id, action="shadow.watching",
+                             at=self.runtime.clock.now(), actor=self.holder,
+                             window_minutes=self.settings.shadow_window_minutes)
             return fetched
+
+    # --- shadow mode ------------------------------------------------------------------------------------
+    def watch_shadow(self, grant: Grant) -> Grant:
+        """Look (read-only) for the keys the legacy plugin wrote for this request; never order anything.
+
+        Every look remembers the keys it saw in the grant's ``meta["shadow_watch"]``, so that a key the old
+        plugin deleted again (its same-day delete and insert) still counts. Once the window has passed the
+        outcome is final (``sidecar.domain.shadow``), with its evidence in ``meta`` and the audit trail.
+        """
+        now = self.runtime.clock.now()
+        received = _utc(grant.created_at)
+        until = received + timedelta(minutes=self.settings.shadow_window_minutes)
+        expected = Expected(term_id=int(grant.term_id or 0), duration=int(grant.duration or 0),
+                            units=grant.units or "", received_at=received)
+        watch = dict((grant.meta or {}).get("shadow_watch") or {})
+        seen: dict[int, dict] = {int(k["key_id"]): dict(k) for k in watch.get("keys", [])}
+        user = self.runtime.reader.user_by_email(grant.email) if grant.email else None
+        appeared, vanished = [], []
+        current: set[int] = set()
+        if user is not None:
+            for row in self.runtime.reader.key_rows(user.id):
+                if row.activated_at is None or row.term_id is None:
+                    continue
+                key = SeenKey(row.key_id, row.term_id, row.duration, row.units, row.is_unlimited, _utc(row.activated_at))
+                if not in_window(key, expected, until):
+                    continue
+                current.add(row.key_id)
+                if row.key_id not in seen:
+                    appeared.append(row.key_id)
+                seen[row.key_id] = {
+                    "key_id": row.key_id, "term_id": row.term_id, "duration": row.duration, "units": row.units,
+                    "is_unlimited": row.is_unlimited, "activated_at": key.activated_at.isoformat(),
+                    "date_start": row.date_start.isoformat() if row.date_start else None,
+                    "date_end": row.date_end.isoformat() if row.date_end else None,
+                    "date_registered": row.date_registered.isoformat() if row.date_registered else None,
+                    "vanished": False}
+        for key_id, record in seen.items():
+            if key_id not in current and not record.get("vanished"):
+                record["vanished"] = True
+                vanished.append(key_id)
+        watch = {"keys": [seen[k] for k in sorted(seen)], "user_id": user.id if user else None,
+                 "looked_at": now.isoformat()}
+        meta = {**(grant.meta or {}), "shadow_watch": watch}
+        with unit_of_work(self.runtime.sessions) as session:
+            if now < until:
+                self._write(session, grant, claimed_by=None, claim_expires_at=None, meta=meta,
+                            user_id=user.id if user else None, next_attempt_at=min(now + self.poll, until))
+            else:
+                keys = [SeenKey(r["key_id"], r["term_id"], r["duration"], r["units"], r["is_unlimited"],
+                                datetime.fromisoformat(r["activated_at"])) for r in seen.values()]
+                judgement = judge_shadow(expected, user is not None, keys, until)
+                single = seen[judgement.key_ids[0]] if len(judgement.key_ids) == 1 else None
+                meta["shadow_result"] = {"outcome": judgement.outcome.value, "reason": judgement.reason,
+                                         "key_ids": list(judgement.key_ids)}
+                self._write(session, grant, claimed_by=None, claim_expires_at=None, meta=meta,
+                            status=SHADOWED, shadow_outcome=judgement.outcome.value, completed_at=now, last_error=None,
+                            user_id=user.id if user else None, key_id=single["key_id"] if single else None,
+                            date_start=_day(single, "date_start"), date_end=_day(single, "date_end"),
+                            is_unlimited=bool(single and single["is_unlimited"]))
+                audit.record(session, subject_type="grant", subject_id=grant.id,
+                             action=f"shadow.{judgement.outcome.value}", at=now, actor=self.holder,
+                             reason=judgement.reason, user_id=user.id if user else None,
+                             keys=[seen[k] for k in judgement.key_ids])
+            for key_id in appeared:
+                audit.record(session, subject_type="grant", subject_id=grant.id, action="shadow.key_seen", at=now,
+                             actor=self.holder, **seen[key_id])
+            for key_id in vanished:
+                audit.record(session, subject_type="grant", subject_id=grant.id, action="shadow.key_vanished",
+                             at=now, actor=self.holder, key_id=key_id)
+            return session.get(Grant, grant.id)
 
     # --- evidence -------------------------------------------------------------------------------------
     def _evidence(self, grant: Grant) -> Evidence:
@@ -619,6 +699,17 @@ class GrantDeliverer:
                 continue
             steps.append(Step(grant.id, "verify", grant.status))
         return steps
+
+
+def _utc(moment: datetime) -> datetime:
+    """Stored instants are naive UTC on some databases."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _day(record: dict | None, name: str):
+    from datetime import date
+
+    return date.fromisoformat(record[name]) if record and record.get(name) else None
 
 
 class OutboxRunner:

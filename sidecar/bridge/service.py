@@ -25,7 +25,7 @@ from sidecar.memberlux.products import Override, ProductCatalog
 from sidecar.store import audit
 from sidecar.webhooks.events import emit
 from sidecar.store.db import unit_of_work
-from sidecar.store.grant_models import CANCELLED, FAILED, FETCHING, FINAL_STATES, OPEN_STATES, QUEUED, Grant
+from sidecar.store.grant_models import CANCELLED, FAILED, FETCHING, FINAL_STATES, OPEN_STATES, QUEUED, SHADOW, Grant
 
 from .auth import Principal
 from .parsers import ParsedRequest
@@ -126,6 +126,15 @@ class BridgeService:
             [Override(o.term_id, o.duration, o.units, o.product_id) for o in settings.bridge.product_overrides])
         self.levels = _LevelCache(runtime)
 
+    @property
+    def shadow(self) -> bool:
+        """Requests from CRMs are only watched, never ordered (bridge.mode = "shadow")."""
+        return self.runtime.settings.bridge.mode == "shadow"
+
+    def shadow_meta(self) -> dict[str, Any]:
+        """Marks a grant accepted in shadow mode: it stays a shadow grant after a switch to live."""
+        return {"shadow": True} if self.shadow else {}
+
     # --- idempotency keys ---------------------------------------------------------------------
     def idempotency_key(self, parsed: ParsedRequest, context: IntakeContext) -> str | None:
         if context.idempotency_header:
@@ -216,8 +225,8 @@ class BridgeService:
             amo_lead_id=parsed.amo_lead_id, email=spec.email, first_name=spec.first_name or None,
             last_name=spec.last_name or None, patronymic=spec.patronymic or None, phone=spec.phone or None,
             term_id=spec.term_id, duration=spec.duration, units=spec.units, product_id=product_id,
-            meta={**parsed.meta, **context.extra_meta}, status=QUEUED, attempts=0, next_attempt_at=now,
-            source_ip=context.source_ip, created_at=now, updated_at=now,
+            meta={**parsed.meta, **context.extra_meta, **self.shadow_meta()}, status=SHADOW if self.shadow else QUEUED,
+            attempts=0, next_attempt_at=now, source_ip=context.source_ip, created_at=now, updated_at=now,
         )
         steps = [
             ("intake.received", {"format": parsed.format, "channel": context.channel,
@@ -227,6 +236,8 @@ class BridgeService:
         ]
         if product_id is not None:
             steps.append(("intake.product_chosen", {"product_id": product_id, "product": product_text}))
+        if self.shadow:
+            steps.append(("shadow.watching", {"window_minutes": self.runtime.settings.bridge.shadow_window_minutes}))
         return self._insert(grant, steps, context, replay_checked=True)
 
     def internal_grant(self, spec: GrantSpec, *, key: str, channel: str, principal: str, external_id: str,
@@ -261,7 +272,7 @@ class BridgeService:
             id=new_grant_id(now), idempotency_key=self.amo_idempotency_key(lead_id, status_id),
             request_hash=amo_hash(lead_id, status_id if self.runtime.settings.bridge.amocrm.idempotency == "lead_status" else None),
             channel="amocrm", source_label="amocrm", principal=str(context.principal), amo_lead_id=lead_id,
-            meta={"amo_status_id": status_id, "amo_pipeline_id": pipeline_id, **context.extra_meta},
+            meta={"amo_status_id": status_id, "amo_pipeline_id": pipeline_id, **context.extra_meta, **self.shadow_meta()},
             status=FETCHING, attempts=0, next_attempt_at=now, source_ip=context.source_ip,
             created_at=now, updated_at=now,
         )

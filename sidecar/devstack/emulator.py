@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from flask import Flask, Response, jsonify, request
 
 from sidecar.devstack.faults import Fatal, FaultError, Faults, Halted, update_faults
+from sidecar.devstack.legacy_bridge import LegacyGrantBridge, legacy_hmac, mirror_request
 from sidecar.devstack.mailbox import Mailbox
 from sidecar.devstack.order_path import OrderPath, ProductOrder, TermOrder
 from sidecar.devstack.seed import DEMO_API_LOGIN, DEMO_APP_PASSWORD, php_serialize, php_unserialize
@@ -91,6 +92,16 @@ class PhpRequest:
                    authorization=request.headers.get("Authorization", ""), host_url=request.host_url)
 
 
+def _php_int(text: str) -> int:
+    """``(int)`` of a header: leading digits, else 0 (a non-numeric timestamp fails the window)."""
+    digits = ""
+    for char in text.strip():
+        if not char.isdigit():
+            break
+        digits += char
+    return int(digits) if digits else 0
+
+
 def _to_flask(answer: Answer, cookies: list[tuple[str, str, int | None]] = ()) -> Response:
     if answer.html is not None:
         response = Response(answer.html, status=answer.status, content_type="text/html; charset=UTF-8")
@@ -120,6 +131,8 @@ def create_emulator_app(
     webhook_timeout: float = WEBHOOK_TIMEOUT_SECONDS,
     mail_dir: str | Path | None = None,
     faults: Faults | None = None,
+    legacy_hmac_secret: str | None = None,
+    legacy_mirror_url: str | None = None,
 ) -> Flask:
     """A WordPress + MemberLux look-alike serving the site in ``engine`` (schema and seed must exist).
 
@@ -131,6 +144,10 @@ def create_emulator_app(
     ``mail_dir``: where the site's outgoing mail is also written as ``.eml`` files.
     ``faults``: the initial fault plan (``latency_seconds``/``failure_rate`` are shortcuts into it).
     The site model is ``app.extensions["mbl_emulator"]`` (:class:`MemberLuxSite`).
+    ``legacy_hmac_secret``: also serve the legacy plugin ml-grant-bridge's ``POST /wp-json/mlgb/v1/grant``
+    (:mod:`sidecar.devstack.legacy_bridge`), signed with this secret; ``legacy_mirror_url``: send a copy of
+    every such request (body and signature headers) there, as a web server's ``mirror`` rule would, and
+    ignore its answer (the rehearsal of the bridge's shadow mode).
     """
     plan = faults or Faults()
     if latency_seconds:
@@ -427,6 +444,34 @@ def create_emulator_app(
         meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
         return TermOrder(email=str(email), term_id=term_id, duration=duration, units=units, unlimited=unlimited,
                          fields=fields, meta=meta)
+
+    # -- the legacy plugin ml-grant-bridge (legacy-plugins.md 1.3, 1.8), when asked for -------------------------
+
+    if legacy_hmac_secret is not None:
+        legacy = LegacyGrantBridge(site)
+        app.extensions["legacy_grant_bridge"] = legacy
+
+        @app.post("/wp-json/mlgb/v1/grant")
+        def legacy_grant() -> Response:
+            raw = request.get_data(cache=True)
+            stamp, signature = request.headers.get("X-MLGB-Timestamp"), request.headers.get("X-MLGB-Signature")
+            if legacy_mirror_url:
+                mirror_request(legacy_mirror_url, raw, request.headers)
+            if not stamp or not signature:
+                answer = Answer(401, json={"error": "hmac_headers_missing"})
+            elif not hmac.compare_digest(legacy_hmac(legacy_hmac_secret, stamp, raw), signature):
+                answer = Answer(403, json={"error": "invalid_hmac"})
+            elif abs(site.now().timestamp() - _php_int(stamp)) > 300:
+                answer = Answer(401, json={"error": "timestamp_expired"})
+            else:
+                if request.mimetype == "application/json":
+                    parsed = request.get_json(silent=True)
+                    body = parsed if isinstance(parsed, dict) else {}
+                else:
+                    body = php_form(list(request.form.items(multi=True)))
+                status, payload = legacy.handle(body)
+                answer = Answer(status, json=payload)
+            return _to_flask(answer)
 
     # -- devstack endpoints (no WordPress behind them) -------------------------------------------------------
 

@@ -28,7 +28,14 @@ QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING = "queued", "fetching", "deliv
 SUCCEEDED, FAILED, CANCELLED, DUPLICATED = "succeeded", "failed", "cancelled", "duplicated"
 OPEN_STATES = (QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING)
 FINAL_STATES = (SUCCEEDED, DUPLICATED, FAILED, CANCELLED)
-ALL_STATES = OPEN_STATES + FINAL_STATES
+# Shadow mode (bridge.mode = "shadow"): no order is ever sent. "shadow" is watched: the worker looks in
+# the WordPress database for what the legacy plugin did; "shadowed" is final, with ``shadow_outcome`` one
+# of the four outcomes (sidecar.domain.shadow). A shadow grant never becomes an order, whatever the mode is later.
+SHADOW, SHADOWED = "shadow", "shadowed"
+MATCHED, LEGACY_MISSING, LEGACY_DIFFERENT, LEGACY_EXTRA = "matched", "legacy_missing", "legacy_different", "legacy_extra"
+SHADOW_OUTCOMES = (MATCHED, LEGACY_MISSING, LEGACY_DIFFERENT, LEGACY_EXTRA)
+SHADOW_STATES = (SHADOW, SHADOWED)
+ALL_STATES = OPEN_STATES + FINAL_STATES + SHADOW_STATES
 
 
 class Grant(Base):
@@ -77,6 +84,8 @@ class Grant(Base):
     date_start: Mapped[date | None] = mapped_column(sa.Date)
     date_end: Mapped[date | None] = mapped_column(sa.Date)
     is_unlimited: Mapped[bool] = mapped_column(default=False)
+    #: Shadow mode: what the legacy plugin did (one of SHADOW_OUTCOMES), once the grant is "shadowed".
+    shadow_outcome: Mapped[str | None] = mapped_column(sa.String(20), index=True)
 
     source_ip: Mapped[str | None] = mapped_column(sa.String(45))
     request_id: Mapped[str | None] = mapped_column(sa.String(64))

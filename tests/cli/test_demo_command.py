@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -93,3 +94,43 @@ def test_fresh_starts_with_empty_mail_folders_and_keeps_the_secrets(tmp_path):
     _prepare_site(data, users=10, levels=2, seed=1, fresh=True)
     assert not (data / MAIL_DIR).exists() and not (data / SITE_MAIL_DIR).exists()
     assert {name: path.read_text() for name, path in demo_secrets(data).items()} == secrets
+
+
+@pytest.mark.slow
+def test_demo_shadow_rehearsal_mirrors_the_old_plugins_requests_to_the_bridge(tmp_path):
+    """`demo --shadow`: the printed request reaches the old plugin's stand-in, which grants, and its copy
+    becomes a shadow grant the bridge watches (the outcome comes after the demo's 2-minute window)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.cli", "demo", "--shadow", "--port", "0", "--emulator-port", "0", "--users", "40",
+         "--levels", "3", "--data-dir", str(tmp_path / "demo"), "--exit-after", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "Ctrl-C" in line:
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(120), "demo did not start:\n" + "".join(lines) + process.stderr.read()
+        text = "".join(lines)
+        session = "\n".join(line.strip() for line in text.splitlines()
+                            if line.strip().startswith(("body=", "sig=", "curl", "-H \"X-MLGB-Signature")))
+        assert "/wp-json/mlgb/v1/grant" in session and "openssl dgst" in session
+        answer = subprocess.run(["bash", "-c", session.replace("\\\n", " ")], capture_output=True, text=True, timeout=60)
+        assert answer.stdout.strip() == '{"ok": true}' or answer.stdout.strip() == '{"ok":true}', answer
+        config = re.search(r"export MLS_CONFIG=(\S+)", text).group(1)
+        assert 'mode = "shadow"' in Path(config).read_text()
+        report = cli({**os.environ, "MLS_CONFIG": config}, "shadow", "report", "--format", "json")
+        assert report.returncode == 0, report.stderr
+        assert json.loads(report.stdout)["watching"] == 1
+        with sqlite3.connect(tmp_path / "demo" / "wordpress.sqlite") as db:
+            granted = db.execute("SELECT COUNT(*) FROM wp_memberlux_term_keys k JOIN wp_users u ON u.ID = k.user_id "
+                                 "WHERE u.user_email = 'shadow.learner@example.com'").fetchone()[0]
+        assert granted == 1
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
