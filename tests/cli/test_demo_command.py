@@ -9,6 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,23 +19,7 @@ import requests
 
 @pytest.mark.slow
 def test_demo_starts_serves_and_stops(tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.cli", "demo", "--port", "0", "--emulator-port", "0", "--users", "40",
-         "--levels", "3", "--data-dir", str(tmp_path / "demo"), "--exit-after", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in process.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-            if "Ctrl-C" in line:
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        assert ready.wait(120), "demo did not start:\n" + "".join(lines) + process.stderr.read()
-        text = "".join(lines)
+    with running_demo(tmp_path) as text:
         sidecar = re.search(r"sidecar:\s+(http://\S+?)/\s", text).group(1)
         site = re.search(r"emulated site:\s+(http://\S+?)/wp-json/", text).group(1)
         assert "login 'admin'" in text and re.search(r"ready in [0-9.]+ s", text)
@@ -72,6 +58,28 @@ def test_demo_starts_serves_and_stops(tmp_path):
                 "SELECT meta_value FROM wp_postmeta WHERE meta_key = 'mlp_webhook_url' AND meta_value != ''")]
         assert hooks and all("/hooks/memberlux/" in hook for hook in hooks), hooks
         assert program_hooks == []
+
+
+@contextmanager
+def running_demo(tmp_path: Path, *options: str) -> Iterator[str]:
+    """Start `mlsidecar demo` (40 learners, 3 levels, free ports) and yield its banner once it is ready."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.cli", "demo", *options, "--port", "0", "--emulator-port", "0", "--users", "40",
+         "--levels", "3", "--data-dir", str(tmp_path / "demo"), "--exit-after", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "Ctrl-C" in line:
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(120), "demo did not start:\n" + "".join(lines) + process.stderr.read()
+        yield "".join(lines)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -100,23 +108,7 @@ def test_fresh_starts_with_empty_mail_folders_and_keeps_the_secrets(tmp_path):
 def test_demo_shadow_rehearsal_mirrors_the_old_plugins_requests_to_the_bridge(tmp_path):
     """`demo --shadow`: the printed request reaches the old plugin's stand-in, which grants, and its copy
     becomes a shadow grant the bridge watches (the outcome comes after the demo's 2-minute window)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.cli", "demo", "--shadow", "--port", "0", "--emulator-port", "0", "--users", "40",
-         "--levels", "3", "--data-dir", str(tmp_path / "demo"), "--exit-after", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in process.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-            if "Ctrl-C" in line:
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        assert ready.wait(120), "demo did not start:\n" + "".join(lines) + process.stderr.read()
-        text = "".join(lines)
+    with running_demo(tmp_path, "--shadow") as text:
         session = "\n".join(line.strip() for line in text.splitlines()
                             if line.strip().startswith(("body=", "sig=", "curl", "-H \"X-MLGB-Signature")))
         assert "/wp-json/mlgb/v1/grant" in session and "openssl dgst" in session
@@ -131,6 +123,3 @@ def test_demo_shadow_rehearsal_mirrors_the_old_plugins_requests_to_the_bridge(tm
             granted = db.execute("SELECT COUNT(*) FROM wp_memberlux_term_keys k JOIN wp_users u ON u.ID = k.user_id "
                                  "WHERE u.user_email = 'shadow.learner@example.com'").fetchone()[0]
         assert granted == 1
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
