@@ -228,6 +228,19 @@ def test_admin_walks_through_the_monitor(browser, served):
         _shot(page, "10-sleepers-ru")
         page.goto("/monitor")
         _shot(page, "11-overview-ru")
+
+        # A phone's width (390 px), in Russian (the longer labels) and English: the top bar wraps inside the
+        # screen, so every section, the language switch and Sign out stay on the dark bar and reachable.
+        page.set_viewport_size({"width": 390, "height": 844})
+        for language, shot in (("ru", "12-top-bar-390-ru"), ("en", "13-top-bar-390-en")):
+            page.goto(f"/?lang={language}")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            bar = page.locator("header.top").bounding_box()
+            for item in page.locator("header.top nav a, header.top .lang, header.top .account button").all():
+                box = item.bounding_box()
+                assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (item.inner_text(), box)
+                assert bar["y"] <= box["y"] and box["y"] + box["height"] <= bar["y"] + bar["height"], (item.inner_text(), box)
+            _shot(page, shot)
         assert not errors, errors  # no CSP violations or script errors
     finally:
         context.close()
