@@ -33,6 +33,7 @@ from flask import (
     Blueprint,
     Flask,
     abort,
+    flash,
     g,
     jsonify,
     make_response,
@@ -560,4 +561,5 @@ def login():
 def logout():
     # The row ends too: a copy of this cookie (another browser, a stolen one) gets the login page from now on.
     _end_session("logout")
+    flash(translate("auth.signed_out"), "ok")  # said on the login page the browser is sent to
     return redirect(url_for("auth.login"))

@@ -480,6 +480,15 @@ def test_logout_needs_the_csrf_token(site):
     assert not logged_in(site)
 
 
+@pytest.mark.parametrize(("language", "said"), [("en", "You are signed out."), ("ru", "Вы вышли.")])
+def test_the_login_page_after_sign_out_says_so_once(site, language, said):
+    site.login()
+    token = csrf_in(site.client.get(f"/?lang={language}").get_data(as_text=True))
+    site.client.post("/logout", data={"csrf_token": token})
+    assert said in site.client.get("/login").get_data(as_text=True)
+    assert said not in site.client.get("/login").get_data(as_text=True)  # shown once, not on every visit
+
+
 def test_login_rotates_the_csrf_token(site):
     before = site.token()
     site.login()
