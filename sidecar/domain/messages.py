@@ -1,0 +1,110 @@
+"""What the rules and imports report, as a code with parameters rather than a finished sentence.
+
+The CLI and the logs print :meth:`Message.english` (the sentences they always printed); the web
+pages look the code up in their own table and show the catalog's wording in the page's language,
+with level ids turned into names. :data:`ENGLISH` is the one registry of every code: a code not in
+it cannot be made, and a test checks that each one has a translation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENGLISH: dict[str, str] = {
+    # A program definition (sidecar.domain.programs.check_program and the catalog's checks).
+    "programs.name_missing": "a program needs a name",
+    "programs.no_steps": "a program needs at least one step",
+    "programs.too_many_steps": "at most {max} steps",
+    "programs.unknown_level": "access level {id} does not exist",
+    "programs.duration_not_positive": "the duration must be a positive number",
+    "programs.bad_units": "units must be one of {units}",
+    "programs.too_many_years": "at most {max} years",
+    "programs.no_certificates": "level {level} issues no certificates: learners cannot pass this step",
+    "programs.cascade": "step {step} (level {level}) issues certificates automatically at every activation: "
+                        "counting every certificate would grant the next step at once and cascade through the "
+                        "program; count manual certificates only",
+    "programs.auto_level": "level {level} issues certificates automatically; only a certificate issued by hand "
+                           "on it will advance learners",
+    "programs.repeated_level": "level {level} is also step {step}: a certificate for it advances whichever of "
+                               "the two steps the learner is on",
+    "programs.keep_steps": "learners are on step {step}: keep at least {step} steps",
+    "programs.no_product": "no WooCommerce key product grants level {level} for {duration} {units}: learners "
+                           "will wait at this step until one exists",
+    # A certificate kept in the inbox; the detail is the grant bridge's own reason.
+    "programs.step_waits": "step {step} cannot be granted: {detail}",
+    # The legacy import's notes, problems and evidence (sidecar.programs.legacy).
+    "programs.legacy.first_duration": "step 1's duration is not taken from the legacy form (it always stored "
+                                      "1 month); enrolment does not grant step 1 unless you switch it on",
+    "programs.legacy.not_published": "the post is '{status}': imported archived (the plugin ignored the status)",
+    "programs.legacy.unserialize": "mlp_steps of program {post} is not valid PHP-serialized data ({detail})",
+    "programs.legacy.not_list": "mlp_steps of program {post} is not a non-empty list of steps",
+    "programs.legacy.step_not_array": "step {step} of program {post} is not an array with term_id/duration/units",
+    "programs.legacy.step_not_numeric": "step {step} of program {post} has a non-numeric term_id or duration: "
+                                        "{detail}",
+    "programs.legacy.no_program": "mlp_program_id {post} is not an ml_program post (deleted program?)",
+    "programs.legacy.no_user": "the user no longer exists",
+    "programs.legacy.step_not_number": "mlp_current_step '{value}' is not a number",
+    "programs.legacy.step_outside": "mlp_current_step {value} is outside the program's {total} steps",
+    "programs.legacy.evidence_index": "mlp_current_step: step {step}",
+    "programs.legacy.evidence_keys": "program_flow keys: step {step}",
+    "programs.legacy.evidence_certificate": "last certificate: step {step}",
+    "programs.legacy.hash_unmatched": "mlp_last_certificate_hash matches no certificate of the user (deleted?)",
+    "programs.legacy.disagree": "the sources disagree; the furthest step is taken",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One finding: ``code`` from :data:`ENGLISH`, ``params`` the values its sentence names.
+
+    ``field`` names what the finding is about when it came from a form's rule ("steps.2.term_id");
+    the English sentence is then prefixed with it, as the import always printed such findings.
+    """
+
+    code: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    field: str = ""
+
+    def __post_init__(self) -> None:
+        if self.code not in ENGLISH:
+            raise ValueError(f"unknown message code {self.code!r}")
+
+    def english(self) -> str:
+        text = ENGLISH[self.code].format(**self.params)
+        return f"{self.field}: {text}" if self.field else text
+
+    __str__ = english
+
+    def as_dict(self) -> dict[str, Any]:
+        """The message as JSON-ready data, to be kept next to its English sentence (:func:`from_dict`)."""
+        return {"code": self.code, "params": dict(self.params), "field": self.field}
+
+    def stored(self) -> str:
+        """The message as text for a column that used to hold the English sentence (:func:`from_stored`)."""
+        return json.dumps(self.as_dict(), ensure_ascii=False, sort_keys=True)
+
+
+def from_dict(data: Any) -> Message | None:
+    """A message kept by :meth:`Message.as_dict`; None for anything else (a code this version does
+    not know, a value written before codes): the caller then shows the English it kept."""
+    try:
+        message = Message(data["code"], dict(data["params"]), str(data.get("field") or ""))
+        message.english()   # its parameters fit this version's sentence
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    return message
+
+
+def from_stored(text: str | None) -> Message | str:
+    """A message written by :meth:`Message.stored`, or the text itself for a row written before codes:
+    shown as written, never lost."""
+    if not text or not text.startswith("{"):
+        return text or ""
+    try:
+        found = from_dict(json.loads(text))
+    except ValueError:
+        return text
+    return found if found is not None else text

@@ -1,0 +1,89 @@
+"""Messages of the domain and the imports (:class:`sidecar.domain.messages.Message`) in the page's language.
+
+Each code has its own entry below calling the catalog with a literal key, so the catalog's wording
+and placeholders are plain to see (and to extract); level ids become level names on the way. A code
+without an entry, or a message whose parameters do not fit its entry (written by another version),
+is shown in English as the CLI prints it: nothing is hidden. A test checks that every code of the
+registry has an entry here and a wording in both languages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from sidecar.domain.messages import Message
+from sidecar.web.i18n import translate
+
+
+class Names(Protocol):
+    """What a page knows to name the values of a message."""
+
+    def level_label(self, term_id: int) -> str: ...
+
+    def term(self, duration: int, units: str) -> str: ...
+
+
+Params = Mapping[str, Any]
+Render = Callable[[Params, Names], str]
+
+TEXTS: dict[str, Render] = {
+    "programs.name_missing": lambda p, n: translate("programs.problem.name"),
+    "programs.no_steps": lambda p, n: translate("programs.problem.no_steps"),
+    "programs.too_many_steps": lambda p, n: translate("programs.problem.too_many_steps", max=p["max"]),
+    "programs.unknown_level": lambda p, n: translate("programs.problem.unknown_level", id=p["id"]),
+    "programs.duration_not_positive": lambda p, n: translate("programs.problem.duration"),
+    "programs.bad_units": lambda p, n: translate("programs.problem.units", units=p["units"]),
+    "programs.too_many_years": lambda p, n: translate("programs.problem.too_many_years", max=p["max"]),
+    "programs.no_certificates": lambda p, n: translate("programs.problem.no_certificates",
+                                                       level=n.level_label(p["level"])),
+    "programs.cascade": lambda p, n: translate("programs.problem.cascade", step=p["step"],
+                                               level=n.level_label(p["level"])),
+    "programs.auto_level": lambda p, n: translate("programs.problem.auto_level", level=n.level_label(p["level"])),
+    "programs.repeated_level": lambda p, n: translate("programs.problem.repeated_level", step=p["step"],
+                                                      level=n.level_label(p["level"])),
+    "programs.keep_steps": lambda p, n: translate("programs.problem.keep_steps", step=p["step"]),
+    "programs.no_product": lambda p, n: translate("programs.problem.no_product", level=n.level_label(p["level"]),
+                                                  term=n.term(p["duration"], p["units"])),
+    "programs.step_waits": lambda p, n: translate("programs.waiting.step", step=p["step"], detail=p["detail"]),
+    "programs.legacy.first_duration": lambda p, n: translate("programs.legacy.note.first_duration"),
+    "programs.legacy.not_published": lambda p, n: translate("programs.legacy.note.not_published",
+                                                            status=p["status"]),
+    "programs.legacy.unserialize": lambda p, n: translate("programs.legacy.problem.unserialize", post=p["post"],
+                                                          detail=p["detail"]),
+    "programs.legacy.not_list": lambda p, n: translate("programs.legacy.problem.not_list", post=p["post"]),
+    "programs.legacy.step_not_array": lambda p, n: translate("programs.legacy.problem.step_not_array",
+                                                             step=p["step"], post=p["post"]),
+    "programs.legacy.step_not_numeric": lambda p, n: translate("programs.legacy.problem.step_not_numeric",
+                                                               step=p["step"], post=p["post"], detail=p["detail"]),
+    "programs.legacy.no_program": lambda p, n: translate("programs.legacy.problem.no_program", post=p["post"]),
+    "programs.legacy.no_user": lambda p, n: translate("programs.legacy.problem.no_user"),
+    "programs.legacy.step_not_number": lambda p, n: translate("programs.legacy.problem.step_not_number",
+                                                              value=p["value"]),
+    "programs.legacy.step_outside": lambda p, n: translate("programs.legacy.problem.step_outside", value=p["value"],
+                                                           total=p["total"]),
+    "programs.legacy.evidence_index": lambda p, n: translate("programs.legacy.evidence.index", step=p["step"]),
+    "programs.legacy.evidence_keys": lambda p, n: translate("programs.legacy.evidence.keys", step=p["step"]),
+    "programs.legacy.evidence_certificate": lambda p, n: translate("programs.legacy.evidence.certificate",
+                                                                   step=p["step"]),
+    "programs.legacy.hash_unmatched": lambda p, n: translate("programs.legacy.evidence.hash_unmatched"),
+    "programs.legacy.disagree": lambda p, n: translate("programs.legacy.evidence.disagree"),
+}
+
+FieldLabel = Callable[[str], str]
+
+
+def say(message: Message | str, names: Names, field_label: FieldLabel | None = None) -> str:
+    """The message in the page's language; text (a row written before codes) is shown as written."""
+    if isinstance(message, str):
+        return message
+    render = TEXTS.get(message.code)
+    if render is None:
+        return message.english()
+    try:
+        text = render(message.params, names)
+    except (KeyError, TypeError, ValueError):   # parameters of another version: its English still reads
+        return message.english()
+    if message.field:
+        return f"{field_label(message.field) if field_label else message.field}: {text}"
+    return text
