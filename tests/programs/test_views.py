@@ -16,11 +16,12 @@ from sidecar.bootstrap import build_runtime, store_url
 from sidecar.bridge.outbox import GrantDeliverer
 from sidecar.devstack import seed
 from sidecar.domain.messages import Message
-from sidecar.domain.programs import MAX_STEPS, Counting, Step, check_program
+from sidecar.domain.programs import Step
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.programs.catalog import ProgramDefinition
 from sidecar.store.grant_models import Grant
 from sidecar.store.program_models import Enrolment, EnrolmentEvent, Program
+from tests.message_samples import samples, shown_values
 from tests.programs.support import BUSINESS, ENGLISH, TRAVEL, YOGA, School
 from tests.stores import migrate_store
 from tests.strong_secrets import strong_secret
@@ -387,9 +388,41 @@ def test_legacy_import_shows_the_plan_then_imports_all_of_it(school):
         program = session.scalar(sa.select(Program))
         assert program.legacy_post_id == int(post)
         assert session.scalar(sa.select(sa.func.count()).select_from(Enrolment)) == len(enrolments)
-    again = school.get("/programs/import")
+    with school.runtime.sessions() as session:
+        imported = session.scalar(sa.select(EnrolmentEvent).where(EnrolmentEvent.kind == "imported").limit(1))
+    timeline = school.get(f"/programs/enrolments/{imported.enrolment_id}?lang=ru")
+    assert "Импортирован из старого плагина" in timeline and "mlp_current_step указывает шаг" in timeline
+    assert imported.detail["evidence"][0].startswith("mlp_current_step: step ")   # English kept for the API
+    with school.runtime.sessions.begin() as session:   # an event written before messages had codes
+        session.get(EnrolmentEvent, imported.id).detail = {"evidence": ["mlp_current_step: step 1"], "completed": False}
+    timeline = school.get(f"/programs/enrolments/{imported.enrolment_id}?lang=ru")
+    assert "Импортирован из старого плагина. Основания: mlp_current_step: step 1" in timeline
+    again = school.get("/programs/import?lang=en")
     assert f"already imported as program #{program.id}" in again and "<button type=\"submit\" disabled>" in again
     assert school.audit("program.legacy_imported")[0].actor == seed.DEMO_ADMIN_LOGIN
+
+
+def test_every_message_code_is_shown_on_the_import_page_in_both_languages(school, monkeypatch):
+    """The import page shows any message of the registry (notes, problems, evidence share one wording)."""
+    from flask import g
+
+    from sidecar.programs import legacy, views
+    from sidecar.web.messages import say
+
+    said = samples()
+    plan = legacy.ImportPlan(programs=[legacy.ProgramPlan(4242, "P", "publish", None, notes=said)])
+    monkeypatch.setattr(legacy, "plan_import", lambda runtime: plan)
+    for language in ("ru", "en"):
+        page = school.get(f"/programs/import?lang={language}")
+        notes = re.search(r'<ul class="notes">(.*?)</ul>', page, re.S).group(1)
+        shown = re.findall(r"<li>(.*?)</li>", notes, re.S)
+        with school.app.test_request_context("/"):
+            g.language = language
+            display = views._display(school.runtime)
+            assert shown == [say(message, display) for message in said]
+        for message, text in zip(said, shown, strict=True):
+            assert text != message.english() or language == "en", text
+            assert all(value in text for value in shown_values(message)), (message, text)
 
 
 def test_legacy_import_with_a_blocking_problem_imports_nothing(school):

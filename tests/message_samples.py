@@ -1,0 +1,31 @@
+"""One message of every code of the registry, with values that are easy to find on a page."""
+
+from __future__ import annotations
+
+from string import Formatter
+
+from sidecar.domain.messages import ENGLISH, Message
+
+LEVEL_ID, LEVEL_NAME = 10, "Йога для начинающих"     # a level of the small test site
+_VALUES = {"level": LEVEL_ID, "units": "months", "duration": 3, "detail": "the-detail-text",
+           "status": "the-status-word", "value": "the-value-text", "id": 999, "max": 77, "total": 88,
+           "post": 4242, "step": 6}
+
+
+def names_of(code: str) -> list[str]:
+    return sorted({name for _, name, _, _ in Formatter().parse(ENGLISH[code]) if name})
+
+
+def sample(code: str) -> Message:
+    return Message(code, {name: _VALUES[name] for name in names_of(code)})
+
+
+def samples() -> list[Message]:
+    return [sample(code) for code in sorted(ENGLISH)]
+
+
+def shown_values(message: Message) -> list[str]:
+    """What a translation must show of the message's values (a level by its name, a term in words)."""
+    term = ("units", "duration") if "duration" in message.params else ()
+    return [LEVEL_NAME if name == "level" else str(value) for name, value in message.params.items()
+            if name not in term]
