@@ -9,7 +9,10 @@ from sidecar.domain.messages import ENGLISH, Message
 LEVEL_ID, LEVEL_NAME = 10, "Йога для начинающих"     # a level of the small test site
 _VALUES = {"level": LEVEL_ID, "units": "months", "duration": 3, "detail": "the-detail-text",
            "status": "the-status-word", "value": "the-value-text", "id": 999, "max": 77, "total": 88,
-           "post": 4242, "step": 6}
+           "post": 4242, "step": 6, "n": 2, "days": 14, "line": 31, "kb": 256, "name": "the_variable",
+           "known": "first_name, user_email", "reason": Message("templates.too_much_work")}
+# Values a wording leaves out on purpose: the page lists a template's variables next to the field.
+OMITTED = {"known"}
 
 
 def names_of(code: str) -> list[str]:
@@ -28,4 +31,4 @@ def shown_values(message: Message) -> list[str]:
     """What a translation must show of the message's values (a level by its name, a term in words)."""
     term = ("units", "duration") if "duration" in message.params else ()
     return [LEVEL_NAME if name == "level" else str(value) for name, value in message.params.items()
-            if name not in term]
+            if name not in (*term, *OMITTED) and not isinstance(value, Message)]

@@ -53,12 +53,37 @@ ENGLISH: dict[str, str] = {
     "programs.legacy.evidence_certificate": "last certificate: step {step}",
     "programs.legacy.hash_unmatched": "mlp_last_certificate_hash matches no certificate of the user (deleted?)",
     "programs.legacy.disagree": "the sources disagree; the furthest step is taken",
+    # Why a letter template cannot be used (sidecar.mail.templates, sidecar.reminders.letters); the
+    # details are Jinja's own words.
+    "templates.syntax": "{detail}",
+    "templates.unknown_variable": "unknown variable '{name}' (known: {known})",
+    "templates.too_large": "template output exceeds {kb} KB",
+    "templates.too_much_work": "template does too much work",
+    "templates.range_too_long": "template does too much work (range is limited to {max} numbers)",
+    "templates.undefined": "{detail}",
+    "templates.undefined_value": "undefined value",
+    "templates.failed": "{detail}",
+    # A level's reminder settings (sidecar.monitor.settings.validate); a template's reason is a message.
+    "settings.negative_days": "days after expiry cannot be negative",
+    "settings.negative": "cannot be negative",
+    "settings.no_subject": "a letter needs a subject",
+    "settings.no_body": "a letter needs a body",
+    "settings.days_without_subject": "a letter with days needs a subject",
+    "settings.days_without_body": "a letter with days needs a body",
+    "settings.text_without_days": "a letter with a subject or body needs its days after expiry",
+    "settings.not_later": "must be later than letter {n} ({days} days)",
+    "settings.admin_without_days": "the admin digest needs its days after the last letter",
+    "settings.admin_email_required": "an administrator address is required for the admin digest",
+    "settings.bad_email": "not an e-mail address",
+    "settings.template_at_line": "template error at line {line}: {reason}",
+    "settings.template": "template error: {reason}",
 }
 
 
 @dataclass(frozen=True)
 class Message:
-    """One finding: ``code`` from :data:`ENGLISH`, ``params`` the values its sentence names.
+    """One finding: ``code`` from :data:`ENGLISH`, ``params`` the values its sentence names (a value may
+    itself be a message: a template's reason inside a settings error).
 
     ``field`` names what the finding is about when it came from a form's rule ("steps.2.term_id");
     the English sentence is then prefixed with it, as the import always printed such findings.
@@ -80,7 +105,8 @@ class Message:
 
     def as_dict(self) -> dict[str, Any]:
         """The message as JSON-ready data, to be kept next to its English sentence (:func:`from_dict`)."""
-        return {"code": self.code, "params": dict(self.params), "field": self.field}
+        params = {name: value.as_dict() if isinstance(value, Message) else value for name, value in self.params.items()}
+        return {"code": self.code, "params": params, "field": self.field}
 
     def stored(self) -> str:
         """The message as text for a column that used to hold the English sentence (:func:`from_stored`)."""
@@ -91,11 +117,21 @@ def from_dict(data: Any) -> Message | None:
     """A message kept by :meth:`Message.as_dict`; None for anything else (a code this version does
     not know, a value written before codes): the caller then shows the English it kept."""
     try:
-        message = Message(data["code"], dict(data["params"]), str(data.get("field") or ""))
+        params = {name: _nested(value) for name, value in dict(data["params"]).items()}
+        message = Message(data["code"], params, str(data.get("field") or ""))
         message.english()   # its parameters fit this version's sentence
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
     return message
+
+
+def _nested(value: Any) -> Any:
+    if isinstance(value, dict) and "code" in value:
+        found = from_dict(value)
+        if found is None:
+            raise ValueError("a message inside that this version cannot read")
+        return found
+    return value
 
 
 def from_stored(text: str | None) -> Message | str:

@@ -24,6 +24,18 @@ class Names(Protocol):
     def term(self, duration: int, units: str) -> str: ...
 
 
+class _NoNames:
+    """For pages whose messages name no level or term (a code that does gets the bare values)."""
+
+    @staticmethod
+    def level_label(term_id: int) -> str:
+        return f"#{term_id}"
+
+    @staticmethod
+    def term(duration: int, units: str) -> str:
+        return f"{duration} {units}"
+
+
 Params = Mapping[str, Any]
 Render = Callable[[Params, Names], str]
 
@@ -68,20 +80,45 @@ TEXTS: dict[str, Render] = {
                                                                    step=p["step"]),
     "programs.legacy.hash_unmatched": lambda p, n: translate("programs.legacy.evidence.hash_unmatched"),
     "programs.legacy.disagree": lambda p, n: translate("programs.legacy.evidence.disagree"),
+    "templates.syntax": lambda p, n: translate("templates.error.syntax", detail=p["detail"]),
+    "templates.unknown_variable": lambda p, n: translate("monitor.settings.error.unknown_variable", name=p["name"]),
+    "templates.too_large": lambda p, n: translate("monitor.settings.error.template_too_large", kb=p["kb"]),
+    "templates.too_much_work": lambda p, n: translate("monitor.settings.error.template_too_much_work"),
+    "templates.range_too_long": lambda p, n: translate("templates.error.range_too_long", max=p["max"]),
+    "templates.undefined": lambda p, n: translate("templates.error.undefined", detail=p["detail"]),
+    "templates.undefined_value": lambda p, n: translate("templates.error.undefined_value"),
+    "templates.failed": lambda p, n: translate("templates.error.failed", detail=p["detail"]),
+    "settings.negative_days": lambda p, n: translate("monitor.settings.error.negative"),
+    "settings.negative": lambda p, n: translate("monitor.settings.error.negative"),
+    "settings.no_subject": lambda p, n: translate("monitor.settings.error.no_subject"),
+    "settings.no_body": lambda p, n: translate("monitor.settings.error.no_body"),
+    "settings.days_without_subject": lambda p, n: translate("monitor.settings.error.days_without_subject"),
+    "settings.days_without_body": lambda p, n: translate("monitor.settings.error.days_without_body"),
+    "settings.text_without_days": lambda p, n: translate("monitor.settings.error.text_without_days"),
+    "settings.not_later": lambda p, n: translate("monitor.settings.error.not_later", n=p["n"], days=p["days"]),
+    "settings.admin_without_days": lambda p, n: translate("monitor.settings.error.admin_without_days"),
+    "settings.admin_email_required": lambda p, n: translate("monitor.settings.error.admin_email_required"),
+    "settings.bad_email": lambda p, n: translate("monitor.settings.error.bad_email"),
+    "settings.template_at_line": lambda p, n: translate("monitor.settings.error.template_line", line=p["line"],
+                                                        reason=p["reason"]),
+    "settings.template": lambda p, n: translate("monitor.settings.error.template", reason=p["reason"]),
 }
 
 FieldLabel = Callable[[str], str]
 
 
-def say(message: Message | str, names: Names, field_label: FieldLabel | None = None) -> str:
+def say(message: Message | str, names: Names | None = None, field_label: FieldLabel | None = None) -> str:
     """The message in the page's language; text (a row written before codes) is shown as written."""
     if isinstance(message, str):
         return message
+    names = names or _NoNames()
     render = TEXTS.get(message.code)
     if render is None:
         return message.english()
+    # A message inside (a template's reason in a settings error) is worded first, in the same language.
+    params = {name: say(value, names) if isinstance(value, Message) else value for name, value in message.params.items()}
     try:
-        text = render(message.params, names)
+        text = render(params, names)
     except (KeyError, TypeError, ValueError):   # parameters of another version: its English still reads
         return message.english()
     if message.field:

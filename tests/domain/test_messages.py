@@ -37,6 +37,16 @@ def test_text_written_before_codes_or_by_another_version_is_kept_as_it_is(text):
     assert from_stored(text) == text
 
 
+def test_a_message_inside_a_message_is_kept_and_read_back():
+    reason = Message("templates.unknown_variable", {"name": "coupon", "known": "first_name"})
+    said = Message("settings.template_at_line", {"line": 3, "reason": reason})
+    assert said.english() == "template error at line 3: unknown variable 'coupon' (known: first_name)"
+    assert from_stored(said.stored()) == said
+    broken = said.as_dict()
+    broken["params"]["reason"]["code"] = "templates.gone"
+    assert from_dict(broken) is None                     # the outer message cannot be read without it
+
+
 def test_nothing_stored_reads_as_no_text():
     assert from_stored(None) == ""
     assert from_dict(None) is None
