@@ -77,13 +77,50 @@ ENGLISH: dict[str, str] = {
     "settings.bad_email": "not an e-mail address",
     "settings.template_at_line": "template error at line {line}: {reason}",
     "settings.template": "template error: {reason}",
+    # A grant request's fields (sidecar.domain.grants.validate_grant; the API answers with this English).
+    "grants.email_required": "e-mail is required",
+    "grants.email_invalid": "not a usable e-mail address (at most {max} characters, {local} before the @)",
+    "grants.level_required": "access level (term_id) is required",
+    "grants.level_invalid": "term_id must be a positive integer (at most {max})",
+    "grants.units_invalid": "units must be day(s), month(s) or year(s) (Russian words accepted too)",
+    "grants.duration_required": "duration is required",
+    "grants.duration_not_number": "duration must be a whole number",
+    "grants.duration_not_positive": "duration must be positive (0 would grant no access at all)",
+    "grants.duration_too_long": "duration is more than ten years ({limit} {units})",
+    "grants.no_such_level": "no such wpm-levels term",
+    # Why a grant is not (yet) delivered: its last error (sidecar.bridge.outbox, sidecar.bridge.service).
+    "grants.invalid_fields": "the request has invalid fields",
+    "grants.unknown_level": "access level {id} does not exist on the site",
+    "grants.no_product": "no WooCommerce mbl_key product grants level {level} for {duration} {units}; products of "
+                         "this level: {products}",
+    "grants.no_products": "no WooCommerce mbl_key product grants level {level} for {duration} {units}; the level "
+                          "has no mbl_key product (create one, or map it in bridge.product_overrides)",
+    "grants.lead_rejected": "amoCRM lead {lead}: {reason}",
+    "grants.lead_rejected_fields": "amoCRM lead {lead}: {reason}; {fields}",
+    "grants.lead_unreadable": "amoCRM lead {lead}: {detail}",
+    "grants.crm_error": "amoCRM: {detail}",
+    "grants.gave_up": "gave up after {attempts} attempts over {hours} h; last error: {reason}",
+    "grants.refused": "MemberLux refused the order: {detail}",
+    "grants.unknown_outcome": "outcome unknown: {detail}",
+    "grants.unreachable": "site unreachable: {detail}",
+    "grants.rival": "waiting for grant {rival} of the same customer: WordPress would create the account twice if "
+                    "both orders ran at once",
+    "grants.no_key_after_order": "order {order} was accepted but no key carries utm_id {grant} and no other trace "
+                                 "of it shows; check that the MEMBERLUX PAYMENTS add-on is active and its "
+                                 "auto-activation is on (mlsidecar doctor). The grant is not ordered again.",
+    "grants.not_found_after_order": "{reason} ({payments}): check that the MEMBERLUX PAYMENTS add-on is active and "
+                                    "its auto-activation is on (mlsidecar doctor). The grant is not ordered again; "
+                                    "retry it once the site is fixed.",
+    "grants.duplicated": "{count} keys carry this grant's id: {keys}",
+    "grants.cancelled": "cancelled by {actor}",
 }
 
 
 @dataclass(frozen=True)
 class Message:
     """One finding: ``code`` from :data:`ENGLISH`, ``params`` the values its sentence names (a value may
-    itself be a message: a template's reason inside a settings error).
+    itself be a message, or a list of messages read as one "; "-separated text: a template's reason
+    inside a settings error, a request's field errors).
 
     ``field`` names what the finding is about when it came from a form's rule ("steps.2.term_id");
     the English sentence is then prefixed with it, as the import always printed such findings.
@@ -98,19 +135,34 @@ class Message:
             raise ValueError(f"unknown message code {self.code!r}")
 
     def english(self) -> str:
-        text = ENGLISH[self.code].format(**self.params)
+        text = ENGLISH[self.code].format(**{name: _english(value) for name, value in self.params.items()})
         return f"{self.field}: {text}" if self.field else text
 
     __str__ = english
 
     def as_dict(self) -> dict[str, Any]:
         """The message as JSON-ready data, to be kept next to its English sentence (:func:`from_dict`)."""
-        params = {name: value.as_dict() if isinstance(value, Message) else value for name, value in self.params.items()}
-        return {"code": self.code, "params": params, "field": self.field}
+        return {"code": self.code, "params": {name: _data(value) for name, value in self.params.items()},
+                "field": self.field}
 
     def stored(self) -> str:
         """The message as text for a column that used to hold the English sentence (:func:`from_stored`)."""
         return json.dumps(self.as_dict(), ensure_ascii=False, sort_keys=True)
+
+
+def is_messages(value: Any) -> bool:
+    """A parameter that is a list of messages (read as one text)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(item, Message) for item in value)
+
+
+def _english(value: Any) -> Any:
+    return "; ".join(item.english() for item in value) if is_messages(value) else value
+
+
+def _data(value: Any) -> Any:
+    if isinstance(value, Message):
+        return value.as_dict()
+    return [item.as_dict() for item in value] if is_messages(value) else value
 
 
 def from_dict(data: Any) -> Message | None:
@@ -126,6 +178,8 @@ def from_dict(data: Any) -> Message | None:
 
 
 def _nested(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_nested(item) for item in value]
     if isinstance(value, dict) and "code" in value:
         found = from_dict(value)
         if found is None:

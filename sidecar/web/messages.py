@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from sidecar.domain.messages import Message
+from sidecar.domain.messages import Message, is_messages
 from sidecar.web.i18n import translate
 
 
@@ -102,25 +102,72 @@ TEXTS: dict[str, Render] = {
     "settings.template_at_line": lambda p, n: translate("monitor.settings.error.template_line", line=p["line"],
                                                         reason=p["reason"]),
     "settings.template": lambda p, n: translate("monitor.settings.error.template", reason=p["reason"]),
+    "grants.email_required": lambda p, n: translate("grants.reason.email_required"),
+    "grants.email_invalid": lambda p, n: translate("grants.reason.email_invalid", max=p["max"], local=p["local"]),
+    "grants.level_required": lambda p, n: translate("grants.reason.level_required"),
+    "grants.level_invalid": lambda p, n: translate("grants.reason.level_invalid", max=p["max"]),
+    "grants.units_invalid": lambda p, n: translate("grants.reason.units_invalid"),
+    "grants.duration_required": lambda p, n: translate("grants.reason.duration_required"),
+    "grants.duration_not_number": lambda p, n: translate("grants.reason.duration_not_number"),
+    "grants.duration_not_positive": lambda p, n: translate("grants.reason.duration_not_positive"),
+    "grants.duration_too_long": lambda p, n: translate("grants.reason.duration_too_long",
+                                                       term=n.term(p["limit"], p["units"])),
+    "grants.no_such_level": lambda p, n: translate("grants.reason.no_such_level"),
+    "grants.invalid_fields": lambda p, n: translate("grants.reason.invalid_fields"),
+    "grants.unknown_level": lambda p, n: translate("grants.reason.unknown_level", id=p["id"]),
+    "grants.no_product": lambda p, n: translate("grants.reason.no_product", level=n.level_label(p["level"]),
+                                                term=n.term(p["duration"], p["units"]), products=p["products"]),
+    "grants.no_products": lambda p, n: translate("grants.reason.no_products", level=n.level_label(p["level"]),
+                                                 term=n.term(p["duration"], p["units"])),
+    "grants.lead_rejected": lambda p, n: translate("grants.reason.lead_rejected", lead=p["lead"], reason=p["reason"]),
+    "grants.lead_rejected_fields": lambda p, n: translate("grants.reason.lead_rejected_fields", lead=p["lead"],
+                                                          reason=p["reason"], fields=p["fields"]),
+    "grants.lead_unreadable": lambda p, n: translate("grants.reason.lead_unreadable", lead=p["lead"],
+                                                     detail=p["detail"]),
+    "grants.crm_error": lambda p, n: translate("grants.reason.crm_error", detail=p["detail"]),
+    "grants.gave_up": lambda p, n: translate("grants.reason.gave_up", attempts=p["attempts"], hours=p["hours"],
+                                             reason=p["reason"]),
+    "grants.refused": lambda p, n: translate("grants.reason.refused", detail=p["detail"]),
+    "grants.unknown_outcome": lambda p, n: translate("grants.reason.unknown_outcome", detail=p["detail"]),
+    "grants.unreachable": lambda p, n: translate("grants.reason.unreachable", detail=p["detail"]),
+    "grants.rival": lambda p, n: translate("grants.reason.rival", rival=p["rival"]),
+    "grants.no_key_after_order": lambda p, n: translate("grants.reason.no_key_after_order", order=p["order"],
+                                                        grant=p["grant"]),
+    "grants.not_found_after_order": lambda p, n: translate("grants.reason.not_found_after_order", reason=p["reason"],
+                                                           payments=p["payments"]),
+    "grants.duplicated": lambda p, n: translate("grants.reason.duplicated", count=p["count"], keys=p["keys"]),
+    "grants.cancelled": lambda p, n: translate("grants.reason.cancelled", actor=p["actor"]),
 }
 
 FieldLabel = Callable[[str], str]
 
 
-def say(message: Message | str, names: Names | None = None, field_label: FieldLabel | None = None) -> str:
-    """The message in the page's language; text (a row written before codes) is shown as written."""
-    if isinstance(message, str):
-        return message
+def _inner(value: Any, names: Names, field_label: FieldLabel | None) -> Any:
+    if isinstance(value, Message):
+        return say(value, names, field_label)
+    if is_messages(value):
+        return "; ".join(say(item, names, field_label) for item in value)
+    return value
+
+
+def word(message: Message, names: Names | None = None, field_label: FieldLabel | None = None) -> str:
+    """The message in the page's language by its own wording; KeyError when it has none, or its
+    parameters do not fit it (see :func:`say`, which then shows the English)."""
     names = names or _NoNames()
-    render = TEXTS.get(message.code)
-    if render is None:
-        return message.english()
-    # A message inside (a template's reason in a settings error) is worded first, in the same language.
-    params = {name: say(value, names) if isinstance(value, Message) else value for name, value in message.params.items()}
-    try:
-        text = render(params, names)
-    except (KeyError, TypeError, ValueError):   # parameters of another version: its English still reads
-        return message.english()
+    # Messages inside (a template's reason in a settings error, a request's fields) are worded first.
+    params = {name: _inner(value, names, field_label) for name, value in message.params.items()}
+    text = TEXTS[message.code](params, names)
     if message.field:
         return f"{field_label(message.field) if field_label else message.field}: {text}"
     return text
+
+
+def say(message: Message | str, names: Names | None = None, field_label: FieldLabel | None = None) -> str:
+    """The message in the page's language; text (a row written before codes) is shown as written, and a
+    message without a wording that fits it in English as the CLI prints it."""
+    if isinstance(message, str):
+        return message
+    try:
+        return word(message, names, field_label)
+    except (KeyError, TypeError, ValueError):   # a code or parameters of another version
+        return message.english()

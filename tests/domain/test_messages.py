@@ -47,6 +47,16 @@ def test_a_message_inside_a_message_is_kept_and_read_back():
     assert from_dict(broken) is None                     # the outer message cannot be read without it
 
 
+def test_a_list_of_messages_reads_as_one_text_and_comes_back_whole():
+    fields = [Message("grants.duration_required", field="lead.duration"), Message("grants.units_invalid", field="lead.units")]
+    said = Message("grants.lead_rejected_fields", {"lead": 7, "reason": Message("grants.invalid_fields"), "fields": fields})
+    assert said.english() == ("amoCRM lead 7: the request has invalid fields; lead.duration: duration is required; "
+                              "lead.units: units must be day(s), month(s) or year(s) (Russian words accepted too)")
+    assert from_stored(said.stored()) == said
+    assert from_dict({"code": "grants.duplicated", "params": {"count": 2, "keys": [31, 32]}}) == Message(
+        "grants.duplicated", {"count": 2, "keys": [31, 32]})     # a plain list stays a list
+
+
 def test_nothing_stored_reads_as_no_text():
     assert from_stored(None) == ""
     assert from_dict(None) is None

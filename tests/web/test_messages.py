@@ -11,7 +11,7 @@ from flask import Flask, g
 from sidecar.domain.messages import ENGLISH, Message
 from sidecar.programs import labels
 from sidecar.web.i18n import CATALOGS
-from sidecar.web.messages import TEXTS, say
+from sidecar.web.messages import TEXTS, say, word
 from tests.message_samples import LEVEL_ID, LEVEL_NAME, sample, samples, shown_values
 
 CYRILLIC = re.compile("[а-яё]", re.I)
@@ -41,7 +41,7 @@ def wording():
     def worded(message, language: str) -> str:
         with app.app_context():
             g.language = language
-            return TEXTS[message.code](message.params, Names())
+            return word(message, Names(), labels.field_label)
     return worded
 
 
@@ -63,6 +63,8 @@ def test_each_code_is_worded_in_both_languages_with_its_values(message, wording)
         assert f"«{LEVEL_NAME}» (#{LEVEL_ID})" in russian
     if "duration" in message.params:
         assert "3 months" in english and "3 мес." in russian
+    if "limit" in message.params:
+        assert "3660 months" in english and "3660 мес." in russian
 
 
 def test_a_message_of_a_form_field_names_the_field_as_the_form_does(in_language):
