@@ -22,27 +22,26 @@ class Names:
     term = staticmethod(labels.term)
 
 
-@pytest.fixture
-def in_language():
+def _in_language(render):
     app = Flask(__name__)
 
     def worded(message, language: str) -> str:
         with app.app_context():
             g.language = language
-            return say(message, Names(), labels.field_label)
+            return render(message, Names(), labels.field_label)
     return worded
+
+
+@pytest.fixture
+def in_language():
+    """As a page shows a message."""
+    return _in_language(say)
 
 
 @pytest.fixture
 def wording():
     """The code's own wording, failing loudly where :func:`say` would fall back to English."""
-    app = Flask(__name__)
-
-    def worded(message, language: str) -> str:
-        with app.app_context():
-            g.language = language
-            return word(message, Names(), labels.field_label)
-    return worded
+    return _in_language(word)
 
 
 def test_every_code_of_the_registry_has_a_wording_here_and_nothing_else_has():
