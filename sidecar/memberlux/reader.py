@@ -558,6 +558,53 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return [_key_row(row) for row in conn.execute(stmt)]
 
+    def _renewing_rows(self, keys: sa.Table, term_ids: list[int]) -> sa.ColumnElement[bool]:
+        """Rows that decide access (core.md 3.5): owned, of these levels, not banned, activated; basket
+        rows included, as MemberLux's own access check does."""
+        return sa.and_(keys.c.user_id.is_not(None), keys.c.term_id.in_(term_ids),
+                       sa.func.coalesce(keys.c.is_banned, 0) == 0,
+                       keys.c.status.in_((KEY_STATUS_USED, KEY_STATUS_EXPIRED)))
+
+    def renewal_starts(self, term_ids: Iterable[int], first: date, last: date) -> list[tuple[int, int, date]]:
+        """``(user_id, term_id, date_start)`` of every key row of these levels that decides access and
+        opens at least one day, starting between ``first`` and ``last`` (both included): an index range
+        of ``date_start``. For a learner whose access had lapsed, ``date_start`` is the activation day (3.2)."""
+        tk = self.schema.table("memberlux_term_keys")
+        levels = list(dict.fromkeys(term_ids))
+        if not levels:
+            return []
+        unlimited = tk.c.is_unlimited if "is_unlimited" in tk.c else sa.literal(0)
+        stmt = sa.select(tk.c.user_id, tk.c.term_id, tk.c.date_start).where(
+            tk.c.date_start >= first, tk.c.date_start <= last, self._renewing_rows(tk, levels),
+            sa.or_(unlimited == 1, tk.c.date_end > tk.c.date_start))
+        with self.engine.connect() as conn:
+            return [(int(u), int(t), day) for u, t, start in conn.execute(stmt)
+                    if (day := parse_date(start)) is not None]
+
+    def lapses(self, term_ids: Iterable[int], first: date, last: date) -> list[tuple[int, int, date]]:
+        """``(user_id, term_id, X)``: every day X between ``first`` and ``last`` (both included) on which an
+        existing learner's access to one of these levels ended and was not carried on: X is the
+        ``date_end`` of a limited row that opens at least one day, and no row of the same user and level
+        (unlimited, or ending after X) starts on or before X. One statement: an index range of
+        ``date_end``, each candidate checked against its user's rows through the ``user_id`` index."""
+        tk, users = self.schema.table("memberlux_term_keys"), self.schema.table("users")
+        levels = list(dict.fromkeys(term_ids))
+        if not levels:
+            return []
+        other = tk.alias("carried_on")
+        unlimited = tk.c.is_unlimited if "is_unlimited" in tk.c else sa.literal(0)
+        other_unlimited = other.c.is_unlimited if "is_unlimited" in other.c else sa.literal(0)
+        carried_on = sa.exists().where(
+            other.c.user_id == tk.c.user_id, other.c.term_id == tk.c.term_id, self._renewing_rows(other, levels),
+            other.c.date_start <= tk.c.date_end, sa.or_(other_unlimited == 1, other.c.date_end > tk.c.date_end))
+        stmt = (sa.select(tk.c.user_id, tk.c.term_id, tk.c.date_end)
+                .join(users, users.c.ID == tk.c.user_id)
+                .where(tk.c.date_end >= first, tk.c.date_end <= last, self._renewing_rows(tk, levels),
+                       unlimited == 0, tk.c.date_end > tk.c.date_start, ~carried_on)
+                .distinct())
+        with self.engine.connect() as conn:
+            return [(int(u), int(t), day) for u, t, end in conn.execute(stmt) if (day := parse_date(end)) is not None]
+
     def activation_sources(self, key_ids: Iterable[int]) -> dict[int, str | None]:
         """``keys_meta.source`` of these keys (None where it is NULL); keys without a ``keys_meta`` row are absent.
 
