@@ -28,8 +28,8 @@ from sidecar.store.reminder_models import Reminder
 
 #: A grant's outcome on the dashboard, from its status.
 OUTCOMES = ("succeeded", "failed", "open", "other")
-_OUTCOME_OF = {SUCCEEDED: "succeeded", FAILED: "failed", **{s: "open" for s in OPEN_STATES},
-               **{s: "other" for s in (CANCELLED, DUPLICATED, *SHADOW_STATES)}}
+_OUTCOME_OF = {SUCCEEDED: "succeeded", FAILED: "failed", **dict.fromkeys(OPEN_STATES, "open"),
+               **dict.fromkeys((CANCELLED, DUPLICATED, *SHADOW_STATES), "other")}
 
 
 def grant_outcome(status: str) -> str:

@@ -558,7 +558,7 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return [_key_row(row) for row in conn.execute(stmt)]
 
-    def _renewing_rows(self, keys: sa.Table, term_ids: list[int]) -> sa.ColumnElement[bool]:
+    def _renewing_rows(self, keys: sa.FromClause, term_ids: list[int]) -> sa.ColumnElement[bool]:
         """Rows that decide access (core.md 3.5): owned, of these levels, not banned, activated; basket
         rows included, as MemberLux's own access check does."""
         return sa.and_(keys.c.user_id.is_not(None), keys.c.term_id.in_(term_ids),
