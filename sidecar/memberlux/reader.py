@@ -560,10 +560,15 @@ class MemberLuxReader:
 
     def _renewing_rows(self, keys: sa.FromClause, term_ids: list[int]) -> sa.ColumnElement[bool]:
         """Rows that decide access (core.md 3.5): owned, of these levels, not banned, activated; basket
-        rows included, as MemberLux's own access check does."""
-        return sa.and_(keys.c.user_id.is_not(None), keys.c.term_id.in_(term_ids),
+        rows included, as MemberLux's own access check does.
+
+        Every column here is wrapped in COALESCE, which keeps its single-column index out of the plan:
+        the callers' date range (and ``user_id`` for a learner's other rows) is what narrows the scan,
+        while an index on ``status`` or ``term_id`` would walk most of the table (SQLite, without
+        statistics, picks them otherwise)."""
+        return sa.and_(sa.func.coalesce(keys.c.user_id, 0) > 0, sa.func.coalesce(keys.c.term_id, 0).in_(term_ids),
                        sa.func.coalesce(keys.c.is_banned, 0) == 0,
-                       keys.c.status.in_((KEY_STATUS_USED, KEY_STATUS_EXPIRED)))
+                       sa.func.coalesce(keys.c.status, KEY_STATUS_NEW).in_((KEY_STATUS_USED, KEY_STATUS_EXPIRED)))
 
     def renewal_starts(self, term_ids: Iterable[int], first: date, last: date) -> list[tuple[int, int, date]]:
         """``(user_id, term_id, date_start)`` of every key row of these levels that decides access and
@@ -595,7 +600,9 @@ class MemberLuxReader:
         unlimited = tk.c.is_unlimited if "is_unlimited" in tk.c else sa.literal(0)
         other_unlimited = other.c.is_unlimited if "is_unlimited" in other.c else sa.literal(0)
         carried_on = sa.exists().where(
-            other.c.user_id == tk.c.user_id, other.c.term_id == tk.c.term_id, self._renewing_rows(other, levels),
+            # The learner's other rows of the level, through the user_id index (COALESCE keeps term_id's out).
+            other.c.user_id == tk.c.user_id, self._renewing_rows(other, levels),
+            sa.func.coalesce(other.c.term_id, 0) == tk.c.term_id,
             other.c.date_start <= tk.c.date_end, sa.or_(other_unlimited == 1, other.c.date_end > tk.c.date_end))
         stmt = (sa.select(tk.c.user_id, tk.c.term_id, tk.c.date_end)
                 .join(users, users.c.ID == tk.c.user_id)
