@@ -46,8 +46,10 @@ def _axes(frame: _Frame, ticks: list[int], end: date) -> list[str]:
         parts.append(f'<line class="chart-grid" x1="{LEFT}" y1="{y}" x2="{WIDTH - RIGHT}" y2="{y}"/>'
                      f'<text class="chart-tick chart-tick-y" x="{LEFT - 6}" y="{y + 4}">{tick}</text>')
     middle = frame.start.fromordinal((frame.start.toordinal() + end.toordinal()) // 2)
-    for day in dict.fromkeys((frame.start, middle, end)):
-        parts.append(f'<text class="chart-tick chart-tick-x" x="{frame.x(day)}" y="{HEIGHT - 8}">{day.isoformat()}</text>')
+    # The first label starts at the axis and the last ends at the right edge, so neither is cut off.
+    for day, side in {frame.start: "first", middle: "middle", end: "last"}.items():
+        parts.append(f'<text class="chart-tick chart-tick-x chart-tick-{side}" x="{frame.x(day)}" '
+                     f'y="{HEIGHT - 8}">{day.isoformat()}</text>')
     return parts
 
 

@@ -8,9 +8,11 @@ the specification: docs/dashboard.md)."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 
+from sidecar.monitor.settings import Letter as LetterSettings
+from sidecar.monitor.settings import MonitorSettings
 from sidecar.store.db import unit_of_work
 from sidecar.store.monitor_models import CertificateClassRow
 from sidecar.store.reminder_models import Reminder
@@ -167,6 +169,28 @@ def dashboard_figures(after) -> dict[tuple[int, int], tuple[tuple[int, ...], tup
 
     return {(level, row.step): (as_tuple(row.letters), as_tuple(row.no_letter))
             for level, rows in after.by_level.items() for row in rows}
+
+
+# --- letters on a demo site --------------------------------------------------------------------------
+
+def letters_after_lapses(runtime, level: int, today: date, started: date, delays=(3, 10, 30)) -> int:
+    """Give ``level`` three letters and a ledger as if its reminders had run since ``started``: a ``sent``
+    letter for every access of the level that ended (and was not carried on) and every step whose day lies
+    from ``started`` to yesterday. Returns how many letters it wrote."""
+    settings = MonitorSettings(runtime)
+    letters = tuple(LetterSettings(d, f"Reminder {n}", "<p>Your access ended.</p>") for n, d in enumerate(delays, start=1))
+    settings.save(replace(settings.effective(level), enabled=True, letters=letters), actor="test")
+    written = 0
+    with unit_of_work(runtime.sessions) as session:
+        for user, _level, expired_on in runtime.reader.lapses([level], started - timedelta(days=max(delays)), today):
+            for step, delay in enumerate(delays, start=1):
+                day = expired_on + timedelta(days=delay)
+                if started <= day < today:
+                    at = datetime.combine(day, time(9), tzinfo=timezone.utc)
+                    session.add(Reminder(user_id=user, term_id=level, expired_on=expired_on, step=step, state="sent",
+                                         due_on=day, planned_at=at, updated_at=at, sent_at=at))
+                    written += 1
+    return written
 
 
 # --- a random site -------------------------------------------------------------------------------------

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -28,42 +26,18 @@ from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.service import MonitorService, SleeperQuery
 from sidecar.monitor.csv_export import CSV_COLUMNS
 from sidecar.store.monitor_models import CertificateClassRow
+from tests.browser_support import ARTIFACTS, launched_browser
+from tests.browser_support import shot as _shot
 from tests.stores import migrate_store
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 TODAY = START.date()
 BUSY_LEVEL = 10  # "Йога для начинающих": 53 sleepers on this site, three pages of 20
 
 
-def _missing_browser() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} not found (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is not installed (pip install -e '.[dev]')"
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    problem = _missing_browser()
-    if problem:
-        if os.environ.get("MLS_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (MLS_REQUIRE_BROWSER=1) but {problem}", pytrace=False)
-        pytest.skip(f"browser test skipped: {problem}; set MLS_REQUIRE_BROWSER=1 to make this a failure")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    yield from launched_browser()
 
 
 @pytest.fixture
@@ -84,11 +58,6 @@ def served(tmp_path, settings_for):
     finally:
         stop()
         runtime.close()
-
-
-def _shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def _rows(page) -> list[tuple[int, int]]:
