@@ -70,6 +70,10 @@ def test_the_dashboard_in_english_counts_sleepers_letters_grants_and_outcomes(we
     assert "50 %" in page
     assert "What each figure counts" in page and "Got no letter: learners whose access ended" in page
     assert 'href="/status"' in page and "Grants that need attention" in page
+    # Per level: sleepers as of the refresh's day, then letters in the last 30 days and ever, steps 1-3.
+    row = re.search(rf'<tr class="level-row" data-level="{LEVEL}">(.*?)</tr>', page, re.S).group(1)
+    numbers = [re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r'<td class="num">(.*?)</td>', row, re.S)]
+    assert numbers == [["7", "2026-11-24"], ["0"], ["0"], ["0"], ["2"], ["0"], ["0"]]
 
 
 def test_the_dashboard_in_russian(web):
