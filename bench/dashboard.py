@@ -45,15 +45,15 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.bootstrap import build_runtime  # noqa: E402
-from sidecar.clock import FixedClock  # noqa: E402
-from sidecar.config import settings_from_mapping  # noqa: E402
-from sidecar.dashboard import service  # noqa: E402
-from sidecar.dashboard.outcomes import PERIOD_DAYS  # noqa: E402
-from sidecar.domain.letter_outcomes import WINDOW_CHOICES  # noqa: E402
-from sidecar.monitor.settings import Letter, MonitorSettings  # noqa: E402
-from sidecar.store import db as store_db  # noqa: E402
-from sidecar.store.reminder_models import Reminder  # noqa: E402
+from sidecar.bootstrap import build_runtime
+from sidecar.clock import FixedClock
+from sidecar.config import settings_from_mapping
+from sidecar.dashboard import service
+from sidecar.dashboard.outcomes import PERIOD_DAYS
+from sidecar.domain.letter_outcomes import WINDOW_CHOICES
+from sidecar.monitor.settings import Letter, MonitorSettings
+from sidecar.store import db as store_db
+from sidecar.store.reminder_models import Reminder
 
 DELAYS = (3, 10, 30)
 BATCH = 5000

@@ -10,7 +10,9 @@ Screenshots land in ``test-artifacts/browser/`` for a human to look at.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,44 @@ def launched_browser() -> Iterator:
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def watch_errors(page, errors: list[str]) -> None:
+    """Collect the page's console errors and failed loads in ``errors``. Console errors catch CSP violations
+    and script errors; failed loads are checked by URL instead, so the browser's own favicon probe does not count."""
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" and not message.text.startswith("Failed to load resource") else None)
+    page.on("response", lambda response: errors.append(f"{response.status} {response.url}")
+            if response.status >= 400 and not response.url.endswith("/favicon.ico") else None)
+    page.set_default_timeout(15000)
+
+
+@contextmanager
+def served_demo(site_url: str, settings, start: datetime, *, users: int, levels: int, seed: int, weeks: int,
+                prepare: Callable | None = None) -> Iterator:
+    """A demo site with ``weeks`` weekly refreshes before today's (the trend) and whatever ``prepare(runtime)``
+    adds, the sidecar serving it on a real socket: yields ``(base_url, runtime)``."""
+    from sidecar.app import create_app
+    from sidecar.bootstrap import build_runtime, store_url
+    from sidecar.clock import FixedClock
+    from sidecar.devstack.server import serve_in_thread
+    from sidecar.devstack.site import build_demo_site
+    from sidecar.monitor.refresh import SleeperRefresher
+    from tests.stores import migrate_store
+
+    today: date = start.date()
+    build_demo_site(site_url, users=users, levels=levels, seed=seed, today=today, fresh=True)
+    migrate_store(store_url(settings))
+    runtime = build_runtime(settings, clock=FixedClock(start))
+    refresher = SleeperRefresher(runtime)
+    for weeks_ago in range(weeks, 0, -1):
+        refresher.refresh_all(day=today - timedelta(weeks=weeks_ago), sync_certificates=weeks_ago == weeks)
+    refresher.refresh_all()
+    if prepare is not None:
+        prepare(runtime)
+    base_url, stop = serve_in_thread(create_app(runtime))
+    try:
+        yield base_url, runtime
+    finally:
+        stop()
+        runtime.close()

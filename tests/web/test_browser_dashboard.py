@@ -9,18 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sidecar.app import create_app
-from sidecar.bootstrap import build_runtime, store_url
-from sidecar.clock import FixedClock
 from sidecar.devstack import seed
-from sidecar.devstack.server import serve_in_thread
-from sidecar.devstack.site import build_demo_site
-from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import FAILED, SUCCEEDED, Grant
-from tests.browser_support import launched_browser, shot
+from tests.browser_support import launched_browser, served_demo, shot, watch_errors
 from tests.dashboard.support import letters_after_lapses
-from tests.stores import migrate_store
 
 START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 TODAY = START.date()
@@ -31,18 +24,7 @@ def browser():
     yield from launched_browser()
 
 
-@pytest.fixture
-def served(tmp_path, settings_for):
-    """A demo site with a few weeks of refreshes (the trend) and grants over the last days, served for real."""
-    site = f"sqlite:///{tmp_path / 'wordpress.sqlite'}"
-    build_demo_site(site, users=200, levels=5, seed=4, today=TODAY, fresh=True)
-    settings = settings_for(site)
-    migrate_store(store_url(settings))
-    runtime = build_runtime(settings, clock=FixedClock(START))
-    refresher = SleeperRefresher(runtime)
-    for weeks_ago in range(6, 0, -1):
-        refresher.refresh_all(day=TODAY - timedelta(weeks=weeks_ago), sync_certificates=weeks_ago == 6)
-    refresher.refresh_all()
+def _letters_and_grants(runtime) -> None:
     level = runtime.reader.levels()[0].term_id
     assert letters_after_lapses(runtime, level, TODAY, TODAY - timedelta(days=120)) > 0
     with unit_of_work(runtime.sessions) as session:
@@ -51,12 +33,15 @@ def served(tmp_path, settings_for):
             session.add(Grant(id=f"g{n:03d}", request_hash="h", channel=("amocrm", "api")[n % 2], principal="p",
                               meta={}, term_id=level, status=FAILED if n % 5 == 0 else SUCCEEDED, next_attempt_at=at,
                               created_at=at, updated_at=at))
-    base_url, stop = serve_in_thread(create_app(runtime))
-    try:
-        yield base_url, runtime
-    finally:
-        stop()
-        runtime.close()
+
+
+@pytest.fixture
+def served(tmp_path, settings_for):
+    """A demo site with six weekly refreshes (the trend), letters on one level and grants over the last days."""
+    site = f"sqlite:///{tmp_path / 'wordpress.sqlite'}"
+    with served_demo(site, settings_for(site), START, users=200, levels=5, seed=4, weeks=6,
+                     prepare=_letters_and_grants) as served:
+        yield served
 
 
 @pytest.mark.slow
@@ -67,11 +52,7 @@ def test_the_dashboard_in_a_browser_in_both_languages(browser, served):
         context = browser.new_context(base_url=base_url, locale=f"{language}-{language.upper()}",
                                       viewport={"width": 1366, "height": 900})
         page = context.new_page()
-        page.on("console", lambda message: errors.append(message.text)
-                if message.type == "error" and not message.text.startswith("Failed to load resource") else None)
-        page.on("response", lambda response: errors.append(f"{response.status} {response.url}")
-                if response.status >= 400 and not response.url.endswith("/favicon.ico") else None)
-        page.set_default_timeout(15000)
+        watch_errors(page, errors)
         try:
             page.goto(f"/login?lang={language}")
             page.fill("input[name=login]", seed.DEMO_ADMIN_LOGIN)
