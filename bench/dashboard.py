@@ -100,16 +100,12 @@ def generate_ledger(runtime, today: date, started_days: int) -> dict:
         letters = tuple(Letter(d, f"Reminder {n}", "<p>Your access ended.</p>") for n, d in enumerate(DELAYS, start=1))
         settings.save(replace(current, enabled=True, letters=letters), actor="bench")
     started = today - timedelta(days=started_days)
-    lapses = runtime.reader.lapses(with_letters, started - timedelta(days=max(DELAYS)), today)
-    starts: dict[tuple[int, int], list[date]] = {}
-    for user, level, day in runtime.reader.renewal_starts(with_letters, started - timedelta(days=max(DELAYS)), today):
-        starts.setdefault((user, level), []).append(day)
+    lapses = runtime.reader.lapses(dict.fromkeys(with_letters, (started - timedelta(days=max(DELAYS)), today)))
     rows = []
-    for user, level, expired_on in lapses:
-        renewals = [d for d in starts.get((user, level), ()) if d >= expired_on]
+    for user, level, expired_on, renewed_on in lapses:
         for step, delay in enumerate(DELAYS, start=1):
             day = expired_on + timedelta(days=delay)
-            if not started <= day < today or any(d < day for d in renewals):
+            if not started <= day < today or (renewed_on is not None and renewed_on < day):
                 continue
             at = datetime.combine(day, day_time(9), tzinfo=timezone.utc)
             rows.append({"user_id": user, "term_id": level, "expired_on": expired_on, "step": step, "state": "sent",

@@ -1,8 +1,9 @@
 """What happened after each letter, next to sleepers who got none (rules: sidecar.domain.letter_outcomes).
 
 Set-based on both databases: the letters and the manual certificates come from our store in one
-statement each; MemberLux answers two range queries, the keys that started in the period (renewals)
-and the accesses that ended in it without being carried on (the comparison group's lapses). The rest
+statement each; MemberLux answers two range queries, the keys of the levels with letters that started
+since the earliest of those letters' access ends (their renewals), and the accesses that ended without
+being carried on, with each one's first renewal, on the days the comparison group can use. The rest
 is matching in memory, by (user, level), with a binary search per letter.
 
 * **Letters**: learner letters in state ``sent`` whose UTC sent day L lies in the :data:`PERIOD_DAYS`
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from sidecar.domain.letter_outcomes import Tally, measured_days, outcome, still_sleeping
+from sidecar.domain.letter_outcomes import Outcome, Tally, measured_days, outcome, still_sleeping
 from sidecar.domain.reminders import LEARNER_STEPS
 
 PERIOD_DAYS = 365
@@ -87,31 +88,54 @@ class _Renewals:
         return days[at] if at < len(days) else None
 
 
+def lapse_ranges(levels: Sequence[int], delays: Mapping[int, Mapping[int, int]], first_letter_days: Mapping[int, date],
+                 first_day: date, last_day: date) -> dict[int, tuple[date, date]]:
+    """Per level, the access ends X whose would-be letter day X + delay can fall in ``first_day`` ..
+    ``last_day`` and before the level's first letter; levels where none can are left out."""
+    ranges = {}
+    for level in levels:
+        steps = delays.get(level, {})
+        if not steps:
+            continue
+        started = first_letter_days.get(level)
+        last_letter_day = min(last_day, started - timedelta(days=1)) if started is not None else last_day
+        first, last = first_day - timedelta(days=max(steps.values())), last_letter_day - timedelta(days=min(steps.values()))
+        if first <= last:
+            ranges[level] = (first, last)
+    return ranges
+
+
 def compare(*, today: date, window_days: int, levels: Sequence[int], delays: Mapping[int, Mapping[int, int]],
             letters: Iterable, first_letter_days: Mapping[int, date], certificates: Mapping[tuple[int, int], list[date]],
             renewal_starts, lapses) -> AfterLetters:
-    """Tally letters and lapses. ``renewal_starts(first, last)`` and ``lapses(levels, first, last)`` are
-    the reader's range queries; ``letters`` the store's sent letters of the period."""
+    """Tally letters and lapses. ``renewal_starts(levels, first, last)`` and ``lapses(ranges)`` are the
+    reader's range queries; ``letters`` the store's sent letters of the period."""
     first_day, last_day = measured_days(today, window_days, PERIOD_DAYS)
     wanted = set(levels)
     letters = [lt for lt in letters if lt.term_id in wanted and first_day <= lt.sent_on <= last_day]
-    step_delays = [d for level in levels for d in delays.get(level, {}).values()]
-    lapse_first = first_day - timedelta(days=max(step_delays, default=0))
-    lapse_last = last_day - timedelta(days=min(step_delays, default=0))
-    earliest = min([lapse_first, *(lt.expired_on for lt in letters)])
-    renewals = _Renewals(renewal_starts(earliest, today))
-    tallies = {(level, step): [Tally(), Tally()] for level in levels for step in LEARNER_STEPS}
+    # Mutable counts [learners, renewed, certified, either] per (level, step) and group (0: letter, 1: none):
+    # tens of thousands of learners, so no new Tally per learner.
+    counts = {(level, step, group): [0, 0, 0, 0] for level in levels for step in LEARNER_STEPS for group in (0, 1)}
 
-    for lt in letters:
-        renewed_on = renewals.first_on_or_after(lt.user_id, lt.term_id, lt.expired_on)
-        result = outcome(lt.sent_on, window_days, renewed_on, certificates.get((lt.user_id, lt.term_id), ()))
-        pair = tallies[(lt.term_id, lt.step)]
-        pair[0] = pair[0].add(result)
+    def count(key: tuple[int, int, int], result: Outcome) -> None:
+        row = counts[key]
+        row[0] += 1
+        row[1] += result.renewed
+        row[2] += result.certified
+        row[3] += result.any
 
-    control_levels = [level for level in levels if delays.get(level)]
-    for user, level, expired_on in (lapses(control_levels, lapse_first, lapse_last) if step_delays else ()):
+    if letters:
+        # Renewals of the learners who got a letter: keys of those levels starting from the earliest X on.
+        renewals = _Renewals(renewal_starts(sorted({lt.term_id for lt in letters}),
+                                            min(lt.expired_on for lt in letters), today))
+        for lt in letters:
+            renewed_on = renewals.first_on_or_after(lt.user_id, lt.term_id, lt.expired_on)
+            count((lt.term_id, lt.step, 0),
+                  outcome(lt.sent_on, window_days, renewed_on, certificates.get((lt.user_id, lt.term_id), ())))
+
+    for user, level, expired_on, renewed_on in lapses(lapse_ranges(levels, delays, first_letter_days, first_day,
+                                                                   last_day)):
         started = first_letter_days.get(level)
-        renewed_on = renewals.first_on_or_after(user, level, expired_on)
         certified = certificates.get((user, level), ())
         for step, delay in delays[level].items():
             letter_day = expired_on + timedelta(days=delay)
@@ -119,9 +143,9 @@ def compare(*, today: date, window_days: int, levels: Sequence[int], delays: Map
                 continue
             if not still_sleeping(letter_day, renewed_on, certified):
                 continue
-            pair = tallies[(level, step)]
-            pair[1] = pair[1].add(outcome(letter_day, window_days, renewed_on, certified))
+            count((level, step, 1), outcome(letter_day, window_days, renewed_on, certified))
 
-    by_level = {level: tuple(StepComparison(step, *tallies[(level, step)], delays.get(level, {}).get(step))
+    by_level = {level: tuple(StepComparison(step, Tally(*counts[(level, step, 0)]), Tally(*counts[(level, step, 1)]),
+                                            delays.get(level, {}).get(step))
                              for step in LEARNER_STEPS) for level in levels}
     return AfterLetters(window_days, first_day, last_day, by_level)

@@ -71,8 +71,7 @@ def after_letters(runtime: Runtime, today: date, window_days: int, levels: list[
     return outcomes.compare(
         today=today, window_days=window_days, levels=levels, delays=outcomes.comparison_delays(delays),
         letters=letters, first_letter_days=started, certificates=certificates,
-        renewal_starts=lambda first, last: runtime.reader.renewal_starts(levels, first, last),
-        lapses=runtime.reader.lapses)
+        renewal_starts=runtime.reader.renewal_starts, lapses=runtime.reader.lapses)
 
 
 def build(runtime: Runtime, window_days: int, level: Level | None) -> Dashboard:

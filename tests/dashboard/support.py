@@ -182,7 +182,7 @@ def letters_after_lapses(runtime, level: int, today: date, started: date, delays
     settings.save(replace(settings.effective(level), enabled=True, letters=letters), actor="test")
     written = 0
     with unit_of_work(runtime.sessions) as session:
-        for user, _level, expired_on in runtime.reader.lapses([level], started - timedelta(days=max(delays)), today):
+        for user, _level, expired_on, _renewed in runtime.reader.lapses({level: (started - timedelta(days=max(delays)), today)}):
             for step, delay in enumerate(delays, start=1):
                 day = expired_on + timedelta(days=delay)
                 if started <= day < today:
