@@ -45,10 +45,12 @@ class AfterLetters:
     last_day: date
     by_level: dict[int, tuple[StepComparison, ...]]
 
-    def total(self) -> tuple[StepComparison, ...]:
+    def total(self, levels: Iterable[int] | None = None) -> tuple[StepComparison, ...]:
+        """Per step, the sum over ``levels`` (all when None)."""
+        chosen = [self.by_level[lv] for lv in levels] if levels is not None else list(self.by_level.values())
         merged = []
         for index, step in enumerate(LEARNER_STEPS):
-            rows = [steps[index] for steps in self.by_level.values()]
+            rows = [steps[index] for steps in chosen]
             merged.append(StepComparison(step, sum((r.letters for r in rows), Tally()),
                                          sum((r.no_letter for r in rows), Tally())))
         return tuple(merged)

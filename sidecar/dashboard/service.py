@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from sidecar.bootstrap import Runtime
 from sidecar.bridge import attention
@@ -12,6 +13,9 @@ from sidecar.domain.reminders import LEARNER_STEPS
 from sidecar.memberlux.reader import Level
 from sidecar.monitor.settings import MonitorSettings
 
+#: How long the letters-and-outcomes comparison is reused: it reads a year of key rows, and its figures
+#: change only with new renewals, certificates and letters.
+AFTER_LETTERS_TTL = timedelta(minutes=10)
 TREND_DAYS = 90
 GRANT_DAYS = 30
 LETTER_DAYS = 30
@@ -39,6 +43,7 @@ class Dashboard:
     after: tuple[outcomes.StepComparison, ...]
     after_first: date
     after_last: date
+    after_computed_at: datetime
     alerts: attention.Counts
 
     @property
@@ -74,7 +79,30 @@ def after_letters(runtime: Runtime, today: date, window_days: int, levels: list[
         renewal_starts=runtime.reader.renewal_starts, lapses=runtime.reader.lapses)
 
 
-def build(runtime: Runtime, window_days: int, level: Level | None) -> Dashboard:
+class AfterLettersCache:
+    """The comparison for every level, computed once per UTC day and window and reused for
+    :data:`AFTER_LETTERS_TTL` (one level's figures are a selection of it); one per app."""
+
+    def __init__(self, runtime: Runtime, ttl: timedelta = AFTER_LETTERS_TTL) -> None:
+        self.runtime, self.ttl = runtime, ttl
+        self._kept: dict[tuple[date, int], tuple[datetime, outcomes.AfterLetters]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, today: date, window_days: int, levels: list[Level]) -> tuple[datetime, outcomes.AfterLetters]:
+        key, now = (today, window_days), self.runtime.clock.now()
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None and now - kept[0] < self.ttl:
+                return kept
+        result = after_letters(self.runtime, today, window_days, [lv.term_id for lv in levels],
+                               configured_delays(self.runtime, levels))
+        with self._lock:
+            self._kept = {k: v for k, v in self._kept.items() if k[0] == today}   # earlier days are done with
+            self._kept[key] = (now, result)
+        return now, result
+
+
+def build(runtime: Runtime, window_days: int, level: Level | None, cache: AfterLettersCache) -> Dashboard:
     today = runtime.clock.today_utc()
     levels = runtime.reader.levels()
     shown = [level] if level is not None else levels
@@ -92,8 +120,8 @@ def build(runtime: Runtime, window_days: int, level: Level | None) -> Dashboard:
                      now[lv.term_id].evaluated_for if lv.term_id in now else None,
                      tuple(recent.get((lv.term_id, s), 0) for s in LEARNER_STEPS),
                      tuple(ever.get((lv.term_id, s), 0) for s in LEARNER_STEPS)) for lv in shown]
-    after = after_letters(runtime, today, window_days, shown_ids,
-                          configured_delays(runtime, levels))
+    computed_at, after = cache.get(today, window_days, levels)
     return Dashboard(today=today, window_days=window_days, level=level, rows=rows, trend=trend,
-                     trend_since=trend_since, grants=grants, grants_since=grants_since, after=after.total(),
-                     after_first=after.first_day, after_last=after.last_day, alerts=alerts)
+                     trend_since=trend_since, grants=grants, grants_since=grants_since,
+                     after=after.total(shown_ids), after_first=after.first_day, after_last=after.last_day,
+                     after_computed_at=computed_at, alerts=alerts)

@@ -110,3 +110,15 @@ def test_the_status_page_moved_to_status_and_keeps_its_place_in_the_navigation(w
     assert "System status" in page and "Grants that need attention" in page
     assert 'href="/">Dashboard</a>' in page and 'href="/status">Status</a>' in page
     assert "System status" not in web.get("/?lang=en")
+
+
+def test_the_comparison_is_reused_for_ten_minutes_then_computed_again(site, web):
+    assert cells(web.get("/?lang=en"), "letters-renewed")[0] == "1"
+    assert "Computed at 2026-11-24 09:00 UTC; the same figures are shown for 10 minutes" in web.get("/?lang=en")
+    x = TODAY - timedelta(days=60)
+    site.key(Key(2, LEVEL, x + timedelta(days=6), x + timedelta(days=400)))     # learner 2 renews too
+    site.school.advance(seconds=599)
+    assert cells(web.get(f"/?lang=en&level={LEVEL}"), "letters-renewed")[0] == "1"   # one level: the same figures
+    site.school.advance(seconds=1)
+    page = web.get("/?lang=en")
+    assert cells(page, "letters-renewed")[0] == "2" and "Computed at 2026-11-24 09:10 UTC" in page
