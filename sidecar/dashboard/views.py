@@ -6,6 +6,7 @@ every level). An unusable one is named on the page, which then answers 400 with 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -22,6 +23,9 @@ from sidecar.web.svg_charts import line_chart, stacked_bar_chart
 
 blueprint = Blueprint("dashboard", __name__)
 
+# ASCII digits only (str.isdigit also takes "²" and "①") and short enough for a BIGINT.
+_ID = re.compile(r"[0-9]{1,18}")
+
 
 def parse_params(args: Mapping[str, str], levels: list[Level]) -> tuple[int, Level | None, list[str]]:
     """``(window, level, problems)``: an unusable value is replaced by its default and named."""
@@ -29,7 +33,7 @@ def parse_params(args: Mapping[str, str], levels: list[Level]) -> tuple[int, Lev
     window = DEFAULT_WINDOW
     raw_window = (args.get("window") or "").strip()
     if raw_window:
-        if raw_window.isdigit() and int(raw_window) in WINDOW_CHOICES:
+        if _ID.fullmatch(raw_window) and int(raw_window) in WINDOW_CHOICES:
             window = int(raw_window)
         else:
             problems.append(translate("dashboard.error.window", value=raw_window[:20],
@@ -38,7 +42,7 @@ def parse_params(args: Mapping[str, str], levels: list[Level]) -> tuple[int, Lev
     raw_level = (args.get("level") or "").strip()
     if raw_level:
         by_id = {lv.term_id: lv for lv in levels}
-        if not raw_level.isdigit():
+        if not _ID.fullmatch(raw_level):
             problems.append(translate("dashboard.error.level_id", value=raw_level[:20]))
         elif int(raw_level) not in by_id:
             problems.append(translate("dashboard.error.no_level", value=raw_level))

@@ -95,6 +95,9 @@ def test_one_level_and_another_window(web):
     ("window=9", "Outcome window 9: choose one of 7, 14, 30 days; showing 14."),
     ("level=abc", "Level abc: not a level id; showing all levels."),
     ("level=999", "There is no level 999 on the site; showing all levels."),
+    ("level=%C2%B2", "Level ²: not a level id; showing all levels."),
+    ("window=%E2%91%A0", "Outcome window ①: choose one of 7, 14, 30 days; showing 14."),
+    ("level=" + "9" * 40, "Level 99999999999999999999: not a level id; showing all levels."),
 ])
 def test_an_unusable_parameter_is_named_and_answers_400(web, query, message):
     page = web.get(f"/?lang=en&{query}", status=400)
