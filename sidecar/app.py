@@ -23,7 +23,7 @@ from sidecar.reminders import approval_views as reminder_approvals
 from sidecar.reminders import views as reminders_views
 from sidecar.webhooks import hooks as memberlux_hooks
 from sidecar.webhooks import views as webhooks_views
-from sidecar.web import auth, errors, health, home, i18n, metrics
+from sidecar.web import auth, errors, favicon, health, home, i18n, metrics
 from sidecar.web.converters import IdConverter
 from sidecar.web.proxies import TrustedProxyFix
 
@@ -105,6 +105,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     errors.init_app(app)
     auth.csrf_protect(app)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(favicon.blueprint)
     app.register_blueprint(metrics.blueprint)
     app.register_blueprint(home.blueprint)
     app.register_blueprint(auth.blueprint)

@@ -383,7 +383,7 @@ def test_unsubscribed_learners_are_listed_and_can_be_subscribed_again(web, schoo
     assert "User 2 gets reminders again." in web.flashes()
     web.post("/reminders/unsubscribes/2/resubscribe")
     assert "User 2 is not on the unsubscribe list." in web.flashes()
-    assert web.client.post("/reminders/unsubscribes/2/resubscribe").status_code == 400   # no CSRF token
+    assert web.client.post("/reminders/unsubscribes/2/resubscribe").status_code == 403   # no CSRF token
 
 
 # --- the learner's unsubscribe page -------------------------------------------------------------------
