@@ -20,6 +20,7 @@ from sidecar.monitor import views as monitor_views
 from sidecar.programs import api as programs_api
 from sidecar.programs import views as programs_views
 from sidecar.reminders import approval_views as reminder_approvals
+from sidecar.reminders import settings_views as reminder_settings
 from sidecar.reminders import views as reminders_views
 from sidecar.webhooks import hooks as memberlux_hooks
 from sidecar.webhooks import views as webhooks_views
@@ -115,6 +116,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     app.register_blueprint(monitor_views.blueprint)
     app.register_blueprint(reminders_views.blueprint)
     app.register_blueprint(reminder_approvals.blueprint)
+    app.register_blueprint(reminder_settings.blueprint)
     app.register_blueprint(memberlux_hooks.blueprint)
     app.register_blueprint(programs_views.blueprint)
     app.register_blueprint(programs_api.blueprint)
