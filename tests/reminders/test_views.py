@@ -181,7 +181,7 @@ def test_resend_refuses_bad_input_clearly_and_needs_csrf(web, school, smtp_serve
     assert "Choose at least one row to resend." in web.get("/reminders")
     web.post("/reminders/resend", {"id": ["1", "x1"]})
     assert "Not a row id: x1. Nothing was resent." in web.get("/reminders")
-    assert web.client.post("/reminders/resend", data={"id": str(failed.id)}).status_code == 400
+    assert web.client.post("/reminders/resend", data={"id": str(failed.id)}).status_code == 403  # no CSRF token
     # An outside "next" is not followed.
     response = web.post("/reminders/resend", {"id": str(failed.id), "next": "https://evil.example/"})
     assert response.headers["Location"].endswith("/reminders?state=failed")
