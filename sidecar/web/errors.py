@@ -89,8 +89,9 @@ def _framing_admin(*, may_ask_store: bool) -> Admin | None:
     if may_ask_store:
         try:
             admin = current_admin()
-        except Exception:  # noqa: BLE001 - the error page must render whatever failed; that is logged already
-            admin = None
+        except Exception as exc:  # noqa: BLE001 - the error page must still render, without the navigation
+            log.warning("error page %s drawn without the navigation: the session could not be checked (%s)",
+                        loggable_path(request.path), type(exc).__name__)
     g.mls_admin = admin
     return admin
 
@@ -98,14 +99,8 @@ def _framing_admin(*, may_ask_store: bool) -> Admin | None:
 def _page(status: int, text: str | None = None, *, may_ask_store: bool = True) -> Response:
     title, usual = status_texts(status)
     signed_in = _framing_admin(may_ask_store=may_ask_store) is not None
-    try:
-        body = render_template("error.html", status=status, title=title, text=text or usual, signed_in=signed_in)
-    except Exception:  # noqa: BLE001 - a page that cannot render still owes the visitor an answer
-        log.exception("the error page for %s could not be rendered", status)
-        body = f"{status} {title}\n"
-        response = make_response(body, status, {"Content-Type": "text/plain; charset=utf-8"})
-    else:
-        response = make_response(body, status)
+    response = make_response(render_template("error.html", status=status, title=title, text=text or usual,
+                                             signed_in=signed_in), status)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -150,6 +150,8 @@ def test_store_down_is_503_with_retry_after_and_no_navigation(site, language):
         # Whether the visitor is signed in is in the store that failed: the frame shows no navigation.
         _assert_error_page(response, 503, language, navigation=False)
         assert response.headers["Retry-After"].isdigit()
+    # A page that does not exist still says so, in the frame for a visitor nobody could check.
+    _assert_error_page(site.admin.get(f"/no/such/page?lang={language}"), 404, language, navigation=False)
 
 
 @pytest.mark.parametrize("language", ["en", "ru"])
