@@ -114,6 +114,32 @@ def _bar_problems(page, width: int) -> list[str]:
     return problems
 
 
+def _watch_for_errors(page) -> list[str]:
+    """Script errors and CSP violations, and every failed load (the favicon's too) but the 404 visited."""
+    errors: list[str] = []
+
+    def console(message) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            errors.append(message.text)
+
+    def response(answer) -> None:
+        if answer.status >= 400 and "/no/such/page" not in answer.url:
+            errors.append(f"{answer.status} {answer.url}")
+
+    page.on("console", console)
+    page.on("response", response)
+    return errors
+
+
+def _sign_in(page) -> None:
+    page.goto("/login")
+    form = page.locator("form.login-form")
+    form.locator("#login").fill(seed.DEMO_ADMIN_LOGIN)
+    form.locator("#password").fill(seed.DEMO_ADMIN_PASSWORD)
+    with page.expect_navigation(url=re.compile(r"/$")):
+        form.locator("button").click()
+
+
 def _history_scrolls_sideways(page) -> bool:
     return page.evaluate("""() => { const wrap = document.querySelector('table.reminders').closest('.grid-wrap');
                                      return wrap.scrollWidth > wrap.clientWidth + 1; }""")
@@ -124,20 +150,12 @@ def test_main_pages_fit_every_width_in_both_languages(browser, served):  # noqa:
     base_url, runtime = served
     pages = _fill_the_store(runtime)
     context = browser.new_context(base_url=base_url, viewport={"width": 1366, "height": 900})
-    errors: list[str] = []
     page = context.new_page()
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error"
-            and not message.text.startswith("Failed to load resource") else None)
-    page.on("response", lambda response: errors.append(f"{response.status} {response.url}")
-            if response.status >= 400 and "/no/such/page" not in response.url else None)
     page.set_default_timeout(15000)
+    errors = _watch_for_errors(page)
     failures: list[str] = []
     try:
-        page.goto("/login")
-        page.fill("input[name=login]", seed.DEMO_ADMIN_LOGIN)
-        page.fill("input[name=password]", seed.DEMO_ADMIN_PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r"/$"))
+        _sign_in(page)
         for language in LANGUAGES:
             page.goto(f"/?lang={language}")  # remembered in a cookie for the pages below
             for width in WIDTHS:
