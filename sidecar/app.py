@@ -16,6 +16,7 @@ from sidecar.logs import configured_secrets, loggable_path, protect_handlers, re
 from sidecar.bridge import admin as grants_admin
 from sidecar.bridge import blueprint as bridge
 from sidecar.bridge import openapi
+from sidecar.dashboard import views as dashboard_views
 from sidecar.monitor import views as monitor_views
 from sidecar.programs import api as programs_api
 from sidecar.programs import views as programs_views
@@ -108,6 +109,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(favicon.blueprint)
     app.register_blueprint(metrics.blueprint)
+    app.register_blueprint(dashboard_views.blueprint)
     app.register_blueprint(home.blueprint)
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(bridge.blueprint)

@@ -521,7 +521,7 @@ def login():
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
         if current_admin() is not None:
-            return redirect(next_url or url_for("home.index"))
+            return redirect(next_url or url_for("dashboard.index"))
         return _form(next_url)
 
     runtime = _runtime()
@@ -554,7 +554,7 @@ def login():
     _start_session(outcome.user, runtime.clock.now(), outcome.password_hash)
     _audit("login.succeeded", outcome.user.login, outcome.user.id, None)
     log.info("admin %s signed in from %s", outcome.user.login, ip)
-    return redirect(next_url or url_for("home.index"))
+    return redirect(next_url or url_for("dashboard.index"))
 
 
 @blueprint.post("/logout")

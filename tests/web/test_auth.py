@@ -432,7 +432,7 @@ def test_json_clients_get_401_instead_of_a_redirect(site):
 
 def test_status_page_renders_in_russian_for_a_signed_in_admin(site):
     site.login()
-    page = site.client.get("/", headers={"Accept-Language": "ru-RU,ru;q=0.9"})
+    page = site.client.get("/status", headers={"Accept-Language": "ru-RU,ru;q=0.9"})
     html = page.get_data(as_text=True)
     assert page.status_code == 200
     assert "Состояние системы" in html and "Выйти" in html and ADMIN_NAME in html

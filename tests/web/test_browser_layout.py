@@ -88,7 +88,8 @@ def _fill_the_store(runtime) -> dict[str, str]:
         for n in range(6):
             emit_test(session, endpoint.id, now - timedelta(minutes=n), actor="layout-test")
     return {
-        "status": "/",
+        "dashboard": "/",
+        "status": "/status",
         "monitor": "/monitor",
         "sleepers": f"/monitor/sleepers?level={BUSY_LEVEL}",
         "learner": f"/monitor/users/{sleepers[0].user_id}",
