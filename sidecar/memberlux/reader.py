@@ -558,6 +558,83 @@ class MemberLuxReader:
         with self.engine.connect() as conn:
             return [_key_row(row) for row in conn.execute(stmt)]
 
+    def _renewing_rows(self, keys: sa.FromClause, term_ids: list[int]) -> sa.ColumnElement[bool]:
+        """Rows that decide access (core.md 3.5): owned, of these levels, not banned, activated; basket
+        rows included, as MemberLux's own access check does.
+
+        Every column here is wrapped in COALESCE, which keeps its single-column index out of the plan:
+        the callers' date range (and ``user_id`` for a learner's other rows) is what narrows the scan,
+        while an index on ``status`` or ``term_id`` would walk most of the table (SQLite, without
+        statistics, picks them otherwise)."""
+        return sa.and_(sa.func.coalesce(keys.c.user_id, 0) > 0, sa.func.coalesce(keys.c.term_id, 0).in_(term_ids),
+                       sa.func.coalesce(keys.c.is_banned, 0) == 0,
+                       sa.func.coalesce(keys.c.status, KEY_STATUS_NEW).in_((KEY_STATUS_USED, KEY_STATUS_EXPIRED)))
+
+    def renewal_starts(self, term_ids: Iterable[int], first: date, last: date) -> list[tuple[int, int, date]]:
+        """``(user_id, term_id, date_start)`` of every key row of these levels that decides access and
+        opens at least one day, starting between ``first`` and ``last`` (both included): an index range
+        of ``date_start``. For a learner whose access had lapsed, ``date_start`` is the activation day (3.2)."""
+        tk = self.schema.table("memberlux_term_keys")
+        levels = list(dict.fromkeys(term_ids))
+        if not levels:
+            return []
+        unlimited = tk.c.is_unlimited if "is_unlimited" in tk.c else sa.literal(0)
+        stmt = sa.select(tk.c.user_id, tk.c.term_id, tk.c.date_start).where(
+            tk.c.date_start >= first, tk.c.date_start <= last, self._renewing_rows(tk, levels),
+            sa.or_(unlimited == 1, tk.c.date_end > tk.c.date_start))
+        with self.engine.connect() as conn:
+            return [(int(u), int(t), day) for u, t, start in conn.execute(stmt)
+                    if (day := parse_date(start)) is not None]
+
+    def lapses(self, ranges: Mapping[int, tuple[date, date]]) -> list[tuple[int, int, date, date | None]]:
+        """``(user_id, term_id, X, renewed_on)`` for every level of ``ranges`` and every day X in its range
+        (both ends included) on which an existing learner's access to the level ended and was not carried
+        on: X is the ``date_end`` of a limited row that opens at least one day, and no row of the same user
+        and level (unlimited, or ending after X) starts on or before X. ``renewed_on`` is the start of the
+        learner's first later row of the level that opens at least one day (None: none yet).
+
+        One statement: an index range of ``date_end``, each candidate checked against its learner's other
+        rows through the ``user_id`` index."""
+        if not ranges:
+            return []
+        tk, users = self.schema.table("memberlux_term_keys"), self.schema.table("users")
+        levels = list(ranges)
+        by_range: dict[tuple[date, date], list[int]] = {}
+        for level, span in ranges.items():
+            by_range.setdefault(span, []).append(level)
+        other, later = tk.alias("carried_on"), tk.alias("renewal")
+
+        def unlimited(table: sa.FromClause) -> sa.ColumnElement[Any]:
+            return table.c.is_unlimited if "is_unlimited" in table.c else sa.literal(0)
+
+        def same_learner(table: sa.FromClause) -> sa.ColumnElement[bool]:
+            # Through the user_id index (COALESCE keeps term_id's index out of the plan).
+            return sa.and_(table.c.user_id == tk.c.user_id, self._renewing_rows(table, levels),
+                           sa.func.coalesce(table.c.term_id, 0) == tk.c.term_id)
+
+        carried_on = sa.exists().where(same_learner(other), other.c.date_start <= tk.c.date_end,
+                                       sa.or_(unlimited(other) == 1, other.c.date_end > tk.c.date_end))
+        renewed_on = (sa.select(sa.func.min(later.c.date_start))
+                      .where(same_learner(later), later.c.date_start >= tk.c.date_end,
+                             sa.or_(unlimited(later) == 1, later.c.date_end > later.c.date_start))
+                      .scalar_subquery())
+        in_range = sa.or_(*(sa.and_(sa.func.coalesce(tk.c.term_id, 0).in_(ids), tk.c.date_end >= first,
+                                    tk.c.date_end <= last) for (first, last), ids in by_range.items()))
+        stmt = (sa.select(tk.c.user_id, tk.c.term_id, tk.c.date_end, renewed_on.label("renewed_on"))
+                .join(users, users.c.ID == tk.c.user_id)
+                .where(tk.c.date_end >= min(first for first, _last in by_range),
+                       tk.c.date_end <= max(last for _first, last in by_range), in_range,
+                       self._renewing_rows(tk, levels), unlimited(tk) == 0, tk.c.date_end > tk.c.date_start,
+                       ~carried_on))
+        # Rows ending on the same day (two grants in one request) give one lapse; deduplicated here rather
+        # than by DISTINCT, which would sort the whole result in a temporary table.
+        found: dict[tuple[int, int, date], date | None] = {}
+        with self.engine.connect() as conn:
+            for u, t, end, renewed in conn.execute(stmt):
+                if (day := parse_date(end)) is not None:
+                    found[(int(u), int(t), day)] = parse_date(renewed)
+        return [(u, t, day, renewed) for (u, t, day), renewed in found.items()]
+
     def activation_sources(self, key_ids: Iterable[int]) -> dict[int, str | None]:
         """``keys_meta.source`` of these keys (None where it is NULL); keys without a ``keys_meta`` row are absent.
 

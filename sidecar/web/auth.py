@@ -471,7 +471,7 @@ def _is_exempt(app: Flask) -> bool:
 
 
 def csrf_protect(app: Flask) -> None:
-    """Reject unsafe requests without the session's token (form field or header) with 400."""
+    """Reject unsafe requests without the session's token (form field or header) with 403 Forbidden."""
 
     @app.before_request
     def _check_csrf() -> None:
@@ -483,7 +483,7 @@ def csrf_protect(app: Flask) -> None:
                 and hmac.compare_digest(expected.encode("utf-8"), sent.encode("utf-8"))):
             return
         log.warning("CSRF token missing or wrong on %s %s from %s", request.method, request.path, request.remote_addr)
-        abort(400, description=translate("auth.csrf_failed"))
+        abort(403, description=translate("auth.csrf_failed"))
 
 
 @blueprint.app_context_processor
@@ -521,7 +521,7 @@ def login():
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
         if current_admin() is not None:
-            return redirect(next_url or url_for("home.index"))
+            return redirect(next_url or url_for("dashboard.index"))
         return _form(next_url)
 
     runtime = _runtime()
@@ -554,7 +554,7 @@ def login():
     _start_session(outcome.user, runtime.clock.now(), outcome.password_hash)
     _audit("login.succeeded", outcome.user.login, outcome.user.id, None)
     log.info("admin %s signed in from %s", outcome.user.login, ip)
-    return redirect(next_url or url_for("home.index"))
+    return redirect(next_url or url_for("dashboard.index"))
 
 
 @blueprint.post("/logout")

@@ -1,4 +1,4 @@
-"""The landing page: what the sidecar sees of the site and of itself."""
+"""The status page: what the sidecar sees of the site and of itself (the dashboard is the first page)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sidecar.web.auth import login_required
 blueprint = Blueprint("home", __name__)
 
 
-@blueprint.get("/")
+@blueprint.get("/status")
 @login_required  # the page reveals versions, prefixes and store state
-def index():
+def status_page():
     return render_template("status.html", status=status.collect(current_runtime()))

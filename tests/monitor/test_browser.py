@@ -10,85 +10,35 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
 
-from sidecar.app import create_app
-from sidecar.bootstrap import build_runtime, store_url
-from sidecar.clock import FixedClock
 from sidecar.devstack import seed
-from sidecar.devstack.server import serve_in_thread
-from sidecar.devstack.site import build_demo_site
-from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.service import MonitorService, SleeperQuery
 from sidecar.monitor.csv_export import CSV_COLUMNS
 from sidecar.store.monitor_models import CertificateClassRow
-from tests.stores import migrate_store
+from tests.browser_support import ARTIFACTS, launched_browser, served_demo, watch_errors
+from tests.browser_support import shot as _shot
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 TODAY = START.date()
 BUSY_LEVEL = 10  # "Йога для начинающих": 53 sleepers on this site, three pages of 20
 
 
-def _missing_browser() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} not found (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is not installed (pip install -e '.[dev]')"
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    problem = _missing_browser()
-    if problem:
-        if os.environ.get("MLS_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (MLS_REQUIRE_BROWSER=1) but {problem}", pytrace=False)
-        pytest.skip(f"browser test skipped: {problem}; set MLS_REQUIRE_BROWSER=1 to make this a failure")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    yield from launched_browser()
 
 
 @pytest.fixture
 def served(tmp_path, settings_for):
     """A bigger site than the shared one (levels with sub-levels, a level over two pages), served for real."""
     site = f"sqlite:///{tmp_path / 'wordpress.sqlite'}"
-    build_demo_site(site, users=300, levels=8, seed=2, today=TODAY, fresh=True)
-    settings = settings_for(site)
-    migrate_store(store_url(settings))
-    runtime = build_runtime(settings, clock=FixedClock(START))
-    refresher = SleeperRefresher(runtime)
-    for weeks_ago in range(11, 0, -1):  # some history for the trend charts
-        refresher.refresh_all(day=TODAY - timedelta(weeks=weeks_ago), sync_certificates=weeks_ago == 11)
-    refresher.refresh_all()
-    base_url, stop = serve_in_thread(create_app(runtime))
-    try:
-        yield base_url, runtime
-    finally:
-        stop()
-        runtime.close()
-
-
-def _shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    with served_demo(site, settings_for(site), START, users=300, levels=8, seed=2, weeks=11) as served:
+        yield served
 
 
 def _rows(page) -> list[tuple[int, int]]:
@@ -116,13 +66,7 @@ def test_admin_walks_through_the_monitor(browser, served):
                                   accept_downloads=True)
     errors: list[str] = []
     page = context.new_page()
-    # Console errors catch CSP violations and script errors; failed loads are checked by URL instead,
-    # so the browser's own favicon probe (the app has none) does not count.
-    page.on("console", lambda message: errors.append(message.text)
-            if message.type == "error" and not message.text.startswith("Failed to load resource") else None)
-    page.on("response", lambda response: errors.append(f"{response.status} {response.url}")
-            if response.status >= 400 and not response.url.endswith("/favicon.ico") else None)
-    page.set_default_timeout(15000)
+    watch_errors(page, errors)
     try:
         # Sign in as the demo administrator.
         page.goto("/login?next=/monitor")

@@ -1,0 +1,1 @@
+"""The dashboard: what the sidecar achieves — sleepers, grants, letters, and what happened after them."""

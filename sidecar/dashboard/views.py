@@ -1,0 +1,103 @@
+"""The dashboard page (``/``, the page after signing in): parameters in, figures from
+:mod:`sidecar.dashboard.service`, charts from :mod:`sidecar.web.svg_charts`.
+
+Parameters: ``window`` (7, 14 or 30 days after a letter; default 14) and ``level`` (a level id; absent:
+every level). An unusable one is named on the page, which then answers 400 with the defaults."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+
+from flask import Blueprint, render_template, request, url_for
+from markupsafe import Markup
+
+from sidecar.dashboard import queries, service
+from sidecar.domain.letter_outcomes import DEFAULT_WINDOW, WINDOW_CHOICES
+from sidecar.memberlux.reader import Level
+from sidecar.web import app_singleton, current_runtime
+from sidecar.web.auth import login_required
+from sidecar.web.i18n import translate
+from sidecar.web.svg_charts import line_chart, stacked_bar_chart
+
+blueprint = Blueprint("dashboard", __name__)
+
+# ASCII digits only (str.isdigit also takes "²" and "①") and short enough for a BIGINT.
+_ID = re.compile(r"[0-9]{1,18}")
+
+
+def parse_params(args: Mapping[str, str], levels: list[Level]) -> tuple[int, Level | None, list[str]]:
+    """``(window, level, problems)``: an unusable value is replaced by its default and named."""
+    problems: list[str] = []
+    window = DEFAULT_WINDOW
+    raw_window = (args.get("window") or "").strip()
+    if raw_window:
+        if _ID.fullmatch(raw_window) and int(raw_window) in WINDOW_CHOICES:
+            window = int(raw_window)
+        else:
+            problems.append(translate("dashboard.error.window", value=raw_window[:20],
+                                      choices=", ".join(map(str, WINDOW_CHOICES))))
+    level = None
+    raw_level = (args.get("level") or "").strip()
+    if raw_level:
+        by_id = {lv.term_id: lv for lv in levels}
+        if not _ID.fullmatch(raw_level):
+            problems.append(translate("dashboard.error.level_id", value=raw_level[:20]))
+        elif int(raw_level) not in by_id:
+            problems.append(translate("dashboard.error.no_level", value=raw_level))
+        else:
+            level = by_id[int(raw_level)]
+    return window, level, problems
+
+
+def outcome_names() -> dict[str, str]:
+    return {"succeeded": translate("dashboard.outcome.succeeded"), "failed": translate("dashboard.outcome.failed"),
+            "open": translate("dashboard.outcome.open"), "other": translate("dashboard.outcome.other")}
+
+
+def channel_name(channel: str) -> str:
+    names = {"legacy": translate("grants.channel.legacy"), "api": translate("grants.channel.api"),
+             "amocrm": translate("grants.channel.amocrm"), "program": translate("grants.channel.program")}
+    return names.get(channel, channel)
+
+
+def _charts(board: service.Dashboard) -> tuple[Markup, Markup]:
+    trend = line_chart(board.trend, board.trend_since, board.today,
+                       caption=translate("dashboard.trend.caption", days=service.TREND_DAYS),
+                       label=translate("dashboard.trend.label"),
+                       point_title=translate("dashboard.trend.point"), empty=translate("dashboard.trend.empty"))
+    days = [board.grants_since + timedelta(days=i) for i in range((board.today - board.grants_since).days + 1)]
+    per_day: dict = {}
+    for g in board.grants:
+        per_day[(g.day, g.outcome)] = per_day.get((g.day, g.outcome), 0) + g.grants
+    grants = stacked_bar_chart(days, queries.OUTCOMES, per_day, names=outcome_names(),
+                               caption=translate("dashboard.grants.caption", days=service.GRANT_DAYS),
+                               label=translate("dashboard.grants.label"),
+                               bar_title=translate("dashboard.grants.bar"), empty=translate("dashboard.grants.empty"))
+    return trend, grants
+
+
+def grants_by_channel(board: service.Dashboard) -> list[tuple[str, dict[str, int], int]]:
+    """``(channel name, grants per outcome, total)`` over the chart's days, busiest channel first."""
+    table: dict[str, dict[str, int]] = {}
+    for g in board.grants:
+        row = table.setdefault(g.channel, {})
+        row[g.outcome] = row.get(g.outcome, 0) + g.grants
+    return sorted(((channel_name(c), row, sum(row.values())) for c, row in table.items()), key=lambda r: (-r[2], r[0]))
+
+
+@blueprint.get("/")
+@login_required
+def index():
+    runtime = current_runtime()
+    levels = runtime.reader.levels()
+    window, level, problems = parse_params(request.args, levels)
+    board = service.build(runtime, window, level, app_singleton("dashboard.after_letters", service.AfterLettersCache))
+    trend, grants = _charts(board)
+    windows = [(n, url_for(".index", window=n, **({"level": level.term_id} if level else {}))) for n in WINDOW_CHOICES]
+    page = render_template("dashboard.html", board=board, levels=levels, problems=problems, trend_chart=trend,
+                           grants_chart=grants, outcomes=queries.OUTCOMES, outcome_names=outcome_names(),
+                           channels=grants_by_channel(board), windows=windows, alerts=board.alerts,
+                           ttl_minutes=int(service.AFTER_LETTERS_TTL.total_seconds() // 60))
+    return page, 400 if problems else 200

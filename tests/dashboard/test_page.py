@@ -1,0 +1,127 @@
+"""The dashboard is the page after signing in, in Russian and English: its figures, its parameters (and the
+error naming an unusable one), and the status page that moved to /status."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from sidecar.store.db import unit_of_work
+from sidecar.store.grant_models import FAILED, SUCCEEDED, Grant
+from sidecar.store.monitor_models import SleeperCount, SleeperRefresh
+from tests.dashboard.support import Key, Letter, Site
+from tests.reminders.school import LEVEL, OTHER_LEVEL, Browser
+
+TODAY = date(2026, 11, 24)
+
+
+@pytest.fixture
+def site(school_factory) -> Site:
+    school = school_factory(day=TODAY)
+    school.schedule((3, 10, 30), admin_days=None)
+    site = Site(school)
+    x = TODAY - timedelta(days=60)
+    for user in (1, 2):
+        site.learner(user)
+        site.key(Key(user, LEVEL, x - timedelta(days=30), x))
+        site.letter(Letter(user, LEVEL, x, 1, x + timedelta(days=3)))
+    site.key(Key(1, LEVEL, x + timedelta(days=5), x + timedelta(days=400)))
+    now = school.clock.now()
+    with unit_of_work(school.runtime.sessions) as session:
+        session.add(SleeperRefresh(term_id=LEVEL, evaluated_for=TODAY, refreshed_at=now, seconds=0.1, rows_scanned=4,
+                                   users_considered=2, sleepers=7, reasons={}))
+        session.add(SleeperRefresh(term_id=OTHER_LEVEL, evaluated_for=TODAY, refreshed_at=now, seconds=0.1,
+                                   rows_scanned=1, users_considered=1, sleepers=4, reasons={}))
+        for days_ago, count in ((14, 3), (7, 5), (0, 7)):
+            session.add(SleeperCount(term_id=LEVEL, day=TODAY - timedelta(days=days_ago), sleepers=count))
+        for n, (status, channel) in enumerate(((SUCCEEDED, "amocrm"), (SUCCEEDED, "amocrm"), (FAILED, "api"))):
+            at = datetime(2026, 11, 20, 10, n, tzinfo=timezone.utc)
+            session.add(Grant(id=f"g{n}", request_hash="h", channel=channel, principal="p", meta={}, term_id=LEVEL,
+                              status=status, next_attempt_at=at, created_at=at, updated_at=at))
+    return site
+
+
+@pytest.fixture
+def web(site) -> Browser:
+    return Browser(site.school)
+
+
+def cells(page: str, css: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", " ", c).split()[0] for c in re.findall(rf'<td class="num {css}">(.*?)</td>', page, re.S)]
+
+
+def test_signing_in_lands_on_the_dashboard(site):
+    browser = Browser(site.school)   # signs in through the login form
+    response = browser.client.get("/login")
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+
+
+def test_the_dashboard_in_english_counts_sleepers_letters_grants_and_outcomes(web):
+    page = web.get("/?lang=en")
+    assert "What the sidecar achieves" in page
+    assert re.search(r'id="sleepers-now">11<', page)                        # 7 + 4, the levels' last refreshes
+    assert '<title>2026-11-17: 5 sleepers</title>' in page                  # the trend's points
+    assert "<title>2026-11-20: succeeded — 2</title>" in page and "<title>2026-11-20: failed — 1</title>" in page
+    assert "amoCRM webhook" in page and "API call" in page
+    # Letter 1: two learners got it, one renewed within 14 days (50 %); nobody to compare on this site.
+    assert cells(page, "letters-learners") == ["2", "0", "0"] and cells(page, "letters-renewed")[0] == "1"
+    assert "50 %" in page
+    assert "What each figure counts" in page and "Got no letter: learners whose access ended" in page
+    assert 'href="/status"' in page and "Grants that need attention" in page
+    # Per level: sleepers as of the refresh's day, then letters in the last 30 days and ever, steps 1-3.
+    row = re.search(rf'<tr class="level-row" data-level="{LEVEL}">(.*?)</tr>', page, re.S).group(1)
+    numbers = [re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r'<td class="num">(.*?)</td>', row, re.S)]
+    assert numbers == [["7", "2026-11-24"], ["0"], ["0"], ["0"], ["2"], ["0"], ["0"]]
+
+
+def test_the_dashboard_in_russian(web):
+    page = web.get("/?lang=ru")
+    assert "Чего добивается сайдкар" in page and "Что считает каждое число" in page
+    assert "Получили письмо" in page and "Не получали писем (сравнение)" in page
+    assert "Выдачи, требующие внимания" in page
+
+
+def test_one_level_and_another_window(web):
+    page = web.get(f"/?lang=en&level={OTHER_LEVEL}&window=30")
+    assert re.search(r'id="sleepers-now">4<', page) and "Level: Немецкий." in page
+    assert cells(page, "letters-learners") == ["0", "0", "0"]
+    assert "What happened within 30 days after each letter" in page
+    assert "No grant was received in this period." in page
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("window=9", "Outcome window 9: choose one of 7, 14, 30 days; showing 14."),
+    ("level=abc", "Level abc: not a level id; showing all levels."),
+    ("level=999", "There is no level 999 on the site; showing all levels."),
+    ("level=%C2%B2", "Level ²: not a level id; showing all levels."),
+    ("window=%E2%91%A0", "Outcome window ①: choose one of 7, 14, 30 days; showing 14."),
+    ("level=" + "9" * 40, "Level 99999999999999999999: not a level id; showing all levels."),
+])
+def test_an_unusable_parameter_is_named_and_answers_400(web, query, message):
+    page = web.get(f"/?lang=en&{query}", status=400)
+    assert message in page and "What the sidecar achieves" in page
+
+
+def test_the_error_in_russian(web):
+    assert "Уровня 999 на сайте нет; показаны все уровни." in web.get("/?lang=ru&level=999", status=400)
+
+
+def test_the_status_page_moved_to_status_and_keeps_its_place_in_the_navigation(web):
+    page = web.get("/status?lang=en")
+    assert "System status" in page and "Grants that need attention" in page
+    assert 'href="/">Dashboard</a>' in page and 'href="/status">Status</a>' in page
+    assert "System status" not in web.get("/?lang=en")
+
+
+def test_the_comparison_is_reused_for_ten_minutes_then_computed_again(site, web):
+    assert cells(web.get("/?lang=en"), "letters-renewed")[0] == "1"
+    assert "Computed at 2026-11-24 09:00 UTC; the same figures are shown for 10 minutes" in web.get("/?lang=en")
+    x = TODAY - timedelta(days=60)
+    site.key(Key(2, LEVEL, x + timedelta(days=6), x + timedelta(days=400)))     # learner 2 renews too
+    site.school.advance(seconds=599)
+    assert cells(web.get(f"/?lang=en&level={LEVEL}"), "letters-renewed")[0] == "1"   # one level: the same figures
+    site.school.advance(seconds=1)
+    page = web.get("/?lang=en")
+    assert cells(page, "letters-renewed")[0] == "2" and "Computed at 2026-11-24 09:10 UTC" in page
