@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone, tzinfo
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -25,9 +26,11 @@ from sidecar.store.mail_models import UNKNOWN
 from sidecar.web import current_runtime
 from sidecar.web.auth import current_admin, login_required
 from sidecar.web.i18n import translate
+from sidecar.web.messages import say
 from sidecar.web.pages import shorten
 
 from . import queries
+from .reasons import META_KEY, last_error
 from .service import IntakeRejected
 from .welcome import WelcomeRefused, can_resend, mark_welcome_delivered, resend_welcome, welcome_of
 
@@ -73,9 +76,24 @@ class Display:
             return translate("grants.term.unlimited")
         if grant.duration is None:
             return "—"
-        if grant.units in ("days", "months"):
-            return translate(f"grants.term.{grant.units}", n=grant.duration)
-        return f"{grant.duration} {grant.units or ''}".strip()
+        return self.term_of(grant.duration, grant.units or "").strip()
+
+    @staticmethod
+    def term_of(duration: int, units: str) -> str:
+        words = _TERMS.get(units)
+        return words(duration) if words else f"{duration} {units}"
+
+    def error(self, grant: Grant) -> str:
+        """The grant's last error in the page's language (English as written when it has no code)."""
+        return say(last_error(grant), _Names(self))
+
+    def short_error(self, grant: Grant) -> str:
+        return shorten(self.error(grant), ERROR_PREVIEW)
+
+    @staticmethod
+    def meta(grant: Grant) -> dict[str, Any]:
+        """The grant's meta as shown: without the worded copy of its last error (shown above it)."""
+        return {key: value for key, value in (grant.meta or {}).items() if key != META_KEY}
 
     @staticmethod
     def status(state: str) -> str:
@@ -90,10 +108,6 @@ class Display:
         key = f"grants.channel.{name}"
         text = translate(key)
         return name if text == key else text
-
-    @staticmethod
-    def short(text: str | None, limit: int = ERROR_PREVIEW) -> str:
-        return shorten(text, limit)
 
     @staticmethod
     def yes_no(value: bool | None) -> str:
@@ -117,6 +131,25 @@ class Display:
     @staticmethod
     def json(value: Any) -> str:
         return json.dumps(value or {}, ensure_ascii=False, indent=2, sort_keys=True, default=str)
+
+
+_TERMS: dict[str, Callable[[int], str]] = {
+    "days": lambda n: translate("grants.term.days", n=n),
+    "months": lambda n: translate("grants.term.months", n=n),
+}
+
+
+class _Names:
+    """A grant page's way of naming a message's levels and terms."""
+
+    def __init__(self, display: Display) -> None:
+        self.display = display
+
+    def level_label(self, term_id: int) -> str:
+        return self.display.level(term_id)
+
+    def term(self, duration: int, units: str) -> str:
+        return Display.term_of(duration, units)
 
 
 def _display(runtime: Runtime) -> Display:

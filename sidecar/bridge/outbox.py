@@ -30,7 +30,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sidecar.bootstrap import Runtime
 from sidecar.domain.access import KeyRow
 from sidecar.domain.grants import RawGrant
+from sidecar.domain.messages import Message
 from sidecar.domain.outcomes import Evidence, Judgement, Verdict, judge
 from sidecar.domain.shadow import Expected, SeenKey, in_window, judge_shadow
 from sidecar.logs import mask_emails
@@ -57,6 +58,7 @@ from sidecar.store.leases import holder_name
 from sidecar.webhooks.events import emit
 
 from .amocrm import AmoApiError, AmoClient, AmoFetcher, AmoFieldNames, AmoPayloadError
+from .reasons import error_values
 from .service import BridgeService, IntakeRejected, emit_accepted
 
 log = logging.getLogger(__name__)
@@ -214,21 +216,24 @@ class GrantDeliverer:
         retried = (grant.meta or {}).get("retried_at")
         return max(grant.created_at, datetime.fromisoformat(retried)) if retried else grant.created_at
 
-    def _transient(self, grant: Grant, reason: str, **changes) -> Grant:
+    def _transient(self, grant: Grant, said: Message, **changes) -> Grant:
         now = self.runtime.clock.now()
         attempts = grant.attempts
         if now - self._age_clock_start(grant) > timedelta(hours=self.settings.give_up_after_hours):
-            return self._fail(grant, f"gave up after {attempts} attempts over {self.settings.give_up_after_hours} h; "
-                                     f"last error: {reason}", **changes)
-        return self._release(grant, next_attempt_at=now + self._backoff(attempts), last_error=reason[:500], **changes)
+            return self._fail(grant, Message("grants.gave_up", {"attempts": attempts, "reason": said,
+                                                                "hours": self.settings.give_up_after_hours}), **changes)
+        meta = changes.pop("meta", grant.meta)
+        return self._release(grant, next_attempt_at=now + self._backoff(attempts), **error_values(meta, said), **changes)
 
-    def _fail(self, grant: Grant, reason: str, **changes) -> Grant:
+    def _fail(self, grant: Grant, said: Message, **changes) -> Grant:
         now = self.runtime.clock.now()
+        reason = said.english()
         # Always final: giving up from ``_transient`` passes the caller's retry changes (status=queued).
         changes["status"] = FAILED
+        meta = changes.pop("meta", grant.meta)
         with unit_of_work(self.runtime.sessions) as session:
             self._write(session, grant, claimed_by=None, claim_expires_at=None, completed_at=now,
-                        last_error=reason[:500], **changes)
+                        **error_values(meta, said), **changes)
             audit.record(session, subject_type="grant", subject_id=grant.id, action="grant.failed", at=now,
                          actor=self.holder, reason=reason)
             emit(session, "grant.failed", {"grant_id": grant.id, "channel": grant.channel, "external_id": grant.external_id,
@@ -300,11 +305,11 @@ class GrantDeliverer:
             self._attempt(grant, "crm_fetch", "unknown" if exc.transient else "permanent", started,
                           status=exc.status, detail=str(exc))
             if exc.transient:
-                return self._transient(grant, f"amoCRM: {exc}")
-            return self._fail(grant, f"amoCRM: {exc}")
+                return self._transient(grant, Message("grants.crm_error", {"detail": str(exc)}))
+            return self._fail(grant, Message("grants.crm_error", {"detail": str(exc)}))
         except AmoPayloadError as exc:
             self._attempt(grant, "crm_fetch", "permanent", started, detail=str(exc))
-            return self._fail(grant, f"amoCRM lead {grant.amo_lead_id}: {exc}")
+            return self._fail(grant, Message("grants.lead_unreadable", {"lead": grant.amo_lead_id, "detail": str(exc)}))
         raw = RawGrant(email=fields.email, term_id=fields.term_id, duration=fields.duration, units=fields.units_raw,
                        first_name=fields.first_name, last_name=fields.last_name, phone=fields.phone,
                        field_names={"email": "contact.EMAIL", "term_id": "lead.course", "duration": "lead.duration",
@@ -317,7 +322,7 @@ class GrantDeliverer:
         except IntakeRejected as exc:
             detail = exc.message + "".join(f"; {e.field}: {e.message}" for e in exc.errors)
             self._attempt(grant, "crm_fetch", "permanent", started, detail=detail)
-            return self._fail(grant, f"amoCRM lead {grant.amo_lead_id}: {detail}", meta={**(grant.meta or {}), "rejection": exc.code})
+            return self._fail(grant, _lead_rejected(grant, exc), meta={**(grant.meta or {}), "rejection": exc.code})
         self._attempt(grant, "crm_fetch", "ok", started, action="crm.fetched", contact_id=fields.contact_id,
                       email=spec.email, term_id=spec.term_id, level=level_name, duration=spec.duration, units=spec.units,
                       start_date_raw=fields.start_date_raw, product_id=product_id, product=product_text)
@@ -465,9 +470,9 @@ class GrantDeliverer:
                 grant.status, grant.meta = QUEUED, meta
                 return self.deliver(grant, looked=True)
             self._attempt(grant, kind, "not_found", started, detail=f"{judgement.reason}; {payments.reason}")
-            return self._fail(grant, f"{judgement.reason} ({payments.reason}): check that the MEMBERLUX PAYMENTS "
-                                     "add-on is active and its auto-activation is on (mlsidecar doctor). The grant is "
-                                     "not ordered again; retry it once the site is fixed.", outcome_unknown=False)
+            return self._fail(grant, Message("grants.not_found_after_order", {"reason": judgement.reason,
+                                                                              "payments": payments.reason}),
+                              outcome_unknown=False)
         return None
 
     # --- unknown outcomes ------------------------------------------------------------------------------
@@ -550,8 +555,7 @@ class GrantDeliverer:
                          first_ordered_at=grant.first_ordered_at)
             wait = self.poll.total_seconds() * self.rng.uniform(0.2, 1.0)
             return self._release(grant, next_attempt_at=self.runtime.clock.now() + timedelta(seconds=wait),
-                                 last_error=f"waiting for grant {rival} of the same customer: WordPress would create "
-                                            "the account twice if both orders ran at once")
+                                 **error_values(grant.meta, Message("grants.rival", {"rival": rival})))
         grant.attempts += 1
         customer = Customer(email=grant.email or "", first_name=grant.first_name or "", last_name=grant.last_name or "",
                             patronymic=grant.patronymic or "", phone=grant.phone or "")
@@ -567,19 +571,20 @@ class GrantDeliverer:
         except PermanentRestError as exc:
             self._attempt(grant, "order", "permanent", started, status=exc.status, detail=str(exc),
                           grant_changes={"orders_sent": grant.orders_sent})
-            return self._fail(grant, f"MemberLux refused the order: {exc}", outcome_unknown=False)
+            return self._fail(grant, Message("grants.refused", {"detail": str(exc)}), outcome_unknown=False)
         except UnknownOutcomeError as exc:
             now = self.runtime.clock.now()
             settle_until = now + self.settle
             self._attempt(grant, "order", "unknown", started, status=exc.status,
                           detail=f"{exc}; no new order before {settle_until:%Y-%m-%d %H:%M:%S} UTC",
                           grant_changes={"status": UNKNOWN, "outcome_unknown": True, "settle_until": settle_until,
-                                         "last_error": f"outcome unknown: {exc}"[:500]})
+                                         **error_values(grant.meta, Message("grants.unknown_outcome",
+                                                                            {"detail": str(exc)}))})
             return self._release(grant, next_attempt_at=now + self.poll)
         except RestError as exc:  # unreachable: nothing left this process
             self._attempt(grant, "order", "unreachable", started, status=exc.status, detail=str(exc),
                           grant_changes={"orders_sent": grant.orders_sent, "outcome_unknown": False})
-            return self._transient(grant, f"site unreachable: {exc}", status=QUEUED)
+            return self._transient(grant, Message("grants.unreachable", {"detail": str(exc)}), status=QUEUED)
         grant.orders_sent += 1
         now = self.runtime.clock.now()
         meta = {**(grant.meta or {}), "order_answered": True}
@@ -601,9 +606,7 @@ class GrantDeliverer:
         if judgement.verdict is Verdict.SAFE_TO_ORDER:
             # The site said it made an order, yet nothing of it shows after the settle time.
             self._attempt(grant, "confirm", "not_found", started, detail=judgement.reason)
-            return self._fail(grant, f"order {grant.order_id} was accepted but no key carries utm_id {grant.id} and no "
-                                     "other trace of it shows; check that the MEMBERLUX PAYMENTS add-on is active and its "
-                                     "auto-activation is on (mlsidecar doctor). The grant is not ordered again.",
+            return self._fail(grant, Message("grants.no_key_after_order", {"order": grant.order_id, "grant": grant.id}),
                               outcome_unknown=False)
         self._attempt(grant, "confirm", "not_found", started, detail=judgement.reason)
         return self._release(grant, next_attempt_at=self._next_look(started, grant.settle_until))
@@ -664,8 +667,9 @@ class GrantDeliverer:
                                      "key_id": row.key_id, "user_id": row.user_id, "date_start": row.date_start,
                                      "date_end": None if row.is_unlimited else row.date_end,
                                      "is_unlimited": row.is_unlimited, "verify_until": None,
-                                     "last_error": f"{len(rows)} keys carry this grant's id: {', '.join(map(str, key_ids))}",
-                                     "meta": {**(grant.meta or {}), "duplicate_keys": key_ids},
+                                     **error_values({**(grant.meta or {}), "duplicate_keys": key_ids},
+                                                    Message("grants.duplicated", {"count": len(rows),
+                                                                                  "keys": ", ".join(map(str, key_ids))})),
                                      "claimed_by": None, "claim_expires_at": None})
         log.warning("grant %s is duplicated: keys %s carry its id", grant.id, key_ids)
         with self.runtime.sessions() as session:
@@ -699,6 +703,18 @@ class GrantDeliverer:
                 continue
             steps.append(Step(grant.id, "verify", grant.status))
         return steps
+
+
+def _lead_rejected(grant: Grant, exc: IntakeRejected) -> Message:
+    """Why an amoCRM lead cannot be granted: the intake's reason and each field's, as the API words them."""
+    lead = grant.amo_lead_id
+    if exc.said is None:
+        detail = exc.message + "".join(f"; {e.field}: {e.message}" for e in exc.errors)
+        return Message("grants.lead_unreadable", {"lead": lead, "detail": detail})
+    fields = [replace(e.said, field=e.field) for e in exc.errors]
+    if fields:
+        return Message("grants.lead_rejected_fields", {"lead": lead, "reason": exc.said, "fields": fields})
+    return Message("grants.lead_rejected", {"lead": lead, "reason": exc.said})
 
 
 def _utc(moment: datetime) -> datetime:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sidecar.bootstrap import Runtime
 from sidecar.domain.grants import FieldError, GrantSpec, validate_grant
+from sidecar.domain.messages import Message
 from sidecar.memberlux.products import Override, ProductCatalog
 from sidecar.store import audit
 from sidecar.webhooks.events import emit
@@ -29,6 +30,7 @@ from sidecar.store.grant_models import CANCELLED, FAILED, FETCHING, FINAL_STATES
 
 from .auth import Principal
 from .parsers import ParsedRequest
+from .reasons import error_values
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -42,11 +44,12 @@ def new_grant_id(now: datetime) -> str:
 
 class IntakeRejected(Exception):
     def __init__(self, status: int, code: str, message: str, *, errors: list[FieldError] | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, said: Message | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
-        self.message = message
+        self.message = message     # the API's English (a contract)
+        self.said = said           # the same for the pages, when a stored reason repeats it
         self.errors = errors or []
         self.extra = extra or {}
 
@@ -177,25 +180,25 @@ class BridgeService:
         ``term_field`` names the level field as the sender wrote it (``key.term_id``, ``grant.term_id``)."""
         level_name = self.levels.name(spec.term_id)
         if level_name is None:
-            raise IntakeRejected(422, "unknown_level", f"access level {spec.term_id} does not exist on the site",
-                                 errors=[FieldError(term_field, "unknown_level", "no such wpm-levels term")])
+            said = Message("grants.unknown_level", {"id": spec.term_id})
+            raise IntakeRejected(422, "unknown_level", said.english(), said=said,
+                                 errors=[FieldError(term_field, "unknown_level", Message("grants.no_such_level"))])
         if self.runtime.settings.memberlux.order_dialect != "woocommerce":
             return level_name, None, None
         product = self.catalog.find(spec.term_id, spec.duration, spec.units)
         if product is None:
             available = [p.describe() for p in self.catalog.for_level(spec.term_id) if p.status != "trash"]
-            raise IntakeRejected(
-                422, "no_product",
-                f"no WooCommerce mbl_key product grants level {spec.term_id} for {spec.duration} {spec.units}"
-                + (f"; products of this level: {', '.join(available)}" if available else
-                   "; the level has no mbl_key product (create one, or map it in bridge.product_overrides)"),
-                extra={"products": available})
+            wanted = {"level": spec.term_id, "duration": spec.duration, "units": spec.units}
+            said = (Message("grants.no_product", {**wanted, "products": ", ".join(available)}) if available
+                    else Message("grants.no_products", wanted))
+            raise IntakeRejected(422, "no_product", said.english(), said=said, extra={"products": available})
         return level_name, product.product_id, product.describe()
 
     def validate(self, parsed: ParsedRequest) -> GrantSpec:
         spec, errors = validate_grant(parsed.raw)
         if errors:
-            raise IntakeRejected(422, "validation_failed", "the request has invalid fields", errors=errors)
+            said = Message("grants.invalid_fields")
+            raise IntakeRejected(422, "validation_failed", said.english(), errors=errors, said=said)
         assert spec is not None
         return spec
 
@@ -357,12 +360,15 @@ class BridgeService:
 
     def cancel(self, grant_id: str, actor: str) -> Grant:
         now = self.runtime.clock.now()
+        cancelled = Message("grants.cancelled", {"actor": actor})
         with unit_of_work(self.runtime.sessions) as session:
             updated = session.execute(
                 sa.update(Grant).where(Grant.id == grant_id, Grant.status.in_((QUEUED, FETCHING, FAILED)))
-                .values(status=CANCELLED, updated_at=now, completed_at=now, last_error="cancelled by " + actor)
+                .values(status=CANCELLED, updated_at=now, completed_at=now, last_error=cancelled.english())
             ).rowcount
             grant = session.get(Grant, grant_id)
+            if grant is not None and updated:
+                grant.meta = error_values(grant.meta, cancelled)["meta"]
             if grant is None:
                 raise IntakeRejected(404, "not_found", f"no grant {grant_id}")
             if not updated:

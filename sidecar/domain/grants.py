@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sidecar.domain.ids import MAX_ID, is_id, whole_number
+from sidecar.domain.messages import Message
 
 UNITS_DAYS, UNITS_MONTHS = "days", "months"
 
@@ -42,9 +43,14 @@ _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9
 
 @dataclass(frozen=True)
 class FieldError:
-    field: str
-    code: str
-    message: str
+    field: str                 # as the sender named it
+    code: str                  # the API's stable code ("required", "invalid_duration", ...)
+    said: Message              # what is wrong, for the pages
+
+    @property
+    def message(self) -> str:
+        """What is wrong in English, as the API answers and the logs print it."""
+        return self.said.english()
 
 
 @dataclass(frozen=True)
@@ -121,38 +127,34 @@ def validate_grant(raw: RawGrant) -> tuple[GrantSpec | None, list[FieldError]]:
     errors: list[FieldError] = []
     email = normalize_email(raw.email)
     if raw.email in (None, ""):
-        errors.append(FieldError(raw.name_of("email"), "required", "e-mail is required"))
+        errors.append(FieldError(raw.name_of("email"), "required", Message("grants.email_required")))
     elif email is None:
         errors.append(FieldError(raw.name_of("email"), "invalid_email",
-                                 f"not a usable e-mail address (at most {MAX_EMAIL} characters, "
-                                 f"{MAX_LOCAL_PART} before the @)"))
+                                 Message("grants.email_invalid", {"max": MAX_EMAIL, "local": MAX_LOCAL_PART})))
 
     term_id = _as_int(raw.term_id)
     if raw.term_id in (None, ""):
-        errors.append(FieldError(raw.name_of("term_id"), "required", "access level (term_id) is required"))
+        errors.append(FieldError(raw.name_of("term_id"), "required", Message("grants.level_required")))
     elif not is_id(term_id):
-        errors.append(FieldError(raw.name_of("term_id"), "invalid_level",
-                                 f"term_id must be a positive integer (at most {MAX_ID})"))
+        errors.append(FieldError(raw.name_of("term_id"), "invalid_level", Message("grants.level_invalid", {"max": MAX_ID})))
 
     units = normalize_units(raw.units) if raw.units not in (None, "") else (UNITS_MONTHS, 1)
     if units is None:
-        errors.append(FieldError(raw.name_of("units"), "invalid_units",
-                                 "units must be day(s), month(s) or year(s) (Russian words accepted too)"))
+        errors.append(FieldError(raw.name_of("units"), "invalid_units", Message("grants.units_invalid")))
     duration = _as_int(raw.duration)
     if raw.duration in (None, ""):
-        errors.append(FieldError(raw.name_of("duration"), "required", "duration is required"))
+        errors.append(FieldError(raw.name_of("duration"), "required", Message("grants.duration_required")))
     elif duration is None:
-        errors.append(FieldError(raw.name_of("duration"), "invalid_duration", "duration must be a whole number"))
+        errors.append(FieldError(raw.name_of("duration"), "invalid_duration", Message("grants.duration_not_number")))
     elif duration <= 0:
-        errors.append(FieldError(raw.name_of("duration"), "invalid_duration",
-                                 "duration must be positive (0 would grant no access at all)"))
+        errors.append(FieldError(raw.name_of("duration"), "invalid_duration", Message("grants.duration_not_positive")))
     elif units is not None:
         unit, factor = units
         duration *= factor
         limit = MAX_DAYS if unit == UNITS_DAYS else MAX_MONTHS
         if duration > limit:
             errors.append(FieldError(raw.name_of("duration"), "invalid_duration",
-                                     f"duration is more than ten years ({limit} {unit})"))
+                                     Message("grants.duration_too_long", {"limit": limit, "units": unit})))
 
     if errors:
         return None, errors

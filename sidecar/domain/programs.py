@@ -16,6 +16,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from sidecar.domain.messages import Message
+
 UNITS = ("days", "months", "years")
 #: Beyond ten years a step is a typo, not a course (the grant bridge draws the same line).
 MAX_YEARS = 10
@@ -49,8 +51,17 @@ class Step:
 @dataclass(frozen=True)
 class ProgramProblem:
     field: str                 # "steps.2.term_id", "counting", "name", ...
-    message: str
+    said: Message              # what is wrong, as a code with parameters
     blocking: bool = True      # False: a warning shown, saving allowed
+
+    @property
+    def message(self) -> str:
+        """The problem in English, as the CLI, the API and the logs print it."""
+        return self.said.english()
+
+
+def _problem(field: str, code: str, *, blocking: bool = True, **params: object) -> ProgramProblem:
+    return ProgramProblem(field, Message(code, params), blocking)
 
 
 def check_program(name: str, steps: Sequence[Step], counting: Counting, *,
@@ -61,43 +72,48 @@ def check_program(name: str, steps: Sequence[Step], counting: Counting, *,
     """
     problems: list[ProgramProblem] = []
     if not name.strip():
-        problems.append(ProgramProblem("name", "a program needs a name"))
+        problems.append(_problem("name", "programs.name_missing"))
     if not steps:
-        problems.append(ProgramProblem("steps", "a program needs at least one step"))
+        problems.append(_problem("steps", "programs.no_steps"))
     if len(steps) > MAX_STEPS:
-        problems.append(ProgramProblem("steps", f"at most {MAX_STEPS} steps"))
+        problems.append(_problem("steps", "programs.too_many_steps", max=MAX_STEPS))
     for n, step in enumerate(steps, start=1):
         if step.term_id not in level_names:
-            problems.append(ProgramProblem(f"steps.{n}.term_id", f"access level {step.term_id} does not exist"))
+            problems.append(_problem(f"steps.{n}.term_id", "programs.unknown_level", id=step.term_id))
         if step.duration <= 0:
-            problems.append(ProgramProblem(f"steps.{n}.duration", "the duration must be a positive number"))
+            problems.append(_problem(f"steps.{n}.duration", "programs.duration_not_positive"))
         if step.units not in UNITS:
-            problems.append(ProgramProblem(f"steps.{n}.units", f"units must be one of {', '.join(UNITS)}"))
+            problems.append(_problem(f"steps.{n}.units", "programs.bad_units", units=", ".join(UNITS)))
         elif step.units == "years" and step.duration > MAX_YEARS:
-            problems.append(ProgramProblem(f"steps.{n}.duration", f"at most {MAX_YEARS} years"))
+            problems.append(_problem(f"steps.{n}.duration", "programs.too_many_years", max=MAX_YEARS))
         if n < len(steps) and step.term_id in level_names:
             mode = level_modes.get(step.term_id)
             if mode is None:
-                problems.append(ProgramProblem(
-                    f"steps.{n}.term_id", f"level {step.term_id} issues no certificates: learners cannot pass this step",
-                    blocking=False))
+                problems.append(_problem(f"steps.{n}.term_id", "programs.no_certificates", level=step.term_id,
+                                         blocking=False))
             elif mode == "auto" and counting is Counting.ANY:
-                problems.append(ProgramProblem(
-                    "counting", f"step {n} (level {step.term_id}) issues certificates automatically at every "
-                    "activation: counting every certificate would grant the next step at once and cascade "
-                    "through the program; count manual certificates only"))
+                problems.append(_problem("counting", "programs.cascade", step=n, level=step.term_id))
             elif mode == "auto":
-                problems.append(ProgramProblem(
-                    f"steps.{n}.term_id", f"level {step.term_id} issues certificates automatically; only a "
-                    "certificate issued by hand on it will advance learners", blocking=False))
+                problems.append(_problem(f"steps.{n}.term_id", "programs.auto_level", level=step.term_id,
+                                         blocking=False))
     seen: dict[int, int] = {}
     for n, step in enumerate(steps, start=1):
         if step.term_id in seen:
-            problems.append(ProgramProblem(
-                f"steps.{n}.term_id", f"level {step.term_id} is also step {seen[step.term_id]}: a certificate for it "
-                "advances whichever of the two steps the learner is on", blocking=False))
+            problems.append(_problem(f"steps.{n}.term_id", "programs.repeated_level", level=step.term_id,
+                                     step=seen[step.term_id], blocking=False))
         seen.setdefault(step.term_id, n)
     return problems
+
+
+def keep_steps_problem(furthest_step: int) -> ProgramProblem:
+    """An update that would drop the step some learners are on (1-based ``furthest_step``)."""
+    return _problem("steps", "programs.keep_steps", step=furthest_step)
+
+
+def no_product_problem(n: int, step: Step) -> ProgramProblem:
+    """A warning: the bridge has no key product for step ``n`` (1-based), so learners would wait there."""
+    return _problem(f"steps.{n}.duration", "programs.no_product", level=step.term_id, duration=step.duration,
+                    units=step.units, blocking=False)
 
 
 class Outcome(str, enum.Enum):

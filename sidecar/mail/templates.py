@@ -30,9 +30,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from sidecar.domain.messages import Message
 
 MAX_OUTPUT = 256 * 1024
 MAX_VALUE = 256 * 1024
@@ -44,19 +46,33 @@ _HUGE_WIDTH = re.compile(r"\d{6,}|\*")
 
 
 class TemplateError(ValueError):
-    """A template that cannot be used; ``line`` is 1-based when known."""
+    """A template that cannot be used; ``line`` is 1-based when known, ``said`` is the reason as a
+    message for the pages (its English is ``message``)."""
 
-    def __init__(self, message: str, line: int | None = None) -> None:
+    def __init__(self, message: str, line: int | None = None, *, said: Message | None = None) -> None:
         super().__init__(f"line {line}: {message}" if line else message)
         self.line = line
+        self.said = said or Message("templates.failed", {"detail": message})
 
 
 class TemplateLimitExceeded(TemplateError):
     """The template would make too large an output or value, or do too much work."""
 
 
-TOO_LARGE = f"template output exceeds {MAX_OUTPUT // 1024} KB"
-TOO_MUCH_WORK = "template does too much work"
+TOO_LARGE_SAID = Message("templates.too_large", {"kb": MAX_OUTPUT // 1024})
+TOO_MUCH_WORK_SAID = Message("templates.too_much_work")
+TOO_LARGE = TOO_LARGE_SAID.english()
+TOO_MUCH_WORK = TOO_MUCH_WORK_SAID.english()
+
+
+def _too_large() -> TemplateLimitExceeded:
+    return TemplateLimitExceeded(TOO_LARGE, said=TOO_LARGE_SAID)
+
+
+def syntax_error(exc: TemplateSyntaxError) -> TemplateError:
+    """Jinja's syntax error as ours, its words kept as the reason."""
+    detail = exc.message or "syntax error"
+    return TemplateError(detail, exc.lineno, said=Message("templates.syntax", {"detail": detail}))
 
 _budget: ContextVar[list[int] | None] = ContextVar("template_work_budget", default=None)
 _T = TypeVar("_T")
@@ -67,7 +83,7 @@ def _tick(steps: int = 1) -> None:
     if budget is not None:
         budget[0] -= steps
         if budget[0] < 0:
-            raise TemplateLimitExceeded(TOO_MUCH_WORK)
+            raise TemplateLimitExceeded(TOO_MUCH_WORK, said=TOO_MUCH_WORK_SAID)
 
 
 def _size(value: Any) -> int:
@@ -76,13 +92,13 @@ def _size(value: Any) -> int:
 
 def _bounded(value: Any) -> Any:
     if _size(value) > MAX_VALUE:
-        raise TemplateLimitExceeded(TOO_LARGE)
+        raise _too_large()
     return value
 
 
 def _refuse_if(condition: bool) -> None:
     if condition:
-        raise TemplateLimitExceeded(TOO_LARGE)
+        raise _too_large()
 
 
 def _is_count(value: Any) -> bool:
@@ -132,7 +148,8 @@ def _check_str_call(name: str, text: str, args: tuple[Any, ...], kwargs: dict[st
 def _bounded_range(*args: int) -> range:
     numbers = range(*args)
     if len(numbers) > MAX_RANGE:
-        raise TemplateLimitExceeded(f"{TOO_MUCH_WORK} (range is limited to {MAX_RANGE} numbers)")
+        said = Message("templates.range_too_long", {"max": MAX_RANGE})
+        raise TemplateLimitExceeded(said.english(), said=said)
     return numbers
 
 
@@ -261,7 +278,7 @@ def _render(env: BoundedSandbox, source: str, variables: dict[str, Any]) -> str:
         for piece in env.from_string(source).generate(**variables):
             length += len(piece)
             if length > MAX_OUTPUT:
-                raise TemplateLimitExceeded(TOO_LARGE)
+                raise _too_large()
             pieces.append(piece)
         return "".join(pieces)
     finally:
@@ -272,7 +289,7 @@ def check(source: str) -> None:
     try:
         _html_env.parse(source)
     except TemplateSyntaxError as exc:
-        raise TemplateError(exc.message or "syntax error", exc.lineno) from None
+        raise syntax_error(exc) from None
 
 
 def _guarded(work: Callable[[], _T]) -> _T:
@@ -282,10 +299,12 @@ def _guarded(work: Callable[[], _T]) -> _T:
     except TemplateError:
         raise
     except TemplateSyntaxError as exc:
-        raise TemplateError(exc.message or "syntax error", exc.lineno) from None
+        raise syntax_error(exc) from None
     except MemoryError:
-        raise TemplateLimitExceeded(TOO_LARGE) from None
-    except Exception as exc:  # noqa: BLE001 - undefined variables, sandbox refusals
+        raise _too_large() from None
+    except UndefinedError as exc:
+        raise TemplateError(str(exc), said=Message("templates.undefined", {"detail": str(exc)})) from None
+    except Exception as exc:  # noqa: BLE001 - sandbox refusals and the like
         raise TemplateError(str(exc)) from None
 
 
@@ -307,7 +326,7 @@ def evaluate(expression: str, variables: dict[str, Any]) -> Any:
         found = _text_env.compile_expression(expression, undefined_to_none=False)(**variables)
         if isinstance(found, Undefined):
             str(found)  # a StrictUndefined names what is missing
-            raise TemplateError("undefined value")
+            raise TemplateError("undefined value", said=Message("templates.undefined_value"))
         return _bounded(found)
 
     token = _budget.set([MAX_WORK])

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from sidecar.bootstrap import Runtime
+from sidecar.domain.messages import Message
 from sidecar.store import audit
 from sidecar.store.db import unit_of_work
 from sidecar.store.models import SettingOverride
+
+if TYPE_CHECKING:
+    from sidecar.mail.templates import TemplateError
 
 LETTERS = 3
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -56,7 +60,9 @@ class LevelSettings:
 
 
 class SettingsError(ValueError):
-    def __init__(self, errors: dict[str, str]) -> None:
+    """Settings refused; ``errors`` maps each field to what is wrong with it (English: ``str()``)."""
+
+    def __init__(self, errors: dict[str, Message]) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
         self.errors = errors
 
@@ -99,42 +105,42 @@ def validate(settings: LevelSettings) -> None:
     is refused on the field that is missing. Every letter that has days must come later than the
     previous one that has days, whether or not it is whole yet.
     """
-    errors: dict[str, str] = {}
+    errors: dict[str, Message] = {}
     previous: tuple[int, int] | None = None   # (letter, days) of the last letter with days
     for n, letter in enumerate(settings.letters, start=1):
         has_subject, has_body = bool(letter.subject.strip()), bool(letter.body.strip())
         if letter.days is not None and letter.days < 0:
-            errors[f"letters.{n}.days"] = "days after expiry cannot be negative"
+            errors[f"letters.{n}.days"] = Message("settings.negative_days")
         if has_subject or has_body:
             if letter.days is None:
-                errors[f"letters.{n}.days"] = "a letter with a subject or body needs its days after expiry"
+                errors[f"letters.{n}.days"] = Message("settings.text_without_days")
             if not has_subject:
-                errors[f"letters.{n}.subject"] = "a letter needs a subject"
+                errors[f"letters.{n}.subject"] = Message("settings.no_subject")
             if not has_body:
-                errors[f"letters.{n}.body"] = "a letter needs a body"
+                errors[f"letters.{n}.body"] = Message("settings.no_body")
         elif letter.days is not None and letter.days > 0:
-            errors[f"letters.{n}.subject"] = "a letter with days needs a subject"
-            errors[f"letters.{n}.body"] = "a letter with days needs a body"
+            errors[f"letters.{n}.subject"] = Message("settings.days_without_subject")
+            errors[f"letters.{n}.body"] = Message("settings.days_without_body")
         if letter.days is None or letter.days < 0 or not (has_subject or has_body or letter.days > 0):
             continue  # no time to compare: unset, negative (refused above) or the legacy empty 0
         if previous is not None and letter.days <= previous[1]:
-            errors.setdefault(f"letters.{n}.days", f"must be later than letter {previous[0]} ({previous[1]} days)")
+            errors.setdefault(f"letters.{n}.days", Message("settings.not_later", {"n": previous[0], "days": previous[1]}))
         previous = (n, letter.days)
     if settings.admin_days_after_last is not None and settings.admin_days_after_last < 0:
-        errors["admin_days_after_last"] = "cannot be negative"
+        errors["admin_days_after_last"] = Message("settings.negative")
     admin_on = bool(settings.admin_subject.strip() or settings.admin_body.strip())
     if admin_on and settings.admin_days_after_last is None:
-        errors["admin_days_after_last"] = "the admin digest needs its days after the last letter"
+        errors["admin_days_after_last"] = Message("settings.admin_without_days")
     if admin_on and not EMAIL_PATTERN.match(settings.admin_email):
-        errors["admin_email"] = "an administrator address is required for the admin digest"
+        errors["admin_email"] = Message("settings.admin_email_required")
     if settings.admin_email and not EMAIL_PATTERN.match(settings.admin_email):
-        errors["admin_email"] = "not an e-mail address"
+        errors["admin_email"] = Message("settings.bad_email")
     errors.update(template_errors(settings))
     if errors:
         raise SettingsError(errors)
 
 
-def template_errors(settings: LevelSettings) -> dict[str, str]:
+def template_errors(settings: LevelSettings) -> dict[str, Message]:
     """Each template that cannot render, with its line: refused when saved, never found at send time."""
     from sidecar.reminders.letters import DIGEST_VARIABLES, LEARNER_VARIABLES, RENEWAL_URL_VARIABLES, check
     from sidecar.mail.templates import TemplateError
@@ -146,13 +152,20 @@ def template_errors(settings: LevelSettings) -> dict[str, str]:
     sources += [("admin_subject", settings.admin_subject, DIGEST_VARIABLES),
                 ("admin_body", settings.admin_body, DIGEST_VARIABLES),
                 ("renewal_url", settings.renewal_url, RENEWAL_URL_VARIABLES)]
-    errors: dict[str, str] = {}
+    errors: dict[str, Message] = {}
     for name, source, allowed in sources:
         try:
             check(source, allowed)
         except TemplateError as exc:
-            errors[name] = f"template error at {exc}" if exc.line else f"template error: {exc}"
+            errors[name] = template_error(exc)
     return errors
+
+
+def template_error(exc: TemplateError) -> Message:
+    """A template's error as the settings word it: "template error at line 3: unexpected '}'"."""
+    if exc.line:
+        return Message("settings.template_at_line", {"line": exc.line, "reason": exc.said})
+    return Message("settings.template", {"reason": exc.said})
 
 
 def _scope(term_id: int) -> str:

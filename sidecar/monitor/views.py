@@ -43,7 +43,7 @@ from sidecar.monitor.filters import (
     API_MAX_PAGE, API_PER_PAGE, TRUE_WORDS, Filters, Problem, parse_filters,
 )
 from sidecar.monitor.service import MonitorService, SleeperRow
-from sidecar.monitor.settings_form import settings_fields, parse_settings_form, settings_error_text
+from sidecar.monitor.settings_form import settings_fields, parse_settings_form
 from sidecar.reminders.approval import is_approved
 from sidecar.reminders.letters import DIGEST_VARIABLES, LEARNER_VARIABLES, RENEWAL_URL_VARIABLES
 from sidecar.web import app_singleton, current_runtime
@@ -52,6 +52,7 @@ from sidecar.web.api import matching_name
 from sidecar.web.auth import csrf_exempt, current_admin, login_required
 from sidecar.web.pages import actor
 from sidecar.web.i18n import current_language, translate
+from sidecar.web.messages import say
 
 log = logging.getLogger(__name__)
 
@@ -294,13 +295,13 @@ def save_level_settings(term_id: int):
     try:
         validate(settings)
     except SettingsError as exc:
-        errors = {name: settings_error_text(message) for name, message in exc.errors.items()}
+        errors = {name: say(message) for name, message in exc.errors.items()}
     errors.update(not_numbers)  # "not a number" says more than a rule applied to the blanked value
     if not errors:
         try:
             service.save(settings, actor=actor())
         except SettingsError as exc:
-            errors = {name: settings_error_text(message) for name, message in exc.errors.items()}
+            errors = {name: say(message) for name, message in exc.errors.items()}
     if errors:
         return _render_settings(level, service, values=raw, errors=errors, status=422)
     flash(translate("monitor.settings.saved", name=level.name), "ok")

@@ -13,7 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from sidecar.bootstrap import Runtime
-from sidecar.domain.programs import Counting, ProgramProblem, Step, check_program
+from sidecar.domain.programs import (Counting, ProgramProblem, Step, check_program, keep_steps_problem,
+                                     no_product_problem)
 from sidecar.store import audit
 from sidecar.store.db import unit_of_work
 from sidecar.store.program_models import Program, ProgramStep
@@ -85,9 +86,7 @@ class ProgramCatalog:
             if step.term_id not in names or (n == 1 and not definition.grant_first_step) or step.duration <= 0:
                 continue
             if catalog.find(step.term_id, *step.as_ordered()) is None:
-                problems.append(ProgramProblem(
-                    f"steps.{n}.duration", f"no WooCommerce key product grants level {step.term_id} for "
-                    f"{step.duration} {step.units}: learners will wait at this step until one exists", blocking=False))
+                problems.append(no_product_problem(n, step))
         return problems
 
     def _checked(self, definition: ProgramDefinition) -> list[ProgramProblem]:
@@ -125,8 +124,7 @@ class ProgramCatalog:
             furthest = session.scalar(sa.select(sa.func.max(Enrolment.current_step)).where(
                 Enrolment.program_id == program_id, Enrolment.status == "active"))
             if furthest is not None and furthest >= len(definition.steps):
-                raise ProgramRejected([ProgramProblem(
-                    "steps", f"learners are on step {furthest + 1}: keep at least {furthest + 1} steps")])
+                raise ProgramRejected([keep_steps_problem(furthest + 1)])
             before = self.get(program_id).definition
             for name, value in _columns(definition).items():
                 setattr(program, name, value)

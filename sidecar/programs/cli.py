@@ -70,7 +70,7 @@ def programs_status(ctx: click.Context, program_id: int, stalled_days: int, fmt:
             "steps": [c.__dict__ for c in st.steps], "completed": st.completed, "withdrawn": st.withdrawn,
             "stalled_after_days": stalled_days,
             "stalled": [{**learner.__dict__, "since": learner.since.isoformat()} for learner in st.stalled],
-            "waiting": [{"certificate_id": c, "why": why} for c, why in st.waiting]}, indent=2, ensure_ascii=False))
+            "waiting": [{"certificate_id": c, "why": str(why)} for c, why in st.waiting]}, indent=2, ensure_ascii=False))
         return
     click.echo(f"program {st.program.id} {st.program.definition.name} ({st.program.status}, counts "
                f"{st.program.definition.counting.value} certificates)")

@@ -15,12 +15,13 @@ programs already imported (same post id) and learners already enrolled are skipp
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
 
 from sidecar.bootstrap import Runtime
+from sidecar.domain.messages import Message
 from sidecar.domain.programs import Counting, EnrolmentStatus, Step, check_program
 from sidecar.memberlux.wpdata import WpDataError, php_unserialize
 from sidecar.programs.catalog import ProgramDefinition, level_mode
@@ -39,14 +40,22 @@ class LegacyDataError(ValueError):
     """A legacy value that cannot be read; the import refuses to start."""
 
 
+class UnreadableValue(LegacyDataError):
+    """One program's legacy value that cannot be read, said as a message for the plan's problems."""
+
+    def __init__(self, said: Message) -> None:
+        super().__init__(said.english())
+        self.said = said
+
+
 @dataclass
 class ProgramPlan:
     post_id: int
     title: str
     post_status: str
     definition: ProgramDefinition | None
-    problems: list[str] = field(default_factory=list)     # blocking
-    notes: list[str] = field(default_factory=list)        # informative
+    problems: list[Message] = field(default_factory=list)     # blocking
+    notes: list[Message] = field(default_factory=list)        # informative
     already_imported_as: int | None = None
 
 
@@ -56,8 +65,8 @@ class EnrolmentPlan:
     post_id: int
     current_step: int               # 0-based
     completed: bool
-    evidence: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    evidence: list[Message] = field(default_factory=list)
+    problems: list[Message] = field(default_factory=list)
     already_enrolled: bool = False
 
 
@@ -78,6 +87,7 @@ class ImportPlan:
 
     @property
     def blocking(self) -> list[str]:
+        """Every blocking problem in English, as the CLI and the refusal print them."""
         return ([f"program {p.post_id}: {m}" for p in self.programs for m in p.problems]
                 + [f"user {e.user_id}: {m}" for e in self.enrolments for m in e.problems])
 
@@ -86,18 +96,19 @@ def _parse_steps(raw: str, post_id: int) -> list[Step]:
     try:
         value = php_unserialize(raw)
     except WpDataError as exc:
-        raise LegacyDataError(f"mlp_steps of program {post_id} is not valid PHP-serialized data ({exc})") from None
+        raise UnreadableValue(Message("programs.legacy.unserialize", {"post": post_id, "detail": str(exc)})) from None
     if not isinstance(value, list) or not value:
-        raise LegacyDataError(f"mlp_steps of program {post_id} is not a non-empty list of steps")
+        raise UnreadableValue(Message("programs.legacy.not_list", {"post": post_id}))
     steps = []
     for n, item in enumerate(value, start=1):
         if not isinstance(item, dict):
-            raise LegacyDataError(f"step {n} of program {post_id} is not an array with term_id/duration/units")
+            raise UnreadableValue(Message("programs.legacy.step_not_array", {"step": n, "post": post_id}))
         try:
             term_id = int(item.get("term_id"))
             duration = int(item.get("duration", 1) or 1)
         except (TypeError, ValueError):
-            raise LegacyDataError(f"step {n} of program {post_id} has a non-numeric term_id or duration: {item!r}") from None
+            raise UnreadableValue(Message("programs.legacy.step_not_numeric",
+                                          {"step": n, "post": post_id, "detail": repr(item)})) from None
         units = str(item.get("units") or "months").strip()
         # The legacy save turned anything but days/months into months; the owner's brief used day/month.
         units = {"day": "days", "days": "days", "month": "months", "months": "months"}.get(units, "months")
@@ -133,14 +144,13 @@ def plan_import(runtime: Runtime) -> ImportPlan:
         plan.programs.append(entry)
         try:
             steps = _parse_steps(meta.get("mlp_steps", ""), post_id)
-        except LegacyDataError as exc:
-            entry.problems.append(str(exc))
+        except UnreadableValue as exc:
+            entry.problems.append(exc.said)
             continue
         steps_by_post[post_id] = steps
-        entry.notes.append("step 1's duration is not taken from the legacy form (it always stored 1 month); "
-                           "enrolment does not grant step 1 unless you switch it on")
+        entry.notes.append(Message("programs.legacy.first_duration"))
         if entry.post_status != "publish":
-            entry.notes.append(f"the post is '{entry.post_status}': imported archived (the plugin ignored the status)")
+            entry.notes.append(Message("programs.legacy.not_published", {"status": entry.post_status}))
         notify = (meta.get("mlp_notify_enabled") or "").strip() == "1"
         definition = ProgramDefinition(
             name=entry.title or f"Program {post_id}", steps=tuple(steps), counting=Counting.MANUAL,
@@ -153,7 +163,7 @@ def plan_import(runtime: Runtime) -> ImportPlan:
         modes = {s.term_id: level_mode(reader.level_meta(s.term_id)) for s in steps if s.term_id in level_names}
         for problem in check_program(definition.name, definition.steps, definition.counting,
                                      level_names=level_names, level_modes=modes):
-            (entry.problems if problem.blocking else entry.notes).append(f"{problem.field}: {problem.message}")
+            (entry.problems if problem.blocking else entry.notes).append(replace(problem.said, field=problem.field))
         entry.definition = definition
     plan.enrolments = _plan_enrolments(runtime, steps_by_post, {p.post_id for p in plan.programs})
     return plan
@@ -180,13 +190,13 @@ def _plan_enrolments(runtime: Runtime, steps_by_post: dict[int, list[Step]], pro
         entry = EnrolmentPlan(user_id, post_id, 0, False, already_enrolled=(post_id, user_id) in enrolled)
         plans.append(entry)
         if post_id not in program_posts:
-            entry.problems.append(f"mlp_program_id {post_id} is not an ml_program post (deleted program?)")
+            entry.problems.append(Message("programs.legacy.no_program", {"post": post_id}))
             continue
         steps = steps_by_post.get(post_id)
         if steps is None:
             continue  # the program itself is blocked; reported there
         if reader.user(user_id) is None:
-            entry.problems.append("the user no longer exists")
+            entry.problems.append(Message("programs.legacy.no_user"))
             continue
         _reconstruct(runtime, entry, steps, values)
     return plans
@@ -198,20 +208,20 @@ def _reconstruct(runtime: Runtime, entry: EnrolmentPlan, steps: list[Step], valu
     user_id = entry.user_id
     stored = _int(values.get("mlp_current_step"))
     if values.get("mlp_current_step", "").strip() and stored is None:
-        entry.problems.append(f"mlp_current_step {values['mlp_current_step']!r} is not a number")
+        entry.problems.append(Message("programs.legacy.step_not_number", {"value": values["mlp_current_step"]}))
         return
-    positions: dict[str, int] = {}
+    positions: dict[str, int] = {}      # the evidence's message code -> 0-based step
     if stored is not None:
         if not 0 <= stored < len(steps):
-            entry.problems.append(f"mlp_current_step {stored} is outside the program's {len(steps)} steps")
+            entry.problems.append(Message("programs.legacy.step_outside", {"value": stored, "total": len(steps)}))
             return
-        positions["mlp_current_step"] = stored
+        positions["programs.legacy.evidence_index"] = stored
     # Keys the plugin granted carry source program_flow: step k's level granted => position >= k.
     levels = {s.term_id for s in steps}
     flow_levels = {term_id for term_id, source in reader.key_sources(user_id, levels) if source == "program_flow"}
     granted = [k for k, step in enumerate(steps) if k > 0 and step.term_id in flow_levels]
     if granted:
-        positions["program_flow keys"] = max(granted)
+        positions["programs.legacy.evidence_keys"] = max(granted)
     completed = False
     digest = (values.get("mlp_last_certificate_hash") or "").strip().lower()
     if digest:
@@ -224,18 +234,18 @@ def _reconstruct(runtime: Runtime, entry: EnrolmentPlan, steps: list[Step], valu
 
         match = next((c for c in certificates if legacy_hash(c.certificate_id) == digest), None)
         if match is None:
-            entry.evidence.append("mlp_last_certificate_hash matches no certificate of the user (deleted?)")
+            entry.evidence.append(Message("programs.legacy.hash_unmatched"))
         else:
             index = next((k for k, s in enumerate(steps) if s.term_id == match.level_id), None)
             if index is not None:
                 if index == len(steps) - 1:
                     completed = True
-                positions["last certificate"] = min(index + 1, len(steps) - 1)
+                positions["programs.legacy.evidence_certificate"] = min(index + 1, len(steps) - 1)
     entry.current_step = max(positions.values(), default=0)
     entry.completed = completed and entry.current_step == len(steps) - 1
-    entry.evidence += [f"{name}: step {value + 1}" for name, value in positions.items()]
+    entry.evidence += [Message(code, {"step": value + 1}) for code, value in positions.items()]
     if len(set(positions.values())) > 1:
-        entry.evidence.append("the sources disagree; the furthest step is taken")
+        entry.evidence.append(Message("programs.legacy.disagree"))
 
 
 def apply_import(runtime: Runtime, plan: ImportPlan, actor: str) -> dict[str, int]:
@@ -278,7 +288,8 @@ def apply_import(runtime: Runtime, plan: ImportPlan, actor: str) -> dict[str, in
             session.add(enrolment)
             session.flush()
             session.add(EnrolmentEvent(enrolment_id=enrolment.id, at=now, kind="imported", step=e.current_step + 1,
-                                       detail={"evidence": e.evidence, "completed": e.completed}))
+                                       detail={"evidence": [str(m) for m in e.evidence], "completed": e.completed,
+                                               "evidence_codes": [m.as_dict() for m in e.evidence]}))
             if not e.completed:
                 # Certificates of the switch-over day (old plugin off, import not yet done) still count.
                 steps = [entry.definition.steps for entry in plan.programs if entry.post_id == e.post_id][0]
@@ -289,16 +300,21 @@ def apply_import(runtime: Runtime, plan: ImportPlan, actor: str) -> dict[str, in
     return counts
 
 
+def _english(messages: list[Message]) -> list[str]:
+    return [m.english() for m in messages]
+
+
 def describe(plan: ImportPlan) -> dict[str, Any]:
     """A plain structure of the plan for the CLI's JSON and the UI."""
     return {
         "programs": [{"post_id": p.post_id, "title": p.title, "post_status": p.post_status,
-                      "already_imported_as": p.already_imported_as, "problems": p.problems, "notes": p.notes,
+                      "already_imported_as": p.already_imported_as, "problems": _english(p.problems),
+                      "notes": _english(p.notes),
                       "steps": [s.__dict__ for s in p.definition.steps] if p.definition else None}
                      for p in plan.programs],
         "enrolments": [{"user_id": e.user_id, "post_id": e.post_id, "step": e.current_step + 1,
-                        "completed": e.completed, "already_enrolled": e.already_enrolled, "evidence": e.evidence,
-                        "problems": e.problems} for e in plan.enrolments],
+                        "completed": e.completed, "already_enrolled": e.already_enrolled,
+                        "evidence": _english(e.evidence), "problems": _english(e.problems)} for e in plan.enrolments],
         "new_programs": plan.new_programs,
         "new_enrolments": plan.new_enrolments,
         "blocking": plan.blocking,

@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sidecar.bootstrap import Runtime
 from sidecar.bridge.service import BridgeService, IntakeRejected, emit_accepted
 from sidecar.domain.grants import GrantSpec
+from sidecar.domain.messages import Message
 from sidecar.domain.programs import Counting, EnrolmentStatus, Outcome, Step, decide, grant_key
 from sidecar.memberlux.reader import WpUser
 from sidecar.store import audit
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 PRINCIPAL = "programs"
 KEYS_CURSOR = "programs.first_level_keys"
+WAITING_REASON_LENGTH = 500      # mls_program_inbox.last_error
 
 
 def queue_recent_certificates(session: Any, user_id: int, term_id: int, since: date, now: Any) -> int:
@@ -311,7 +313,7 @@ class Progression:
                 self._advance(enrolment_id, at_step, steps, decision, certificate_id, user, now, today, report)
             except IntakeRejected as exc:
                 waiting = True
-                self._wait(certificate_id, f"step {at_step + 2} cannot be granted: {exc.message}", now)
+                self._wait(certificate_id, at_step + 2, exc.message, now)
         if not waiting:
             with unit_of_work(self.runtime.sessions) as session:
                 session.execute(sa.delete(ProgramInbox).where(ProgramInbox.certificate_id == certificate_id))
@@ -379,10 +381,15 @@ class Progression:
                 session.add(EnrolmentEvent(enrolment_id=enrolment_id, at=now, kind="ignored",
                                            certificate_id=certificate_id, step=at_step + 1, detail={"reason": reason}))
 
-    def _wait(self, certificate_id: int, error: str, now: Any) -> None:
+    def _wait(self, certificate_id: int, step: int, detail: str, now: Any) -> None:
+        why = Message("programs.step_waits", {"step": step, "detail": detail})
+        stored = why.stored()
+        while len(stored) > WAITING_REASON_LENGTH:   # the bridge's reason is cut, the message stays whole
+            detail = detail[:len(detail) // 2]
+            stored = Message("programs.step_waits", {"step": step, "detail": detail}).stored()
         with unit_of_work(self.runtime.sessions) as session:
             row = session.get(ProgramInbox, certificate_id)
             if row is not None:
                 row.attempts += 1
-                row.last_error = error[:500]
-        log.warning("programs: certificate %s waits: %s", certificate_id, error)
+                row.last_error = stored
+        log.warning("programs: certificate %s waits: %s", certificate_id, why)

@@ -9,6 +9,7 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 
 from sidecar.bootstrap import Runtime
+from sidecar.domain.messages import Message, from_stored
 from sidecar.programs.catalog import ProgramCatalog, ProgramView
 from sidecar.store.monitor_models import CertificateClassRow
 from sidecar.store.program_models import Enrolment, EnrolmentEvent, ProgramInbox
@@ -45,7 +46,7 @@ class ProgramStatus:
     completed: int
     withdrawn: int
     stalled: list[Learner] = field(default_factory=list)
-    waiting: list[tuple[int, str]] = field(default_factory=list)    # (certificate id, why)
+    waiting: list[tuple[int, Message | str]] = field(default_factory=list)    # (certificate id, why)
     stalled_after_days: int = STALLED_AFTER_DAYS
 
 
@@ -77,7 +78,7 @@ def program_status(runtime: Runtime, program_id: int, *, stalled_after_days: int
             e.program_id == program_id, e.status == "active", e.step_since < threshold)
             .order_by(e.step_since, e.id).limit(stalled_limit)))
         levels = sorted({step.term_id for step in program.definition.steps})
-        waiting = [(int(r.certificate_id), r.last_error) for r in session.scalars(
+        waiting = [(int(r.certificate_id), from_stored(r.last_error)) for r in session.scalars(
             sa.select(ProgramInbox)
             .join(CertificateClassRow, CertificateClassRow.certificate_id == ProgramInbox.certificate_id)
             .where(ProgramInbox.attempts > 0, CertificateClassRow.level_id.in_(levels),

@@ -4,7 +4,8 @@ legacy import.
 Thin on purpose: definitions go through :class:`ProgramCatalog` (which checks them against the site
 and audits), enrolments through :class:`Progression`, reading through :mod:`sidecar.programs.status`,
 the import through :mod:`sidecar.programs.legacy` (a dry run on GET, everything or nothing on POST).
-The rules' English sentences are shown in the UI's language by :mod:`sidecar.programs.texts`.
+The rules' and the import's messages are shown in the UI's language by :mod:`sidecar.web.messages`,
+stored values by :mod:`sidecar.programs.labels`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from sidecar.bridge.service import IntakeRejected
 from sidecar.domain.programs import MAX_STEPS, UNITS, ProgramProblem
 from sidecar.monitor.display import Display as MonitorDisplay
 from sidecar.monitor.display import level_tree
-from sidecar.programs import legacy, status, texts
+from sidecar.domain.messages import Message
+from sidecar.programs import labels, legacy, status
 from sidecar.programs.catalog import ProgramCatalog, ProgramRejected, ProgramView, level_mode
 from sidecar.programs.forms import ProgramForm
 from sidecar.programs.notices import PLACEHOLDERS
@@ -30,6 +32,7 @@ from sidecar.status import site_timezone
 from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import login_required, safe_next
 from sidecar.web.i18n import translate
+from sidecar.web.messages import say
 from sidecar.web.pages import actor
 from sidecar.webhooks.ssrf import DestinationRefused, check_destination
 
@@ -61,28 +64,34 @@ class Display(MonitorDisplay):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.level_label = texts.level_label(self.names)
+        self._level_label = labels.level_label(self.names)
+
+    def level_label(self, term_id: int) -> str:
+        return self._level_label(term_id)
 
     @staticmethod
     def term(duration: int, units: str) -> str:
-        return translate(f"programs.term.{units}", n=duration) if units in UNITS else f"{duration} {units}"
+        return labels.term(duration, units)
 
     def problem(self, problem: ProgramProblem) -> str:
-        return texts.problem_text(problem.message, self.level_label)
+        return say(problem.said, self)
 
-    def legacy(self, message: str) -> str:
-        return texts.legacy_text(message, self.level_label)
+    def field_problem(self, problem: ProgramProblem) -> str:
+        """A warning with the field it concerns, as the form names it."""
+        return f"{labels.field_label(problem.field)}: {self.problem(problem)}"
+
+    def legacy(self, message: Message) -> str:
+        return say(message, self, labels.field_label)
 
     def detail(self, event: status.TimelineEvent) -> str:
-        return texts.event_detail(event.kind, event.detail, self.level_label)
+        return labels.event_detail(event.kind, event.detail, self)
 
     @staticmethod
-    def label(prefix: str, value: str | None) -> str:
-        return texts.label(prefix, value)
+    def label(kind: str, value: str | None) -> str:
+        return labels.label(kind, value)
 
-    @staticmethod
-    def waiting(message: str) -> str:
-        return texts.waiting_text(message)
+    def waiting(self, why: Message | str) -> str:
+        return say(why, self) or "—"
 
 
 def _display(runtime: Runtime) -> Display:
@@ -155,7 +164,7 @@ def _row_button(form_data: Mapping[str, str]) -> tuple[str, int]:
 
 
 def _warning_texts(runtime: Runtime, display: Display, view: ProgramView) -> list[str]:
-    warnings = [f"{texts.field_label(p.field)}: {display.problem(p)}" for p in view.warnings]
+    warnings = [display.field_problem(p) for p in view.warnings]
     url = view.definition.webhook_url
     if url:
         try:
@@ -188,7 +197,7 @@ def _save(runtime: Runtime, program: ProgramView | None):
         for problem in exc.problems:
             if problem.blocking:
                 errors.setdefault(problem.field, display.problem(problem))
-        warnings = [f"{texts.field_label(p.field)}: {display.problem(p)}" for p in exc.problems if not p.blocking]
+        warnings = [display.field_problem(p) for p in exc.problems if not p.blocking]
         return _render_form(runtime, form, program=program, errors=errors, warnings=warnings, status_code=422)
     except LookupError:
         abort(404)

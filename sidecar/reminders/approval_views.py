@@ -17,7 +17,7 @@ from sidecar.bootstrap import Runtime
 from sidecar.domain.reminders import ADMIN_STEP
 from sidecar.mail.templates import TemplateError
 from sidecar.memberlux.reader import Level
-from sidecar.monitor.settings import LevelSettings, MonitorSettings
+from sidecar.monitor.settings import LevelSettings, MonitorSettings, template_error
 from sidecar.reminders import approval
 from sidecar.reminders import sender as reminder_sender
 from sidecar.reminders.context import LetterContext
@@ -29,6 +29,7 @@ from sidecar.store.reminder_models import AwaitingReminder
 from sidecar.web import current_runtime
 from sidecar.web.auth import login_required
 from sidecar.web.i18n import translate
+from sidecar.web.messages import say
 from sidecar.web.pages import actor
 
 blueprint = Blueprint("reminder_approvals", __name__)
@@ -110,7 +111,7 @@ def _subjects(runtime: Runtime, level: LevelSettings, items: list[AwaitingRemind
         try:
             digest_subject = render_subject(level.admin_subject, context.digest(level.term_id, day, learners))
         except TemplateError as exc:
-            digest_problem = str(exc)
+            digest_problem = say(template_error(exc))
     rows = []
     for item in items:
         if item.step == ADMIN_STEP:
@@ -125,7 +126,7 @@ def _subjects(runtime: Runtime, level: LevelSettings, items: list[AwaitingRemind
         try:
             rows.append(ListRow(item, user.email, render_subject(level.letters[item.step - 1].subject, variables)))
         except TemplateError as exc:
-            rows.append(ListRow(item, user.email, "", str(exc)))
+            rows.append(ListRow(item, user.email, "", say(template_error(exc))))
     return rows
 
 

@@ -20,7 +20,8 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, meta
 from markupsafe import Markup, escape
 
-from sidecar.mail.templates import TemplateError, _html_env, html_to_text, render_html, render_text
+from sidecar.domain.messages import Message
+from sidecar.mail.templates import TemplateError, _html_env, html_to_text, render_html, render_text, syntax_error
 
 # name -> (English, Russian) meaning; the UI and docs/reminders.md list them.
 LEARNER_VARIABLES: dict[str, tuple[str, str]] = {
@@ -119,12 +120,11 @@ def check(source: str, allowed: Mapping[str, Any]) -> None:
     try:
         parsed = _html_env.parse(text)
     except TemplateSyntaxError as exc:
-        raise TemplateError(exc.message or "syntax error", exc.lineno) from None
+        raise syntax_error(exc) from None
     unknown = sorted(meta.find_undeclared_variables(parsed) - set(allowed))
     if unknown:
-        name = unknown[0]
-        raise TemplateError(f"unknown variable '{name}' (known: {', '.join(sorted(allowed))})",
-                            _line_of(text, name))
+        said = Message("templates.unknown_variable", {"name": unknown[0], "known": ", ".join(sorted(allowed))})
+        raise TemplateError(said.english(), _line_of(text, unknown[0]), said=said)
 
 
 @dataclass(frozen=True)

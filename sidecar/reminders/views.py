@@ -49,10 +49,11 @@ from sidecar.mail.mailer import Mail, MailDisabled, Mailer, MailError, MailOutco
 from sidecar.mail.templates import TemplateError
 from sidecar.memberlux.reader import Level, WpUser
 from sidecar.monitor.service import MonitorService, UnknownLevel, UnknownUser
-from sidecar.monitor.settings import EMAIL_PATTERN, Letter, LevelSettings, MonitorSettings, template_errors
+from sidecar.monitor.settings import (EMAIL_PATTERN, Letter, LevelSettings, MonitorSettings, template_error,
+                                     template_errors)
 from sidecar.monitor.display import Display as MonitorDisplay
 from sidecar.monitor.display import level_tree
-from sidecar.monitor.settings_form import parse_settings_form, settings_error_text
+from sidecar.monitor.settings_form import parse_settings_form
 from sidecar.reminders import history
 from sidecar.reminders import sender as reminder_sender
 from sidecar.reminders.context import LetterContext
@@ -65,6 +66,7 @@ from sidecar.store.reminder_models import Reminder, ReminderDigest, Unsubscribe
 from sidecar.web import current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin, login_required, safe_next
 from sidecar.web.i18n import translate
+from sidecar.web.messages import say
 from sidecar.web.pages import actor, label, query_day, shorten
 
 log = logging.getLogger(__name__)
@@ -619,7 +621,7 @@ def _letter_fields(letter: str) -> tuple[str, ...]:
 def build_preview(runtime: Runtime, level: Level, settings: LevelSettings, letter: str, user_text: str) -> Preview:
     """Render ``letter`` of ``settings`` for a real learner, with the sender's context and renderer."""
     preview = Preview(level=level, letter=letter, user_text=user_text)
-    preview.template_errors = {name: settings_error_text(message) for name, message in template_errors(settings).items()}
+    preview.template_errors = {name: say(message) for name, message in template_errors(settings).items()}
     user, preview.chosen_by, preview.error = _find_learner(runtime, level, user_text)
     if user is None:
         return preview
@@ -663,7 +665,7 @@ def build_preview(runtime: Runtime, level: Level, settings: LevelSettings, lette
             preview.rendered = render_learner_letter(source.subject, source.body, variables,
                                                      footer_html=footer_html, footer_text=footer_text)
     except TemplateError as exc:
-        preview.error = settings_error_text(f"template error at {exc}" if exc.line else f"template error: {exc}")
+        preview.error = say(template_error(exc))
     if user.blocked:
         preview.warnings.append(translate("reminders.preview.blocked"))
     return preview

@@ -17,9 +17,11 @@ from sidecar.bridge import queries
 from sidecar.bridge.auth import Principal
 from sidecar.bridge.outbox import GrantDeliverer
 from sidecar.bridge.parsers import parse_grant_body
+from sidecar.bridge.reasons import META_KEY, error_values
 from sidecar.bridge.service import BridgeService, IntakeContext
 from sidecar.clock import FixedClock
 from sidecar.devstack import seed
+from sidecar.domain.messages import Message
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import CANCELLED, FAILED, QUEUED, SUCCEEDED, Grant, GrantAttempt
 from sidecar.store.models import AuditEvent
@@ -327,6 +329,38 @@ def test_cancel_of_a_queued_grant(signed_in):
     page = admin.page(f"/admin/grants/{grant.id}")
     assert flashes(page) == ["The grant was cancelled."]
     assert "/cancel" not in page and f"/admin/grants/{grant.id}/retry" in page  # cancelled grants can be retried
+
+
+def test_a_grants_last_error_is_worded_in_the_page_language(signed_in):
+    admin = signed_in
+    cancelled = admin.accept("anna@example.org")
+    admin.post(f"/admin/grants/{cancelled.id}/cancel")
+    ru = admin.page(f"/admin/grants/{cancelled.id}?lang=ru")
+    assert f"отменил(а) {seed.DEMO_ADMIN_LOGIN}" in ru and META_KEY not in ru   # the copy is not shown as meta
+    assert f"cancelled by {seed.DEMO_ADMIN_LOGIN}" in admin.page(f"/admin/grants/{cancelled.id}?lang=en")
+
+    # An amoCRM lead refused for its fields: our sentence and each field's in Russian, the field as named.
+    rejected = admin.accept("boris@example.org")
+    reason = Message("grants.lead_rejected_fields", {"lead": 77, "reason": Message("grants.invalid_fields"), "fields": [
+        Message("grants.duration_not_number", field="lead.duration"), Message("grants.units_invalid", field="lead.units")]})
+    with unit_of_work(admin.runtime.sessions) as session:
+        grant = session.get(Grant, rejected.id)
+        for name, value in error_values(grant.meta, reason).items():
+            setattr(grant, name, value)
+        grant.status = FAILED
+    assert admin.grant(rejected.id).last_error == ("amoCRM lead 77: the request has invalid fields; lead.duration: "
+                                                   "duration must be a whole number; lead.units: units must be day(s), "
+                                                   "month(s) or year(s) (Russian words accepted too)")
+    ru = admin.page(f"/admin/grants/{rejected.id}?lang=ru")
+    assert ("сделка amoCRM 77: в запросе неверные поля; lead.duration: срок должен быть целым числом; lead.units: "
+            "единицы — дни, месяцы или годы (по-русски или по-английски)") in ru
+    listed = admin.page("/admin/grants?lang=ru")
+    assert 'title="сделка amoCRM 77: в запросе неверные поля;' in listed
+
+    # A row written before codes (or a reason the meta's copy no longer matches) shows its English as written.
+    old = admin.accept("vera@example.org")
+    admin.fail(old.id, "MemberLux refused the order: product is not published")
+    assert "MemberLux refused the order: product is not published" in admin.page(f"/admin/grants/{old.id}?lang=ru")
 
 
 def test_cancel_of_a_delivered_grant_is_refused_with_a_message(signed_in):

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from sidecar.bridge.reasons import last_error
 from sidecar.clock import FixedClock
 from tests.bridge.support import (
     HOOK, LEVEL, PIPELINE, WON, bridge_section, legacy_body, one_lead, post_event,
@@ -141,6 +142,10 @@ def test_unusable_leads_are_422_with_the_reason(amo_bridge, fields, code, reason
     assert grant.status == "failed"
     assert reason in grant.last_error
     assert reason in response.get_json()["message"]
+    said = last_error(grant)                    # the same, as a message for the admin pages
+    assert said.english() == grant.last_error
+    if code in ("validation_failed", "unknown_level"):
+        assert said.code == "grants.lead_rejected_fields" and said.params["lead"] == 101
 
 
 def test_amocrm_api_down_answers_202_and_the_worker_fetches_later(amo_bridge):

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from sidecar.bridge.outbox import OutboxRunner
+from sidecar.bridge.reasons import last_error
 from sidecar.bridge.service import BridgeService
 from sidecar.clock import FixedClock
 from sidecar.devstack.emulator import set_auto_activation
@@ -306,6 +307,9 @@ def test_gives_up_after_give_up_after_hours(make_bridge):
     grant = bridge.grant(grant_id)
     assert grant.status == "failed" and grant.completed_at is not None
     assert grant.last_error.startswith("gave up after 3 attempts over 1 h")
+    said = last_error(grant)                    # the same, as a message for the admin pages
+    assert (said.code, said.params["attempts"], said.params["reason"].code) == ("grants.gave_up", 3, "grants.unreachable")
+    assert said.english() == grant.last_error
     clock.instant += timedelta(days=1)
     assert deliverer.run_once() == []
 

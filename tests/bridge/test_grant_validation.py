@@ -364,3 +364,19 @@ def test_query_parameters_are_not_an_input():
     spec, errors = validate_grant(parsed.raw)
     assert spec is None
     assert [(e.field, e.code) for e in errors] == [("email", "required")]
+
+
+# --- what each error says: the API's English, and a message for the pages --------------------------------
+
+def test_each_field_error_says_the_api_english_and_carries_a_message():
+    _, errors = validate_grant(raw(email="not-an-address", term_id="0", duration="0", units="days"))
+    assert [(e.field, e.code, e.said.code, e.message) for e in errors] == [
+        ("email", "invalid_email", "grants.email_invalid",
+         "not a usable e-mail address (at most 100 characters, 60 before the @)"),
+        ("term_id", "invalid_level", "grants.level_invalid", "term_id must be a positive integer (at most 9223372036854775807)"),
+        ("duration", "invalid_duration", "grants.duration_not_positive",
+         "duration must be positive (0 would grant no access at all)"),
+    ]
+    _, errors = validate_grant(raw(duration="99", units="years"))
+    assert [(e.said.code, e.message) for e in errors] == [("grants.duration_too_long",
+                                                           "duration is more than ten years (120 months)")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar.domain.messages import Message
 from sidecar.domain.programs import (
     MAX_STEPS,
     Counting,
@@ -16,6 +17,8 @@ from sidecar.domain.programs import (
     check_program,
     decide,
     grant_key,
+    keep_steps_problem,
+    no_product_problem,
 )
 
 YOGA, ENGLISH, DRAWING = 10, 7, 12
@@ -115,3 +118,42 @@ def test_a_program_counting_every_certificate_advances_on_an_auto_certificate_to
 def test_each_step_of_each_enrolment_has_one_grant_key_ever():
     assert grant_key(41, 0) == "program:enrolment:41:step:1"
     assert len({grant_key(e, s) for e in range(5) for s in range(5)}) == 25
+
+
+# --- what the problems say: a code with parameters, English for the CLI --------------------------------
+
+def test_each_problem_is_a_code_with_the_values_its_sentence_names():
+    found = check_program("", (Step(999, 0, "weeks"), Step(YOGA, 11, "years"), Step(YOGA, 1, "days"),
+                               Step(DRAWING, 1, "days")), Counting.ANY, level_names=NAMES,
+                          level_modes={YOGA: "auto", DRAWING: None})
+    said = [(p.field, p.said.code, dict(p.said.params)) for p in found]
+    assert said == [
+        ("name", "programs.name_missing", {}),
+        ("steps.1.term_id", "programs.unknown_level", {"id": 999}),
+        ("steps.1.duration", "programs.duration_not_positive", {}),
+        ("steps.1.units", "programs.bad_units", {"units": "days, months, years"}),
+        ("steps.2.duration", "programs.too_many_years", {"max": 10}),
+        ("counting", "programs.cascade", {"step": 2, "level": YOGA}),
+        ("counting", "programs.cascade", {"step": 3, "level": YOGA}),
+        ("steps.3.term_id", "programs.repeated_level", {"level": YOGA, "step": 2}),
+    ]
+    assert found[5].message == ("step 2 (level 10) issues certificates automatically at every activation: counting "
+                                "every certificate would grant the next step at once and cascade through the program; "
+                                "count manual certificates only")
+
+
+def test_the_sentences_the_cli_prints_are_unchanged():
+    too_long = check_program("x", (Step(YOGA, 11, "years"),) * (MAX_STEPS + 1), Counting.MANUAL, level_names=NAMES,
+                             level_modes=MANUAL_LEVELS)
+    assert [p.message for p in too_long][:2] == ["at most 50 steps", "at most 10 years"]
+    _, messages = problems(modes={YOGA: None, ENGLISH: "employee"})
+    assert messages == ["level 10 issues no certificates: learners cannot pass this step"]
+    _, messages = problems((Step(YOGA, 1, "months"), Step(YOGA, 1, "months")))
+    assert messages == ["level 10 is also step 1: a certificate for it advances whichever of the two steps the "
+                        "learner is on"]
+    assert keep_steps_problem(3).message == "learners are on step 3: keep at least 3 steps"
+    assert keep_steps_problem(3).said == Message("programs.keep_steps", {"step": 3})
+    warning = no_product_problem(2, Step(ENGLISH, 3, "months"))
+    assert (warning.field, warning.blocking) == ("steps.2.duration", False)
+    assert warning.message == ("no WooCommerce key product grants level 7 for 3 months: learners will wait at this "
+                               "step until one exists")

@@ -42,10 +42,11 @@ def test_empty_letter_is_off_even_with_zero_days():
 
 
 def errors_of(settings: LevelSettings) -> dict[str, str]:
+    """The refusal in English, as the CLI and the logs print it (the pages word its codes)."""
     try:
         validate(settings)
     except SettingsError as exc:
-        return exc.errors
+        return {name: str(message) for name, message in exc.errors.items()}
     return {}
 
 

@@ -183,6 +183,21 @@ def test_a_half_filled_letter_is_refused_on_its_fields_not_saved_as_off(site):
     assert site.overrides() == 0
 
 
+def test_template_errors_are_worded_in_the_page_language_with_jinjas_words_quoted(site):
+    data = site.form(**{"letters.1.body": "<p>Hello</p>\n<p>{{ frist_name }}</p>",
+                        "letters.1.subject": "{% if first_name %}Hi"})
+    ru = html.unescape(site.client.post(f"{site.url}?lang=ru", data=data).get_data(as_text=True))
+    assert "Ошибка в шаблоне, строка 2: неизвестная переменная «frist_name» (см. список переменных)" in field_block(
+        ru, "letters.1.body")
+    assert re.search(r"Ошибка в шаблоне, строка 1: синтаксическая ошибка \(сообщение Jinja: [^)]*endif",
+                     field_block(ru, "letters.1.subject"))
+    en = html.unescape(site.client.post(f"{site.url}?lang=en", data=data).get_data(as_text=True))
+    assert "Template error on line 2: unknown variable «frist_name» (see the list of variables)" in field_block(
+        en, "letters.1.body")
+    assert re.search(r"Template error on line 1: syntax error \(Jinja says: [^)]*endif", field_block(en, "letters.1.subject"))
+    assert site.overrides() == 0
+
+
 def test_reset_restores_the_imported_values(site):
     imported = site.settings.imported(site.term_id)
     data = site.form(admin_subject="Другая тема")

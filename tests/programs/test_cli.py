@@ -8,8 +8,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from sidecar.cli import cli
+from sidecar.domain.messages import Message
+from sidecar.store.monitor_models import CertificateClassRow
 from sidecar.store.models import AuditEvent
-from sidecar.store.program_models import Enrolment, Program
+from sidecar.store.program_models import Enrolment, Program, ProgramInbox
 
 PROGRAMS_TOML = """
 [[program]]
@@ -88,6 +90,10 @@ def test_legacy_import_dry_run_then_apply(runtime):
     dry = invoke(runtime, "programs", "import", "--legacy")
     assert dry.exit_code == 0, dry.output
     assert "program post 2 'Сборный курс №1" in dry.output and "new" in dry.output
+    # The plan's messages carry codes for the pages; the CLI prints the English sentences it always printed.
+    assert ("  note  step 1's duration is not taken from the legacy form (it always stored 1 month); enrolment "
+            "does not grant step 1 unless you switch it on\n") in dry.output
+    assert "mlp_current_step: step " in dry.output
     assert "add --apply" in dry.output
     applied = invoke(runtime, "programs", "import", "--legacy", "--apply")
     assert applied.exit_code == 0 and "imported 1 program(s)" in applied.output
@@ -123,8 +129,18 @@ def test_enrol_and_status(runtime, tmp_path):
     assert "already enrolled (enrolment 1); nothing changed" in result.output
     with runtime.sessions() as session:
         assert session.scalar(sa.select(Enrolment.source)) == "cli"
+    now = runtime.clock.now()
+    with runtime.sessions.begin() as session:   # a certificate whose next step cannot be granted yet
+        session.add(CertificateClassRow(certificate_id=9001, user_id=5, level_id=10, cls="manual", reason="test",
+                                        date_issue=now.date(), create_date=now.date(), responsible_person=1,
+                                        fingerprint="f", first_seen_at=now, checked_at=now, deleted_at=None))
+        why = Message("programs.step_waits", {"step": 2, "detail": "no product for level 7"})
+        session.add(ProgramInbox(certificate_id=9001, queued_at=now, attempts=1, last_error=why.stored()))
     data = json.loads(invoke(runtime, "programs", "status", "1", "--format", "json").output)
     assert [s["learners"] for s in data["steps"]] == [1, 0]
+    assert data["waiting"] == [{"certificate_id": 9001, "why": "step 2 cannot be granted: no product for level 7"}]
+    shown = invoke(runtime, "programs", "status", "1").output
+    assert "waiting: certificate 9001: step 2 cannot be granted: no product for level 7\n" in shown
     bad = CliRunner().invoke(cli, ["programs", "enrol", "1", "--user", "ghost@example.com"], obj={"settings": runtime.settings})
     assert bad.exit_code == 2 and "no WordPress user ghost@example.com" in bad.output
     bad = CliRunner().invoke(cli, ["programs", "status", "42"], obj={"settings": runtime.settings})

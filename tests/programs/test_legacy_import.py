@@ -22,7 +22,8 @@ def test_dry_run_shows_what_would_be_created_and_writes_nothing(runtime):
     assert program.definition.notify_email == "manager@school.example"
     assert program.definition.notify_step_subject == "[user_login] перешёл к шагу [next_step]"
     assert program.definition.webhook_url == "http://127.0.0.1:9/program-hook"
-    assert any("step 1's duration" in note for note in program.notes)
+    assert [note.code for note in program.notes] == ["programs.legacy.first_duration"]
+    assert "step 1's duration is not taken from the legacy form" in program.notes[0].english()
     assert plan.enrolments and all(e.post_id == program.post_id for e in plan.enrolments)
     assert describe(plan)["blocking"] == []
     with runtime.sessions() as session:
@@ -63,7 +64,11 @@ def test_progress_is_taken_from_keys_and_certificates_not_the_index_alone(runtim
         conn.execute(km.insert().values(key_id=key_id, activation_datetime="2026-11-01 10:00:00", source="program_flow"))
     entry = next(e for e in plan_import(runtime).enrolments if e.user_id == learner)
     assert entry.current_step == 1
-    assert "program_flow keys: step 2" in entry.evidence and "mlp_current_step: step 1" in entry.evidence
+    said = {(m.code, m.params["step"]) for m in entry.evidence if "step" in m.params}
+    assert {("programs.legacy.evidence_keys", 2), ("programs.legacy.evidence_index", 1)} <= said
+    english = [m.english() for m in entry.evidence]
+    assert "program_flow keys: step 2" in english and "mlp_current_step: step 1" in english
+    assert describe(plan_import(runtime))["enrolments"][0]["evidence"] == english   # the CLI's JSON: English
 
 
 @pytest.mark.parametrize(("value", "message"), [

@@ -252,6 +252,8 @@ def test_a_step_without_a_product_is_warned_about_and_the_learner_waits_visibly(
     view = world.catalog.create(ProgramDefinition(
         name="P", steps=(Step(YOGA, 1, "months"), Step(ENGLISH, 2, "months"))), actor="test")
     assert any("no WooCommerce key product grants level 7 for 2 months" in w.message for w in view.warnings)
+    assert [w.said.params for w in view.warnings if w.said.code == "programs.no_product"] == [
+        {"level": ENGLISH, "duration": 2, "units": "months"}]
     learner = world.learner()
     enrolment_id = world.progression.enrol(view.id, learner, source="test", actor="admin").enrolment_id
     world.certify(learner, YOGA)
@@ -260,7 +262,8 @@ def test_a_step_without_a_product_is_warned_about_and_the_learner_waits_visibly(
     assert world.enrolment(enrolment_id).current_step == 0
     status = program_status(world.runtime, view.id)
     [(certificate_id, why)] = status.waiting
-    assert "step 2 cannot be granted" in why and "no WooCommerce mbl_key product" in why
+    assert why.code == "programs.step_waits" and why.params["step"] == 2
+    assert "step 2 cannot be granted" in str(why) and "no WooCommerce mbl_key product" in str(why)
     assert world.watch().waiting == 1                      # still waiting, retried at every poll, never lost
 
 

@@ -15,12 +15,13 @@ import sqlalchemy as sa
 from sidecar.bootstrap import build_runtime, store_url
 from sidecar.bridge.outbox import GrantDeliverer
 from sidecar.devstack import seed
-from sidecar.domain.programs import MAX_STEPS, Counting, Step, check_program
+from sidecar.domain.messages import Message
+from sidecar.domain.programs import Step
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.programs.catalog import ProgramDefinition
-from sidecar.programs.texts import level_label, problem_text
 from sidecar.store.grant_models import Grant
 from sidecar.store.program_models import Enrolment, EnrolmentEvent, Program
+from tests.message_samples import samples, shown_values
 from tests.programs.support import BUSINESS, ENGLISH, TRAVEL, YOGA, School
 from tests.stores import migrate_store
 from tests.strong_secrets import strong_secret
@@ -101,24 +102,6 @@ def test_every_form_needs_the_csrf_token(school):
 
 
 # --- the form ----------------------------------------------------------------------------------------
-
-def test_every_rule_problem_is_shown_in_the_catalogs_words():
-    """The rules speak English for the CLI; the form must recognise each of their sentences."""
-    names = {YOGA: "Йога", ENGLISH: "Английский", TRAVEL: "Путешествия", BUSINESS: "Бизнес"}
-    modes = {YOGA: "employee", ENGLISH: "employee", TRAVEL: None, BUSINESS: "auto"}
-
-    def problems(name, steps, counting=Counting.MANUAL):
-        return check_program(name, [Step(*s) for s in steps], counting, level_names=names, level_modes=modes)
-
-    found = (problems("", []) + problems("x", [(YOGA, 1, "months")] * (MAX_STEPS + 1))
-             + problems("x", [(999, 0, "weeks"), (TRAVEL, 1, "days"), (BUSINESS, 1, "days"), (TRAVEL, 1, "days")])
-             + problems("x", [(BUSINESS, 1, "days"), (YOGA, 1, "days")], Counting.ANY))
-    assert {p.message.split(" ")[0] for p in found} >= {"a", "at", "access", "the", "units", "level", "step"}
-    label = level_label(names)
-    for problem in found:
-        assert problem_text(problem.message, label) != problem.message, problem.message
-
-
 
 def test_steps_are_added_and_removed_without_javascript(school):
     page = school.page_of(school.post("/programs/new", form_data(add="1", save="")))
@@ -256,11 +239,22 @@ def test_waiting_certificates_are_listed_with_their_reason(school):
         session.add(CertificateClassRow(certificate_id=777, user_id=learner, level_id=YOGA, cls="manual", reason="test",
                                         date_issue=now.date(), create_date=now.date(), responsible_person=1,
                                         fingerprint="f", first_seen_at=now, checked_at=now, deleted_at=None))
-        session.add(ProgramInbox(certificate_id=777, queued_at=school.runtime.clock.now(), attempts=2,
-                                 last_error="step 2 cannot be granted: no mbl_key product for level 7, 2 months"))
-    row = re.search(r'<tr class="waiting-certificate" data-certificate="777">.*?</tr>',
-                    school.get(f"/programs/{program}?lang=ru"), re.S).group(0)
-    assert "Шаг 2 пока нельзя выдать: no mbl_key product for level 7, 2 months" in row
+        why = Message("programs.step_waits", {"step": 2, "detail": "no mbl_key product for level 7, 2 months"})
+        session.add(ProgramInbox(certificate_id=777, queued_at=now, attempts=2, last_error=why.stored()))
+        # A row written before messages had codes keeps its English sentence.
+        session.add(CertificateClassRow(certificate_id=778, user_id=learner, level_id=YOGA, cls="manual", reason="test",
+                                        date_issue=now.date(), create_date=now.date(), responsible_person=1,
+                                        fingerprint="g", first_seen_at=now, checked_at=now, deleted_at=None))
+        session.add(ProgramInbox(certificate_id=778, queued_at=now, attempts=1,
+                                 last_error="step 2 cannot be granted: the bridge said no"))
+
+    def row(certificate_id, lang):
+        return re.search(rf'<tr class="waiting-certificate" data-certificate="{certificate_id}">.*?</tr>',
+                         school.get(f"/programs/{program}?lang={lang}"), re.S).group(0)
+
+    assert "Шаг 2 пока нельзя выдать: no mbl_key product for level 7, 2 months" in row(777, "ru")
+    assert "Step 2 cannot be granted yet: no mbl_key product for level 7, 2 months" in row(777, "en")
+    assert "step 2 cannot be granted: the bridge said no" in row(778, "ru")
 
 
 def test_enrol_form_by_id_or_email_with_or_without_step_one(school):
@@ -394,9 +388,41 @@ def test_legacy_import_shows_the_plan_then_imports_all_of_it(school):
         program = session.scalar(sa.select(Program))
         assert program.legacy_post_id == int(post)
         assert session.scalar(sa.select(sa.func.count()).select_from(Enrolment)) == len(enrolments)
-    again = school.get("/programs/import")
+    with school.runtime.sessions() as session:
+        imported = session.scalar(sa.select(EnrolmentEvent).where(EnrolmentEvent.kind == "imported").limit(1))
+    timeline = school.get(f"/programs/enrolments/{imported.enrolment_id}?lang=ru")
+    assert "Импортирован из старого плагина" in timeline and "mlp_current_step указывает шаг" in timeline
+    assert imported.detail["evidence"][0].startswith("mlp_current_step: step ")   # English kept for the API
+    with school.runtime.sessions.begin() as session:   # an event written before messages had codes
+        session.get(EnrolmentEvent, imported.id).detail = {"evidence": ["mlp_current_step: step 1"], "completed": False}
+    timeline = school.get(f"/programs/enrolments/{imported.enrolment_id}?lang=ru")
+    assert "Импортирован из старого плагина. Основания: mlp_current_step: step 1" in timeline
+    again = school.get("/programs/import?lang=en")
     assert f"already imported as program #{program.id}" in again and "<button type=\"submit\" disabled>" in again
     assert school.audit("program.legacy_imported")[0].actor == seed.DEMO_ADMIN_LOGIN
+
+
+def test_every_message_code_is_shown_on_the_import_page_in_both_languages(school, monkeypatch):
+    """The import page shows any message of the registry (notes, problems, evidence share one wording)."""
+    from flask import g
+
+    from sidecar.programs import legacy, views
+    from sidecar.web.messages import say
+
+    said = samples()
+    plan = legacy.ImportPlan(programs=[legacy.ProgramPlan(4242, "P", "publish", None, notes=said)])
+    monkeypatch.setattr(legacy, "plan_import", lambda runtime: plan)
+    for language in ("ru", "en"):
+        page = school.get(f"/programs/import?lang={language}")
+        notes = re.search(r'<ul class="notes">(.*?)</ul>', page, re.S).group(1)
+        shown = re.findall(r"<li>(.*?)</li>", notes, re.S)
+        with school.app.test_request_context("/"):
+            g.language = language
+            display = views._display(school.runtime)
+            assert shown == [say(message, display) for message in said]
+        for message, text in zip(said, shown, strict=True):
+            assert text != message.english() or language == "en", text
+            assert all(value in text for value in shown_values(message)), (message, text)
 
 
 def test_legacy_import_with_a_blocking_problem_imports_nothing(school):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from markupsafe import Markup
 
-from sidecar.mail.templates import TemplateError
+from sidecar.domain.messages import Message
+from sidecar.mail.templates import TemplateError, evaluate, render_text
 from sidecar.reminders.letters import (
     DIGEST_VARIABLES,
     LEARNER_VARIABLES,
@@ -46,12 +47,39 @@ def test_unknown_variable_is_refused_with_its_line():
     with pytest.raises(TemplateError) as caught:
         check("<p>Hello</p>\n<p>{{ first_name }}</p>\n<p>{{ coupon }}</p>", LEARNER_VARIABLES)
     assert caught.value.line == 3 and "unknown variable 'coupon'" in str(caught.value)
+    assert caught.value.said.code == "templates.unknown_variable" and caught.value.said.params["name"] == "coupon"
 
 
 def test_syntax_error_is_refused_with_its_line():
     with pytest.raises(TemplateError) as caught:
         check("line one\n{% if first_name %}\nno end", LEARNER_VARIABLES)
     assert caught.value.line == 2 and "'endif'" in str(caught.value)
+    assert caught.value.said.code == "templates.syntax" and "'endif'" in caught.value.said.params["detail"]
+
+
+@pytest.mark.parametrize(("source", "code", "english"), [
+    ("{{ 'a'*20000000 }}", "templates.too_large", "template output exceeds 256 KB"),
+    ("{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}", "templates.too_much_work",
+     "template does too much work"),
+    ("{{ range(10**6)|list|length }}", "templates.range_too_long",
+     "template does too much work (range is limited to 10000 numbers)"),
+    ("{{ first_name.nothing }}", "templates.undefined", "'str object' has no attribute 'nothing'"),
+    ("{{ first_name.__class__ }}", "templates.failed", None),
+    ("{{ first_name }", "templates.syntax", "line 1: unexpected '}'"),
+])
+def test_a_template_that_fails_to_render_says_why_as_a_code(source, code, english):
+    """The reason is a message for the pages; its English is the exception's text, as the logs print it."""
+    with pytest.raises(TemplateError) as caught:
+        render_text(source, dict(VARIABLES))
+    assert caught.value.said.code == code, caught.value
+    if english is not None:
+        assert str(caught.value) == english
+
+
+def test_an_undefined_expression_says_so_as_a_code():
+    with pytest.raises(TemplateError) as caught:
+        evaluate("nothing_here", {})
+    assert caught.value.said == Message("templates.undefined", {"detail": "'nothing_here' is undefined"})
 
 
 def test_sandbox_refuses_reaching_into_python():

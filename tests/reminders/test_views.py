@@ -517,8 +517,13 @@ def test_preview_uses_the_unsaved_form_and_shows_template_errors_with_their_line
     page = html.unescape(response.get_data(as_text=True))
     assert response.status_code == 422
     assert "Template error on line 2: unknown variable «frist_name»" in page
-    assert re.search(r"<code>admin_body</code>: Template error on line 1: .*endif", page)
+    assert re.search(r"<code>admin_body</code>: Template error on line 1: syntax error \(Jinja says: .*endif", page)
     assert '<iframe' not in page
+    page = html.unescape(web.post(f"/reminders/levels/{LEVEL}/preview?lang=ru", data).get_data(as_text=True))
+    assert "Ошибка в шаблоне, строка 2: неизвестная переменная «frist_name»" in page
+    # Jinja's own words are quoted; the sentence around them is the admin's language.
+    assert re.search(r"<code>admin_body</code>: Ошибка в шаблоне, строка 1: синтаксическая ошибка \(сообщение Jinja: "
+                     r".*endif", page)
 
 
 def test_a_long_draft_is_posted_into_the_frame(web, school):
