@@ -118,7 +118,9 @@ def test_table_shows_twenty_rows_a_page_with_the_total_and_next_first_links(moni
     assert len(listed(second)) == 19 and link(second, "next") is None
     assert link(second, "first") == "/monitor/sleepers"
     expected = [(r.user_id, r.term_id) for r in monitor.all_rows()]
-    assert rows + listed(second) == expected  # default: expiry ascending
+    assert rows + listed(second) == expected  # default: the configured order, most recent expiry first
+    expiries = [r.expired_on for r in monitor.all_rows()]
+    assert expiries == sorted(expiries, reverse=True)
 
 
 def test_columns_of_a_row(monitor):
@@ -146,7 +148,7 @@ def test_blocked_learners_carry_a_badge(monitor):
 @pytest.mark.parametrize("descending", [False, True])
 def test_every_sort_both_ways_pages_stably_and_completely(monitor, sort, descending):
     everyone = {(r.user_id, r.term_id): r for r in monitor.all_rows()}
-    url = f"/monitor/sleepers?sort={sort}&limit=7" + ("&desc=1" if descending else "")
+    url = f"/monitor/sleepers?sort={sort}&limit=7" + ("&desc=1" if descending else "&desc=0")
     seen, pages = walk(monitor, url)
     assert pages == 6
     assert len(seen) == len(set(seen)) == len(everyone) == 39  # nothing repeated, nothing skipped
@@ -169,7 +171,8 @@ def test_every_sort_both_ways_pages_stably_and_completely(monitor, sort, descend
 def test_sort_headers_toggle_the_direction(monitor, column, sort):
     page = monitor.page("/monitor/sleepers?level=7&search=a")
     first = link(page, f"sort sort-{column}")
-    assert f"sort={sort}" in first or (sort == "expired_on" and "desc=1" in first)
+    # The default order is expired_on descending: its header turns it round.
+    assert f"sort={sort}" in first or (sort == "expired_on" and "desc=0" in first)
     assert "level=7" in first and "search=a" in first  # filters survive
     clicked = monitor.page(first)
     header = re.search(rf'<th class="sortable[^"]* sorted"[^>]*>\s*<a href="([^"]+)" class="sort sort-{column}"', clicked)
@@ -205,7 +208,7 @@ def test_level_filter_one_or_several(monitor):
 
 
 def test_expiry_window_includes_both_ends(monitor):
-    everyone = monitor.all_rows()
+    everyone = monitor.all_rows(sort="expired_on", descending=False)
     day = everyone[10].expired_on
     same_day = sorted((r.user_id, r.term_id) for r in everyone if r.expired_on == day)
     rows = walk(monitor, f"/monitor/sleepers?expired_from={day}&expired_to={day}")[0]
@@ -257,14 +260,14 @@ def test_csv_export_streams_every_row_with_a_header(monitor):
 
 
 def test_csv_export_keeps_the_filters_of_the_page(monitor):
-    page = monitor.page("/monitor/sleepers?level=7&sort=email&desc=1&after=ignored")
+    page = monitor.page("/monitor/sleepers?level=7&sort=email&desc=0&after=ignored")
     url = link(page, "export")
-    assert "level=7" in url and "sort=email" in url and "desc=1" in url and "after" not in url
+    assert "level=7" in url and "sort=email" in url and "desc=0" in url and "after" not in url
     response = monitor.client.get(url)
     assert response.headers["Content-Disposition"] == 'attachment; filename="sleepers-level-7-2026-11-24.csv"'
     rows = parse_csv(response.get_data(as_text=True))[1:]
     emails = [r[1] for r in rows]
-    assert len(rows) == 12 and {r[5] for r in rows} == {"7"} and emails == sorted(emails, reverse=True)
+    assert len(rows) == 12 and {r[5] for r in rows} == {"7"} and emails == sorted(emails)
 
 
 def test_excel_variant_has_a_bom_and_semicolons(monitor):
