@@ -210,6 +210,43 @@ def sleepers_refresh(ctx: click.Context, term_id: int | None, day, dry_run: bool
                + ("; dry run: nothing stored, the report is unchanged" if dry_run else ""))
 
 
+@sleepers_group.command("backfill")
+@click.option("--weeks", type=click.IntRange(1, 104), default=12, show_default=True,
+              help="How many weeks before today (UTC) to reconstruct.")
+@click.option("--level", "term_id", type=int, default=None, help="Only this level (default: all levels).")
+@click.pass_context
+def sleepers_backfill(ctx: click.Context, weeks: int, term_id: int | None) -> None:
+    """Reconstruct the daily sleeper counts of past days from key dates, for the trend chart.
+
+    Each day counts the sleepers the rule finds among the keys and certificates that existed then; days
+    a refresh counted are kept, reconstructed days are replaced. A level's first refresh does this by
+    itself; see docs/learning-monitor.md for what cannot be reconstructed.
+    """
+    from sidecar.monitor.backfill import TrendBackfill
+
+    runtime = runtime_of(ctx)
+    try:
+        names = level_names(runtime)
+        if term_id is not None and term_id not in names:
+            raise click.BadParameter(f"there is no access level {term_id}", param_hint="--level")
+        levels = [term_id] if term_id is not None else list(names)
+        with click.progressbar(length=max(len(levels), 1), label="reconstructing the trend", file=sys.stderr) as bar:
+            last = [0]
+
+            def progress(done: int, _total: int) -> None:
+                bar.update(done - last[0])
+                last[0] = done
+
+            reports = TrendBackfill(runtime).backfill_all(weeks, levels, progress=progress)
+    finally:
+        runtime.close()
+    click.echo(text_table(
+        ["LEVEL", "NAME", "FROM", "TO", "DAYS WRITTEN", "SECONDS"],
+        [[r.term_id, clip(names.get(r.term_id, ""), 40), r.first_day, r.last_day, r.days_written, f"{r.seconds:.2f}"]
+         for r in reports]))
+    click.echo(f"{len(reports)} level(s) reconstructed over {weeks} week(s); days a refresh counted were kept")
+
+
 @sleepers_group.command("list")
 @click.option("--level", "levels", type=int, multiple=True, help="Only these levels (repeatable).")
 @day_option("Sleepers as of this UTC day: from the stored report when it was built for that day, else "

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -55,6 +55,7 @@ __all__ = [
     "SleeperQuery",
     "SleeperRow",
     "SleeperPage",
+    "TrendPoint",
     "LevelFreshness",
     "KeyFact",
     "CertificateFact",
@@ -111,6 +112,12 @@ class SleeperRow:
     reminders_sent: int
     #: Where the reminder chain of this expiry stands (pages only; the exports leave it out).
     chain: ChainStatus | None = None
+
+
+class TrendPoint(NamedTuple):
+    day: date
+    sleepers: int
+    reconstructed: bool = False   # rebuilt from key dates, not counted by a refresh
 
 
 @dataclass
@@ -620,20 +627,21 @@ class MonitorService:
             counts.update({int(t): int(n) for t, n in session.execute(stmt)})
         return dict(sorted(counts.items()))
 
-    def trend(self, weeks: int = 12) -> dict[int, list[tuple[date, int]]]:
-        """Daily sleeper counts per level over the last ``weeks`` weeks (days without a refresh are absent)."""
+    def trend(self, weeks: int = 12) -> dict[int, list[TrendPoint]]:
+        """Daily sleeper counts per level over the last ``weeks`` weeks, oldest first: counted by a refresh,
+        or reconstructed from key dates for the days before the first one (days without either are absent)."""
         if weeks < 1:
             raise ValueError("weeks must be at least 1")
         since = self._today() - timedelta(weeks=weeks)
         stmt = (
-            sa.select(SleeperCount.term_id, SleeperCount.day, SleeperCount.sleepers)
+            sa.select(SleeperCount.term_id, SleeperCount.day, SleeperCount.sleepers, SleeperCount.reconstructed)
             .where(SleeperCount.day > since)
             .order_by(SleeperCount.term_id, SleeperCount.day)
         )
-        result: dict[int, list[tuple[date, int]]] = {}
+        result: dict[int, list[TrendPoint]] = {}
         with self.runtime.sessions() as session:
-            for term_id, day, sleepers in session.execute(stmt):
-                result.setdefault(int(term_id), []).append((day, int(sleepers)))
+            for term_id, day, sleepers, reconstructed in session.execute(stmt):
+                result.setdefault(int(term_id), []).append(TrendPoint(day, int(sleepers), bool(reconstructed)))
         return result
 
     def freshness(self) -> dict[int, LevelFreshness]:

@@ -657,7 +657,12 @@ def test_counts_trend_and_freshness(monitored):
     counts = service.counts_per_level()
     assert counts == {r.term_id: r.sleepers for r in reports}
     trend = service.trend(weeks=4)
-    assert dict(trend.items()) == {r.term_id: [(SEEDED_DAY, r.sleepers)] for r in reports}
+    # The first refresh counted today and reconstructed the days before it from key dates.
+    past = [SEEDED_DAY - timedelta(days=n) for n in range(27, 0, -1)]
+    for report in reports:
+        points = trend[report.term_id]
+        assert points[-1] == (SEEDED_DAY, report.sleepers, False)
+        assert [p.day for p in points[:-1]] == past and all(p.reconstructed for p in points[:-1])
     fresh = service.freshness()
     assert set(fresh) == set(counts)
     for report in reports:

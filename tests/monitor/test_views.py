@@ -60,8 +60,13 @@ def test_trend_sparkline_draws_the_daily_counts(monitor):
     points = re.search(r'<polyline class="spark-line" points="([^"]+)"', row).group(1).split()
     assert len(points) == 4
     xs = [float(p.split(",")[0]) for p in points]
-    assert xs == sorted(xs) and xs[-1] == 118.0  # today at the right edge
+    assert xs == sorted(xs) and xs[-1] == 256.0  # today at the right edge
     assert "from" in row and "20 on 2026-11-24" in row  # the accessible label
+    # The weeks before the first refresh were reconstructed: drawn dashed, each day's count on hover.
+    assert re.search(r'<polyline class="spark-line spark-rebuilt" points="[^"]+"', row)
+    assert "<title>2026-11-24: 20</title>" in row
+    assert re.search(r"<title>2026-10-2\d: \d+ \(reconstructed from key dates\)</title>", row)
+    assert ">2026-09-02</text>" in row and ">2026-11-24</text>" in row  # the x axis: first day and today
 
 
 def test_sparkline_edge_cases():
