@@ -469,9 +469,8 @@ class MonitorService:
             rows=rows,
             next_cursor=_encode_cursor(q.sort, q.descending, keys[-1]) if more and keys else None,
             total=total,
-            prev_cursor=_encode_cursor(q.sort, q.descending, keys[0]) if preceding and keys else
-            (q.after if not keys and q.after and total else None),
-            page_number=pages if not keys and q.after else min(preceding // q.limit + 1, pages),
+            prev_cursor=_encode_cursor(q.sort, q.descending, keys[0]) if preceding and keys else None,
+            page_number=min(preceding // q.limit + 1, pages),
             pages=pages,
         )
 
@@ -501,8 +500,12 @@ class MonitorService:
                     entries, _ = self._fetch(session, conditions, order, None, q.limit)
             else:
                 entries, _ = self._fetch(session, conditions, order, after, q.limit)
-            keys = [self._key_of(e, q.sort, ranks) for e in entries]
             total = self._count(session, conditions)
+            if not entries and after is not None and total:
+                # A link past the end (rows left the list since): the last page, as paging forwards ends.
+                entries, _ = self._fetch(session, conditions, backwards, None, _last_page_rows(total, q.limit))
+                entries.reverse()
+            keys = [self._key_of(e, q.sort, ranks) for e in entries]
             preceding, more = 0, False
             if keys:
                 # Counted, not carried in the link: "page N" stays true when rows came or went.
@@ -603,6 +606,8 @@ class MonitorService:
 
     def _live_page(self, q: SleeperQuery, day: date, progress: LevelProgress | None) -> SleeperPage:
         live = self._live(q, day, progress)
+        if q.after and live.matching and live.start == len(live.matching):   # past the end: the last page
+            live = replace(live, start=len(live.matching) - _last_page_rows(len(live.matching), q.limit))
         shown = live.matching[live.start:live.start + q.limit]
         with self.runtime.sessions() as session:
             rows = self._rows(session, shown, live.names, day, with_chain=True)
@@ -745,6 +750,11 @@ class MonitorService:
             access_until=access_until,
             access_resumes=access_resumes,
         )
+
+
+def _last_page_rows(total: int, limit: int) -> int:
+    """Rows on the last of the pages of ``limit`` rows that hold ``total`` (> 0) rows."""
+    return total - (-(-total // limit) - 1) * limit
 
 
 # --------------------------------------------------------------------------------------------------
