@@ -260,7 +260,8 @@ def sleepers_backfill(ctx: click.Context, weeks: int, term_id: int | None) -> No
               help="Only expiries in the last N days (days since expiry ≤ N, counted back from the UTC day listed).")
 @click.option("--sort", type=click.Choice(["expired_on", "days_since", "name", "email", "level"]), default=None,
               help="Order (default: web.sleepers_order, most recent expiry first unless configured).")
-@click.option("--desc/--asc", "desc", default=None, help="Descending or ascending (default: web.sleepers_order).")
+@click.option("--desc/--asc", "desc", default=None,
+              help="Descending or ascending (default: web.sleepers_order's direction for its column, else ascending).")
 @click.option("--after", "cursor", default=None, help="Continue after a previous page (the cursor it printed).")
 @click.option("--before", "before", default=None, help="The page before a previous page (its previous cursor).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=None,
@@ -290,7 +291,9 @@ def sleepers_list(ctx: click.Context, levels: tuple[int, ...], day, expired_from
         query = SleeperQuery(levels=tuple(dict.fromkeys(levels)),
                              expired_from=expired_from.date() if expired_from else None,
                              expired_to=expired_to.date() if expired_to else None, search=search.strip(),
-                             sort=sort or default_sort, descending=default_desc if desc is None else desc,
+                             sort=sort or default_sort,
+                             descending=desc if desc is not None else default_desc if (sort or default_sort) == default_sort
+                             else False,
                              after=cursor, before=before, limit=limit or 50, expired_within=within)
         live = day is not None and not service.stored_for(day, query.levels)
         with contextlib.ExitStack() as stack:

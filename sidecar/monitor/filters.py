@@ -1,9 +1,9 @@
 """The sleepers report's filters as URL parameters: one parser for the table, its CSV export and the API.
 
 ``level`` (repeatable), ``expired_from``, ``expired_to`` (both inclusive, on the expiry day),
-``within`` (expired in the last 7, 30 or 90 days), ``search``, ``sort``, ``desc`` (``1`` or ``0``; absent:
-the configured order), ``after`` / ``before`` (page cursors: next / previous page), ``limit`` (the page
-offers 20, 50 and 100). The pages drop an unusable parameter and say so; the API answers 400 naming it.
+``within`` (expired in the last 7, 30 or 90 days), ``search``, ``sort`` (absent: the configured column),
+``desc`` (``1`` or ``0``; absent: the configured direction for the configured column, else ascending),
+``after`` / ``before`` (page cursors: next / previous page), ``limit`` (the page offers 20, 50 and 100). The pages drop an unusable parameter and say so; the API answers 400 naming it.
 """
 
 from __future__ import annotations
@@ -67,6 +67,11 @@ class Filters(SleeperQuery):
     default_sort: str = "expired_on"
     default_descending: bool = False
 
+    def default_descending_for(self, sort: str) -> bool:
+        """The direction a sort has when the URL names none: the configured one for the configured
+        column, ascending for any other (so ``sort=email`` reads A to Z, as it always did)."""
+        return self.default_descending if sort == self.default_sort else False
+
     def query(self, *, paged: bool = True) -> SleeperQuery:
         return self if paged else replace(self, after=None, before=None)
 
@@ -80,7 +85,7 @@ class Filters(SleeperQuery):
             "within": str(f.expired_within) if f.expired_within is not None else "",
             "search": f.search,
             "sort": f.sort if f.sort != f.default_sort else "",
-            "desc": ("1" if f.descending else "0") if f.descending != f.default_descending else "",
+            "desc": ("1" if f.descending else "0") if f.descending != f.default_descending_for(f.sort) else "",
             "after": f.after or "",
             "before": f.before or "",
             "limit": str(f.limit) if f.limit != f.default_limit else "",
@@ -143,10 +148,11 @@ def parse_filters(args: Any, *, default_limit: int = PER_PAGE, max_limit: int = 
         problems.append(Problem("sort", "bad_sort", sort[:40]))
         sort = default_sort
     raw_desc = (args.get("desc") or "").strip().lower()
-    descending = raw_desc in TRUE_WORDS if raw_desc else default_descending
+    natural = default_descending if sort == default_sort else False
+    descending = raw_desc in TRUE_WORDS if raw_desc else natural
     if raw_desc not in TRUE_WORDS | FALSE_WORDS:
         problems.append(Problem("desc", "bad_flag", raw_desc[:40]))
-        descending = default_descending
+        descending = natural
     limit = default_limit
     raw_limit = (args.get("limit") or "").strip()
     sizes = tuple(page_sizes) if page_sizes is not None else None

@@ -64,6 +64,18 @@ def test_the_default_order_is_the_most_recent_expiry_first(listing):
     assert rows[0].days_since == min(r.days_since for r in rows)
 
 
+def test_another_column_without_a_direction_reads_ascending_as_links_always_did(listing):
+    order = listing.service.default_order()
+    email, _ = parse_filters(MultiDict({"sort": "email"}), default_order=order)
+    assert (email.sort, email.descending) == ("email", False) and email.args() == {"sort": "email"}
+    expiry, _ = parse_filters(MultiDict({"sort": "expired_on", "desc": "0"}), default_order=order)
+    assert expiry.descending is False and expiry.args() == {"desc": "0"}
+    page = listing.page("/monitor/sleepers?sort=email")
+    emails = [r.email for r in listing.all_rows(sort="email", descending=False)]
+    assert [u for u, _t in listed(page)] == [r.user_id for r in listing.all_rows(sort="email", descending=False)][:20]
+    assert emails == sorted(emails)
+
+
 def test_the_order_is_configurable(small_site, settings_for, make_runtime):
     runtime = make_runtime(settings_for(small_site, web={"sleepers_order": "email  asc"}), clock=FixedClock(START))
     monitor = Monitor(runtime)

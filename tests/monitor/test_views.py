@@ -265,14 +265,17 @@ def test_csv_export_streams_every_row_with_a_header(monitor):
 
 
 def test_csv_export_keeps_the_filters_of_the_page(monitor):
-    page = monitor.page("/monitor/sleepers?level=7&sort=email&desc=0&after=ignored")
+    page = monitor.page("/monitor/sleepers?level=7&sort=email&desc=1&within=90&after=ignored")
     url = link(page, "export")
-    assert "level=7" in url and "sort=email" in url and "desc=0" in url and "after" not in url
+    assert "level=7" in url and "sort=email" in url and "desc=1" in url and "within=90" in url and "after" not in url
     response = monitor.client.get(url)
     assert response.headers["Content-Disposition"] == 'attachment; filename="sleepers-level-7-2026-11-24.csv"'
     rows = parse_csv(response.get_data(as_text=True))[1:]
     emails = [r[1] for r in rows]
-    assert len(rows) == 12 and {r[5] for r in rows} == {"7"} and emails == sorted(emails)
+    assert len(rows) == 1 and {r[5] for r in rows} == {"7"}    # level 7 has one expiry in the last 90 days
+    response = monitor.client.get(url.replace("&within=90", ""))
+    emails = [r[1] for r in parse_csv(response.get_data(as_text=True))[1:]]
+    assert len(emails) == 12 and emails == sorted(emails, reverse=True)
 
 
 def test_excel_variant_has_a_bom_and_semicolons(monitor):

@@ -1,0 +1,79 @@
+"""The sleepers list for action in a real browser (see test_browser.py for how the browser is found): the
+default order, Next then Previous with "page N of M", 50 rows a page and the quick filter "expired in the
+last 30 days", in English and Russian. Screenshots: test-artifacts/browser/30-sleepers-*.png."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sidecar.devstack import seed
+from sidecar.monitor.service import MonitorService, SleeperQuery
+from tests.monitor.test_browser import BUSY_LEVEL, _rows, _shot, browser, served  # noqa: F401 - fixtures
+
+WORDS = {
+    "en": {"page": "Page {n} of {m}", "within": "Days since expiry ≤ 30"},
+    "ru": {"page": "Страница {n} из {m}", "within": "Дней после окончания ≤ 30"},
+}
+
+
+@pytest.mark.slow
+def test_admin_pages_the_sleepers_both_ways_with_sizes_and_the_quick_filter(browser, served):  # noqa: F811
+    base_url, runtime = served
+    expected = [(r.user_id, r.term_id) for r in MonitorService(runtime).iterate(
+        SleeperQuery(levels=(BUSY_LEVEL,), sort="expired_on", descending=True))]
+    recent = {(r.user_id, r.term_id) for r in MonitorService(runtime).iterate(
+        SleeperQuery(levels=(BUSY_LEVEL,), expired_within=30))}
+    assert 40 < len(expected) <= 60, "the busy level should fill three pages of 20 and two of 50"
+    pages = -(-len(expected) // 20)
+
+    context = browser.new_context(base_url=base_url, locale="en-US", viewport={"width": 1360, "height": 900})
+    errors: list[str] = []
+    page = context.new_page()
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" and not message.text.startswith("Failed to load resource") else None)
+    page.set_default_timeout(15000)
+    try:
+        page.goto("/login?next=/monitor")
+        page.fill("input[name=login]", seed.DEMO_ADMIN_LOGIN)
+        page.fill("input[name=password]", seed.DEMO_ADMIN_PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r"/monitor$"))
+        for language, words in WORDS.items():
+            # Default order: the most recent expiry first.
+            page.goto(f"/monitor/sleepers?level={BUSY_LEVEL}&lang={language}")
+            assert _rows(page) == expected[:20]
+            assert page.locator(".page-of").inner_text() == words["page"].format(n=1, m=pages)
+            assert page.locator("a.prev").count() == 0
+            _shot(page, f"30-sleepers-default-order-{language}")
+
+            # Next, then Previous: the same rows as before.
+            page.click("a.next")
+            page.wait_for_url(re.compile(r"after="))
+            assert _rows(page) == expected[20:40]
+            assert page.locator(".page-of").inner_text() == words["page"].format(n=2, m=pages)
+            _shot(page, f"30-sleepers-next-{language}")
+            page.click("a.prev")
+            page.wait_for_url(re.compile(r"before="))
+            assert _rows(page) == expected[:20]
+            assert page.locator(".page-of").inner_text() == words["page"].format(n=1, m=pages)
+            _shot(page, f"30-sleepers-previous-{language}")
+
+            # 50 rows a page.
+            page.click("a.size-50")
+            page.wait_for_url(re.compile(r"limit=50"))
+            assert _rows(page) == expected[:50]
+            assert page.locator(".page-of").inner_text() == words["page"].format(n=1, m=-(-len(expected) // 50))
+            assert page.locator("a.size-50").get_attribute("aria-current") == "true"
+            _shot(page, f"30-sleepers-50-a-page-{language}")
+
+            # Expired in the last 30 days.
+            page.click("a.within-30")
+            page.wait_for_url(re.compile(r"within=30"))
+            assert set(_rows(page)) == recent
+            assert words["within"] in page.locator(".within-note").inner_text()
+            _shot(page, f"30-sleepers-last-30-days-{language}")
+        assert not errors, errors
+    finally:
+        context.close()
