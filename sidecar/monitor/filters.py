@@ -3,7 +3,8 @@
 ``level`` (repeatable), ``expired_from``, ``expired_to`` (both inclusive, on the expiry day),
 ``within`` (expired in the last 7, 30 or 90 days), ``search``, ``sort`` (absent: the configured column),
 ``desc`` (``1`` or ``0``; absent: the configured direction for the configured column, else ascending),
-``after`` / ``before`` (page cursors: next / previous page), ``limit`` (the page offers 20, 50 and 100). The pages drop an unusable parameter and say so; the API answers 400 naming it.
+``after`` / ``before`` (page cursors: next / previous page), ``limit`` (the page offers 20, 50 and 100).
+The pages drop an unusable parameter and say so; the API answers 400 naming it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ _MESSAGES = {
     "bad_sort": lambda lang, f, v: translate("monitor.error.bad_sort", lang, field=f, value=v),
     "bad_flag": lambda lang, f, v: translate("monitor.error.bad_flag", lang, field=f, value=v),
     "bad_limit": lambda lang, f, v: translate("monitor.error.bad_limit", lang, field=f, value=v),
-    "bad_page_size": lambda lang, f, v: translate("sleepers.error.bad_page_size", lang, field=f, value=v),
     "bad_within": lambda lang, f, v: translate("sleepers.error.bad_within", lang, field=f, value=v),
     "two_cursors": lambda lang, f, v: translate("sleepers.error.two_cursors", lang, field=f),
     "bad_cursor": lambda lang, f, v: translate("monitor.error.bad_cursor", lang, field=f, value=v),
@@ -104,12 +104,12 @@ def _parse_day(args: Mapping[str, str], name: str, problems: list[Problem]) -> d
 
 
 def parse_filters(args: Any, *, default_limit: int = PER_PAGE, max_limit: int = MAX_PAGE,
-                  known_levels: Iterable[int] | None = None, default_order: tuple[str, bool] = ("expired_on", False),
-                  page_sizes: Iterable[int] | None = None) -> tuple[Filters, list[Problem]]:
+                  known_levels: Iterable[int] | None = None,
+                  default_order: tuple[str, bool] = ("expired_on", False)) -> tuple[Filters, list[Problem]]:
     """Filters from a query string (a MultiDict); every unusable parameter becomes a :class:`Problem`.
 
-    ``default_order``: ``(sort, descending)`` when the URL names none (``web.sleepers_order``);
-    ``page_sizes``: the only sizes taken (the page's choice), else any size up to ``max_limit``.
+    ``default_order``: ``(sort, descending)`` when the URL names none (``web.sleepers_order``). Any page
+    size up to ``max_limit`` is taken: the page offers :data:`PAGE_SIZES`, a hand-written link may ask more.
     """
     problems: list[Problem] = []
     known = set(known_levels) if known_levels is not None else None
@@ -155,13 +155,9 @@ def parse_filters(args: Any, *, default_limit: int = PER_PAGE, max_limit: int = 
         descending = natural
     limit = default_limit
     raw_limit = (args.get("limit") or "").strip()
-    sizes = tuple(page_sizes) if page_sizes is not None else None
     if raw_limit:
-        number = int(raw_limit) if raw_limit.isascii() and raw_limit.isdecimal() and len(raw_limit) <= 9 else None
-        if sizes is not None and number not in sizes:
-            problems.append(Problem("limit", "bad_page_size", raw_limit[:40]))
-        elif number is not None and 1 <= number <= max_limit:
-            limit = number
+        if raw_limit.isascii() and raw_limit.isdecimal() and len(raw_limit) <= 9 and 1 <= int(raw_limit) <= max_limit:
+            limit = int(raw_limit)
         else:
             problems.append(Problem("limit", "bad_limit", raw_limit[:40]))
     after = (args.get("after") or "").strip() or None

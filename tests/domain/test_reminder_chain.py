@@ -13,13 +13,14 @@ from sidecar.domain.reminders import Schedule, State
 
 X = date(2026, 11, 1)
 THREE = Schedule(letter_days=(3, 10, 30))
+ANYONE = Learner()
 
 
 def on(days_after_x: int) -> date:
     return X + timedelta(days=days_after_x)
 
 
-def status(today: int, ledger=None, *, schedule=THREE, level_on=True, approved=True, learner=Learner(),
+def status(today: int, ledger=None, *, schedule=THREE, level_on=True, approved=True, learner=ANYONE,
            catch_up=7) -> ChainStatus:
     return chain_status(schedule, X, on(today), ledger or {}, level_on=level_on, approved=approved,
                         learner=learner, catch_up_days=catch_up)

@@ -247,9 +247,13 @@ def test_the_api_answers_400_naming_a_bad_quick_filter_or_cursor(listing):
 
 @pytest.mark.parametrize("language,words", [
     ("en", {"page": "Page {n} of 2", "prev": "« Previous page", "within": "Expired in the last:",
-            "days": "30 days", "size": "Rows per page:", "note": "Days since expiry ≤ 30: first day without access on or after 2026-10-25 (UTC days, counted back from 2026-11-24)."}),
+            "days": "30 days", "size": "Rows per page:",
+            "note": "Days since expiry ≤ 30: first day without access on or after 2026-10-25 "
+                    "(UTC days, counted back from 2026-11-24)."}),
     ("ru", {"page": "Страница {n} из 2", "prev": "« Предыдущая страница", "within": "Доступ закончился за последние:",
-            "days": "30 дн.", "size": "Строк на странице:", "note": "Дней после окончания ≤ 30: первый день без доступа 2026-10-25 или позже (дни UTC, отсчёт от 2026-11-24)."}),
+            "days": "30 дн.", "size": "Строк на странице:",
+            "note": "Дней после окончания ≤ 30: первый день без доступа 2026-10-25 или позже "
+                    "(дни UTC, отсчёт от 2026-11-24)."}),
 ])
 def test_the_page_pages_both_ways_with_sizes_and_the_quick_filter(listing, language, words):
     first = listing.page(f"/monitor/sleepers?lang={language}")
