@@ -86,6 +86,29 @@ def served(tmp_path, settings_for):
         runtime.close()
 
 
+def _errors_of(page) -> list[str]:
+    """The page's script errors and failed loads, as they happen (and a 15 s timeout for every wait).
+
+    Console errors catch CSP violations and script errors; failed loads are checked by URL instead, so the
+    browser's own favicon probe (the app has none) does not count."""
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" and not message.text.startswith("Failed to load resource") else None)
+    page.on("response", lambda response: errors.append(f"{response.status} {response.url}")
+            if response.status >= 400 and not response.url.endswith("/favicon.ico") else None)
+    page.set_default_timeout(15000)
+    return errors
+
+
+def _sign_in(page) -> None:
+    """Sign in as the demo administrator; lands on the monitor's overview."""
+    page.goto("/login?next=/monitor")
+    page.fill("input[name=login]", seed.DEMO_ADMIN_LOGIN)
+    page.fill("input[name=password]", seed.DEMO_ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/monitor$"))
+
+
 def _shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -114,22 +137,10 @@ def test_admin_walks_through_the_monitor(browser, served):
 
     context = browser.new_context(base_url=base_url, locale="en-US", viewport={"width": 1360, "height": 900},
                                   accept_downloads=True)
-    errors: list[str] = []
     page = context.new_page()
-    # Console errors catch CSP violations and script errors; failed loads are checked by URL instead,
-    # so the browser's own favicon probe (the app has none) does not count.
-    page.on("console", lambda message: errors.append(message.text)
-            if message.type == "error" and not message.text.startswith("Failed to load resource") else None)
-    page.on("response", lambda response: errors.append(f"{response.status} {response.url}")
-            if response.status >= 400 and not response.url.endswith("/favicon.ico") else None)
-    page.set_default_timeout(15000)
+    errors = _errors_of(page)
     try:
-        # Sign in as the demo administrator.
-        page.goto("/login?next=/monitor")
-        page.fill("input[name=login]", seed.DEMO_ADMIN_LOGIN)
-        page.fill("input[name=password]", seed.DEMO_ADMIN_PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r"/monitor$"))
+        _sign_in(page)
 
         # The overview: every level, sub-levels indented, counts, trend charts.
         assert page.locator("h1").inner_text() == "Learning monitor: levels"

@@ -8,9 +8,8 @@ import re
 
 import pytest
 
-from sidecar.devstack import seed
 from sidecar.monitor.service import MonitorService, SleeperQuery
-from tests.monitor.test_browser import BUSY_LEVEL, _rows, _shot, browser, served  # noqa: F401 - fixtures
+from tests.monitor.test_browser import BUSY_LEVEL, _errors_of, _rows, _shot, _sign_in, browser, served  # noqa: F401 - fixtures
 
 WORDS = {
     "en": {"page": "Page {n} of {m}", "within": "Days since expiry ≤ 30"},
@@ -29,17 +28,10 @@ def test_admin_pages_the_sleepers_both_ways_with_sizes_and_the_quick_filter(brow
     pages = -(-len(expected) // 20)
 
     context = browser.new_context(base_url=base_url, locale="en-US", viewport={"width": 1360, "height": 900})
-    errors: list[str] = []
     page = context.new_page()
-    page.on("console", lambda message: errors.append(message.text)
-            if message.type == "error" and not message.text.startswith("Failed to load resource") else None)
-    page.set_default_timeout(15000)
+    errors = _errors_of(page)
     try:
-        page.goto("/login?next=/monitor")
-        page.fill("input[name=login]", seed.DEMO_ADMIN_LOGIN)
-        page.fill("input[name=password]", seed.DEMO_ADMIN_PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r"/monitor$"))
+        _sign_in(page)
         for language, words in WORDS.items():
             # Default order: the most recent expiry first.
             page.goto(f"/monitor/sleepers?level={BUSY_LEVEL}&lang={language}")
