@@ -144,6 +144,39 @@ def seed_site_database(admin_url: str, database: str, *, users: int, levels: int
     return site_url
 
 
+def empty_store(path: Path) -> Path:
+    """A new SQLite store at ``path``, migrated to the head revision."""
+    from sidecar.store import db as store_db
+
+    engine = store_db.create_store_engine(f"sqlite:///{path}")
+    store_db.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+def bench_runtime(site_url: str, prefix: str, store: Path, day: date, *, password_env: str):
+    """The sidecar's runtime on ``site_url`` (read-only, as in production) with the SQLite store ``store``
+    (see :func:`empty_store`) and a fixed clock at 10:00 UTC of ``day``. A password inside the URL is handed
+    over through the environment variable ``password_env``: the configuration refuses passwords in URLs."""
+    from datetime import datetime, timedelta, timezone
+
+    from sidecar.bootstrap import build_runtime
+    from sidecar.clock import FixedClock
+    from sidecar.config import settings_from_mapping
+
+    url, password = split_password(site_url)
+    config = {
+        "wordpress": {"db_url": url, "table_prefix": prefix},
+        "memberlux": {"rest_base_url": "http://127.0.0.1:9/wp-json", "rest_user": "bench", "rest_password": "unused"},
+        "store": {"url": f"sqlite:///{store}"},
+    }
+    if password is not None:
+        os.environ[password_env] = password
+        config["wordpress"]["db_password"] = f"env:{password_env}"
+    return build_runtime(settings_from_mapping(config, environ={}),
+                         clock=FixedClock(datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=10)))
+
+
 def legacy_v3_page(conn: sa.Connection, term_id: int, date_from: date, date_to: date, *, prefix: str = "wp_",
                    page: int = 1) -> tuple[int, list]:
     """One page of the legacy report as the plugin loads it: the count statement, then the rows statement,

@@ -56,7 +56,6 @@ build time of each index. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import re
 import shutil
@@ -67,7 +66,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -77,16 +76,13 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import legacy_v3_page, seed_site_database, split_password  # (bench/ is on sys.path: run as a script)
+from _common import bench_runtime, empty_store, legacy_v3_page, seed_site_database  # (bench/ is on sys.path: run as a script)
 from sidecar import sqlscripts
-from sidecar.bootstrap import Runtime, build_runtime
-from sidecar.clock import FixedClock
-from sidecar.config import settings_from_mapping
+from sidecar.bootstrap import Runtime
 from sidecar.memberlux.reader import ancestors_from_parents
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.query import build_live_query, live_sleeper_ids
 from sidecar.monitor.refresh import SleeperRefresher
-from sidecar.store import db as store_db
 
 DATABASE = "mls_bench_indexes"
 TODAY = date(2026, 11, 24)          # the seed's day (bench/sleepers.py, bench/reminders.py)
@@ -223,25 +219,7 @@ class Workload:
 
 
 def make_runtime(site_url: str, prefix: str, store: Path, day: date) -> Runtime:
-    url, password = split_password(site_url)
-    config = {
-        "wordpress": {"db_url": url, "table_prefix": prefix},
-        "memberlux": {"rest_base_url": "http://127.0.0.1:9/wp-json", "rest_user": "bench", "rest_password": "unused"},
-        "store": {"url": f"sqlite:///{store}"},
-    }
-    if password is not None:
-        os.environ[PASSWORD_ENV] = password
-        config["wordpress"]["db_password"] = f"env:{PASSWORD_ENV}"
-    runtime = build_runtime(settings_from_mapping(config, environ={}))
-    runtime.clock = FixedClock(datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=10))
-    return runtime
-
-
-def empty_store(path: Path) -> Path:
-    engine = store_db.create_store_engine(f"sqlite:///{path}")
-    store_db.upgrade(engine)
-    engine.dispose()
-    return path
+    return bench_runtime(site_url, prefix, store, day, password_env=PASSWORD_ENV)
 
 
 def workloads(runtime: Runtime, work: Path, site_url: str, prefix: str, level: int, day: date,

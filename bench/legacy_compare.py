@@ -23,11 +23,10 @@ per reason. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -35,15 +34,11 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import legacy_v3_page, split_password  # (bench/ is on sys.path: run as a script)
-from sidecar.bootstrap import build_runtime
-from sidecar.clock import FixedClock
-from sidecar.config import settings_from_mapping
+from _common import bench_runtime, empty_store, legacy_v3_page  # (bench/ is on sys.path: run as a script)
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.legacy_compare import compare
 from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.service import MonitorService, SleeperQuery
-from sidecar.store import db as store_db
 
 PASSWORD_ENV = "MLS_BENCH_LEGACY_COMPARE_WP_PASSWORD"
 
@@ -64,20 +59,9 @@ def main() -> None:  # one linear script
     parser.add_argument("--days", type=int, default=365, help="the window: [D - days, D]")
     args = parser.parse_args()
 
-    url, password = split_password(args.db_url)
     with tempfile.TemporaryDirectory(prefix="mls-bench-compare-") as work:
-        store = Path(work) / "store.sqlite"
-        engine = store_db.create_store_engine(f"sqlite:///{store}")
-        store_db.upgrade(engine)
-        engine.dispose()
-        config = {"wordpress": {"db_url": url, "table_prefix": args.prefix},
-                  "memberlux": {"rest_base_url": "http://127.0.0.1:9/wp-json"}, "store": {"url": f"sqlite:///{store}"}}
-        if password is not None:
-            os.environ[PASSWORD_ENV] = password
-            config["wordpress"]["db_password"] = f"env:{PASSWORD_ENV}"
-        runtime = build_runtime(settings_from_mapping(config, environ={}),
-                                clock=FixedClock(datetime.combine(args.date, datetime.min.time(), timezone.utc)
-                                                 + timedelta(hours=10)))
+        runtime = bench_runtime(args.db_url, args.prefix, empty_store(Path(work) / "store.sqlite"), args.date,
+                                password_env=PASSWORD_ENV)
         try:
             level = args.level or biggest_level(runtime)
             since = args.date - timedelta(days=args.days)

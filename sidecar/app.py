@@ -20,10 +20,11 @@ from sidecar.monitor import views as monitor_views
 from sidecar.programs import api as programs_api
 from sidecar.programs import views as programs_views
 from sidecar.reminders import approval_views as reminder_approvals
+from sidecar.reminders import settings_views as reminder_settings
 from sidecar.reminders import views as reminders_views
 from sidecar.webhooks import hooks as memberlux_hooks
 from sidecar.webhooks import views as webhooks_views
-from sidecar.web import auth, errors, health, home, i18n, metrics
+from sidecar.web import auth, errors, favicon, health, home, i18n, metrics
 from sidecar.web.converters import IdConverter
 from sidecar.web.proxies import TrustedProxyFix
 
@@ -105,6 +106,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     errors.init_app(app)
     auth.csrf_protect(app)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(favicon.blueprint)
     app.register_blueprint(metrics.blueprint)
     app.register_blueprint(home.blueprint)
     app.register_blueprint(auth.blueprint)
@@ -114,6 +116,7 @@ def create_app(runtime: Runtime, *, testing: bool = False) -> Flask:
     app.register_blueprint(monitor_views.blueprint)
     app.register_blueprint(reminders_views.blueprint)
     app.register_blueprint(reminder_approvals.blueprint)
+    app.register_blueprint(reminder_settings.blueprint)
     app.register_blueprint(memberlux_hooks.blueprint)
     app.register_blueprint(programs_views.blueprint)
     app.register_blueprint(programs_api.blueprint)

@@ -471,7 +471,7 @@ def _is_exempt(app: Flask) -> bool:
 
 
 def csrf_protect(app: Flask) -> None:
-    """Reject unsafe requests without the session's token (form field or header) with 400."""
+    """Reject unsafe requests without the session's token (form field or header) with 403 Forbidden."""
 
     @app.before_request
     def _check_csrf() -> None:
@@ -483,7 +483,7 @@ def csrf_protect(app: Flask) -> None:
                 and hmac.compare_digest(expected.encode("utf-8"), sent.encode("utf-8"))):
             return
         log.warning("CSRF token missing or wrong on %s %s from %s", request.method, request.path, request.remote_addr)
-        abort(400, description=translate("auth.csrf_failed"))
+        abort(403, description=translate("auth.csrf_failed"))
 
 
 @blueprint.app_context_processor

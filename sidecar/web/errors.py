@@ -1,8 +1,12 @@
-"""Application-wide error answers: a database that does not answer, and any unhandled exception.
+"""Application-wide error answers: refused requests (4xx), a database that does not answer, and any
+unhandled exception.
 
-Both answer without detail (no traceback, no exception text, nothing from the request echoed): JSON
-for machine routes, a small bilingual page for people. The page does not extend ``base.html``: the
-navigation asks the store for the signed-in administrator, and the store may be what failed.
+Machine routes get the APIs' JSON error shape (``ok: false``, a stable ``code``, a message). People get
+a page in the normal frame, in their language: with the navigation when an administrator is signed in,
+without it for anyone else, so an error never shows an anonymous visitor more than the sign-in page
+does. Nothing from the request is echoed and no traceback or exception text is shown. When a database
+is down, the administrator is only known if this request loaded them before it failed: the frame never
+asks the failed store again.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import logging
 
 import sqlalchemy as sa
-from flask import Flask, Response, make_response, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
+from flask import Flask, Response, g, make_response, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from sidecar.logs import loggable_path
 from sidecar.web.api import api_error
+from sidecar.web.auth import Admin, current_admin
 from sidecar.web.i18n import translate
 
 log = logging.getLogger(__name__)
@@ -50,9 +55,73 @@ def _wants_machine_answer() -> bool:
     return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
 
 
-def _page(status: int, kind: str) -> Response:
-    response = make_response(render_template("error.html", kind=kind), status)
+def status_texts(status: int) -> tuple[str, str]:
+    """The title and the usual explanation of an error status, in the page's language."""
+    if status == 400:
+        return translate("error.bad_request.title"), translate("error.bad_request.text")
+    if status == 403:
+        return translate("error.forbidden.title"), translate("error.forbidden.text")
+    if status == 404:
+        return translate("error.not_found.title"), translate("error.not_found.text")
+    if status == 405:
+        return translate("error.method_not_allowed.title"), translate("error.method_not_allowed.text")
+    if status == 413:
+        return translate("error.too_large.title"), translate("error.too_large.text")
+    if status == 429:
+        return translate("error.too_many.title"), translate("error.too_many.text")
+    if status == 503:
+        return translate("error.unavailable.title"), translate("error.unavailable.text")
+    if status >= 500:
+        return translate("error.internal.title"), translate("error.internal.text")
+    return translate("error.other.title"), translate("error.other.text")
+
+
+def _framing_admin(*, may_ask_store: bool) -> Admin | None:
+    """The administrator the page's frame is drawn for, or ``None``; never raises.
+
+    ``may_ask_store=False`` (a database is down): only an administrator this request already loaded
+    counts, so the page does not wait on the failed database a second time. Whatever is decided is
+    cached for the request, so the template's own ``current_admin()`` reads the same answer.
+    """
+    if "mls_admin" in g:
+        return g.mls_admin
+    admin = None
+    if may_ask_store:
+        try:
+            admin = current_admin()
+        except Exception as exc:  # noqa: BLE001 - the error page must still render, without the navigation
+            log.warning("error page %s drawn without the navigation: the session could not be checked (%s)",
+                        loggable_path(request.path), type(exc).__name__)
+    g.mls_admin = admin
+    return admin
+
+
+def _page(status: int, text: str | None = None, *, may_ask_store: bool = True) -> Response:
+    title, usual = status_texts(status)
+    signed_in = _framing_admin(may_ask_store=may_ask_store) is not None
+    response = make_response(render_template("error.html", status=status, title=title, text=text or usual,
+                                             signed_in=signed_in), status)
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _custom_description(exc: HTTPException) -> str | None:
+    """The page's own explanation (``abort(404, description=...)``), or ``None`` for Werkzeug's English one."""
+    description = exc.description
+    return description if description and description != type(exc).description else None
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if _wants_machine_answer():
+        code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+        response = api_error(status, code, _custom_description(exc) or (exc.description or exc.name or ""))
+    else:
+        response = _page(status, _custom_description(exc))
+    # What the status itself promises: Allow on a 405, Retry-After on a 429, WWW-Authenticate on a 401.
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
     return response
 
 
@@ -60,24 +129,18 @@ def unavailable_response() -> Response:
     if _wants_machine_answer():
         response = api_error(503, "store_unavailable", "a database of the sidecar is unavailable; retry shortly")
     else:
-        response = _page(503, "unavailable")
+        response = _page(503, may_ask_store=False)
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 
 def init_app(app: Flask) -> None:
-    @app.errorhandler(NotFound)
-    def _not_found(exc: NotFound):
-        # An address no route takes (/reminders/approvals/abc: the id converter refuses it) says so in
-        # the page's language, as the pages' own 404s (no level 999) do; Werkzeug's text is English.
-        if exc.description == NotFound.description and not _wants_machine_answer():
-            exc.description = translate("error.not_found.text")
-        return exc
-
     @app.errorhandler(Exception)
     def _unhandled(exc: Exception):
         if isinstance(exc, HTTPException) and not isinstance(exc, InternalServerError):
-            return exc  # 4xx and the like keep Flask's own answers
+            if exc.code is None or exc.code < 400:
+                return exc  # redirects raised by routing are answers, not errors
+            return _http_error(exc)
         original = exc.original_exception if isinstance(exc, InternalServerError) else exc
         if original is not None and is_database_unavailable(original):
             # One line, no traceback: an outage is not a bug, and the exception's text may hold SQL.
@@ -89,4 +152,4 @@ def init_app(app: Flask) -> None:
             app.log_exception((type(original), original, original.__traceback__))
         if _wants_machine_answer():
             return api_error(500, "internal_error", "internal error; the request id is in the X-Request-ID header")
-        return _page(500, "internal")
+        return _page(500)

@@ -36,6 +36,7 @@ from sidecar.web.pages import actor, label, shorten
 from sidecar.webhooks import queries
 from sidecar.webhooks.delivery import MAX_ATTEMPTS, RETRY_SCHEDULE, redeliver
 from sidecar.webhooks.endpoints import EndpointForm, EndpointRejected, rotate_secret, save, set_enabled, shown_url
+from sidecar.webhooks.event_texts import event_texts
 from sidecar.webhooks.events import SCHEMAS, TEST_EVENT, emit_test, json_schema
 from sidecar.webhooks.templates import MAX_TEMPLATE
 
@@ -181,7 +182,8 @@ def _render_form(form: EndpointForm, endpoint: WebhookEndpoint | None, errors: M
                  status_code: int = 200):
     action = url_for(".endpoint_edit", endpoint_id=endpoint.id) if endpoint else url_for(".endpoint_new")
     return render_template("webhooks_form.html", form=form, endpoint=endpoint, errors=errors or {}, action=action,
-                           event_types=WEBHOOK_EVENTS, max_template=MAX_TEMPLATE, tab="endpoints"), status_code
+                           event_types=WEBHOOK_EVENTS, event_texts=event_texts(), max_template=MAX_TEMPLATE,
+                           tab="endpoints"), status_code
 
 
 def _save_form(runtime: Runtime, endpoint: WebhookEndpoint | None):
@@ -364,7 +366,8 @@ def event_types():
     runtime = _runtime()
     schemas = [(name, json.dumps(json_schema(name), ensure_ascii=False, indent=2)) for name in SCHEMAS]
     display = _display(runtime)
-    return render_template("webhooks_events.html", schemas=schemas, test_event=TEST_EVENT, fmt=display,
+    return render_template("webhooks_events.html", schemas=schemas, texts=event_texts(), test_event=TEST_EVENT,
+                           fmt=display,
                            schedule=", ".join(display.schedule(delay) for delay in RETRY_SCHEDULE),
                            max_attempts=MAX_ATTEMPTS,
                            disable_after=runtime.settings.webhooks.disable_after_failures, tab="events")

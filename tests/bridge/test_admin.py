@@ -345,15 +345,15 @@ def test_action_on_an_unknown_grant_goes_back_to_the_list(signed_in):
     assert flashes(signed_in.page("/admin/grants")) == ["There is no grant gnosuchgrant."]
 
 
-def test_post_without_csrf_token_is_400(signed_in):
+def test_post_without_csrf_token_is_403(signed_in):
     admin = signed_in
     grant = admin.accept("anna@example.org")
     admin.fail(grant.id)
     for action in ("retry", "cancel"):
         response = admin.post(f"/admin/grants/{grant.id}/{action}", with_token=False)
-        assert response.status_code == 400
+        assert response.status_code == 403
         response = admin.client.post(f"/admin/grants/{grant.id}/{action}", data={"csrf_token": "forged" * 8})
-        assert response.status_code == 400
+        assert response.status_code == 403
     assert admin.grant(grant.id).status == FAILED
 
 

@@ -202,8 +202,8 @@ def test_reset_restores_the_imported_values(site):
 def test_csrf_is_required(site):
     data = site.form(admin_subject="Без токена")
     del data["csrf_token"]
-    assert site.client.post(site.url, data=data).status_code == 400
-    assert site.client.post(f"{site.url}/reset").status_code == 400
+    assert site.client.post(site.url, data=data).status_code == 403
+    assert site.client.post(f"{site.url}/reset").status_code == 403
     assert site.overrides() == 0
 
 
@@ -222,8 +222,8 @@ def test_login_is_required(small_site, settings_for):
         client = create_app(runtime, testing=True).test_client()
         response = client.get("/monitor/levels/7/settings")
         assert response.status_code == 302 and "/login" in response.headers["Location"]
-        assert client.post("/monitor/levels/7/settings").status_code in (302, 400)
-        assert client.post("/monitor/levels/7/settings/reset").status_code in (302, 400)
+        assert client.post("/monitor/levels/7/settings").status_code in (302, 403)
+        assert client.post("/monitor/levels/7/settings/reset").status_code in (302, 403)
     finally:
         runtime.close()
 

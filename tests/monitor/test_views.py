@@ -100,7 +100,7 @@ def test_refresh_buttons_refresh_and_say_how_long_it_took(monitor):
 
     monitor.client.post("/monitor/refresh", data={"csrf_token": token, "level": "999"})
     assert any("no level 999" in t for t in flashes(monitor.page("/monitor")))
-    assert monitor.client.post("/monitor/refresh", data={"level": "7"}).status_code == 400  # no CSRF token
+    assert monitor.client.post("/monitor/refresh", data={"level": "7"}).status_code == 403  # no CSRF token
 
 
 def test_pages_need_an_admin_session(build_monitor):
@@ -108,7 +108,7 @@ def test_pages_need_an_admin_session(build_monitor):
     for url in ("/monitor", "/monitor/sleepers", "/monitor/sleepers.csv", "/monitor/users/8"):
         response = anonymous.client.get(url)
         assert response.status_code == 302 and "/login" in response.headers["Location"], url
-    assert anonymous.client.post("/monitor/refresh").status_code in (302, 400)
+    assert anonymous.client.post("/monitor/refresh").status_code in (302, 403)
 
 
 # --- the table ---------------------------------------------------------------------------------------

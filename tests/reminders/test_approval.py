@@ -171,7 +171,7 @@ def test_the_page_shows_what_would_go_out_and_approving_it_sends_with_the_next_r
 
     listed_at, letters = listed_at_on_page(page)
     assert web.client.post(f"/reminders/approvals/{LEVEL}/approve",
-                           data={"listed_at": listed_at, "letters": letters}).status_code == 400   # no CSRF token
+                           data={"listed_at": listed_at, "letters": letters}).status_code == 403   # no CSRF token
     assert not state(school).approved
     response = web.post(f"/reminders/approvals/{LEVEL}/approve", data={"listed_at": listed_at, "letters": letters})
     assert response.status_code == 302

@@ -181,7 +181,7 @@ def test_resend_refuses_bad_input_clearly_and_needs_csrf(web, school, smtp_serve
     assert "Choose at least one row to resend." in web.get("/reminders")
     web.post("/reminders/resend", {"id": ["1", "x1"]})
     assert "Not a row id: x1. Nothing was resent." in web.get("/reminders")
-    assert web.client.post("/reminders/resend", data={"id": str(failed.id)}).status_code == 400
+    assert web.client.post("/reminders/resend", data={"id": str(failed.id)}).status_code == 403  # no CSRF token
     # An outside "next" is not followed.
     response = web.post("/reminders/resend", {"id": str(failed.id), "next": "https://evil.example/"})
     assert response.headers["Location"].endswith("/reminders?state=failed")
@@ -383,7 +383,7 @@ def test_unsubscribed_learners_are_listed_and_can_be_subscribed_again(web, schoo
     assert "User 2 gets reminders again." in web.flashes()
     web.post("/reminders/unsubscribes/2/resubscribe")
     assert "User 2 is not on the unsubscribe list." in web.flashes()
-    assert web.client.post("/reminders/unsubscribes/2/resubscribe").status_code == 400   # no CSRF token
+    assert web.client.post("/reminders/unsubscribes/2/resubscribe").status_code == 403   # no CSRF token
 
 
 # --- the learner's unsubscribe page -------------------------------------------------------------------

@@ -452,14 +452,14 @@ def test_login_page_in_both_languages(site):
 
 def test_login_post_without_csrf_is_rejected(site):
     response = site.client.post("/login", data={"login": "admin", "password": seed.DEMO_ADMIN_PASSWORD})
-    assert response.status_code == 400
+    assert response.status_code == 403
     assert site.audit() == [] and site.attempts() == 0
     # A token from another session does not count either.
     other = site.app.test_client()
     stolen = csrf_in(other.get("/login").get_data(as_text=True))
     response = site.client.post("/login", data={"csrf_token": stolen, "login": "admin",
                                                 "password": seed.DEMO_ADMIN_PASSWORD})
-    assert response.status_code == 400
+    assert response.status_code == 403
 
 
 def test_csrf_token_in_a_header_is_accepted(site):
@@ -471,8 +471,8 @@ def test_csrf_token_in_a_header_is_accepted(site):
 
 def test_logout_needs_the_csrf_token(site):
     site.login()
-    assert site.client.post("/logout").status_code == 400
-    assert site.client.post("/logout", data={"csrf_token": "forged" * 8}).status_code == 400
+    assert site.client.post("/logout").status_code == 403
+    assert site.client.post("/logout", data={"csrf_token": "forged" * 8}).status_code == 403
     assert logged_in(site)
     token = csrf_in(site.client.get("/").get_data(as_text=True))
     response = site.client.post("/logout", data={"csrf_token": token})
@@ -515,7 +515,7 @@ def test_csrf_exempt_views_and_blueprints(site):
     client = app.test_client()
     assert client.post("/test/hook").status_code == 200
     assert client.post("/test/api").status_code == 200
-    assert client.post("/test/form").status_code == 400
+    assert client.post("/test/form").status_code == 403
     assert client.post("/no/such/page").status_code == 404
 
 

@@ -125,7 +125,7 @@ def test_pages_need_a_signed_in_administrator_and_forms_the_csrf_token(admin):
     assert anonymous.get("/webhooks/events").status_code == 302
     for url in ("/webhooks/new", f"/webhooks/{crm.id}/edit", f"/webhooks/{crm.id}/secret", f"/webhooks/{crm.id}/rotate",
                 f"/webhooks/{crm.id}/enabled", f"/webhooks/{crm.id}/test", "/webhooks/deliveries/1/redeliver"):
-        assert admin.client.post(url, data={"name": "x", "url": PUBLIC_URL, "enabled": "0"}).status_code == 400, url
+        assert admin.client.post(url, data={"name": "x", "url": PUBLIC_URL, "enabled": "0"}).status_code == 403, url  # no CSRF token
     assert admin.endpoint("CRM").secret == crm.secret and admin.endpoint("CRM").enabled
     assert admin.deliveries(crm.id) == []
     assert admin.client.get(f"/webhooks/{crm.id}/secret").status_code == 405     # never on a GET
@@ -362,6 +362,20 @@ def test_event_types_page_shows_every_json_schema(admin):
         assert f'"title": "{name}"' in page
     assert '"required": [' in page and "5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h" in page
     assert "webhook.test" in page
+
+
+def test_event_types_page_opens_with_contents_and_folds_each_schema(admin):
+    page = admin.get("/webhooks/events?lang=ru")
+    contents = re.search(r'<nav class="toc" id="contents"[^>]*>(.*?)</nav>', page, re.S)
+    assert contents, "no table of contents"
+    assert re.findall(r'<a href="#([a-z_.]+)">', contents.group(1)) == list(SCHEMAS)
+    assert "Выдан сертификат (автоматически или вручную)." in contents.group(1)
+    sections = re.findall(r'<section class="event-type" id="([a-z_.]+)">(.*?)</section>', page, re.S)
+    assert [name for name, _ in sections] == list(SCHEMAS)
+    for name, section in sections:   # readable without a script: the schema folds with <details>
+        assert re.search(r'<details class="schema">\s*<summary>JSON Schema тела</summary>\s*<pre class="json">', section)
+        assert f'"title": "{name}"' in section and 'href="#contents"' in section
+    assert "<script" not in page
 
 
 def test_inbound_page_lists_the_memberlux_hints_and_what_came_of_them(admin):
