@@ -71,7 +71,7 @@ MAX_LIMIT = 1000
 #: The longest "expired in the last N days" window the service takes (the page offers 7, 30 and 90).
 MAX_WITHIN_DAYS = 36600
 _LEVEL_CACHE_SECONDS = 60.0
-_CURSOR_VERSION = 1
+_CURSOR_VERSION = 2   # 2: the expiry order breaks ties by level, then user
 _ONE_DAY = timedelta(days=1)
 
 
@@ -277,7 +277,9 @@ def _order_for(sort: str, descending: bool, level_rank: sa.ColumnElement) -> _Or
     if sort in ("expired_on", "days_since"):
         # More days since expiry = an earlier expiry: days_since ascending is expired_on descending.
         ascending = (not descending) if sort == "expired_on" else descending
-        return _Order((_E.expired_on, _E.user_id, _E.term_id), ("date", "int", "int"), ascending)
+        # (expired_on, term_id, user_id): the order of ix_mls_sleepers_expiry_all, so a page of every level
+        # reads the index instead of sorting the whole table (and of ix_mls_sleepers_expiry for one level).
+        return _Order((_E.expired_on, _E.term_id, _E.user_id), ("date", "int", "int"), ascending)
     if sort == "name":
         return _Order((_E.last_name, _E.first_name, _E.user_id, _E.term_id), ("str", "str", "int", "int"),
                       not descending)
@@ -427,7 +429,7 @@ class MonitorService:
 
     def _key_of(self, entry: SleeperEntry | _Evaluated, sort: str, ranks: Mapping[int, int]) -> list[Any]:
         if sort in ("expired_on", "days_since"):
-            return [entry.expired_on, entry.user_id, entry.term_id]
+            return [entry.expired_on, entry.term_id, entry.user_id]
         if sort == "name":
             return [entry.last_name, entry.first_name, entry.user_id, entry.term_id]
         if sort == "email":

@@ -524,8 +524,8 @@ def catalogue(runtime):
 
 def _expected_order(entries, sort: str, descending: bool, ranks: dict[int, int]):
     keys = {
-        "expired_on": lambda e: (e.expired_on, e.user_id, e.term_id),
-        "days_since": lambda e: (e.expired_on, e.user_id, e.term_id),
+        "expired_on": lambda e: (e.expired_on, e.term_id, e.user_id),   # ties: level, then user (the index)
+        "days_since": lambda e: (e.expired_on, e.term_id, e.user_id),
         "name": lambda e: (e.last_name, e.first_name, e.user_id, e.term_id),
         "email": lambda e: (e.email, e.user_id, e.term_id),
         "level": lambda e: (ranks[e.term_id], e.expired_on, e.user_id, e.term_id),

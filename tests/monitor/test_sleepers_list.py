@@ -42,7 +42,7 @@ def listing(request, small_site, settings_for):
 
 
 def _key(row) -> tuple:
-    return (row.expired_on, row.user_id, row.term_id)
+    return (row.expired_on, row.term_id, row.user_id)   # the expiry order, ties broken by level then user
 
 
 def _pages_forward(monitor: Monitor, query: SleeperQuery) -> list:
