@@ -26,13 +26,13 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.bootstrap import build_runtime  # noqa: E402 - after the path above
-from sidecar.clock import FixedClock  # noqa: E402
-from sidecar.config import settings_from_mapping  # noqa: E402
-from sidecar.devstack.site import build_demo_site  # noqa: E402
-from sidecar.monitor.service import MonitorService, SleeperQuery, _encode_cursor  # noqa: E402
-from sidecar.store import db as store_db  # noqa: E402
-from sidecar.store.monitor_models import SleeperEntry  # noqa: E402
+from sidecar.bootstrap import build_runtime
+from sidecar.clock import FixedClock
+from sidecar.config import settings_from_mapping
+from sidecar.devstack.site import build_demo_site
+from sidecar.monitor.service import MonitorService, SleeperQuery, _encode_cursor
+from sidecar.store import db as store_db
+from sidecar.store.monitor_models import SleeperEntry
 
 TODAY = date(2026, 11, 24)
 
