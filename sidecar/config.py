@@ -216,6 +216,24 @@ def _check_prefix(value: str) -> str:
     return value
 
 
+#: The columns the sleepers list sorts by (``web.sleepers_order``, the page, the API and the CLI).
+SLEEPER_SORTS = ("expired_on", "days_since", "name", "email", "level")
+
+
+def sleepers_order(value: str) -> tuple[str, bool]:
+    """``"<column> asc|desc"`` as ``(column, descending)``; a clear ValueError otherwise."""
+    parts = value.split()
+    if len(parts) != 2 or parts[0] not in SLEEPER_SORTS or parts[1] not in ("asc", "desc"):
+        raise ValueError(f"expected '<column> asc' or '<column> desc' with a column of {', '.join(SLEEPER_SORTS)}, "
+                         "e.g. 'expired_on desc' (most recent expiry first)")
+    return parts[0], parts[1] == "desc"
+
+
+def _check_sleepers_order(value: str) -> str:
+    sleepers_order(value)
+    return " ".join(value.split())
+
+
 DbUrl = Annotated[str, AfterValidator(_check_db_url)]
 TimezoneName = Annotated[str, AfterValidator(_check_timezone)]
 ScheduleZone = Annotated[str, AfterValidator(_check_schedule_zone)]
@@ -646,6 +664,10 @@ class WebSettings(_Section):
                     "/api/v1/sleepers, /metrics, enrolment status); name = { token = '...', scopes = ['read', 'enrol'] } "
                     "may also enrol learners in programs (POST /api/v1/programs/<id>/enrolments)." + STRENGTH_NOTE)
     metrics_open: bool = Field(False, description="Serve /metrics without a token (for a scraper on a private network).")
+    sleepers_order: Annotated[str, AfterValidator(_check_sleepers_order)] = Field(
+        "expired_on desc", description="Order of the sleepers list when none is asked for (page, CSV, /api/v1/sleepers, "
+                                       "`mlsidecar sleepers list`): '<column> asc|desc' with a column of expired_on, "
+                                       "days_since, name, email, level. The default lists the most recent expiries first.")
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -57,6 +57,7 @@ VALIDATOR_TEXT: dict[str, str] = {
     "_check_template": "Jinja2 template, checked at load",
     "_check_renewal_url": "Jinja2 template, checked at load",
     "_check_address": "one e-mail address, or `\"\"`",
+    "_check_sleepers_order": "`\"<column> asc\"` or `\"<column> desc\"`",
     "_http_url": "http(s) URL",
     "_networks": "IP addresses or CIDR networks",
     "_whsec": "starts with `whsec_`, then base64 of 16+ bytes",

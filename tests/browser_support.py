@@ -65,6 +65,20 @@ def watch_errors(page, errors: list[str]) -> None:
     page.set_default_timeout(15000)
 
 
+def sign_in(page, next_path: str = "/", *, language: str | None = None) -> None:
+    """Sign in as the demo administrator through the login form; waits until ``next_path`` has loaded."""
+    import re
+
+    from sidecar.devstack import seed
+
+    page.goto(f"/login?next={next_path}" + (f"&lang={language}" if language else ""))
+    form = page.locator("form.login-form")
+    form.locator("input[name=login]").fill(seed.DEMO_ADMIN_LOGIN)
+    form.locator("input[name=password]").fill(seed.DEMO_ADMIN_PASSWORD)
+    with page.expect_navigation(url=re.compile(re.escape(next_path.split("?")[0]) + r"(\?.*)?$")):
+        form.locator("button[type=submit]").click()
+
+
 @contextmanager
 def served_demo(site_url: str, settings, start: datetime, *, users: int, levels: int, seed: int, weeks: int,
                 prepare: Callable | None = None) -> Iterator:

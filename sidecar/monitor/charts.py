@@ -1,5 +1,5 @@
 """Small SVG charts of the monitor pages (drawn on the server: no script, no library in the browser):
-the 12-week sleepers trend and a learner's key timeline."""
+the 12-week sleepers trend with its axes and per-day counts, and a learner's key timeline."""
 
 from __future__ import annotations
 
@@ -8,44 +8,70 @@ from datetime import date, timedelta
 
 from markupsafe import Markup, escape
 
-from sidecar.monitor.service import KeyFact
+from sidecar.monitor.service import KeyFact, TrendPoint
 from sidecar.web.i18n import translate
 
 TREND_WEEKS = 12
 
 
-def sparkline(points: Sequence[tuple[date, int]], today: date, weeks: int = TREND_WEEKS,
-              width: int = 120, height: int = 24) -> Markup:
+def _point_title(day: date, count: int, reconstructed: bool) -> str:
+    if reconstructed:
+        return translate("sleepers.trend.point_reconstructed", day=day.isoformat(), count=count)
+    return translate("sleepers.trend.point", day=day.isoformat(), count=count)
+
+
+def sparkline(points: Sequence[tuple[date, int] | TrendPoint], today: date, weeks: int = TREND_WEEKS,
+              width: int = 260, height: int = 64) -> Markup:
     """An inline SVG of daily sleeper counts over the last ``weeks`` weeks, drawn on the server.
 
     Days are placed on a real time axis, so a gap between refreshes shows as a straight segment
-    rather than being squeezed away. Styling lives in app.css (the CSP forbids inline styles).
+    rather than being squeezed away. The y axis is labelled with 0 and the highest count, the x axis
+    with the window's first day and today; each day's count is in a ``<title>`` (shown on hover).
+    Days reconstructed from key dates are drawn dashed. Styling lives in app.css (the CSP forbids
+    inline styles).
     """
     if not points:
         return Markup('<span class="muted">—</span>')
+    marked = [TrendPoint(p[0], p[1], bool(p[2]) if len(p) > 2 else False) for p in points]  # type: ignore[misc]
     start = today - timedelta(weeks=weeks)
     span = max((today - start).days, 1)
-    top = max(count for _day, count in points) or 1
-    pad = 2.0
+    top = max(p.sleepers for p in marked) or 1
+    left, right, upper, lower = 30.0, 4.0, 6.0, 14.0
+    plot_w, plot_h = width - left - right, height - upper - lower
+    base = height - lower
+    step = plot_w / span
 
-    def xy(day: date, count: int) -> tuple[float, float]:
-        x = pad + (width - 2 * pad) * min(max((day - start).days, 0), span) / span
-        y = height - pad - (height - 2 * pad) * count / top
-        return round(x, 1), round(y, 1)
+    def x_of(day: date) -> float:
+        return round(left + plot_w * min(max((day - start).days, 0), span) / span, 1)
 
-    coords = [xy(day, count) for day, count in points]
-    last_day, last_count = points[-1]
-    label = translate("monitor.trend.label", weeks=weeks, low=min(c for _d, c in points), high=top,
-                      last=last_count, day=last_day.isoformat())
+    def y_of(count: int) -> float:
+        return round(base - plot_h * count / top, 1)
+
+    last = marked[-1]
+    label = translate("monitor.trend.label", weeks=weeks, low=min(p.sleepers for p in marked), high=top,
+                      last=last.sleepers, day=last.day.isoformat())
     parts = [f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'role="img" aria-label="{escape(label)}"><title>{escape(label)}</title>',
-             f'<line class="spark-base" x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}"/>']
-    if len(coords) > 1:
-        points = " ".join(f"{x},{y}" for x, y in coords)
-        parts.append(f'<polyline class="spark-line" points="{points}"/>')
-    x, y = coords[-1]
-    parts.append(f'<circle class="spark-dot" cx="{x}" cy="{y}" r="2"/></svg>')
-    return Markup("".join(parts))  # noqa: S704 - numbers and escaped labels only
+             f'<line class="spark-axis" x1="{left}" y1="{upper}" x2="{left}" y2="{base}"/>',
+             f'<line class="spark-base" x1="{left}" y1="{base}" x2="{width - right}" y2="{base}"/>',
+             f'<text class="spark-tick spark-y" x="{left - 3}" y="{upper + 7}">{top}</text>',
+             f'<text class="spark-tick spark-y" x="{left - 3}" y="{base}">0</text>',
+             f'<text class="spark-tick" x="{left}" y="{height - 2}">{(start + timedelta(days=1)).isoformat()}</text>',
+             f'<text class="spark-tick end" x="{width - right}" y="{height - 2}">{today.isoformat()}</text>']
+    rebuilt = [p for p in marked if p.reconstructed]
+    counted = [p for p in marked if not p.reconstructed]
+    if rebuilt and counted and rebuilt[-1].day < counted[0].day:
+        counted = [rebuilt[-1], *counted]   # the solid line starts where the dashed one ends
+    for line, css in ((rebuilt, "spark-line spark-rebuilt"), (counted, "spark-line")):
+        if len(line) > 1:
+            coords = " ".join(f"{x_of(p.day)},{y_of(p.sleepers)}" for p in line)
+            parts.append(f'<polyline class="{css}" points="{coords}"/>')
+    for p in marked:
+        hit_x = round(max(x_of(p.day) - step / 2, left), 1)
+        parts.append(f'<rect class="spark-hit" x="{hit_x}" y="{upper}" width="{round(max(step, 2.0), 1)}" '
+                     f'height="{plot_h}"><title>{escape(_point_title(p.day, p.sleepers, p.reconstructed))}</title></rect>')
+    parts.append(f'<circle class="spark-dot" cx="{x_of(last.day)}" cy="{y_of(last.sleepers)}" r="2.5"/></svg>')
+    return Markup("".join(parts))  # noqa: S704 - numbers, dates and escaped labels only
 
 
 def key_timeline(keys: Sequence[KeyFact], day: date, width: int = 640, bar: int = 14) -> Markup:

@@ -210,6 +210,43 @@ def sleepers_refresh(ctx: click.Context, term_id: int | None, day, dry_run: bool
                + ("; dry run: nothing stored, the report is unchanged" if dry_run else ""))
 
 
+@sleepers_group.command("backfill")
+@click.option("--weeks", type=click.IntRange(1, 104), default=12, show_default=True,
+              help="How many weeks before today (UTC) to reconstruct.")
+@click.option("--level", "term_id", type=int, default=None, help="Only this level (default: all levels).")
+@click.pass_context
+def sleepers_backfill(ctx: click.Context, weeks: int, term_id: int | None) -> None:
+    """Reconstruct the daily sleeper counts of past days from key dates, for the trend chart.
+
+    Each day counts the sleepers the rule finds among the keys and certificates that existed then; days
+    a refresh counted are kept, reconstructed days are replaced. A level's first refresh does this by
+    itself; see docs/learning-monitor.md for what cannot be reconstructed.
+    """
+    from sidecar.monitor.backfill import TrendBackfill
+
+    runtime = runtime_of(ctx)
+    try:
+        names = level_names(runtime)
+        if term_id is not None and term_id not in names:
+            raise click.BadParameter(f"there is no access level {term_id}", param_hint="--level")
+        levels = [term_id] if term_id is not None else list(names)
+        with click.progressbar(length=max(len(levels), 1), label="reconstructing the trend", file=sys.stderr) as bar:
+            last = [0]
+
+            def progress(done: int, _total: int) -> None:
+                bar.update(done - last[0])
+                last[0] = done
+
+            reports = TrendBackfill(runtime).backfill_all(weeks, levels, progress=progress)
+    finally:
+        runtime.close()
+    click.echo(text_table(
+        ["LEVEL", "NAME", "FROM", "TO", "DAYS WRITTEN", "SECONDS"],
+        [[r.term_id, clip(names.get(r.term_id, ""), 40), r.first_day, r.last_day, r.days_written, f"{r.seconds:.2f}"]
+         for r in reports]))
+    click.echo(f"{len(reports)} level(s) reconstructed over {weeks} week(s); days a refresh counted were kept")
+
+
 @sleepers_group.command("list")
 @click.option("--level", "levels", type=int, multiple=True, help="Only these levels (repeatable).")
 @day_option("Sleepers as of this UTC day: from the stored report when it was built for that day, else "
@@ -219,17 +256,22 @@ def sleepers_refresh(ctx: click.Context, term_id: int | None, day, dry_run: bool
 @click.option("--to", "expired_to", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="Expired on or before this day.")
 @click.option("--search", "-q", default="", help="Words of the name, e-mail or login.")
-@click.option("--sort", type=click.Choice(["expired_on", "days_since", "name", "email", "level"]), default="expired_on",
-              show_default=True)
-@click.option("--desc", is_flag=True, help="Descending order.")
+@click.option("--within", "within", type=click.IntRange(0, 36600), default=None,
+              help="Only expiries in the last N days (days since expiry ≤ N, counted back from the UTC day listed).")
+@click.option("--sort", type=click.Choice(["expired_on", "days_since", "name", "email", "level"]), default=None,
+              help="Order (default: web.sleepers_order, most recent expiry first unless configured).")
+@click.option("--desc/--asc", "desc", default=None,
+              help="Descending or ascending (default: web.sleepers_order's direction for its column, else ascending).")
 @click.option("--after", "cursor", default=None, help="Continue after a previous page (the cursor it printed).")
+@click.option("--before", "before", default=None, help="The page before a previous page (its previous cursor).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=None,
               help="Rows to show (table/json: default 50, one page; csv: default all).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.pass_context
-def sleepers_list(ctx: click.Context, levels: tuple[int, ...], day, expired_from, expired_to, search: str, sort: str,
-                  desc: bool, cursor: str | None, limit: int | None, fmt: str) -> None:
-    """List sleepers from the last refresh (or as of --date), oldest expiry first."""
+def sleepers_list(ctx: click.Context, levels: tuple[int, ...], day, expired_from, expired_to, within: int | None,
+                  search: str, sort: str | None, desc: bool | None, cursor: str | None, before: str | None,
+                  limit: int | None, fmt: str) -> None:
+    """List sleepers from the last refresh (or as of --date), in the configured order (web.sleepers_order)."""
     import contextlib
     import itertools
 
@@ -244,11 +286,15 @@ def sleepers_list(ctx: click.Context, levels: tuple[int, ...], day, expired_from
         unknown = sorted(set(levels) - set(level_names(runtime)))
         if unknown:
             raise click.BadParameter(f"no access level {', '.join(map(str, unknown))}", param_hint="--level")
+        service = MonitorService(runtime)
+        default_sort, default_desc = service.default_order()
         query = SleeperQuery(levels=tuple(dict.fromkeys(levels)),
                              expired_from=expired_from.date() if expired_from else None,
                              expired_to=expired_to.date() if expired_to else None, search=search.strip(),
-                             sort=sort, descending=desc, after=cursor, limit=limit or 50)
-        service = MonitorService(runtime)
+                             sort=sort or default_sort,
+                             descending=desc if desc is not None else default_desc if (sort or default_sort) == default_sort
+                             else False,
+                             after=cursor, before=before, limit=limit or 50, expired_within=within)
         live = day is not None and not service.stored_for(day, query.levels)
         with contextlib.ExitStack() as stack:
             progress = None
@@ -268,13 +314,14 @@ def sleepers_list(ctx: click.Context, levels: tuple[int, ...], day, expired_from
                     return
                 page = service.page(query, day=day, progress=progress)
             except ValueError as exc:
-                raise click.BadParameter(str(exc), param_hint="--after") from None
+                raise click.BadParameter(str(exc), param_hint="--before" if before else "--after") from None
     finally:
         runtime.close()
     source = "live" if live else "report"
     if fmt == "json":
         click.echo(json.dumps({"as_of": day.isoformat() if day else None, "source": source, "total": page.total,
-                               "next_cursor": page.next_cursor, "sleepers": [api_record(r) for r in page.rows]},
+                               "page": page.page_number, "pages": page.pages, "next_cursor": page.next_cursor,
+                               "prev_cursor": page.prev_cursor, "sleepers": [api_record(r) for r in page.rows]},
                               indent=2, ensure_ascii=False))
         return
     if not page.rows:
@@ -287,9 +334,11 @@ def sleepers_list(ctx: click.Context, levels: tuple[int, ...], day, expired_from
          for r in page.rows]))
     # On stderr so that piping the table elsewhere keeps only rows.
     as_of = f" as of {day.isoformat()} (UTC, {'evaluated live' if live else 'stored report'})" if day else ""
-    click.echo(f"{len(page.rows)} of {page.total}{as_of}", err=True)
+    click.echo(f"{len(page.rows)} of {page.total}, page {page.page_number} of {page.pages}{as_of}", err=True)
     if page.next_cursor:
         click.echo(f"more: add --after {page.next_cursor}", err=True)
+    if page.prev_cursor:
+        click.echo(f"previous page: add --before {page.prev_cursor}", err=True)
 
 
 # --- the old plugin's report, side by side ---------------------------------------------------------

@@ -1,8 +1,10 @@
 """The sleepers report's filters as URL parameters: one parser for the table, its CSV export and the API.
 
-``level`` (repeatable), ``expired_from``, ``expired_to`` (both inclusive, on the expiry day), ``search``,
-``sort``, ``desc``, ``after`` (page cursor), ``limit``. The pages drop an unusable parameter and say so;
-the API answers 400 naming it.
+``level`` (repeatable), ``expired_from``, ``expired_to`` (both inclusive, on the expiry day),
+``within`` (expired in the last 7, 30 or 90 days), ``search``, ``sort`` (absent: the configured column),
+``desc`` (``1`` or ``0``; absent: the configured direction for the configured column, else ascending),
+``after`` / ``before`` (page cursors: next / previous page), ``limit`` (the page offers 20, 50 and 100).
+The pages drop an unusable parameter and say so; the API answers 400 naming it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from sidecar.web.i18n import translate
 from sidecar.web.pages import query_day
 
 PER_PAGE = 20             # the legacy report's page size
+PAGE_SIZES = (20, 50, 100)   # the page's choice
+WITHIN_DAYS = (7, 30, 90)    # the quick filter "expired in the last N days"
 MAX_PAGE = 200
 API_PER_PAGE = 100
 API_MAX_PAGE = 500
@@ -37,7 +41,22 @@ class Problem:
     value: str = ""
 
     def message(self, language: str | None = None) -> str:
-        return translate(f"monitor.error.{self.code}", language, field=self.field, value=self.value)
+        return _MESSAGES[self.code](language, self.field, self.value)
+
+
+_MESSAGES = {
+    "bad_date": lambda lang, f, v: translate("monitor.error.bad_date", lang, field=f, value=v),
+    "bad_level": lambda lang, f, v: translate("monitor.error.bad_level", lang, field=f, value=v),
+    "unknown_level": lambda lang, f, v: translate("monitor.error.unknown_level", lang, field=f, value=v),
+    "bad_range": lambda lang, f, v: translate("monitor.error.bad_range", lang, field=f, value=v),
+    "too_long": lambda lang, f, v: translate("monitor.error.too_long", lang, field=f, value=v),
+    "bad_sort": lambda lang, f, v: translate("monitor.error.bad_sort", lang, field=f, value=v),
+    "bad_flag": lambda lang, f, v: translate("monitor.error.bad_flag", lang, field=f, value=v),
+    "bad_limit": lambda lang, f, v: translate("monitor.error.bad_limit", lang, field=f, value=v),
+    "bad_within": lambda lang, f, v: translate("sleepers.error.bad_within", lang, field=f, value=v),
+    "two_cursors": lambda lang, f, v: translate("sleepers.error.two_cursors", lang, field=f),
+    "bad_cursor": lambda lang, f, v: translate("monitor.error.bad_cursor", lang, field=f, value=v),
+}
 
 
 @dataclass(frozen=True)
@@ -45,9 +64,16 @@ class Filters(SleeperQuery):
     """The service's query as the page's URL carries it (the page size default differs per view)."""
 
     default_limit: int = PER_PAGE
+    default_sort: str = "expired_on"
+    default_descending: bool = False
+
+    def default_descending_for(self, sort: str) -> bool:
+        """The direction a sort has when the URL names none: the configured one for the configured
+        column, ascending for any other (so ``sort=email`` reads A to Z, as it always did)."""
+        return self.default_descending if sort == self.default_sort else False
 
     def query(self, *, paged: bool = True) -> SleeperQuery:
-        return self if paged else replace(self, after=None)
+        return self if paged else replace(self, after=None, before=None)
 
     def args(self, **changes: Any) -> dict[str, Any]:
         """The filters as URL parameters, defaults left out (a list value repeats the parameter)."""
@@ -56,10 +82,12 @@ class Filters(SleeperQuery):
             "level": [str(t) for t in f.levels],
             "expired_from": f.expired_from.isoformat() if f.expired_from else "",
             "expired_to": f.expired_to.isoformat() if f.expired_to else "",
+            "within": str(f.expired_within) if f.expired_within is not None else "",
             "search": f.search,
-            "sort": f.sort if f.sort != "expired_on" else "",
-            "desc": "1" if f.descending else "",
+            "sort": f.sort if f.sort != f.default_sort else "",
+            "desc": ("1" if f.descending else "0") if f.descending != f.default_descending_for(f.sort) else "",
             "after": f.after or "",
+            "before": f.before or "",
             "limit": str(f.limit) if f.limit != f.default_limit else "",
         }
         return {key: value for key, value in values.items() if value}
@@ -76,8 +104,13 @@ def _parse_day(args: Mapping[str, str], name: str, problems: list[Problem]) -> d
 
 
 def parse_filters(args: Any, *, default_limit: int = PER_PAGE, max_limit: int = MAX_PAGE,
-                  known_levels: Iterable[int] | None = None) -> tuple[Filters, list[Problem]]:
-    """Filters from a query string (a MultiDict); every unusable parameter becomes a :class:`Problem`."""
+                  known_levels: Iterable[int] | None = None,
+                  default_order: tuple[str, bool] = ("expired_on", False)) -> tuple[Filters, list[Problem]]:
+    """Filters from a query string (a MultiDict); every unusable parameter becomes a :class:`Problem`.
+
+    ``default_order``: ``(sort, descending)`` when the URL names none (``web.sleepers_order``). Any page
+    size up to ``max_limit`` is taken: the page offers :data:`PAGE_SIZES`, a hand-written link may ask more.
+    """
     problems: list[Problem] = []
     known = set(known_levels) if known_levels is not None else None
     levels: list[int] = []
@@ -98,28 +131,42 @@ def parse_filters(args: Any, *, default_limit: int = PER_PAGE, max_limit: int = 
     if expired_from and expired_to and expired_from > expired_to:
         problems.append(Problem("expired_to", "bad_range", expired_to.isoformat()))
         expired_to = None
+    within = None
+    raw_within = (args.get("within") or "").strip()
+    if raw_within:
+        if raw_within.isascii() and raw_within.isdecimal() and int(raw_within) in WITHIN_DAYS:
+            within = int(raw_within)
+        else:
+            problems.append(Problem("within", "bad_within", raw_within[:40]))
     search = (args.get("search") or "").strip()
     if len(search) > MAX_SEARCH:
         problems.append(Problem("search", "too_long", str(MAX_SEARCH)))
         search = search[:MAX_SEARCH]
-    sort = (args.get("sort") or "expired_on").strip()
+    default_sort, default_descending = default_order
+    sort = (args.get("sort") or default_sort).strip()
     if sort not in SORTS:
         problems.append(Problem("sort", "bad_sort", sort[:40]))
-        sort = "expired_on"
+        sort = default_sort
     raw_desc = (args.get("desc") or "").strip().lower()
-    descending = raw_desc in TRUE_WORDS
+    natural = default_descending if sort == default_sort else False
+    descending = raw_desc in TRUE_WORDS if raw_desc else natural
     if raw_desc not in TRUE_WORDS | FALSE_WORDS:
         problems.append(Problem("desc", "bad_flag", raw_desc[:40]))
+        descending = natural
     limit = default_limit
     raw_limit = (args.get("limit") or "").strip()
     if raw_limit:
-        if raw_limit.isdecimal() and len(raw_limit) <= 9 and 1 <= int(raw_limit) <= max_limit:
+        if raw_limit.isascii() and raw_limit.isdecimal() and len(raw_limit) <= 9 and 1 <= int(raw_limit) <= max_limit:
             limit = int(raw_limit)
         else:
             problems.append(Problem("limit", "bad_limit", raw_limit[:40]))
     after = (args.get("after") or "").strip() or None
+    before = (args.get("before") or "").strip() or None
+    if after and before:
+        problems.append(Problem("before", "two_cursors"))
+        before = None
     filters = Filters(levels=tuple(levels), expired_from=expired_from, expired_to=expired_to, search=search,
-                      sort=sort, descending=descending, after=after, limit=limit, default_limit=default_limit)
+                      sort=sort, descending=descending, after=after, before=before, limit=limit,
+                      expired_within=within, default_limit=default_limit, default_sort=default_sort,
+                      default_descending=default_descending)
     return filters, problems
-
-

@@ -10,6 +10,7 @@ classified certificates, loaded once per level.
 Only sleepers are kept in memory (as compact tuples); the level's rows in the read model are then
 replaced in one store transaction, so readers see either the old or the new set, never a mix. A rebuild
 for today then announces the ends of access it found (``access.expired``, :mod:`sidecar.webhooks.access`).
+A level's first rebuild also reconstructs the trend's past weeks (:mod:`sidecar.monitor.backfill`).
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ class SleeperRefresher:
         seconds = self._replace(term_id, evaluation.sleepers, day, stats, started)
         # After the read model is committed: a failure here leaves the ends to the next rebuild.
         AccessAnnouncer(self.runtime).announce_expiries(term_id, day, evaluation.ended())
+        self._backfill_first_time(term_id, day, parents)
         log.info("sleepers of level %s for %s: %d of %d users (%d rows) in %.2f s",
                  term_id, day, stats["sleepers"], stats["users_considered"], stats["rows_scanned"], seconds)
         return RefreshReport(term_id, day, seconds, **stats)
@@ -262,6 +264,20 @@ class SleeperRefresher:
 
     # --- internals -----------------------------------------------------------------------------------
 
+    def _backfill_first_time(self, term_id: int, day: date, parents: dict[int, int]) -> None:
+        """A level's first count: reconstruct the trend's weeks before it from key dates, so the chart has
+        a past. A failure leaves the level without history, and the next refresh tries again."""
+        from sidecar.monitor.backfill import TrendBackfill
+
+        backfill = TrendBackfill(self.runtime, check_ancestors=self.check_ancestors)
+        if backfill.has_history(term_id, day):
+            return
+        try:
+            backfill.backfill_level(term_id, day, parents=parents)
+        except Exception:
+            log.exception("reconstructing the sleepers trend of level %s failed; the next refresh tries again",
+                          term_id)
+
     def _ancestor_rows(self, user_ids: Sequence[int], ancestors: Sequence[int]) -> dict[int, list[KeyRow]]:
         """Rows of the ancestor levels for a batch of users, with one query driven by ``user_id``."""
         if not ancestors or not user_ids:
@@ -312,7 +328,7 @@ class SleeperRefresher:
                 return seconds
             session.merge(SleeperRefresh(term_id=term_id, evaluated_for=day, refreshed_at=now, seconds=seconds,
                                          **stats))
-            session.merge(SleeperCount(term_id=term_id, day=day, sleepers=stats["sleepers"]))
+            session.merge(SleeperCount(term_id=term_id, day=day, sleepers=stats["sleepers"], reconstructed=False))
             for user_id, expired_on, email in newly:
                 emit(session, "sleeper.detected", {"user_id": user_id, "term_id": term_id,
                                                    "expired_on": expired_on.isoformat(), "email": email}, now)

@@ -20,14 +20,15 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from sidecar.config import SLEEPER_SORTS, sleepers_order
 from sidecar.domain.ids import is_id
 from sidecar.domain.access import (
     KEY_STATUS_NEW,
@@ -39,6 +40,7 @@ from sidecar.domain.access import (
     is_basket,
     qualifying_rows,
 )
+from sidecar.domain.reminder_chain import ChainStatus
 from sidecar.domain.sleepers import Reason, SleeperVerdict, evaluate
 from sidecar.memberlux.reader import WpUser, ancestors_from_parents
 from sidecar.monitor.certificates import CertificateClassifier
@@ -53,6 +55,7 @@ __all__ = [
     "SleeperQuery",
     "SleeperRow",
     "SleeperPage",
+    "TrendPoint",
     "LevelFreshness",
     "KeyFact",
     "CertificateFact",
@@ -63,10 +66,12 @@ __all__ = [
     "MonitorService",
 ]
 
-SORTS = ("expired_on", "days_since", "name", "email", "level")
+SORTS = SLEEPER_SORTS
 MAX_LIMIT = 1000
+#: The longest "expired in the last N days" window the service takes (the page offers 7, 30 and 90).
+MAX_WITHIN_DAYS = 36600
 _LEVEL_CACHE_SECONDS = 60.0
-_CURSOR_VERSION = 1
+_CURSOR_VERSION = 2   # 2: the expiry order breaks ties by level, then user
 _ONE_DAY = timedelta(days=1)
 
 
@@ -84,6 +89,10 @@ class SleeperQuery:
     descending: bool = False
     after: str | None = None
     limit: int = 20
+    #: The page before this cursor (the first row of the page after it): "previous page".
+    before: str | None = None
+    #: Only expiries in the last N days, counted back from the UTC day evaluated: days since expiry ≤ N.
+    expired_within: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,14 @@ class SleeperRow:
     last_grant: date | None
     blocked: bool             # shown flagged, never mailed
     reminders_sent: int
+    #: Where the reminder chain of this expiry stands (pages only; the exports leave it out).
+    chain: ChainStatus | None = None
+
+
+class TrendPoint(NamedTuple):
+    day: date
+    sleepers: int
+    reconstructed: bool = False   # rebuilt from key dates, not counted by a refresh
 
 
 @dataclass
@@ -108,6 +125,9 @@ class SleeperPage:
     rows: list[SleeperRow]
     next_cursor: str | None
     total: int
+    prev_cursor: str | None = None
+    page_number: int = 1      # 1-based: rows before this page // page size + 1
+    pages: int = 1            # at least 1, even when nothing matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +153,7 @@ LevelProgress = Callable[[int, int], None]
 @dataclass(frozen=True)
 class _LiveList:
     matching: list[_Evaluated]               # every sleeper that passes the filters, in order
-    following: list[_Evaluated]              # those after the cursor
+    start: int                               # where the cursor's page starts in ``matching``
     names: Mapping[int, str]
     key: Callable[[_Evaluated], list[Any]]   # the sort key, as a cursor carries it
 
@@ -257,7 +277,9 @@ def _order_for(sort: str, descending: bool, level_rank: sa.ColumnElement) -> _Or
     if sort in ("expired_on", "days_since"):
         # More days since expiry = an earlier expiry: days_since ascending is expired_on descending.
         ascending = (not descending) if sort == "expired_on" else descending
-        return _Order((_E.expired_on, _E.user_id, _E.term_id), ("date", "int", "int"), ascending)
+        # (expired_on, term_id, user_id): the order of ix_mls_sleepers_expiry_all, so a page of every level
+        # reads the index instead of sorting the whole table (and of ix_mls_sleepers_expiry for one level).
+        return _Order((_E.expired_on, _E.term_id, _E.user_id), ("date", "int", "int"), ascending)
     if sort == "name":
         return _Order((_E.last_name, _E.first_name, _E.user_id, _E.term_id), ("str", "str", "int", "int"),
                       not descending)
@@ -322,33 +344,6 @@ def _after(columns: Sequence[sa.ColumnElement], values: Sequence[Any], ascending
 
 
 # --------------------------------------------------------------------------------------------------
-# Reminders sent (the reminders ledger)
-
-
-def _reminders_sent(session: Session, chains: Iterable[tuple[int, int, date]]) -> dict[tuple[int, int, date], int]:
-    """Learner letters sent per ``(user_id, term_id, expired_on)``: the current chain's, so a learner who
-    renewed and lapsed again starts from 0 (the ledger is keyed by X, legacy-plugins.md §3.8)."""
-    from sidecar.domain.reminders import LEARNER_STEPS, State
-    from sidecar.store.reminder_models import Reminder
-
-    wanted = list(dict.fromkeys(chains))
-    counts = dict.fromkeys(wanted, 0)
-    user_ids = sorted({u for u, _, _ in wanted})
-    for start in range(0, len(user_ids), 500):
-        stmt = (
-            sa.select(Reminder.user_id, Reminder.term_id, Reminder.expired_on, sa.func.count())
-            .where(Reminder.user_id.in_(user_ids[start:start + 500]), Reminder.state == State.SENT.value,
-                   Reminder.step.in_(LEARNER_STEPS))
-            .group_by(Reminder.user_id, Reminder.term_id, Reminder.expired_on)
-        )
-        for user_id, term_id, expired_on, n in session.execute(stmt):
-            chain = (int(user_id), int(term_id), expired_on)
-            if chain in counts:
-                counts[chain] = int(n)
-    return counts
-
-
-# --------------------------------------------------------------------------------------------------
 # The service
 
 
@@ -385,6 +380,10 @@ class MonitorService:
     def _today(self) -> date:
         return self.runtime.clock.today_utc()
 
+    def default_order(self) -> tuple[str, bool]:
+        """The list's order when none is asked for, ``(sort, descending)``: ``web.sleepers_order``."""
+        return sleepers_order(self.runtime.settings.web.sleepers_order)
+
     def _filters(self, q: SleeperQuery, day: date | None = None) -> list[sa.ColumnElement[bool]]:
         conditions: list[sa.ColumnElement[bool]] = []
         if q.levels:
@@ -394,19 +393,34 @@ class MonitorService:
         if q.expired_to is not None:
             # The rule never lists a future expiry: the end of the window is clamped to the day (UTC).
             conditions.append(_E.expired_on <= min(q.expired_to, day or self._today()))
+        within = self._within_start(q, day)
+        if within is not None:
+            conditions.append(_E.expired_on >= within)
         for token in (q.search or "").lower().split():
             conditions.append(_E.search_text.contains(token, autoescape=True))
         return conditions
+
+    def _within_start(self, q: SleeperQuery, day: date | None) -> date | None:
+        """The first expiry day of "expired in the last N days": N UTC days before the day evaluated, so a
+        learner whose first day without access was exactly N days ago is listed, N + 1 days ago is not."""
+        if q.expired_within is None:
+            return None
+        return (day or self._today()) - timedelta(days=q.expired_within)
 
     def _check(self, q: SleeperQuery, limit: int) -> None:
         if q.sort not in SORTS:
             raise ValueError(f"unknown sort {q.sort!r}; expected one of {', '.join(SORTS)}")
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+        if q.after and q.before:
+            raise ValueError("give one cursor: after (next page) or before (previous page), not both")
+        if q.expired_within is not None and not 0 <= q.expired_within <= MAX_WITHIN_DAYS:
+            raise ValueError(f"expired within must be between 0 and {MAX_WITHIN_DAYS} days, got {q.expired_within}")
 
-    def _fetch(self, session: Session, q: SleeperQuery, order: _Order, after: list[Any] | None,
-               limit: int, day: date | None = None) -> tuple[list[SleeperEntry], bool]:
-        stmt = sa.select(_E).where(*self._filters(q, day))
+    @staticmethod
+    def _fetch(session: Session, conditions: Sequence[sa.ColumnElement[bool]], order: _Order,
+               after: list[Any] | None, limit: int) -> tuple[list[SleeperEntry], bool]:
+        stmt = sa.select(_E).where(*conditions)
         if after is not None:
             stmt = stmt.where(_after(order.columns, after, order.ascending))
         stmt = stmt.order_by(*(c.asc() if order.ascending else c.desc() for c in order.columns)).limit(limit + 1)
@@ -415,7 +429,7 @@ class MonitorService:
 
     def _key_of(self, entry: SleeperEntry | _Evaluated, sort: str, ranks: Mapping[int, int]) -> list[Any]:
         if sort in ("expired_on", "days_since"):
-            return [entry.expired_on, entry.user_id, entry.term_id]
+            return [entry.expired_on, entry.term_id, entry.user_id]
         if sort == "name":
             return [entry.last_name, entry.first_name, entry.user_id, entry.term_id]
         if sort == "email":
@@ -423,19 +437,22 @@ class MonitorService:
         return [ranks.get(entry.term_id, len(ranks)), entry.expired_on, entry.user_id, entry.term_id]
 
     def _rows(self, session: Session, entries: Sequence[SleeperEntry | _Evaluated], names: Mapping[int, str],
-              day: date | None = None) -> list[SleeperRow]:
+              day: date | None = None, *, with_chain: bool = False) -> list[SleeperRow]:
+        from sidecar.monitor.chains import chains_of
+
         today = day or self._today()
-        reminders = _reminders_sent(session, [(e.user_id, e.term_id, e.expired_on) for e in entries])
-        return [
-            SleeperRow(
+        chains = chains_of(self.runtime, session, entries, today, with_status=with_chain)
+        rows = []
+        for e in entries:
+            chain = chains[(e.user_id, e.term_id, e.expired_on)]
+            rows.append(SleeperRow(
                 user_id=e.user_id, email=e.email, login=e.login, first_name=e.first_name,
                 last_name=e.last_name, term_id=e.term_id, level_name=names.get(e.term_id, f"#{e.term_id}"),
                 expired_on=e.expired_on, last_access_day=e.expired_on - _ONE_DAY,
                 days_since=(today - e.expired_on).days, last_grant=e.last_grant, blocked=bool(e.blocked),
-                reminders_sent=reminders.get((e.user_id, e.term_id, e.expired_on), 0),
-            )
-            for e in entries
-        ]
+                reminders_sent=chain.sent, chain=chain.status,
+            ))
+        return rows
 
     def stored_for(self, day: date, levels: Sequence[int] = ()) -> bool:
         """Whether the read model holds the sleepers of UTC day ``day`` for these levels (default: every
@@ -445,9 +462,25 @@ class MonitorService:
             built = dict(session.execute(sa.select(SleeperRefresh.term_id, SleeperRefresh.evaluated_for)).tuples().all())
         return all(built.get(term_id) == day for term_id in wanted)
 
-    def page(self, q: SleeperQuery, *, day: date | None = None, progress: LevelProgress | None = None) -> SleeperPage:
-        """One page of sleepers and the total matching the filters (cursor excluded).
+    @staticmethod
+    def _paged(q: SleeperQuery, rows: list[SleeperRow], keys: Sequence[list[Any]], total: int, preceding: int,
+               more: bool) -> SleeperPage:
+        """A page with its cursors and its place: ``preceding`` rows come before it, ``more`` after it."""
+        pages = max(1, -(-total // q.limit))
+        return SleeperPage(
+            rows=rows,
+            next_cursor=_encode_cursor(q.sort, q.descending, keys[-1]) if more and keys else None,
+            total=total,
+            prev_cursor=_encode_cursor(q.sort, q.descending, keys[0]) if preceding and keys else None,
+            page_number=min(preceding // q.limit + 1, pages),
+            pages=pages,
+        )
 
+    def page(self, q: SleeperQuery, *, day: date | None = None, progress: LevelProgress | None = None) -> SleeperPage:
+        """One page of sleepers, the total matching the filters and the page's place among them.
+
+        ``q.after`` pages forwards, ``q.before`` backwards (both keyset cursors of this service); a page
+        going back that would hold fewer rows than a page (rows left the list since) is the first page.
         ``day`` (UTC): the sleepers as of that day, from the read model when it was built for that day
         (:meth:`stored_for`), else evaluated live (``progress`` follows the levels). Without it, the read
         model as last rebuilt.
@@ -458,22 +491,45 @@ class MonitorService:
         names, ranks = self._levels()
         order = _order_for(q.sort, q.descending, self._level_rank(ranks))
         after = _decode_cursor(q.after, q.sort, q.descending, order.kinds) if q.after else None
+        before = _decode_cursor(q.before, q.sort, q.descending, order.kinds) if q.before else None
+        conditions = self._filters(q, day)
+        backwards = _Order(order.columns, order.kinds, not order.ascending)
         with self.runtime.sessions() as session:
-            entries, more = self._fetch(session, q, order, after, q.limit, day)
-            total = int(session.scalar(sa.select(sa.func.count()).select_from(_E).where(*self._filters(q, day))) or 0)
-            rows = self._rows(session, entries, names, day)
-        next_cursor = None
-        if more and entries:
-            next_cursor = _encode_cursor(q.sort, q.descending, self._key_of(entries[-1], q.sort, ranks))
-        return SleeperPage(rows=rows, next_cursor=next_cursor, total=total)
+            if before is not None:
+                entries, _ = self._fetch(session, conditions, backwards, before, q.limit)
+                entries.reverse()
+                if len(entries) < q.limit:
+                    entries, _ = self._fetch(session, conditions, order, None, q.limit)
+            else:
+                entries, _ = self._fetch(session, conditions, order, after, q.limit)
+            total = self._count(session, conditions)
+            if not entries and after is not None and total:
+                # A link past the end (rows left the list since): the last page, as paging forwards ends.
+                entries, _ = self._fetch(session, conditions, backwards, None, _last_page_rows(total, q.limit))
+                entries.reverse()
+            keys = [self._key_of(e, q.sort, ranks) for e in entries]
+            preceding, more = 0, False
+            if keys:
+                # Counted, not carried in the link: "page N" stays true when rows came or went.
+                preceding = self._count(session, [*conditions, _after(order.columns, keys[0], not order.ascending)])
+                more = session.scalar(sa.select(sa.literal(1)).select_from(_E).where(
+                    *conditions, _after(order.columns, keys[-1], order.ascending)).limit(1)) is not None
+            rows = self._rows(session, entries, names, day, with_chain=True)
+        return self._paged(q, rows, keys, total, preceding, more)
+
+    @staticmethod
+    def _count(session: Session, conditions: Sequence[sa.ColumnElement[bool]]) -> int:
+        return int(session.scalar(sa.select(sa.func.count()).select_from(_E).where(*conditions)) or 0)
 
     def iterate(self, q: SleeperQuery, chunk: int = 1000, *, day: date | None = None,
                 progress: LevelProgress | None = None) -> Iterator[SleeperRow]:
         """Every sleeper matching ``q`` in its order, read in keyset chunks (for streaming exports).
 
-        ``q.limit`` is ignored; ``q.after`` is honoured; ``day`` as in :meth:`page`. Each chunk is its own
-        short read, so no store connection stays open while the caller writes the export.
+        ``q.limit`` and ``q.before`` are ignored; ``q.after`` is honoured; ``day`` as in :meth:`page`.
+        Each chunk is its own short read, so no store connection stays open while the caller writes the
+        export. Rows carry the letters sent, not the chain's state (a page's detail).
         """
+        q = replace(q, before=None)
         self._check(q, chunk)
         if day is not None and not self.stored_for(day, q.levels):
             yield from self._live_iterate(q, chunk, day, progress)
@@ -481,9 +537,10 @@ class MonitorService:
         names, ranks = self._levels()
         order = _order_for(q.sort, q.descending, self._level_rank(ranks))
         after = _decode_cursor(q.after, q.sort, q.descending, order.kinds) if q.after else None
+        conditions = self._filters(q, day)
         while True:
             with self.runtime.sessions() as session:
-                entries, more = self._fetch(session, q, order, after, chunk, day)
+                entries, more = self._fetch(session, conditions, order, after, chunk)
                 rows = self._rows(session, entries, names, day)
             yield from rows
             if not more or not entries:
@@ -513,45 +570,58 @@ class MonitorService:
 
     def _live(self, q: SleeperQuery, day: date, progress: LevelProgress | None) -> _LiveList:
         """The evaluated sleepers that pass ``q``'s filters, in ``q``'s order: the read model's filters,
-        order and cursor, applied in memory."""
+        order and cursors, applied in memory."""
         names, ranks = self._levels()
         order = _order_for(q.sort, q.descending, self._level_rank(ranks))
         # A bad cursor is refused before the levels are evaluated.
         after = _decode_cursor(q.after, q.sort, q.descending, order.kinds) if q.after else None
+        before = _decode_cursor(q.before, q.sort, q.descending, order.kinds) if q.before else None
         tokens = (q.search or "").lower().split()
         window_end = min(q.expired_to, day) if q.expired_to is not None else None
+        within = self._within_start(q, day)
         matching = [
             e for e in self._evaluate(q, day, progress)
             if (q.expired_from is None or e.expired_on >= q.expired_from)
             and (window_end is None or e.expired_on <= window_end)
+            and (within is None or e.expired_on >= within)
             and all(token in e.search_text for token in tokens)
         ]
 
         def key(entry: _Evaluated) -> list[Any]:
             return self._key_of(entry, q.sort, ranks)
 
+        def beyond(entry: _Evaluated, cursor: list[Any]) -> bool:
+            return key(entry) > cursor if order.ascending else key(entry) < cursor
+
+        def beyond_back(entry: _Evaluated, cursor: list[Any]) -> bool:
+            return key(entry) < cursor if order.ascending else key(entry) > cursor
+
         matching.sort(key=key, reverse=not order.ascending)
-        following = matching
+        start = 0
         if after is not None:
-            following = [e for e in matching if (key(e) > after if order.ascending else key(e) < after)]
-        return _LiveList(matching, following, names, key)
+            start = next((i for i, e in enumerate(matching) if beyond(e, after)), len(matching))
+        elif before is not None:
+            # The rows strictly before the cursor (a prefix of the sorted list); fewer than a page: the first.
+            end = sum(1 for e in matching if beyond_back(e, before))
+            start = end - q.limit if end >= q.limit else 0
+        return _LiveList(matching, start, names, key)
 
     def _live_page(self, q: SleeperQuery, day: date, progress: LevelProgress | None) -> SleeperPage:
         live = self._live(q, day, progress)
-        shown = live.following[:q.limit]
+        if q.after and live.matching and live.start == len(live.matching):   # past the end: the last page
+            live = replace(live, start=len(live.matching) - _last_page_rows(len(live.matching), q.limit))
+        shown = live.matching[live.start:live.start + q.limit]
         with self.runtime.sessions() as session:
-            rows = self._rows(session, shown, live.names, day)
-        next_cursor = None
-        if len(live.following) > q.limit and shown:
-            next_cursor = _encode_cursor(q.sort, q.descending, live.key(shown[-1]))
-        return SleeperPage(rows=rows, next_cursor=next_cursor, total=len(live.matching))
+            rows = self._rows(session, shown, live.names, day, with_chain=True)
+        return self._paged(q, rows, [live.key(e) for e in shown], len(live.matching), live.start,
+                           live.start + q.limit < len(live.matching))
 
     def _live_iterate(self, q: SleeperQuery, chunk: int, day: date,
                       progress: LevelProgress | None) -> Iterator[SleeperRow]:
         live = self._live(q, day, progress)
-        for start in range(0, len(live.following), chunk):
+        for start in range(live.start, len(live.matching), chunk):
             with self.runtime.sessions() as session:
-                rows = self._rows(session, live.following[start:start + chunk], live.names, day)
+                rows = self._rows(session, live.matching[start:start + chunk], live.names, day)
             yield from rows
 
     # --- figures -----------------------------------------------------------------------------------
@@ -564,20 +634,21 @@ class MonitorService:
             counts.update({int(t): int(n) for t, n in session.execute(stmt)})
         return dict(sorted(counts.items()))
 
-    def trend(self, weeks: int = 12) -> dict[int, list[tuple[date, int]]]:
-        """Daily sleeper counts per level over the last ``weeks`` weeks (days without a refresh are absent)."""
+    def trend(self, weeks: int = 12) -> dict[int, list[TrendPoint]]:
+        """Daily sleeper counts per level over the last ``weeks`` weeks, oldest first: counted by a refresh,
+        or reconstructed from key dates for the days before the first one (days without either are absent)."""
         if weeks < 1:
             raise ValueError("weeks must be at least 1")
         since = self._today() - timedelta(weeks=weeks)
         stmt = (
-            sa.select(SleeperCount.term_id, SleeperCount.day, SleeperCount.sleepers)
+            sa.select(SleeperCount.term_id, SleeperCount.day, SleeperCount.sleepers, SleeperCount.reconstructed)
             .where(SleeperCount.day > since)
             .order_by(SleeperCount.term_id, SleeperCount.day)
         )
-        result: dict[int, list[tuple[date, int]]] = {}
+        result: dict[int, list[TrendPoint]] = {}
         with self.runtime.sessions() as session:
-            for term_id, day, sleepers in session.execute(stmt):
-                result.setdefault(int(term_id), []).append((day, int(sleepers)))
+            for term_id, day, sleepers, reconstructed in session.execute(stmt):
+                result.setdefault(int(term_id), []).append(TrendPoint(day, int(sleepers), bool(reconstructed)))
         return result
 
     def freshness(self) -> dict[int, LevelFreshness]:
@@ -681,6 +752,11 @@ class MonitorService:
             access_until=access_until,
             access_resumes=access_resumes,
         )
+
+
+def _last_page_rows(total: int, limit: int) -> int:
+    """Rows on the last of the pages of ``limit`` rows that hold ``total`` (> 0) rows."""
+    return total - (-(-total // limit) - 1) * limit
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ parameters, pick the words and draw.
 
 The same query parameters drive the table, its CSV export and the JSON API, so a link copied from the
 browser works as an export or an API call: ``level`` (repeatable), ``expired_from``, ``expired_to``
-(both inclusive, on the expiry day), ``search``, ``sort``, ``desc``, ``after`` (page cursor), ``limit``.
-The pages drop an unusable parameter and say so; the API answers 400 naming it.
+(both inclusive, on the expiry day), ``within``, ``search``, ``sort``, ``desc``, ``after`` / ``before``
+(page cursors), ``limit`` (see :mod:`sidecar.monitor.filters`). The pages drop an unusable parameter and say
+so; the API answers 400 naming it.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ from sidecar.monitor.charts import TREND_WEEKS, key_timeline, sparkline
 from sidecar.monitor.csv_export import csv_chunks
 from sidecar.monitor.display import Display, display_for, level_tree, verdict_sentence
 from sidecar.monitor.filters import (
-    API_MAX_PAGE, API_PER_PAGE, TRUE_WORDS, Filters, Problem, parse_filters,
+    API_MAX_PAGE, API_PER_PAGE, PAGE_SIZES, TRUE_WORDS, WITHIN_DAYS, Filters, Problem, parse_filters,
 )
+from sidecar.monitor.chain_display import chain_text
 from sidecar.monitor.service import MonitorService, SleeperRow
 from sidecar.monitor.settings_form import settings_fields, parse_settings_form
 from sidecar.reminders.approval import is_approved
@@ -85,6 +87,18 @@ def api_record(row: SleeperRow) -> dict[str, Any]:
         "expired_on": row.expired_on.isoformat(), "last_access_day": row.last_access_day.isoformat(),
         "days_since": row.days_since, "last_grant": row.last_grant.isoformat() if row.last_grant else None,
         "blocked": row.blocked, "reminders_sent": row.reminders_sent,
+        **({"reminders": chain_record(row.chain)} if row.chain is not None else {}),
+    }
+
+
+def chain_record(chain) -> dict[str, Any]:
+    """Where the reminder chain stands, for the API (codes, not words: see docs/learning-monitor.md)."""
+    return {
+        "last_sent_step": chain.last_step,
+        "last_sent_on": chain.last_sent_on.isoformat() if chain.last_sent_on else None,
+        "next_step": chain.next_step,
+        "next_due": chain.next_due.isoformat() if chain.next_due else None,
+        "stopped": chain.stopped,
     }
 
 
@@ -155,11 +169,21 @@ def _sort_link(filters: Filters, column: str) -> dict[str, Any]:
     active = filters.sort == sort
     descending = (not filters.descending) if active else False
     return {
-        "url": filters.url(sort=sort, descending=descending, after=None),
+        "url": filters.url(sort=sort, descending=descending, after=None, before=None),
         "active": active,
         "aria": ("descending" if filters.descending else "ascending") if active else None,
         "arrow": ("▼" if filters.descending else "▲") if active else "",
     }
+
+
+def _list_page(service: MonitorService, filters: Filters, problems: list[Problem]):
+    """The page of ``filters``; a cursor from another order or a mangled link shows the first page."""
+    try:
+        return filters, service.page(filters.query())
+    except ValueError:
+        problems.append(Problem("before" if filters.before else "after", "bad_cursor"))
+        filters = replace(filters, after=None, before=None)
+        return filters, service.page(filters.query())
 
 
 @blueprint.get("/monitor/sleepers")
@@ -169,27 +193,30 @@ def sleepers():
     service = _service()
     levels = runtime.reader.levels()
     display = display_for(runtime, levels)
-    filters, problems = parse_filters(request.args, known_levels=[lv.term_id for lv in levels])
-    try:
-        page = service.page(filters.query())
-    except ValueError:
-        # A cursor from another order or a mangled link: start again from the first page.
-        problems.append(Problem("after", "bad_cursor"))
-        filters = replace(filters, after=None)
-        page = service.page(filters.query())
+    filters, problems = parse_filters(request.args, known_levels=[lv.term_id for lv in levels],
+                                      default_order=service.default_order())
+    filters, page = _list_page(service, filters, problems)
     freshness = service.freshness()
     shown = filters.levels or tuple(lv.term_id for lv in levels)
     now = runtime.clock.now()
     stale = [display.level(t) for t in shown
              if t not in freshness or freshness[t].stale or now - freshness[t].refreshed_at > STALE_AFTER]
+    first_page = {"after": None, "before": None}
     return render_template(
         "monitor_sleepers.html", page=page, filters=filters, problems=[p.message() for p in problems],
         fmt=display, levels=level_tree(levels), sorts={c: _sort_link(filters, c) for c in SORTABLE},
         stale=stale, evaluated_for=display.today,
-        first_url=filters.url(after=None) if filters.after else None,
-        next_url=filters.url(after=page.next_cursor) if page.next_cursor else None,
-        csv_url=filters.url(".sleepers_csv", after=None, limit=filters.default_limit),
-        excel_url=url_for(".sleepers_csv", excel=1, **filters.args(after=None, limit=filters.default_limit)),
+        chains={(row.user_id, row.term_id): chain_text(row.chain) for row in page.rows},
+        first_url=filters.url(**first_page) if page.page_number > 1 else None,
+        prev_url=filters.url(after=None, before=page.prev_cursor) if page.prev_cursor else None,
+        next_url=filters.url(after=page.next_cursor, before=None) if page.next_cursor else None,
+        sizes=[(size, filters.url(limit=size, **first_page), size == filters.limit) for size in PAGE_SIZES],
+        withins=[(days, filters.url(expired_within=days, **first_page), days == filters.expired_within)
+                 for days in WITHIN_DAYS],
+        within_all_url=filters.url(expired_within=None, **first_page),
+        within_since=(display.today - timedelta(days=filters.expired_within)) if filters.expired_within else None,
+        csv_url=filters.url(".sleepers_csv", limit=filters.default_limit, **first_page),
+        excel_url=url_for(".sleepers_csv", excel=1, **filters.args(limit=filters.default_limit, **first_page)),
         reset_url=url_for(".sleepers"),
     )
 
@@ -198,7 +225,8 @@ def sleepers():
 @login_required
 def sleepers_csv():
     runtime = _runtime()
-    filters, _problems = parse_filters(request.args)  # unusable filters are dropped, as on the page
+    # Unusable filters are dropped, as on the page.
+    filters, _problems = parse_filters(request.args, default_order=_service().default_order())
     excel = (request.args.get("excel") or "").strip().lower() in TRUE_WORDS
     rows = _service().iterate(filters.query(paged=False))
     day = runtime.clock.today_utc().isoformat()
@@ -378,7 +406,7 @@ def api_sleepers():
     runtime = _runtime()
     known = [level.term_id for level in runtime.reader.levels()]
     filters, problems = parse_filters(request.args, default_limit=API_PER_PAGE, max_limit=API_MAX_PAGE,
-                                      known_levels=known)
+                                      known_levels=known, default_order=_service().default_order())
     if problems:
         first = problems[0]
         return _api_error(400, "invalid_parameter", first.message("en"), field=first.field,
@@ -386,8 +414,9 @@ def api_sleepers():
     try:
         page = _service().page(filters.query())
     except ValueError as exc:
-        return _api_error(400, "invalid_parameter", str(exc), field="after",
-                          errors=[{"field": "after", "message": str(exc)}])
+        field = "before" if filters.before else "after"
+        return _api_error(400, "invalid_parameter", str(exc), field=field,
+                          errors=[{"field": field, "message": str(exc)}])
     log.debug("sleepers API page for %s", principal)
     body = {
         "ok": True,
@@ -396,8 +425,13 @@ def api_sleepers():
         "limit": filters.limit,
         "sort": filters.sort,
         "desc": filters.descending,
+        "within": filters.expired_within,
+        "page": page.page_number,
+        "pages": page.pages,
         "next_cursor": page.next_cursor,
-        "next_url": filters.url(".api_sleepers", after=page.next_cursor) if page.next_cursor else None,
+        "next_url": filters.url(".api_sleepers", after=page.next_cursor, before=None) if page.next_cursor else None,
+        "prev_cursor": page.prev_cursor,
+        "prev_url": filters.url(".api_sleepers", after=None, before=page.prev_cursor) if page.prev_cursor else None,
         "sleepers": [api_record(row) for row in page.rows],
     }
     response = jsonify(body)

@@ -6,7 +6,8 @@
   level from MemberLux's tables. Reading the report then never scans WordPress tables, whatever
   indexes the site has.
 * ``mls_sleeper_refreshes``: when each level was last rebuilt, for which UTC day, and how long it took.
-* ``mls_sleeper_counts``: sleepers per level per day, for the trend chart.
+* ``mls_sleeper_counts``: sleepers per level per day, for the trend chart; days before the first refresh
+  may be reconstructed from key dates (``reconstructed``).
 * ``mls_watch_state``: named positions of incremental scans (e.g. the last certificate id seen).
 """
 
@@ -81,6 +82,8 @@ class SleeperCount(Base):
     term_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
     day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
     sleepers: Mapped[int]
+    #: Filled in by the trend backfill from key dates, not counted by a refresh (:mod:`sidecar.monitor.backfill`).
+    reconstructed: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class WatchState(Base):

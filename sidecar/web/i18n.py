@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from markupsafe import Markup
 
 from sidecar.web import (i18n_approvals, i18n_codes, i18n_dashboard, i18n_layout, i18n_legacy, i18n_programs,
-                         i18n_webhooks)
+                         i18n_sleepers, i18n_webhooks)
 
 LANGUAGES = ("ru", "en")
 DEFAULT_LANGUAGE = "en"
@@ -1205,7 +1205,8 @@ CATALOGS: dict[str, dict[str, str]] = {
 # The approval, programs', webhooks' and legacy comparison's pages keep their (many) strings in their own
 # files; merged here, so CATALOGS stays the one place every string is looked up and the key-parity test
 # covers them too.
-for _part in (i18n_approvals, i18n_programs, i18n_webhooks, i18n_legacy, i18n_layout, i18n_dashboard, i18n_codes):
+for _part in (i18n_approvals, i18n_programs, i18n_webhooks, i18n_legacy, i18n_layout, i18n_dashboard, i18n_codes,
+              i18n_sleepers):
     for _language, _strings in (("en", _part.EN), ("ru", _part.RU)):
         _clash = set(_strings) & set(CATALOGS[_language])
         if _clash:

@@ -51,6 +51,11 @@ def test_demo_starts_serves_and_stops(tmp_path):
         assert "enabled = true" in Path(config).read_text().split("[bridge.welcome_email]")[1].split("[")[0]
         assert oct(Path(token_file).stat().st_mode & 0o777) == "0o600"
 
+        # The sleepers trend has a past from the start: the first refresh reconstructed the 12 weeks before it.
+        history = _reconstructed_days(tmp_path / "demo" / "store.sqlite")
+        assert history and all(len(days) == 83 for days in history.values()), history
+        assert any(len(set(days.values())) > 1 for days in history.values()), "a flat history in every level"
+
         # No hook of the seeded site points at a CRM that does not exist here.
         with sqlite3.connect(tmp_path / "demo" / "wordpress.sqlite") as db:
             hooks = [row[0] for row in db.execute("SELECT destination FROM wp_memberlux_hook")]
@@ -83,6 +88,23 @@ def running_demo(tmp_path: Path, *options: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _reconstructed_days(store: Path, wait_seconds: float = 60.0) -> dict[int, dict[str, int]]:
+    """The reconstructed daily counts per level, once the worker's first refresh has stored them."""
+    import time
+
+    give_up = time.monotonic() + wait_seconds
+    while True:
+        with sqlite3.connect(store) as db:
+            rows = db.execute("SELECT term_id, day, sleepers FROM mls_sleeper_counts WHERE reconstructed").fetchall()
+            levels = db.execute("SELECT count(*) FROM mls_sleeper_refreshes").fetchone()[0]
+        history: dict[int, dict[str, int]] = {}
+        for term_id, day, sleepers in rows:
+            history.setdefault(term_id, {})[day] = sleepers
+        if (levels and len(history) == levels) or time.monotonic() > give_up:
+            return history
+        time.sleep(0.5)
 
 
 def cli(env: dict, *words: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -154,7 +154,7 @@ def test_refresh_all_with_progress_then_one_level(run, runtime):
 def test_list_table_json_and_csv(run, runtime):
     assert run("sleepers", "refresh").exit_code == 0
     service = MonitorService(runtime)
-    everyone = list(service.iterate(SleeperQuery()))
+    everyone = list(service.iterate(SleeperQuery(sort="expired_on", descending=True)))  # web.sleepers_order
     assert everyone
 
     table = run("sleepers", "list", "--limit", "5")
@@ -178,7 +178,7 @@ def test_list_table_json_and_csv(run, runtime):
 def test_list_filters(run, runtime):
     assert run("sleepers", "refresh").exit_code == 0
     service = MonitorService(runtime)
-    level7 = list(service.iterate(SleeperQuery(levels=(7,))))
+    level7 = list(service.iterate(SleeperQuery(levels=(7,), descending=True)))
     data = json.loads(run("sleepers", "list", "--level", "7", "--format", "json", "--limit", "1000").output)
     assert [(r["user_id"], r["level_id"]) for r in data["sleepers"]] == [(r.user_id, 7) for r in level7]
 
@@ -192,6 +192,58 @@ def test_list_filters(run, runtime):
                                                  "--limit", "1000").output)["sleepers"]]
     assert emails == sorted(emails, reverse=True)
     assert run("sleepers", "list", "-q", "no-such-learner-anywhere").output.strip() == "no sleepers match"
+
+
+def test_list_pages_back_counts_pages_and_filters_recent_expiries(run, runtime):
+    assert run("sleepers", "refresh").exit_code == 0
+
+    def listing(*args: str) -> dict:
+        result = run("sleepers", "list", "--format", "json", *args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    first = listing("--limit", "10")
+    expiries = [r["expired_on"] for r in first["sleepers"]]
+    assert expiries == sorted(expiries, reverse=True) and first["page"] == 1 and first["prev_cursor"] is None
+    assert first["pages"] == -(-first["total"] // 10)
+    second = listing("--limit", "10", "--after", first["next_cursor"])
+    assert second["page"] == 2 and second["prev_cursor"]
+    assert listing("--limit", "10", "--before", second["prev_cursor"])["sleepers"] == first["sleepers"]
+    table = run("sleepers", "list", "--limit", "10", "--after", first["next_cursor"])
+    assert "page 2 of" in table.stderr and "previous page: add --before " in table.stderr
+    oldest = listing("--asc", "--limit", "3")["sleepers"]
+    assert [r["expired_on"] for r in oldest] == sorted(r["expired_on"] for r in oldest)
+    days = max(r["days_since"] for r in listing("--limit", "1")["sleepers"])
+    recent = listing("--within", str(days), "--limit", "1000")
+    assert recent["sleepers"] and all(r["days_since"] <= days for r in recent["sleepers"])
+    assert recent["total"] == sum(1 for r in listing("--limit", "1000")["sleepers"] if r["days_since"] <= days)
+    both = run("sleepers", "list", "--after", "a", "--before", "b")
+    assert both.exit_code == 2 and "give one cursor" in both.output
+
+
+def test_backfill_reconstructs_the_weeks_before_and_keeps_counted_days(run, runtime):
+    assert run("sleepers", "refresh").exit_code == 0
+    today = runtime.clock.today_utc()
+    with runtime.sessions() as session:
+        counted = {(t, d): n for t, d, n in session.execute(
+            sa.select(SleeperCount.term_id, SleeperCount.day, SleeperCount.sleepers)
+            .where(SleeperCount.reconstructed.is_(False)))}
+        first = session.scalar(sa.select(sa.func.min(SleeperCount.day)))
+    assert {d for _t, d in counted} == {today}
+    assert first == today - timedelta(weeks=12) + timedelta(days=1)   # the first refresh reconstructed 12 weeks
+    result = run("sleepers", "backfill", "--weeks", "2", "--level", "7")
+    assert result.exit_code == 0, result.output
+    assert "LEVEL" in result.stdout and "1 level(s) reconstructed over 2 week(s)" in result.stdout
+    with runtime.sessions() as session:
+        rows = session.execute(sa.select(SleeperCount.day, SleeperCount.sleepers, SleeperCount.reconstructed)
+                               .where(SleeperCount.term_id == 7, SleeperCount.day >= today - timedelta(days=13))
+                               .order_by(SleeperCount.day)).all()
+    assert [r.day for r in rows] == [today - timedelta(days=n) for n in range(13, -1, -1)]
+    assert all(r.reconstructed for r in rows[:-1]) and rows[-1] == (today, counted[(7, today)], False)
+    wrong = run("sleepers", "backfill", "--weeks", "0")
+    assert wrong.exit_code == 2 and "--weeks" in wrong.output
+    missing = run("sleepers", "backfill", "--level", "4242")
+    assert missing.exit_code == 2 and "there is no access level 4242" in missing.output
 
 
 def test_list_errors(run):

@@ -45,7 +45,9 @@ class Monitor:
         return html.unescape(response.get_data(as_text=True))
 
     def all_rows(self, **filters) -> list[SleeperRow]:
-        return list(self.service.iterate(SleeperQuery(**filters)))
+        """Every sleeper matching ``filters``, in the configured order unless one is given."""
+        sort, descending = self.service.default_order()
+        return list(self.service.iterate(SleeperQuery(**{"sort": sort, "descending": descending, **filters})))
 
 
 def csrf_in(page: str) -> str:

@@ -70,10 +70,13 @@ def test_returns_json_pages_with_a_cursor_until_every_row_is_seen(api):
     assert first.status_code == 200 and first.headers["Cache-Control"] == "no-store"
     body = first.json
     assert body["ok"] is True and body["total"] == 39 and body["limit"] == 15 and body["evaluated_for"] == "2026-11-24"
-    assert body["sort"] == "expired_on" and body["desc"] is False
+    assert body["sort"] == "expired_on" and body["desc"] is True  # web.sleepers_order's default
+    assert body["page"] == 1 and body["pages"] == 3 and body["prev_cursor"] is None
     record = body["sleepers"][0]
     assert set(record) == {"user_id", "email", "login", "first_name", "last_name", "level_id", "level_name",
-                           "expired_on", "last_access_day", "days_since", "last_grant", "blocked", "reminders_sent"}
+                           "expired_on", "last_access_day", "days_since", "last_grant", "blocked", "reminders_sent",
+                           "reminders"}
+    assert set(record["reminders"]) == {"last_sent_step", "last_sent_on", "next_step", "next_due", "stopped"}
     seen = []
     while True:
         seen += [(r["user_id"], r["level_id"]) for r in body["sleepers"]]

@@ -44,7 +44,6 @@ from sidecar.monitor.service import (
     SleeperQuery,
     UnknownLevel,
     UnknownUser,
-    _reminders_sent,
 )
 from sidecar.store.monitor_models import (
     CertificateClassRow,
@@ -53,6 +52,7 @@ from sidecar.store.monitor_models import (
     SleeperRefresh,
     WatchState,
 )
+from sidecar.monitor.chains import chains_of
 from tests.stores import migrate_store
 
 SEEDED_DAY = date(2026, 11, 24)  # the small_site fixture is seeded for this day
@@ -524,8 +524,8 @@ def catalogue(runtime):
 
 def _expected_order(entries, sort: str, descending: bool, ranks: dict[int, int]):
     keys = {
-        "expired_on": lambda e: (e.expired_on, e.user_id, e.term_id),
-        "days_since": lambda e: (e.expired_on, e.user_id, e.term_id),
+        "expired_on": lambda e: (e.expired_on, e.term_id, e.user_id),   # ties: level, then user (the index)
+        "days_since": lambda e: (e.expired_on, e.term_id, e.user_id),
         "name": lambda e: (e.last_name, e.first_name, e.user_id, e.term_id),
         "email": lambda e: (e.email, e.user_id, e.term_id),
         "level": lambda e: (ranks[e.term_id], e.expired_on, e.user_id, e.term_id),
@@ -622,7 +622,8 @@ def test_reminders_sent_counts_the_letters_of_the_current_chain(catalogue):
     first, second = entries[0], entries[1]
     chains = [(e.user_id, e.term_id, e.expired_on) for e in entries[:3]]
     with runtime.sessions() as session:
-        assert _reminders_sent(session, chains) == dict.fromkeys(chains, 0)
+        assert {k: c.sent for k, c in chains_of(runtime, session, entries[:3], SEEDED_DAY, with_status=False).items()} \
+            == dict.fromkeys(chains, 0)
     now = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
 
     def letter(entry, expired_on, step, state):
@@ -639,7 +640,7 @@ def test_reminders_sent_counts_the_letters_of_the_current_chain(catalogue):
             letter(second, second.expired_on, 1, "skipped"),
         ])
     with runtime.sessions() as session:
-        counts = _reminders_sent(session, chains)
+        counts = {k: c.sent for k, c in chains_of(runtime, session, entries[:3], SEEDED_DAY, with_status=False).items()}
     assert counts[chains[0]] == 2 and counts[chains[1]] == 0
     row = next(r for r in MonitorService(runtime).iterate(SleeperQuery())
                if (r.user_id, r.term_id) == (first.user_id, first.term_id))
@@ -656,7 +657,12 @@ def test_counts_trend_and_freshness(monitored):
     counts = service.counts_per_level()
     assert counts == {r.term_id: r.sleepers for r in reports}
     trend = service.trend(weeks=4)
-    assert dict(trend.items()) == {r.term_id: [(SEEDED_DAY, r.sleepers)] for r in reports}
+    # The first refresh counted today and reconstructed the days before it from key dates.
+    past = [SEEDED_DAY - timedelta(days=n) for n in range(27, 0, -1)]
+    for report in reports:
+        points = trend[report.term_id]
+        assert points[-1] == (SEEDED_DAY, report.sleepers, False)
+        assert [p.day for p in points[:-1]] == past and all(p.reconstructed for p in points[:-1])
     fresh = service.freshness()
     assert set(fresh) == set(counts)
     for report in reports:

@@ -60,8 +60,13 @@ def test_trend_sparkline_draws_the_daily_counts(monitor):
     points = re.search(r'<polyline class="spark-line" points="([^"]+)"', row).group(1).split()
     assert len(points) == 4
     xs = [float(p.split(",")[0]) for p in points]
-    assert xs == sorted(xs) and xs[-1] == 118.0  # today at the right edge
+    assert xs == sorted(xs) and xs[-1] == 256.0  # today at the right edge
     assert "from" in row and "20 on 2026-11-24" in row  # the accessible label
+    # The weeks before the first refresh were reconstructed: drawn dashed, each day's count on hover.
+    assert re.search(r'<polyline class="spark-line spark-rebuilt" points="[^"]+"', row)
+    assert "<title>2026-11-24: 20</title>" in row
+    assert re.search(r"<title>2026-10-2\d: \d+ \(reconstructed from key dates\)</title>", row)
+    assert ">2026-09-02</text>" in row and ">2026-11-24</text>" in row  # the x axis: first day and today
 
 
 def test_sparkline_edge_cases():
@@ -118,7 +123,9 @@ def test_table_shows_twenty_rows_a_page_with_the_total_and_next_first_links(moni
     assert len(listed(second)) == 19 and link(second, "next") is None
     assert link(second, "first") == "/monitor/sleepers"
     expected = [(r.user_id, r.term_id) for r in monitor.all_rows()]
-    assert rows + listed(second) == expected  # default: expiry ascending
+    assert rows + listed(second) == expected  # default: the configured order, most recent expiry first
+    expiries = [r.expired_on for r in monitor.all_rows()]
+    assert expiries == sorted(expiries, reverse=True)
 
 
 def test_columns_of_a_row(monitor):
@@ -146,7 +153,7 @@ def test_blocked_learners_carry_a_badge(monitor):
 @pytest.mark.parametrize("descending", [False, True])
 def test_every_sort_both_ways_pages_stably_and_completely(monitor, sort, descending):
     everyone = {(r.user_id, r.term_id): r for r in monitor.all_rows()}
-    url = f"/monitor/sleepers?sort={sort}&limit=7" + ("&desc=1" if descending else "")
+    url = f"/monitor/sleepers?sort={sort}&limit=7" + ("&desc=1" if descending else "&desc=0")
     seen, pages = walk(monitor, url)
     assert pages == 6
     assert len(seen) == len(set(seen)) == len(everyone) == 39  # nothing repeated, nothing skipped
@@ -169,7 +176,8 @@ def test_every_sort_both_ways_pages_stably_and_completely(monitor, sort, descend
 def test_sort_headers_toggle_the_direction(monitor, column, sort):
     page = monitor.page("/monitor/sleepers?level=7&search=a")
     first = link(page, f"sort sort-{column}")
-    assert f"sort={sort}" in first or (sort == "expired_on" and "desc=1" in first)
+    # The default order is expired_on descending: its header turns it round.
+    assert f"sort={sort}" in first or (sort == "expired_on" and "desc=0" in first)
     assert "level=7" in first and "search=a" in first  # filters survive
     clicked = monitor.page(first)
     header = re.search(rf'<th class="sortable[^"]* sorted"[^>]*>\s*<a href="([^"]+)" class="sort sort-{column}"', clicked)
@@ -205,7 +213,7 @@ def test_level_filter_one_or_several(monitor):
 
 
 def test_expiry_window_includes_both_ends(monitor):
-    everyone = monitor.all_rows()
+    everyone = monitor.all_rows(sort="expired_on", descending=False)
     day = everyone[10].expired_on
     same_day = sorted((r.user_id, r.term_id) for r in everyone if r.expired_on == day)
     rows = walk(monitor, f"/monitor/sleepers?expired_from={day}&expired_to={day}")[0]
@@ -257,14 +265,17 @@ def test_csv_export_streams_every_row_with_a_header(monitor):
 
 
 def test_csv_export_keeps_the_filters_of_the_page(monitor):
-    page = monitor.page("/monitor/sleepers?level=7&sort=email&desc=1&after=ignored")
+    page = monitor.page("/monitor/sleepers?level=7&sort=email&desc=1&within=90&after=ignored")
     url = link(page, "export")
-    assert "level=7" in url and "sort=email" in url and "desc=1" in url and "after" not in url
+    assert "level=7" in url and "sort=email" in url and "desc=1" in url and "within=90" in url and "after" not in url
     response = monitor.client.get(url)
     assert response.headers["Content-Disposition"] == 'attachment; filename="sleepers-level-7-2026-11-24.csv"'
     rows = parse_csv(response.get_data(as_text=True))[1:]
     emails = [r[1] for r in rows]
-    assert len(rows) == 12 and {r[5] for r in rows} == {"7"} and emails == sorted(emails, reverse=True)
+    assert len(rows) == 1 and {r[5] for r in rows} == {"7"}    # level 7 has one expiry in the last 90 days
+    response = monitor.client.get(url.replace("&within=90", ""))
+    emails = [r[1] for r in parse_csv(response.get_data(as_text=True))[1:]]
+    assert len(emails) == 12 and emails == sorted(emails, reverse=True)
 
 
 def test_excel_variant_has_a_bom_and_semicolons(monitor):

@@ -9,10 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sidecar.devstack import seed
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import FAILED, SUCCEEDED, Grant
-from tests.browser_support import launched_browser, served_demo, shot, watch_errors
+from tests.browser_support import launched_browser, served_demo, shot, sign_in, watch_errors
 from tests.dashboard.support import letters_after_lapses
 
 START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
@@ -54,11 +53,7 @@ def test_the_dashboard_in_a_browser_in_both_languages(browser, served):
         page = context.new_page()
         watch_errors(page, errors)
         try:
-            page.goto(f"/login?lang={language}")
-            page.fill("input[name=login]", seed.DEMO_ADMIN_LOGIN)
-            page.fill("input[name=password]", seed.DEMO_ADMIN_PASSWORD)
-            page.click("form.login-form button[type=submit]")
-            page.wait_for_url(f"{base_url}/")
+            sign_in(page, "/", language=language)
             assert page.locator("svg.chart-line-chart circle.chart-dot").count() == 7   # six weekly refreshes + today
             assert page.locator("svg.chart-line-chart circle.chart-dot title").first.text_content()
             assert page.locator("svg.chart-bar-chart rect.chart-bar").count() >= 6

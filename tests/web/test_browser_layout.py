@@ -12,7 +12,6 @@ The browser, the served demo site and the skip policy are those of ``tests/monit
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -20,13 +19,13 @@ import pytest
 from sidecar.bridge.auth import Principal
 from sidecar.bridge.parsers import parse_grant_body
 from sidecar.bridge.service import BridgeService, IntakeContext
-from sidecar.devstack import seed
 from sidecar.monitor.service import MonitorService, SleeperQuery
 from sidecar.programs.legacy import apply_import, plan_import
 from sidecar.store.db import unit_of_work
 from sidecar.store.reminder_models import Reminder
 from sidecar.webhooks.endpoints import EndpointForm, save
 from sidecar.webhooks.events import emit_test
+from tests.browser_support import sign_in
 from tests.monitor.test_browser import BUSY_LEVEL, _shot, browser, served  # noqa: F401 - fixtures used by name
 
 WIDTHS = (390, 768, 1366)
@@ -132,15 +131,6 @@ def _watch_for_errors(page) -> list[str]:
     return errors
 
 
-def _sign_in(page) -> None:
-    page.goto("/login")
-    form = page.locator("form.login-form")
-    form.locator("#login").fill(seed.DEMO_ADMIN_LOGIN)
-    form.locator("#password").fill(seed.DEMO_ADMIN_PASSWORD)
-    with page.expect_navigation(url=re.compile(r"/$")):
-        form.locator("button").click()
-
-
 def _history_scrolls_sideways(page) -> bool:
     return page.evaluate("""() => { const wrap = document.querySelector('table.reminders').closest('.grid-wrap');
                                      return wrap.scrollWidth > wrap.clientWidth + 1; }""")
@@ -156,7 +146,7 @@ def test_main_pages_fit_every_width_in_both_languages(browser, served):  # noqa:
     errors = _watch_for_errors(page)
     failures: list[str] = []
     try:
-        _sign_in(page)
+        sign_in(page)
         for language in LANGUAGES:
             page.goto(f"/?lang={language}")  # remembered in a cookie for the pages below
             for width in WIDTHS:
