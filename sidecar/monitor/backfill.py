@@ -39,7 +39,7 @@ from sidecar.domain.access import KeyRow, activation_day
 from sidecar.domain.sleepers import Reason, evaluate
 from sidecar.memberlux.reader import ancestors_from_parents
 from sidecar.monitor.certificates import CertificateClass, CertificateClassifier
-from sidecar.monitor.refresh import SleeperRefresher, _batches, _user_groups
+from sidecar.monitor.level_rows import USER_BATCH, ancestor_key_rows, user_batches
 from sidecar.store.db import unit_of_work
 from sidecar.store.monitor_models import CertificateClassRow, SleeperCount
 
@@ -97,7 +97,6 @@ class TrendBackfill:
     def __init__(self, runtime: Runtime, *, check_ancestors: bool = True) -> None:
         self.runtime = runtime
         self.check_ancestors = check_ancestors
-        self.refresher = SleeperRefresher(runtime, check_ancestors=check_ancestors)
 
     # --- public --------------------------------------------------------------------------------------
 
@@ -115,9 +114,9 @@ class TrendBackfill:
         policy = self.runtime.access_policy
         stream = self.runtime.reader.key_rows_for_level(term_id)
         try:
-            for batch in _batches(_user_groups(stream), self.refresher.user_batch):
+            for batch in user_batches(stream, USER_BATCH):
                 users = self.runtime.reader.users([user_id for user_id, _ in batch])
-                ancestor_rows = self.refresher._ancestor_rows(list(users), ancestors)
+                ancestor_rows = ancestor_key_rows(self.runtime.reader, list(users), ancestors)
                 for user_id, rows in batch:
                     if user_id not in users:
                         continue    # deleted since: cannot be reconstructed, and a refresh skips orphans

@@ -15,11 +15,10 @@ A level's first rebuild also reconstructs the trend's past weeks (:mod:`sidecar.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
@@ -28,8 +27,9 @@ import sqlalchemy as sa
 
 from sidecar.domain.access import KeyRow
 from sidecar.domain.sleepers import Reason, evaluate
-from sidecar.memberlux.reader import _key_row, ancestors_from_parents
+from sidecar.memberlux.reader import ancestors_from_parents
 from sidecar.monitor.certificates import CertificateClassifier
+from sidecar.monitor.level_rows import USER_BATCH, ancestor_key_rows, user_batches
 from sidecar.monitor.query import manual_certificate_users
 from sidecar.webhooks.access import AccessAnnouncer, Ended
 from sidecar.webhooks.events import emit, listens
@@ -44,7 +44,6 @@ __all__ = ["RefreshReport", "SleeperRefresher", "search_text"]
 log = logging.getLogger(__name__)
 
 #: Users evaluated together: one users query and one ancestor-rows query per batch.
-USER_BATCH = 500
 #: Rows per INSERT statement when writing the read model.
 INSERT_CHUNK = 1000
 
@@ -80,20 +79,6 @@ def search_text(first_name: str, last_name: str, email: str, login: str) -> str:
 def _cut(value: str, column: str) -> str:
     # MySQL stores refuse over-long values in strict mode; WordPress allows longer names in usermeta.
     return (value or "")[: _COLUMN_WIDTHS[column]]
-
-
-def _user_groups(rows: Iterable[KeyRow]) -> Iterator[tuple[int, list[KeyRow]]]:
-    for user_id, group in itertools.groupby(rows, key=lambda r: r.user_id):
-        if user_id is not None:
-            yield user_id, list(group)
-
-
-def _batches(groups: Iterator[tuple[int, list[KeyRow]]], size: int) -> Iterator[list[tuple[int, list[KeyRow]]]]:
-    while True:
-        batch = list(itertools.islice(groups, size))
-        if not batch:
-            return
-        yield batch
 
 
 @dataclass
@@ -144,10 +129,10 @@ class SleeperRefresher:
 
         stream = self.reader.key_rows_for_level(term_id)
         try:
-            for batch in _batches(_user_groups(counted(stream)), self.user_batch):
+            for batch in user_batches(counted(stream), self.user_batch):
                 ids = [user_id for user_id, _ in batch]
                 users = self.reader.users(ids)
-                ancestor_rows = self._ancestor_rows([u for u in ids if u in users], ancestors)
+                ancestor_rows = ancestor_key_rows(self.reader, [u for u in ids if u in users], ancestors)
                 for user_id, rows in batch:
                     user = users.get(user_id)
                     verdict = evaluate(
@@ -277,25 +262,6 @@ class SleeperRefresher:
         except Exception:
             log.exception("reconstructing the sleepers trend of level %s failed; the next refresh tries again",
                           term_id)
-
-    def _ancestor_rows(self, user_ids: Sequence[int], ancestors: Sequence[int]) -> dict[int, list[KeyRow]]:
-        """Rows of the ancestor levels for a batch of users, with one query driven by ``user_id``."""
-        if not ancestors or not user_ids:
-            return {}
-        tk = self.reader.schema.table("memberlux_term_keys")
-        # The reader's own statement and normalisation, so the rows read exactly like the level's.
-        stmt = (
-            self.reader._key_stmt()
-            .where(tk.c.user_id.in_(list(user_ids)), tk.c.term_id.in_(list(ancestors)))
-            .order_by(tk.c.user_id, tk.c.id)
-        )
-        result: dict[int, list[KeyRow]] = {}
-        with self.reader.engine.connect() as conn:
-            for raw in conn.execute(stmt):
-                row = _key_row(raw)
-                if row.user_id is not None:
-                    result.setdefault(row.user_id, []).append(row)
-        return result
 
     def _replace(self, term_id: int, sleepers: list[tuple], day: date, stats: dict | None,
                  started: float) -> float:
