@@ -25,7 +25,7 @@ from sidecar.store.grant_models import ALL_STATES, CANCELLED, FAILED, FETCHING, 
 from sidecar.store.mail_models import UNKNOWN
 from sidecar.web import current_runtime
 from sidecar.web.auth import current_admin, login_required
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import lazy_translate, translate
 from sidecar.web.messages import say
 from sidecar.web.pages import shorten
 
@@ -35,6 +35,37 @@ from .service import IntakeRejected
 from .welcome import WelcomeRefused, can_resend, mark_welcome_delivered, resend_welcome, welcome_of
 
 blueprint = Blueprint("grants_admin", __name__)
+
+# A grant's state and channel as the pages name them; a value not listed here is shown as stored.
+_STATUSES = {
+    "queued": lazy_translate("grants.status.queued"),
+    "fetching": lazy_translate("grants.status.fetching"),
+    "delivering": lazy_translate("grants.status.delivering"),
+    "unknown": lazy_translate("grants.status.unknown"),
+    "confirming": lazy_translate("grants.status.confirming"),
+    "succeeded": lazy_translate("grants.status.succeeded"),
+    "duplicated": lazy_translate("grants.status.duplicated"),
+    "failed": lazy_translate("grants.status.failed"),
+    "cancelled": lazy_translate("grants.status.cancelled"),
+    "shadow": lazy_translate("grants.status.shadow"),
+    "shadowed": lazy_translate("grants.status.shadowed"),
+}
+_CHANNELS = {
+    "legacy": lazy_translate("grants.channel.legacy"),
+    "api": lazy_translate("grants.channel.api"),
+    "amocrm": lazy_translate("grants.channel.amocrm"),
+    "program": lazy_translate("grants.channel.program"),
+}
+_REFUSALS = {
+    "not_retryable": lazy_translate("grants.error.not_retryable"),
+    "not_cancellable": lazy_translate("grants.error.not_cancellable"),
+}
+_DONE = {"retry": lazy_translate("grants.flash.retry"), "cancel": lazy_translate("grants.flash.cancel")}
+_WELCOME_REFUSALS = {
+    "not_succeeded": lazy_translate("grants.error.welcome_not_succeeded"),
+    "in_progress": lazy_translate("grants.error.welcome_in_progress"),
+    "not_unknown": lazy_translate("grants.error.welcome_not_unknown"),
+}
 
 PER_PAGE = 50
 MAX_PER_PAGE = 200
@@ -97,17 +128,15 @@ class Display:
 
     @staticmethod
     def status(state: str) -> str:
-        key = f"grants.status.{state}"
-        text = translate(key)
-        return state if text == key else text
+        text = _STATUSES.get(state)
+        return str(text) if text is not None else state
 
     @staticmethod
     def channel(name: str | None) -> str:
         if not name:
             return "—"
-        key = f"grants.channel.{name}"
-        text = translate(key)
-        return name if text == key else text
+        text = _CHANNELS.get(name)
+        return str(text) if text is not None else name
 
     @staticmethod
     def yes_no(value: bool | None) -> str:
@@ -281,7 +310,7 @@ def _rejection_text(exc: IntakeRejected, grant_id: str) -> str:
     if exc.code in ("not_retryable", "not_cancellable"):
         current = _service().get(grant_id)
         state = Display.status(current.status) if current else "?"
-        return translate(f"grants.error.{exc.code}", status=state)
+        return _REFUSALS[exc.code].format(status=state)
     return exc.message
 
 
@@ -296,7 +325,7 @@ def _act(grant_id: str, action: str):
         if exc.code == "not_found":
             return redirect(url_for(".grant_list"))
     else:
-        flash(translate(f"grants.flash.{action}", status=Display.status(grant.status)), "ok")
+        flash(_DONE[action].format(status=Display.status(grant.status)), "ok")
     # Post/redirect/get: reloading the page does not repeat the action.
     return redirect(url_for(".grant_page", grant_id=grant_id))
 
@@ -328,9 +357,9 @@ def _welcome_act(grant_id: str, action: str):
         if exc.code == "not_found":
             flash(translate("grants.error.not_found", id=grant_id[:40]), "error")
             return redirect(url_for(".grant_list"))
-        flash(translate(f"grants.error.welcome_{exc.code}"), "error")
+        flash(str(_WELCOME_REFUSALS[exc.code]), "error")
     else:
-        flash(translate("grants.flash.welcome_resend" if action == "resend" else "grants.flash.welcome_delivered"), "ok")
+        flash(translate("grants.flash.welcome_resend") if action == "resend" else translate("grants.flash.welcome_delivered"), "ok")
     return redirect(url_for(".grant_page", grant_id=grant_id))
 
 

@@ -392,7 +392,7 @@ def legacy_compare(ctx: click.Context, term_id: int, date_from, date_to, day, ti
     from sidecar.monitor.legacy_compare import (
         CompareInputError, LegacyQueryFailed, LegacyQueryTimeout, compare, compare_csv_rows, comparison_record,
     )
-    from sidecar.web.i18n import translate
+    from sidecar.monitor.display import LEGACY_REASONS
 
     runtime = runtime_of(ctx)
     try:
@@ -424,7 +424,7 @@ def legacy_compare(ctx: click.Context, term_id: int, date_from, date_to, day, ti
             click.echo(line)
         click.echo("")
         click.echo(text_table(["REASON", "COUNT", "MEANING"],
-                              [[code, n, translate(f"legacy.reason.{code}", "en")] for code, n in c.counts.items()]))
+                              [[code, n, LEGACY_REASONS[code].format("en")] for code, n in c.counts.items()]))
         if c.differences:
             click.echo("")
             click.echo(text_table(

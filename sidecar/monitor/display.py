@@ -10,23 +10,63 @@ from sidecar.bootstrap import Runtime
 from sidecar.memberlux.reader import Level
 from sidecar.monitor.service import Explanation
 from sidecar.status import site_timezone
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import lazy_translate, translate
+from sidecar.web.pages import label
 
 
 # The classifier stores its reason in English (sidecar.domain.certificates); the page shows it translated.
 _CERT_REASONS = {
-    "level issues certificates by hand": "monitor.cert.reason.level_manual",
-    "issue or insert date missing: not written by auto issue": "monitor.cert.reason.missing_dates",
-    "issue date chosen differs from the insert date": "monitor.cert.reason.date_differs",
-    "no activation of this level by the user that day": "monitor.cert.reason.no_activation",
-    "issued with a key activation on an auto level": "monitor.cert.reason.auto",
+    "level issues certificates by hand": lazy_translate("monitor.cert.reason.level_manual"),
+    "issue or insert date missing: not written by auto issue": lazy_translate("monitor.cert.reason.missing_dates"),
+    "issue date chosen differs from the insert date": lazy_translate("monitor.cert.reason.date_differs"),
+    "no activation of this level by the user that day": lazy_translate("monitor.cert.reason.no_activation"),
+    "issued with a key activation on an auto level": lazy_translate("monitor.cert.reason.auto"),
 }
 # Likewise the service's note on a key row that does not count (sidecar.monitor.service._key_facts).
 _KEY_NOTES = {
-    "never activated": "monitor.key.note.new",
-    "banned (revoked by an administrator)": "monitor.key.note.banned",
-    "in the basket, which the access policy excludes": "monitor.key.note.basket",
-    "start or end date missing (zero date)": "monitor.key.note.zero_date",
+    "never activated": lazy_translate("monitor.key.note.new"),
+    "banned (revoked by an administrator)": lazy_translate("monitor.key.note.banned"),
+    "in the basket, which the access policy excludes": lazy_translate("monitor.key.note.basket"),
+    "start or end date missing (zero date)": lazy_translate("monitor.key.note.zero_date"),
+}
+
+# A verdict's short name (the badge on a learner's page) and the sentence that explains it.
+VERDICTS = {
+    "sleeper": lazy_translate("monitor.verdict.sleeper"),
+    "active": lazy_translate("monitor.verdict.active"),
+    "renewed": lazy_translate("monitor.verdict.renewed"),
+    "unlimited": lazy_translate("monitor.verdict.unlimited"),
+    "ancestor_active": lazy_translate("monitor.verdict.ancestor_active"),
+    "manual_certificate": lazy_translate("monitor.verdict.manual_certificate"),
+    "outside_window": lazy_translate("monitor.verdict.outside_window"),
+    "never_activated": lazy_translate("monitor.verdict.never_activated"),
+    "banned_only": lazy_translate("monitor.verdict.banned_only"),
+    "no_usable_rows": lazy_translate("monitor.verdict.no_usable_rows"),
+    "user_deleted": lazy_translate("monitor.verdict.user_deleted"),
+}
+_VERDICT_SENTENCES = {
+    "sleeper": lazy_translate("monitor.reason.sleeper"),
+    "active": lazy_translate("monitor.reason.active"),
+    "renewed": lazy_translate("monitor.reason.renewed"),
+    "unlimited": lazy_translate("monitor.reason.unlimited"),
+    "ancestor_active": lazy_translate("monitor.reason.ancestor_active"),
+    "manual_certificate": lazy_translate("monitor.reason.manual_certificate"),
+    "outside_window": lazy_translate("monitor.reason.outside_window"),
+    "never_activated": lazy_translate("monitor.reason.never_activated"),
+    "banned_only": lazy_translate("monitor.reason.banned_only"),
+    "no_usable_rows": lazy_translate("monitor.reason.no_usable_rows"),
+    "user_deleted": lazy_translate("monitor.reason.user_deleted"),
+}
+# Why a learner is listed by only one of the old report and the sidecar (sidecar.monitor.legacy_compare).
+LEGACY_REASONS = {
+    "auto_certificate": lazy_translate("legacy.reason.auto_certificate"),
+    "window_in_future": lazy_translate("legacy.reason.window_in_future"),
+    "ancestor_active": lazy_translate("legacy.reason.ancestor_active"),
+    "wp_user_status": lazy_translate("legacy.reason.wp_user_status"),
+    "keys_not_counted": lazy_translate("legacy.reason.keys_not_counted"),
+    "site_day_window": lazy_translate("legacy.reason.site_day_window"),
+    "certificates_out_of_sync": lazy_translate("legacy.reason.certificates_out_of_sync"),
+    "unexplained": lazy_translate("legacy.reason.unexplained"),
 }
 
 
@@ -61,13 +101,19 @@ class Display:
 
     @staticmethod
     def key_note(text: str) -> str:
-        key = _KEY_NOTES.get(text)
-        return translate(key) if key else text
+        return label(_KEY_NOTES, text)
 
     @staticmethod
     def cert_reason(text: str) -> str:
-        key = _CERT_REASONS.get(text)
-        return translate(key) if key else text
+        return label(_CERT_REASONS, text)
+
+    @staticmethod
+    def verdict(reason: str) -> str:
+        return label(VERDICTS, reason)
+
+    @staticmethod
+    def legacy_reason(code: str) -> str:
+        return label(LEGACY_REASONS, code)
 
     @staticmethod
     def seconds(value: float) -> str:
@@ -116,8 +162,7 @@ def level_tree(levels: Sequence[Level]) -> list[tuple[Level, int]]:
 def verdict_sentence(explanation: Explanation) -> str:
     """The reason code of a verdict as a sentence in the page's language."""
     verdict = explanation.verdict
-    text = translate(
-        f"monitor.reason.{verdict.reason.value}",
+    text = _VERDICT_SENTENCES[verdict.reason.value].format(
         x=verdict.expired_on.isoformat() if verdict.expired_on else "—",
         day=explanation.day.isoformat(),
         days=verdict.days_since_expiry(explanation.day) if verdict.expired_on else "—",

@@ -31,7 +31,7 @@ from sidecar.programs.progression import EnrolmentRefused, Progression
 from sidecar.status import site_timezone
 from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import login_required, safe_next
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import lazy_translate, translate
 from sidecar.web.messages import say
 from sidecar.web.pages import actor
 from sidecar.webhooks.ssrf import DestinationRefused, check_destination
@@ -57,6 +57,12 @@ def _progression() -> Progression:
 
 
 _actor = actor  # the administrator's login for audit events
+
+# How a level issues certificates, next to its name in the form's level lists.
+_MODES = {
+    "auto": lazy_translate("programs.form.mode.auto"),
+    "employee": lazy_translate("programs.form.mode.employee"),
+}
 
 
 class Display(MonitorDisplay):
@@ -136,7 +142,7 @@ def _level_choices(runtime: Runtime) -> list[LevelChoice]:
     choices = []
     for level, depth in level_tree(reader.levels()):
         mode = level_mode(reader.level_meta(level.term_id))
-        hint = translate(f"programs.form.mode.{mode or 'none'}")
+        hint = str(_MODES[mode]) if mode in _MODES else translate("programs.form.mode.none")
         choices.append(LevelChoice(level.term_id, f"{'— ' * depth}{level.name} (#{level.term_id}, {hint})"))
     return choices
 
@@ -237,7 +243,7 @@ def program_set_status(program_id: int):
         ProgramCatalog(runtime).set_status(program_id, wanted, _actor())
     except LookupError:
         abort(404, description=translate("programs.error.not_found", id=program_id))
-    flash(translate(f"programs.flash.{wanted}"), "ok")
+    flash(translate("programs.flash.active") if wanted == "active" else translate("programs.flash.archived"), "ok")
     return redirect(url_for(".program_page", program_id=program_id))
 
 

@@ -28,7 +28,7 @@ from sidecar.status import site_timezone
 from sidecar.store.reminder_models import AwaitingReminder
 from sidecar.web import current_runtime
 from sidecar.web.auth import login_required
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import lazy_translate, translate
 from sidecar.web.messages import say
 from sidecar.web.pages import actor
 
@@ -165,8 +165,16 @@ def _level_url(term_id: int) -> str:
     return url_for(".level_page", term_id=term_id)
 
 
+_REFUSALS = {
+    "unknown_level": lazy_translate("reminders.approvals.refused.unknown_level"),
+    "no_letters": lazy_translate("reminders.approvals.refused.no_letters"),
+    "monitoring_off": lazy_translate("reminders.approvals.refused.monitoring_off"),
+    "list_changed": lazy_translate("reminders.approvals.refused.list_changed"),
+}
+
+
 def _refusal(exc: approval.ApprovalRefused) -> str:
-    return translate(f"reminders.approvals.refused.{exc.code}", **exc.params)
+    return _REFUSALS[exc.code].format(**exc.params)
 
 
 @blueprint.post("/reminders/approvals/<int:term_id>/approve")

@@ -65,7 +65,7 @@ from sidecar.store.db import unit_of_work
 from sidecar.store.reminder_models import Reminder, ReminderDigest, Unsubscribe
 from sidecar.web import current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin, login_required, safe_next
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import LazyText, lazy_translate, translate
 from sidecar.web.messages import say
 from sidecar.web.pages import actor, label, query_day, shorten
 
@@ -97,6 +97,70 @@ _runtime = current_runtime
 
 _actor = actor  # the administrator's login for audit events
 
+_STATES = {
+    "planned": lazy_translate("reminders.state.planned"),
+    "sending": lazy_translate("reminders.state.sending"),
+    "sent": lazy_translate("reminders.state.sent"),
+    "failed": lazy_translate("reminders.state.failed"),
+    "unknown": lazy_translate("reminders.state.unknown"),
+    "skipped": lazy_translate("reminders.state.skipped"),
+}
+_REASONS = {
+    "superseded": lazy_translate("reminders.reason.superseded"),
+    "too_late": lazy_translate("reminders.reason.too_late"),
+    "renewed": lazy_translate("reminders.reason.renewed"),
+    "certificate": lazy_translate("reminders.reason.certificate"),
+    "blocked": lazy_translate("reminders.reason.blocked"),
+    "unsubscribed": lazy_translate("reminders.reason.unsubscribed"),
+    "memberlux_unsubscribed": lazy_translate("reminders.reason.memberlux_unsubscribed"),
+    "monitoring_off": lazy_translate("reminders.reason.monitoring_off"),
+    "letter_off": lazy_translate("reminders.reason.letter_off"),
+    "no_email": lazy_translate("reminders.reason.no_email"),
+    "not_sleeper": lazy_translate("reminders.reason.not_sleeper"),
+    "user_deleted": lazy_translate("reminders.reason.user_deleted"),
+    "interrupted": lazy_translate("reminders.reason.interrupted"),
+    "no_reply": lazy_translate("reminders.reason.no_reply"),
+    "marked_delivered": lazy_translate("reminders.reason.marked_delivered"),
+    "held": lazy_translate("reminders.reason.held"),
+    "smtp_transient": lazy_translate("reminders.reason.smtp_transient"),
+    "smtp_permanent": lazy_translate("reminders.reason.smtp_permanent"),
+    "template": lazy_translate("reminders.reason.template"),
+    "empty": lazy_translate("reminders.reason.empty"),
+    "not_approved": lazy_translate("reminders.reason.not_approved"),
+}
+_SOURCES = {
+    "link": lazy_translate("reminders.source.link"),
+    "one_click": lazy_translate("reminders.source.one_click"),
+    "admin": lazy_translate("reminders.source.admin"),
+}
+# A refused parameter or action, by its code (values fill the placeholders).
+_ERRORS = {
+    "bad_date": lazy_translate("reminders.error.bad_date"),
+    "bad_range": lazy_translate("reminders.error.bad_range"),
+    "bad_level": lazy_translate("reminders.error.bad_level"),
+    "unknown_level": lazy_translate("reminders.error.unknown_level"),
+    "bad_state": lazy_translate("reminders.error.bad_state"),
+    "bad_step": lazy_translate("reminders.error.bad_step"),
+    "bad_limit": lazy_translate("reminders.error.bad_limit"),
+    "too_long": lazy_translate("reminders.error.too_long"),
+    "bad_cursor": lazy_translate("reminders.error.bad_cursor"),
+    "nothing_selected": lazy_translate("reminders.error.nothing_selected"),
+    "too_many": lazy_translate("reminders.error.too_many"),
+    "bad_id": lazy_translate("reminders.error.bad_id"),
+    "no_row": lazy_translate("reminders.error.no_row"),
+    "not_unsubscribed": lazy_translate("reminders.error.not_unsubscribed"),
+    "bad_user": lazy_translate("reminders.error.bad_user"),
+    "no_user": lazy_translate("reminders.error.no_user"),
+    "no_learner": lazy_translate("reminders.error.no_learner"),
+    "bad_letter": lazy_translate("reminders.error.bad_letter"),
+    "bad_draft": lazy_translate("reminders.error.bad_draft"),
+    "bad_address": lazy_translate("reminders.error.bad_address"),
+    "nothing_to_send": lazy_translate("reminders.error.nothing_to_send"),
+    "mail_disabled": lazy_translate("reminders.error.mail_disabled"),
+    "mail_failed": lazy_translate("reminders.error.mail_failed"),
+    "mail_unknown": lazy_translate("reminders.error.mail_unknown"),
+}
+
 
 # --- presentation -----------------------------------------------------------------------------------
 
@@ -106,16 +170,16 @@ class Display(MonitorDisplay):
     _label = staticmethod(label)
 
     def state(self, state: str) -> str:
-        return self._label(f"reminders.state.{state}", state)
+        return self._label(_STATES, state)
 
     def reason(self, reason: str | None) -> str:
-        return self._label(f"reminders.reason.{reason}", reason) if reason else "—"
+        return self._label(_REASONS, reason) if reason else "—"
 
     def step(self, step: int) -> str:
         return translate("reminders.step.digest") if step == ADMIN_STEP else str(step)
 
     def source(self, source: str) -> str:
-        return self._label(f"reminders.source.{source}", source)
+        return self._label(_SOURCES, source)
 
     @staticmethod
     def short(text: str | None, limit: int = ERROR_PREVIEW) -> str:
@@ -138,7 +202,7 @@ def _chips(counts: Mapping[str, int], active: str, url_for_state, display: Displ
 # --- parameters ---------------------------------------------------------------------------------------
 
 def _problem(code: str, **values: Any) -> str:
-    return translate(f"reminders.error.{code}", **values)
+    return _ERRORS[code].format(**values)
 
 
 def _parse_day(args: Mapping[str, str], name: str, problems: list[str]) -> date | None:
@@ -314,7 +378,7 @@ def history_page():
     )
 
 
-def _decide(action, back_state: State, done_key: str, rest_key: str, *, digests: bool = False):
+def _decide(action, back_state: State, done_text: LazyText, rest_text: LazyText, *, digests: bool = False):
     """Apply an admin decision (resend, mark delivered) to the posted letters or digests; report the result."""
     back = _back(url_for(".digests_page" if digests else ".history_page", state=back_state.value))
     ids, problem = _posted_ids(request.form)
@@ -329,23 +393,24 @@ def _decide(action, back_state: State, done_key: str, rest_key: str, *, digests:
             # A digest entry follows its digest: it is acted on from the digests page, never alone.
             targets, extra = history.learner_letter_ids(session, ids), {}
     done = action(runtime, targets, actor=_actor(), **extra) if targets else 0
-    flash(translate(done_key, count=done), "ok" if done else "error")
+    flash(done_text.format(count=done), "ok" if done else "error")
     if done < len(ids):
-        flash(translate(rest_key, count=len(ids) - done), "warn")
+        flash(rest_text.format(count=len(ids) - done), "warn")
     return redirect(back)
 
 
 @blueprint.post("/reminders/resend")
 @login_required
 def resend_letters():
-    return _decide(reminder_sender.resend, State.FAILED, "reminders.flash.resent", "reminders.flash.not_failed")
+    return _decide(reminder_sender.resend, State.FAILED, lazy_translate("reminders.flash.resent"),
+                   lazy_translate("reminders.flash.not_failed"))
 
 
 @blueprint.post("/reminders/mark-delivered")
 @login_required
 def mark_letters_delivered():
-    return _decide(reminder_sender.mark_delivered, State.UNKNOWN, "reminders.flash.marked_delivered",
-                   "reminders.flash.not_unknown")
+    return _decide(reminder_sender.mark_delivered, State.UNKNOWN, lazy_translate("reminders.flash.marked_delivered"),
+                   lazy_translate("reminders.flash.not_unknown"))
 
 
 # --- one row ----------------------------------------------------------------------------------------------
@@ -423,15 +488,16 @@ def digests_page():
 @blueprint.post("/reminders/digests/resend")
 @login_required
 def resend_digests():
-    return _decide(reminder_sender.resend, State.FAILED, "reminders.flash.digests_resent", "reminders.flash.not_failed",
+    return _decide(reminder_sender.resend, State.FAILED, lazy_translate("reminders.flash.digests_resent"),
+                   lazy_translate("reminders.flash.not_failed"),
                    digests=True)
 
 
 @blueprint.post("/reminders/digests/mark-delivered")
 @login_required
 def mark_digests_delivered():
-    return _decide(reminder_sender.mark_delivered, State.UNKNOWN, "reminders.flash.marked_delivered",
-                   "reminders.flash.not_unknown", digests=True)
+    return _decide(reminder_sender.mark_delivered, State.UNKNOWN, lazy_translate("reminders.flash.marked_delivered"),
+                   lazy_translate("reminders.flash.not_unknown"), digests=True)
 
 
 # --- unsubscribes -----------------------------------------------------------------------------------

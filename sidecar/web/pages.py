@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
 from sidecar.web.auth import current_admin
-from sidecar.web.i18n import translate
 
 
 def actor() -> str:
@@ -19,10 +19,11 @@ def actor() -> str:
     return admin.login if admin else "?"
 
 
-def label(key: str, fallback: str) -> str:
-    """``key`` in the UI's language, or ``fallback`` when no catalogue has it (translate echoes the key)."""
-    text = translate(key)
-    return fallback if text == key else text
+def label(texts: Mapping[str, Any], value: str) -> str:
+    """The text ``texts`` has for ``value`` (a state, a source) in the UI's language; the value itself when it
+    has none (a state newer than the table is shown as stored, not hidden)."""
+    text = texts.get(value)
+    return str(text) if text is not None else value
 
 
 def shorten(text: str | None, limit: int) -> str:

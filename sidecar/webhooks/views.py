@@ -31,7 +31,7 @@ from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookEndpoint
 from sidecar.web import current_runtime
 from sidecar.web.auth import login_required
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import LazyText, lazy_translate, translate
 from sidecar.web.pages import actor, label, shorten
 from sidecar.webhooks import queries
 from sidecar.webhooks.delivery import MAX_ATTEMPTS, RETRY_SCHEDULE, redeliver
@@ -43,44 +43,66 @@ from sidecar.webhooks.templates import MAX_TEMPLATE
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("webhooks", __name__)
+
+_SOURCES = {
+    "config": lazy_translate("webhooks.source.config"),
+    "ui": lazy_translate("webhooks.source.ui"),
+    "program": lazy_translate("webhooks.source.program"),
+}
+_STATES = {
+    "pending": lazy_translate("webhooks.state.pending"),
+    "delivering": lazy_translate("webhooks.state.delivering"),
+    "succeeded": lazy_translate("webhooks.state.succeeded"),
+    "failed": lazy_translate("webhooks.state.failed"),
+}
+_FORMATS = {
+    "standard": lazy_translate("webhooks.format.standard"),
+    "template": lazy_translate("webhooks.format.template"),
+    "legacy_bundle": lazy_translate("webhooks.format.legacy_bundle"),
+    "program_notice": lazy_translate("webhooks.format.program_notice"),
+}
+_NOT_EDITABLE = {
+    "config": lazy_translate("webhooks.error.not_editable_config"),
+    "program": lazy_translate("webhooks.error.not_editable_program"),
+}
 blueprint.add_app_template_filter(shown_url, "shown_url")
 
 PER_PAGE = 50
 ERROR_PREVIEW = 90
 SECRET_SHOWN = 10       # characters of a secret shown before the mask ("whsec_" and four more)
 
-_ERRORS: list[tuple[str, re.Pattern[str], str]] = [(f, re.compile(p), k) for f, p, k in (
-    ("name", r"^a name of 1", "webhooks.error.name"),
-    ("events", r"^choose '\*' or some of", "webhooks.error.events"),
-    ("url", r"is not an http\(s\) URL$", "webhooks.error.url_scheme"),
-    ("url", r"^credentials in the URL are not allowed", "webhooks.error.url_credentials"),
-    ("url", r"^(?P<host>\S+) does not resolve(?: \((?P<detail>.*)\))?$", "webhooks.error.url_resolve"),
-    ("url", r"^(?P<host>\S+) resolves to (?P<address>\S+), an internal address", "webhooks.error.url_internal"),
-    ("", r"comes from the configuration file", "webhooks.error.config_endpoint"),
-    ("", r"^rotate it in the configuration file", "webhooks.error.config_secret"),
-    ("body_template", r"^(?P<detail>.+)$", "webhooks.error.template"),
+_ERRORS: list[tuple[str, re.Pattern[str], LazyText]] = [(f, re.compile(p), k) for f, p, k in (
+    ("name", r"^a name of 1", lazy_translate("webhooks.error.name")),
+    ("events", r"^choose '\*' or some of", lazy_translate("webhooks.error.events")),
+    ("url", r"is not an http\(s\) URL$", lazy_translate("webhooks.error.url_scheme")),
+    ("url", r"^credentials in the URL are not allowed", lazy_translate("webhooks.error.url_credentials")),
+    ("url", r"^(?P<host>\S+) does not resolve(?: \((?P<detail>.*)\))?$", lazy_translate("webhooks.error.url_resolve")),
+    ("url", r"^(?P<host>\S+) resolves to (?P<address>\S+), an internal address", lazy_translate("webhooks.error.url_internal")),
+    ("", r"comes from the configuration file", lazy_translate("webhooks.error.config_endpoint")),
+    ("", r"^rotate it in the configuration file", lazy_translate("webhooks.error.config_secret")),
+    ("body_template", r"^(?P<detail>.+)$", lazy_translate("webhooks.error.template")),
 )]
 
 
-_OUTCOMES: list[tuple[re.Pattern[str], str]] = [(re.compile(p), k) for p, k in (
-    (r"^ignored: unknown type (?P<type>.+)$", "webhooks.outcome.unknown_type"),
-    (r"^unconfirmed: no such user$", "webhooks.outcome.no_user"),
-    (r"^unconfirmed: no level in the payload$", "webhooks.outcome.no_level"),
-    (r"^unconfirmed: user (?P<user>\d+) has no activated key of level (?P<level>\d+)$", "webhooks.outcome.no_key"),
+_OUTCOMES: list[tuple[re.Pattern[str], LazyText]] = [(re.compile(p), k) for p, k in (
+    (r"^ignored: unknown type (?P<type>.+)$", lazy_translate("webhooks.outcome.unknown_type")),
+    (r"^unconfirmed: no such user$", lazy_translate("webhooks.outcome.no_user")),
+    (r"^unconfirmed: no level in the payload$", lazy_translate("webhooks.outcome.no_level")),
+    (r"^unconfirmed: user (?P<user>\d+) has no activated key of level (?P<level>\d+)$", lazy_translate("webhooks.outcome.no_key")),
     (r"^confirmed: user (?P<user>\d+), level (?P<level>\d+); enrolled in (?P<n>\d+) program",
-     "webhooks.outcome.confirmed_enrolled"),
-    (r"^confirmed: user (?P<user>\d+), level (?P<level>\d+)$", "webhooks.outcome.confirmed"),
+     lazy_translate("webhooks.outcome.confirmed_enrolled")),
+    (r"^confirmed: user (?P<user>\d+), level (?P<level>\d+)$", lazy_translate("webhooks.outcome.confirmed")),
 )]
 
 
 def error_text(field: str, message: str) -> str:
     """An endpoint refusal in the UI's language (the message as written when not recognised)."""
-    for wanted, pattern, key in _ERRORS:
+    for wanted, pattern, text in _ERRORS:
         if wanted in ("", field):
             found = pattern.search(message)
             if found:
                 values = {k: v or "" for k, v in found.groupdict().items()}
-                return translate(key, **values) if values else translate(key)
+                return text.format(**values)
     return message
 
 
@@ -96,10 +118,14 @@ class Display(MonitorDisplay):
     _label = staticmethod(label)
 
     def source(self, source: str) -> str:
-        return self._label(f"webhooks.source.{source}", source)
+        return self._label(_SOURCES, source)
 
     def state(self, state: str) -> str:
-        return self._label(f"webhooks.state.{state}", state)
+        return self._label(_STATES, state)
+
+    @staticmethod
+    def body_format(name: str) -> str:
+        return label(_FORMATS, name)
 
     def events(self, events: list[str] | None) -> str:
         events = events or ["*"]
@@ -107,13 +133,13 @@ class Display(MonitorDisplay):
 
     def outcome(self, text: str) -> str:
         """What the worker made of a MemberLux hint, in the UI's language."""
-        for pattern, key in _OUTCOMES:
+        for pattern, wording in _OUTCOMES:
             found = pattern.match(text or "")
             if found:
                 values = dict(found.groupdict())
                 if values.get("level"):
                     values["level"] = self.level(int(values["level"]))
-                return translate(key, **values)
+                return wording.format(**values)
         return text or "—"
 
     @staticmethod
@@ -227,8 +253,7 @@ def endpoint_edit(endpoint_id: int):
     if endpoint.source != "ui":
         # The file's endpoints follow the file, a program's follow its form; saving here would
         # also turn a program's legacy body or e-mail endpoint into a standard JSON one.
-        flash(translate(f"webhooks.error.not_editable_{endpoint.source}"
-                        if endpoint.source in ("config", "program") else "webhooks.error.config_endpoint"), "error")
+        flash(str(_NOT_EDITABLE.get(endpoint.source) or translate("webhooks.error.config_endpoint")), "error")
         return redirect(url_for(".endpoint_page", endpoint_id=endpoint_id))
     if request.method == "POST":
         return _save_form(runtime, endpoint)
@@ -284,7 +309,7 @@ def endpoint_enabled(endpoint_id: int):
     except EndpointRejected as exc:
         flash(error_text("enabled", next(iter(exc.errors.values()))), "error")
     else:
-        flash(translate("webhooks.flash.enabled" if wanted == "1" else "webhooks.flash.disabled"), "ok")
+        flash(translate("webhooks.flash.enabled") if wanted == "1" else translate("webhooks.flash.disabled"), "ok")
     return redirect(url_for(".endpoint_page", endpoint_id=endpoint_id))
 
 
