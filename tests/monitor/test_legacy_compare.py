@@ -464,10 +464,11 @@ def test_the_migration_guide_lists_exactly_the_computed_reasons():
 
 
 def test_every_reason_is_worded_in_both_languages():
-    from sidecar.web.i18n import CATALOGS
+    from sidecar.monitor.display import LEGACY_REASONS
 
-    for reason in legacy_compare.REASONS:
-        assert f"legacy.reason.{reason.value}" in CATALOGS["en"] and f"legacy.reason.{reason.value}" in CATALOGS["ru"]
+    assert set(LEGACY_REASONS) == {reason.value for reason in legacy_compare.REASONS}
+    for text in LEGACY_REASONS.values():
+        assert text.format("en") and text.format("ru") != text.format("en")
 
 
 def test_the_command_says_when_the_old_query_ran_past_its_time_limit(command, monkeypatch):
