@@ -25,7 +25,6 @@ EN: dict[str, str] = {
     "sleepers.error.two_cursors": "{field}: a link names both the next and the previous page; the next page was shown.",
     "sleepers.trend.point": "{day}: {count}",
     "sleepers.trend.point_reconstructed": "{day}: {count} (reconstructed from key dates)",
-    "sleepers.trend.axis": "Sleepers",
 }
 
 RU: dict[str, str] = {
@@ -50,5 +49,4 @@ RU: dict[str, str] = {
     "sleepers.error.two_cursors": "{field}: ссылка указывает и следующую, и предыдущую страницу; показана следующая.",
     "sleepers.trend.point": "{day}: {count}",
     "sleepers.trend.point_reconstructed": "{day}: {count} (восстановлено по датам ключей)",
-    "sleepers.trend.axis": "Спящие",
 }
