@@ -25,7 +25,7 @@ from sidecar.store.grant_models import ALL_STATES, CANCELLED, FAILED, FETCHING, 
 from sidecar.store.mail_models import UNKNOWN
 from sidecar.web import current_runtime
 from sidecar.web.auth import current_admin, login_required
-from sidecar.web.i18n import lazy_translate, translate
+from sidecar.web.i18n import lazy_gettext, lazy_pgettext, gettext, pgettext
 from sidecar.web.messages import say
 from sidecar.web.pages import shorten
 
@@ -38,33 +38,34 @@ blueprint = Blueprint("grants_admin", __name__)
 
 # A grant's state and channel as the pages name them; a value not listed here is shown as stored.
 _STATUSES = {
-    "queued": lazy_translate("grants.status.queued"),
-    "fetching": lazy_translate("grants.status.fetching"),
-    "delivering": lazy_translate("grants.status.delivering"),
-    "unknown": lazy_translate("grants.status.unknown"),
-    "confirming": lazy_translate("grants.status.confirming"),
-    "succeeded": lazy_translate("grants.status.succeeded"),
-    "duplicated": lazy_translate("grants.status.duplicated"),
-    "failed": lazy_translate("grants.status.failed"),
-    "cancelled": lazy_translate("grants.status.cancelled"),
-    "shadow": lazy_translate("grants.status.shadow"),
-    "shadowed": lazy_translate("grants.status.shadowed"),
+    "queued": lazy_gettext("queued"),
+    "fetching": lazy_gettext("reading CRM"),
+    "delivering": lazy_gettext("delivering"),
+    "unknown": lazy_pgettext("grants.status", "outcome unknown"),
+    "confirming": lazy_gettext("confirming"),
+    "succeeded": lazy_pgettext("grants.status", "succeeded"),
+    "duplicated": lazy_gettext("duplicated"),
+    "failed": lazy_pgettext("grants.status.failed", "failed"),
+    "cancelled": lazy_gettext("cancelled"),
+    "shadow": lazy_gettext("shadow: watching"),
+    "shadowed": lazy_gettext("shadow: compared"),
 }
 _CHANNELS = {
-    "legacy": lazy_translate("grants.channel.legacy"),
-    "api": lazy_translate("grants.channel.api"),
-    "amocrm": lazy_translate("grants.channel.amocrm"),
-    "program": lazy_translate("grants.channel.program"),
+    "legacy": lazy_gettext("legacy bridge"),
+    "api": lazy_gettext("API call"),
+    "amocrm": lazy_gettext("amoCRM webhook"),
+    "program": lazy_gettext("program"),
 }
 _REFUSALS = {
-    "not_retryable": lazy_translate("grants.error.not_retryable"),
-    "not_cancellable": lazy_translate("grants.error.not_cancellable"),
+    "not_retryable": lazy_gettext("This grant is {status}: only failed or cancelled grants can be retried."),
+    "not_cancellable": lazy_gettext("This grant is {status}: only queued, CRM-reading or failed grants can be cancelled (one being "
+                                    "delivered may already exist on the site)."),
 }
-_DONE = {"retry": lazy_translate("grants.flash.retry"), "cancel": lazy_translate("grants.flash.cancel")}
+_DONE = {"retry": lazy_gettext("The grant is back in the queue ({status})."), "cancel": lazy_gettext("The grant was cancelled.")}
 _WELCOME_REFUSALS = {
-    "not_succeeded": lazy_translate("grants.error.welcome_not_succeeded"),
-    "in_progress": lazy_translate("grants.error.welcome_in_progress"),
-    "not_unknown": lazy_translate("grants.error.welcome_not_unknown"),
+    "not_succeeded": lazy_gettext("This grant has not succeeded or has no e-mail address: there is no welcome e-mail to send."),
+    "in_progress": lazy_gettext("The welcome e-mail of this grant is queued or being sent already."),
+    "not_unknown": lazy_gettext("Only a welcome e-mail whose outcome is unknown can be marked as delivered."),
 }
 
 PER_PAGE = 50
@@ -100,11 +101,11 @@ class Display:
         if term_id is None:
             return "—"
         name = self.levels.get(term_id)
-        return f"{name} (#{term_id})" if name else translate("grants.level_missing", id=term_id)
+        return f"{name} (#{term_id})" if name else pgettext("grants.level_missing", "level #{id} (not on the site)", id=term_id)
 
     def term(self, grant: Grant) -> str:
         if grant.is_unlimited:
-            return translate("grants.term.unlimited")
+            return pgettext("grants.term.unlimited", "unlimited")
         if grant.duration is None:
             return "—"
         return self.term_of(grant.duration, grant.units or "").strip()
@@ -142,7 +143,7 @@ class Display:
     def yes_no(value: bool | None) -> str:
         if value is None:
             return "—"
-        return translate("grants.yes") if value else translate("grants.no")
+        return gettext("yes") if value else gettext("no")
 
     @staticmethod
     def value(value: Any) -> str:
@@ -163,8 +164,8 @@ class Display:
 
 
 _TERMS: dict[str, Callable[[int], str]] = {
-    "days": lambda n: translate("grants.term.days", n=n),
-    "months": lambda n: translate("grants.term.months", n=n),
+    "days": lambda n: gettext("{n} d.", n=n),
+    "months": lambda n: gettext("{n} mo.", n=n),
 }
 
 
@@ -223,7 +224,7 @@ def _parse_date(raw: str, problems: list[str]) -> date | None:
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        problems.append(translate("grants.error.bad_date", value=raw[:40]))
+        problems.append(gettext("Not a date: {value} (use YYYY-MM-DD); the filter was ignored.", value=raw[:40]))
         return None
 
 
@@ -232,21 +233,21 @@ def parse_filters(args: MultiDict[str, str]) -> tuple[Filters, list[str]]:
     problems: list[str] = []
     status = args.get("status", "").strip()
     if status and status not in ALL_STATES:
-        problems.append(translate("grants.error.bad_status", value=status[:40]))
+        problems.append(gettext("Unknown status: {value}; the filter was ignored.", value=status[:40]))
         status = ""
     before = None
     if args.get("before"):
         try:
             before = queries.Cursor.decode(args["before"])
         except ValueError:
-            problems.append(translate("grants.error.bad_cursor"))
+            problems.append(gettext("The page link is not valid; showing the first page."))
     try:
         per_page = max(1, min(int(args.get("per_page", PER_PAGE)), MAX_PER_PAGE))
     except ValueError:
         per_page = PER_PAGE
     unsettled = args.get("unsettled", "").strip()
     if unsettled not in ("", "0", "1"):
-        problems.append(translate("grants.error.bad_unsettled", value=unsettled[:40]))
+        problems.append(gettext("Unknown value of unsettled: {value} (use 1); the filter was ignored.", value=unsettled[:40]))
     filters = Filters(
         status=status, channel=args.get("channel", "").strip()[:20],
         date_from=_parse_date(args.get("from", ""), problems), date_to=_parse_date(args.get("to", ""), problems),
@@ -271,7 +272,7 @@ def grant_list():
         known_channels = queries.channels(session)
     if filters.channel and filters.channel not in known_channels:
         known_channels.append(filters.channel)
-    chips = [{"label": translate("grants.all"), "count": sum(counts.values()), "active": not filters.status,
+    chips = [{"label": gettext("All"), "count": sum(counts.values()), "active": not filters.status,
               "url": filters.url(status="", before=None), "state": "all"}]
     chips += [{"label": display.status(state), "count": count, "active": filters.status == state,
                "url": filters.url(status=state, before=None), "state": state} for state, count in counts.items()]
@@ -296,7 +297,7 @@ def grant_page(grant_id: str):
         detail = queries.grant_detail(session, grant_id)
         welcome = welcome_of(session, grant_id)
     if detail is None:
-        abort(404, description=translate("grants.error.not_found", id=grant_id[:40]))
+        abort(404, description=gettext("There is no grant {id}.", id=grant_id[:40]))
     return render_template("grant_detail.html", grant=detail.grant, attempts=detail.attempts, events=detail.events,
                            fmt=_display(runtime), can_retry=detail.grant.status in RETRYABLE,
                            can_cancel=detail.grant.status in CANCELLABLE, list_url=url_for(".grant_list"),
@@ -306,7 +307,7 @@ def grant_page(grant_id: str):
 
 def _rejection_text(exc: IntakeRejected, grant_id: str) -> str:
     if exc.code == "not_found":
-        return translate("grants.error.not_found", id=grant_id[:40])
+        return gettext("There is no grant {id}.", id=grant_id[:40])
     if exc.code in ("not_retryable", "not_cancellable"):
         current = _service().get(grant_id)
         state = Display.status(current.status) if current else "?"
@@ -355,11 +356,12 @@ def _welcome_act(grant_id: str, action: str):
             mark_welcome_delivered(runtime, grant_id, actor=admin.login)
     except WelcomeRefused as exc:
         if exc.code == "not_found":
-            flash(translate("grants.error.not_found", id=grant_id[:40]), "error")
+            flash(gettext("There is no grant {id}.", id=grant_id[:40]), "error")
             return redirect(url_for(".grant_list"))
         flash(str(_WELCOME_REFUSALS[exc.code]), "error")
     else:
-        flash(translate("grants.flash.welcome_resend") if action == "resend" else translate("grants.flash.welcome_delivered"), "ok")
+        flash(gettext("The welcome e-mail is queued: the worker sends it within a "
+                      "minute.") if action == "resend" else gettext("The welcome e-mail is marked as delivered."), "ok")
     return redirect(url_for(".grant_page", grant_id=grant_id))
 
 

@@ -18,7 +18,7 @@ from sidecar.domain.letter_outcomes import DEFAULT_WINDOW, WINDOW_CHOICES
 from sidecar.memberlux.reader import Level
 from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import login_required
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import gettext, pgettext
 from sidecar.web.svg_charts import line_chart, stacked_bar_chart
 
 blueprint = Blueprint("dashboard", __name__)
@@ -36,45 +36,47 @@ def parse_params(args: Mapping[str, str], levels: list[Level]) -> tuple[int, Lev
         if _ID.fullmatch(raw_window) and int(raw_window) in WINDOW_CHOICES:
             window = int(raw_window)
         else:
-            problems.append(translate("dashboard.error.window", value=raw_window[:20],
+            problems.append(gettext("Outcome window {value}: choose one of {choices} days; showing 14.", value=raw_window[:20],
                                       choices=", ".join(map(str, WINDOW_CHOICES))))
     level = None
     raw_level = (args.get("level") or "").strip()
     if raw_level:
         by_id = {lv.term_id: lv for lv in levels}
         if not _ID.fullmatch(raw_level):
-            problems.append(translate("dashboard.error.level_id", value=raw_level[:20]))
+            problems.append(gettext("Level {value}: not a level id; showing all levels.", value=raw_level[:20]))
         elif int(raw_level) not in by_id:
-            problems.append(translate("dashboard.error.no_level", value=raw_level))
+            problems.append(gettext("There is no level {value} on the site; showing all levels.", value=raw_level))
         else:
             level = by_id[int(raw_level)]
     return window, level, problems
 
 
 def outcome_names() -> dict[str, str]:
-    return {"succeeded": translate("dashboard.outcome.succeeded"), "failed": translate("dashboard.outcome.failed"),
-            "open": translate("dashboard.outcome.open"), "other": translate("dashboard.outcome.other")}
+    return {"succeeded": pgettext("dashboard.outcome", "succeeded"), "failed": pgettext("grants.status.failed", "failed"),
+            "open": pgettext("dashboard.outcome", "in progress"), "other": gettext("other")}
 
 
 def channel_name(channel: str) -> str:
-    names = {"legacy": translate("grants.channel.legacy"), "api": translate("grants.channel.api"),
-             "amocrm": translate("grants.channel.amocrm"), "program": translate("grants.channel.program")}
+    names = {"legacy": gettext("legacy bridge"), "api": gettext("API call"),
+             "amocrm": gettext("amoCRM webhook"), "program": gettext("program")}
     return names.get(channel, channel)
 
 
 def _charts(board: service.Dashboard) -> tuple[Markup, Markup]:
     trend = line_chart(board.trend, board.trend_since, board.today,
-                       caption=translate("dashboard.trend.caption", days=service.TREND_DAYS),
-                       label=translate("dashboard.trend.label"),
-                       point_title=translate("dashboard.trend.point"), empty=translate("dashboard.trend.empty"))
+                       caption=gettext("Sleepers per day over the last {days} days, from the counts recorded by the refreshes (days "
+                                       "without a refresh have no point).", days=service.TREND_DAYS),
+                       label=gettext("Sleepers per day"),
+                       point_title=gettext("{day}: {value} sleepers"), empty=gettext("No refresh has recorded a count in this period yet."))
     days = [board.grants_since + timedelta(days=i) for i in range((board.today - board.grants_since).days + 1)]
     per_day: dict = {}
     for g in board.grants:
         per_day[(g.day, g.outcome)] = per_day.get((g.day, g.outcome), 0) + g.grants
     grants = stacked_bar_chart(days, queries.OUTCOMES, per_day, names=outcome_names(),
-                               caption=translate("dashboard.grants.caption", days=service.GRANT_DAYS),
-                               label=translate("dashboard.grants.label"),
-                               bar_title=translate("dashboard.grants.bar"), empty=translate("dashboard.grants.empty"))
+                               caption=gettext("Grants received per day over the last {days} days (UTC day of the request), stacked by "
+                                               "outcome.", days=service.GRANT_DAYS),
+                               label=gettext("Grants per day by outcome"),
+                               bar_title=gettext("{day}: {name} — {value}"), empty=gettext("No grant was received in this period."))
     return trend, grants
 
 

@@ -5,26 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sidecar.domain.reminder_chain import COMPLETE, FAILED, MONITORING_OFF, NOT_APPROVED, UNKNOWN, ChainStatus
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import gettext
 
 __all__ = ["chain_text", "stop_text"]
 
 _STOPS: dict[str, Callable[[], str]] = {
-    MONITORING_OFF: lambda: translate("sleepers.chain.monitoring_off"),
-    NOT_APPROVED: lambda: translate("sleepers.chain.not_approved"),
-    COMPLETE: lambda: translate("sleepers.chain.complete"),
-    FAILED: lambda: translate("sleepers.chain.failed"),
-    UNKNOWN: lambda: translate("sleepers.chain.unknown"),
-    "too_late": lambda: translate("reminders.reason.too_late"),
-    "renewed": lambda: translate("reminders.reason.renewed"),
-    "certificate": lambda: translate("reminders.reason.certificate"),
-    "blocked": lambda: translate("reminders.reason.blocked"),
-    "unsubscribed": lambda: translate("reminders.reason.unsubscribed"),
-    "memberlux_unsubscribed": lambda: translate("reminders.reason.memberlux_unsubscribed"),
-    "letter_off": lambda: translate("reminders.reason.letter_off"),
-    "no_email": lambda: translate("reminders.reason.no_email"),
-    "not_sleeper": lambda: translate("reminders.reason.not_sleeper"),
-    "user_deleted": lambda: translate("reminders.reason.user_deleted"),
+    MONITORING_OFF: lambda: gettext("reminders are off for the level"),
+    NOT_APPROVED: lambda: gettext("the level's reminders await approval"),
+    COMPLETE: lambda: gettext("every letter was sent"),
+    FAILED: lambda: gettext("the last letter failed"),
+    UNKNOWN: lambda: gettext("the last letter's outcome is unknown"),
+    "too_late": lambda: gettext("too late: due more days ago than the catch-up limit"),
+    "renewed": lambda: gettext("access renewed"),
+    "certificate": lambda: gettext("a manual certificate was issued"),
+    "blocked": lambda: gettext("account blocked in MemberLux"),
+    "unsubscribed": lambda: gettext("the learner unsubscribed"),
+    "memberlux_unsubscribed": lambda: gettext("the learner unsubscribed from MemberLux's letters"),
+    "letter_off": lambda: gettext("the letter was emptied"),
+    "no_email": lambda: gettext("no usable e-mail address"),
+    "not_sleeper": lambda: gettext("no longer a sleeper"),
+    "user_deleted": lambda: gettext("the user was deleted"),
 }
 
 
@@ -40,12 +40,12 @@ def chain_text(chain: ChainStatus | None) -> dict[str, str]:
         return {}
     parts: dict[str, str] = {}
     if chain.last_step is not None:
-        parts["last"] = translate("sleepers.chain.last", step=chain.last_step,
+        parts["last"] = gettext("Letter {step} sent {day}", step=chain.last_step,
                                   day=chain.last_sent_on.isoformat() if chain.last_sent_on else "—")
     if chain.next_step is not None and chain.next_due is not None:
-        parts["next"] = translate("sleepers.chain.next", step=chain.next_step, day=chain.next_due.isoformat())
+        parts["next"] = gettext("Next: letter {step} on {day}", step=chain.next_step, day=chain.next_due.isoformat())
     if chain.stopped is not None:
-        parts["stopped"] = translate("sleepers.chain.stopped", reason=stop_text(chain.stopped))
+        parts["stopped"] = gettext("Stopped: {reason}", reason=stop_text(chain.stopped))
     elif chain.last_step is None and chain.next_step is None:
-        parts["stopped"] = translate("sleepers.chain.none")
+        parts["stopped"] = gettext("No letter")
     return parts

@@ -9,15 +9,15 @@ from datetime import date, timedelta
 from markupsafe import Markup, escape
 
 from sidecar.monitor.service import KeyFact, TrendPoint
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import gettext, pgettext
 
 TREND_WEEKS = 12
 
 
 def _point_title(day: date, count: int, reconstructed: bool) -> str:
     if reconstructed:
-        return translate("sleepers.trend.point_reconstructed", day=day.isoformat(), count=count)
-    return translate("sleepers.trend.point", day=day.isoformat(), count=count)
+        return gettext("{day}: {count} (reconstructed from key dates)", day=day.isoformat(), count=count)
+    return gettext("{day}: {count}", day=day.isoformat(), count=count)
 
 
 def sparkline(points: Sequence[tuple[date, int] | TrendPoint], today: date, weeks: int = TREND_WEEKS,
@@ -48,7 +48,8 @@ def sparkline(points: Sequence[tuple[date, int] | TrendPoint], today: date, week
         return round(base - plot_h * count / top, 1)
 
     last = marked[-1]
-    label = translate("monitor.trend.label", weeks=weeks, low=min(p.sleepers for p in marked), high=top,
+    label = gettext("Sleepers over {weeks} weeks: from {low} to {high}; {last} on "
+                    "{day}", weeks=weeks, low=min(p.sleepers for p in marked), high=top,
                       last=last.sleepers, day=last.day.isoformat())
     parts = [f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'role="img" aria-label="{escape(label)}"><title>{escape(label)}</title>',
@@ -93,16 +94,16 @@ def key_timeline(keys: Sequence[KeyFact], day: date, width: int = 640, bar: int 
         return round(gutter + (width - 2 * gutter) * (value - first).days / span, 1)
 
     parts = [f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="{escape(translate("monitor.user.timeline"))}">']
+             f'aria-label="{escape(gettext("Key periods on a time line; the vertical line is the evaluation day"))}">']
     for i, key in enumerate(drawn):
         top = gutter + i * (bar + 4)
         start = x(key.date_start)  # type: ignore[arg-type]
         end = width - gutter if key.unlimited or key.date_end is None else x(key.date_end)
         kind = ("banned" if key.banned else "unlimited" if key.unlimited else "basket" if key.basket
                 else "ignored" if not key.counts else "active" if key.active_on_day else "past")
-        tip = translate("monitor.user.bar", id=key.key_id, start=key.date_start.isoformat(),  # type: ignore[union-attr]
+        tip = gettext("Key {id}: {start} — {end}", id=key.key_id, start=key.date_start.isoformat(),  # type: ignore[union-attr]
                         end=key.date_end.isoformat() if key.date_end and not key.unlimited
-                        else translate("monitor.key.unlimited"))
+                        else pgettext("monitor.key", "unlimited"))
         parts.append(f'<rect class="bar bar-{kind}" x="{start}" y="{top}" width="{max(end - start, 2)}" '
                      f'height="{bar}" rx="2"><title>{escape(tip)}</title></rect>')
     axis = height - 12

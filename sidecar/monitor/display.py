@@ -10,63 +10,71 @@ from sidecar.bootstrap import Runtime
 from sidecar.memberlux.reader import Level
 from sidecar.monitor.service import Explanation
 from sidecar.status import site_timezone
-from sidecar.web.i18n import lazy_translate, translate
+from sidecar.web.i18n import lazy_gettext, lazy_pgettext, gettext, pgettext
 from sidecar.web.pages import label
 
 
 # The classifier stores its reason in English (sidecar.domain.certificates); the page shows it translated.
 _CERT_REASONS = {
-    "level issues certificates by hand": lazy_translate("monitor.cert.reason.level_manual"),
-    "issue or insert date missing: not written by auto issue": lazy_translate("monitor.cert.reason.missing_dates"),
-    "issue date chosen differs from the insert date": lazy_translate("monitor.cert.reason.date_differs"),
-    "no activation of this level by the user that day": lazy_translate("monitor.cert.reason.no_activation"),
-    "issued with a key activation on an auto level": lazy_translate("monitor.cert.reason.auto"),
+    "level issues certificates by hand": lazy_gettext("The level issues certificates by hand."),
+    "issue or insert date missing: not written by auto issue": lazy_gettext("Issue or insert date missing: "
+                                                                            "not written by automatic issue."),
+    "issue date chosen differs from the insert date": lazy_gettext("The issue date was chosen by hand (differs from the insert date)."),
+    "no activation of this level by the user that day": lazy_gettext("No key of this level was activated by the user that day."),
+    "issued with a key activation on an auto level": lazy_gettext("Issued with a key activation on a level with automatic certificates."),
 }
 # Likewise the service's note on a key row that does not count (sidecar.monitor.service._key_facts).
 _KEY_NOTES = {
-    "never activated": lazy_translate("monitor.key.note.new"),
-    "banned (revoked by an administrator)": lazy_translate("monitor.key.note.banned"),
-    "in the basket, which the access policy excludes": lazy_translate("monitor.key.note.basket"),
-    "start or end date missing (zero date)": lazy_translate("monitor.key.note.zero_date"),
+    "never activated": lazy_pgettext("monitor.key.note", "never activated"),
+    "banned (revoked by an administrator)": lazy_gettext("banned (revoked by an administrator)"),
+    "in the basket, which the access policy excludes": lazy_gettext("in the basket, which the access policy excludes"),
+    "start or end date missing (zero date)": lazy_gettext("start or end date missing (zero date)"),
 }
 
 # A verdict's short name (the badge on a learner's page) and the sentence that explains it.
 VERDICTS = {
-    "sleeper": lazy_translate("monitor.verdict.sleeper"),
-    "active": lazy_translate("monitor.verdict.active"),
-    "renewed": lazy_translate("monitor.verdict.renewed"),
-    "unlimited": lazy_translate("monitor.verdict.unlimited"),
-    "ancestor_active": lazy_translate("monitor.verdict.ancestor_active"),
-    "manual_certificate": lazy_translate("monitor.verdict.manual_certificate"),
-    "outside_window": lazy_translate("monitor.verdict.outside_window"),
-    "never_activated": lazy_translate("monitor.verdict.never_activated"),
-    "banned_only": lazy_translate("monitor.verdict.banned_only"),
-    "no_usable_rows": lazy_translate("monitor.verdict.no_usable_rows"),
-    "user_deleted": lazy_translate("monitor.verdict.user_deleted"),
+    "sleeper": lazy_gettext("sleeper"),
+    "active": lazy_pgettext("monitor.verdict", "active"),
+    "renewed": lazy_gettext("renewed ahead"),
+    "unlimited": lazy_pgettext("grants.term.unlimited", "unlimited"),
+    "ancestor_active": lazy_gettext("open via parent level"),
+    "manual_certificate": lazy_gettext("certified"),
+    "outside_window": lazy_gettext("outside the window"),
+    "never_activated": lazy_pgettext("monitor.verdict", "never activated"),
+    "banned_only": lazy_gettext("revoked"),
+    "no_usable_rows": lazy_gettext("no usable keys"),
+    "user_deleted": lazy_gettext("user deleted"),
 }
 _VERDICT_SENTENCES = {
-    "sleeper": lazy_translate("monitor.reason.sleeper"),
-    "active": lazy_translate("monitor.reason.active"),
-    "renewed": lazy_translate("monitor.reason.renewed"),
-    "unlimited": lazy_translate("monitor.reason.unlimited"),
-    "ancestor_active": lazy_translate("monitor.reason.ancestor_active"),
-    "manual_certificate": lazy_translate("monitor.reason.manual_certificate"),
-    "outside_window": lazy_translate("monitor.reason.outside_window"),
-    "never_activated": lazy_translate("monitor.reason.never_activated"),
-    "banned_only": lazy_translate("monitor.reason.banned_only"),
-    "no_usable_rows": lazy_translate("monitor.reason.no_usable_rows"),
-    "user_deleted": lazy_translate("monitor.reason.user_deleted"),
+    "sleeper": lazy_gettext("Sleeper: access ended on {x} ({days} days ago) and nothing renews or replaces it."),
+    "active": lazy_gettext("Active: a key opens the level on {day}; access runs until {x}."),
+    "renewed": lazy_gettext("Not a sleeper: no access on {day}, but a key paid ahead runs until {x}."),
+    "unlimited": lazy_gettext("Not a sleeper: the learner holds an unlimited key for this level."),
+    "ancestor_active": lazy_gettext("Not a sleeper: access to this level ended on {x}, but a key of a parent level opens it on {day}."),
+    "manual_certificate": lazy_gettext("Not a sleeper: access ended on {x}, but the learner holds a manual certificate for this level."),
+    "outside_window": lazy_gettext("Access ended on {x}, outside the chosen window."),
+    "never_activated": lazy_gettext("Not a sleeper: the learner never activated a key of this level."),
+    "banned_only": lazy_gettext("Not a sleeper: every key of this level was banned (access revoked, not expired)."),
+    "no_usable_rows": lazy_gettext("Not a sleeper: no key of this level counts (zero dates, or basket keys excluded)."),
+    "user_deleted": lazy_pgettext("monitor.reason", "The user no longer exists."),
 }
 # Why a learner is listed by only one of the old report and the sidecar (sidecar.monitor.legacy_compare).
 LEGACY_REASONS = {
-    "auto_certificate": lazy_translate("legacy.reason.auto_certificate"),
-    "window_in_future": lazy_translate("legacy.reason.window_in_future"),
-    "ancestor_active": lazy_translate("legacy.reason.ancestor_active"),
-    "wp_user_status": lazy_translate("legacy.reason.wp_user_status"),
-    "keys_not_counted": lazy_translate("legacy.reason.keys_not_counted"),
-    "site_day_window": lazy_translate("legacy.reason.site_day_window"),
-    "certificates_out_of_sync": lazy_translate("legacy.reason.certificates_out_of_sync"),
-    "unexplained": lazy_translate("legacy.reason.unexplained"),
+    "auto_certificate": lazy_gettext("Only in the sidecar's: every certificate of the learner for this level is automatic (issued on "
+                                     "activation); the old query let any certificate end a sleep."),
+    "window_in_future": lazy_gettext("Only in the old report: access has not ended on the day evaluated; the old window reached past "
+                                     "today, and the old query never compares with today."),
+    "ancestor_active": lazy_gettext("Only in the old report: a key of a parent level opens this level; the old query ignores the level "
+                                    "hierarchy."),
+    "wp_user_status": lazy_gettext("Only in the sidecar's: the WordPress account's user_status is not 0 (a network's spam mark), which the "
+                                   "old query filters out."),
+    "keys_not_counted": lazy_gettext("The old query counts keys the rule ignores (never activated, without a start date, basket keys while "
+                                     "they are excluded), so its last end date differs."),
+    "site_day_window": lazy_gettext("The window was left to default: the old report's today is the site's local day, the sidecar's the UTC "
+                                    "day."),
+    "certificates_out_of_sync": lazy_gettext("The sidecar's copy of the certificates is behind the site (a certificate issued or deleted "
+                                             "since the last sync); `mlsidecar sleepers refresh` synchronises it."),
+    "unexplained": lazy_gettext("No known reason: compare again; if it stays, report it."),
 }
 
 
@@ -89,7 +97,7 @@ class Display:
         if term_id is None:
             return "—"
         name = self.names.get(term_id)
-        return name if name else translate("monitor.level_missing", id=term_id)
+        return name if name else pgettext("grants.level_missing", "level #{id} (not on the site)", id=term_id)
 
     @staticmethod
     def day(value: date | None) -> str:
@@ -97,7 +105,7 @@ class Display:
 
     @staticmethod
     def yes_no(value: bool) -> str:
-        return translate("monitor.yes") if value else translate("monitor.no")
+        return gettext("yes") if value else gettext("no")
 
     @staticmethod
     def key_note(text: str) -> str:
@@ -168,7 +176,7 @@ def verdict_sentence(explanation: Explanation) -> str:
         days=verdict.days_since_expiry(explanation.day) if verdict.expired_on else "—",
     )
     if verdict.blocked:
-        text += " " + translate("monitor.reason.blocked")
+        text += " " + gettext("The account is blocked in MemberLux: listed with a flag and never mailed.")
     return text
 
 

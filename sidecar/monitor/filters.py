@@ -18,7 +18,7 @@ from flask import url_for
 
 from sidecar.domain.ids import is_id
 from sidecar.monitor.service import SORTS, SleeperQuery
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import gettext
 from sidecar.web.pages import query_day
 
 PER_PAGE = 20             # the legacy report's page size
@@ -45,17 +45,25 @@ class Problem:
 
 
 _MESSAGES = {
-    "bad_date": lambda lang, f, v: translate("monitor.error.bad_date", lang, field=f, value=v),
-    "bad_level": lambda lang, f, v: translate("monitor.error.bad_level", lang, field=f, value=v),
-    "unknown_level": lambda lang, f, v: translate("monitor.error.unknown_level", lang, field=f, value=v),
-    "bad_range": lambda lang, f, v: translate("monitor.error.bad_range", lang, field=f, value=v),
-    "too_long": lambda lang, f, v: translate("monitor.error.too_long", lang, field=f, value=v),
-    "bad_sort": lambda lang, f, v: translate("monitor.error.bad_sort", lang, field=f, value=v),
-    "bad_flag": lambda lang, f, v: translate("monitor.error.bad_flag", lang, field=f, value=v),
-    "bad_limit": lambda lang, f, v: translate("monitor.error.bad_limit", lang, field=f, value=v),
-    "bad_within": lambda lang, f, v: translate("sleepers.error.bad_within", lang, field=f, value=v),
-    "two_cursors": lambda lang, f, v: translate("sleepers.error.two_cursors", lang, field=f),
-    "bad_cursor": lambda lang, f, v: translate("monitor.error.bad_cursor", lang, field=f, value=v),
+    "bad_date": lambda lang, f, v: gettext("{field}: not a date: {value} (use YYYY-MM-DD); "
+                                           "the filter was ignored.", lang, field=f, value=v),
+    "bad_level": lambda lang, f, v: gettext("{field}: not a level id: {value}; the filter was ignored.", lang, field=f, value=v),
+    "unknown_level": lambda lang, f, v: gettext("{field}: there is no level {value} on the site; "
+                                                "the filter was ignored.", lang, field=f, value=v),
+    "bad_range": lambda lang, f, v: gettext("{field}: the window ends ({value}) before it starts; "
+                                            "the end was ignored.", lang, field=f, value=v),
+    "too_long": lambda lang, f, v: gettext("{field}: the search text is longer than {value} "
+                                           "characters and was cut.", lang, field=f, value=v),
+    "bad_sort": lambda lang, f, v: gettext("{field}: cannot sort by {value} (use expired_on, "
+                                           "days_since, name, email or level).", lang, field=f, value=v),
+    "bad_flag": lambda lang, f, v: gettext("{field}: expected 1 or 0, got {value}.", lang, field=f, value=v),
+    "bad_limit": lambda lang, f, v: gettext("{field}: page size {value} is out of range; the default was used.", lang, field=f, value=v),
+    "bad_within": lambda lang, f, v: gettext("{field}: expected 7, 30 or 90 days, got {value}; "
+                                             "the filter was ignored.", lang, field=f, value=v),
+    "two_cursors": lambda lang, f, v: gettext("{field}: a link names both the next and the previous "
+                                              "page; the next page was shown.", lang, field=f),
+    "bad_cursor": lambda lang, f, v: gettext("The page link is not valid (or was made for another "
+                                             "order); showing the first page.", lang, field=f, value=v),
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sidecar.monitor.filters import TRUE_WORDS
 from sidecar.monitor.settings import LETTERS, Letter, LevelSettings
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import gettext
 
 
 def settings_fields(settings: LevelSettings) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def parse_settings_form(term_id: int, form: Mapping[str, str]) -> tuple[LevelSet
         try:
             return int(text)
         except ValueError:
-            errors[name] = translate("monitor.settings.error.not_a_number")
+            errors[name] = gettext("Enter a whole number of days or leave the field empty.")
             return None
 
     def text(name: str) -> str:

@@ -53,7 +53,7 @@ from sidecar.web.api import api_error as _api_error
 from sidecar.web.api import matching_name
 from sidecar.web.auth import csrf_exempt, current_admin, login_required
 from sidecar.web.pages import actor
-from sidecar.web.i18n import current_language, translate
+from sidecar.web.i18n import current_language, gettext
 from sidecar.web.messages import say
 
 log = logging.getLogger(__name__)
@@ -151,12 +151,13 @@ def refresh():
         CertificateClassifier(runtime).sync()
         report = refresher.refresh_level(term_id)
         seconds = time.monotonic() - started
-        flash(translate("monitor.flash.level", name=names[term_id], seconds=Display.seconds(seconds),
+        flash(gettext("Level «{name}» refreshed in {seconds} s: {count} sleepers.", name=names[term_id], seconds=Display.seconds(seconds),
                         count=report.sleepers), "ok")
     else:
         reports = refresher.refresh_all()
         seconds = time.monotonic() - started
-        flash(translate("monitor.flash.all", levels=len(reports), seconds=Display.seconds(seconds),
+        flash(gettext("{levels} levels refreshed in {seconds} s: {count} sleepers in "
+                      "total.", levels=len(reports), seconds=Display.seconds(seconds),
                         count=sum(r.sleepers for r in reports)), "ok")
     log.info("sleepers refreshed by %s (%s) in %.2f s", admin.login if admin else "?", raw or "all levels", seconds)
     return redirect(url_for(".overview"))
@@ -248,7 +249,7 @@ def user_page(user_id: int):
     service = _service()
     user = runtime.reader.user(user_id)
     if user is None:
-        abort(404, description=translate("monitor.error.no_user", id=user_id))
+        abort(404, description=gettext("There is no WordPress user {id}.", id=user_id))
     display = display_for(runtime)
     term_ids = list(dict.fromkeys(row.term_id for row in runtime.reader.key_rows(user_id) if row.term_id))
     sections = []
@@ -279,7 +280,7 @@ def _variables(variables: Mapping[str, tuple[str, str]]) -> list[tuple[str, str]
 def _level_or_404(term_id: int) -> Level:
     level = next((lv for lv in _runtime().reader.levels() if lv.term_id == term_id), None)
     if level is None:
-        abort(404, description=translate("monitor.settings.no_level", id=term_id))
+        abort(404, description=gettext("There is no level {id} on the site.", id=term_id))
     return level
 
 
@@ -332,7 +333,7 @@ def save_level_settings(term_id: int):
             errors = {name: say(message) for name, message in exc.errors.items()}
     if errors:
         return _render_settings(level, service, values=raw, errors=errors, status=422)
-    flash(translate("monitor.settings.saved", name=level.name), "ok")
+    flash(gettext("Settings of «{name}» saved.", name=level.name), "ok")
     return redirect(url_for(".level_settings", term_id=term_id))
 
 
@@ -341,7 +342,7 @@ def save_level_settings(term_id: int):
 def reset_level_settings(term_id: int):
     level = _level_or_404(term_id)
     MonitorSettings(_runtime()).reset(term_id, actor=actor())
-    flash(translate("monitor.settings.reset_done", name=level.name), "ok")
+    flash(gettext("«{name}» follows the WordPress values again.", name=level.name), "ok")
     return redirect(url_for(".level_settings", term_id=term_id))
 
 
@@ -455,18 +456,18 @@ def _legacy_params(args: Mapping[str, str], known: set[int]) -> tuple[dict[str, 
     raw = (args.get("level") or "").strip()
     level = None
     if not raw:
-        problems.append(translate("legacy.error.no_level"))
+        problems.append(gettext("Choose a level."))
     elif not (raw.isascii() and raw.isdecimal() and len(raw) <= 19):
-        problems.append(translate("legacy.error.bad_level", value=raw[:40]))
+        problems.append(gettext("{value} is not a level id.", value=raw[:40]))
     elif int(raw) not in known:
-        problems.append(translate("legacy.error.unknown_level", value=raw))
+        problems.append(gettext("There is no level {value} on the site.", value=raw))
     else:
         level = int(raw)
     days: dict[str, Any] = {}
     for name in ("from", "to", "date"):
         days[name], unusable = query_day(args, name)
         if unusable is not None:
-            problems.append(translate("legacy.error.bad_date", field=name, value=unusable))
+            problems.append(gettext("{field}: not a date: {value} (use YYYY-MM-DD).", field=name, value=unusable))
     return {"level": level, **days}, problems
 
 
@@ -495,12 +496,14 @@ def _legacy_failure(exc: Exception, level: int) -> str:
     )
 
     if isinstance(exc, Busy):
-        return translate("legacy.busy")
+        return gettext("Another comparison is running; try again in a minute.")
     if isinstance(exc, LegacyQueryTimeout):
-        return translate("legacy.timeout", seconds=f"{PAGE_TIMEOUT_SECONDS:g}", level=level)
+        return gettext("The old report's query ran longer than {seconds} s and the database stopped it. Run `mlsidecar legacy compare "
+                       "--level {level}` on the server: it waits longer.", seconds=f"{PAGE_TIMEOUT_SECONDS:g}", level=level)
     if isinstance(exc, CompareInputError):
-        return translate("legacy.error.bad_window", start=exc.start.isoformat(), end=exc.end.isoformat())
-    return translate("legacy.failed", error=str(exc))
+        return gettext("The window ends on {end}, before it starts on {start} (an empty day "
+                       "is today).", start=exc.start.isoformat(), end=exc.end.isoformat())
+    return gettext("The old report's query fails on this site: {error}", error=str(exc))
 
 
 @blueprint.get("/monitor/legacy")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from sidecar.domain.programs import MAX_STEPS, UNITS, Counting, Step
 from sidecar.monitor.settings import EMAIL_PATTERN
 from sidecar.programs.catalog import ProgramDefinition
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import gettext
 
 START_ROWS = 3
 _URL = re.compile(r"^https?://[^/\s?#]+\S*$")
@@ -93,29 +93,29 @@ class ProgramForm:
         errors: dict[str, str] = {}
         for name, limit in LIMITS.items():
             if len(getattr(self, name)) > limit:
-                errors[name] = translate("programs.error.too_long", max=limit)
+                errors[name] = gettext("At most {max} characters.", max=limit)
         if self.counting not in {c.value for c in Counting}:
-            errors["counting"] = translate("programs.error.counting")
+            errors["counting"] = gettext("Choose which certificates count.")
         steps: list[Step] = []
         for n, row in enumerate((row for row in self.rows if not row.empty), start=1):
             term_id = duration = 0
             if not row.term_id:
-                errors[f"steps.{n}.term_id"] = translate("programs.error.choose_level")
+                errors[f"steps.{n}.term_id"] = gettext("Choose a level (or clear the row).")
             elif not row.term_id.isdecimal() or len(row.term_id) > 18:
-                errors[f"steps.{n}.term_id"] = translate("programs.error.bad_level", value=row.term_id[:40])
+                errors[f"steps.{n}.term_id"] = gettext("Not a level: «{value}».", value=row.term_id[:40])
             else:
                 term_id = int(row.term_id)
             if not row.duration.isdecimal() or len(row.duration) > 5:
-                errors[f"steps.{n}.duration"] = translate("programs.error.bad_duration", value=row.duration[:40])
+                errors[f"steps.{n}.duration"] = gettext("Enter a positive whole number (got «{value}»).", value=row.duration[:40])
             else:
                 duration = int(row.duration)
             if row.units not in UNITS:
-                errors[f"steps.{n}.units"] = translate("programs.error.bad_units")
+                errors[f"steps.{n}.units"] = gettext("Choose days or months.")
             steps.append(Step(term_id, duration, row.units))
         if self.notify_email and not EMAIL_PATTERN.match(self.notify_email):
-            errors["notify_email"] = translate("programs.error.bad_email", value=self.notify_email[:100])
+            errors["notify_email"] = gettext("Not an e-mail address: «{value}».", value=self.notify_email[:100])
         if self.webhook_url and not _URL.match(self.webhook_url):
-            errors["webhook_url"] = translate("programs.error.bad_url")
+            errors["webhook_url"] = gettext("Enter an http:// or https:// address.")
         if errors:
             return None, errors
         return ProgramDefinition(

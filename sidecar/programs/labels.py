@@ -11,62 +11,62 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sidecar.domain.messages import from_dict
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import gettext, pgettext
 from sidecar.web.messages import Names, say
 
 Text = Callable[[], str]
 
 _LABELS: dict[str, dict[str, Text]] = {
     "status": {
-        "active": lambda: translate("programs.status.active"),
-        "archived": lambda: translate("programs.status.archived"),
+        "active": lambda: pgettext("programs.status", "active"),
+        "archived": lambda: gettext("archived"),
     },
     "learner_status": {
-        "active": lambda: translate("programs.learner_status.active"),
-        "completed": lambda: translate("programs.learner_status.completed"),
-        "withdrawn": lambda: translate("programs.learner_status.withdrawn"),
+        "active": lambda: pgettext("programs.learner_status", "in progress"),
+        "completed": lambda: gettext("completed"),
+        "withdrawn": lambda: gettext("withdrawn"),
     },
     "source": {
-        "ui": lambda: translate("programs.source.ui"),
-        "cli": lambda: translate("programs.source.cli"),
-        "api": lambda: translate("programs.source.api"),
-        "legacy": lambda: translate("programs.source.legacy"),
-        "first_level": lambda: translate("programs.source.first_level"),
-        "toml": lambda: translate("programs.source.toml"),
+        "ui": lambda: gettext("administrator"),
+        "cli": lambda: gettext("command line"),
+        "api": lambda: gettext("API"),
+        "legacy": lambda: gettext("legacy import"),
+        "first_level": lambda: gettext("activation of step 1"),
+        "toml": lambda: gettext("file import"),
     },
     "kind": {
-        "enrolled": lambda: translate("programs.kind.enrolled"),
-        "step_granted": lambda: translate("programs.kind.step_granted"),
-        "completed": lambda: translate("programs.kind.completed"),
-        "ignored": lambda: translate("programs.kind.ignored"),
-        "withdrawn": lambda: translate("programs.kind.withdrawn"),
-        "imported": lambda: translate("programs.kind.imported"),
+        "enrolled": lambda: gettext("enrolled"),
+        "step_granted": lambda: gettext("step granted"),
+        "completed": lambda: gettext("completed"),
+        "ignored": lambda: gettext("certificate ignored"),
+        "withdrawn": lambda: gettext("withdrawn"),
+        "imported": lambda: gettext("imported"),
     },
     "reason": {
-        "enrolment_not_active": lambda: translate("programs.reason.enrolment_not_active"),
-        "other_level": lambda: translate("programs.reason.other_level"),
-        "auto_certificate": lambda: translate("programs.reason.auto_certificate"),
-        "certificate_deleted": lambda: translate("programs.reason.certificate_deleted"),
-        "issued_before_step": lambda: translate("programs.reason.issued_before_step"),
-        "user_deleted": lambda: translate("programs.reason.user_deleted"),
+        "enrolment_not_active": lambda: gettext("the enrolment was not in progress"),
+        "other_level": lambda: gettext("the certificate is for another level than the learner's current step"),
+        "auto_certificate": lambda: gettext("an automatic certificate; this program counts certificates issued by hand only"),
+        "certificate_deleted": lambda: gettext("the certificate was deleted"),
+        "issued_before_step": lambda: gettext("the certificate was issued before the learner reached this step"),
+        "user_deleted": lambda: gettext("the user no longer exists"),
     },
 }
 
 _FIELDS: dict[str, Text] = {
-    "name": lambda: translate("programs.field.name"),
-    "steps": lambda: translate("programs.field.steps"),
-    "counting": lambda: translate("programs.field.counting"),
+    "name": lambda: pgettext("programs.form.name", "Name"),
+    "steps": lambda: gettext("Steps"),
+    "counting": lambda: gettext("Counting"),
 }
 _STEP_FIELDS: dict[str, Callable[[int], str]] = {
-    "term_id": lambda n: translate("programs.field.step_term_id", n=n),
-    "duration": lambda n: translate("programs.field.step_duration", n=n),
-    "units": lambda n: translate("programs.field.step_units", n=n),
+    "term_id": lambda n: gettext("Step {n}: level", n=n),
+    "duration": lambda n: gettext("Step {n}: duration", n=n),
+    "units": lambda n: gettext("Step {n}: units", n=n),
 }
 
 _TERMS: dict[str, Callable[[int], str]] = {
-    "days": lambda n: translate("programs.term.days", n=n),
-    "months": lambda n: translate("programs.term.months", n=n),
-    "years": lambda n: translate("programs.term.years", n=n),
+    "days": lambda n: gettext("{n} days", n=n),
+    "months": lambda n: gettext("{n} months", n=n),
+    "years": lambda n: gettext("{n} years", n=n),
 }
 
 
@@ -79,7 +79,7 @@ def term(duration: int, units: str) -> str:
 def level_label(names: Mapping[int, str]) -> Callable[[int], str]:
     def label(term_id: int) -> str:
         name = names.get(term_id)
-        return f"«{name}» (#{term_id})" if name else translate("programs.level_missing", id=term_id)
+        return f"«{name}» (#{term_id})" if name else pgettext("programs", "level #{id} (not on the site)", id=term_id)
     return label
 
 
@@ -112,20 +112,20 @@ def event_detail(kind: str, detail: Mapping[str, Any], names: Names) -> str:
     """A timeline event's detail as a sentence."""
     level = names.level_label
     if kind == "enrolled":
-        return translate("programs.event.enrolled", source=label("source", detail.get("source")),
+        return gettext("By: {source} ({actor})", source=label("source", detail.get("source")),
                          actor=detail.get("actor") or "—")
     if kind == "step_granted":
-        return translate("programs.event.step_granted", passed=level(int(detail.get("completed_level") or 0)),
+        return gettext("Passed {passed}; granted {granted}", passed=level(int(detail.get("completed_level") or 0)),
                          granted=level(int(detail.get("granted_level") or 0)))
     if kind == "completed":
-        return translate("programs.event.completed", passed=level(int(detail.get("completed_level") or 0)))
+        return gettext("Passed {passed}: program completed", passed=level(int(detail.get("completed_level") or 0)))
     if kind == "ignored":
         return label("reason", detail.get("reason"))
     if kind == "withdrawn":
-        return translate("programs.event.withdrawn", actor=detail.get("actor") or "—")
+        return gettext("Withdrawn by {actor}", actor=detail.get("actor") or "—")
     if kind == "imported":
         evidence = _evidence(detail, names) or "—"
         if detail.get("completed"):
-            return translate("programs.event.imported_completed", evidence=evidence)
-        return translate("programs.event.imported", evidence=evidence)
+            return gettext("Imported from the legacy plugin as completed. Evidence: {evidence}", evidence=evidence)
+        return gettext("Imported from the legacy plugin. Evidence: {evidence}", evidence=evidence)
     return ", ".join(f"{k}: {v}" for k, v in detail.items()) or "—"

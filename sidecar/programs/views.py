@@ -31,7 +31,7 @@ from sidecar.programs.progression import EnrolmentRefused, Progression
 from sidecar.status import site_timezone
 from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import login_required, safe_next
-from sidecar.web.i18n import lazy_translate, translate
+from sidecar.web.i18n import lazy_gettext, gettext, pgettext
 from sidecar.web.messages import say
 from sidecar.web.pages import actor
 from sidecar.webhooks.ssrf import DestinationRefused, check_destination
@@ -60,8 +60,8 @@ _actor = actor  # the administrator's login for audit events
 
 # How a level issues certificates, next to its name in the form's level lists.
 _MODES = {
-    "auto": lazy_translate("programs.form.mode.auto"),
-    "employee": lazy_translate("programs.form.mode.employee"),
+    "auto": lazy_gettext("certificates: automatic"),
+    "employee": lazy_gettext("certificates: by hand"),
 }
 
 
@@ -109,7 +109,7 @@ def _program_or_404(runtime: Runtime, program_id: int) -> ProgramView:
     try:
         return ProgramCatalog(runtime).get(program_id)
     except LookupError:
-        abort(404, description=translate("programs.error.not_found", id=program_id))
+        abort(404, description=gettext("There is no program #{id}.", id=program_id))
 
 
 # --- the list ------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def _level_choices(runtime: Runtime) -> list[LevelChoice]:
     choices = []
     for level, depth in level_tree(reader.levels()):
         mode = level_mode(reader.level_meta(level.term_id))
-        hint = str(_MODES[mode]) if mode in _MODES else translate("programs.form.mode.none")
+        hint = str(_MODES[mode]) if mode in _MODES else gettext("no certificates")
         choices.append(LevelChoice(level.term_id, f"{'— ' * depth}{level.name} (#{level.term_id}, {hint})"))
     return choices
 
@@ -152,7 +152,7 @@ def _render_form(runtime: Runtime, form: ProgramForm, *, program: ProgramView | 
     choices = _level_choices(runtime)
     known = {c.term_id for c in choices}
     missing = sorted({int(r.term_id) for r in form.rows if r.term_id.isdecimal() and len(r.term_id) <= 18} - known)
-    choices += [LevelChoice(t, translate("programs.level_missing", id=t)) for t in missing]
+    choices += [LevelChoice(t, pgettext("programs", "level #{id} (not on the site)", id=t)) for t in missing]
     action = (url_for(".program_edit", program_id=program.id) if program else url_for(".program_new"))
     return render_template("programs_form.html", form=form, program=program, errors=errors or {},
                            warnings=warnings or [], levels=choices, units=UNITS, placeholders=PLACEHOLDERS,
@@ -178,7 +178,7 @@ def _warning_texts(runtime: Runtime, display: Display, view: ProgramView) -> lis
         except DestinationRefused as exc:
             # Not blocking: an imported program keeps its URL until someone changes it, and every
             # delivery is checked again (and refused) anyway.
-            warnings.append(translate("programs.warning.webhook_refused", detail=str(exc)))
+            warnings.append(gettext("Deliveries to the webhook URL will be refused: {detail}", detail=str(exc)))
     return warnings
 
 
@@ -207,7 +207,7 @@ def _save(runtime: Runtime, program: ProgramView | None):
         return _render_form(runtime, form, program=program, errors=errors, warnings=warnings, status_code=422)
     except LookupError:
         abort(404)
-    flash(translate("programs.flash.saved", name=view.definition.name), "ok")
+    flash(gettext("Program «{name}» saved.", name=view.definition.name), "ok")
     for warning in _warning_texts(runtime, display, view):
         flash(warning, "warn")
     return redirect(url_for(".program_page", program_id=view.id))
@@ -237,13 +237,13 @@ def program_edit(program_id: int):
 def program_set_status(program_id: int):
     wanted = request.form.get("status", "")
     if wanted not in ("active", "archived"):
-        abort(400, description=translate("programs.error.bad_status"))
+        abort(400, description=gettext("Unknown program status."))
     runtime = _runtime()
     try:
         ProgramCatalog(runtime).set_status(program_id, wanted, _actor())
     except LookupError:
-        abort(404, description=translate("programs.error.not_found", id=program_id))
-    flash(translate("programs.flash.active") if wanted == "active" else translate("programs.flash.archived"), "ok")
+        abort(404, description=gettext("There is no program #{id}.", id=program_id))
+    flash(gettext("The program is active again.") if wanted == "active" else gettext("The program is archived."), "ok")
     return redirect(url_for(".program_page", program_id=program_id))
 
 
@@ -255,7 +255,7 @@ def _int_arg(args: Mapping[str, str], name: str, low: int, high: int, problems: 
         return None
     if raw.isdecimal() and len(raw) <= 18 and low <= int(raw) <= high:
         return int(raw)
-    problems.append(translate("programs.error.bad_parameter", name=name, value=raw[:40]))
+    problems.append(gettext("Ignored the parameter {name}={value}: not a usable value.", name=name, value=raw[:40]))
     return None
 
 
@@ -270,7 +270,7 @@ def program_page(program_id: int):
     step = _int_arg(request.args, "step", 1, max(total_steps, 1), problems)
     wanted_status = (request.args.get("status") or "").strip()
     if wanted_status and wanted_status not in LEARNER_STATUSES:
-        problems.append(translate("programs.error.bad_parameter", name="status", value=wanted_status[:40]))
+        problems.append(gettext("Ignored the parameter {name}={value}: not a usable value.", name="status", value=wanted_status[:40]))
         wanted_status = ""
     after = _int_arg(request.args, "after", 1, 10**18, problems) or 0
     find = " ".join((request.args.get("find") or "").split())[:MAX_USER_TEXT]
@@ -316,7 +316,7 @@ def program_enrol(program_id: int):
     raw = request.form.get("user", "")
     ref = _user_ref(raw)
     if ref is None:
-        flash(translate("programs.error.user_ref", value=raw.strip()[:60]), "error")
+        flash(gettext("Enter a WordPress user ID, e-mail, login or name (got «{value}»).", value=raw.strip()[:60]), "error")
         return redirect(back)
     try:
         result = _progression().enrol(program_id, ref, source="ui", actor=_actor(),
@@ -325,18 +325,19 @@ def program_enrol(program_id: int):
         if isinstance(ref, str):   # not an id, e-mail or login: a name to look for; the page lists who matches
             return redirect(url_for(".program_page", program_id=program_id, find=ref,
                                     grant_first="1" if request.form.get("grant_first") else None) + "#enrol")
-        flash(translate("programs.error.unknown_user", value=str(ref)), "error")
+        flash(gettext("No WordPress user {value}.", value=str(ref)), "error")
     except EnrolmentRefused:
-        flash(translate("programs.error.archived"), "error")
+        flash(gettext("The program is archived: make it active before enrolling anyone."), "error")
     except IntakeRejected as exc:
-        flash(translate("programs.error.first_grant", detail=exc.message), "error")
+        flash(gettext("Not enrolled: step 1 cannot be granted. {detail}", detail=exc.message), "error")
     else:
         if not result.created:
-            flash(translate("programs.flash.already_enrolled", id=result.enrolment_id), "warn")
+            flash(gettext("Already enrolled (enrolment #{id}): nothing changed.", id=result.enrolment_id), "warn")
         elif result.grant_id:
-            flash(translate("programs.flash.enrolled_granted", id=result.enrolment_id, grant=result.grant_id), "ok")
+            flash(gettext("Enrolled (enrolment #{id}); step 1 is being granted (grant "
+                          "{grant}).", id=result.enrolment_id, grant=result.grant_id), "ok")
         else:
-            flash(translate("programs.flash.enrolled", id=result.enrolment_id), "ok")
+            flash(gettext("Enrolled (enrolment #{id}).", id=result.enrolment_id), "ok")
     return redirect(back)
 
 
@@ -348,7 +349,7 @@ def enrolment_page(enrolment_id: int):
     runtime = _runtime()
     found = status.enrolment(runtime, enrolment_id)
     if found is None:
-        abort(404, description=translate("programs.error.no_enrolment", id=enrolment_id))
+        abort(404, description=gettext("There is no enrolment #{id}.", id=enrolment_id))
     program = _program_or_404(runtime, found.program_id)
     return render_template("programs_timeline.html", enrolment=found, program=program,
                            user=runtime.reader.user(found.user_id), events=status.timeline(runtime, enrolment_id),
@@ -361,11 +362,11 @@ def enrolment_withdraw(enrolment_id: int):
     runtime = _runtime()
     found = status.enrolment(runtime, enrolment_id)
     if found is None:
-        abort(404, description=translate("programs.error.no_enrolment", id=enrolment_id))
+        abort(404, description=gettext("There is no enrolment #{id}.", id=enrolment_id))
     if _progression().withdraw(enrolment_id, _actor()):
-        flash(translate("programs.flash.withdrawn", id=enrolment_id), "ok")
+        flash(gettext("Enrolment #{id} withdrawn.", id=enrolment_id), "ok")
     else:
-        flash(translate("programs.error.not_active", id=enrolment_id), "error")
+        flash(gettext("Enrolment #{id} is not in progress: nothing to withdraw.", id=enrolment_id), "error")
     return redirect(safe_next((request.form.get("next") or "").rstrip("?"))
                     or url_for(".program_page", program_id=found.program_id))
 

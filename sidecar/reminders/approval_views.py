@@ -28,7 +28,7 @@ from sidecar.status import site_timezone
 from sidecar.store.reminder_models import AwaitingReminder
 from sidecar.web import current_runtime
 from sidecar.web.auth import login_required
-from sidecar.web.i18n import lazy_translate, translate
+from sidecar.web.i18n import lazy_gettext, gettext
 from sidecar.web.messages import say
 from sidecar.web.pages import actor
 
@@ -76,7 +76,7 @@ def _int_arg(name: str, default: int, lowest: int, highest: int, problems: list[
         return default
     if raw.isdecimal() and len(raw) <= 9 and lowest <= int(raw) <= highest:
         return int(raw)
-    problems.append(translate("reminders.approvals.bad_number", field=name, value=raw[:40]))
+    problems.append(gettext("{field} = «{value}» is not a usable number; the default is shown", field=name, value=raw[:40]))
     return default
 
 
@@ -119,7 +119,7 @@ def _subjects(runtime: Runtime, level: LevelSettings, items: list[AwaitingRemind
             continue
         user = users.get(item.user_id)
         if user is None:
-            rows.append(ListRow(item, item.email, "", translate("reminders.approvals.user_gone")))
+            rows.append(ListRow(item, item.email, "", gettext("the WordPress user is gone")))
             continue
         variables = context.learner(user, item.term_id, item.expired_on, day, step=item.step,
                                     renewal_template=level.renewal_url)
@@ -136,7 +136,7 @@ def level_page(term_id: int):
     runtime = current_runtime()
     level = runtime.reader.level(term_id)
     if level is None:
-        abort(404, description=translate("monitor.settings.no_level", id=term_id))
+        abort(404, description=gettext("There is no level {id} on the site.", id=term_id))
     problems: list[str] = []
     limit = _int_arg("limit", PER_PAGE, 1, MAX_PER_PAGE, problems)
     offset = _int_arg("offset", 0, 0, 10**9, problems)
@@ -166,10 +166,11 @@ def _level_url(term_id: int) -> str:
 
 
 _REFUSALS = {
-    "unknown_level": lazy_translate("reminders.approvals.refused.unknown_level"),
-    "no_letters": lazy_translate("reminders.approvals.refused.no_letters"),
-    "monitoring_off": lazy_translate("reminders.approvals.refused.monitoring_off"),
-    "list_changed": lazy_translate("reminders.approvals.refused.list_changed"),
+    "unknown_level": lazy_gettext("There is no access level {level}."),
+    "no_letters": lazy_gettext("Level {level} has no letter set: there is nothing to approve. Set its letters first."),
+    "monitoring_off": lazy_gettext("Monitoring is off for level {level}, so it sends no reminders: switch it on first."),
+    "list_changed": lazy_gettext("The list of level {level} changed since you opened it (a newer run made another): review it again before "
+                                 "approving."),
 }
 
 
@@ -189,7 +190,7 @@ def approve(term_id: int):
         if listed_at.tzinfo is None or not raw_letters.isdecimal() or len(raw_letters) > 9:
             raise ValueError(raw_at)
     except ValueError:
-        flash(translate("reminders.approvals.bad_form"), "error")
+        flash(gettext("The approval must name the list it approves; open the level's page again and approve from there."), "error")
         return redirect(_level_url(term_id))
     review = approval.Review(letters=int(raw_letters), made_at=listed_at, stored=True)
     try:
@@ -199,9 +200,10 @@ def approve(term_id: int):
         flash(_refusal(exc), "error")
         return redirect(_level_url(term_id) if exc.code != "unknown_level" else url_for(".approvals_page"))
     if changed:
-        flash(translate("reminders.approvals.flash.approved", letters=review.letters), "ok")
+        flash(gettext("Approved after reviewing {letters} letter(s): the level's "
+                      "letters go out from the next run.", letters=review.letters), "ok")
     else:
-        flash(translate("reminders.approvals.flash.already", actor=state.approved_by), "warn")
+        flash(gettext("This level was already approved (by {actor}); nothing changed.", actor=state.approved_by), "warn")
     return redirect(_level_url(term_id))
 
 
@@ -212,9 +214,9 @@ def revoke(term_id: int):
     revoked, skipped = approval.revoke(runtime, term_id, actor=actor(), source="web",
                                        source_ip=(request.remote_addr or "")[:45] or None)
     if revoked:
-        flash(translate("reminders.approvals.flash.revoked", skipped=skipped), "ok")
+        flash(gettext("Approval revoked: nothing more of this level is sent ({skipped} planned letter(s) skipped).", skipped=skipped), "ok")
     else:
-        flash(translate("reminders.approvals.flash.not_approved"), "warn")
+        flash(gettext("This level was not approved; nothing changed."), "warn")
     if runtime.reader.level(term_id) is None:
         return redirect(url_for(".approvals_page"))
     return redirect(_level_url(term_id))

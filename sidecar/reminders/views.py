@@ -65,7 +65,7 @@ from sidecar.store.db import unit_of_work
 from sidecar.store.reminder_models import Reminder, ReminderDigest, Unsubscribe
 from sidecar.web import current_runtime
 from sidecar.web.auth import csrf_exempt, current_admin, login_required, safe_next
-from sidecar.web.i18n import LazyText, lazy_translate, translate
+from sidecar.web.i18n import LazyText, lazy_gettext, lazy_pgettext, gettext
 from sidecar.web.messages import say
 from sidecar.web.pages import actor, label, query_day, shorten
 
@@ -98,67 +98,68 @@ _runtime = current_runtime
 _actor = actor  # the administrator's login for audit events
 
 _STATES = {
-    "planned": lazy_translate("reminders.state.planned"),
-    "sending": lazy_translate("reminders.state.sending"),
-    "sent": lazy_translate("reminders.state.sent"),
-    "failed": lazy_translate("reminders.state.failed"),
-    "unknown": lazy_translate("reminders.state.unknown"),
-    "skipped": lazy_translate("reminders.state.skipped"),
+    "planned": lazy_gettext("planned"),
+    "sending": lazy_gettext("sending"),
+    "sent": lazy_gettext("sent"),
+    "failed": lazy_pgettext("grants.status.failed", "failed"),
+    "unknown": lazy_pgettext("grants.welcome.state.unknown", "outcome unknown"),
+    "skipped": lazy_gettext("skipped"),
 }
 _REASONS = {
-    "superseded": lazy_translate("reminders.reason.superseded"),
-    "too_late": lazy_translate("reminders.reason.too_late"),
-    "renewed": lazy_translate("reminders.reason.renewed"),
-    "certificate": lazy_translate("reminders.reason.certificate"),
-    "blocked": lazy_translate("reminders.reason.blocked"),
-    "unsubscribed": lazy_translate("reminders.reason.unsubscribed"),
-    "memberlux_unsubscribed": lazy_translate("reminders.reason.memberlux_unsubscribed"),
-    "monitoring_off": lazy_translate("reminders.reason.monitoring_off"),
-    "letter_off": lazy_translate("reminders.reason.letter_off"),
-    "no_email": lazy_translate("reminders.reason.no_email"),
-    "not_sleeper": lazy_translate("reminders.reason.not_sleeper"),
-    "user_deleted": lazy_translate("reminders.reason.user_deleted"),
-    "interrupted": lazy_translate("reminders.reason.interrupted"),
-    "no_reply": lazy_translate("reminders.reason.no_reply"),
-    "marked_delivered": lazy_translate("reminders.reason.marked_delivered"),
-    "held": lazy_translate("reminders.reason.held"),
-    "smtp_transient": lazy_translate("reminders.reason.smtp_transient"),
-    "smtp_permanent": lazy_translate("reminders.reason.smtp_permanent"),
-    "template": lazy_translate("reminders.reason.template"),
-    "empty": lazy_translate("reminders.reason.empty"),
-    "not_approved": lazy_translate("reminders.reason.not_approved"),
+    "superseded": lazy_gettext("a later letter was due at the same time and went instead"),
+    "too_late": lazy_gettext("too late: due more days ago than the catch-up limit"),
+    "renewed": lazy_gettext("access renewed"),
+    "certificate": lazy_gettext("a manual certificate was issued"),
+    "blocked": lazy_gettext("account blocked in MemberLux"),
+    "unsubscribed": lazy_gettext("the learner unsubscribed"),
+    "memberlux_unsubscribed": lazy_gettext("the learner unsubscribed from MemberLux's letters"),
+    "monitoring_off": lazy_gettext("reminders are off for the level"),
+    "letter_off": lazy_gettext("the letter was emptied"),
+    "no_email": lazy_gettext("no usable e-mail address"),
+    "not_sleeper": lazy_gettext("no longer a sleeper"),
+    "user_deleted": lazy_gettext("the user was deleted"),
+    "interrupted": lazy_gettext("the sender stopped after handing the letter to the mail server"),
+    "no_reply": lazy_gettext("the mail server did not answer after receiving the whole letter"),
+    "marked_delivered": lazy_gettext("marked as delivered by an administrator"),
+    "held": lazy_gettext("waits: an earlier letter of the chain has an unknown outcome"),
+    "smtp_transient": lazy_gettext("the mail server kept failing"),
+    "smtp_permanent": lazy_gettext("refused by the mail server"),
+    "template": lazy_gettext("the template could not be rendered"),
+    "empty": lazy_gettext("no learners left in the digest"),
+    "not_approved": lazy_gettext("the level's reminders are not approved"),
 }
 _SOURCES = {
-    "link": lazy_translate("reminders.source.link"),
-    "one_click": lazy_translate("reminders.source.one_click"),
-    "admin": lazy_translate("reminders.source.admin"),
+    "link": lazy_gettext("link in a letter"),
+    "one_click": lazy_gettext("one-click (mail client)"),
+    "admin": lazy_gettext("administrator"),
 }
 # A refused parameter or action, by its code (values fill the placeholders).
 _ERRORS = {
-    "bad_date": lazy_translate("reminders.error.bad_date"),
-    "bad_range": lazy_translate("reminders.error.bad_range"),
-    "bad_level": lazy_translate("reminders.error.bad_level"),
-    "unknown_level": lazy_translate("reminders.error.unknown_level"),
-    "bad_state": lazy_translate("reminders.error.bad_state"),
-    "bad_step": lazy_translate("reminders.error.bad_step"),
-    "bad_limit": lazy_translate("reminders.error.bad_limit"),
-    "too_long": lazy_translate("reminders.error.too_long"),
-    "bad_cursor": lazy_translate("reminders.error.bad_cursor"),
-    "nothing_selected": lazy_translate("reminders.error.nothing_selected"),
-    "too_many": lazy_translate("reminders.error.too_many"),
-    "bad_id": lazy_translate("reminders.error.bad_id"),
-    "no_row": lazy_translate("reminders.error.no_row"),
-    "not_unsubscribed": lazy_translate("reminders.error.not_unsubscribed"),
-    "bad_user": lazy_translate("reminders.error.bad_user"),
-    "no_user": lazy_translate("reminders.error.no_user"),
-    "no_learner": lazy_translate("reminders.error.no_learner"),
-    "bad_letter": lazy_translate("reminders.error.bad_letter"),
-    "bad_draft": lazy_translate("reminders.error.bad_draft"),
-    "bad_address": lazy_translate("reminders.error.bad_address"),
-    "nothing_to_send": lazy_translate("reminders.error.nothing_to_send"),
-    "mail_disabled": lazy_translate("reminders.error.mail_disabled"),
-    "mail_failed": lazy_translate("reminders.error.mail_failed"),
-    "mail_unknown": lazy_translate("reminders.error.mail_unknown"),
+    "bad_date": lazy_gettext("Not a date in {field}: {value} (use YYYY-MM-DD); the filter was ignored."),
+    "bad_range": lazy_gettext("{field} ({value}) is before the start of the range; the end was ignored."),
+    "bad_level": lazy_gettext("Not a level id: {value}; the filter was ignored."),
+    "unknown_level": lazy_gettext("There is no level {value} on the site; the filter was ignored."),
+    "bad_state": lazy_gettext("Unknown state: {value}; the filter was ignored."),
+    "bad_step": lazy_gettext("Unknown letter: {value} (use 1, 2, 3 or digest); the filter was ignored."),
+    "bad_limit": lazy_gettext("Rows per page must be a number from 1 to {max}, not {value}."),
+    "too_long": lazy_gettext("{field} is longer than {max} characters and was shortened."),
+    "bad_cursor": lazy_gettext("The page link is not valid; showing the first page."),
+    "nothing_selected": lazy_gettext("Choose at least one row to resend."),
+    "too_many": lazy_gettext("At most {max} rows can be resent at once."),
+    "bad_id": lazy_gettext("Not a row id: {value}. Nothing was resent."),
+    "no_row": lazy_gettext("There is no reminder row {id}."),
+    "not_unsubscribed": lazy_gettext("User {id} is not on the unsubscribe list."),
+    "bad_user": lazy_gettext("«{value}» is neither a user id nor an e-mail address."),
+    "no_user": lazy_gettext("There is no WordPress user {value}."),
+    "no_learner": lazy_gettext("No learner of this level to preview with: enter a user id or e-mail."),
+    "bad_letter": lazy_gettext("Unknown letter «{value}»: choose 1, 2, 3 or the digest."),
+    "bad_draft": lazy_gettext("This preview link is no longer valid; press Preview again."),
+    "bad_address": lazy_gettext("Not an e-mail address: «{value}»."),
+    "nothing_to_send": lazy_gettext("Nothing was sent: {reason}"),
+    "mail_disabled": lazy_gettext("E-mail is disabled: set smtp.host (or smtp.pickup_dir) in the configuration to send letters."),
+    "mail_failed": lazy_gettext("The mail server did not take the letter: {error}"),
+    "mail_unknown": lazy_gettext("The mail server received the whole test letter but did not answer: it may have arrived (Message-ID "
+                                 "{message_id}). It was not sent again."),
 }
 
 
@@ -176,7 +177,7 @@ class Display(MonitorDisplay):
         return self._label(_REASONS, reason) if reason else "—"
 
     def step(self, step: int) -> str:
-        return translate("reminders.step.digest") if step == ADMIN_STEP else str(step)
+        return gettext("digest") if step == ADMIN_STEP else str(step)
 
     def source(self, source: str) -> str:
         return self._label(_SOURCES, source)
@@ -192,7 +193,7 @@ def _display(runtime: Runtime, levels: list[Level] | None = None) -> Display:
 
 
 def _chips(counts: Mapping[str, int], active: str, url_for_state, display: Display) -> list[dict[str, Any]]:
-    chips = [{"label": translate("reminders.all"), "count": sum(counts.values()), "active": not active,
+    chips = [{"label": gettext("All"), "count": sum(counts.values()), "active": not active,
               "url": url_for_state(""), "state": "all"}]
     chips += [{"label": display.state(state), "count": count, "active": active == state,
                "url": url_for_state(state), "state": state} for state, count in counts.items()]
@@ -402,15 +403,17 @@ def _decide(action, back_state: State, done_text: LazyText, rest_text: LazyText,
 @blueprint.post("/reminders/resend")
 @login_required
 def resend_letters():
-    return _decide(reminder_sender.resend, State.FAILED, lazy_translate("reminders.flash.resent"),
-                   lazy_translate("reminders.flash.not_failed"))
+    return _decide(reminder_sender.resend, State.FAILED, lazy_gettext("Back in the queue: {count}. They go out with the next run, after "
+                                                                      "the stop rules are checked again."),
+                   lazy_gettext("{count} of the chosen rows were no longer failed or unknown, are places in a digest, or have a later "
+                                "letter of their chain planned or sent (it would arrive out of order), and were left as they were."))
 
 
 @blueprint.post("/reminders/mark-delivered")
 @login_required
 def mark_letters_delivered():
-    return _decide(reminder_sender.mark_delivered, State.UNKNOWN, lazy_translate("reminders.flash.marked_delivered"),
-                   lazy_translate("reminders.flash.not_unknown"))
+    return _decide(reminder_sender.mark_delivered, State.UNKNOWN, lazy_gettext("Marked as delivered: {count}."),
+                   lazy_gettext("{count} of the chosen rows were not waiting for a decision (outcome unknown) and were left as they were."))
 
 
 # --- one row ----------------------------------------------------------------------------------------------
@@ -421,7 +424,7 @@ def _row_page(model: type, row_id: int):
     with runtime.sessions() as session:
         row = session.get(model, row_id)
         if row is None:
-            abort(404, description=translate("reminders.error.no_row", id=row_id))
+            abort(404, description=gettext("There is no reminder row {id}.", id=row_id))
         events = audit.trail(session, "reminder_digest" if digest else "reminder", str(row_id))
         blocked = (not digest and row.state in ACTIONABLE and row.step != ADMIN_STEP
                    and reminder_sender.later_letter_exists(session, row))
@@ -488,16 +491,18 @@ def digests_page():
 @blueprint.post("/reminders/digests/resend")
 @login_required
 def resend_digests():
-    return _decide(reminder_sender.resend, State.FAILED, lazy_translate("reminders.flash.digests_resent"),
-                   lazy_translate("reminders.flash.not_failed"),
+    return _decide(reminder_sender.resend, State.FAILED, lazy_gettext("Digests back in the queue: {count}."),
+                   lazy_gettext("{count} of the chosen rows were no longer failed or unknown, are places in a digest, or have a later "
+                                "letter of their chain planned or sent (it would arrive out of order), and were left as they were."),
                    digests=True)
 
 
 @blueprint.post("/reminders/digests/mark-delivered")
 @login_required
 def mark_digests_delivered():
-    return _decide(reminder_sender.mark_delivered, State.UNKNOWN, lazy_translate("reminders.flash.marked_delivered"),
-                   lazy_translate("reminders.flash.not_unknown"), digests=True)
+    return _decide(reminder_sender.mark_delivered, State.UNKNOWN, lazy_gettext("Marked as delivered: {count}."),
+                   lazy_gettext("{count} of the chosen rows were not waiting for a decision "
+                                "(outcome unknown) and were left as they were."), digests=True)
 
 
 # --- unsubscribes -----------------------------------------------------------------------------------
@@ -538,7 +543,7 @@ def resubscribe_user(user_id: int):
     runtime = _runtime()
     back = _back(url_for(".unsubscribes_page"))
     if resubscribe(runtime.sessions, user_id, actor=_actor(), at=runtime.clock.now()):
-        flash(translate("reminders.flash.resubscribed", id=user_id), "ok")
+        flash(gettext("User {id} gets reminders again.", id=user_id), "ok")
     else:
         flash(_problem("not_unsubscribed", id=user_id), "error")
     return redirect(back)
@@ -608,7 +613,7 @@ def unsubscribe_post(token: str):
     unsubscribe(runtime.sessions, user_id, email=user.email if user else "", source="one_click" if one_click else "link",
                 actor="learner", at=runtime.clock.now())
     if one_click:
-        response = make_response(translate("reminders.unsubscribe.done"), 200)
+        response = make_response(gettext("You are unsubscribed: you will receive no more reminders."), 200)
         response.headers["Content-Type"] = "text/plain; charset=utf-8"
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -638,7 +643,7 @@ class Preview:
 def _level_or_404(term_id: int) -> Level:
     level = _runtime().reader.level(term_id)
     if level is None:
-        abort(404, description=translate("monitor.settings.no_level", id=term_id))
+        abort(404, description=gettext("There is no level {id} on the site.", id=term_id))
     return level
 
 
@@ -695,7 +700,7 @@ def build_preview(runtime: Runtime, level: Level, settings: LevelSettings, lette
     today = runtime.clock.today_utc()
     preview.expired_on = _expiry_of(runtime, level.term_id, user)
     if preview.expired_on is None:
-        preview.warnings.append(translate("reminders.preview.no_expiry"))
+        preview.warnings.append(gettext("This user has no ended access to the level: today is used as the end."))
     expired_on = preview.expired_on or today
     own_errors = [preview.template_errors[name] for name in _letter_fields(letter) if name in preview.template_errors]
     if own_errors:
@@ -705,12 +710,13 @@ def build_preview(runtime: Runtime, level: Level, settings: LevelSettings, lette
         links: Links | None = reminder_sender.links_for(runtime)
     except LinkUnavailable:
         links = None
-        preview.warnings.append(translate("reminders.preview.no_links"))
+        preview.warnings.append(gettext("web.public_url or web.secret_key is not set: the unsubscribe link is empty and real reminders are "
+                                        "not sent."))
     context = LetterContext(runtime, links)
     try:
         if letter == "admin":
             if not (settings.admin_subject.strip() or settings.admin_body.strip()):
-                preview.error = translate("reminders.preview.letter_off")
+                preview.error = gettext("This letter is off: it has neither subject nor body.")
                 return preview
             preview.day, preview.to = today, settings.admin_email
             learners = [context.learner(user, level.term_id, expired_on, today, step=ADMIN_STEP)]
@@ -720,7 +726,7 @@ def build_preview(runtime: Runtime, level: Level, settings: LevelSettings, lette
             step = int(letter)
             source = settings.letters[step - 1]
             if not (source.subject.strip() or source.body.strip()):
-                preview.error = translate("reminders.preview.letter_off")
+                preview.error = gettext("This letter is off: it has neither subject nor body.")
                 return preview
             # As the learner will get it: on the letter's due day, with that day's "days since expiry".
             preview.day = expired_on + timedelta(days=source.days) if source.days is not None else today
@@ -733,7 +739,7 @@ def build_preview(runtime: Runtime, level: Level, settings: LevelSettings, lette
     except TemplateError as exc:
         preview.error = say(template_error(exc))
     if user.blocked:
-        preview.warnings.append(translate("reminders.preview.blocked"))
+        preview.warnings.append(gettext("This account is blocked in MemberLux: it never gets reminders."))
     return preview
 
 
@@ -907,7 +913,7 @@ def send_test(term_id: int):
                      letter=letter, user_id=result.user.id if result.user else None, draft=draft is not None,
                      message_id=message_id)
     log.info("test reminder (letter %s, level %s) sent to %s by %s", letter, term_id, to, _actor())
-    return answer(translate("reminders.test.sent", to=to, message_id=message_id), 200)
+    return answer(gettext("Test letter sent to {to} (Message-ID {message_id}).", to=to, message_id=message_id), 200)
 
 
 __all__ = ["blueprint", "build_preview", "history_filter", "parse_history_args", "Display", "Preview"]

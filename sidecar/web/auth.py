@@ -53,7 +53,7 @@ from sidecar.memberlux.wpdata import WpDataError, php_truthy
 from sidecar.store.db import unit_of_work
 from sidecar.web import current_runtime
 from sidecar.store.models import AdminSession, AuditEvent, LoginAttempt
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import gettext
 
 __all__ = [
     "blueprint",
@@ -483,7 +483,7 @@ def csrf_protect(app: Flask) -> None:
                 and hmac.compare_digest(expected.encode("utf-8"), sent.encode("utf-8"))):
             return
         log.warning("CSRF token missing or wrong on %s %s from %s", request.method, request.path, request.remote_addr)
-        abort(403, description=translate("auth.csrf_failed"))
+        abort(403, description=gettext("The form has expired or did not come from this site. Reload the page and try again."))
 
 
 @blueprint.app_context_processor
@@ -528,7 +528,7 @@ def login():
     login_name = request.form.get("login", "").strip()
     password = request.form.get("password", "").strip(_PHP_TRIM)
     if not login_name or not password:
-        return _form(next_url, login_name, translate("auth.missing"))
+        return _form(next_url, login_name, gettext("Enter your login and password."))
 
     ip = request.remote_addr or "unknown"
     record = find_account(runtime.reader, login_name)
@@ -538,7 +538,8 @@ def login():
     if wait is not None:
         # Not recorded as another failure, or an attacker could keep an address locked out for good.
         log.warning("admin login throttled for %s (retry in %d s)", ip, wait)
-        response = _form(next_url, login_name, translate("auth.too_many", minutes=math.ceil(wait / 60)), 429)
+        response = _form(next_url, login_name, gettext("Too many failed attempts. Try again in {minutes} "
+                                                       "min.", minutes=math.ceil(wait / 60)), 429)
         response.headers["Retry-After"] = str(wait)
         return response
 
@@ -548,7 +549,7 @@ def login():
         _audit("login.failed", login_name, outcome.user_id, outcome.refusal)
         log.info("admin login refused from %s: %s", ip, outcome.refusal)
         # One message for every refusal: it must not reveal whether the login exists or the password was right.
-        return _form(next_url, login_name, translate("auth.invalid"))
+        return _form(next_url, login_name, gettext("Sign-in failed: wrong login or password, or this account may not use the sidecar."))
 
     throttle.clear_login(ip, account)
     _start_session(outcome.user, runtime.clock.now(), outcome.password_hash)
@@ -561,5 +562,6 @@ def login():
 def logout():
     # The row ends too: a copy of this cookie (another browser, a stolen one) gets the login page from now on.
     _end_session("logout")
-    flash(translate("auth.signed_out"), "ok")  # said on the login page the browser is sent to
+    flash(gettext("You are signed out. Copies of that session's cookie no longer work "
+                  "either."), "ok")  # said on the login page the browser is sent to
     return redirect(url_for("auth.login"))

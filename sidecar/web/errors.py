@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from sidecar.logs import loggable_path
 from sidecar.web.api import api_error
 from sidecar.web.auth import Admin, current_admin
-from sidecar.web.i18n import translate
+from sidecar.web.i18n import gettext
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +58,26 @@ def _wants_machine_answer() -> bool:
 def status_texts(status: int) -> tuple[str, str]:
     """The title and the usual explanation of an error status, in the page's language."""
     if status == 400:
-        return translate("error.bad_request.title"), translate("error.bad_request.text")
+        return gettext("The request could not be read"), gettext("The sidecar could not understand this request. Go back, reload the page "
+                                                                 "and try again.")
     if status == 403:
-        return translate("error.forbidden.title"), translate("error.forbidden.text")
+        return gettext("Not allowed"), gettext("This action is not allowed. If you followed a form, reload its page and try again.")
     if status == 404:
-        return translate("error.not_found.title"), translate("error.not_found.text")
+        return gettext("Page not found"), gettext("There is no page at this address. Check the link, or start again from the navigation.")
     if status == 405:
-        return translate("error.method_not_allowed.title"), translate("error.method_not_allowed.text")
+        return gettext("Not available this way"), gettext("This address does not take this kind of request: a button's action cannot be "
+                                                          "opened as a link. Go back to the page and use its button.")
     if status == 413:
-        return translate("error.too_large.title"), translate("error.too_large.text")
+        return gettext("Request too large"), gettext("The data sent is larger than the sidecar accepts.")
     if status == 429:
-        return translate("error.too_many.title"), translate("error.too_many.text")
+        return gettext("Too many requests"), gettext("Too many requests in a short time. Wait a little and try again.")
     if status == 503:
-        return translate("error.unavailable.title"), translate("error.unavailable.text")
+        return gettext("Temporarily unavailable"), gettext("A database of the sidecar does not answer. Nothing was changed; try again in a "
+                                                           "minute.")
     if status >= 500:
-        return translate("error.internal.title"), translate("error.internal.text")
-    return translate("error.other.title"), translate("error.other.text")
+        return gettext("Something went wrong"), gettext("The sidecar could not handle this request. The error is in its log; try again "
+                                                        "later.")
+    return gettext("The request was refused"), gettext("The sidecar could not answer this request. Go back and try again.")
 
 
 def _framing_admin(*, may_ask_store: bool) -> Admin | None:

@@ -31,7 +31,7 @@ from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookEndpoint
 from sidecar.web import current_runtime
 from sidecar.web.auth import login_required
-from sidecar.web.i18n import LazyText, lazy_translate, translate
+from sidecar.web.i18n import LazyText, lazy_gettext, lazy_pgettext, gettext
 from sidecar.web.pages import actor, label, shorten
 from sidecar.webhooks import queries
 from sidecar.webhooks.delivery import MAX_ATTEMPTS, RETRY_SCHEDULE, redeliver
@@ -45,25 +45,25 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("webhooks", __name__)
 
 _SOURCES = {
-    "config": lazy_translate("webhooks.source.config"),
-    "ui": lazy_translate("webhooks.source.ui"),
-    "program": lazy_translate("webhooks.source.program"),
+    "config": lazy_gettext("configuration file"),
+    "ui": lazy_gettext("this interface"),
+    "program": lazy_gettext("a program"),
 }
 _STATES = {
-    "pending": lazy_translate("webhooks.state.pending"),
-    "delivering": lazy_translate("webhooks.state.delivering"),
-    "succeeded": lazy_translate("webhooks.state.succeeded"),
-    "failed": lazy_translate("webhooks.state.failed"),
+    "pending": lazy_gettext("waiting"),
+    "delivering": lazy_gettext("being delivered"),
+    "succeeded": lazy_gettext("delivered"),
+    "failed": lazy_pgettext("webhooks.state", "failed"),
 }
 _FORMATS = {
-    "standard": lazy_translate("webhooks.format.standard"),
-    "template": lazy_translate("webhooks.format.template"),
-    "legacy_bundle": lazy_translate("webhooks.format.legacy_bundle"),
-    "program_notice": lazy_translate("webhooks.format.program_notice"),
+    "standard": lazy_gettext("standard JSON event"),
+    "template": lazy_gettext("JSON from the endpoint's template"),
+    "legacy_bundle": lazy_gettext("the legacy bundle plugin's body"),
+    "program_notice": lazy_gettext("HTML e-mail to the school"),
 }
 _NOT_EDITABLE = {
-    "config": lazy_translate("webhooks.error.not_editable_config"),
-    "program": lazy_translate("webhooks.error.not_editable_program"),
+    "config": lazy_gettext("Endpoints of the configuration file are changed in the file, not here."),
+    "program": lazy_gettext("A program's endpoint is changed in the program's form."),
 }
 blueprint.add_app_template_filter(shown_url, "shown_url")
 
@@ -72,26 +72,32 @@ ERROR_PREVIEW = 90
 SECRET_SHOWN = 10       # characters of a secret shown before the mask ("whsec_" and four more)
 
 _ERRORS: list[tuple[str, re.Pattern[str], LazyText]] = [(f, re.compile(p), k) for f, p, k in (
-    ("name", r"^a name of 1", lazy_translate("webhooks.error.name")),
-    ("events", r"^choose '\*' or some of", lazy_translate("webhooks.error.events")),
-    ("url", r"is not an http\(s\) URL$", lazy_translate("webhooks.error.url_scheme")),
-    ("url", r"^credentials in the URL are not allowed", lazy_translate("webhooks.error.url_credentials")),
-    ("url", r"^(?P<host>\S+) does not resolve(?: \((?P<detail>.*)\))?$", lazy_translate("webhooks.error.url_resolve")),
-    ("url", r"^(?P<host>\S+) resolves to (?P<address>\S+), an internal address", lazy_translate("webhooks.error.url_internal")),
-    ("", r"comes from the configuration file", lazy_translate("webhooks.error.config_endpoint")),
-    ("", r"^rotate it in the configuration file", lazy_translate("webhooks.error.config_secret")),
-    ("body_template", r"^(?P<detail>.+)$", lazy_translate("webhooks.error.template")),
+    ("name", r"^a name of 1", lazy_gettext("A name of 1 to 100 characters is required.")),
+    ("events", r"^choose '\*' or some of", lazy_gettext("Choose \"All events\" or at least one event type.")),
+    ("url", r"is not an http\(s\) URL$", lazy_gettext("Enter an http:// or https:// address.")),
+    ("url", r"^credentials in the URL are not allowed", lazy_gettext("No user name or password in the URL (they would be logged); "
+                                                                     "receivers check the signature.")),
+    ("url", r"^(?P<host>\S+) does not resolve(?: \((?P<detail>.*)\))?$", lazy_gettext("{host} cannot be found in DNS. {detail}")),
+    ("url", r"^(?P<host>\S+) resolves to (?P<address>\S+), an internal address", lazy_gettext("{host} is an address inside our network "
+                                                                                              "({address}); add it to "
+                                                                                              "webhooks.allow_private_destinations if this "
+                                                                                              "is intended.")),
+    ("", r"comes from the configuration file", lazy_gettext("This endpoint comes from the configuration file; change it there.")),
+    ("", r"^rotate it in the configuration file", lazy_gettext("Rotate this secret in the configuration "
+                                                               "file (secret and previous_secret).")),
+    ("body_template", r"^(?P<detail>.+)$", lazy_gettext("The template cannot be used: {detail}")),
 )]
 
 
 _OUTCOMES: list[tuple[re.Pattern[str], LazyText]] = [(re.compile(p), k) for p, k in (
-    (r"^ignored: unknown type (?P<type>.+)$", lazy_translate("webhooks.outcome.unknown_type")),
-    (r"^unconfirmed: no such user$", lazy_translate("webhooks.outcome.no_user")),
-    (r"^unconfirmed: no level in the payload$", lazy_translate("webhooks.outcome.no_level")),
-    (r"^unconfirmed: user (?P<user>\d+) has no activated key of level (?P<level>\d+)$", lazy_translate("webhooks.outcome.no_key")),
+    (r"^ignored: unknown type (?P<type>.+)$", lazy_gettext("ignored: unknown type {type}")),
+    (r"^unconfirmed: no such user$", lazy_gettext("not confirmed: no such user")),
+    (r"^unconfirmed: no level in the payload$", lazy_gettext("not confirmed: no level in the payload")),
+    (r"^unconfirmed: user (?P<user>\d+) has no activated key of level (?P<level>\d+)$", lazy_gettext("not confirmed: user {user} has no "
+                                                                                                     "activated key of {level}")),
     (r"^confirmed: user (?P<user>\d+), level (?P<level>\d+); enrolled in (?P<n>\d+) program",
-     lazy_translate("webhooks.outcome.confirmed_enrolled")),
-    (r"^confirmed: user (?P<user>\d+), level (?P<level>\d+)$", lazy_translate("webhooks.outcome.confirmed")),
+     lazy_gettext("confirmed: user {user}, {level}; enrolled in {n} program(s)")),
+    (r"^confirmed: user (?P<user>\d+), level (?P<level>\d+)$", lazy_gettext("confirmed: user {user}, {level}")),
 )]
 
 
@@ -129,7 +135,7 @@ class Display(MonitorDisplay):
 
     def events(self, events: list[str] | None) -> str:
         events = events or ["*"]
-        return translate("webhooks.all_events") if "*" in events else ", ".join(events)
+        return gettext("All events") if "*" in events else ", ".join(events)
 
     def outcome(self, text: str) -> str:
         """What the worker made of a MemberLux hint, in the UI's language."""
@@ -154,10 +160,10 @@ class Display(MonitorDisplay):
     def schedule(delay: Any) -> str:
         seconds = int(delay.total_seconds())
         if seconds < 60:
-            return translate("webhooks.delay.seconds", n=seconds)
+            return gettext("{n} s", n=seconds)
         if seconds < 3600:
-            return translate("webhooks.delay.minutes", n=seconds // 60)
-        return translate("webhooks.delay.hours", n=seconds // 3600)
+            return gettext("{n} min", n=seconds // 60)
+        return gettext("{n} h", n=seconds // 3600)
 
 
 def _display(runtime: Runtime) -> Display:
@@ -169,7 +175,7 @@ def _endpoint_or_404(runtime: Runtime, endpoint_id: int) -> WebhookEndpoint:
     with runtime.sessions() as session:
         found = queries.endpoint(session, endpoint_id)
     if found is None:
-        abort(404, description=translate("webhooks.error.not_found", id=endpoint_id))
+        abort(404, description=gettext("There is no endpoint #{id}.", id=endpoint_id))
     return found
 
 
@@ -216,23 +222,23 @@ def _save_form(runtime: Runtime, endpoint: WebhookEndpoint | None):
     form = _form_from(request.form)
     errors: dict[str, str] = {}
     if len(form.url) > 500:
-        errors["url"] = translate("webhooks.error.url_long")
+        errors["url"] = gettext("At most 500 characters.")
     if len(form.description) > 300:
-        errors["description"] = translate("webhooks.error.description_long")
+        errors["description"] = gettext("At most 300 characters.")
     if len(form.body_template) > MAX_TEMPLATE:
-        errors["body_template"] = translate("webhooks.error.template_long", n=MAX_TEMPLATE)
+        errors["body_template"] = gettext("At most {n} characters.", n=MAX_TEMPLATE)
     if not errors:
         try:
             saved = save(runtime, form, _actor(), endpoint.id if endpoint else None)
         except EndpointRejected as exc:
             errors = {field: error_text(field, message) for field, message in exc.errors.items()}
         except IntegrityError:
-            errors = {"name": translate("webhooks.error.name_taken", name=form.name)}
+            errors = {"name": gettext("An endpoint named «{name}» exists already.", name=form.name)}
         except LookupError:
             abort(404)
     if errors:
         return _render_form(form, endpoint, errors, 422)
-    flash(translate("webhooks.flash.saved", name=saved.name), "ok")
+    flash(gettext("Endpoint «{name}» saved.", name=saved.name), "ok")
     return redirect(url_for(".endpoint_page", endpoint_id=saved.id))
 
 
@@ -253,7 +259,8 @@ def endpoint_edit(endpoint_id: int):
     if endpoint.source != "ui":
         # The file's endpoints follow the file, a program's follow its form; saving here would
         # also turn a program's legacy body or e-mail endpoint into a standard JSON one.
-        flash(str(_NOT_EDITABLE.get(endpoint.source) or translate("webhooks.error.config_endpoint")), "error")
+        flash(str(_NOT_EDITABLE.get(endpoint.source) or gettext("This endpoint comes from the configuration "
+                                                                "file; change it there.")), "error")
         return redirect(url_for(".endpoint_page", endpoint_id=endpoint_id))
     if request.method == "POST":
         return _save_form(runtime, endpoint)
@@ -291,7 +298,8 @@ def endpoint_rotate(endpoint_id: int):
     else:
         rotated = _endpoint_or_404(runtime, endpoint_id)
         display = _display(runtime)
-        flash(translate("webhooks.flash.rotated", until=display.local(rotated.previous_secret_until),
+        flash(gettext("New secret made. The old one keeps signing until {until} ({zone}), so "
+                      "receivers can switch.", until=display.local(rotated.previous_secret_until),
                         zone=display.zone_name), "ok")
     return redirect(url_for(".endpoint_page", endpoint_id=endpoint_id))
 
@@ -309,7 +317,8 @@ def endpoint_enabled(endpoint_id: int):
     except EndpointRejected as exc:
         flash(error_text("enabled", next(iter(exc.errors.values()))), "error")
     else:
-        flash(translate("webhooks.flash.enabled") if wanted == "1" else translate("webhooks.flash.disabled"), "ok")
+        flash(gettext("The endpoint is switched on.") if wanted == "1" else gettext("The endpoint is switched off: nothing more is sent to "
+                                                                                    "it."), "ok")
     return redirect(url_for(".endpoint_page", endpoint_id=endpoint_id))
 
 
@@ -320,14 +329,15 @@ def endpoint_test(endpoint_id: int):
     endpoint = _endpoint_or_404(runtime, endpoint_id)
     if endpoint.body_format not in ("standard", "template"):
         # A program's legacy body or e-mail is made from a program event; a test event has none.
-        flash(translate("webhooks.error.test_not_standard"), "error")
+        flash(gettext("Test events go to standard JSON endpoints only; this one receives a program's own body."), "error")
         return redirect(url_for(".endpoint_page", endpoint_id=endpoint_id))
     now = runtime.clock.now()
     with unit_of_work(runtime.sessions) as session:
         event_id = emit_test(session, endpoint_id, now, _actor())
         audit.record(session, subject_type="webhook_endpoint", subject_id=str(endpoint_id),
                      action="webhook.test_requested", at=now, actor=_actor(), event_id=event_id)
-    flash(translate("webhooks.flash.test_queued", event=event_id), "ok")
+    flash(gettext("Test event {event} queued: the worker delivers it within seconds; "
+                  "reload this page to see the attempt.", event=event_id), "ok")
     return redirect(url_for(".delivery_log", endpoint_id=endpoint_id))
 
 
@@ -339,7 +349,7 @@ def _before(args: Mapping[str, str], problems: list[str]) -> int | None:
         return None
     if raw.isdecimal() and len(raw) <= 18:
         return int(raw)
-    problems.append(translate("webhooks.error.bad_parameter", name="before", value=raw[:40]))
+    problems.append(gettext("Ignored the parameter {name}={value}: not a usable value.", name="before", value=raw[:40]))
     return None
 
 
@@ -351,7 +361,7 @@ def delivery_log(endpoint_id: int):
     problems: list[str] = []
     state = (request.args.get("state") or "").strip()
     if state and state not in queries.DELIVERY_STATES:
-        problems.append(translate("webhooks.error.bad_parameter", name="state", value=state[:40]))
+        problems.append(gettext("Ignored the parameter {name}={value}: not a usable value.", name="state", value=state[:40]))
         state = ""
     before = _before(request.args, problems)
     with runtime.sessions() as session:
@@ -375,11 +385,11 @@ def delivery_redeliver(delivery_id: int):
     with runtime.sessions() as session:
         endpoint_id = queries.delivery_endpoint(session, delivery_id)
     if endpoint_id is None:
-        abort(404, description=translate("webhooks.error.no_delivery", id=delivery_id))
+        abort(404, description=gettext("There is no delivery #{id}.", id=delivery_id))
     if redeliver(runtime, delivery_id, _actor()):
-        flash(translate("webhooks.flash.redelivery_queued", id=delivery_id), "ok")
+        flash(gettext("Delivery #{id} queued again: the worker sends it shortly.", id=delivery_id), "ok")
     else:
-        flash(translate("webhooks.error.delivering", id=delivery_id), "error")
+        flash(gettext("Delivery #{id} is being delivered right now; try again in a minute.", id=delivery_id), "error")
     return redirect(url_for(".delivery_log", endpoint_id=endpoint_id))
 
 
@@ -405,7 +415,7 @@ def inbound_hints():
     problems: list[str] = []
     state = (request.args.get("state") or "").strip()
     if state and state not in queries.HINT_STATES:
-        problems.append(translate("webhooks.error.bad_parameter", name="state", value=state[:40]))
+        problems.append(gettext("Ignored the parameter {name}={value}: not a usable value.", name="state", value=state[:40]))
         state = ""
     before = _before(request.args, problems)
     with runtime.sessions() as session:
