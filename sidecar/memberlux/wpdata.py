@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta, timezone, tzinfo
+from datetime import timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,7 +23,6 @@ __all__ = [
     "capabilities",
     "SiteTimezone",
     "site_timezone",
-    "php_date",
 ]
 
 
@@ -204,46 +203,3 @@ def _warning(problems: list[str], used: str) -> str | None:
     if not problems:
         return None
     return "; ".join(problems) + f"; using {used} instead."
-
-
-# --------------------------------------------------------------------------------------------------
-# Dates as the site shows them (option date_format, PHP date() letters)
-
-_MONTHS = {
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December"),
-    # WordPress's ru_RU prints month names in the genitive inside dates: "24 ноября 2026".
-    "ru": ("января", "февраля", "марта", "апреля", "мая", "июня", "июля", "августа", "сентября", "октября",
-           "ноября", "декабря"),
-}
-_WEEKDAYS = {
-    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
-    "ru": ("понедельник", "вторник", "среда", "четверг", "пятница", "суббота", "воскресенье"),
-}
-
-
-def php_date(fmt: str, day: date, language: str = "en") -> str:
-    """``day`` formatted with a PHP ``date()`` format such as WordPress's ``date_format`` option.
-
-    The day-level letters are supported (d j D l N w z m n F M Y y S, backslash escapes); time letters
-    make no sense for a calendar day and are printed literally. An empty format gives ISO 8601.
-    """
-    if not fmt:
-        return day.isoformat()
-    lang = language if language in _MONTHS else "en"
-    month, weekday = _MONTHS[lang][day.month - 1], _WEEKDAYS[lang][day.weekday()]
-    values = {
-        "d": f"{day.day:02d}", "j": str(day.day), "D": weekday[:3], "l": weekday, "N": str(day.isoweekday()),
-        "w": str(day.isoweekday() % 7), "z": str(day.timetuple().tm_yday - 1), "m": f"{day.month:02d}",
-        "n": str(day.month), "F": month, "M": month[:3], "Y": str(day.year), "y": f"{day.year % 100:02d}",
-        "S": ("" if lang != "en" else
-              "th" if 11 <= day.day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day.day % 10, "th")),
-    }
-    out: list[str] = []
-    chars = iter(fmt)
-    for ch in chars:
-        if ch == "\\":
-            out.append(next(chars, ""))
-        else:
-            out.append(values.get(ch, ch))
-    return "".join(out)

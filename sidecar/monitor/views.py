@@ -53,7 +53,7 @@ from sidecar.web.api import api_error as _api_error
 from sidecar.web.api import matching_name
 from sidecar.web.auth import csrf_exempt, current_admin, login_required
 from sidecar.web.pages import actor
-from sidecar.web.i18n import current_language, gettext
+from sidecar.web.i18n import current_language, gettext, ngettext
 from sidecar.web.messages import say
 
 log = logging.getLogger(__name__)
@@ -151,14 +151,14 @@ def refresh():
         CertificateClassifier(runtime).sync()
         report = refresher.refresh_level(term_id)
         seconds = time.monotonic() - started
-        flash(gettext("Level «{name}» refreshed in {seconds} s: {count} sleepers.", name=names[term_id], seconds=Display.seconds(seconds),
-                        count=report.sleepers), "ok")
+        flash(ngettext("Level «{name}» refreshed in {seconds} s: {n} sleeper.", "Level «{name}» refreshed in {seconds} s: {n} sleepers.",
+                       report.sleepers, name=names[term_id], seconds=Display.seconds(seconds)), "ok")
     else:
         reports = refresher.refresh_all()
         seconds = time.monotonic() - started
-        flash(gettext("{levels} levels refreshed in {seconds} s: {count} sleepers in "
-                      "total.", levels=len(reports), seconds=Display.seconds(seconds),
-                        count=sum(r.sleepers for r in reports)), "ok")
+        flash(ngettext("{levels} levels refreshed in {seconds} s: {n} sleeper in total.",
+                       "{levels} levels refreshed in {seconds} s: {n} sleepers in total.",
+                       sum(r.sleepers for r in reports), levels=len(reports), seconds=Display.seconds(seconds)), "ok")
     log.info("sleepers refreshed by %s (%s) in %.2f s", admin.login if admin else "?", raw or "all levels", seconds)
     return redirect(url_for(".overview"))
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sidecar.domain.messages import from_dict
-from sidecar.web.i18n import gettext, pgettext
+from sidecar.web.i18n import gettext, ngettext, pgettext
 from sidecar.web.messages import Names, say
 
 Text = Callable[[], str]
@@ -64,9 +64,9 @@ _STEP_FIELDS: dict[str, Callable[[int], str]] = {
 }
 
 _TERMS: dict[str, Callable[[int], str]] = {
-    "days": lambda n: gettext("{n} days", n=n),
-    "months": lambda n: gettext("{n} months", n=n),
-    "years": lambda n: gettext("{n} years", n=n),
+    "days": lambda n: ngettext("{n} day", "{n} days", n),
+    "months": lambda n: ngettext("{n} month", "{n} months", n),
+    "years": lambda n: ngettext("{n} year", "{n} years", n),
 }
 
 

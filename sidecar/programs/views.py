@@ -31,7 +31,7 @@ from sidecar.programs.progression import EnrolmentRefused, Progression
 from sidecar.status import site_timezone
 from sidecar.web import app_singleton, current_runtime
 from sidecar.web.auth import login_required, safe_next
-from sidecar.web.i18n import lazy_gettext, gettext, pgettext
+from sidecar.web.i18n import gettext, lazy_gettext, pgettext
 from sidecar.web.messages import say
 from sidecar.web.pages import actor
 from sidecar.webhooks.ssrf import DestinationRefused, check_destination

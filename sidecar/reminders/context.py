@@ -1,12 +1,13 @@
 """The values a reminder letter or digest is rendered with, gathered read-only from WordPress.
 
-One :class:`LetterContext` per run caches what every letter shares (site name, date format, level
-names, programs, products), so a run reads each of them once.
+One :class:`LetterContext` per run caches what every letter shares (site name, level names,
+programs, products), so a run reads each of them once.
 
 Meanings (docs/reminders.md repeats them):
 
 * ``expired_date`` is X, the first day without access — what MemberLux's profile shows as the end;
-  ``last_access_date`` is X − 1. Both in the site's ``date_format``; X itself is a UTC calendar day.
+  ``last_access_date`` is X − 1. Both written the way the letters' language writes a day (Babel's
+  CLDR data): «26 ноября 2026», "November 26, 2026"; X itself is a UTC calendar day.
 * ``is_bundle_course`` / ``bundle_name``: the learner's program, from the legacy bundle plugin's data
   (usermeta ``mlp_program_id`` → ``ml_program`` post, its ``mlp_steps``), read-only: the level counts
   as a bundle course when it is one of that program's steps.
@@ -26,18 +27,20 @@ from sidecar.mail.templates import TemplateError, render_text
 from sidecar.memberlux.products import ProductCatalog
 from sidecar.memberlux.reader import WpUser
 from sidecar.memberlux.schema import FeatureUnavailable
-from sidecar.memberlux.wpdata import php_date, php_unserialize
+from sidecar.memberlux.wpdata import php_unserialize
 from sidecar.reminders.letters import YesNo, learner_table, translate_legacy
 from sidecar.reminders.unsubscribe import Links
+from sidecar.web.i18n import format_date, pgettext
 
 _PROGRAM_POST_TYPE = "ml_program"
+# A day in a letter as its language writes it (month in the genitive in Russian, no "г."): [expired_date].
+LETTER_DATE = {"ru": "d MMMM y", "en": "MMMM d, y"}
 
 
 @dataclass(frozen=True)
 class Site:
     name: str
     url: str
-    date_format: str
 
 
 def _program_steps(raw: str) -> list[int]:
@@ -61,10 +64,9 @@ class LetterContext:
         self.settings = runtime.settings.reminders
         self.language = self.settings.language
         reader = runtime.reader
-        options = reader.options(["blogname", "home", "siteurl", "date_format"])
+        options = reader.options(["blogname", "home", "siteurl"])
         self.site = Site(name=options.get("blogname", ""),
-                         url=(options.get("home") or options.get("siteurl") or "").rstrip("/"),
-                         date_format=options.get("date_format", "") or "d.m.Y")
+                         url=(options.get("home") or options.get("siteurl") or "").rstrip("/"))
         self.level_names = {level.term_id: level.name for level in reader.levels()}
         self._catalog = ProductCatalog(runtime.wp_engine, runtime.site)
         self._programs: dict[int, tuple[str, list[int]] | None] = {}
@@ -72,7 +74,7 @@ class LetterContext:
     # --- pieces -----------------------------------------------------------------------------------
 
     def day(self, value: date) -> str:
-        return php_date(self.site.date_format, value, self.language)
+        return format_date(value, LETTER_DATE[self.language], self.language)
 
     def program_of(self, user_id: int, term_id: int) -> str | None:
         """The name of the learner's (legacy) program when it contains ``term_id``, else None."""
@@ -164,9 +166,7 @@ class LetterContext:
     def footer(self, user_id: int) -> tuple[str, str]:
         """The unsubscribe footer every learner letter carries (HTML, text)."""
         url = self.links.url(user_id) if self.links else ""
-        if self.language == "ru":
-            words = "Вы получили это письмо, потому что ваш доступ к курсу закончился. Не присылать напоминания"
-        else:
-            words = "You received this because your access to a course ended. Stop these reminders"
+        words = pgettext("letter", "You received this because your access to a course ended. Stop these reminders",
+                         self.language)
         return (f'<p style="color:#888;font-size:12px">{escape(words)}: <a href="{escape(url)}">{escape(url)}</a></p>',
                 f"{words}: {url}")

@@ -22,6 +22,7 @@ from markupsafe import Markup, escape
 
 from sidecar.domain.messages import Message
 from sidecar.mail.templates import TemplateError, _html_env, html_to_text, render_html, render_text, syntax_error
+from sidecar.web.i18n import pgettext
 
 # name -> (English, Russian) meaning; the UI and docs/reminders.md list them.
 LEARNER_VARIABLES: dict[str, tuple[str, str]] = {
@@ -100,8 +101,9 @@ class YesNo:
         return self.value
 
     def __str__(self) -> str:
-        words = ("да", "нет") if self.language == "ru" else ("yes", "no")
-        return words[0] if self.value else words[1]
+        if self.value:
+            return pgettext("letter", "yes", self.language)
+        return pgettext("letter", "no", self.language)
 
     __html__ = __str__
 
@@ -152,8 +154,8 @@ def render_learner_letter(subject: str, body: str, variables: Mapping[str, Any],
 
 
 def learner_table(learners: list[Mapping[str, Any]], language: str) -> Markup:
-    heads = (("ID", "E-mail", "Имя", "Фамилия", "Доступ закончился", "Дней назад") if language == "ru" else
-             ("ID", "E-mail", "First name", "Last name", "Access ended", "Days ago"))
+    heads = ("ID", "E-mail", pgettext("letter", "First name", language), pgettext("letter", "Last name", language),
+             pgettext("letter", "Access ended", language), pgettext("letter", "Days ago", language))
     cells = ("user_id", "user_email", "first_name", "last_name", "expired_date", "days_since_expiry")
     rows = "".join("<tr>" + "".join(f"<td>{escape(str(learner.get(c, '')))}</td>" for c in cells) + "</tr>"
                    for learner in learners)

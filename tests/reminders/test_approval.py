@@ -158,7 +158,7 @@ def test_the_page_shows_what_would_go_out_and_approving_it_sends_with_the_next_r
 
     overview = web.get("/reminders/approvals")
     assert 'data-level="30"' in overview and 'data-level="31"' not in overview
-    assert "awaiting approval" in overview and "1 letter(s), listed" in overview
+    assert "awaiting approval" in overview and "1 letter, listed" in overview
     page = web.get(f"/reminders/approvals/{LEVEL}")
     assert "anna@example.com" in page and "Анна Иванова" in page
     assert "Напоминание 1: Английский A1" in page                          # the subject, rendered for Anna
