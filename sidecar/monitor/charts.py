@@ -93,8 +93,9 @@ def key_timeline(keys: Sequence[KeyFact], day: date, width: int = 640, bar: int 
     def x(value: date) -> float:
         return round(gutter + (width - 2 * gutter) * (value - first).days / span, 1)
 
+    label = gettext("Key periods on a time line; the vertical line is the evaluation day")  # not in the f-string: pybabel reads no f-string
     parts = [f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="{escape(gettext("Key periods on a time line; the vertical line is the evaluation day"))}">']
+             f'aria-label="{escape(label)}">']
     for i, key in enumerate(drawn):
         top = gutter + i * (bar + 4)
         start = x(key.date_start)  # type: ignore[arg-type]

@@ -1,7 +1,10 @@
-"""Russian and English for every string the web UI shows.
+"""Russian and English for every string the web UI shows: gettext with English msgids.
 
-Catalogs are plain dictionaries: a test checks both languages define exactly the same keys, so a
-missing translation fails CI instead of showing a raw key to an administrator.
+Templates and Python call ``_``/``gettext``, ``pgettext`` (one English text, two Russian ones), ``ngettext``
+(counts) with literal English texts; ``pybabel extract -F babel.cfg`` finds them all, and the Russian lives
+in sidecar/web/translations/ru/LC_MESSAGES/messages.po. tests/web/test_i18n.py extracts the texts and fails
+on any without a Russian translation (or with other placeholders), so a missing one never reaches a page.
+Placeholders are ``{name}`` (str.format). Dates and numbers are written by Babel in the language's way.
 """
 
 from __future__ import annotations
@@ -175,8 +178,9 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _pick_language() -> None:
+        chosen = request.args.get("lang")
         g.language = negotiate(request.headers.get("Accept-Language"),
-                               request.args.get("lang") or request.cookies.get(COOKIE))
+                               chosen if chosen in LANGUAGES else request.cookies.get(COOKIE))
 
     @app.after_request
     def _remember_language(response):
