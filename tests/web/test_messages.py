@@ -10,7 +10,6 @@ from flask import Flask, g
 
 from sidecar.domain.messages import ENGLISH, Message
 from sidecar.programs import labels
-from sidecar.web.i18n import CATALOGS
 from sidecar.web.messages import TEXTS, say, word
 from tests.message_samples import LEVEL_ID, LEVEL_NAME, sample, samples, shown_values
 
@@ -55,15 +54,15 @@ def test_each_code_is_worded_in_both_languages_with_its_values(message, wording)
     words = {language: text.replace(LEVEL_NAME, "") for language, text in (("en", english), ("ru", russian))}
     assert CYRILLIC.search(words["ru"]) and not CYRILLIC.search(words["en"]), words
     for text in (english, russian):
-        assert "{" not in text and not any(key in text for key in CATALOGS["en"]), text
+        assert "{" not in text, text
         for value in shown_values(message):
             assert value in text, (value, text)
     if "level" in message.params:
         assert f"«{LEVEL_NAME}» (#{LEVEL_ID})" in russian
     if "duration" in message.params:
-        assert "3 months" in english and "3 мес." in russian
+        assert "3 months" in english and "3 месяца" in russian
     if "limit" in message.params:
-        assert "3660 months" in english and "3660 мес." in russian
+        assert "3660 months" in english and "3660 месяцев" in russian
 
 
 def test_a_message_of_a_form_field_names_the_field_as_the_form_does(in_language):
