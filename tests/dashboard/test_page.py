@@ -111,6 +111,8 @@ def test_the_error_in_russian(web):
 def test_the_status_page_moved_to_status_and_keeps_its_place_in_the_navigation(web):
     page = web.get("/status?lang=en")
     assert "System status" in page and "Grants that need attention" in page
+    assert "<title>System status · MemberLux sidecar</title>" in page
+    assert "<title>Состояние системы · Сервис-компаньон MemberLux</title>" in web.get("/status?lang=ru")
     assert 'href="/">Dashboard</a>' in page and 'href="/status">Status</a>' in page
     assert "System status" not in web.get("/?lang=en")
 
