@@ -1,8 +1,8 @@
 """The admin pages fit a phone, a tablet and a laptop, in Russian and English, in a real browser.
 
 For widths 390, 768 and 1366 px and both languages, the main pages (status, the monitor's overview, a
-level's sleepers, a learner, grants, the reminders' history, programs, webhooks and their deliveries,
-and a 404) are visited signed in; on each, nothing sticks out to the right of the screen except inside a
+level's sleepers, a learner, grants, the reminders' history, programs and a program's form, webhooks and
+their deliveries, and a 404) are visited signed in; on each, nothing sticks out to the right of the screen except inside a
 table's scroll wrapper, and every section of the top bar, the language switch and Sign out stay on the
 bar and on the screen. At 1366 px the reminders' history fits without scrolling sideways at all.
 Screenshots: ``test-artifacts/browser/40-<page>-<width>-<lang>.png``.
@@ -95,6 +95,7 @@ def _fill_the_store(runtime) -> dict[str, str]:
         "grants": "/admin/grants",
         "reminders": "/reminders",
         "programs": "/programs",
+        "program form": "/programs/new",
         "webhooks": "/webhooks",
         "deliveries": f"/webhooks/{endpoint.id}/deliveries",
         "404": "/no/such/page",
