@@ -324,7 +324,8 @@ def test_user_page_shows_keys_certificates_and_verdicts(monitor):
     assert sleeper.email in page
     section = re.search(r'<section class="grid-wrap level-section" id="level-7".*?</section>', page, re.S).group(0)
     assert 'class="badge verdict verdict-sleeper"' in section
-    assert f"Sleeper: access ended on {sleeper.expired_on} ({sleeper.days_since} days ago)" in section
+    ago = "1 day ago" if sleeper.days_since == 1 else f"{sleeper.days_since} days ago"
+    assert f"Sleeper: access ended on {sleeper.expired_on} ({ago})" in section
     assert '<svg class="timeline"' in section and 'class="today"' in section
     assert "Certificates" in section
     assert ">yes" in section  # listed in the report
