@@ -81,6 +81,9 @@ def test_the_dashboard_in_russian(web):
     assert "Чего добивается сайдкар" in page and "Что считает каждое число" in page
     assert "Получили письмо" in page and "Не получали писем (сравнение)" in page
     assert "Выдачи, требующие внимания" in page
+    # The outcome window's choices are counts of days in their plural form.
+    assert re.search(r'<option value="14" selected>14 дней</option>', page)
+    assert re.search(r"Окно результата:\s+<a [^>]*>7 дней</a> <strong>14 дней</strong> <a [^>]*>30 дней</a>", page)
 
 
 def test_one_level_and_another_window(web):
