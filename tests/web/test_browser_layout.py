@@ -1,10 +1,11 @@
 """The admin pages fit a phone, a tablet and a laptop, in Russian and English, in a real browser.
 
 For widths 390, 768 and 1366 px and both languages, the main pages (status, the monitor's overview, a
-level's sleepers, a learner, grants, the reminders' history, programs and a program's form, webhooks and
-their deliveries, and a 404) are visited signed in; on each, nothing sticks out to the right of the screen except inside a
-table's scroll wrapper, and every section of the top bar, the language switch and Sign out stay on the
-bar and on the screen. At 1366 px the reminders' history fits without scrolling sideways at all.
+level's sleepers, a learner, grants, the reminders' history and digests, programs and a program's form,
+webhooks and their deliveries, and a 404) are visited signed in; on each, nothing sticks out to the right
+of the screen except inside a table's scroll wrapper, a table's "nothing found" text is not cut by its
+edge, and every section of the top bar, the language switch and Sign out stay on the bar and on the
+screen. At 1366 px the reminders' history fits without scrolling sideways at all.
 Screenshots: ``test-artifacts/browser/40-<page>-<width>-<lang>.png``.
 
 The browser, the served demo site and the skip policy are those of ``tests/monitor/test_browser.py``.
@@ -98,6 +99,7 @@ def _fill_the_store(runtime) -> dict[str, str]:
         "program form": "/programs/new",
         "webhooks": "/webhooks",
         "deliveries": f"/webhooks/{endpoint.id}/deliveries",
+        "digests": "/reminders/digests",
         "404": "/no/such/page",
     }
 
@@ -130,6 +132,17 @@ def _watch_for_errors(page) -> list[str]:
     page.on("console", console)
     page.on("response", response)
     return errors
+
+
+# The text of a table's "nothing found" row, where it is cut by the edge of its scroller (or the screen).
+_EMPTY_CUT = """() => [...document.querySelectorAll('table.grid td.empty')].filter((cell) => {
+  const range = document.createRange();
+  range.selectNodeContents(cell);
+  const text = range.getBoundingClientRect();
+  const wrap = cell.closest('.grid-wrap') || document.documentElement;
+  const box = wrap.getBoundingClientRect();
+  return text.width > 0 && (text.left < box.left - 1 || text.right > Math.min(box.right, window.innerWidth) + 1);
+}).map((cell) => cell.innerText.trim())"""
 
 
 def _history_scrolls_sideways(page) -> bool:
@@ -165,6 +178,7 @@ def test_main_pages_fit_every_width_in_both_languages(browser, served):  # noqa:
                     if found["page"] > width or found["out"]:
                         failures.append(f"{where}: page {found['page']} px wide; outside a scroller: {found['out']}")
                     failures.extend(f"{where}: top bar item {problem}" for problem in _bar_problems(page, width))
+                    failures.extend(f"{where}: empty table's text cut: {text!r}" for text in page.evaluate(_EMPTY_CUT))
                     if name == "reminders" and width == 1366 and _history_scrolls_sideways(page):
                         failures.append(f"{where}: the history scrolls sideways on a laptop")
                     _shot(page, f"40-{name}-{width}-{language}")
