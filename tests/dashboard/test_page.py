@@ -115,7 +115,10 @@ def test_the_status_page_moved_to_status_and_keeps_its_place_in_the_navigation(w
     page = web.get("/status?lang=en")
     assert "System status" in page and "Grants that need attention" in page
     assert "<title>System status · MemberLux sidecar</title>" in page
-    assert "<title>Состояние системы · Сервис-компаньон MemberLux</title>" in web.get("/status?lang=ru")
+    russian = web.get("/status?lang=ru")
+    assert "<title>Состояние системы · Сервис-компаньон MemberLux</title>" in russian
+    for shown in (page, russian):    # commands are set as code, not in the backticks of a plain-text note
+        assert "`" not in shown and "<code>mlsidecar worker</code>" in shown
     assert 'href="/">Dashboard</a>' in page and 'href="/status">Status</a>' in page
     assert "System status" not in web.get("/?lang=en")
 

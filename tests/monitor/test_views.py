@@ -47,7 +47,8 @@ def test_overview_flags_levels_not_refreshed_for_a_day(monitor):
     stale = re.search(r'<tr class="level-row stale" data-level="7">(.*?)</tr>', page, re.S)
     assert stale and 'class="badge badge-warn"' in stale.group(1)
     assert not re.search(r'<tr class="level-row stale" data-level="8">', page)
-    assert any("not refreshed in the last 24 hours" in text for text in flashes(page))
+    assert any("not refreshed in the last 24 hours" in text and "Is <code>mlsidecar worker</code> running?" in text
+               for text in flashes(page))
     assert any("Английский с нуля" in text for text in flashes(monitor.page("/monitor/sleepers?level=7")))
 
 
