@@ -178,6 +178,10 @@ def test_form_errors_are_shown_at_their_field(admin):
     assert admin.field_error(page, "name") == "A name of 1 to 100 characters is required."
     assert admin.field_error(page, "events") == 'Choose "All events" or at least one event type.'
     assert admin.field_error(page, "url").startswith("10.1.2.3 is an address inside our network (10.1.2.3)")
+    response = admin.post("/webhooks/new?lang=ru", {"name": "", "url": "http://10.1.2.3/hook", "events": []})
+    page = admin.page_of(response)
+    assert admin.field_error(page, "name") == "Нужно название длиной от 1 до 100 символов."
+    assert admin.field_error(page, "url").startswith("10.1.2.3 — адрес внутри нашей сети (10.1.2.3)")
     response = admin.post("/webhooks/new?lang=ru", {"name": "CRM", "url": "http://user:pw@93.184.215.14/", "events": ["*"]})
     assert "Без имени пользователя и пароля в адресе" in admin.field_error(admin.page_of(response), "url")
     response = admin.post("/webhooks/new?lang=en", {"name": "CRM", "url": "ftp://93.184.215.14/", "events": ["*"]})
