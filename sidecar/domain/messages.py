@@ -126,6 +126,13 @@ ENGLISH: dict[str, str] = {
     "webhooks.url_other_host": "{host} is not the checked host {checked}",
     "webhooks.from_config": "this endpoint comes from the configuration file; change it there",
     "webhooks.secret_in_config": "rotate it in the configuration file (secret + previous_secret)",
+    # What the worker made of a MemberLux webhook (sidecar.webhooks.inbound).
+    "inbound.unknown_type": "ignored: unknown type {type}",
+    "inbound.no_user": "unconfirmed: no such user",
+    "inbound.no_level": "unconfirmed: no level in the payload",
+    "inbound.no_key": "unconfirmed: user {user} has no activated key of level {level}",
+    "inbound.confirmed": "confirmed: user {user}, level {level}",
+    "inbound.confirmed_enrolled": "confirmed: user {user}, level {level}; enrolled in {n} program(s)",
 }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from sidecar.domain.messages import Message, is_messages
-from sidecar.web.i18n import gettext, pgettext
+from sidecar.web.i18n import gettext, ngettext, pgettext
 
 
 class Names(Protocol):
@@ -173,6 +173,16 @@ TEXTS: dict[str, Render] = {
     "webhooks.url_other_host": lambda p, n: gettext("The connection went to {host} instead of the checked host {checked}.",
                                                     host=p["host"], checked=p["checked"]),
     "webhooks.from_config": lambda p, n: gettext("This endpoint comes from the configuration file; change it there."),
+    "inbound.unknown_type": lambda p, n: gettext("ignored: unknown type {type}", type=p["type"]),
+    "inbound.no_user": lambda p, n: gettext("not confirmed: no such user"),
+    "inbound.no_level": lambda p, n: gettext("not confirmed: no level in the payload"),
+    "inbound.no_key": lambda p, n: gettext("not confirmed: user {user} has no activated key of {level}", user=p["user"],
+                                           level=n.level_label(p["level"])),
+    "inbound.confirmed": lambda p, n: gettext("confirmed: user {user}, {level}", user=p["user"],
+                                              level=n.level_label(p["level"])),
+    "inbound.confirmed_enrolled": lambda p, n: ngettext("confirmed: user {user}, {level}; enrolled in {n} program",
+                                                        "confirmed: user {user}, {level}; enrolled in {n} programs", p["n"],
+                                                        user=p["user"], level=n.level_label(p["level"])),
     "webhooks.secret_in_config": lambda p, n: gettext("Rotate this secret in the configuration file (secret and "
                                                       "previous_secret)."),
 }

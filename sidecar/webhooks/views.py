@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,7 +30,8 @@ from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookEndpoint
 from sidecar.web import current_runtime
 from sidecar.web.auth import login_required
-from sidecar.web.i18n import LazyText, lazy_gettext, lazy_pgettext, gettext
+from sidecar.web.i18n import lazy_gettext, lazy_pgettext, gettext
+from sidecar.domain.messages import from_stored
 from sidecar.web.messages import say
 from sidecar.web.pages import actor, label, shorten
 from sidecar.webhooks import queries
@@ -72,18 +72,6 @@ PER_PAGE = 50
 ERROR_PREVIEW = 90
 SECRET_SHOWN = 10       # characters of a secret shown before the mask ("whsec_" and four more)
 
-_OUTCOMES: list[tuple[re.Pattern[str], LazyText]] = [(re.compile(p), k) for p, k in (
-    (r"^ignored: unknown type (?P<type>.+)$", lazy_gettext("ignored: unknown type {type}")),
-    (r"^unconfirmed: no such user$", lazy_gettext("not confirmed: no such user")),
-    (r"^unconfirmed: no level in the payload$", lazy_gettext("not confirmed: no level in the payload")),
-    (r"^unconfirmed: user (?P<user>\d+) has no activated key of level (?P<level>\d+)$", lazy_gettext("not confirmed: user {user} has no "
-                                                                                                     "activated key of {level}")),
-    (r"^confirmed: user (?P<user>\d+), level (?P<level>\d+); enrolled in (?P<n>\d+) program",
-     lazy_gettext("confirmed: user {user}, {level}; enrolled in {n} program(s)")),
-    (r"^confirmed: user (?P<user>\d+), level (?P<level>\d+)$", lazy_gettext("confirmed: user {user}, {level}")),
-)]
-
-
 _runtime = current_runtime
 
 
@@ -110,15 +98,15 @@ class Display(MonitorDisplay):
         return gettext("All events") if "*" in events else ", ".join(events)
 
     def outcome(self, text: str) -> str:
-        """What the worker made of a MemberLux hint, in the UI's language."""
-        for pattern, wording in _OUTCOMES:
-            found = pattern.match(text or "")
-            if found:
-                values = dict(found.groupdict())
-                if values.get("level"):
-                    values["level"] = self.level(int(values["level"]))
-                return wording.format(**values)
-        return text or "—"
+        """What the worker made of a MemberLux hint, in the UI's language (a row written before codes: as written)."""
+        return say(from_stored(text), self) or "—"
+
+    def level_label(self, term_id: int) -> str:
+        return self.level(term_id)
+
+    @staticmethod
+    def term(duration: int, units: str) -> str:
+        return f"{duration} {units}"   # no inbound outcome names a term
 
     @staticmethod
     def masked(secret: str) -> str:

@@ -21,7 +21,7 @@ from sidecar.devstack.server import serve_in_thread
 from sidecar.domain.programs import Step
 from sidecar.programs.catalog import ProgramCatalog, ProgramDefinition
 from sidecar.store.models import AuditEvent
-from sidecar.store.webhook_models import WebhookDelivery, WebhookEndpoint
+from sidecar.store.webhook_models import InboundHint, WebhookDelivery, WebhookEndpoint
 from sidecar.webhooks import inbound
 from sidecar.webhooks.delivery import WebhookDeliverer
 from sidecar.webhooks.endpoints import shown_url, sync_config
@@ -392,5 +392,9 @@ def test_inbound_page_lists_the_memberlux_hints_and_what_came_of_them(admin):
     page = admin.get("/webhooks/inbound")
     assert "not confirmed: no such user" in page and "ignored: unknown type 'mystery'" in page
     assert "не подтверждён: такого пользователя нет" in admin.get("/webhooks/inbound?lang=ru")
+    with admin.runtime.sessions.begin() as session:   # a row the worker wrote before outcomes were codes
+        session.execute(sa.update(InboundHint).where(InboundHint.outcome.contains("mystery"))
+                        .values(outcome="ignored: unknown type 'mystery' (written by an older version)"))
+    assert "ignored: unknown type 'mystery' (written by an older version)" in admin.get("/webhooks/inbound?lang=ru")
     assert 'class="hint-row waiting"' not in admin.get("/webhooks/inbound?state=processed")
     assert "hint-row" not in admin.get("/webhooks/inbound?state=waiting")
