@@ -9,6 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from sidecar.dashboard.job import compute_job
+from sidecar.store.dashboard_models import DashboardSnapshot
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import FAILED, SUCCEEDED, Grant
 from sidecar.store.monitor_models import SleeperCount, SleeperRefresh
@@ -159,3 +160,12 @@ def test_the_page_computes_no_comparison(site, web, monkeypatch):
     monkeypatch.setattr(site.school.runtime.reader, "renewal_starts", refuse)
     for query in ("", "&window=7", "&window=30", f"&level={OTHER_LEVEL}"):
         assert "computed-at" in web.get(f"/?lang=en{query}")
+
+
+def test_a_level_the_stored_comparison_does_not_know_shows_nobody_measured(site, web):
+    """A level made after the job's last run has no part in its rows yet: the page shows zeros for it."""
+    with unit_of_work(site.school.runtime.sessions) as session:
+        row = session.get(DashboardSnapshot, 14)
+        row.figures = {level: steps for level, steps in row.figures.items() if level != str(LEVEL)}
+    assert cells(web.get(f"/?lang=en&level={LEVEL}"), "letters-learners") == ["0", "0", "0"]
+    assert cells(web.get("/?lang=en"), "letters-learners") == ["0", "0", "0"]      # all levels: the others' sum
