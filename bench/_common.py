@@ -177,6 +177,25 @@ def bench_runtime(site_url: str, prefix: str, store: Path, day: date, *, passwor
                          clock=FixedClock(datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=10)))
 
 
+def run_indexes_script(site_url: str, prefix: str) -> float:
+    """sql/indexes.sql itself on the database of ``site_url``, as an operator runs it; returns its seconds."""
+    import pymysql
+
+    from sidecar import sqlscripts
+
+    url = sa.make_url(site_url)
+    script = sqlscripts.render((sqlscripts.SQL_DIR / "indexes.sql").read_text(), db=url.database, p=prefix)
+    started = time.perf_counter()
+    connection = pymysql.connect(host=url.host or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
+                                 password=url.password or "", database=url.database, autocommit=True)
+    try:
+        with connection.cursor() as cursor:
+            sqlscripts.run_script(cursor, script)
+    finally:
+        connection.close()
+    return time.perf_counter() - started
+
+
 def legacy_v3_page(conn: sa.Connection, term_id: int, date_from: date, date_to: date, *, prefix: str = "wp_",
                    page: int = 1) -> tuple[int, list]:
     """One page of the legacy report as the plugin loads it: the count statement, then the rows statement,

@@ -70,13 +70,12 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
-import pymysql
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import bench_runtime, empty_store, legacy_v3_page, seed_site_database  # (bench/ is on sys.path: run as a script)
+from _common import bench_runtime, empty_store, legacy_v3_page, run_indexes_script, seed_site_database  # (bench/ on sys.path)
 from sidecar import sqlscripts
 from sidecar.bootstrap import Runtime
 from sidecar.memberlux.reader import ancestors_from_parents
@@ -184,20 +183,6 @@ class Indexes:
                 {"d": self.database, "t": self.prefix + index.table, "i": index.name}).scalar()
             page_size = conn.execute(sa.text("SELECT @@innodb_page_size")).scalar()
         return None if pages is None else pages * page_size / 1e6
-
-
-def run_script(url: sa.URL, database: str, prefix: str) -> float:
-    """sql/indexes.sql itself, as an operator runs it."""
-    script = sqlscripts.render((sqlscripts.SQL_DIR / "indexes.sql").read_text(), db=database, p=prefix)
-    started = time.perf_counter()
-    connection = pymysql.connect(host=url.host or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
-                                 password=url.password or "", database=database, autocommit=True)
-    try:
-        with connection.cursor() as cursor:
-            sqlscripts.run_script(cursor, script)
-    finally:
-        connection.close()
-    return time.perf_counter() - started
 
 
 # --- workloads -------------------------------------------------------------------------------------------
@@ -413,7 +398,7 @@ def main() -> None:  # one linear script
             for name, chosen in configurations:
                 indexes.drop_all()
                 if chosen is None:
-                    built = f"sql/indexes.sql ran in {run_script(url, database, args.prefix):.1f} s"
+                    built = f"sql/indexes.sql ran in {run_indexes_script(site_url, args.prefix):.1f} s"
                 else:
                     for index in chosen:
                         builds.setdefault(index.name, []).append(indexes.add(index))

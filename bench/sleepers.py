@@ -53,9 +53,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import (bench_runtime, cli, empty_store, legacy_v3_page, seed_site_database, split_password,
-                     write_config)  # (bench/ is on sys.path: run as a script)
-from sidecar import sqlscripts
+from _common import (bench_runtime, cli, empty_store, legacy_v3_page, run_indexes_script, seed_site_database,
+                     split_password, write_config)  # (bench/ is on sys.path: run as a script)
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.query import live_sleeper_ids
 from sidecar.monitor.refresh import SleeperRefresher
@@ -110,22 +109,6 @@ def csv_export(site_url: str, prefix: str, store: Path, work: Path) -> dict[str,
         rows = sum(1 for _ in handle) - 1
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
     return {"rows": rows, "seconds": seconds, "peak_rss_mb": peak_mb, "bytes": out.stat().st_size}
-
-
-def apply_indexes(site_url: str, database: str, prefix: str) -> float:
-    import pymysql
-
-    url = sa.make_url(site_url)
-    script = sqlscripts.render((sqlscripts.SQL_DIR / "indexes.sql").read_text(), db=database, p=prefix)
-    started = time.perf_counter()
-    connection = pymysql.connect(host=url.host or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
-                                 password=url.password or "", database=database, autocommit=True)
-    try:
-        with connection.cursor() as cursor:
-            sqlscripts.run_script(cursor, script)
-    finally:
-        connection.close()
-    return time.perf_counter() - started
 
 
 def main() -> None:  # one linear script
@@ -252,7 +235,7 @@ def main() -> None:  # one linear script
                   f"{export['peak_rss_mb']:.0f} MB", flush=True)
 
         if args.with_indexes:
-            print(f"sql/indexes.sql applied in {apply_indexes(site_url, database, p):.1f} s")
+            print(f"sql/indexes.sql applied in {run_indexes_script(site_url, p):.1f} s")
             summary["indexed_legacy_page_s"], summary["indexed_live_s"] = legacy_and_live("with sql/indexes.sql")
     finally:
         runtime.close()

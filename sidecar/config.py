@@ -524,6 +524,7 @@ class ScheduleSettings(_Section):
     outbox_poll_seconds: int = Field(5, ge=1, le=600, description="How often the outbox worker looks for due work.")
     access_scan_seconds: int = Field(60, ge=10, le=3600, description="How often keys activated since the last look are searched for (access.activated events; only while an endpoint wants them).")
     sleepers_max_age_minutes: int = Field(60, ge=5, le=1440, description="A level's sleepers read model is rebuilt when older than this (and at 00:00 UTC).")
+    dashboard_interval_minutes: int = Field(60, ge=5, le=1440, description="How often the worker computes the dashboard's \"what happened after each letter\" (every outcome window, all levels), also once when it starts; the page shows the last result.")
 
 
 def _check_renewal_url(value: str) -> str:

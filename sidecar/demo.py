@@ -250,7 +250,9 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     from sidecar.devstack.seed import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD, DEMO_API_LOGIN
     from sidecar.devstack.server import serve_in_thread
     from sidecar.store import db as store_db
-    from sidecar.worker import build_outbox, build_scheduler
+    from sidecar.dashboard.job import compute_job as dashboard_job
+    from sidecar.jobs import DASHBOARD_JOB
+    from sidecar.worker import DASHBOARD_LEASE, build_outbox, build_scheduler, run_leased
 
     started = time.monotonic()
     configure_logging("text", "INFO")
@@ -279,6 +281,8 @@ def run_demo(*, host: str, port: int, emulator_port: int, data_dir: Path, users:
     runtime = build_runtime(settings)
     _register_hook(site_engine, f"http://{host}:{port}/hooks/memberlux/{hook_token}")
     imported = _import_legacy_programs(runtime)
+    # The dashboard's comparison before the first page: the worker's own first run comes in the background.
+    run_leased(runtime, DASHBOARD_JOB, dashboard_job, DASHBOARD_LEASE)
     scheduler = build_scheduler(runtime, background=True)
     scheduler.start()
     outbox = build_outbox(runtime)

@@ -15,7 +15,8 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from sidecar.bootstrap import Runtime
 from sidecar.jobs import (
-    ACCESS_SCAN_JOB, ALERTS_JOB, CERTIFICATE_REVALIDATE_JOB, CERTIFICATE_SYNC_JOB, HEARTBEAT_JOB, HINTS_JOB, PURGE_JOB, REMINDERS_DAILY_JOB,
+    ACCESS_SCAN_JOB, ALERTS_JOB, CERTIFICATE_REVALIDATE_JOB, CERTIFICATE_SYNC_JOB, DASHBOARD_JOB, HEARTBEAT_JOB, HINTS_JOB,
+    PURGE_JOB, REMINDERS_DAILY_JOB,
     REMINDERS_RETRY_JOB, SLEEPERS_REFRESH_JOB, WEBHOOKS_JOB, WELCOME_JOB,
 )
 from sidecar.store import leases
@@ -56,6 +57,8 @@ def purge_seen_signatures(runtime: Runtime) -> str:
 
 
 WELCOME_SECONDS = 60
+#: The dashboard job's lease: far longer than its run (about a minute on a site with a million keys).
+DASHBOARD_LEASE = timedelta(hours=1)
 ALERTS_SECONDS = 60
 
 
@@ -95,6 +98,13 @@ def register_jobs(scheduler, runtime: Runtime) -> None:
     # older than the configured age, or its certificates changed: the report is never staler than that.
     scheduler.add_job(run_leased, "interval", minutes=5, id=SLEEPERS_REFRESH_JOB,
                       args=(runtime, SLEEPERS_REFRESH_JOB, refresh_sleepers, timedelta(hours=1)),
+                      max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
+    from sidecar.dashboard.job import compute_job as dashboard_job
+
+    # The dashboard's comparison (half a minute on a large site) is computed here, never in a web request:
+    # when the worker starts (the page has nothing to show before) and then at the configured interval.
+    scheduler.add_job(run_leased, "interval", minutes=runtime.settings.schedule.dashboard_interval_minutes,
+                      id=DASHBOARD_JOB, args=(runtime, DASHBOARD_JOB, dashboard_job, DASHBOARD_LEASE),
                       max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
     register_reminders(scheduler, runtime)
     from sidecar.bridge.welcome import welcome_job

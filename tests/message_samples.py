@@ -14,9 +14,13 @@ _VALUES = {"level": LEVEL_ID, "units": "months", "duration": 3, "detail": "the-d
            "actor": "the-admin-login", "lead": 5150, "attempts": 12, "hours": 72, "rival": "grant-rival-id",
            "order": 8181, "grant": "grant-own-id", "payments": "payments-state-text", "count": 2, "keys": "31, 32",
            "local": 60, "limit": 3660, "products": "product-list-text",
-           "fields": [Message("grants.duration_required", field="lead.duration")]}
-# Values a wording leaves out on purpose: the page lists a template's variables next to the field.
-OMITTED = {"known"}
+           "fields": [Message("grants.duration_required", field="lead.duration")],
+           "events": "grant.accepted, grant.failed", "url": "'ftp://hooks.example'", "host": "hooks.example",
+           "address": "10.9.8.7", "checked": "checked.example",
+           "type": "'odd_type'", "user": 4711}
+# Values a wording leaves out on purpose: the page lists a template's variables next to the field, the
+# endpoint form its event types as boxes to tick and the refused URL in its own field.
+OMITTED = {"known", "events", "url"}
 
 
 def names_of(code: str) -> list[str]:

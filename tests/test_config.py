@@ -192,3 +192,15 @@ def test_the_welcome_email_is_on_by_default_exactly_when_mail_can_go_out():
     assert welcome(smtp=smtp, bridge={"welcome_email": {"enabled": False}}) is False     # said, so kept
     assert welcome(bridge={"welcome_email": {"enabled": True}}) is True
     assert welcome(smtp=smtp, bridge={"welcome_email": {"subject": "Добро пожаловать"}}) is True
+
+
+def test_the_dashboard_interval_is_checked_when_loaded():
+    assert settings_from_mapping(MINIMAL, environ={}).schedule.dashboard_interval_minutes == 60
+    assert problems_of({**MINIMAL, "schedule": {"dashboard_interval_minutes": 4}}) == [
+        "schedule.dashboard_interval_minutes = 4: Input should be greater than or equal to 5"]
+    assert problems_of({**MINIMAL, "schedule": {"dashboard_interval_minutes": 1441}}) == [
+        "schedule.dashboard_interval_minutes = 1441: Input should be less than or equal to 1440"]
+    [line] = problems_of(MINIMAL, environ={"MLS_SCHEDULE__DASHBOARD_INTERVAL_MINUTES": "hourly"})
+    assert line.startswith("schedule.dashboard_interval_minutes = 'hourly'") and "valid integer" in line
+    settings = settings_from_mapping(MINIMAL, environ={"MLS_SCHEDULE__DASHBOARD_INTERVAL_MINUTES": "15"})
+    assert settings.schedule.dashboard_interval_minutes == 15

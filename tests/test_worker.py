@@ -32,16 +32,20 @@ def test_job_held_elsewhere_is_skipped(runtime):
 
 
 def test_scheduler_registers_the_heartbeat(runtime):
+    before = runtime.clock.now()
     scheduler = build_scheduler(runtime, background=True)
     assert [job.id for job in scheduler.get_jobs()] == ["worker.heartbeat", "bridge.purge_signatures",
                                                       "monitor.certificates.sync", "monitor.certificates.revalidate",
-                                                      "monitor.sleepers.refresh", "reminders.daily",
+                                                      "monitor.sleepers.refresh", "dashboard.after_letters", "reminders.daily",
                                                       "reminders.daily.catch_up", "reminders.retry", "bridge.welcome",
                                                       "bridge.alerts", "webhooks.deliver", "memberlux.hints",
                                                       "webhooks.access_scan"]
     assert scheduler.get_job("bridge.welcome").trigger.interval.total_seconds() == 60     # every minute
     assert scheduler.get_job("bridge.alerts").trigger.interval.total_seconds() == 60      # every minute
     assert scheduler.get_job("webhooks.access_scan").trigger.interval.total_seconds() == 60   # schedule.access_scan_seconds
+    dashboard = scheduler.get_job("dashboard.after_letters")
+    assert dashboard.trigger.interval.total_seconds() == 3600     # schedule.dashboard_interval_minutes
+    assert before <= dashboard.next_run_time <= runtime.clock.now()   # and at once when the worker starts
 
 
 def test_daily_reminders_catch_up_once_after_a_missed_run(runtime):

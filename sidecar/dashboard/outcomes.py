@@ -46,8 +46,10 @@ class AfterLetters:
     by_level: dict[int, tuple[StepComparison, ...]]
 
     def total(self, levels: Iterable[int] | None = None) -> tuple[StepComparison, ...]:
-        """Per step, the sum over ``levels`` (all when None)."""
-        chosen = [self.by_level[lv] for lv in levels] if levels is not None else list(self.by_level.values())
+        """Per step, the sum over ``levels`` (all when None); a level the comparison does not know (made
+        after it was computed) adds nothing."""
+        chosen = ([self.by_level[lv] for lv in levels if lv in self.by_level] if levels is not None
+                  else list(self.by_level.values()))
         merged = []
         for index, step in enumerate(LEARNER_STEPS):
             rows = [steps[index] for steps in chosen]
@@ -151,3 +153,27 @@ def compare(*, today: date, window_days: int, levels: Sequence[int], delays: Map
                                             delays.get(level, {}).get(step))
                              for step in LEARNER_STEPS) for level in levels}
     return AfterLetters(window_days, first_day, last_day, by_level)
+
+
+def compare_windows(*, today: date, windows: Sequence[int], levels: Sequence[int], delays: Mapping[int, Mapping[int, int]],
+                    letters: Iterable, first_letter_days: Mapping[int, date],
+                    certificates: Mapping[tuple[int, int], list[date]], renewal_starts, lapses) -> dict[int, AfterLetters]:
+    """:func:`compare` for each outcome window, MemberLux asked each range query once: for the union of
+    what the windows need (the key starts of every window's letter levels from the earliest X on; per
+    level, the widest range of access ends). A wider answer changes no window's figures: :func:`compare`
+    matches each letter and each lapse by its own learner, level and days."""
+    spans = {window: measured_days(today, window, PERIOD_DAYS) for window in windows}
+    wanted = set(levels)
+    used = [lt for lt in letters if lt.term_id in wanted and any(first <= lt.sent_on <= last for first, last in spans.values())]
+    starts = (renewal_starts(sorted({lt.term_id for lt in used}), min(lt.expired_on for lt in used), today)
+              if used else [])
+    ranges: dict[int, tuple[date, date]] = {}
+    for first_day, last_day in spans.values():
+        for level, (first, last) in lapse_ranges(levels, delays, first_letter_days, first_day, last_day).items():
+            known = ranges.get(level)
+            ranges[level] = (first, last) if known is None else (min(known[0], first), max(known[1], last))
+    found = lapses(ranges)
+    return {window: compare(today=today, window_days=window, levels=levels, delays=delays, letters=used,
+                            first_letter_days=first_letter_days, certificates=certificates,
+                            renewal_starts=lambda _levels, _first, _last: starts, lapses=lambda _ranges: found)
+            for window in windows}

@@ -16,7 +16,7 @@ from markupsafe import Markup
 from sidecar.dashboard import queries, service
 from sidecar.domain.letter_outcomes import DEFAULT_WINDOW, WINDOW_CHOICES
 from sidecar.memberlux.reader import Level
-from sidecar.web import app_singleton, current_runtime
+from sidecar.web import current_runtime
 from sidecar.web.auth import login_required
 from sidecar.web.i18n import gettext, pgettext
 from sidecar.web.svg_charts import line_chart, stacked_bar_chart
@@ -95,11 +95,11 @@ def index():
     runtime = current_runtime()
     levels = runtime.reader.levels()
     window, level, problems = parse_params(request.args, levels)
-    board = service.build(runtime, window, level, app_singleton("dashboard.after_letters", service.AfterLettersCache))
+    board = service.build(runtime, window, level)
     trend, grants = _charts(board)
     windows = [(n, url_for(".index", window=n, **({"level": level.term_id} if level else {}))) for n in WINDOW_CHOICES]
     page = render_template("dashboard.html", board=board, levels=levels, problems=problems, trend_chart=trend,
                            grants_chart=grants, outcomes=queries.OUTCOMES, outcome_names=outcome_names(),
                            channels=grants_by_channel(board), windows=windows, alerts=board.alerts,
-                           ttl_minutes=int(service.AFTER_LETTERS_TTL.total_seconds() // 60))
+                           interval_minutes=runtime.settings.schedule.dashboard_interval_minutes)
     return page, 400 if problems else 200

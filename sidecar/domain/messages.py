@@ -113,6 +113,26 @@ ENGLISH: dict[str, str] = {
                                     "retry it once the site is fixed.",
     "grants.duplicated": "{count} keys carry this grant's id: {keys}",
     "grants.cancelled": "cancelled by {actor}",
+    # A webhook endpoint refused (sidecar.webhooks.endpoints and the destination check, sidecar.webhooks.ssrf).
+    "webhooks.name_required": "a name of 1–100 characters is required",
+    "webhooks.bad_events": "choose '*' or some of: {events}",
+    "webhooks.bad_template": "{detail}",
+    "webhooks.url_not_http": "{url} is not an http(s) URL",
+    "webhooks.url_credentials": "credentials in the URL are not allowed (they would be logged); use the signature",
+    "webhooks.url_unresolved": "{host} does not resolve",
+    "webhooks.url_unresolved_why": "{host} does not resolve ({detail})",
+    "webhooks.url_internal": "{host} resolves to {address}, an internal address; add it to "
+                             "webhooks.allow_private_destinations if this is intended",
+    "webhooks.url_other_host": "{host} is not the checked host {checked}",
+    "webhooks.from_config": "this endpoint comes from the configuration file; change it there",
+    "webhooks.secret_in_config": "rotate it in the configuration file (secret + previous_secret)",
+    # What the worker made of a MemberLux webhook (sidecar.webhooks.inbound).
+    "inbound.unknown_type": "ignored: unknown type {type}",
+    "inbound.no_user": "unconfirmed: no such user",
+    "inbound.no_level": "unconfirmed: no level in the payload",
+    "inbound.no_key": "unconfirmed: user {user} has no activated key of level {level}",
+    "inbound.confirmed": "confirmed: user {user}, level {level}",
+    "inbound.confirmed_enrolled": "confirmed: user {user}, level {level}; enrolled in {n} program(s)",
 }
 
 

@@ -178,7 +178,7 @@ def _warning_texts(runtime: Runtime, display: Display, view: ProgramView) -> lis
         except DestinationRefused as exc:
             # Not blocking: an imported program keeps its URL until someone changes it, and every
             # delivery is checked again (and refused) anyway.
-            warnings.append(gettext("Deliveries to the webhook URL will be refused: {detail}", detail=str(exc)))
+            warnings.append(gettext("Deliveries to the webhook URL will be refused: {detail}", detail=say(exc.said)))
     return warnings
 
 

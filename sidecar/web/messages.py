@@ -159,6 +159,33 @@ TEXTS: dict[str, Render] = {
                                                            payments=p["payments"]),
     "grants.duplicated": lambda p, n: gettext("keys carrying this grant's id ({count}): {keys}", count=p["count"], keys=p["keys"]),
     "grants.cancelled": lambda p, n: gettext("cancelled by {actor}", actor=p["actor"]),
+    "webhooks.name_required": lambda p, n: gettext("A name of 1 to 100 characters is required."),
+    "webhooks.bad_events": lambda p, n: gettext("Choose \"All events\" or at least one event type."),
+    "webhooks.bad_template": lambda p, n: gettext("The template cannot be used: {detail}", detail=p["detail"]),
+    "webhooks.url_not_http": lambda p, n: gettext("Enter an http:// or https:// address."),
+    "webhooks.url_credentials": lambda p, n: gettext("No user name or password in the URL (they would be logged); "
+                                                     "receivers check the signature."),
+    "webhooks.url_unresolved": lambda p, n: gettext("{host} cannot be found in DNS. {detail}", host=p["host"], detail=""),
+    "webhooks.url_unresolved_why": lambda p, n: gettext("{host} cannot be found in DNS. {detail}", host=p["host"],
+                                                        detail=p["detail"]),
+    "webhooks.url_internal": lambda p, n: gettext("{host} is an address inside our network ({address}); add it to "
+                                                  "webhooks.allow_private_destinations if this is intended.",
+                                                  host=p["host"], address=p["address"]),
+    "webhooks.url_other_host": lambda p, n: gettext("The connection went to {host} instead of the checked host {checked}.",
+                                                    host=p["host"], checked=p["checked"]),
+    "webhooks.from_config": lambda p, n: gettext("This endpoint comes from the configuration file; change it there."),
+    "inbound.unknown_type": lambda p, n: gettext("ignored: unknown type {type}", type=p["type"]),
+    "inbound.no_user": lambda p, n: gettext("not confirmed: no such user"),
+    "inbound.no_level": lambda p, n: gettext("not confirmed: no level in the payload"),
+    "inbound.no_key": lambda p, n: gettext("not confirmed: user {user} has no activated key of {level}", user=p["user"],
+                                           level=n.level_label(p["level"])),
+    "inbound.confirmed": lambda p, n: gettext("confirmed: user {user}, {level}", user=p["user"],
+                                              level=n.level_label(p["level"])),
+    "inbound.confirmed_enrolled": lambda p, n: ngettext("confirmed: user {user}, {level}; enrolled in {n} program",
+                                                        "confirmed: user {user}, {level}; enrolled in {n} programs", p["n"],
+                                                        user=p["user"], level=n.level_label(p["level"])),
+    "webhooks.secret_in_config": lambda p, n: gettext("Rotate this secret in the configuration file (secret and "
+                                                      "previous_secret)."),
 }
 
 FieldLabel = Callable[[str], str]

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from sidecar.bootstrap import Runtime
 from sidecar.config import WEBHOOK_EVENTS
+from sidecar.domain.messages import Message
 from sidecar.store import audit
 from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookEndpoint
@@ -51,9 +52,12 @@ def new_secret() -> str:
 
 
 class EndpointRejected(ValueError):
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+    """Refused fields: ``said`` the reasons as messages (for the pages), ``errors`` their English (CLI, logs)."""
+
+    def __init__(self, said: dict[str, Message]) -> None:
+        self.said = said
+        self.errors = {name: message.english() for name, message in said.items()}
+        super().__init__("; ".join(f"{k}: {v}" for k, v in self.errors.items()))
 
 
 @dataclass(frozen=True)
@@ -71,22 +75,22 @@ def body_format(template: str) -> str:
 
 
 def validate(runtime: Runtime, form: EndpointForm, *, check_dns: bool = True) -> None:
-    errors: dict[str, str] = {}
+    errors: dict[str, Message] = {}
     if not form.name.strip() or len(form.name) > 100:
-        errors["name"] = "a name of 1–100 characters is required"
+        errors["name"] = Message("webhooks.name_required")
     unknown = [e for e in form.events if e != "*" and e not in WEBHOOK_EVENTS]
     if unknown or not form.events:
-        errors["events"] = f"choose '*' or some of: {', '.join(WEBHOOK_EVENTS)}"
+        errors["events"] = Message("webhooks.bad_events", {"events": ", ".join(WEBHOOK_EVENTS)})
     elif form.body_template.strip():
         try:
             check_template(form.body_template, form.events)
         except BodyTemplateError as exc:
-            errors["body_template"] = str(exc)
+            errors["body_template"] = Message("webhooks.bad_template", {"detail": str(exc)})
     try:
         if check_dns:
             check_destination(form.url, runtime.settings.webhooks.allow_private_destinations)
     except DestinationRefused as exc:
-        errors["url"] = str(exc)
+        errors["url"] = exc.said
     if errors:
         raise EndpointRejected(errors)
 
@@ -137,7 +141,7 @@ def save(runtime: Runtime, form: EndpointForm, actor: str, endpoint_id: int | No
             if row is None:
                 raise LookupError(f"no webhook endpoint {endpoint_id}")
             if row.source == "config":
-                raise EndpointRejected({"name": "this endpoint comes from the configuration file; change it there"})
+                raise EndpointRejected({"name": Message("webhooks.from_config")})
         row.name, row.url, row.events = form.name.strip(), form.url.strip(), list(form.events)
         row.kind, row.body_format, row.body_template = "http", body_format(form.body_template), form.body_template.strip()
         row.enabled, row.description, row.updated_at = form.enabled, form.description.strip()[:300], now
@@ -159,7 +163,7 @@ def rotate_secret(runtime: Runtime, endpoint_id: int, actor: str, grace: timedel
         if row is None:
             raise LookupError(f"no webhook endpoint {endpoint_id}")
         if row.source == "config":
-            raise EndpointRejected({"secret": "rotate it in the configuration file (secret + previous_secret)"})
+            raise EndpointRejected({"secret": Message("webhooks.secret_in_config")})
         row.previous_secret, row.previous_secret_until = row.secret, now + grace
         row.secret, row.updated_at = new_secret(), now
         audit.record(session, subject_type="webhook_endpoint", subject_id=str(endpoint_id),
@@ -209,7 +213,7 @@ def set_enabled(runtime: Runtime, endpoint_id: int, enabled: bool, actor: str) -
             raise LookupError(f"no webhook endpoint {endpoint_id}")
         if row.source == "config" and not (enabled and row.disabled_reason and row.disabled_reason != REMOVED_FROM_FILE):
             # The file decides, except that an automatic switch-off is undone here.
-            raise EndpointRejected({"enabled": "this endpoint comes from the configuration file; change it there"})
+            raise EndpointRejected({"enabled": Message("webhooks.from_config")})
         row.enabled, row.updated_at = enabled, now
         if enabled:
             row.disabled_reason, row.consecutive_failures = "", 0

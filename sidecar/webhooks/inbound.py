@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sidecar.bootstrap import Runtime
 from sidecar.domain.ids import MAX_ID, is_id, whole_number
+from sidecar.domain.messages import Message
 from sidecar.store.db import unit_of_work
 from sidecar.store.monitor_models import SleeperRefresh
 from sidecar.store.webhook_models import InboundHint
@@ -40,6 +41,7 @@ KNOWN_TYPES = ("purchase", "free_item", "free_registration_form", "bulk_operatio
                "auto_registration", "activation_page", "profile_page_self", "profile_page_admin",
                "after_auto_training_passed")
 MAX_BODY = 64 * 1024
+OUTCOME_LENGTH = 300        # mls_inbound_hints.outcome
 
 
 class HintRejected(ValueError):
@@ -123,9 +125,13 @@ def process_hints(runtime: Runtime, limit: int = 200) -> dict[str, int]:
     touched_levels: set[int] = set()
     for hint in hints:
         outcome = _confirm(runtime, progression, announcer, hint, counts, touched_levels)
+        # Kept as a code with its values (the page words it); a message too long for the column (an odd
+        # type name) keeps its English, cut, rather than a cut code nobody can read back.
+        stored = outcome.stored()
         with unit_of_work(runtime.sessions) as session:
             session.execute(sa.update(InboundHint).where(InboundHint.id == hint.id)
-                            .values(processed_at=runtime.clock.now(), outcome=outcome[:300]))
+                            .values(processed_at=runtime.clock.now(),
+                                    outcome=stored if len(stored) <= OUTCOME_LENGTH else outcome.english()[:OUTCOME_LENGTH]))
     if touched_levels:
         # Rebuild those levels' sleepers at the next refresh (they may have renewed), and look for
         # the auto certificate an activation issues.
@@ -136,18 +142,18 @@ def process_hints(runtime: Runtime, limit: int = 200) -> dict[str, int]:
 
 
 def _confirm(runtime: Runtime, progression, announcer: AccessAnnouncer, hint: InboundHint, counts: dict[str, int],
-             touched: set[int]) -> str:
+             touched: set[int]) -> Message:
     if hint.type not in KNOWN_TYPES and hint.type != "":
         counts["ignored"] += 1
-        return f"ignored: unknown type {hint.type!r}"
+        return Message("inbound.unknown_type", {"type": repr(hint.type)})
     user = runtime.reader.user_by_email(hint.email) if hint.email else None
     if user is None or hint.term_id is None:
         counts["unconfirmed"] += 1
-        return "unconfirmed: no such user" if user is None else "unconfirmed: no level in the payload"
+        return Message("inbound.no_user") if user is None else Message("inbound.no_level")
     rows = [r for r in runtime.reader.key_rows(user.id, [hint.term_id]) if (r.status or "new") != "new"]
     if not rows:
         counts["unconfirmed"] += 1
-        return f"unconfirmed: user {user.id} has no activated key of level {hint.term_id}"
+        return Message("inbound.no_key", {"user": user.id, "level": hint.term_id})
     counts["confirmed"] += 1
     touched.add(hint.term_id)
     announcer.announce_hint(hint, user, rows)
@@ -162,7 +168,9 @@ def _confirm(runtime: Runtime, progression, announcer: AccessAnnouncer, hint: In
     for program_id in programs:
         enrolled += progression.enrol_on_activation(program_id, user.id, f"MemberLux webhook {hint.id}")
     counts["enrolled"] += enrolled
-    return f"confirmed: user {user.id}, level {hint.term_id}" + (f"; enrolled in {enrolled} program(s)" if enrolled else "")
+    if enrolled:
+        return Message("inbound.confirmed_enrolled", {"user": user.id, "level": hint.term_id, "n": enrolled})
+    return Message("inbound.confirmed", {"user": user.id, "level": hint.term_id})
 
 
 def process_hints_job(runtime: Runtime) -> str:

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from sidecar.domain.messages import Message
+
 Resolver = Callable[[str, int], list[str]]
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -32,14 +34,19 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class DestinationRefused(ValueError):
-    pass
+    """A destination refused; ``said`` is the reason as a message (its English is the exception's text)."""
+
+    def __init__(self, said: Message) -> None:
+        super().__init__(said.english())
+        self.said = said
 
 
 def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise DestinationRefused(f"{host} does not resolve ({exc.strerror or exc})") from None
+        raise DestinationRefused(Message("webhooks.url_unresolved_why",
+                                         {"host": host, "detail": str(exc.strerror or exc)})) from None
     return sorted({info[4][0] for info in infos})
 
 
@@ -82,9 +89,9 @@ def check_destination(url: str, allow: Sequence[str] = (), resolver: Resolver = 
     """The addresses ``url`` resolves to; :class:`DestinationRefused` when any of them is internal."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DestinationRefused(f"{url!r} is not an http(s) URL")
+        raise DestinationRefused(Message("webhooks.url_not_http", {"url": repr(url)}))
     if parts.username or parts.password:
-        raise DestinationRefused("credentials in the URL are not allowed (they would be logged); use the signature")
+        raise DestinationRefused(Message("webhooks.url_credentials"))
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
@@ -92,13 +99,11 @@ def check_destination(url: str, allow: Sequence[str] = (), resolver: Resolver = 
     except ValueError:
         addresses = resolver(host, port)
     if not addresses:
-        raise DestinationRefused(f"{host} does not resolve")
+        raise DestinationRefused(Message("webhooks.url_unresolved", {"host": host}))
     for text in addresses:
         address = ipaddress.ip_address(text.split("%")[0])
         if is_internal(address) and not _allowed(host, address, allow):
-            raise DestinationRefused(
-                f"{host} resolves to {address}, an internal address; add it to webhooks.allow_private_destinations "
-                "if this is intended")
+            raise DestinationRefused(Message("webhooks.url_internal", {"host": host, "address": str(address)}))
     return addresses
 
 
@@ -120,7 +125,8 @@ class PinnedAdapter(HTTPAdapter):
                                              cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
         if (host_params.get("host") or "").lower().rstrip(".") != self.host:
-            raise DestinationRefused(f"{host_params.get('host')} is not the checked host {self.host}")
+            raise DestinationRefused(Message("webhooks.url_other_host",
+                                             {"host": str(host_params.get("host")), "checked": self.host}))
         host_params["host"] = self.address
         if host_params["scheme"] == "https":
             pool_kwargs["server_hostname"] = self.host

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,7 +30,9 @@ from sidecar.store.db import unit_of_work
 from sidecar.store.webhook_models import WebhookEndpoint
 from sidecar.web import current_runtime
 from sidecar.web.auth import login_required
-from sidecar.web.i18n import LazyText, lazy_gettext, lazy_pgettext, gettext
+from sidecar.web.i18n import lazy_gettext, lazy_pgettext, gettext
+from sidecar.domain.messages import from_stored
+from sidecar.web.messages import say
 from sidecar.web.pages import actor, label, shorten
 from sidecar.webhooks import queries
 from sidecar.webhooks.delivery import MAX_ATTEMPTS, RETRY_SCHEDULE, redeliver
@@ -71,47 +72,6 @@ PER_PAGE = 50
 ERROR_PREVIEW = 90
 SECRET_SHOWN = 10       # characters of a secret shown before the mask ("whsec_" and four more)
 
-_ERRORS: list[tuple[str, re.Pattern[str], LazyText]] = [(f, re.compile(p), k) for f, p, k in (
-    ("name", r"^a name of 1", lazy_gettext("A name of 1 to 100 characters is required.")),
-    ("events", r"^choose '\*' or some of", lazy_gettext("Choose \"All events\" or at least one event type.")),
-    ("url", r"is not an http\(s\) URL$", lazy_gettext("Enter an http:// or https:// address.")),
-    ("url", r"^credentials in the URL are not allowed", lazy_gettext("No user name or password in the URL (they would be logged); "
-                                                                     "receivers check the signature.")),
-    ("url", r"^(?P<host>\S+) does not resolve(?: \((?P<detail>.*)\))?$", lazy_gettext("{host} cannot be found in DNS. {detail}")),
-    ("url", r"^(?P<host>\S+) resolves to (?P<address>\S+), an internal address", lazy_gettext("{host} is an address inside our network "
-                                                                                              "({address}); add it to "
-                                                                                              "webhooks.allow_private_destinations if this "
-                                                                                              "is intended.")),
-    ("", r"comes from the configuration file", lazy_gettext("This endpoint comes from the configuration file; change it there.")),
-    ("", r"^rotate it in the configuration file", lazy_gettext("Rotate this secret in the configuration "
-                                                               "file (secret and previous_secret).")),
-    ("body_template", r"^(?P<detail>.+)$", lazy_gettext("The template cannot be used: {detail}")),
-)]
-
-
-_OUTCOMES: list[tuple[re.Pattern[str], LazyText]] = [(re.compile(p), k) for p, k in (
-    (r"^ignored: unknown type (?P<type>.+)$", lazy_gettext("ignored: unknown type {type}")),
-    (r"^unconfirmed: no such user$", lazy_gettext("not confirmed: no such user")),
-    (r"^unconfirmed: no level in the payload$", lazy_gettext("not confirmed: no level in the payload")),
-    (r"^unconfirmed: user (?P<user>\d+) has no activated key of level (?P<level>\d+)$", lazy_gettext("not confirmed: user {user} has no "
-                                                                                                     "activated key of {level}")),
-    (r"^confirmed: user (?P<user>\d+), level (?P<level>\d+); enrolled in (?P<n>\d+) program",
-     lazy_gettext("confirmed: user {user}, {level}; enrolled in {n} program(s)")),
-    (r"^confirmed: user (?P<user>\d+), level (?P<level>\d+)$", lazy_gettext("confirmed: user {user}, {level}")),
-)]
-
-
-def error_text(field: str, message: str) -> str:
-    """An endpoint refusal in the UI's language (the message as written when not recognised)."""
-    for wanted, pattern, text in _ERRORS:
-        if wanted in ("", field):
-            found = pattern.search(message)
-            if found:
-                values = {k: v or "" for k, v in found.groupdict().items()}
-                return text.format(**values)
-    return message
-
-
 _runtime = current_runtime
 
 
@@ -138,15 +98,15 @@ class Display(MonitorDisplay):
         return gettext("All events") if "*" in events else ", ".join(events)
 
     def outcome(self, text: str) -> str:
-        """What the worker made of a MemberLux hint, in the UI's language."""
-        for pattern, wording in _OUTCOMES:
-            found = pattern.match(text or "")
-            if found:
-                values = dict(found.groupdict())
-                if values.get("level"):
-                    values["level"] = self.level(int(values["level"]))
-                return wording.format(**values)
-        return text or "—"
+        """What the worker made of a MemberLux hint, in the UI's language (a row written before codes: as written)."""
+        return say(from_stored(text), self) or "—"
+
+    def level_label(self, term_id: int) -> str:
+        return self.level(term_id)
+
+    @staticmethod
+    def term(duration: int, units: str) -> str:
+        return f"{duration} {units}"   # no inbound outcome names a term
 
     @staticmethod
     def masked(secret: str) -> str:
@@ -231,7 +191,7 @@ def _save_form(runtime: Runtime, endpoint: WebhookEndpoint | None):
         try:
             saved = save(runtime, form, _actor(), endpoint.id if endpoint else None)
         except EndpointRejected as exc:
-            errors = {field: error_text(field, message) for field, message in exc.errors.items()}
+            errors = {field: say(message) for field, message in exc.said.items()}
         except IntegrityError:
             errors = {"name": gettext("An endpoint named «{name}» exists already.", name=form.name)}
         except LookupError:
@@ -294,7 +254,7 @@ def endpoint_rotate(endpoint_id: int):
     try:
         rotate_secret(runtime, endpoint_id, _actor())
     except EndpointRejected as exc:
-        flash(error_text("secret", next(iter(exc.errors.values()))), "error")
+        flash(say(next(iter(exc.said.values()))), "error")
     else:
         rotated = _endpoint_or_404(runtime, endpoint_id)
         display = _display(runtime)
@@ -315,7 +275,7 @@ def endpoint_enabled(endpoint_id: int):
     try:
         set_enabled(runtime, endpoint_id, wanted == "1", _actor())
     except EndpointRejected as exc:
-        flash(error_text("enabled", next(iter(exc.errors.values()))), "error")
+        flash(say(next(iter(exc.said.values()))), "error")
     else:
         flash(gettext("The endpoint is switched on.") if wanted == "1" else gettext("The endpoint is switched off: nothing more is sent to "
                                                                                     "it."), "ok")

@@ -51,6 +51,11 @@ def test_demo_starts_serves_and_stops(tmp_path):
         assert "enabled = true" in Path(config).read_text().split("[bridge.welcome_email]")[1].split("[")[0]
         assert oct(Path(token_file).stat().st_mode & 0o777) == "0o600"
 
+        # The dashboard's comparison is there before the first page: the demo computed it before serving.
+        with sqlite3.connect(tmp_path / "demo" / "store.sqlite") as db:
+            windows = [row[0] for row in db.execute("SELECT window_days FROM mls_dashboard_snapshots ORDER BY window_days")]
+        assert windows == [7, 14, 30]
+
         # The sleepers trend has a past from the start: the first refresh reconstructed the 12 weeks before it.
         history = _reconstructed_days(tmp_path / "demo" / "store.sqlite")
         assert history and all(len(days) == 83 for days in history.values()), history

@@ -8,6 +8,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from sidecar.dashboard.job import compute_job
+from sidecar.store.dashboard_models import DashboardSnapshot
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import FAILED, SUCCEEDED, Grant
 from sidecar.store.monitor_models import SleeperCount, SleeperRefresh
@@ -45,6 +47,8 @@ def site(school_factory) -> Site:
 
 @pytest.fixture
 def web(site) -> Browser:
+    """The page once the worker's dashboard job has run."""
+    compute_job(site.school.runtime)
     return Browser(site.school)
 
 
@@ -123,13 +127,53 @@ def test_the_status_page_moved_to_status_and_keeps_its_place_in_the_navigation(w
     assert "System status" not in web.get("/?lang=en")
 
 
-def test_the_comparison_is_reused_for_ten_minutes_then_computed_again(site, web):
+def test_before_the_jobs_first_run_the_page_says_the_worker_computes_it(site):
+    web = Browser(site.school)
+    english = web.get("/?lang=en")
+    assert "The worker has not computed these figures yet. It computes them when it starts and then every 60 min." in english
+    assert "after-letters" not in english and "Letter days from" not in english
+    assert re.search(r'id="sleepers-now">11<', english)                      # the rest of the page is there
+    russian = web.get("/?lang=ru")
+    assert "Фоновый процесс ещё не посчитал эти числа. Он считает их при запуске и затем каждые 60 мин." in russian
+
+
+def test_the_page_shows_the_stored_figures_and_their_age_until_the_job_runs_again(site, web):
     assert cells(web.get("/?lang=en"), "letters-renewed")[0] == "1"
-    assert "Computed at 2026-11-24 09:00 UTC; the same figures are shown for 10 minutes" in web.get("/?lang=en")
+    assert "Computed less than a minute ago." in web.get("/?lang=en")
+    assert ("The worker computed these figures at 2026-11-24 09:00 UTC in " in web.get("/?lang=en")
+            and "s and computes them again every 60 min." in web.get("/?lang=en"))
     x = TODAY - timedelta(days=60)
     site.key(Key(2, LEVEL, x + timedelta(days=6), x + timedelta(days=400)))     # learner 2 renews too
-    site.school.advance(seconds=599)
-    assert cells(web.get(f"/?lang=en&level={LEVEL}"), "letters-renewed")[0] == "1"   # one level: the same figures
-    site.school.advance(seconds=1)
+    site.school.advance(seconds=60)
     page = web.get("/?lang=en")
-    assert cells(page, "letters-renewed")[0] == "2" and "Computed at 2026-11-24 09:10 UTC" in page
+    assert cells(page, "letters-renewed")[0] == "1" and "Computed 1 minute ago." in page   # what was stored
+    assert "Посчитано 1 минуту назад." in web.get("/?lang=ru")
+    site.school.advance(seconds=4 * 60)
+    assert "Computed 5 minutes ago." in web.get("/?lang=en") and "Посчитано 5 минут назад." in web.get("/?lang=ru")
+    assert cells(web.get(f"/?lang=en&level={LEVEL}"), "letters-renewed")[0] == "1"     # one level: the same row
+    site.school.advance(seconds=17 * 60)
+    assert "Посчитано 22 минуты назад." in web.get("/?lang=ru")
+    compute_job(site.school.runtime)
+    page = web.get("/?lang=en")
+    assert cells(page, "letters-renewed")[0] == "2" and "Computed less than a minute ago." in page
+    assert "at 2026-11-24 09:22 UTC" in page
+
+
+def test_the_page_computes_no_comparison(site, web, monkeypatch):
+    """The request only reads what the job stored: MemberLux's range queries are never asked."""
+    def refuse(*_args):
+        raise AssertionError("the page asked MemberLux for the comparison")
+
+    monkeypatch.setattr(site.school.runtime.reader, "lapses", refuse)
+    monkeypatch.setattr(site.school.runtime.reader, "renewal_starts", refuse)
+    for query in ("", "&window=7", "&window=30", f"&level={OTHER_LEVEL}"):
+        assert "computed-at" in web.get(f"/?lang=en{query}")
+
+
+def test_a_level_the_stored_comparison_does_not_know_shows_nobody_measured(site, web):
+    """A level made after the job's last run has no part in its rows yet: the page shows zeros for it."""
+    with unit_of_work(site.school.runtime.sessions) as session:
+        row = session.get(DashboardSnapshot, 14)
+        row.figures = {level: steps for level, steps in row.figures.items() if level != str(LEVEL)}
+    assert cells(web.get(f"/?lang=en&level={LEVEL}"), "letters-learners") == ["0", "0", "0"]
+    assert cells(web.get("/?lang=en"), "letters-learners") == ["0", "0", "0"]      # all levels: the others' sum

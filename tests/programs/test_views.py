@@ -136,7 +136,7 @@ def test_a_valid_program_is_saved_and_its_warnings_shown_after_saving(school):
     shown = school.flashes(school.get(f"/programs/{program.id}"))
     assert "Program «Йога и английский» saved." in shown
     assert any("Step 2: level" in s and "issues no certificates" in s for s in shown), shown
-    assert any("Deliveries to the webhook URL will be refused" in s and "internal address" in s for s in shown)
+    assert any("Deliveries to the webhook URL will be refused" in s and "an address inside our network" in s for s in shown)
     assert school.audit("program.created")[0].actor == seed.DEMO_ADMIN_LOGIN
 
 

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 
 from sidecar.store import db as store_db
 from sidecar.store import (  # noqa: F401 - registers their tables
-    alert_models, grant_models, mail_models, monitor_models, program_models, reminder_models, webhook_models,
+    alert_models, dashboard_models, grant_models, mail_models, monitor_models, program_models, reminder_models, webhook_models,
 )
 from sidecar.store.models import Base
 

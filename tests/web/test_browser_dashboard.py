@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from sidecar.dashboard.job import compute_job
 from sidecar.dashboard.service import TREND_DAYS
 from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import FAILED, SUCCEEDED, Grant
@@ -35,6 +36,7 @@ def _letters_and_grants(runtime) -> None:
             session.add(Grant(id=f"g{n:03d}", request_hash="h", channel=("amocrm", "api")[n % 2], principal="p",
                               meta={}, term_id=level, status=FAILED if n % 5 == 0 else SUCCEEDED, next_attempt_at=at,
                               created_at=at, updated_at=at))
+    compute_job(runtime)      # what the worker does when it starts: the page reads the comparison it stores
 
 
 @pytest.fixture
@@ -68,6 +70,7 @@ def test_the_dashboard_in_a_browser_in_both_languages(browser, served):
             assert page.locator("svg.chart-bar-chart rect.chart-bar").count() >= 6
             assert page.locator("table.after-letters tr.step-row").count() == 3
             assert page.locator("ul.definitions li").count() == 7
+            assert page.locator("p.computed-at").count() == 1
             # The chart is drawn to the page's width and its axis labels are visible.
             box = page.locator("svg.chart-line-chart").bounding_box()
             assert box is not None and box["width"] > 400

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from sidecar.app import create_app
+from sidecar.domain.messages import from_stored
 from sidecar.domain.programs import Step
 from sidecar.programs.catalog import ProgramCatalog, ProgramDefinition
 from sidecar.store.monitor_models import SleeperRefresh
@@ -60,7 +61,7 @@ def test_every_memberlux_action_type_is_accepted_and_confirmed(site, kind):
     counts = process_hints(runtime)
     assert counts["confirmed"] == 1
     [hint] = hints(runtime)
-    assert hint.type == kind and hint.term_id == 7 and hint.outcome.startswith(f"confirmed: user {user.id}, level 7")
+    assert hint.type == kind and hint.term_id == 7 and str(from_stored(hint.outcome)).startswith(f"confirmed: user {user.id}, level 7")
 
 
 def test_the_same_payload_is_stored_once(site):
@@ -80,7 +81,7 @@ def test_a_forged_or_unknown_payload_is_a_hint_that_confirms_nothing(site):
     client.post(f"/hooks/memberlux/{TOKEN}", json=payload("activation_page", user.email, term_id="9999"))
     counts = process_hints(runtime)
     assert counts == {"hints": 3, "confirmed": 0, "unconfirmed": 2, "ignored": 1, "enrolled": 0}
-    outcomes = [h.outcome for h in hints(runtime)]
+    outcomes = [str(from_stored(h.outcome)) for h in hints(runtime)]
     assert outcomes[0] == "unconfirmed: no such user" and outcomes[1].startswith("ignored: unknown type")
     assert "has no activated key of level 9999" in outcomes[2]
 

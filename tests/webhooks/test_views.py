@@ -21,7 +21,7 @@ from sidecar.devstack.server import serve_in_thread
 from sidecar.domain.programs import Step
 from sidecar.programs.catalog import ProgramCatalog, ProgramDefinition
 from sidecar.store.models import AuditEvent
-from sidecar.store.webhook_models import WebhookDelivery, WebhookEndpoint
+from sidecar.store.webhook_models import InboundHint, WebhookDelivery, WebhookEndpoint
 from sidecar.webhooks import inbound
 from sidecar.webhooks.delivery import WebhookDeliverer
 from sidecar.webhooks.endpoints import shown_url, sync_config
@@ -178,6 +178,10 @@ def test_form_errors_are_shown_at_their_field(admin):
     assert admin.field_error(page, "name") == "A name of 1 to 100 characters is required."
     assert admin.field_error(page, "events") == 'Choose "All events" or at least one event type.'
     assert admin.field_error(page, "url").startswith("10.1.2.3 is an address inside our network (10.1.2.3)")
+    response = admin.post("/webhooks/new?lang=ru", {"name": "", "url": "http://10.1.2.3/hook", "events": []})
+    page = admin.page_of(response)
+    assert admin.field_error(page, "name") == "Нужно название длиной от 1 до 100 символов."
+    assert admin.field_error(page, "url").startswith("10.1.2.3 — адрес внутри нашей сети (10.1.2.3)")
     response = admin.post("/webhooks/new?lang=ru", {"name": "CRM", "url": "http://user:pw@93.184.215.14/", "events": ["*"]})
     assert "Без имени пользователя и пароля в адресе" in admin.field_error(admin.page_of(response), "url")
     response = admin.post("/webhooks/new?lang=en", {"name": "CRM", "url": "ftp://93.184.215.14/", "events": ["*"]})
@@ -388,5 +392,9 @@ def test_inbound_page_lists_the_memberlux_hints_and_what_came_of_them(admin):
     page = admin.get("/webhooks/inbound")
     assert "not confirmed: no such user" in page and "ignored: unknown type 'mystery'" in page
     assert "не подтверждён: такого пользователя нет" in admin.get("/webhooks/inbound?lang=ru")
+    with admin.runtime.sessions.begin() as session:   # a row the worker wrote before outcomes were codes
+        session.execute(sa.update(InboundHint).where(InboundHint.outcome.contains("mystery"))
+                        .values(outcome="ignored: unknown type 'mystery' (written by an older version)"))
+    assert "ignored: unknown type 'mystery' (written by an older version)" in admin.get("/webhooks/inbound?lang=ru")
     assert 'class="hint-row waiting"' not in admin.get("/webhooks/inbound?state=processed")
     assert "hint-row" not in admin.get("/webhooks/inbound?state=waiting")

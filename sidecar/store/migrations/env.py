@@ -5,6 +5,7 @@ from alembic import context
 from sidecar.store.db import VERSION_TABLE
 from sidecar.store import (  # noqa: F401 - registers their tables
     alert_models,
+    dashboard_models,
     grant_models,
     mail_models,
     monitor_models,
