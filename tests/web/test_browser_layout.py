@@ -1,11 +1,11 @@
 """The admin pages fit a phone, a tablet and a laptop, in Russian and English, in a real browser.
 
 For widths 390, 768 and 1366 px and both languages, the main pages (status, the monitor's overview, a
-level's sleepers, a learner, grants, the reminders' history and digests, programs and a program's form,
-webhooks and their deliveries, and a 404) are visited signed in; on each, nothing sticks out to the right
-of the screen except inside a table's scroll wrapper, a table's "nothing found" text is not cut by its
-edge, and every section of the top bar, the language switch and Sign out stay on the bar and on the
-screen. At 1366 px the reminders' history fits without scrolling sideways at all.
+level's sleepers, a learner, grants and a grant, the reminders' history, a letter and the digests,
+programs and a program's form, webhooks and their deliveries, and a 404) are visited signed in; on each,
+nothing sticks out to the right of the screen except inside a table's scroll wrapper, a table's "nothing
+found" text is not cut by its edge, and every section of the top bar, the language switch and Sign out
+stay on the bar and on the screen. At 1366 px the reminders' history fits without scrolling sideways.
 Screenshots: ``test-artifacts/browser/40-<page>-<width>-<lang>.png``.
 
 The browser, the served demo site and the skip policy are those of ``tests/monitor/test_browser.py``.
@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from sidecar.bridge.auth import Principal
 from sidecar.bridge.parsers import parse_grant_body
@@ -62,10 +63,11 @@ def _fill_the_store(runtime) -> dict[str, str]:
     now = runtime.clock.now()
     bridge = BridgeService(runtime)
     context = IntakeContext(channel="api", principal=Principal("api_key", "crm"), source_ip="203.0.113.5")
+    grant_ids = []
     for n, row in enumerate(sleepers[:12]):
         body = {"user": {"email": row.email}, "grant": {"term_id": BUSY_LEVEL, "duration": 1, "units": "months"},
                 "external_id": f"amo-deal-2026-11-{n:04d}-renewal-of-the-yoga-course", "source": "crm-layout"}
-        bridge.accept(parse_grant_body(body), context)
+        grant_ids.append(bridge.accept(parse_grant_body(body), context).grant.id)
     states = ("sent", "failed", "unknown", "skipped", "planned")
     with unit_of_work(runtime.sessions) as session:
         for n, row in enumerate(sleepers):
@@ -78,6 +80,8 @@ def _fill_the_store(runtime) -> dict[str, str]:
                 message_id=f"<1764230441{n:02d}.12345.8871@mail.example-school.ru>" if state != "planned" else None,
                 sent_at=now - timedelta(hours=n) if state in ("sent", "unknown") else None,
                 last_error="550 5.1.1 The email account that you tried to reach does not exist" if state == "failed" else ""))
+    with unit_of_work(runtime.sessions) as session:
+        letter_id = session.scalar(sa.select(Reminder.id).where(Reminder.state == "failed").limit(1))
     plan = plan_import(runtime)
     assert not plan.blocking, plan.blocking
     apply_import(runtime, plan, actor="layout-test")
@@ -94,7 +98,9 @@ def _fill_the_store(runtime) -> dict[str, str]:
         "sleepers": f"/monitor/sleepers?level={BUSY_LEVEL}",
         "learner": f"/monitor/users/{sleepers[0].user_id}",
         "grants": "/admin/grants",
+        "grant": f"/admin/grants/{grant_ids[0]}",
         "reminders": "/reminders",
+        "letter": f"/reminders/letters/{letter_id}",
         "programs": "/programs",
         "program form": "/programs/new",
         "webhooks": "/webhooks",
