@@ -56,6 +56,21 @@ _CHANNELS = {
     "amocrm": lazy_gettext("amoCRM webhook"),
     "program": lazy_gettext("program"),
 }
+# An attempt's kind and outcome (GrantAttempt.kind, .outcome); its detail stays as the worker wrote it.
+_ATTEMPT_KINDS = {
+    "order": lazy_pgettext("grants.attempt.kind", "order"),
+    "lookup": lazy_pgettext("grants.attempt.kind", "key lookup"),
+    "confirm": lazy_pgettext("grants.attempt.kind", "confirmation"),
+    "crm_fetch": lazy_pgettext("grants.attempt.kind", "CRM read"),
+}
+_ATTEMPT_OUTCOMES = {
+    "ok": lazy_pgettext("grants.attempt.outcome", "ok"),
+    "permanent": lazy_pgettext("grants.attempt.outcome", "refused"),
+    "unknown": lazy_pgettext("grants.attempt.outcome", "outcome unknown"),
+    "unreachable": lazy_pgettext("grants.attempt.outcome", "unreachable"),
+    "found": lazy_pgettext("grants.attempt.outcome", "found"),
+    "not_found": lazy_pgettext("grants.attempt.outcome", "not found"),
+}
 _REFUSALS = {
     "not_retryable": lazy_gettext("This grant is {status}: only failed or cancelled grants can be retried."),
     "not_cancellable": lazy_gettext("This grant is {status}: only queued, CRM-reading or failed grants can be cancelled (one being "
@@ -138,6 +153,16 @@ class Display:
             return "—"
         text = _CHANNELS.get(name)
         return str(text) if text is not None else name
+
+    @staticmethod
+    def attempt_kind(kind: str) -> str:
+        text = _ATTEMPT_KINDS.get(kind)
+        return str(text) if text is not None else kind
+
+    @staticmethod
+    def attempt_outcome(outcome: str) -> str:
+        text = _ATTEMPT_OUTCOMES.get(outcome)
+        return str(text) if text is not None else outcome
 
     @staticmethod
     def yes_no(value: bool | None) -> str:

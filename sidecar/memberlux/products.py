@@ -44,7 +44,9 @@ class Product:
     price: str
 
     def describe(self) -> str:
-        term = "unlimited" if self.unlimited else f"{self.duration} {self.units}"
+        # MemberLux stores plural units (days, months, years); one of them reads in the singular.
+        units = self.units[:-1] if self.duration == 1 and self.units.endswith("s") else self.units
+        term = "unlimited" if self.unlimited else f"{self.duration} {units}"
         return f"#{self.product_id} '{self.title}' ({term}, {self.status})"
 
 

@@ -10,7 +10,7 @@ from sidecar.bootstrap import Runtime
 from sidecar.memberlux.reader import Level
 from sidecar.monitor.service import Explanation
 from sidecar.status import site_timezone
-from sidecar.web.i18n import lazy_gettext, lazy_pgettext, gettext, pgettext
+from sidecar.web.i18n import gettext, lazy_gettext, lazy_pgettext, ngettext, pgettext
 from sidecar.web.pages import label
 
 
@@ -45,8 +45,8 @@ VERDICTS = {
     "no_usable_rows": lazy_gettext("no usable keys"),
     "user_deleted": lazy_gettext("user deleted"),
 }
+# A sleeper's sentence counts days (singular and plural forms): verdict_sentence writes it.
 _VERDICT_SENTENCES = {
-    "sleeper": lazy_gettext("Sleeper: access ended on {x} ({days} days ago) and nothing renews or replaces it."),
     "active": lazy_gettext("Active: a key opens the level on {day}; access runs until {x}."),
     "renewed": lazy_gettext("Not a sleeper: no access on {day}, but a key paid ahead runs until {x}."),
     "unlimited": lazy_gettext("Not a sleeper: the learner holds an unlimited key for this level."),
@@ -170,11 +170,13 @@ def level_tree(levels: Sequence[Level]) -> list[tuple[Level, int]]:
 def verdict_sentence(explanation: Explanation) -> str:
     """The reason code of a verdict as a sentence in the page's language."""
     verdict = explanation.verdict
-    text = _VERDICT_SENTENCES[verdict.reason.value].format(
-        x=verdict.expired_on.isoformat() if verdict.expired_on else "—",
-        day=explanation.day.isoformat(),
-        days=verdict.days_since_expiry(explanation.day) if verdict.expired_on else "—",
-    )
+    x = verdict.expired_on.isoformat() if verdict.expired_on else "—"
+    if verdict.reason.value == "sleeper" and verdict.expired_on:
+        text = ngettext("Sleeper: access ended on {x} ({n} day ago) and nothing renews or replaces it.",
+                        "Sleeper: access ended on {x} ({n} days ago) and nothing renews or replaces it.",
+                        verdict.days_since_expiry(explanation.day), x=x)
+    else:
+        text = _VERDICT_SENTENCES[verdict.reason.value].format(x=x, day=explanation.day.isoformat())
     if verdict.blocked:
         text += " " + gettext("The account is blocked in MemberLux: listed with a flag and never mailed.")
     return text

@@ -28,7 +28,7 @@ from sidecar.status import site_timezone
 from sidecar.store.reminder_models import AwaitingReminder
 from sidecar.web import current_runtime
 from sidecar.web.auth import login_required
-from sidecar.web.i18n import lazy_gettext, gettext
+from sidecar.web.i18n import gettext, lazy_gettext, ngettext
 from sidecar.web.messages import say
 from sidecar.web.pages import actor
 
@@ -200,8 +200,9 @@ def approve(term_id: int):
         flash(_refusal(exc), "error")
         return redirect(_level_url(term_id) if exc.code != "unknown_level" else url_for(".approvals_page"))
     if changed:
-        flash(gettext("Approved after reviewing {letters} letter(s): the level's "
-                      "letters go out from the next run.", letters=review.letters), "ok")
+        flash(ngettext("Approved after reviewing {n} letter: the level's letters go out from the next run.",
+                       "Approved after reviewing {n} letters: the level's letters go out from the next run.",
+                       review.letters), "ok")
     else:
         flash(gettext("This level was already approved (by {actor}); nothing changed.", actor=state.approved_by), "warn")
     return redirect(_level_url(term_id))
@@ -214,7 +215,8 @@ def revoke(term_id: int):
     revoked, skipped = approval.revoke(runtime, term_id, actor=actor(), source="web",
                                        source_ip=(request.remote_addr or "")[:45] or None)
     if revoked:
-        flash(gettext("Approval revoked: nothing more of this level is sent ({skipped} planned letter(s) skipped).", skipped=skipped), "ok")
+        flash(ngettext("Approval revoked: nothing more of this level is sent ({n} planned letter skipped).",
+                       "Approval revoked: nothing more of this level is sent ({n} planned letters skipped).", skipped), "ok")
     else:
         flash(gettext("This level was not approved; nothing changed."), "warn")
     if runtime.reader.level(term_id) is None:

@@ -105,7 +105,8 @@ TEXTS: dict[str, Render] = {
     "settings.days_without_body": lambda p, n: gettext("A letter with days needs a body; empty its days to switch it off."),
     "settings.text_without_days": lambda p, n: gettext("A letter with a subject or body needs its days after expiry; empty the subject and "
                                                        "body to switch it off."),
-    "settings.not_later": lambda p, n: gettext("Must be later than letter {n} ({days} days).", n=p["n"], days=p["days"]),
+    "settings.not_later": lambda p, n: ngettext("Must be later than letter {letter} ({n} day).",
+                                                "Must be later than letter {letter} ({n} days).", p["days"], letter=p["n"]),
     "settings.admin_without_days": lambda p, n: gettext("The digest needs its days after the last letter; empty its subject and body to "
                                                         "switch it off."),
     "settings.admin_email_required": lambda p, n: gettext("An administrator address is required for the digest."),

@@ -278,6 +278,10 @@ def test_detail_shows_fields_attempts_and_audit(signed_in):
     assert f"{LEVEL_7} (#7)" in page and "3 mo." in page
     attempts = re.search(r'<table class="grid attempts">.*?</table>', page, re.S).group(0)
     assert "<td>order</td>" in attempts and "outcome-ok" in attempts
+    russian = re.search(r'<table class="grid attempts">.*?</table>', admin.page(f"/admin/grants/{grant.id}?lang=ru"),
+                        re.S).group(0)
+    assert "<td>заказ</td>" in russian and '<span class="badge outcome-ok">успешно</span>' in russian
+    admin.page(f"/admin/grants/{grant.id}?lang=en")
     assert re.search(r'<td class="num">20\d</td>', attempts)       # HTTP status of the order call
     assert re.search(r"\d+ ms", attempts)
     trail = re.search(r'<table class="grid audit">.*?</table>', page, re.S).group(0)

@@ -85,6 +85,9 @@ def test_the_dashboard_in_russian(web):
     assert "Чего добивается сайдкар" in page and "Что считает каждое число" in page
     assert "Получили письмо" in page and "Не получали писем (сравнение)" in page
     assert "Выдачи, требующие внимания" in page
+    # The outcome window's choices are counts of days in their plural form.
+    assert re.search(r'<option value="14" selected>14 дней</option>', page)
+    assert re.search(r"Окно результата:\s+<a [^>]*>7 дней</a> <strong>14 дней</strong> <a [^>]*>30 дней</a>", page)
 
 
 def test_one_level_and_another_window(web):
@@ -115,6 +118,11 @@ def test_the_error_in_russian(web):
 def test_the_status_page_moved_to_status_and_keeps_its_place_in_the_navigation(web):
     page = web.get("/status?lang=en")
     assert "System status" in page and "Grants that need attention" in page
+    assert "<title>System status · MemberLux sidecar</title>" in page
+    russian = web.get("/status?lang=ru")
+    assert "<title>Состояние системы · Сервис-компаньон MemberLux</title>" in russian
+    for shown in (page, russian):    # commands are set as code, not in the backticks of a plain-text note
+        assert "`" not in shown and "<code>mlsidecar worker</code>" in shown
     assert 'href="/">Dashboard</a>' in page and 'href="/status">Status</a>' in page
     assert "System status" not in web.get("/?lang=en")
 

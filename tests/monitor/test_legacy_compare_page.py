@@ -39,6 +39,7 @@ def test_the_form_asks_for_a_level_a_window_and_a_day(monitor):
     page = monitor.page("/monitor/legacy")
     assert gettext("The old plugin's report, side by side", "en") in page
     assert "it is stopped here after 45 s per statement" in page
+    assert "On the server, <code>mlsidecar legacy compare</code> waits longer." in page
     assert '<select name="level" required>' in page and 'value="9">' in page
     for name in ("from", "to", "date"):
         assert f'<input type="date" name="{name}"' in page

@@ -166,7 +166,9 @@ def test_the_page_shows_what_would_go_out_and_approving_it_sends_with_the_next_r
     assert ("On the command line: <code>mlsidecar remind --dry-run --level 30</code>, "
             "then <code>mlsidecar remind approve --level 30 --letters N</code>") in page
     assert "<th>Access ended</th>" in page and "(X)" not in page       # no unexplained letter in a column title
-    assert "<th>Доступ закончился</th>" in web.get(f"/reminders/approvals/{LEVEL}?lang=ru")
+    assert "would have sent 1 letter of this level; it sent none" in page    # one letter: not "1 letter(s)"
+    russian = web.get(f"/reminders/approvals/{LEVEL}?lang=ru")
+    assert "<th>Доступ закончился</th>" in russian and "отправил бы 1 письмо этого уровня" in russian
     web.get("/reminders/approvals?lang=en")                                 # back to English (the choice is kept)
 
     listed_at, letters = listed_at_on_page(page)
@@ -175,7 +177,7 @@ def test_the_page_shows_what_would_go_out_and_approving_it_sends_with_the_next_r
     assert not state(school).approved
     response = web.post(f"/reminders/approvals/{LEVEL}/approve", data={"listed_at": listed_at, "letters": letters})
     assert response.status_code == 302
-    assert any("Approved after reviewing 1 letter(s)" in f for f in web.flashes())
+    assert any("Approved after reviewing 1 letter:" in f for f in web.flashes())
 
     approved = state(school)
     assert approved.approved and approved.approved_by == ADMIN_LOGIN and approved.approved_source == "web"
@@ -231,7 +233,7 @@ def test_revoking_on_the_page_stops_the_level_at_once(school, smtp_server):
     assert 'data-approved="yes"' in web.get(f"/monitor/levels/{LEVEL}/settings")
 
     assert web.post(f"/reminders/approvals/{LEVEL}/revoke").status_code == 302
-    assert any("Approval revoked" in f and "1 planned letter(s) skipped" in f for f in web.flashes())
+    assert any("Approval revoked" in f and "(1 planned letter skipped)" in f for f in web.flashes())
     assert not state(school).approved
     assert [(r.state, r.reason) for r in rows(school)] == [("skipped", "not_approved")]
     [event] = audit(school, "reminders.approval_revoked")

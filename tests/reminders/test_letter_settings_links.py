@@ -1,12 +1,12 @@
 """The reminders section leads to each level's letter settings: a "Letter settings" tab listing every level's
-letters as a run would send them, a link per level on the approvals page, and one on the history filtered
-to a level."""
+letters as a run would send them (and a preview of its first letter, when it has one), a link per level on
+the approvals page, and one on the history filtered to a level."""
 
 from __future__ import annotations
 
 import re
 
-from tests.reminders.school import LEVEL, OTHER_LEVEL, Browser
+from tests.reminders.school import LEVEL, OTHER_LEVEL, Browser, a_sleeper
 
 SETTINGS = f'href="/monitor/levels/{LEVEL}/settings"'
 
@@ -51,3 +51,17 @@ def test_approvals_and_a_level_s_history_link_to_its_letters(school):
     assert SETTINGS not in web.get("/reminders?lang=en")   # all levels: no single level to link
     history = web.get(f"/reminders?level={LEVEL}&lang=ru")
     assert re.search(rf'{SETTINGS} class="letters-link"[^>]*>Письма: Английский A1</a>', history)
+
+
+def test_each_preview_link_opens_a_letter_the_level_sends(school):
+    a_sleeper(school)                               # someone to preview with
+    school.schedule((None, 10, 30), admin_days=7)   # letter 1 off: the preview opens on letter 2
+    web = Browser(school)
+    page = web.get("/reminders/settings?lang=en")
+    assert f'href="/reminders/levels/{LEVEL}/preview?letter=2"' in _row(page, LEVEL)
+    assert "preview" not in _row(page, OTHER_LEVEL)   # no letter at all: nothing to preview
+    links = re.findall(r'href="(/reminders/levels/\d+/preview[^"]*)"', page)
+    assert links
+    for link in links:
+        response = web.client.get(link)
+        assert response.status_code == 200 and '<option value="2" selected>' in response.get_data(as_text=True), link

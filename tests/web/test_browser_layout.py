@@ -1,10 +1,11 @@
 """The admin pages fit a phone, a tablet and a laptop, in Russian and English, in a real browser.
 
 For widths 390, 768 and 1366 px and both languages, the main pages (status, the monitor's overview, a
-level's sleepers, a learner, grants, the reminders' history, programs, webhooks and their deliveries,
-and a 404) are visited signed in; on each, nothing sticks out to the right of the screen except inside a
-table's scroll wrapper, and every section of the top bar, the language switch and Sign out stay on the
-bar and on the screen. At 1366 px the reminders' history fits without scrolling sideways at all.
+level's sleepers, a learner, grants and a grant, the reminders' history, a letter and the digests,
+programs and a program's form, webhooks and their deliveries, and a 404) are visited signed in; on each,
+nothing sticks out to the right of the screen except inside a table's scroll wrapper, a table's "nothing
+found" text is not cut by its edge, and every section of the top bar, the language switch and Sign out
+stay on the bar and on the screen. At 1366 px the reminders' history fits without scrolling sideways.
 Screenshots: ``test-artifacts/browser/40-<page>-<width>-<lang>.png``.
 
 The browser, the served demo site and the skip policy are those of ``tests/monitor/test_browser.py``.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from sidecar.bridge.auth import Principal
 from sidecar.bridge.parsers import parse_grant_body
@@ -61,10 +63,11 @@ def _fill_the_store(runtime) -> dict[str, str]:
     now = runtime.clock.now()
     bridge = BridgeService(runtime)
     context = IntakeContext(channel="api", principal=Principal("api_key", "crm"), source_ip="203.0.113.5")
+    grant_ids = []
     for n, row in enumerate(sleepers[:12]):
         body = {"user": {"email": row.email}, "grant": {"term_id": BUSY_LEVEL, "duration": 1, "units": "months"},
                 "external_id": f"amo-deal-2026-11-{n:04d}-renewal-of-the-yoga-course", "source": "crm-layout"}
-        bridge.accept(parse_grant_body(body), context)
+        grant_ids.append(bridge.accept(parse_grant_body(body), context).grant.id)
     states = ("sent", "failed", "unknown", "skipped", "planned")
     with unit_of_work(runtime.sessions) as session:
         for n, row in enumerate(sleepers):
@@ -77,6 +80,8 @@ def _fill_the_store(runtime) -> dict[str, str]:
                 message_id=f"<1764230441{n:02d}.12345.8871@mail.example-school.ru>" if state != "planned" else None,
                 sent_at=now - timedelta(hours=n) if state in ("sent", "unknown") else None,
                 last_error="550 5.1.1 The email account that you tried to reach does not exist" if state == "failed" else ""))
+    with unit_of_work(runtime.sessions) as session:
+        letter_id = session.scalar(sa.select(Reminder.id).where(Reminder.state == "failed").limit(1))
     plan = plan_import(runtime)
     assert not plan.blocking, plan.blocking
     apply_import(runtime, plan, actor="layout-test")
@@ -93,10 +98,14 @@ def _fill_the_store(runtime) -> dict[str, str]:
         "sleepers": f"/monitor/sleepers?level={BUSY_LEVEL}",
         "learner": f"/monitor/users/{sleepers[0].user_id}",
         "grants": "/admin/grants",
+        "grant": f"/admin/grants/{grant_ids[0]}",
         "reminders": "/reminders",
+        "letter": f"/reminders/letters/{letter_id}",
         "programs": "/programs",
+        "program form": "/programs/new",
         "webhooks": "/webhooks",
         "deliveries": f"/webhooks/{endpoint.id}/deliveries",
+        "digests": "/reminders/digests",
         "404": "/no/such/page",
     }
 
@@ -129,6 +138,17 @@ def _watch_for_errors(page) -> list[str]:
     page.on("console", console)
     page.on("response", response)
     return errors
+
+
+# The text of a table's "nothing found" row, where it is cut by the edge of its scroller (or the screen).
+_EMPTY_CUT = """() => [...document.querySelectorAll('table.grid td.empty')].filter((cell) => {
+  const range = document.createRange();
+  range.selectNodeContents(cell);
+  const text = range.getBoundingClientRect();
+  const wrap = cell.closest('.grid-wrap') || document.documentElement;
+  const box = wrap.getBoundingClientRect();
+  return text.width > 0 && (text.left < box.left - 1 || text.right > Math.min(box.right, window.innerWidth) + 1);
+}).map((cell) => cell.innerText.trim())"""
 
 
 def _history_scrolls_sideways(page) -> bool:
@@ -164,6 +184,7 @@ def test_main_pages_fit_every_width_in_both_languages(browser, served):  # noqa:
                     if found["page"] > width or found["out"]:
                         failures.append(f"{where}: page {found['page']} px wide; outside a scroller: {found['out']}")
                     failures.extend(f"{where}: top bar item {problem}" for problem in _bar_problems(page, width))
+                    failures.extend(f"{where}: empty table's text cut: {text!r}" for text in page.evaluate(_EMPTY_CUT))
                     if name == "reminders" and width == 1366 and _history_scrolls_sideways(page):
                         failures.append(f"{where}: the history scrolls sideways on a laptop")
                     _shot(page, f"40-{name}-{width}-{language}")

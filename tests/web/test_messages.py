@@ -71,6 +71,14 @@ def test_a_message_of_a_form_field_names_the_field_as_the_form_does(in_language)
     assert in_language(said, "en") == "Step 2: level: Access level #999 does not exist on the site."
 
 
+@pytest.mark.parametrize(("days", "english", "russian"), [
+    (1, "(1 day)", "(1 день)"), (3, "(3 days)", "(3 дня)"), (21, "(21 days)", "(21 день)")])
+def test_a_letter_s_days_take_the_plural_form_of_their_count(in_language, days, english, russian):
+    said = Message("settings.not_later", {"n": 1, "days": days})
+    assert in_language(said, "en") == f"Must be later than letter 1 {english}."
+    assert in_language(said, "ru") == f"Должно быть позже письма 1 {russian}."
+
+
 def test_what_cannot_be_worded_is_shown_in_english_as_written(in_language, monkeypatch):
     assert in_language("step 2 cannot be granted: no product", "ru") == "step 2 cannot be granted: no product"
     monkeypatch.delitem(TEXTS, "programs.keep_steps")            # a code added without its wording
