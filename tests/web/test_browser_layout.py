@@ -102,7 +102,7 @@ def _fill_the_store(runtime) -> dict[str, str]:
         "reminders": "/reminders",
         "letter": f"/reminders/letters/{letter_id}",
         "programs": "/programs",
-        "program form": "/programs/new",
+        "program-form": "/programs/new",
         "webhooks": "/webhooks",
         "deliveries": f"/webhooks/{endpoint.id}/deliveries",
         "digests": "/reminders/digests",
