@@ -73,7 +73,7 @@ LEGACY_REASONS = {
     "site_day_window": lazy_gettext("The window was left to default: the old report's today is the site's local day, the sidecar's the UTC "
                                     "day."),
     "certificates_out_of_sync": lazy_gettext("The sidecar's copy of the certificates is behind the site (a certificate issued or deleted "
-                                             "since the last sync); `mlsidecar sleepers refresh` synchronises it."),
+                                             "since the last sync); “mlsidecar sleepers refresh” synchronises it."),
     "unexplained": lazy_gettext("No known reason: compare again; if it stays, report it."),
 }
 
@@ -171,7 +171,10 @@ def verdict_sentence(explanation: Explanation) -> str:
     """The reason code of a verdict as a sentence in the page's language."""
     verdict = explanation.verdict
     x = verdict.expired_on.isoformat() if verdict.expired_on else "—"
-    if verdict.reason.value == "sleeper" and verdict.expired_on:
+    if verdict.reason.value == "sleeper" and verdict.expired_on == explanation.day:
+        # X is the first day without access: on X itself "0 days ago" would read oddly.
+        text = gettext("Sleeper: access ended today, {x}, and nothing renews or replaces it.", x=x)
+    elif verdict.reason.value == "sleeper" and verdict.expired_on:
         text = ngettext("Sleeper: access ended on {x} ({n} day ago) and nothing renews or replaces it.",
                         "Sleeper: access ended on {x} ({n} days ago) and nothing renews or replaces it.",
                         verdict.days_since_expiry(explanation.day), x=x)

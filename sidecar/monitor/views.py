@@ -498,8 +498,8 @@ def _legacy_failure(exc: Exception, level: int) -> str:
     if isinstance(exc, Busy):
         return gettext("Another comparison is running; try again in a minute.")
     if isinstance(exc, LegacyQueryTimeout):
-        return gettext("The old report's query ran longer than {seconds} s and the database stopped it. Run `mlsidecar legacy compare "
-                       "--level {level}` on the server: it waits longer.", seconds=f"{PAGE_TIMEOUT_SECONDS:g}", level=level)
+        return gettext("The old report's query ran longer than {seconds} s and the database stopped it. Run “mlsidecar legacy compare "
+                       "--level {level}” on the server: it waits longer.", seconds=f"{PAGE_TIMEOUT_SECONDS:g}", level=level)
     if isinstance(exc, CompareInputError):
         return gettext("The window ends on {end}, before it starts on {start} (an empty day "
                        "is today).", start=exc.start.isoformat(), end=exc.end.isoformat())

@@ -35,6 +35,12 @@ def test_a_sleeper_s_days_since_access_ended_read_right_for_any_count(days, engl
     assert _sentence(days, "ru") == f"Спящий: доступ закончился {x} {russian}, и ничто его не продлевает и не заменяет."
 
 
+def test_a_sleeper_whose_access_ended_today_reads_today_not_zero_days_ago():
+    x = DAY.isoformat()
+    assert _sentence(0, "en") == f"Sleeper: access ended today, {x}, and nothing renews or replaces it."
+    assert _sentence(0, "ru") == f"Спящий: доступ закончился сегодня, {x}, и ничто его не продлевает и не заменяет."
+
+
 def test_other_verdicts_keep_their_sentence():
     explanation = SimpleNamespace(day=DAY, verdict=SleeperVerdict(1, 7, Reason.ACTIVE, expired_on=DAY + timedelta(days=9)))
     with Flask(__name__).app_context():

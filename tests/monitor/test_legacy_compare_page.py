@@ -138,7 +138,7 @@ def test_one_comparison_at_a_time(monitor):
 
 
 @pytest.mark.parametrize("error, message", [
-    (LegacyQueryTimeout("stopped"), "ran longer than 45 s and the database stopped it. Run `mlsidecar legacy compare --level 9`"),
+    (LegacyQueryTimeout("stopped"), "ran longer than 45 s and the database stopped it. Run “mlsidecar legacy compare --level 9”"),
     (LegacyQueryFailed("Table 'site.wp_memberlux_certificate' doesn't exist"),
      "The old report's query fails on this site: Table 'site.wp_memberlux_certificate' doesn't exist"),
 ])
