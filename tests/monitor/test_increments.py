@@ -101,7 +101,9 @@ class Writer:
         users, usermeta = self.t("users"), self.t("usermeta")
         kind, *args = step
         with self.site.writer.begin() as conn:
-            next_id = (conn.execute(sa.select(sa.func.max(keys.c.id))).scalar() or 0) + 1
+            # A deleted key may leave its keys_meta row behind: new ids start past both.
+            next_id = max(conn.execute(sa.select(sa.func.max(keys.c.id))).scalar() or 0,
+                          conn.execute(sa.select(sa.func.max(meta.c.key_id))).scalar() or 0) + 1
             if kind == "new_key":
                 user_id, term_id, start, length, status, unlimited = args
                 first = day + timedelta(days=start)
@@ -209,7 +211,7 @@ def assert_model_is_a_full_rebuild(runtime, day: date) -> None:
     with runtime.sessions() as session:
         refreshes = {r.term_id: r for r in session.scalars(sa.select(SleeperRefresh))}
     counts = Counter(term_id for term_id, _ in expected)
-    assert {t: r.sleepers for t, r in refreshes.items()} == {t: counts.get(t, 0) for t in LEVELS}
+    assert {t: r.sleepers for t, r in refreshes.items()} == {t: counts.get(t, 0) for t in runtime.reader.level_parents()}
     assert {r.evaluated_for for r in refreshes.values()} == {day}
 
 
@@ -279,3 +281,45 @@ def test_a_scan_that_misses_a_change_is_reported_by_the_reconciling_rebuild(site
     assert model_rows(runtime) == {}
     with runtime.sessions() as session:
         assert session.get(SleeperScan, "site").missed == {str(CHILD): {"extra": 1}}
+
+
+@pytest.mark.mariadb
+def test_on_mariadb_the_server_s_digests_catch_every_kind_of_change(mariadb_database, tmp_path):
+    """The digests MariaDB computes (GROUP BY, CRC32, BIT_XOR) see in-place edits of keys, activation
+    times, users and their meta; the scan then leaves the model equal to a full pass."""
+    from tests.monitor.test_refresh_and_query import SEEDED_DAY, _mariadb_site
+
+    runtime = _mariadb_site(mariadb_database, tmp_path, users=300, levels=6, seed=5)
+    writer = sa.create_engine(mariadb_database)
+    try:
+        increments = SleeperIncrements(runtime)
+        assert increments.run(NEVER).kind == "rebuild"
+        assert increments.run(NEVER).kind == "idle"
+        p = runtime.site.prefix
+        sleepers = sorted(model_rows(runtime))
+        (t1, u1), (t2, u2), (t3, u3), (t4, u4) = sleepers[0], sleepers[7], sleepers[15], sleepers[25]
+        with writer.begin() as conn:
+            conn.exec_driver_sql("SET SESSION sql_mode = ''")
+            key = conn.execute(sa.text(f"SELECT id FROM {p}memberlux_term_keys WHERE user_id = :u AND term_id = :t "
+                                       "ORDER BY date_end DESC LIMIT 1"), {"u": u1, "t": t1}).scalar()
+            conn.execute(sa.text(f"UPDATE {p}memberlux_term_keys SET date_end = :e WHERE id = :k"),
+                         {"e": SEEDED_DAY + timedelta(days=20), "k": key})                     # renewed in place
+            conn.execute(sa.text(f"UPDATE {p}usermeta SET meta_value = 'Переименован' WHERE user_id = :u "
+                                 "AND meta_key = 'first_name'"), {"u": u2})                      # renamed
+            conn.execute(sa.text(f"UPDATE {p}users SET user_email = 'changed@example.org' WHERE ID = :u"), {"u": u3})
+            key4 = conn.execute(sa.text(f"SELECT id FROM {p}memberlux_term_keys WHERE user_id = :u AND term_id = :t "
+                                        "ORDER BY id LIMIT 1"), {"u": u4, "t": t4}).scalar()
+            conn.execute(sa.text(f"DELETE FROM {p}memberlux_keys_meta WHERE key_id = :k"), {"k": key4})
+            conn.execute(sa.text(f"INSERT INTO {p}memberlux_keys_meta (key_id, activation_datetime, source) "
+                                 "VALUES (:k, '2026-11-01 08:00:00', 'admin')"), {"k": key4})   # activation time
+        outcome = increments.run(NEVER)
+        assert outcome.kind == "scan" and outcome.buckets >= 1
+        assert_model_is_a_full_rebuild(runtime, SEEDED_DAY)
+        rows = model_rows(runtime)
+        assert (t1, u1) not in rows
+        assert rows[(t2, u2)][6] == "Переименован" and rows[(t3, u3)][4] == "changed@example.org"
+        assert rows[(t4, u4)][2] == date(2026, 11, 1)
+        assert increments.run(NEVER).kind == "idle"
+    finally:
+        writer.dispose()
+        runtime.close()
