@@ -4,6 +4,8 @@ transactions queue at a gate shared by the threads and processes using the file.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
 
 import sqlalchemy as sa
@@ -50,6 +52,7 @@ def test_threads_pass_the_gate_one_at_a_time_whatever_the_spelling_of_the_path(t
     for thread in threads:
         thread.join()
     assert len(overlaps) == 200 and max(overlaps) == 1
+    assert (tmp_path / "store.sqlite.write-lock").is_file()
 
 
 def _hold_gate(path: str, held, release) -> None:
@@ -83,3 +86,26 @@ def test_another_process_holding_the_gate_makes_this_one_wait(tmp_path):
     finally:
         release.set()
         holder.join(30)
+
+
+def _commit_then_die(url: str) -> None:
+    engine = store_db.create_store_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE facts (what TEXT)")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO facts VALUES ('committed')")
+    os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint: the commit is only in the -wal file
+
+
+def test_a_commit_survives_the_process_being_killed(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    process = multiprocessing.get_context("spawn").Process(target=_commit_then_die, args=(url,))
+    process.start()
+    process.join(60)
+    assert process.exitcode == -signal.SIGKILL
+    engine = store_db.create_store_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT what FROM facts").scalars().all() == ["committed"]
+    finally:
+        engine.dispose()
