@@ -471,7 +471,7 @@ def run_store(args, work: Path, processes: Processes, site: Site, store_arg: str
     """Phases 2-4 against one store; prints its block and returns its figures."""
     run_id = uuid.uuid4().hex[:8]
     notes: list[str] = []
-    site_url, emulator_url, app_password, seeded_in = site.url, site.emulator_url, site.app_password, site.seeded_in
+    site_url, emulator_url, app_password = site.url, site.emulator_url, site.app_password
     set_latency(emulator_url, app_password, args.latency)
     # Store and configuration -----------------------------------------------------------------------------------
     if store_arg != "sqlite":

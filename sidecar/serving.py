@@ -11,6 +11,9 @@ from gunicorn.app.base import BaseApplication
 
 from sidecar.config import Settings
 
+# gunicorn creates each heartbeat file there with mkstemp and unlinks it at once: nothing is shared by name.
+_MEMORY_DIR = "/dev/shm"  # noqa: S108
+
 
 class SidecarGunicorn(BaseApplication):
     def __init__(self, settings: Settings, options: dict) -> None:
@@ -43,7 +46,7 @@ def run_gunicorn(settings: Settings, host: str, port: int, workers: int) -> None
         "graceful_timeout": 30,
         # Each worker touches a heartbeat file on every turn of its event loop (once per request or
         # more): on a disk-backed /tmp that is an inode write each time. Memory-backed when there is one.
-        "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
+        "worker_tmp_dir": _MEMORY_DIR if os.path.isdir(_MEMORY_DIR) else None,
         "accesslog": None,
         "limit_request_field_size": 8190,
         # The same networks the app trusts (sidecar.web.proxies), for gunicorn's own scheme handling.
