@@ -2,17 +2,21 @@
 
     .venv/bin/python bench/bridge.py [--requests 5000] [--concurrency 32] [--workers 2]
                                      [--delivery-concurrency 8] [--latency 1.5] [--grants 400]
-                                     [--store-url mysql+pymysql://root@127.0.0.1:3306/mls_bench]
+                                     [--store-url sqlite --store-url mysql+pymysql://root@127.0.0.1:3306/mls_bench]
 
 Everything runs on loopback, in a temporary directory removed at the end (also on Ctrl-C):
 
-1. A demo site (SQLite, ``--users`` learners) served by ``mlsidecar devstack serve``; a store (SQLite
-   file in WAL mode, or ``--store-url``: an existing, disposable database) migrated to head; a TOML
-   configuration; ``mlsidecar serve`` under gunicorn with ``--workers`` processes.
-2. Intake: ``--requests`` brief-style JSON posts with an API key from ``--concurrency`` keep-alive
-   connections (one thread and one ``http.client`` connection each), 10 % of them repeating an earlier
+1. A demo site (SQLite, ``--users`` learners) served by ``mlsidecar devstack serve``. Then, for each
+   ``--store-url`` in turn (``sqlite``, the default, is a new SQLite file in WAL mode; a URL is an existing,
+   disposable database): the store migrated to head, a TOML configuration, ``mlsidecar serve`` under
+   gunicorn with ``--workers`` processes, and phases 2-4 below against it.
+2. Intake, closed loop: ``--requests`` brief-style JSON posts with an API key from ``--concurrency``
+   keep-alive connections (one thread and one ``http.client`` connection each; each sends its next
+   request as soon as it has read the previous answer), 10 % of them repeating an earlier
    ``external_id`` with the same payload. No worker runs, so this measures the sidecar's intake alone.
    A GET /healthz run with the same client first shows the ceiling of client + gunicorn on this machine.
+   Intake, open loop: ``--paced-requests`` more posts due at ``--rate`` per second whatever the server
+   does; each latency counts from the request's due time (a server that falls behind shows it).
 3. Delivery: the first ``--grants`` accepted grants stay queued (the others are cancelled in the store,
    so the phase is bounded); ``mlsidecar worker`` with ``bridge.concurrency = --delivery-concurrency``
    delivers them to the emulator, which takes ``--latency`` seconds per order. Lost grants (accepted but
@@ -22,7 +26,9 @@ Everything runs on loopback, in a temporary directory removed at the end (also o
    at latency 0, against the same number of orders sent straight to the emulator with
    ``MemberLuxRestClient``; the difference per grant is what the sidecar adds around one order.
 
-Prints one summary block; asserts nothing.
+Prints one summary block per store, then one line ``BENCH_JSON {...}`` with every figure of every store
+(and what each figure includes, under ``"includes"``) for comparisons across commits; asserts nothing.
+The machine is whatever else runs on it: the load average before and after is part of the line.
 """
 
 from __future__ import annotations
@@ -354,8 +360,9 @@ def main() -> None:  # one linear script
     parser.add_argument("--overhead-grants", type=int, default=60, help="grants of the overhead phase (default 60)")
     parser.add_argument("--baseline-requests", type=int, default=2000, help="GET /healthz requests (default 2000)")
     parser.add_argument("--users", type=int, default=2000, help="learners of the demo site (default 2000)")
-    parser.add_argument("--store-url", default=None,
-                        help="store database instead of a SQLite file (an existing database you can spare)")
+    parser.add_argument("--store-url", action="append", default=None,
+                        help="a store to measure: 'sqlite' (a new SQLite file, the default) or the URL of an existing "
+                             "database you can spare; repeat to measure several stores in one run")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     args = parser.parse_args()
@@ -369,26 +376,22 @@ def main() -> None:  # one linear script
     signal.signal(signal.SIGINT, signal.default_int_handler)
     work = Path(tempfile.mkdtemp(prefix="mls-bench-bridge-"))
     processes = Processes(work)
-    runtime = None
     try:
-        runtime = run(args, work, processes)
+        run(args, work, processes)
     except KeyboardInterrupt:
         print("\ninterrupted; stopping processes and removing the temporary directory", file=sys.stderr)
     finally:
         processes.stop_all()
-        if runtime is not None:
-            runtime.close()
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def run(args, work: Path, processes: Processes):
+def run(args, work: Path, processes: Processes) -> None:
     rng = random.Random(args.seed)
-    run_id = uuid.uuid4().hex[:8]
     cli = _cli()
-    notes: list[str] = []
+    load_before = os.getloadavg()
 
     # Site and emulator ------------------------------------------------------------------------------------
     site_file = work / "wordpress.sqlite"
@@ -411,13 +414,72 @@ def run(args, work: Path, processes: Processes):
                     env={"MLS_DEVSTACK_APP_PASSWORD": app_password})
     _wait_http(emulator_url + "/devstack/health", processes, "emulator")
 
+    site = Site(site_url, emulator_url, app_password, seeded_in)
+    results = [run_store(args, work, processes, site, store_arg, rng, cli) for store_arg in (args.store_url or ["sqlite"])]
+    print("BENCH_JSON " + json.dumps({
+        "bench": "bridge", "commit": _commit(), "cores": os.cpu_count(), "python": sys.version.split()[0],
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "settings": {"concurrency": args.concurrency, "rate": args.rate, "workers": args.workers,
+                     "requests": args.requests, "paced_requests": args.paced_requests,
+                     "latency": args.latency, "delivery_concurrency": args.delivery_concurrency},
+        "includes": INCLUDES, "stores": results}, sort_keys=False), flush=True)
+
+
+class Site:
+    def __init__(self, url: str, emulator_url: str, app_password: str, seeded_in: float) -> None:
+        self.url, self.emulator_url, self.app_password, self.seeded_in = url, emulator_url, app_password, seeded_in
+
+
+INCLUDES = {
+    "baseline": "GET /healthz, closed loop, same client and connections as the intake: the ceiling of client + "
+                "gunicorn on this machine",
+    "closed_loop": "POST /api/v1/grants from --concurrency keep-alive connections, each sending its next request as "
+                   "soon as it has read the previous answer; 10 % repeat an earlier external_id (answered from the "
+                   "store as replays); rps = answers / wall time of the phase; latency = from sending the request "
+                   "to having read the whole answer, on the client; no worker running",
+    "open_loop": "POST /api/v1/grants due at --rate per second whatever the server does, sent over --concurrency "
+                 "keep-alive connections; latency counts from each request's due time (queueing in the client "
+                 "when all connections are busy included: no coordinated omission); achieved_rps = answers / wall time",
+    "server_cpu_ms_per_request": "user + system CPU of the gunicorn master and workers during the phase / answers",
+    "overhead": "per_grant_ms = wall time per delivered grant of a worker with bridge.concurrency 1 against the "
+                "emulator at latency 0 (from the first grant seen final to the last, polled every 20 ms); "
+                "direct_ms = mean time of the same number of orders sent straight with MemberLuxRestClient; "
+                "added_ms = the difference; order_in_worker_ms = mean of the worker's own timing of each order call "
+                "(from marking the grant delivering to the answer); outside_order_call_ms = per_grant_ms - "
+                "order_in_worker_ms: claiming, site look-ups, read-back and bookkeeping around the call",
+}
+
+
+def _commit() -> str | None:
+    try:
+        import subprocess
+
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except OSError:
+        return None
+
+
+def _latencies(values: list[float]) -> dict:
+    return {"p50_ms": round(_percentile(values, .5) * 1000, 1), "p95_ms": round(_percentile(values, .95) * 1000, 1),
+            "p99_ms": round(_percentile(values, .99) * 1000, 1), "max_ms": round(max(values, default=0) * 1000, 1)}
+
+
+def run_store(args, work: Path, processes: Processes, site: Site, store_arg: str, rng: random.Random,
+              cli: list[str]) -> dict:
+    """Phases 2-4 against one store; prints its block and returns its figures."""
+    run_id = uuid.uuid4().hex[:8]
+    notes: list[str] = []
+    site_url, emulator_url, app_password = site.url, site.emulator_url, site.app_password
+    set_latency(emulator_url, app_password, args.latency)
     # Store and configuration -----------------------------------------------------------------------------------
-    if args.store_url:
-        store, store_password = _split_password(args.store_url)
+    if store_arg != "sqlite":
+        store, store_password = _split_password(store_arg)
         notes.append("store: " + sa.make_url(store).render_as_string(hide_password=True) +
                      " (left in place; this run's grants are tagged bench-" + run_id + ")")
     else:
-        store, store_password = f"sqlite:///{work / 'store.sqlite'}", None
+        store, store_password = f"sqlite:///{work / f'store-{run_id}.sqlite'}", None
     port = _free_port()
     api_key = "bench-" + secrets.token_urlsafe(32)
 
@@ -433,13 +495,24 @@ def run(args, work: Path, processes: Processes):
             "log": {"format": "text", "level": "INFO"},
         })
 
-    main_config = config("mlsidecar.toml", args.delivery_concurrency)
-    single_config = config("mlsidecar-c1.toml", 1)
+    main_config = config(f"mlsidecar-{run_id}.toml", args.delivery_concurrency)
+    single_config = config(f"mlsidecar-{run_id}-c1.toml", 1)
     settings = load_settings(main_config, environ={})
     engine = store_db.create_store_engine(store_url(settings))
     store_db.upgrade(engine)
     engine.dispose()
     runtime = build_runtime(settings)
+    try:
+        return _measure(args, processes, runtime, run_id, notes, site, store, port, api_key, main_config,
+                        single_config, rng, cli)
+    finally:
+        processes.stop("serve")
+        runtime.close()
+
+
+def _measure(args, processes: Processes, runtime, run_id: str, notes: list[str], site: Site, store: str, port: int,
+             api_key: str, main_config: Path, single_config: Path, rng: random.Random, cli: list[str]) -> dict:
+    site_url, emulator_url, app_password, seeded_in = site.url, site.emulator_url, site.app_password, site.seeded_in
     products = sorted({(p.level_id, p.duration, p.units) for p in BridgeService(runtime).catalog.products()
                        if p.status == "publish" and p.level_id and not p.unlimited})
     if not products:
@@ -520,7 +593,8 @@ def run(args, work: Path, processes: Processes):
     if baseline:
         print(f"  baseline          GET /healthz x{args.baseline_requests}, {args.concurrency} connections: "
               f"{len(baseline.latencies) / baseline.wall:,.0f} req/s, p50 {_percentile(baseline.latencies, .5) * 1000:.1f} ms"
-              f", p99 {_percentile(baseline.latencies, .99) * 1000:.1f} ms")
+              f", p99 {_percentile(baseline.latencies, .99) * 1000:.1f} ms; gunicorn CPU "
+              f"{baseline.server_cpu / max(1, len(baseline.latencies)) * 1000:.2f} ms per request")
     print(f"  intake            {args.requests} POST /api/v1/grants (brief JSON, X-API-Key), {args.concurrency} "
           f"connections, {duplicates} repeats of earlier external_ids; worker not running")
     print(f"    throughput      {len(intake.latencies) / intake.wall:,.0f} req/s ({intake.wall:.1f} s)")
@@ -531,7 +605,8 @@ def run(args, work: Path, processes: Processes):
           f"transport errors: {dict(intake.errors) or 0}")
     print(f"    grants stored   {len(accepted)} distinct (expected {args.requests - duplicates})")
     print(f"    CPU             client {intake.client_cpu:.1f} s ({intake.client_cpu / intake.wall:.0%} of a core), "
-          f"gunicorn {intake.server_cpu:.1f} s ({intake.server_cpu / intake.wall:.0%} of a core), "
+          f"gunicorn {intake.server_cpu:.1f} s ({intake.server_cpu / intake.wall:.0%} of a core, "
+          f"{intake.server_cpu / max(1, len(intake.latencies)) * 1000:.2f} ms per request), "
           f"of {cores} cores x {intake.wall:.1f} s")
     if paced:
         print(f"  paced intake      {args.paced_requests} POST /api/v1/grants offered at {args.rate:g} req/s (open loop, "
@@ -559,10 +634,38 @@ def run(args, work: Path, processes: Processes):
               f"{overhead['order_in_worker'] * 1000:.1f} ms mean")
         print(f"    direct order    {overhead['direct_mean'] * 1000:.1f} ms mean, {overhead['direct_p50'] * 1000:.1f} ms p50 "
               f"(MemberLuxRestClient straight to the emulator, same products, new customers)")
-        print(f"    sidecar adds    {(overhead['per_grant'] - overhead['direct_mean']) * 1000:.1f} ms per grant")
+        print(f"    sidecar adds    {(overhead['per_grant'] - overhead['direct_mean']) * 1000:.1f} ms per grant; "
+              f"{(overhead['per_grant'] - overhead['order_in_worker']) * 1000:.1f} ms of it outside the order call as the "
+              "worker timed it (the same grants' calls, so free of the emulator's drift between the two series)")
     for note in notes:
         print(f"  note              {note}")
-    return runtime
+    def cpu_per_request(load: LoadResult) -> float:
+        return round(load.server_cpu / max(1, len(load.latencies)) * 1000, 3)
+
+    figures: dict = {"store": store_kind, "workers": args.workers, "threads_per_worker": 4}
+    if baseline:
+        figures["baseline"] = {"requests": len(baseline.latencies), "rps": round(len(baseline.latencies) / baseline.wall),
+                               **_latencies(baseline.latencies), "server_cpu_ms_per_request": cpu_per_request(baseline)}
+    figures["closed_loop"] = {"requests": len(intake.latencies), "connections": args.concurrency,
+                              "rps": round(len(intake.latencies) / intake.wall), **_latencies(intake.latencies),
+                              "statuses": {str(k): v for k, v in sorted(intake.statuses.items())},
+                              "replayed": intake.replayed, "transport_errors": sum(intake.errors.values()),
+                              "server_cpu_ms_per_request": cpu_per_request(intake),
+                              "grants_stored": len(accepted), "grants_expected": args.requests - duplicates}
+    if paced:
+        figures["open_loop"] = {"requests": len(paced.latencies), "offered_rps": args.rate,
+                                "achieved_rps": round(len(paced.latencies) / paced.wall), **_latencies(paced.latencies),
+                                "statuses": {str(k): v for k, v in sorted(paced.statuses.items())},
+                                "transport_errors": sum(paced.errors.values())}
+    figures["delivery"] = {"grants": len(measured), "grants_per_s": round(rate, 2), "lost": lost,
+                           "duplicated": duplicated, "not_on_site": missing_on_site}
+    if overhead:
+        figures["overhead"] = {"grants": overhead["grants"], "per_grant_ms": round(overhead["per_grant"] * 1000, 1),
+                               "direct_ms": round(overhead["direct_mean"] * 1000, 1),
+                               "added_ms": round((overhead["per_grant"] - overhead["direct_mean"]) * 1000, 1),
+                               "order_in_worker_ms": round(overhead["order_in_worker"] * 1000, 1),
+                               "outside_order_call_ms": round((overhead["per_grant"] - overhead["order_in_worker"]) * 1000, 1)}
+    return figures
 
 
 if __name__ == "__main__":

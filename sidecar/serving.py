@@ -5,9 +5,14 @@ Database connections must not cross a fork, so the runtime is created per worker
 
 from __future__ import annotations
 
+import os
+
 from gunicorn.app.base import BaseApplication
 
 from sidecar.config import Settings
+
+# gunicorn creates each heartbeat file there with mkstemp and unlinks it at once: nothing is shared by name.
+_MEMORY_DIR = "/dev/shm"  # noqa: S108
 
 
 class SidecarGunicorn(BaseApplication):
@@ -39,6 +44,9 @@ def run_gunicorn(settings: Settings, host: str, port: int, workers: int) -> None
         # The bridge waits on MemberLux for at most the REST timeout when asked to (?wait=).
         "timeout": int(settings.memberlux.timeout_seconds) + 30,
         "graceful_timeout": 30,
+        # Each worker touches a heartbeat file on every turn of its event loop (once per request or
+        # more): on a disk-backed /tmp that is an inode write each time. Memory-backed when there is one.
+        "worker_tmp_dir": _MEMORY_DIR if os.path.isdir(_MEMORY_DIR) else None,
         "accesslog": None,
         "limit_request_field_size": 8190,
         # The same networks the app trusts (sidecar.web.proxies), for gunicorn's own scheme handling.

@@ -387,7 +387,12 @@ class MemberLuxReader:
         # MySQL compares with the column's case-insensitive collation and uses the index; SQLite
         # gets the Python casefold registered by connect_wordpress.
         if self._casefold_sql:
-            return sa.func.casefold(column) == value.casefold()
+            folded = value.casefold()
+            # The look-up scans the table: the Python function runs only for values with a character
+            # outside printable ASCII, where SQLite's lower() (ASCII only) is not casefold. For the others
+            # lower() is casefold, and lower(x) == folded also implies casefold(x) == folded.
+            return sa.or_(sa.func.lower(column) == folded,
+                          sa.and_(column.op("GLOB")("*[^ -~]*"), sa.func.casefold(column) == folded))
         return column == value
 
     def user_by_email(self, email: str) -> WpUser | None:

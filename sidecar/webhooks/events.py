@@ -94,7 +94,7 @@ def body(event: WebhookEvent) -> dict[str, Any]:
             "data": event.data}
 
 
-def _matches(endpoint: WebhookEndpoint, event_type: str, program_id: int | None) -> bool:
+def _matches(endpoint: WebhookEndpoint | sa.Row, event_type: str, program_id: int | None) -> bool:
     if endpoint.program_id is not None and endpoint.program_id != program_id:
         return False
     events = endpoint.events or ["*"]
@@ -107,6 +107,10 @@ def listens(session: Session, event_type: str) -> bool:
                for e in session.scalars(sa.select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))))
 
 
+_ENABLED_ENDPOINTS = (sa.select(WebhookEndpoint.id, WebhookEndpoint.events, WebhookEndpoint.program_id)
+                      .where(WebhookEndpoint.enabled.is_(True)))
+
+
 def emit(session: Session, event_type: str, data: dict[str, Any], at: datetime, *,
          program_id: int | None = None) -> str | None:
     """Record an event and its deliveries in ``session``'s transaction; None when nobody listens.
@@ -116,8 +120,9 @@ def emit(session: Session, event_type: str, data: dict[str, Any], at: datetime, 
     """
     if event_type not in SCHEMAS:
         raise ValueError(f"unknown event type {event_type}")
-    endpoints = [e for e in session.scalars(sa.select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)))
-                 if _matches(e, event_type, program_id)]
+    # The three columns the choice needs, read on the session's connection without loading entities:
+    # every grant intake runs this query (nothing pending in the session can change its answer).
+    endpoints = [e for e in session.connection().execute(_ENABLED_ENDPOINTS) if _matches(e, event_type, program_id)]
     if not endpoints:
         return None
     event = WebhookEvent(id=new_event_id(), type=event_type, program_id=program_id, data=data, created_at=at)

@@ -535,3 +535,50 @@ def test_every_refusal_is_non_2xx_with_ok_false(bridge):
         assert response.get_json()["ok"] is False
         assert response.get_json()["code"]
     assert bridge.grants() == []
+
+
+# --- the intake writes first and finds replays by their key ----------------------------------------------------
+
+def test_a_replay_finds_its_grant_after_the_product_is_gone(bridge):
+    body = brief_body(external_id="deal-product-gone")
+    first = bridge.api(body).get_json()
+    bridge.site("DELETE FROM wp_posts WHERE ID = :id", id=PRODUCT_1_MONTH)
+    bridge.app.extensions["mlsidecar.bridge"].catalog.invalidate()  # the site is read again: no product now
+    assert bridge.api(brief_body(external_id="deal-new-after")).get_json()["code"] == "no_product"
+    again = bridge.api(body)
+    assert again.status_code == 202
+    assert again.get_json()["grant_id"] == first["grant_id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(bridge.grants()) == 1
+
+
+def test_a_new_grant_is_answered_with_the_stored_defaults(bridge):
+    answer = bridge.api(brief_body(external_id="deal-defaults")).get_json()
+    stored = bridge.status(answer["grant_id"]).get_json()
+    for name in ("unlimited", "attempts", "status", "product_id", "email", "created_at"):
+        assert answer[name] == stored[name], name
+    assert answer["unlimited"] is False and answer["attempts"] == 0
+
+
+def test_one_deal_sent_twice_at_once_is_one_grant_with_its_audit_trail_once(bridge):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sqlalchemy as sa
+
+    from sidecar.store.models import AuditEvent
+
+    body = brief_body(external_id="deal-twice-at-once")
+
+    def post(_n):
+        with bridge.app.test_client() as client:
+            return client.post("/api/v1/grants", json=body, headers={"X-API-Key": API_KEYS["crm"]})
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(post, range(8)))
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.get_json()["grant_id"] for a in answers}) == 1
+    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 7
+    grant_id = answers[0].get_json()["grant_id"]
+    with bridge.runtime.sessions() as session:
+        actions = list(session.scalars(sa.select(AuditEvent.action).where(AuditEvent.subject_id == grant_id)))
+    assert sorted(actions) == ["intake.product_chosen", "intake.received", "intake.validated"]
