@@ -9,10 +9,9 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import csv
 from datetime import date, timedelta
 
-from sidecar.csvsafe import FORMULA_START, SafeCsvWriter, defuse
+from sidecar.csvsafe import SafeCsvWriter, defuse_text
 from sidecar.monitor.service import MonitorService, SleeperQuery, SleeperRow
 
 
@@ -57,10 +56,10 @@ def export_chunks(service: MonitorService, q: SleeperQuery, *, day: date | None 
     :meth:`MonitorService.iterate`'s rows, but at the speed of the disk.
 
     The stored report is read as plain tuples through one server-side cursor
-    (:meth:`MonitorService.stream`) and written a few thousand rows per ``writerows`` call: only the
-    cells a learner types (names, e-mail, login) and the level names go through the formula guard,
-    dates are formatted once per distinct day. A day the report was not built for is evaluated live
-    and written row by row, as before.
+    (:meth:`MonitorService.stream`) and written a few thousand rows per call: only the cells a learner
+    types (names, e-mail, login) and the level names go through the formula guard (ids, counts and ISO
+    dates cannot start a formula), dates are formatted once per distinct day. A day the report was not
+    built for is evaluated live and written row by row, as before.
     """
     batches = service.stream(q, day=day, limit=limit)
     if batches is None:
@@ -69,21 +68,15 @@ def export_chunks(service: MonitorService, q: SleeperQuery, *, day: date | None 
     return _stream_chunks(batches, service.level_names(), day or service.runtime.clock.today_utc(), excel)
 
 
-def _text(value: str | None) -> str:
-    """:func:`sidecar.csvsafe.defuse` for a text column (None is an empty cell)."""
-    if value is None:
-        return ""
-    return "'" + value if value.startswith(FORMULA_START) else value
-
-
 def _stream_chunks(batches: Iterator[Any], names: dict[int, str], today: date, excel: bool) -> Iterator[str]:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=";" if excel else ",", lineterminator="\r\n")
+    writer = SafeCsvWriter(buffer, delimiter=";" if excel else ",", lineterminator="\r\n")
     if excel:
         buffer.write("\ufeff")
-    writer.writerow([defuse(c) for c in CSV_COLUMNS])
+    writer.writerow(CSV_COLUMNS)
+    _text = defuse_text
     levels: dict[int, str] = {}
-    days: dict[date, tuple[str, str, int]] = {}
+    days: dict[str, tuple[str, int]] = {}   # expiry (ISO) -> (last access day, days since)
     one_day = timedelta(days=1)
     for batch in batches:
         records = []
@@ -93,12 +86,11 @@ def _stream_chunks(batches: Iterator[Any], names: dict[int, str], today: date, e
                 level = levels[term_id] = _text(names.get(term_id, f"#{term_id}"))
             when = days.get(expired_on)
             if when is None:
-                when = days[expired_on] = (expired_on.isoformat(), (expired_on - one_day).isoformat(),
-                                           (today - expired_on).days)
+                day = date.fromisoformat(expired_on)
+                when = days[expired_on] = ((day - one_day).isoformat(), (today - day).days)
             records.append((user_id, _text(email), _text(login), _text(first_name), _text(last_name), term_id, level,
-                            when[0], when[1], when[2], last_grant.isoformat() if last_grant else "",
-                            1 if blocked else 0, sent))
-        writer.writerows(records)
+                            expired_on, when[0], when[1], last_grant or "", 1 if blocked else 0, sent))
+        writer.writerows_defused(records)   # text from outside went through _text above
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -547,12 +547,12 @@ class MonitorService:
                 return
             after = self._key_of(entries[-1], q.sort, ranks)
 
-    #: The columns :meth:`stream` yields, in this order.
+    #: The columns :meth:`stream` yields, in this order (the two days as ISO text, ``blocked`` as 0/1).
     STREAM_COLUMNS = ("user_id", "email", "login", "first_name", "last_name", "term_id", "expired_on",
                       "last_grant", "blocked", "reminders_sent")
 
     def stream(self, q: SleeperQuery, *, day: date | None = None, limit: int | None = None,
-               batch: int = 5000) -> Iterator[Sequence[tuple]] | None:
+               batch: int = 5000) -> Iterator[Sequence[Any]] | None:
         """Every stored sleeper matching ``q``, in :meth:`iterate`'s order and with its letters sent, as
         plain tuples (:attr:`STREAM_COLUMNS`) in batches of ``batch``: one statement read through a
         server-side cursor, for exports of the whole read model at the speed of the disk.
@@ -580,18 +580,19 @@ class MonitorService:
         sent = (sa.select(sa.func.count()).where(
             r.user_id == _E.user_id, r.term_id == _E.term_id, r.expired_on == _E.expired_on,
             r.step.in_(LEARNER_STEPS), r.state == State.SENT.value).scalar_subquery())
-        stmt = (sa.select(_E.user_id, _E.email, _E.login, _E.first_name, _E.last_name, _E.term_id, _E.expired_on,
-                          _E.last_grant, _E.blocked, sent)
+        # Days as ISO text and the flag as a number: what the CSV writes, without a date object per cell.
+        stmt = (sa.select(_E.user_id, _E.email, _E.login, _E.first_name, _E.last_name, _E.term_id,
+                          sa.cast(_E.expired_on, sa.String(10)), sa.cast(_E.last_grant, sa.String(10)),
+                          sa.type_coerce(_E.blocked, sa.Integer), sent)
                 .where(*conditions)
                 .order_by(*(c.asc() if order.ascending else c.desc() for c in order.columns)))
         if limit is not None:
             stmt = stmt.limit(limit)
 
-        def batches() -> Iterator[Sequence[tuple]]:
+        def batches() -> Iterator[Sequence[Any]]:
             with self.runtime.store_engine.connect() as conn:
                 result = conn.execution_options(yield_per=batch).execute(stmt)
-                for part in result.partitions():
-                    yield part
+                yield from result.partitions()
 
         return batches()
 

@@ -11,7 +11,6 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
 
 from sidecar.bootstrap import build_runtime, store_url
