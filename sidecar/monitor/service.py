@@ -73,6 +73,8 @@ MAX_WITHIN_DAYS = 36600
 _LEVEL_CACHE_SECONDS = 60.0
 _CURSOR_VERSION = 2   # 2: the expiry order breaks ties by level, then user
 _ONE_DAY = timedelta(days=1)
+#: How long MariaDB keeps an export's unread rows waiting while the reader (e.g. a paused download) is away.
+STREAM_WRITE_TIMEOUT_SECONDS = 3600
 
 
 # --------------------------------------------------------------------------------------------------
@@ -591,8 +593,18 @@ class MonitorService:
 
         def batches() -> Iterator[Sequence[Any]]:
             with self.runtime.store_engine.connect() as conn:
+                mysql = conn.dialect.name == "mysql"
+                if mysql:
+                    # The rows come as the reader takes them: a download the browser pauses pauses the
+                    # reads, and MariaDB drops a result left unread for net_write_timeout (60 s by default).
+                    conn.exec_driver_sql(f"SET SESSION net_write_timeout = {STREAM_WRITE_TIMEOUT_SECONDS}")
                 result = conn.execution_options(yield_per=batch).execute(stmt)
-                yield from result.partitions()
+                try:
+                    yield from result.partitions()
+                finally:
+                    result.close()
+                    if mysql:   # the pooled connection goes back as it came
+                        conn.exec_driver_sql("SET SESSION net_write_timeout = DEFAULT")
 
         return batches()
 

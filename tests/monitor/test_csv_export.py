@@ -155,3 +155,40 @@ def test_the_sample_really_is_odd(planted):
     counts = {(row[0], row[5]): row[-1] for row in rows[1:]}
     assert counts[("901", "7")] == "2" and counts[("901", "9")] == "0" and counts[("903", "9")] == "1"
     assert all(len(row) == len(rows[0]) for row in rows)
+
+
+@pytest.mark.mariadb
+def test_on_mariadb_a_paused_download_keeps_its_rows_and_the_connection_goes_back_as_it_came(
+        small_site, settings_for, mariadb_database):
+    """The rows stream as the download is read: MariaDB is told to wait for a paused reader (an hour, not
+    net_write_timeout's 60 s) on that connection only, and the setting is undone when the export ends or
+    is abandoned (the browser closed)."""
+    import sqlalchemy as sa
+
+    from sidecar.monitor.csv_export import export_chunks
+    from sidecar.monitor.service import STREAM_WRITE_TIMEOUT_SECONDS
+
+    settings = settings_for(small_site, store={"url": mariadb_database})
+    migrate_store(store_url(settings))
+    runtime = build_runtime(settings, clock=FixedClock(START))
+    try:
+        Monitor(runtime).refresher.refresh_all()
+        _plant(runtime)
+        service = Monitor(runtime).service
+        seen: list[str] = []
+        sa.event.listen(runtime.store_engine, "before_cursor_execute",
+                        lambda _c, _cur, statement, *_rest: seen.append(" ".join(statement.split())[:60]))
+        chunks = export_chunks(service, _query(Monitor(runtime), {}))
+        next(chunks)
+        with runtime.store_engine.connect() as other:   # another pooled connection is not touched
+            assert other.exec_driver_sql("SELECT @@session.net_write_timeout").scalar() != STREAM_WRITE_TIMEOUT_SECONDS
+        chunks.close()                                   # the download abandoned half-way
+        setting = [s for s in seen if s.startswith("SET SESSION net_write_timeout")]
+        assert setting == [f"SET SESSION net_write_timeout = {STREAM_WRITE_TIMEOUT_SECONDS}",
+                           "SET SESSION net_write_timeout = DEFAULT"]
+        assert seen.index(setting[0]) < next(i for i, s in enumerate(seen) if s.startswith("SELECT mls_sleepers"))
+        with runtime.store_engine.connect() as conn:
+            timeouts = conn.exec_driver_sql("SELECT @@session.net_write_timeout, @@global.net_write_timeout").one()
+        assert timeouts[0] == timeouts[1]
+    finally:
+        runtime.close()
