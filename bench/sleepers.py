@@ -20,8 +20,19 @@ with the most owned key rows. Times are wall time, p50 (and p95 where repeated) 
 * live query — ``live_sleeper_ids(T, D)``: the set-based statement plus the level tree, manual
   certificate holders from the store and ``wpm_status``, every sleeper of T fetched (not one page);
 * certificate first sync — ``CertificateClassifier.sync()`` into the empty store (once per store);
-* rebuild — ``SleeperRefresher.refresh_all`` (every level) and ``refresh_level(T)``: key rows streamed,
-  the rule in Python, the level's read-model rows replaced in the store;
+* rebuild — ``SleeperIncrements.rebuild``: every user's key rows (packed per user by the server) and
+  users streamed once, the rule in Python for every level, each level's changed rows written to the store.
+  "first" runs on the empty store (every row written, and each level's first trend backfill: once per
+  store); "warm" is the daily reconciling rebuild (same rows: next to nothing written). ``refresh_level(T)``:
+  the per-level path the "refresh" button of one level uses;
+* change scan — ``SleeperIncrements.run`` as the worker runs it every ``schedule.sleepers_scan_seconds``
+  (30 s by default): certificate sync, the site's digests (three ``GROUP BY`` statements on the server), the
+  store's manual certificates; "idle" when nothing changed (p50 of 3). With ``--scratch`` (the database may
+  be written: one built by this project's generator) the increment is measured too: four changes of a
+  sleeper of T written to the site (a renewal in place, a stacked renewal by a new key, a block flag, a
+  renamed learner) — the scan that takes them in, from its start to the commit of the model, checked in the
+  report; the latency from a change to the report is at most the scan interval plus that; the changes are
+  then undone (and taken in again);
 * read-model page — ``MonitorService.page``: first page (20 rows + total count) of T, of all levels, of
   T in the one-year window; page 50 by keyset; counts per level. Reads the store only: it does not
   include the rebuild that made the rows;
@@ -29,7 +40,9 @@ with the most owned key rows. Times are wall time, p50 (and p95 where repeated) 
   into a file, in a child process: wall time (interpreter start-up included) and the child's peak RSS.
 
 Ratios printed: legacy page / live query (both read the site now), legacy page / read-model page (the
-read model's answer is as old as its last rebuild). The last line is one JSON object with every figure
+read model's answer is as old as its last change scan). ``--with-indexes`` (with ``--build`` or
+``--scratch``) then applies sql/indexes.sql and measures the figures that read the site again (legacy,
+live, rebuild, scan, increment); read-model pages and the CSV read the store only. The last line is one JSON object with every figure
 (seconds) for comparisons across commits.
 """
 
@@ -57,7 +70,9 @@ from _common import (bench_runtime, cli, empty_store, legacy_v3_page, run_indexe
                      split_password, write_config)  # (bench/ is on sys.path: run as a script)
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.query import live_sleeper_ids
+from sidecar.monitor.increments import SleeperIncrements
 from sidecar.monitor.refresh import SleeperRefresher
+from sidecar.store.monitor_models import SleeperEntry
 from sidecar.monitor.service import MonitorService, SleeperQuery
 
 DATABASE = "mls_bench_sleepers"
@@ -111,6 +126,142 @@ def csv_export(site_url: str, prefix: str, store: Path, work: Path) -> dict[str,
     return {"rows": rows, "seconds": seconds, "peak_rss_mb": peak_mb, "bytes": out.stat().st_size}
 
 
+def explain_live(runtime, level: int, day: date, label: str) -> None:
+    """Why the live query cannot answer a first page in milliseconds: the server's own account (MariaDB's
+    ``ANALYZE FORMAT=JSON``) of how it reads the key table. An exact count of T's sleepers needs every key
+    row of T (a user's latest end decides); with single-column indexes only, that is either a lookup per
+    row through the ``term_id`` index or a scan of the table."""
+    from sidecar.memberlux.reader import ancestors_from_parents
+    from sidecar.monitor.query import build_live_query
+
+    stmt = build_live_query(runtime, level, day, None, ancestors_from_parents(runtime.reader.level_parents(), level))
+    sql = str(stmt.compile(runtime.wp_engine, compile_kwargs={"literal_binds": True}))
+    with runtime.wp_engine.connect() as conn:
+        plan = json.loads(conn.execute(sa.text("ANALYZE FORMAT=JSON " + sql)).scalar())
+        level_rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM `{runtime.site.table('memberlux_term_keys').name}` "
+                                          "WHERE term_id = :t"), {"t": level}).scalar()
+    tables = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            table = node.get("table")
+            if isinstance(table, dict) and table.get("table_name") in ("k", "a"):
+                tables.append(table)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(plan)
+    total = plan.get("query_block", {}).get("r_total_time_ms", 0.0)
+    for table in tables:
+        stats = table.get("r_engine_stats", {})
+        print(f"{label}: live query plan, table {table['table_name']}: access {table.get('access_type')} "
+              f"(key {table.get('key', '-')}), rows read {table.get('r_rows', '?'):,} for {level_rows:,} key rows "
+              f"of T, {table.get('r_table_time_ms', 0):.0f} ms reading ({stats.get('pages_read_time_ms', 0):.0f} ms "
+              f"of it from disk); whole statement {total:.0f} ms", flush=True)
+
+
+class SiteSide:
+    """The figures that read the site itself: the warm rebuild, the idle scan, the increment."""
+
+    def __init__(self, runtime, increments, level: int, day: date, interval: int, *, writable: bool,
+                 prefix: str) -> None:
+        self.runtime, self.increments, self.level, self.day = runtime, increments, level, day
+        self.interval, self.writable, self.p = interval, writable, prefix
+
+    def measure(self, label: str, key: str) -> dict[str, Any]:
+        figures: dict[str, Any] = {}
+        started = time.perf_counter()
+        outcome = self.increments.rebuild(self.day, sync_certificates=False)
+        figures[f"{key}rebuild_warm_s"] = time.perf_counter() - started
+        print(f"{label}: rebuild, warm (the daily reconciliation; rows the scans missed: "
+              f"{sum(sum(v.values()) for v in outcome.missed.values())}): {fmt(figures[f'{key}rebuild_warm_s'])}",
+              flush=True)
+        idle, _, outcome = timed(lambda: self.increments.run(timedelta(days=1)), 3)
+        assert outcome.kind == "idle", outcome.summary()
+        figures[f"{key}scan_idle_s"] = idle
+        print(f"{label}: change scan, nothing changed: p50 {fmt(idle)}", flush=True)
+        if not self.writable:
+            print(f"{label}: increment not measured (the site is only read; --scratch allows writing)")
+            return figures
+        learners = self._sleepers()
+        undo = self._change(learners)
+        started = time.perf_counter()
+        outcome = self.increments.run(timedelta(days=1))
+        figures[f"{key}increment_s"] = seconds = time.perf_counter() - started
+        self._check_visible(learners, outcome)
+        figures[f"{key}latency_bound_s"] = self.interval + seconds
+        print(f"{label}: increment — 4 sleepers of T changed ({outcome.summary()}): scan {fmt(seconds)}; "
+              f"change -> report at most {self.interval} s + {fmt(seconds)}", flush=True)
+        undo()
+        self.increments.run(timedelta(days=1))
+        return figures
+
+    def _sleepers(self) -> tuple[int, int, int, int, int]:
+        """Four sleepers of T (renewed in place, renewed by a new key, blocked, given a new e-mail) and the
+        key of the first that ends last."""
+        keys = self.runtime.site.table("memberlux_term_keys")
+        with self.runtime.sessions() as session:
+            users = session.execute(sa.select(SleeperEntry.user_id).where(SleeperEntry.term_id == self.level,
+                                                                          SleeperEntry.blocked.is_(False))
+                                    .order_by(SleeperEntry.user_id).limit(4)).scalars().all()
+        with self.runtime.wp_engine.connect() as conn:
+            key_id = conn.execute(sa.select(keys.c.id).where(keys.c.user_id == users[0], keys.c.term_id == self.level)
+                                  .order_by(keys.c.date_end.desc()).limit(1)).scalar()
+        return users[0], users[1], users[2], users[3], key_id
+
+    def _change(self, learners: tuple[int, int, int, int, int]) -> Callable[[], None]:
+        in_place, stacked, blocked, renamed, key_id = learners
+        p, today = self.p, self.day
+        writer = sa.create_engine(self.runtime.wp_engine.url)
+        with writer.begin() as conn:
+            old_end = conn.execute(sa.text(f"SELECT date_end FROM `{p}memberlux_term_keys` WHERE id = :k"),
+                                   {"k": key_id}).scalar()
+            conn.execute(sa.text(f"UPDATE `{p}memberlux_term_keys` SET date_end = :e WHERE id = :k"),
+                         {"e": today + timedelta(days=30), "k": key_id})
+            new_key = conn.execute(sa.text(
+                f"INSERT INTO `{p}memberlux_term_keys` (term_id, user_id, `key`, key_type, status, sent, is_banned, "
+                f"duration, units, date_start, date_end, date_registered, is_unlimited) VALUES (:t, :u, 'bench-renewal', "
+                f"'wpm_term_keys', 'used', 0, 0, 30, 'days', :s, :e, :s, 0)"),
+                {"t": self.level, "u": stacked, "s": today, "e": today + timedelta(days=30)}).lastrowid
+            status = conn.execute(sa.text(f"SELECT umeta_id, meta_value FROM `{p}usermeta` WHERE user_id = :u "
+                                          f"AND meta_key = 'wpm_status' ORDER BY umeta_id LIMIT 1"), {"u": blocked}).first()
+            if status is None:
+                meta_id = conn.execute(sa.text(f"INSERT INTO `{p}usermeta` (user_id, meta_key, meta_value) "
+                                               f"VALUES (:u, 'wpm_status', 'inactive')"), {"u": blocked}).lastrowid
+            else:
+                conn.execute(sa.text(f"UPDATE `{p}usermeta` SET meta_value = 'inactive' WHERE umeta_id = :m"),
+                             {"m": status.umeta_id})
+            conn.execute(sa.text(f"UPDATE `{p}users` SET user_email = CONCAT('renamed.', user_email) WHERE ID = :u"),
+                         {"u": renamed})
+
+        def undo() -> None:
+            with writer.begin() as conn:
+                conn.execute(sa.text(f"UPDATE `{p}memberlux_term_keys` SET date_end = :e WHERE id = :k"),
+                             {"e": old_end, "k": key_id})
+                conn.execute(sa.text(f"DELETE FROM `{p}memberlux_term_keys` WHERE id = :k"), {"k": new_key})
+                if status is None:
+                    conn.execute(sa.text(f"DELETE FROM `{p}usermeta` WHERE umeta_id = :m"), {"m": meta_id})
+                else:
+                    conn.execute(sa.text(f"UPDATE `{p}usermeta` SET meta_value = :v WHERE umeta_id = :m"),
+                                 {"v": status.meta_value, "m": status.umeta_id})
+                conn.execute(sa.text(f"UPDATE `{p}users` SET user_email = SUBSTRING(user_email, 9) WHERE ID = :u"),
+                             {"u": renamed})
+            writer.dispose()
+        return undo
+
+    def _check_visible(self, learners: tuple[int, int, int, int, int], outcome) -> None:
+        in_place, stacked, blocked, renamed, _key = learners
+        with self.runtime.sessions() as session:
+            rows = {int(r.user_id): r for r in session.execute(sa.select(SleeperEntry).where(
+                SleeperEntry.term_id == self.level, SleeperEntry.user_id.in_(learners[:4]))).scalars()}
+        seen = (in_place not in rows, stacked not in rows, rows[blocked].blocked,
+                rows[renamed].email.startswith("renamed."))
+        assert all(seen), f"the increment did not take every change in: {seen} ({outcome.summary()})"
+
+
 def main() -> None:  # one linear script
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     site = parser.add_mutually_exclusive_group(required=True)
@@ -131,9 +282,13 @@ def main() -> None:  # one linear script
     parser.add_argument("--repeat", type=int, default=30, help="runs of each read-model figure")
     parser.add_argument("--legacy-repeat", type=int, default=1, help="runs of the legacy page and the live query")
     parser.add_argument("--no-csv", action="store_true", help="skip the CSV export")
+    parser.add_argument("--scratch", action="store_true",
+                        help="the --db-url database may be written (built by this project's generator): measure "
+                             "the increment, allow --with-indexes")
+    parser.add_argument("--scan-interval", type=int, default=30, help="the worker's scan interval, for the bound")
     args = parser.parse_args()
-    if args.with_indexes and not args.build:
-        parser.error("--with-indexes changes the database: only with --build (with --db-url apply "
+    if args.with_indexes and not (args.build or args.scratch):
+        parser.error("--with-indexes changes the database: only with --build or --scratch (with --db-url apply "
                      "sql/indexes.sql yourself and run again)")
 
     if args.build:
@@ -180,6 +335,7 @@ def main() -> None:  # one linear script
             live, _, ids = timed(lambda: live_sleeper_ids(runtime, level, day), args.legacy_repeat)
             print(f"{label}: live query, every sleeper of T           {fmt(live)}  [{len(ids)} sleepers]; "
                   f"legacy / live = {legacy / live:,.1f}x", flush=True)
+            explain_live(runtime, level, day, label)
             return legacy, live
 
         started = time.perf_counter()
@@ -189,16 +345,20 @@ def main() -> None:  # one linear script
 
         summary["legacy_page_s"], summary["live_s"] = legacy_and_live("stock" if not extra else "as found")
 
+        increments = SleeperIncrements(runtime)
         started = time.perf_counter()
-        reports = SleeperRefresher(runtime).refresh_all(sync_certificates=False)
-        summary["rebuild_all_s"] = time.perf_counter() - started
-        summary["sleepers"] = sum(r.sleepers for r in reports)
-        print(f"rebuild, all {len(reports)} levels: {fmt(summary['rebuild_all_s'])} "
-              f"({summary['sleepers']:,} sleepers)", flush=True)
+        outcome = increments.rebuild(day, sync_certificates=False)
+        summary["rebuild_first_s"] = time.perf_counter() - started
+        summary["sleepers"] = sum(r.sleepers for r in outcome.reports)
+        print(f"rebuild, first, into the empty store (with each level's trend backfill): "
+              f"{fmt(summary['rebuild_first_s'])} ({summary['sleepers']:,} sleepers)", flush=True)
         started = time.perf_counter()
         SleeperRefresher(runtime).refresh_level(level, day)
         summary["rebuild_level_s"] = time.perf_counter() - started
-        print(f"rebuild, level T alone: {fmt(summary['rebuild_level_s'])}", flush=True)
+        print(f"rebuild, level T alone (per-level path): {fmt(summary['rebuild_level_s'])}", flush=True)
+        site_side = SiteSide(runtime, increments, level, day, args.scan_interval,
+                             writable=args.build or args.scratch, prefix=p)
+        summary.update(site_side.measure("stock" if not extra else "as found", ""))
 
         service = MonitorService(runtime)
         pages = {
@@ -224,8 +384,8 @@ def main() -> None:  # one linear script
         print(f"read model, counts per level: p50 {fmt(summary['counts_p50_s'])}")
         print(f"ratio legacy V3 page / read-model first page of T: "
               f"{summary['legacy_page_s'] / summary['page_level_p50_s']:,.0f}x (the read model is as fresh as its "
-              f"last rebuild: {fmt(summary['rebuild_level_s'])} for T, {fmt(summary['rebuild_all_s'])} for all)",
-              flush=True)
+              f"last change scan, every {args.scan_interval} s: {fmt(summary['scan_idle_s'])} when nothing changed; "
+              f"the daily rebuild {fmt(summary['rebuild_warm_s'])})", flush=True)
 
         if not args.no_csv:
             export = csv_export(site_url, p, store, work)
@@ -237,6 +397,7 @@ def main() -> None:  # one linear script
         if args.with_indexes:
             print(f"sql/indexes.sql applied in {run_indexes_script(site_url, p):.1f} s")
             summary["indexed_legacy_page_s"], summary["indexed_live_s"] = legacy_and_live("with sql/indexes.sql")
+            summary.update(site_side.measure("with sql/indexes.sql", "indexed_"))
     finally:
         runtime.close()
         if args.build and not args.keep:

@@ -523,7 +523,8 @@ class ScheduleSettings(_Section):
     certificate_poll_seconds: int = Field(60, ge=5, le=3600, description="How often new certificates are looked for.")
     outbox_poll_seconds: int = Field(5, ge=1, le=600, description="How often the outbox worker looks for due work.")
     access_scan_seconds: int = Field(60, ge=10, le=3600, description="How often keys activated since the last look are searched for (access.activated events; only while an endpoint wants them).")
-    sleepers_max_age_minutes: int = Field(60, ge=5, le=1440, description="A level's sleepers read model is rebuilt when older than this (and at 00:00 UTC).")
+    sleepers_scan_seconds: int = Field(30, ge=5, le=3600, description="How often the sleepers read model takes in the site's changes (keys, users, certificates, the UTC day rolling over): a report at most about twice this old.")
+    sleepers_max_age_minutes: int = Field(1440, ge=5, le=1440, description="The whole sleepers read model is rebuilt when its last full rebuild is older than this; the rebuild reports what the change scans missed.")
     dashboard_interval_minutes: int = Field(60, ge=5, le=1440, description="How often the worker computes the dashboard's \"what happened after each letter\" (every outcome window, all levels), also once when it starts; the page shows the last result.")
 
 

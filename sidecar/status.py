@@ -28,6 +28,32 @@ class SystemStatus:
     today_site: date | None = None
     #: Grants that need an administrator (failed, or unsettled past their settle time).
     grant_alerts: attention.Counts | None = None
+    #: The sleepers report's change scan and rebuilds (none before the worker's first run).
+    sleepers: SleepersState | None = None
+
+
+@dataclass(frozen=True)
+class SleepersState:
+    day: date
+    scanned_at: datetime
+    scan_seconds: float
+    last_changes: dict
+    rebuilt_at: datetime
+    rebuild_seconds: float
+    reconciled_at: datetime | None
+    missed: int          # rows the change scans had wrong, found by the last reconciling rebuild
+
+
+def sleepers_state(runtime: Runtime) -> SleepersState | None:
+    from sidecar.store.monitor_models import SleeperScan
+
+    with runtime.sessions() as session:
+        scan = session.get(SleeperScan, "site")
+        if scan is None:
+            return None
+        return SleepersState(scan.day, scan.scanned_at, scan.scan_seconds, dict(scan.last_changes or {}),
+                             scan.rebuilt_at, scan.rebuild_seconds, scan.reconciled_at,
+                             sum(sum(v.values()) for v in (scan.missed or {}).values()))
 
 
 def site_timezone(runtime: Runtime):
@@ -60,4 +86,5 @@ def collect(runtime: Runtime) -> SystemStatus:
         today_utc=runtime.clock.today_utc(),
         today_site=runtime.clock.today_in(zone),
         grant_alerts=alerts,
+        sleepers=sleepers_state(runtime),
     )

@@ -72,9 +72,9 @@ def watch_certificates(runtime: Runtime) -> str:
 def refresh_sleepers(runtime: Runtime) -> str:
     from sidecar.monitor.refresh import SleeperRefresher
 
-    refreshed = SleeperRefresher(runtime).refresh_stale(
+    outcome = SleeperRefresher(runtime).refresh_stale(
         max_age=timedelta(minutes=runtime.settings.schedule.sleepers_max_age_minutes))
-    return f"{len(refreshed)} level(s) rebuilt" + (f": {sum(r.sleepers for r in refreshed)} sleepers" if refreshed else "")
+    return outcome.summary()
 
 
 def register_jobs(scheduler, runtime: Runtime) -> None:
@@ -94,9 +94,10 @@ def register_jobs(scheduler, runtime: Runtime) -> None:
     scheduler.add_job(run_leased, "interval", hours=1, id=CERTIFICATE_REVALIDATE_JOB,
                       args=(runtime, CERTIFICATE_REVALIDATE_JOB, revalidate_job, timedelta(minutes=30)),
                       max_instances=1, coalesce=True)
-    # Every few minutes, but a level is rebuilt only when its day changed (00:00 UTC), its rebuild is
-    # older than the configured age, or its certificates changed: the report is never staler than that.
-    scheduler.add_job(run_leased, "interval", minutes=5, id=SLEEPERS_REFRESH_JOB,
+    # Every few seconds: the site's changes since the last scan are applied to the read model (the whole
+    # model is rebuilt at the first run and then once a day, reconciling): the report stays that fresh.
+    scheduler.add_job(run_leased, "interval", seconds=runtime.settings.schedule.sleepers_scan_seconds,
+                      id=SLEEPERS_REFRESH_JOB,
                       args=(runtime, SLEEPERS_REFRESH_JOB, refresh_sleepers, timedelta(hours=1)),
                       max_instances=1, coalesce=True, next_run_time=runtime.clock.now())
     from sidecar.dashboard.job import compute_job as dashboard_job

@@ -148,23 +148,39 @@ def _text(value: Any) -> str:
 
 
 def _key_row(row: sa.Row[Any]) -> KeyRow:
-    status = row.status if row.status in _STATUSES else KEY_STATUS_NEW
-    key_type = row.key_type if row.key_type in _KEY_TYPES else KEY_TYPE_TERM
+    return key_row_from_values(
+        int(row.id), None if row.user_id is None else int(row.user_id),
+        None if row.term_id is None else int(row.term_id), row.status, row.key_type, row.is_banned,
+        row.is_unlimited, row.duration, row.units, row.date_start, row.date_end, row.date_registered,
+        row.activation_datetime)
+
+
+def _flag_value(value: Any) -> bool:
+    # Drivers hand flags over as ints; packed rows (sidecar.memberlux.packed) as their decimal text.
+    if isinstance(value, str):
+        return bool(int(value)) if value.strip() else False
+    return bool(value)
+
+
+def key_row_from_values(key_id: int, user_id: int | None, term_id: int | None, status: Any, key_type: Any,
+                        is_banned: Any, is_unlimited: Any, duration: Any, units: Any, date_start: Any,
+                        date_end: Any, date_registered: Any, activated_at: Any) -> KeyRow:
+    """One key row, normalised: unknown statuses read ``new``, unknown types a plain key, NULL flags false."""
     return KeyRow(
-        key_id=int(row.id),
-        user_id=None if row.user_id is None else int(row.user_id),
-        term_id=None if row.term_id is None else int(row.term_id),
-        status=status,
-        key_type=key_type,
-        is_banned=bool(row.is_banned),
-        is_unlimited=bool(row.is_unlimited),
-        duration=int(row.duration or 0),
+        key_id=key_id,
+        user_id=user_id,
+        term_id=term_id,
+        status=status if status in _STATUSES else KEY_STATUS_NEW,
+        key_type=key_type if key_type in _KEY_TYPES else KEY_TYPE_TERM,
+        is_banned=_flag_value(is_banned),
+        is_unlimited=_flag_value(is_unlimited),
+        duration=int(duration or 0),
         # MemberLux coerces every unit other than 'days' to 'months' on write; mirror that.
-        units=UNITS_DAYS if row.units == UNITS_DAYS else UNITS_MONTHS,
-        date_start=parse_date(row.date_start),
-        date_end=parse_date(row.date_end),
-        date_registered=parse_date(row.date_registered),
-        activated_at=parse_datetime(row.activation_datetime),
+        units=UNITS_DAYS if units == UNITS_DAYS else UNITS_MONTHS,
+        date_start=parse_date(date_start),
+        date_end=parse_date(date_end),
+        date_registered=parse_date(date_registered),
+        activated_at=parse_datetime(activated_at),
     )
 
 

@@ -4,7 +4,7 @@ times, level names, the level hierarchy, and the translated reasons of certifica
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
 from sidecar.bootstrap import Runtime
 from sidecar.memberlux.reader import Level
@@ -126,6 +126,18 @@ class Display:
     @staticmethod
     def seconds(value: float) -> str:
         return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+
+
+def as_of(age: timedelta) -> str:
+    """How long ago the report was last known current, in the page's language ("as of 12 seconds ago")."""
+    seconds = max(0, int(age.total_seconds()))
+    if seconds < 60:
+        return ngettext("as of {n} second ago", "as of {n} seconds ago", seconds)
+    if seconds < 3600:
+        return ngettext("as of {n} minute ago", "as of {n} minutes ago", seconds // 60)
+    if seconds < 2 * 86400:
+        return ngettext("as of {n} hour ago", "as of {n} hours ago", seconds // 3600)
+    return ngettext("as of {n} day ago", "as of {n} days ago", seconds // 86400)
 
 
 def display_for(runtime: Runtime, levels: Sequence[Level] | None = None) -> Display:

@@ -89,6 +89,11 @@ class _Sql:
                        sa.func.year(column) > 0, sa.func.month(column) > 0, sa.func.dayofmonth(column) > 0)
 
 
+def day_sql(dialect: str) -> _Sql:
+    """The dialect-aware date pieces, for other set-based queries on key dates."""
+    return _Sql(dialect)
+
+
 def _flag(column: sa.ColumnElement) -> sa.ColumnElement:
     return sa.func.coalesce(column, 0)
 

@@ -171,6 +171,12 @@ class LevelFreshness:
     sleepers: int
     reasons: dict[str, int]
     stale: bool               # evaluated for a day before today
+    #: When the level was last known current (its rebuild or a later change scan).
+    checked_at: datetime | None = None
+
+    @property
+    def current_as_of(self) -> datetime:
+        return self.checked_at or self.refreshed_at
 
 
 @dataclass(frozen=True)
@@ -713,7 +719,7 @@ class MonitorService:
         return result
 
     def freshness(self) -> dict[int, LevelFreshness]:
-        """When each level was last rebuilt, for which day, and what it took."""
+        """When each level was last rebuilt and last known current, for which day, and what it took."""
         today = self._today()
         with self.runtime.sessions() as session:
             refreshes = list(session.scalars(sa.select(SleeperRefresh).order_by(SleeperRefresh.term_id)))
@@ -722,6 +728,7 @@ class MonitorService:
                 term_id=r.term_id, evaluated_for=r.evaluated_for, refreshed_at=r.refreshed_at,
                 seconds=r.seconds, rows_scanned=r.rows_scanned, users_considered=r.users_considered,
                 sleepers=r.sleepers, reasons=dict(r.reasons or {}), stale=r.evaluated_for < today,
+                checked_at=r.checked_at,
             )
             for r in refreshes
         }

@@ -39,7 +39,7 @@ from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.settings import LETTERS, MonitorSettings, SettingsError, validate
 from sidecar.monitor.charts import TREND_WEEKS, key_timeline, sparkline
 from sidecar.monitor.csv_export import export_chunks
-from sidecar.monitor.display import Display, display_for, level_tree, verdict_sentence
+from sidecar.monitor.display import Display, as_of, display_for, level_tree, verdict_sentence
 from sidecar.monitor.filters import (
     API_MAX_PAGE, API_PER_PAGE, PAGE_SIZES, TRUE_WORDS, WITHIN_DAYS, Filters, Problem, parse_filters,
 )
@@ -124,7 +124,8 @@ def overview():
             "count": counts.get(level.term_id) if fresh is not None else None,
             "spark": sparkline(trend.get(level.term_id, []), display.today),
             "fresh": fresh,
-            "stale": fresh is None or fresh.stale or now - fresh.refreshed_at > STALE_AFTER,
+            "as_of": as_of(now - fresh.current_as_of) if fresh is not None else None,
+            "stale": fresh is None or fresh.stale or now - fresh.current_as_of > STALE_AFTER,
             "url": url_for(".sleepers", level=level.term_id),
             "settings_url": url_for(".level_settings", term_id=level.term_id),
         })
@@ -201,12 +202,14 @@ def sleepers():
     shown = filters.levels or tuple(lv.term_id for lv in levels)
     now = runtime.clock.now()
     stale = [display.level(t) for t in shown
-             if t not in freshness or freshness[t].stale or now - freshness[t].refreshed_at > STALE_AFTER]
+             if t not in freshness or freshness[t].stale or now - freshness[t].current_as_of > STALE_AFTER]
+    checked = [freshness[t].current_as_of for t in shown if t in freshness]
+    current = as_of(now - min(checked)) if checked else None
     first_page = {"after": None, "before": None}
     return render_template(
         "monitor_sleepers.html", page=page, filters=filters, problems=[p.message() for p in problems],
         fmt=display, levels=level_tree(levels), sorts={c: _sort_link(filters, c) for c in SORTABLE},
-        stale=stale, evaluated_for=display.today,
+        stale=stale, evaluated_for=display.today, current=current,
         chains={(row.user_id, row.term_id): chain_text(row.chain) for row in page.rows},
         first_url=filters.url(**first_page) if page.page_number > 1 else None,
         prev_url=filters.url(after=None, before=page.prev_cursor) if page.prev_cursor else None,

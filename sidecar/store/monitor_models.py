@@ -8,6 +8,9 @@
 * ``mls_sleeper_refreshes``: when each level was last rebuilt, for which UTC day, and how long it took.
 * ``mls_sleeper_counts``: sleepers per level per day, for the trend chart; days before the first refresh
   may be reconstructed from key dates (``reconstructed``).
+* ``mls_sleeper_scan``: the change scan's digests of the site (per bucket of user ids), the day they
+  were taken for, and what the scans and the last reconciling rebuild found (:mod:`sidecar.monitor.increments`).
+* ``mls_sleeper_hints``: users a MemberLux webhook said changed, evaluated again by the next scan.
 * ``mls_watch_state``: named positions of incremental scans (e.g. the last certificate id seen).
 """
 
@@ -74,6 +77,9 @@ class SleeperRefresh(Base):
     users_considered: Mapped[int]
     sleepers: Mapped[int]
     reasons: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    #: When the level was last known current: its rebuild, or a later change scan that applied (or
+    #: found) every change up to then. ``refreshed_at`` stays the last full rebuild.
+    checked_at: Mapped[datetime | None]
 
 
 class SleeperCount(Base):
@@ -92,3 +98,31 @@ class WatchState(Base):
     name: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
     value: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     updated_at: Mapped[datetime]
+
+
+class SleeperScan(Base):
+    __tablename__ = "mls_sleeper_scan"
+
+    name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)   # one row: "site"
+    day: Mapped[date] = mapped_column(sa.Date)                             # the UTC day D the model holds
+    #: What a full rebuild depends on beyond the rows: level tree, access policy. A change rebuilds all.
+    shape: Mapped[str] = mapped_column(sa.String(64))
+    digests: Mapped[dict] = mapped_column(sa.JSON)
+    scanned_at: Mapped[datetime]
+    scan_seconds: Mapped[float] = mapped_column(default=0.0)
+    #: What the last scan evaluated again: buckets, users, rows changed in the model.
+    last_changes: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    rebuilt_at: Mapped[datetime]
+    rebuild_seconds: Mapped[float] = mapped_column(default=0.0)
+    #: The last reconciling rebuild: rows the increments had wrong, per level (should be none).
+    reconciled_at: Mapped[datetime | None]
+    missed: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+
+
+class SleeperHint(Base):
+    __tablename__ = "mls_sleeper_hints"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    user_id: Mapped[int] = mapped_column(sa.BigInteger)
+    received_at: Mapped[datetime]

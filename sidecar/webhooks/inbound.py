@@ -31,7 +31,6 @@ from sidecar.bootstrap import Runtime
 from sidecar.domain.ids import MAX_ID, is_id, whole_number
 from sidecar.domain.messages import Message
 from sidecar.store.db import unit_of_work
-from sidecar.store.monitor_models import SleeperRefresh
 from sidecar.store.webhook_models import InboundHint
 from sidecar.webhooks.access import AccessAnnouncer
 
@@ -122,9 +121,9 @@ def process_hints(runtime: Runtime, limit: int = 200) -> dict[str, int]:
         return counts
     progression = Progression(runtime)
     announcer = AccessAnnouncer(runtime)
-    touched_levels: set[int] = set()
+    touched_users: set[int] = set()
     for hint in hints:
-        outcome = _confirm(runtime, progression, announcer, hint, counts, touched_levels)
+        outcome = _confirm(runtime, progression, announcer, hint, counts, touched_users)
         # Kept as a code with its values (the page words it); a message too long for the column (an odd
         # type name) keeps its English, cut, rather than a cut code nobody can read back.
         stored = outcome.stored()
@@ -132,11 +131,12 @@ def process_hints(runtime: Runtime, limit: int = 200) -> dict[str, int]:
             session.execute(sa.update(InboundHint).where(InboundHint.id == hint.id)
                             .values(processed_at=runtime.clock.now(),
                                     outcome=stored if len(stored) <= OUTCOME_LENGTH else outcome.english()[:OUTCOME_LENGTH]))
-    if touched_levels:
-        # Rebuild those levels' sleepers at the next refresh (they may have renewed), and look for
-        # the auto certificate an activation issues.
-        with unit_of_work(runtime.sessions) as session:
-            session.execute(sa.delete(SleeperRefresh).where(SleeperRefresh.term_id.in_(sorted(touched_levels))))
+    if touched_users:
+        # The sleepers scan evaluates these learners again at its next run (they may have renewed),
+        # whatever its digests say; and look for the auto certificate an activation issues.
+        from sidecar.monitor.increments import hint_users
+
+        hint_users(runtime, sorted(touched_users))
         progression.watch()
     return counts
 
@@ -155,7 +155,7 @@ def _confirm(runtime: Runtime, progression, announcer: AccessAnnouncer, hint: In
         counts["unconfirmed"] += 1
         return Message("inbound.no_key", {"user": user.id, "level": hint.term_id})
     counts["confirmed"] += 1
-    touched.add(hint.term_id)
+    touched.add(user.id)
     announcer.announce_hint(hint, user, rows)
     enrolled = 0
     from sidecar.store.program_models import Program, ProgramStep

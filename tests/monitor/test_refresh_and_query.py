@@ -49,7 +49,9 @@ from sidecar.store.monitor_models import (
     CertificateClassRow,
     SleeperCount,
     SleeperEntry,
+    SleeperHint,
     SleeperRefresh,
+    SleeperScan,
     WatchState,
 )
 from sidecar.monitor.chains import chains_of
@@ -149,7 +151,8 @@ def oracle_manual_pairs(runtime) -> set[tuple[int, int]]:
     return manual
 
 
-def brute_force(runtime, day: date, window: Window | None = None) -> dict[tuple[int, int], object]:
+def brute_force(runtime, day: date, window: Window | None = None, *,
+                manual: set[tuple[int, int]] | None = None) -> dict[tuple[int, int], object]:
     """Verdict of every (level, existing user), from each user's own rows and the domain rule.
 
     Independent of the code under test on every side but the rule itself: key rows and certificate
@@ -158,7 +161,7 @@ def brute_force(runtime, day: date, window: Window | None = None) -> dict[tuple[
     window = window or Window()
     reader = runtime.reader
     parents = reader.level_parents()
-    manual = oracle_manual_pairs(runtime)
+    manual = oracle_manual_pairs(runtime) if manual is None else manual
     users_table = reader.schema.table("users")
     with runtime.wp_engine.connect() as conn:
         ids = [int(v) for v in conn.execute(sa.select(users_table.c.ID).order_by(users_table.c.ID)).scalars()]
@@ -448,7 +451,8 @@ class RandomSite:
                 if rows[short]:
                     conn.execute(self.t(short).insert(), rows[short])
         with self.runtime.sessions.begin() as session:
-            for model in (SleeperEntry, SleeperRefresh, SleeperCount, CertificateClassRow, WatchState):
+            for model in (SleeperEntry, SleeperRefresh, SleeperCount, CertificateClassRow, WatchState, SleeperScan,
+                          SleeperHint):
                 session.execute(sa.delete(model))
 
 

@@ -1,60 +1,102 @@
-"""The worker keeps the read model fresh: only stale levels are rebuilt."""
+"""The worker keeps the read model fresh: one full rebuild, then change scans, a reconciling rebuild daily."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import html
+from datetime import date, datetime, timedelta, timezone
+
+import requests
+import sqlalchemy as sa
 
 from sidecar.clock import FixedClock
 from sidecar.monitor.refresh import SleeperRefresher
+from sidecar.store.monitor_models import SleeperEntry, SleeperRefresh, SleeperScan
 from sidecar.worker import refresh_sleepers
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
-HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 
 
-def test_every_level_is_stale_before_the_first_build_and_none_after(runtime):
+def test_the_first_run_rebuilds_every_level_and_the_next_finds_nothing_to_do(runtime):
     runtime.clock = FixedClock(NOW)
     refresher = SleeperRefresher(runtime)
-    levels = {level.term_id for level in runtime.reader.levels()}
-    assert set(refresher.stale_levels(HOUR)) == levels
-    assert {r.term_id for r in refresher.refresh_stale(HOUR)} == levels
-    assert refresher.stale_levels(HOUR) == []
+    first = refresher.refresh_stale(DAY)
+    assert first.kind == "rebuild"
+    assert {r.term_id for r in first.reports} == {level.term_id for level in runtime.reader.levels()}
+    runtime.clock = FixedClock(NOW + timedelta(seconds=30))
+    second = refresher.refresh_stale(DAY)
+    assert second.kind == "idle"
+    with runtime.sessions() as session:
+        checked = {r.checked_at for r in session.scalars(sa.select(SleeperRefresh))}
+        refreshed = {r.refreshed_at for r in session.scalars(sa.select(SleeperRefresh))}
+    assert checked == {NOW + timedelta(seconds=30)}      # every level known current as of the scan
+    assert refreshed == {NOW}                            # the last full rebuild is still the first
 
 
-def test_age_and_day_change_make_levels_stale(runtime):
+def test_the_rebuild_is_repeated_once_the_last_one_is_older_than_the_age(runtime):
+    hour = timedelta(hours=1)
     runtime.clock = FixedClock(NOW)
     refresher = SleeperRefresher(runtime)
-    refresher.refresh_stale(HOUR)
+    refresher.refresh_stale(hour)
     runtime.clock = FixedClock(NOW + timedelta(minutes=59))
-    assert refresher.stale_levels(HOUR) == []
+    assert refresher.refresh_stale(hour).kind == "idle"
     runtime.clock = FixedClock(NOW + timedelta(minutes=61))
-    assert len(refresher.stale_levels(HOUR)) == len(runtime.reader.levels())
-    refresher.refresh_stale(HOUR)
-    runtime.clock = FixedClock(datetime(2026, 11, 25, 0, 1, tzinfo=timezone.utc))  # a new UTC day
-    assert len(refresher.stale_levels(timedelta(days=1))) == len(runtime.reader.levels())
+    outcome = refresher.refresh_stale(hour)
+    assert outcome.kind == "rebuild" and outcome.missed == {}
+    with runtime.sessions() as session:
+        state = session.get(SleeperScan, "site")
+        assert state.reconciled_at == NOW + timedelta(minutes=61) and state.missed == {}
 
 
-def test_a_new_certificate_makes_its_level_stale(runtime, emulator):
-    import requests
-
+def test_a_new_certificate_takes_its_learner_out_of_the_report_at_the_next_scan(runtime, emulator):
     runtime.clock = FixedClock(NOW)
     refresher = SleeperRefresher(runtime)
-    refresher.refresh_stale(HOUR)
+    refresher.refresh_stale(DAY)
+    manual_levels = {level.term_id for level in runtime.reader.levels()
+                     if runtime.reader.level_meta(level.term_id).get("_mblc_has_certificate") == "yes"}
+    with runtime.sessions() as session:
+        sleeper = session.scalars(sa.select(SleeperEntry).where(SleeperEntry.term_id.in_(manual_levels))
+                                  .order_by(SleeperEntry.user_id)).first()
+    assert sleeper is not None, "the seeded site has sleepers on a level with certificates"
     base_url, user, password, _engine = emulator
-    from sidecar.monitor.certificates import CertificateClassifier
-
-    level = next(level.term_id for level in runtime.reader.levels()
-                 if runtime.reader.level_meta(level.term_id).get("_mblc_has_certificate") == "yes")
-    learner = next(u for u in range(4, 60) if runtime.reader.user(u))
-    answer = requests.post(base_url + "/devstack/certificates", json={"user_id": learner, "level_id": level},
+    answer = requests.post(base_url + "/devstack/certificates",
+                           json={"user_id": sleeper.user_id, "level_id": sleeper.term_id},
                            auth=(user, password), timeout=10)
     assert answer.status_code in (200, 201), answer.text
-    runtime.clock = FixedClock(NOW + timedelta(minutes=5))
-    CertificateClassifier(runtime).sync()
-    assert refresher.stale_levels(HOUR) == [level]
+
+    runtime.clock = FixedClock(NOW + timedelta(seconds=30))
+    outcome = refresher.refresh_stale(DAY)
+    assert outcome.kind == "scan" and outcome.rows_changed >= 1
+    with runtime.sessions() as session:
+        assert session.get(SleeperEntry, (sleeper.term_id, sleeper.user_id)) is None
 
 
-def test_worker_job_reports_what_it_did(runtime):
+def test_worker_job_reports_a_rebuild_then_scans(runtime):
     runtime.clock = FixedClock(NOW)
-    assert refresh_sleepers(runtime).startswith(f"{len(runtime.reader.levels())} level(s) rebuilt")
-    assert refresh_sleepers(runtime) == "0 level(s) rebuilt"
+    assert refresh_sleepers(runtime).startswith(f"full rebuild of {len(runtime.reader.levels())} level(s)")
+    assert refresh_sleepers(runtime).startswith("no change on the site")
+    runtime.clock = FixedClock(datetime(2026, 11, 25, 0, 1, tzinfo=timezone.utc))   # a new UTC day
+    assert "evaluated again" in refresh_sleepers(runtime)
+    with runtime.sessions() as session:
+        assert {r.evaluated_for for r in session.scalars(sa.select(SleeperRefresh))} == {date(2026, 11, 25)}
+
+
+def test_the_status_page_tells_the_last_scan_rebuild_and_reconciliation(runtime, admin_pages):
+    runtime.clock = FixedClock(NOW)
+
+    def page(url: str) -> str:
+        _app, client = admin_pages.signed_in(runtime)    # signed in now: a session ages with the clock
+        response = client.get(url, follow_redirects=True)
+        assert response.status_code == 200
+        return html.unescape(response.get_data(as_text=True))
+
+    assert "not built yet" in page("/status?lang=en")
+    SleeperRefresher(runtime).refresh_stale(DAY)
+    runtime.clock = FixedClock(NOW + timedelta(seconds=30))
+    SleeperRefresher(runtime).refresh_stale(DAY)
+    shown = page("/status?lang=en")
+    assert "last change scan 2026-11-24 10:00:30 UTC" in shown and "0 learner(s) evaluated again" in shown
+    assert "last full rebuild 2026-11-24 10:00:00 UTC" in shown and "no reconciliation yet" in shown
+    runtime.clock = FixedClock(NOW + DAY + timedelta(hours=1))
+    SleeperRefresher(runtime).refresh_stale(DAY)
+    assert "последняя сверка (2026-11-25 11:00:00 UTC) не нашла ничего" in page("/status?lang=ru")

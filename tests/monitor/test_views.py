@@ -39,6 +39,25 @@ def test_overview_lists_every_level_with_its_count_trend_and_refresh_time(monito
     assert 'href="/monitor">Sleepers</a>' in page  # the nav link
 
 
+def test_every_level_and_the_list_say_how_fresh_the_report_is(monitor):
+    monitor.clock.instant = START + timedelta(seconds=12)
+    page = monitor.page("/monitor")
+    for term_id in LEVELS:
+        row = re.search(rf'<tr class="level-row[^"]*" data-level="{term_id}">(.*?)</tr>', page, re.S).group(1)
+        assert "as of 12 seconds ago" in row
+    # A change scan a minute later makes every level current as of that scan.
+    monitor.clock.instant = START + timedelta(minutes=1)
+    assert monitor.refresher.refresh_stale(timedelta(days=1)).kind == "idle"
+    monitor.clock.instant = START + timedelta(minutes=1, seconds=1)
+    page = monitor.page("/monitor")
+    assert page.count("as of 1 second ago") == len(LEVELS)
+    assert "as of 1 second ago" in monitor.page("/monitor/sleepers?level=7")
+    monitor.clock.instant = START + timedelta(hours=3, minutes=1)
+    assert "проверено 3 часа назад" in monitor.page("/monitor?lang=ru")
+    monitor.clock.instant = START + timedelta(minutes=22)
+    assert "as of 21 minutes ago" in monitor.page("/monitor/sleepers?lang=en")
+
+
 def test_overview_flags_levels_not_refreshed_for_a_day(monitor):
     monitor.clock.instant = START - timedelta(days=2)
     monitor.refresher.refresh_level(7, TODAY - timedelta(days=2))

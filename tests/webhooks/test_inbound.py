@@ -12,7 +12,7 @@ from sidecar.app import create_app
 from sidecar.domain.messages import from_stored
 from sidecar.domain.programs import Step
 from sidecar.programs.catalog import ProgramCatalog, ProgramDefinition
-from sidecar.store.monitor_models import SleeperRefresh
+from sidecar.store.monitor_models import SleeperHint, SleeperRefresh
 from sidecar.store.program_models import Enrolment
 from sidecar.store.webhook_models import InboundHint
 from sidecar.webhooks.inbound import KNOWN_TYPES, process_hints
@@ -102,7 +102,7 @@ def test_without_a_configured_token_the_route_does_not_exist(small_site, emulato
     assert client.post("/hooks/memberlux/anything", json={}).status_code == 404
 
 
-def test_a_confirmed_activation_enrols_marks_the_level_stale_and_polls(site):
+def test_a_confirmed_activation_enrols_hints_the_sleepers_scan_and_polls(site):
     runtime, client = site
     user = learner_with_key(runtime)
     program = ProgramCatalog(runtime).create(ProgramDefinition(
@@ -116,5 +116,7 @@ def test_a_confirmed_activation_enrols_marks_the_level_stale_and_polls(site):
     with runtime.sessions() as session:
         enrolment = session.scalar(sa.select(Enrolment))
         assert (enrolment.program_id, enrolment.user_id, enrolment.source) == (program, user.id, "first_level")
-        assert session.get(SleeperRefresh, 7) is None       # rebuilt at the next refresh
+        assert session.get(SleeperRefresh, 7) is not None   # the level's record stays ...
+        hinted = set(session.scalars(sa.select(SleeperHint.user_id)))
+    assert hinted == {user.id}                                # ... its learner is evaluated at the next scan
     assert process_hints(runtime)["hints"] == 0              # processed once

@@ -1,0 +1,241 @@
+"""Every level at once for a set of users: the unit both the full rebuild and the increments evaluate.
+
+The rule (:func:`sidecar.domain.sleepers.evaluate`) looks at one user's rows of a level and of its
+ancestor levels, the user's manual certificate and block flag. A user's rows are therefore all it
+needs: reading the site once in ``user_id`` order and evaluating each user on every level they hold
+rows of gives every level's sleepers in one pass (one streamed query instead of one per level, no
+per-batch look-up of ancestor rows), and re-evaluating a handful of users after a change gives exactly
+the rows a full rebuild would give them. That equality is what makes the increments safe
+(tests/monitor/test_increments.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from sidecar.domain.access import KeyRow
+from sidecar.domain.sleepers import Reason, evaluate
+from sidecar.memberlux import packed
+from sidecar.memberlux.reader import _key_row, ancestors_from_parents
+
+if TYPE_CHECKING:
+    from sidecar.bootstrap import Runtime
+    from sidecar.memberlux.reader import WpUser
+
+__all__ = ["LevelTally", "SitePass", "UserSelection"]
+
+#: Users whose names and flags are looked up together (one users query, one usermeta query).
+USER_LOOKUP_BATCH = 2000
+#: Rows fetched per round trip from the server-side cursor.
+STREAM_CHUNK = 5000
+
+
+@dataclass
+class LevelTally:
+    """What one pass found on one level. Sleeper tuples are
+    ``(user_id, expired_on, last_grant, blocked, email, login, first, last)``; ``certified`` holds
+    ``(user_id, expired_on, last_grant, blocked, email)`` of learners left out only for a manual
+    certificate (their access ended all the same: ``access.expired`` announces them)."""
+
+    sleepers: list[tuple] = field(default_factory=list)
+    certified: list[tuple] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
+    rows_scanned: int = 0
+
+    def stats(self) -> dict:
+        considered = sum(n for reason, n in self.reasons.items() if reason != Reason.USER_DELETED.value)
+        return {"rows_scanned": self.rows_scanned, "users_considered": considered,
+                "sleepers": len(self.sleepers), "reasons": dict(sorted(self.reasons.items()))}
+
+
+@dataclass(frozen=True)
+class UserSelection:
+    """Which users a pass reads: everybody, inclusive ``user_id`` ranges, and single users."""
+
+    everybody: bool = False
+    ranges: tuple[tuple[int, int], ...] = ()
+    users: frozenset[int] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not self.everybody and not self.ranges and not self.users
+
+
+class SitePass:
+    """Reads key rows grouped by user and evaluates each user on every level they hold rows of."""
+
+    def __init__(self, runtime: Runtime, *, check_ancestors: bool = True) -> None:
+        self.runtime = runtime
+        self.reader = runtime.reader
+        self.check_ancestors = check_ancestors
+        #: Users the last run evaluated (those holding key rows among the selected).
+        self.users_evaluated = 0
+
+    def run(self, day: date, parents: Mapping[int, int], selection: UserSelection,
+            manual: Callable[[int, int], bool]) -> dict[int, LevelTally]:
+        """Tallies per existing level for the selected users on UTC day ``day``.
+
+        ``manual(user_id, term_id)`` says whether the user holds a live manual certificate for the level.
+        Rows of levels that no longer exist are skipped (they open nothing and nobody sleeps in them).
+        """
+        ancestors = {term_id: ancestors_from_parents(parents, term_id) if self.check_ancestors else []
+                     for term_id in parents}
+        tallies: dict[int, LevelTally] = {term_id: LevelTally() for term_id in parents}
+        self.users_evaluated = 0
+        policy = self.runtime.access_policy
+        lookup = self._user_lookup(selection)
+        for batch in _batches(self._grouped(selection), USER_LOOKUP_BATCH):
+            users = lookup([user_id for user_id, _ in batch])
+            self.users_evaluated += len(batch)
+            for user_id, rows in batch:
+                self._evaluate_user(user_id, rows, users.get(user_id), day, ancestors, tallies, manual, policy)
+        return tallies
+
+    def _evaluate_user(self, user_id: int, rows: list[KeyRow], user: WpUser | None, day: date,
+                       ancestors: Mapping[int, list[int]], tallies: dict[int, LevelTally],
+                       manual: Callable[[int, int], bool], policy) -> None:
+        by_level: dict[int, list[KeyRow]] = {}
+        for row in rows:
+            by_level.setdefault(row.term_id, []).append(row)  # type: ignore[arg-type]
+        for term_id, level_rows in by_level.items():
+            tally = tallies.get(term_id)
+            if tally is None:
+                continue  # a deleted level
+            tally.rows_scanned += len(level_rows)
+            ancestor_rows = [r for a in ancestors[term_id] for r in by_level.get(a, ())]
+            verdict = evaluate(
+                user_id, term_id, level_rows, day,
+                ancestor_rows=ancestor_rows,
+                has_manual_certificate=manual(user_id, term_id),
+                blocked=user.blocked if user is not None else False,
+                user_exists=user is not None,
+                policy=policy,
+                check_ancestors=self.check_ancestors,
+            )
+            tally.reasons[verdict.reason.value] += 1
+            if user is None:
+                continue
+            if verdict.reason is Reason.SLEEPER:
+                tally.sleepers.append((user_id, verdict.expired_on, verdict.last_grant, verdict.blocked,
+                                       user.email, user.login, user.first_name, user.last_name))
+            elif verdict.reason is Reason.MANUAL_CERTIFICATE:
+                tally.certified.append((user_id, verdict.expired_on, verdict.last_grant, verdict.blocked,
+                                        user.email))
+
+    # --- reading ---------------------------------------------------------------------------------------
+
+    def _user_lookup(self, selection: UserSelection) -> Callable[[list[int]], dict[int, WpUser]]:
+        """Users by id for ascending batches: the whole site's users streamed beside its keys when the
+        pass reads everybody on MySQL/MariaDB, else a look-up per batch."""
+        if not (selection.everybody and packed.supported(self.reader)):
+            return self.reader.users
+        stream, pending = packed.packed_users(self.reader), []
+        return lambda ids: packed.merge_users(stream, ids, pending)
+
+    def _grouped(self, selection: UserSelection) -> Iterator[tuple[int, list[KeyRow]]]:
+        if packed.supported(self.reader):
+            # Whole groups packed by the server: a tenth of the driver's work (sidecar.memberlux.packed).
+            if selection.everybody:
+                # Read ahead in a thread: the server packs and sends while this thread evaluates.
+                yield from read_ahead(packed.packed_key_groups(self.reader))
+                return
+            for low, high in selection.ranges:
+                yield from packed.packed_key_groups(self.reader, low=low, high=high)
+            selection = UserSelection(users=selection.users)
+        for rows in self._streams(selection):
+            for user_id, group in itertools.groupby(rows, key=lambda r: r.user_id):
+                if user_id is not None:
+                    yield user_id, list(group)
+
+    def _streams(self, selection: UserSelection) -> Iterator[Iterable[KeyRow]]:
+        tk = self.reader.schema.table("memberlux_term_keys")
+        if selection.everybody:
+            yield self._stream(None)
+            return
+        for low, high in selection.ranges:
+            yield self._stream(sa.and_(tk.c.user_id >= low, tk.c.user_id <= high))
+        singles = sorted(selection.users)
+        for start in range(0, len(singles), 500):
+            yield self._stream(tk.c.user_id.in_(singles[start:start + 500]))
+
+    def _stream(self, where: sa.ColumnElement[bool] | None) -> Iterator[KeyRow]:
+        """Owned key rows in (user_id, id) order through a server-side cursor."""
+        tk = self.reader.schema.table("memberlux_term_keys")
+        stmt = self.reader._key_stmt()
+        if where is not None:
+            stmt = stmt.where(where)
+        stmt = stmt.order_by(tk.c.user_id, tk.c.id)
+        with self.reader.engine.connect() as conn:
+            result = conn.execution_options(yield_per=STREAM_CHUNK).execute(stmt)
+            for raw in result:
+                yield _key_row(raw)
+
+
+_DONE = object()
+
+
+def read_ahead(items: Iterator, *, chunk: int = 500, depth: int = 8) -> Iterator:
+    """``items`` produced by a background thread, ``chunk`` at a time, at most ``depth`` chunks ahead.
+
+    The producer's exception is raised here; stopping early (``close()``) stops the producer, which
+    then closes ``items`` in its own thread (releasing its database connection).
+    """
+    chunks: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                block = list(itertools.islice(items, chunk))
+                if not block:
+                    break
+                while not stop.is_set():
+                    try:
+                        chunks.put(block, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+            outcome: object = _DONE
+        except Exception as exc:  # noqa: BLE001 - handed over to the consumer, which raises it
+            outcome = exc
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        while not stop.is_set():
+            try:
+                chunks.put(outcome, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    producer = threading.Thread(target=produce, name="site-pass-read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            block = chunks.get()
+            if block is _DONE:
+                return
+            if isinstance(block, BaseException):
+                raise block
+            yield from block
+    finally:
+        stop.set()
+        producer.join()
+
+
+def _batches(groups: Iterator[tuple[int, list[KeyRow]]], size: int) -> Iterator[list[tuple[int, list[KeyRow]]]]:
+    while True:
+        batch = list(itertools.islice(groups, size))
+        if not batch:
+            return
+        yield batch
