@@ -2,15 +2,15 @@
 
     .venv/bin/python bench/programs.py [--certificates 1000000] [--new 1000] [--users 20000] [--levels 12]
                                        [--mariadb mysql+pymysql://root@127.0.0.1:3306/] [--store sqlite|mariadb]
-                                       [--repeat 50] [--reuse] [--keep] [--profile]
+                                       [--repeat 50] [--reuse] [--keep] [--profile] [--database mls_bench_programs]
 
-Builds (or, with --reuse, reuses) the MariaDB database ``mls_bench_programs``: a site seeded by
+Builds (or, with --reuse, reuses) the MariaDB database ``mls_bench_programs`` (--database): a site seeded by
 sidecar.devstack (users with e-mails, levels, ``mbl_key`` products of 1/3/12 months per level), three
 of its levels switched to manual certificates (``_mblc_has_certificate`` = yes, ``_mblc_how_to_issue``
 = employee), and ``{p}memberlux_certificate`` topped up to --certificates rows with one
 ``INSERT … SELECT`` over MariaDB's SEQUENCE engine (issue dates spread over five years, all levels).
 The store is a SQLite file in a temporary directory (--store mariadb: the MariaDB database
-``mls_bench_programs_store``). Then, each measured phase in a fresh child process so that its peak
+``mls_bench_programs_store``, i.e. the site's name + ``_store``). Then, each measured phase in a fresh child process so that its peak
 RSS (ru_maxrss) is its own:
 
 a. the first full classifier sync of every certificate (a one-off at install; no program exists yet,
@@ -20,7 +20,9 @@ a. the first full classifier sync of every certificate (a one-off at install; no
    --new learners enrolled through Progression.enrol (step 1 not granted); half of them are moved to
    step 2 directly in the store (as if they had passed step 1 earlier);
 b. the worker's poll with nothing new — Progression.watch() (classifier sync + enrolment on
-   activation + inbox) — --repeat times after 3 warm-up polls: p50/p95/max; **target ≤ 10 ms**;
+   activation + inbox) — --repeat times after 3 warm-up polls: p50/p95/max; **target ≤ 10 ms**; and the
+   round trips per poll to each database (MariaDB: every command pymysql sends — statements, COMMIT/ROLLBACK
+   and the pool's pre-ping; a SQLite store: its statements, named ``sqlite``);
 c. --new manual certificates inserted for the enrolled learners at their current step's level
    (issued today by the coach), then Progression.watch() repeated until every grant is queued: the
    time of each poll, the total, and the count of ``mls_grants`` rows with channel ``program``;
@@ -95,14 +97,15 @@ def child_main(spec: dict) -> dict:
                 clock.instant += timedelta(seconds=1)
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             profiler = start_profile(spec)
-            values, last = [], ""
+            values, last, trips = [], "", RoundTrips(runtime)
             for _ in range(spec["repeat"]):
                 started = time.perf_counter()
                 last = Progression(runtime).watch()
                 values.append(time.perf_counter() - started)
                 clock.instant += timedelta(seconds=1)
             stop_profile(profiler, out)
-            out.update(values=values, last=last)
+            per_poll = {name: count / spec["repeat"] for name, count in trips.take().items()}
+            out.update(values=values, last=last, round_trips=per_poll)
         elif phase == "burst":
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             from sidecar.store.program_models import ProgramInbox
@@ -131,6 +134,37 @@ def child_main(spec: dict) -> dict:
         runtime.close()
     out.update(rss_before_mb=rss_before / 1024, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
+
+
+class RoundTrips:
+    """Round trips of this process to each database, by database name.
+
+    MariaDB: every command pymysql sends and waits an answer for (queries, COMMIT/ROLLBACK, the pool's
+    pre-ping), counted in ``Connection._execute_command``. SQLite (in process, no round trip): the
+    statements SQLAlchemy executes on the store engine, under the name ``sqlite``.
+    """
+
+    def __init__(self, runtime) -> None:
+        import pymysql.connections
+
+        self.counts: dict[str, int] = {}
+        original = pymysql.connections.Connection._execute_command
+        counts = self.counts
+
+        def counted(conn, command, sql):
+            name = conn.db.decode() if isinstance(conn.db, bytes) else str(conn.db)
+            counts[name] = counts.get(name, 0) + 1
+            return original(conn, command, sql)
+
+        pymysql.connections.Connection._execute_command = counted
+        if runtime.store_engine.dialect.name == "sqlite":
+            sa.event.listen(runtime.store_engine, "before_cursor_execute",
+                            lambda *_: counts.__setitem__("sqlite", counts.get("sqlite", 0) + 1))
+
+    def take(self) -> dict[str, int]:
+        taken = dict(self.counts)
+        self.counts.clear()
+        return taken
 
 
 def start_profile(spec: dict):
@@ -295,12 +329,14 @@ def ms(seconds: float) -> str:
 
 def idle_line(result: dict) -> tuple[str, str]:
     values = result["values"]
+    trips = ", ".join(f"{name} {count:g}" for name, count in sorted(result["round_trips"].items()))
     return (f"p50 {ms(statistics.median(values))}, p95 {ms(pct(values, 0.95))}, max {ms(max(values))}, "
-            f"min {ms(min(values))} over {len(values)} polls",
+            f"min {ms(min(values))} over {len(values)} polls; round trips per poll: {trips}",
             f"{result['peak_rss_mb']:.0f} MB")
 
 
 def main() -> None:  # one linear script
+    global DATABASE, STORE_DATABASE
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         print(json.dumps(child_main(json.loads(sys.argv[2])), default=str))
         return
@@ -316,7 +352,9 @@ def main() -> None:  # one linear script
     parser.add_argument("--reuse", action="store_true", help="reuse an existing bench site (and keep it)")
     parser.add_argument("--keep", action="store_true", help="keep the bench databases afterwards")
     parser.add_argument("--profile", action="store_true", help="profile phase b with cProfile")
+    parser.add_argument("--database", default=DATABASE, help="name of the bench site's MariaDB database")
     args = parser.parse_args()
+    DATABASE, STORE_DATABASE = args.database, args.database + "_store"
     command = "$ .venv/bin/python bench/programs.py " + " ".join(sys.argv[1:])
 
     admin = sa.make_url(args.mariadb)

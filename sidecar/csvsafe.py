@@ -36,6 +36,13 @@ def defuse(value: Any) -> Any:
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
+def defuse_text(value: str | None) -> str:
+    """:func:`defuse` for a cell known to hold text (or None): the same result, a few steps fewer per cell."""
+    if value is None:
+        return ""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 class SafeCsvWriter:
     """``csv.writer`` whose rows are passed through :func:`defuse` (the header too: it is text as well)."""
 
@@ -48,3 +55,9 @@ class SafeCsvWriter:
     def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
         for row in rows:
             self.writerow(row)
+
+    def writerows_defused(self, rows: Iterable[Iterable[Any]]) -> None:
+        """Rows whose cells the caller made safe already, for exports of hundreds of thousands of rows: every
+        cell that holds text from outside went through :func:`defuse_text` (or :func:`defuse`); the others
+        are numbers or text the caller formatted itself that cannot start a formula (ISO dates)."""
+        self._writer.writerows(rows)

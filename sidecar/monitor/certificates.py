@@ -251,13 +251,17 @@ class CertificateClassifier:
 
     # --- sync ----------------------------------------------------------------------------------------
 
-    def sync(self, batch: int = 1000, *, time_budget: float | None = None) -> SyncReport:
+    def sync(self, batch: int = 1000, *, time_budget: float | None = None,
+             reads: tuple[sa.Connection, Any] | None = None) -> SyncReport:
         """Classify certificates not seen yet (and re-read the recent ones) in ``certificate_id`` order.
 
         Idempotent: re-reading a known, unchanged certificate writes nothing (its ``checked_at`` is
         the last change or :meth:`revalidate`), so a poll with nothing new only reads — the re-read
         window is read on every poll. ``time_budget`` (seconds) stops between batches; the cursor is
         saved after each batch in which it moved.
+
+        ``reads``: a store connection and a row holding :meth:`poll_columns`, read by the caller in
+        the statement that fetched its own state (the connection is used for reads only).
         """
         started = time.perf_counter()
         if not self.available:
@@ -265,18 +269,52 @@ class CertificateClassifier:
         if batch < 1:
             raise ValueError("batch must be at least 1")
         now = self.runtime.clock.now()
+        if reads is None:
+            with self.runtime.store_engine.connect() as conn:
+                state = conn.execute(sa.select(*self.poll_columns(now))).one()
+                return self._sync(batch, time_budget, conn, state, now, started)
+        return self._sync(batch, time_budget, reads[0], reads[1], now, started)
+
+    @staticmethod
+    def poll_columns(now: datetime) -> list[Any]:
+        """What a sync reads from the store before it reads the site, as labelled scalar subqueries, so
+        that one statement fetches them (a caller may add its own columns to the same statement).
+
+        ``cls_cursor``: the cursor (NULL before the first sync); ``cls_announce_after``: the history
+        mark; ``cls_settled``: the newest known id at or below the cursor first seen before
+        ``now - RESCAN_AGE`` (see :meth:`_rescan_floor`).
+        """
+        ws, cc = WatchState.__table__, CertificateClassRow.__table__
+
+        def state(name: str) -> Any:
+            return sa.select(ws.c.value).where(ws.c.name == name).scalar_subquery()
+
+        settled = (sa.select(cc.c.certificate_id)
+                   .where(cc.c.certificate_id <= state(CURSOR_NAME), cc.c.first_seen_at < now - RESCAN_AGE)
+                   .order_by(cc.c.certificate_id.desc()).limit(1).scalar_subquery())
+        return [state(CURSOR_NAME).label("cls_cursor"), state(ANNOUNCE_AFTER).label("cls_announce_after"),
+                settled.label("cls_settled")]
+
+    def _sync(self, batch: int, time_budget: float | None, conn: sa.Connection, state: Any, now: datetime,
+              started: float) -> SyncReport:
         counts = {"new": 0, "reclassified": 0, "deleted": 0, "restored": 0, "scanned": 0}
         try:
-            self._announce_after = self._history_mark(now)
+            if state.cls_announce_after is not None:
+                self._announce_after = int(state.cls_announce_after)
+            else:
+                self._announce_after = self._history_mark(now)
         except FeatureUnavailable as exc:  # the module was removed since the schema was reflected
             return SyncReport(available=False, message=f"{_MISSING_MODULE} ({exc})")
-        with self.sessions() as session:
-            state = session.get(WatchState, CURSOR_NAME)
-            last_id = int(state.value) if state is not None else 0
-            cursor = self._rescan_from(session, last_id, now)
+        stored_cursor = None if state.cls_cursor is None else int(state.cls_cursor)
+        last_id = stored_cursor or 0
+        cursor = self._rescan_floor(last_id, None if state.cls_settled is None else int(state.cls_settled))
         scan_from = cursor
         max_seen: int | None = None
         complete = True
+        # While every batch matches what the store holds, ``conn`` (one read transaction, opened for
+        # the state above) serves the comparisons and nothing is written: an idle poll is a handful
+        # of statements. The first batch with news ends that transaction and takes the write path.
+        compare = True
         try:
             while True:
                 rows = [_Live.of(r) for r in self.reader.certificates_after(cursor, batch)]
@@ -291,7 +329,13 @@ class CertificateClassifier:
                     # The whole tail was read: the cursor may also move down (newest rows deleted,
                     # ids reused after a server restart reset AUTO_INCREMENT).
                     new_cursor = max_seen if max_seen is not None else min(last_id, scan_from)
-                outcome = self._store_batch(rows, cursor, upper, new_cursor, now)
+                if compare and stored_cursor == new_cursor and self._unchanged(conn, rows, cursor, upper):
+                    outcome = {}
+                else:
+                    if compare:
+                        conn.rollback()   # no snapshot held open while writing
+                        compare = False
+                    outcome = self._store_batch(rows, cursor, upper, new_cursor, now)
                 last_id = new_cursor
                 for name, value in outcome.items():
                     counts[name] += value
@@ -344,22 +388,33 @@ class CertificateClassifier:
                 return int(session.get(WatchState, ANNOUNCE_AFTER).value)
         return mark
 
-    def _rescan_from(self, session: Any, last_id: int, now: datetime) -> int:
+    @staticmethod
+    def _rescan_floor(last_id: int, settled: int | None) -> int:
         """Where this run starts reading: below the cursor by the out-of-order safety margin.
 
         Ids first seen before ``now - RESCAN_AGE`` were taken before any id allocated since, so any
-        id still invisible then lies above the newest of them; the fixed margin covers the rest.
+        id still invisible then lies above the newest of them (``settled``, read by
+        :meth:`poll_columns`); the fixed margin covers the rest.
         """
         floor = last_id - RESCAN_IDS
-        settled = session.scalar(
-            sa.select(CertificateClassRow.certificate_id)
-            .where(CertificateClassRow.certificate_id <= last_id, CertificateClassRow.first_seen_at < now - RESCAN_AGE)
-            .order_by(CertificateClassRow.certificate_id.desc())
-            .limit(1)
-        )
         if settled is not None:
-            floor = min(floor, int(settled))
+            floor = min(floor, settled)
         return max(0, floor, last_id - RESCAN_MAX)
+
+    @staticmethod
+    def _unchanged(conn: sa.Connection, rows: Sequence[_Live], lower: int, upper: int | None) -> bool:
+        """True when the store already holds exactly these live rows of ``(lower, upper]``: each one
+        known, not marked deleted, with the same fingerprint and responsible person, and no other
+        known, not deleted id in the range (which :meth:`_mark_missing` would mark)."""
+        cc = CertificateClassRow.__table__
+        stmt = sa.select(cc.c.certificate_id, cc.c.fingerprint, cc.c.responsible_person).where(
+            cc.c.certificate_id > lower, cc.c.deleted_at.is_(None))
+        if upper is not None:
+            stmt = stmt.where(cc.c.certificate_id <= upper)
+        known = {int(i): (f, None if p is None else int(p)) for i, f, p in conn.execute(stmt)}
+        if len(known) != len(rows):
+            return False
+        return all(known.get(row.certificate_id) == (row.fingerprint, row.responsible_person) for row in rows)
 
     def _save_cursor(self, session: Any, value: int, now: datetime) -> None:
         state = session.get(WatchState, CURSOR_NAME)

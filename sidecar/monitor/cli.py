@@ -276,7 +276,7 @@ def sleepers_list(ctx: click.Context, levels: tuple[int, ...], day, expired_from
     import itertools
 
     from sidecar.monitor.service import MonitorService, SleeperQuery
-    from sidecar.monitor.csv_export import csv_chunks
+    from sidecar.monitor.csv_export import csv_chunks, export_chunks
     from sidecar.monitor.views import api_record
 
     if expired_from and expired_to and expired_from > expired_to:
@@ -308,8 +308,12 @@ def sleepers_list(ctx: click.Context, levels: tuple[int, ...], day, expired_from
 
             try:
                 if fmt == "csv":
-                    rows = service.iterate(query, day=day, progress=progress)
-                    for chunk in csv_chunks(itertools.islice(rows, limit) if limit else rows):
+                    if live:
+                        rows = service.iterate(query, day=day, progress=progress)
+                        chunks = csv_chunks(itertools.islice(rows, limit) if limit else rows)
+                    else:
+                        chunks = export_chunks(service, query, day=day, limit=limit)
+                    for chunk in chunks:
                         click.echo(chunk, nl=False)
                     return
                 page = service.page(query, day=day, progress=progress)

@@ -38,7 +38,7 @@ from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.settings import LETTERS, MonitorSettings, SettingsError, validate
 from sidecar.monitor.charts import TREND_WEEKS, key_timeline, sparkline
-from sidecar.monitor.csv_export import csv_chunks
+from sidecar.monitor.csv_export import export_chunks
 from sidecar.monitor.display import Display, as_of, display_for, level_tree, verdict_sentence
 from sidecar.monitor.filters import (
     API_MAX_PAGE, API_PER_PAGE, PAGE_SIZES, TRUE_WORDS, WITHIN_DAYS, Filters, Problem, parse_filters,
@@ -232,10 +232,10 @@ def sleepers_csv():
     # Unusable filters are dropped, as on the page.
     filters, _problems = parse_filters(request.args, default_order=_service().default_order())
     excel = (request.args.get("excel") or "").strip().lower() in TRUE_WORDS
-    rows = _service().iterate(filters.query(paged=False))
+    chunks = export_chunks(_service(), filters.query(paged=False), excel=excel)
     day = runtime.clock.today_utc().isoformat()
     name = f"sleepers-level-{filters.levels[0]}-{day}.csv" if len(filters.levels) == 1 else f"sleepers-{day}.csv"
-    response = Response(csv_chunks(rows, excel=excel), mimetype="text/csv")
+    response = Response(chunks, mimetype="text/csv")
     response.headers["Content-Type"] = "text/csv; charset=utf-8"
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     response.headers["Cache-Control"] = "no-store"  # personal data

@@ -272,13 +272,37 @@ class Progression:
         return report
 
     def watch(self) -> str:
-        """The worker's certificate job: new certificates classified, then matched against enrolments."""
+        """The worker's certificate job: new certificates classified, then matched against enrolments.
+
+        Polled every minute, mostly with nothing new, so the idle case is kept to a few statements:
+        one reads the classifier's state and whether anything else has work (a program enrolling on
+        activation, certificates waiting in the inbox), one reads the site's newest certificates,
+        one compares them with the store. The other steps run only when that statement says so or
+        the sync found news; a certificate queued by an enrolment made after that statement waits
+        for the next poll."""
         from sidecar.monitor.certificates import CertificateClassifier
 
-        sync = CertificateClassifier(self.runtime).sync(time_budget=30.0)
-        enrolled = self.enrol_from_activations()
-        report = self.process_inbox()
+        classifier = CertificateClassifier(self.runtime)
+        if classifier.available:
+            with self.runtime.store_engine.connect() as conn:
+                state = conn.execute(sa.select(*classifier.poll_columns(self.runtime.clock.now()),
+                                               *self._poll_columns())).one()
+                sync = classifier.sync(time_budget=30.0, reads=(conn, state))
+            enrol_rules, inbox = bool(state.enrol_rules), bool(state.inbox)
+        else:
+            sync = classifier.sync(time_budget=30.0)
+            enrol_rules = inbox = True
+        enrolled = self.enrol_from_activations() if enrol_rules else 0
+        news = inbox or enrolled or sync.new or sync.reclassified or sync.restored
+        report = self.process_inbox() if news else ProcessReport()
         return f"{sync.summary()}; {enrolled} enrolled on activation; {report.summary()}"
+
+    @staticmethod
+    def _poll_columns() -> list[Any]:
+        """Whether a program enrols on activation (keys to scan) and whether the inbox holds anything."""
+        rules = (sa.select(Program.id).join(ProgramStep, ProgramStep.program_id == Program.id)
+                 .where(Program.status == "active", Program.enrol_on_first_level.is_(True), ProgramStep.position == 0))
+        return [sa.exists(rules).label("enrol_rules"), sa.exists(sa.select(ProgramInbox.certificate_id)).label("inbox")]
 
     def _process(self, certificate_id: int, report: ProcessReport) -> None:
         now = self.runtime.clock.now()
