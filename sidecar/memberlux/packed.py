@@ -99,16 +99,25 @@ def _unpack_keys(user_id: int, count: int, packed: str, days: dict[str, object])
     return rows
 
 
-def packed_users(reader: MemberLuxReader) -> Iterator[WpUser]:
-    """Every user with login, e-mail, names and block flag, in ``ID`` order, in one streamed query."""
+def packed_users(reader: MemberLuxReader, *, low: int | None = None,
+                 high: int | None = None) -> Iterator[WpUser]:
+    """Every user (optionally with ``low <= ID <= high``) with login, e-mail, names and block flag, in
+    ``ID`` order, in one streamed query."""
     users, um = reader.schema.table("users"), reader.schema.table("usermeta")
     keys = ", ".join(f"'{key}'" for key in _USER_META)
+    where, params = "1 = 1", {}
+    if low is not None:
+        where += " AND u.ID >= :low"
+        params["low"] = low
+    if high is not None:
+        where += " AND u.ID <= :high"
+        params["high"] = high
     sql = (f"SELECT u.ID AS id, u.user_login AS login, u.user_email AS email, u.display_name AS display_name, "  # noqa: S608
            f"COUNT(m.umeta_id) AS n, GROUP_CONCAT(CONCAT(m.meta_key, '{_FIELD}', IFNULL(m.meta_value, '')) "
            f"ORDER BY m.umeta_id SEPARATOR '{_RECORD}') AS packed "
            f"FROM `{users.name}` u LEFT JOIN `{um.name}` m ON m.user_id = u.ID AND m.meta_key IN ({keys}) "
-           f"GROUP BY u.ID ORDER BY u.ID")
-    for row in _stream(reader, sql, {}):
+           f"WHERE {where} GROUP BY u.ID ORDER BY u.ID")
+    for row in _stream(reader, sql, params):
         meta = _unpack_meta(int(row.n), _text(row.packed))
         if meta is None:
             user = reader.user(int(row.id))

@@ -129,7 +129,7 @@ class SleeperIncrements:
         parents = runtime.reader.level_parents() if parents is None else parents
         digests, manual = self._digests()
         tallies = SitePass(runtime, check_ancestors=self.check_ancestors).run(
-            day, parents, UserSelection(everybody=True), lambda user_id, term_id: (user_id, term_id) in manual)
+            day, parents, UserSelection(everybody=True), manual)
         state = self._state()
         comparable = state is not None and state.day == day and state.shape == self._shape(parents)
         pass_seconds = time.perf_counter() - started
@@ -177,7 +177,7 @@ class SleeperIncrements:
         rows_changed, touched, evaluated = 0, set(), 0
         if not selection.empty:
             site_pass = SitePass(runtime, check_ancestors=self.check_ancestors)
-            tallies = site_pass.run(day, parents, selection, lambda user_id, term_id: (user_id, term_id) in manual)
+            tallies = site_pass.run(day, parents, selection, manual)
             evaluated = site_pass.users_evaluated
             rows_changed, touched = self._apply(tallies, selection, day)
             for term_id, tally in tallies.items():

@@ -15,26 +15,31 @@ import itertools
 import queue
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import multiprocessing
+import os
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from sidecar.domain.access import KeyRow
+from sidecar.domain.access import AccessPolicy, KeyRow
 from sidecar.domain.sleepers import Reason, evaluate
 from sidecar.memberlux import packed
-from sidecar.memberlux.reader import _key_row, ancestors_from_parents
+from sidecar.memberlux.reader import MemberLuxReader, WpUser, _key_row, ancestors_from_parents
+from sidecar.memberlux.schema import connect_wordpress, reflect_site
 
 if TYPE_CHECKING:
     from sidecar.bootstrap import Runtime
-    from sidecar.memberlux.reader import WpUser
 
 __all__ = ["LevelTally", "SitePass", "UserSelection"]
 
 #: Users whose names and flags are looked up together (one users query, one usermeta query).
 USER_LOOKUP_BATCH = 2000
+#: Processes sharing a whole-site pass on MySQL/MariaDB (at most one per core).
+PROCESSES = 2
 #: Rows fetched per round trip from the server-side cursor.
 STREAM_CHUNK = 5000
 
@@ -70,6 +75,27 @@ class UserSelection:
         return not self.everybody and not self.ranges and not self.users
 
 
+@dataclass(frozen=True)
+class _RangeJob:
+    """One process's share of a whole-site pass: the users with ``low <= user_id <= high``."""
+
+    url: str
+    prefix: str
+    base_prefix: str
+    policy: AccessPolicy
+    check_ancestors: bool
+    day: date
+    parents: dict[int, int]
+    manual: frozenset[tuple[int, int]]
+    low: int
+    high: int
+
+
+def _parallelism() -> int:
+    # The server packs while this machine evaluates; more processes than cores only queue.
+    return max(1, min(PROCESSES, os.cpu_count() or 1))
+
+
 class SitePass:
     """Reads key rows grouped by user and evaluates each user on every level they hold rows of."""
 
@@ -81,55 +107,54 @@ class SitePass:
         self.users_evaluated = 0
 
     def run(self, day: date, parents: Mapping[int, int], selection: UserSelection,
-            manual: Callable[[int, int], bool]) -> dict[int, LevelTally]:
+            manual: Collection[tuple[int, int]]) -> dict[int, LevelTally]:
         """Tallies per existing level for the selected users on UTC day ``day``.
 
-        ``manual(user_id, term_id)`` says whether the user holds a live manual certificate for the level.
-        Rows of levels that no longer exist are skipped (they open nothing and nobody sleeps in them).
+        ``manual`` holds the (user, level) pairs with a live manual certificate. Rows of levels that no
+        longer exist are skipped (they open nothing and nobody sleeps in them). The whole site on
+        MySQL/MariaDB is shared among processes by ranges of user ids (:data:`PROCESSES`, at most one per
+        core): the rule in Python is what takes the time, and each process evaluates its own users.
         """
-        ancestors = {term_id: ancestors_from_parents(parents, term_id) if self.check_ancestors else []
-                     for term_id in parents}
-        tallies: dict[int, LevelTally] = {term_id: LevelTally() for term_id in parents}
-        self.users_evaluated = 0
-        policy = self.runtime.access_policy
-        lookup = self._user_lookup(selection)
-        for batch in _batches(self._grouped(selection), USER_LOOKUP_BATCH):
-            users = lookup([user_id for user_id, _ in batch])
-            self.users_evaluated += len(batch)
-            for user_id, rows in batch:
-                self._evaluate_user(user_id, rows, users.get(user_id), day, ancestors, tallies, manual, policy)
+        parents = dict(parents)
+        if selection.everybody and packed.supported(self.reader) and _parallelism() > 1:
+            return self._run_in_processes(day, parents, manual)
+        groups = self._grouped(selection)
+        tallies, self.users_evaluated = evaluate_groups(
+            groups, self._user_lookup(selection), day, parents, manual, self.runtime.access_policy,
+            self.check_ancestors)
         return tallies
 
-    def _evaluate_user(self, user_id: int, rows: list[KeyRow], user: WpUser | None, day: date,
-                       ancestors: Mapping[int, list[int]], tallies: dict[int, LevelTally],
-                       manual: Callable[[int, int], bool], policy) -> None:
-        by_level: dict[int, list[KeyRow]] = {}
-        for row in rows:
-            by_level.setdefault(row.term_id, []).append(row)  # type: ignore[arg-type]
-        for term_id, level_rows in by_level.items():
-            tally = tallies.get(term_id)
-            if tally is None:
-                continue  # a deleted level
-            tally.rows_scanned += len(level_rows)
-            ancestor_rows = [r for a in ancestors[term_id] for r in by_level.get(a, ())]
-            verdict = evaluate(
-                user_id, term_id, level_rows, day,
-                ancestor_rows=ancestor_rows,
-                has_manual_certificate=manual(user_id, term_id),
-                blocked=user.blocked if user is not None else False,
-                user_exists=user is not None,
-                policy=policy,
-                check_ancestors=self.check_ancestors,
-            )
-            tally.reasons[verdict.reason.value] += 1
-            if user is None:
-                continue
-            if verdict.reason is Reason.SLEEPER:
-                tally.sleepers.append((user_id, verdict.expired_on, verdict.last_grant, verdict.blocked,
-                                       user.email, user.login, user.first_name, user.last_name))
-            elif verdict.reason is Reason.MANUAL_CERTIFICATE:
-                tally.certified.append((user_id, verdict.expired_on, verdict.last_grant, verdict.blocked,
-                                        user.email))
+    def _run_in_processes(self, day: date, parents: dict[int, int],
+                          manual: Collection[tuple[int, int]]) -> dict[int, LevelTally]:
+        keys = self.reader.schema.table("memberlux_term_keys")
+        with self.reader.engine.connect() as conn:
+            low, high = conn.execute(sa.select(sa.func.min(keys.c.user_id), sa.func.max(keys.c.user_id))).one()
+        if low is None:
+            self.users_evaluated = 0
+            return {term_id: LevelTally() for term_id in parents}
+        schema = self.reader.schema
+        processes = _parallelism()
+        step = (int(high) - int(low)) // processes + 1
+        jobs = [_RangeJob(self.reader.engine.url.render_as_string(hide_password=False), schema.prefix,
+                          schema.base_prefix, self.runtime.access_policy, self.check_ancestors, day, parents,
+                          frozenset(manual), int(low) + i * step, min(int(high), int(low) + (i + 1) * step - 1))
+                for i in range(processes)]
+        # spawn, not fork: the worker has scheduler threads whose locks a fork would copy held.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=len(jobs) - 1, mp_context=context) as pool:
+            others = [pool.submit(_evaluate_range, job) for job in jobs[1:]]
+            results = [_evaluate_range(jobs[0])] + [future.result() for future in others]
+        tallies = {term_id: LevelTally() for term_id in parents}
+        self.users_evaluated = 0
+        for part, users in results:
+            self.users_evaluated += users
+            for term_id, tally in part.items():
+                merged = tallies[term_id]
+                merged.sleepers.extend(tally.sleepers)
+                merged.certified.extend(tally.certified)
+                merged.reasons.update(tally.reasons)
+                merged.rows_scanned += tally.rows_scanned
+        return tallies
 
     # --- reading ---------------------------------------------------------------------------------------
 
@@ -178,6 +203,69 @@ class SitePass:
             result = conn.execution_options(yield_per=STREAM_CHUNK).execute(stmt)
             for raw in result:
                 yield _key_row(raw)
+
+
+def evaluate_groups(groups: Iterator[tuple[int, list[KeyRow]]], lookup: Callable[[list[int]], dict[int, WpUser]],
+                    day: date, parents: Mapping[int, int], manual: Collection[tuple[int, int]],
+                    policy: AccessPolicy, check_ancestors: bool) -> tuple[dict[int, LevelTally], int]:
+    """The rule for every user of ``groups`` (``(user_id, rows)`` in user order) on every level they hold
+    rows of; returns the tallies per existing level and the number of users evaluated."""
+    ancestors = {term_id: ancestors_from_parents(parents, term_id) if check_ancestors else []
+                 for term_id in parents}
+    tallies: dict[int, LevelTally] = {term_id: LevelTally() for term_id in parents}
+    evaluated = 0
+    for batch in _batches(groups, USER_LOOKUP_BATCH):
+        users = lookup([user_id for user_id, _ in batch])
+        evaluated += len(batch)
+        for user_id, rows in batch:
+            _evaluate_user(user_id, rows, users.get(user_id), day, ancestors, tallies, manual, policy,
+                           check_ancestors)
+    return tallies, evaluated
+
+
+def _evaluate_user(user_id: int, rows: list[KeyRow], user: WpUser | None, day: date,
+                   ancestors: Mapping[int, list[int]], tallies: dict[int, LevelTally],
+                   manual: Collection[tuple[int, int]], policy: AccessPolicy, check_ancestors: bool) -> None:
+    by_level: dict[int, list[KeyRow]] = {}
+    for row in rows:
+        by_level.setdefault(row.term_id, []).append(row)  # type: ignore[arg-type]
+    for term_id, level_rows in by_level.items():
+        tally = tallies.get(term_id)
+        if tally is None:
+            continue  # a deleted level
+        tally.rows_scanned += len(level_rows)
+        ancestor_rows = [r for a in ancestors[term_id] for r in by_level.get(a, ())]
+        verdict = evaluate(
+            user_id, term_id, level_rows, day,
+            ancestor_rows=ancestor_rows,
+            has_manual_certificate=(user_id, term_id) in manual,
+            blocked=user.blocked if user is not None else False,
+            user_exists=user is not None,
+            policy=policy,
+            check_ancestors=check_ancestors,
+        )
+        tally.reasons[verdict.reason.value] += 1
+        if user is None:
+            continue
+        if verdict.reason is Reason.SLEEPER:
+            tally.sleepers.append((user_id, verdict.expired_on, verdict.last_grant, verdict.blocked,
+                                   user.email, user.login, user.first_name, user.last_name))
+        elif verdict.reason is Reason.MANUAL_CERTIFICATE:
+            tally.certified.append((user_id, verdict.expired_on, verdict.last_grant, verdict.blocked,
+                                    user.email))
+
+
+def _evaluate_range(job: _RangeJob) -> tuple[dict[int, LevelTally], int]:
+    """One process's share: its own connection, the packed rows and users of its range of user ids."""
+    engine = connect_wordpress(job.url)
+    try:
+        reader = MemberLuxReader(engine, reflect_site(engine, job.prefix, job.base_prefix))
+        groups = read_ahead(packed.packed_key_groups(reader, low=job.low, high=job.high))
+        stream, pending = packed.packed_users(reader, low=job.low, high=job.high), []
+        return evaluate_groups(groups, lambda ids: packed.merge_users(stream, ids, pending), job.day, job.parents,
+                               job.manual, job.policy, job.check_ancestors)
+    finally:
+        engine.dispose()
 
 
 _DONE = object()

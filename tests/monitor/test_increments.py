@@ -200,8 +200,7 @@ def model_rows(runtime) -> dict[tuple[int, int], tuple]:
 
 def full_pass_rows(runtime, day: date) -> dict[tuple[int, int], tuple]:
     manual = CertificateClassifier(runtime).manual_pairs()
-    tallies = SitePass(runtime).run(day, runtime.reader.level_parents(), UserSelection(everybody=True),
-                                    lambda user_id, term_id: (user_id, term_id) in manual)
+    tallies = SitePass(runtime).run(day, runtime.reader.level_parents(), UserSelection(everybody=True), manual)
     return {(term_id, s[0]): stored_tuple(s) for term_id, tally in tallies.items() for s in tally.sleepers}
 
 
