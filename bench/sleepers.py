@@ -311,15 +311,16 @@ def main() -> None:  # one linear script
     try:
         with runtime.wp_engine.connect() as conn:
             server = conn.execute(sa.text("SELECT VERSION()")).scalar()
+            pool_mb = conn.execute(sa.text("SELECT @@innodb_buffer_pool_size")).scalar() / 2**20
             counts = {t: conn.execute(sa.text(f"SELECT COUNT(*) FROM `{p}{t}`")).scalar()
                       for t in ("users", "memberlux_term_keys", "memberlux_certificate")}
             level = args.level or biggest_level(conn, p)
             extra = sorted(conn.execute(sa.text(
                 "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = :d "
                 "AND INDEX_NAME LIKE 'mlsidecar%'"), {"d": database}).scalars())
-        summary.update(level=level, users=counts["users"], keys=counts["memberlux_term_keys"],
+        summary.update(buffer_pool_mb=pool_mb, level=level, users=counts["users"], keys=counts["memberlux_term_keys"],
                        certificates=counts["memberlux_certificate"], extra_indexes=extra)
-        print(f"site {database} (prefix {p}), server {server}: {counts['users']:,} users, "
+        print(f"site {database} (prefix {p}), server {server} (InnoDB buffer pool {pool_mb:,.0f} MB): {counts['users']:,} users, "
               f"{counts['memberlux_term_keys']:,} key rows, {counts['memberlux_certificate']:,} certificates; "
               f"indexes added by sql/indexes.sql: {', '.join(extra) or 'none (stock)'}")
         print(f"day D {day} (UTC); level T {level}", flush=True)

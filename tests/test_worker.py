@@ -43,6 +43,9 @@ def test_scheduler_registers_the_heartbeat(runtime):
     assert scheduler.get_job("bridge.welcome").trigger.interval.total_seconds() == 60     # every minute
     assert scheduler.get_job("bridge.alerts").trigger.interval.total_seconds() == 60      # every minute
     assert scheduler.get_job("webhooks.access_scan").trigger.interval.total_seconds() == 60   # schedule.access_scan_seconds
+    sleepers = scheduler.get_job("monitor.sleepers.refresh")
+    assert sleepers.trigger.interval.total_seconds() == 30       # schedule.sleepers_scan_seconds
+    assert before <= sleepers.next_run_time <= runtime.clock.now()    # the first run builds the model at once
     dashboard = scheduler.get_job("dashboard.after_letters")
     assert dashboard.trigger.interval.total_seconds() == 3600     # schedule.dashboard_interval_minutes
     assert before <= dashboard.next_run_time <= runtime.clock.now()   # and at once when the worker starts

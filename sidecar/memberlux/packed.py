@@ -16,7 +16,8 @@ MySQL/MariaDB only; :func:`supported` says whether the site's engine is one.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -41,7 +42,7 @@ def supported(reader: MemberLuxReader) -> bool:
     return reader.engine.dialect.name in ("mysql", "mariadb")
 
 
-def _stream(reader: MemberLuxReader, sql: str, params: dict) -> Iterator[sa.Row]:
+def _stream(reader: MemberLuxReader, sql: str, params: dict[str, Any]) -> Iterator[sa.Row[Any]]:
     with reader.engine.connect() as conn:
         conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {_GROUP_LIMIT}")
         result = conn.execution_options(yield_per=2000).execute(sa.text(sql), params)
@@ -59,7 +60,7 @@ def packed_key_groups(reader: MemberLuxReader, *, low: int | None = None,
                unlimited, "IFNULL(k.duration, '')", "IFNULL(k.units, '')", "IFNULL(k.date_start, '')",
                "IFNULL(k.date_end, '')", "IFNULL(k.date_registered, '')", "IFNULL(m.activation_datetime, '')"]
     where = "k.user_id IS NOT NULL AND k.term_id IS NOT NULL"
-    params: dict = {}
+    params: dict[str, Any] = {}
     if low is not None:
         where += " AND k.user_id >= :low"
         params["low"] = low
@@ -71,14 +72,14 @@ def packed_key_groups(reader: MemberLuxReader, *, low: int | None = None,
            f"GROUP_CONCAT(CONCAT_WS('{_FIELD}', {', '.join(columns)}) ORDER BY k.id SEPARATOR '{_RECORD}') AS packed "
            f"FROM `{tk.name}` k LEFT JOIN `{km.name}` m ON m.key_id = k.id "
            f"WHERE {where} GROUP BY k.user_id ORDER BY k.user_id")
-    days: dict[str, object] = {}
+    days: dict[str, date | None] = {}
     for user_id, count, packed in _stream(reader, sql, params):
         user_id = int(user_id)
         rows = _unpack_keys(user_id, int(count), _text(packed), days)
         yield user_id, rows if rows is not None else reader.key_rows(user_id)
 
 
-def _unpack_keys(user_id: int, count: int, packed: str, days: dict[str, object]) -> list[KeyRow] | None:
+def _unpack_keys(user_id: int, count: int, packed: str, days: dict[str, date | None]) -> list[KeyRow] | None:
     records = packed.split(_RECORD)
     if len(records) != count:
         return None
@@ -90,10 +91,10 @@ def _unpack_keys(user_id: int, count: int, packed: str, days: dict[str, object])
         key_id, term_id, status, key_type, banned, unlimited, duration, units, start, end, registered, activated = fields
         try:
             # A site has a few thousand distinct days: each text is parsed once per pass.
-            start, end, registered = (days[t] if t in days else days.setdefault(t, parse_date(t))
-                                      for t in (start, end, registered))
+            first, last, registered_on = (days[t] if t in days else days.setdefault(t, parse_date(t))
+                                          for t in (start, end, registered))
             rows.append(key_row_from_values(int(key_id), user_id, int(term_id), status, key_type, banned, unlimited,
-                                            duration, units, start, end, registered, activated))
+                                            duration, units, first, last, registered_on, activated))
         except ValueError:
             return None
     return rows
@@ -105,7 +106,7 @@ def packed_users(reader: MemberLuxReader, *, low: int | None = None,
     ``ID`` order, in one streamed query."""
     users, um = reader.schema.table("users"), reader.schema.table("usermeta")
     keys = ", ".join(f"'{key}'" for key in _USER_META)
-    where, params = "1 = 1", {}
+    where, params = "1 = 1", dict[str, Any]()
     if low is not None:
         where += " AND u.ID >= :low"
         params["low"] = low
