@@ -172,6 +172,7 @@ def sleepers_refresh(ctx: click.Context, term_id: int | None, day, dry_run: bool
     learners.
     """
     from sidecar.monitor.certificates import CertificateClassifier
+    from sidecar.monitor.increments import RefreshBusy
     from sidecar.monitor.refresh import SleeperRefresher
 
     preview_only(ctx, day, dry_run)
@@ -199,6 +200,8 @@ def sleepers_refresh(ctx: click.Context, term_id: int | None, day, dry_run: bool
                     reports = refresher.preview(day, None if term_id is None else [term_id], progress=progress)
                 else:
                     reports = refresher.refresh_all(progress=progress, day=day)
+    except RefreshBusy as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
         runtime.close()
     click.echo(text_table(

@@ -24,9 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
@@ -53,7 +55,7 @@ from sidecar.webhooks.events import emit, listens
 if TYPE_CHECKING:
     from sidecar.bootstrap import Runtime
 
-__all__ = ["ScanOutcome", "SleeperIncrements", "hint_users"]
+__all__ = ["RefreshBusy", "ScanOutcome", "SleeperIncrements", "hint_users", "refresh_lease"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,37 @@ class ScanOutcome:
             return f"no change on the site ({self.seconds:.2f} s)"
         return (f"{self.users} learner(s) evaluated again ({self.buckets} changed bucket(s) of user ids) in "
                 f"{self.seconds:.2f} s: {self.rows_changed} read-model row(s) changed")
+
+
+class RefreshBusy(RuntimeError):
+    """Another process (the worker's scan or rebuild, a planner) is writing the model and did not finish
+    within the wait."""
+
+
+@contextmanager
+def refresh_lease(runtime: Runtime, who: str, wait_seconds: float) -> Iterator[bool]:
+    """Hold the worker's refresh lease (``monitor.sleepers.refresh``) while writing the model, so a scan, a
+    rebuild, a planner and a "refresh now" never write it at once (a slower writer could otherwise put back
+    rows older than a scan took in). Waits up to ``wait_seconds``; yields ``False`` if still held elsewhere."""
+    from sidecar.jobs import SLEEPERS_REFRESH_JOB
+    from sidecar.store import leases
+
+    holder = f"{leases.holder_name()}:{threading.get_ident()}:{who}"  # threads of one process are rivals too
+    give_up = time.monotonic() + wait_seconds
+    while not leases.try_acquire(runtime.sessions, SLEEPERS_REFRESH_JOB, holder, timedelta(hours=1),
+                                 runtime.clock.now()):
+        if time.monotonic() > give_up:
+            yield False
+            return
+        time.sleep(1.0)
+    outcome = f"ok ({who})"
+    try:
+        yield True
+    except Exception as exc:
+        outcome = f"failed: {type(exc).__name__}: {exc}"
+        raise
+    finally:
+        leases.release(runtime.sessions, SLEEPERS_REFRESH_JOB, holder, runtime.clock.now(), outcome)
 
 
 def hint_users(runtime: Runtime, user_ids: Iterable[int]) -> None:

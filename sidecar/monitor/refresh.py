@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from sidecar.domain.access import KeyRow
 from sidecar.domain.sleepers import Reason, evaluate
 from sidecar.memberlux.reader import ancestors_from_parents
-from sidecar.monitor.increments import ScanOutcome, SleeperIncrements
+from sidecar.monitor.increments import RefreshBusy, ScanOutcome, SleeperIncrements, refresh_lease
 from sidecar.monitor.level_rows import USER_BATCH, ancestor_key_rows, user_batches
 from sidecar.monitor.model_store import ReadModelWriter, RefreshReport, search_text
 from sidecar.monitor.query import manual_certificate_users
@@ -41,6 +41,10 @@ __all__ = ["RefreshReport", "SleeperRefresher", "search_text"]
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, int], None]  # (term_id, levels done, levels total)
+
+#: How long a rebuild asked for by hand waits for the worker's scan or rebuild to finish.
+WAIT_FOR_WORKER_SECONDS = 120.0
+BUSY = "the worker is updating the sleepers report and did not finish within 2 minutes; try again shortly"
 
 
 @dataclass
@@ -125,6 +129,13 @@ class SleeperRefresher:
     def refresh_level(self, term_id: int, day: date | None = None, *,
                       parents: dict[int, int] | None = None) -> RefreshReport:
         """Re-evaluate one level for UTC day ``day`` (default: today) and replace its read-model rows."""
+        with refresh_lease(self.runtime, "level", WAIT_FOR_WORKER_SECONDS) as held:
+            if not held:
+                raise RefreshBusy(BUSY)
+            return self._refresh_level(term_id, day, parents=parents)
+
+    def _refresh_level(self, term_id: int, day: date | None = None, *,
+                       parents: dict[int, int] | None = None) -> RefreshReport:
         started = time.perf_counter()
         day = day or self.runtime.clock.today_utc()
         parents = self.reader.level_parents() if parents is None else parents
@@ -151,8 +162,11 @@ class SleeperRefresher:
         issued or deleted since the last run is taken into account.
         """
         increments = SleeperIncrements(self.runtime, check_ancestors=self.check_ancestors)
-        outcome = increments.rebuild(day or self.runtime.clock.today_utc(), progress=progress,
-                                     sync_certificates=sync_certificates)
+        with refresh_lease(self.runtime, "rebuild", WAIT_FOR_WORKER_SECONDS) as held:
+            if not held:
+                raise RefreshBusy(BUSY)
+            outcome = increments.rebuild(day or self.runtime.clock.today_utc(), progress=progress,
+                                         sync_certificates=sync_certificates)
         return outcome.reports
 
     def preview(self, day: date, level_ids: Sequence[int] | None = None,

@@ -35,6 +35,7 @@ from flask import (
 from sidecar.config import scopes_of
 from sidecar.memberlux.reader import Level
 from sidecar.monitor.certificates import CertificateClassifier
+from sidecar.monitor.increments import RefreshBusy
 from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.monitor.settings import LETTERS, MonitorSettings, SettingsError, validate
 from sidecar.monitor.charts import TREND_WEEKS, key_timeline, sparkline
@@ -142,6 +143,15 @@ def refresh():
     raw = (request.form.get("level") or "").strip()
     refresher = SleeperRefresher(runtime)
     started = time.monotonic()
+    try:
+        return _refresh(runtime, refresher, raw, admin, started)
+    except RefreshBusy:
+        flash(gettext("The worker is updating the report right now and did not finish within two minutes; "
+                "try again shortly."), "error")
+        return redirect(url_for(".overview"))
+
+
+def _refresh(runtime, refresher: SleeperRefresher, raw: str, admin, started: float):
     if raw:
         names = {level.term_id: level.name for level in runtime.reader.levels()}
         if not raw.isdecimal() or len(raw) > 19 or int(raw) not in names:

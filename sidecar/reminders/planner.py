@@ -24,7 +24,6 @@ model.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -182,30 +181,17 @@ class ReminderPlanner:
     # --- sleepers -----------------------------------------------------------------------------------
 
     def _refresh_read_model(self, wait_seconds: float = 600.0) -> None:
-        """Bring stale levels up to date under the worker's refresh lease, so that a planner and the
-        refresh job never rebuild the same level at once; waits while someone else holds it."""
-        from sidecar.store import leases
-        from sidecar.jobs import SLEEPERS_REFRESH_JOB
-        from sidecar.store.leases import holder_name
+        """Take in the site's changes under the worker's refresh lease, so that a planner and the refresh
+        job never write the model at once; waits while someone else holds it."""
+        from sidecar.monitor.increments import refresh_lease
 
-        holder = f"{holder_name()}:{threading.get_ident()}:planner"  # threads of one process are rivals too
-        give_up = time.monotonic() + wait_seconds
-        while not leases.try_acquire(self.runtime.sessions, SLEEPERS_REFRESH_JOB, holder, timedelta(hours=1),
-                                     self.runtime.clock.now()):
-            if time.monotonic() > give_up:
+        with refresh_lease(self.runtime, "reminders planner", wait_seconds) as held:
+            if not held:
                 log.warning("sleepers refresh still running elsewhere after %.0f s; planning on the model as it is",
                             wait_seconds)
                 return
-            time.sleep(1.0)
-        outcome = "ok (reminders planner)"
-        try:
             SleeperRefresher(self.runtime).refresh_stale(
                 timedelta(minutes=self.runtime.settings.schedule.sleepers_max_age_minutes))
-        except Exception as exc:
-            outcome = f"failed: {type(exc).__name__}: {exc}"
-            raise
-        finally:
-            leases.release(self.runtime.sessions, SLEEPERS_REFRESH_JOB, holder, self.runtime.clock.now(), outcome)
 
     def _window_start(self, schedule: Schedule, day: date) -> date:
         longest = max((d for _, d in schedule.steps), default=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
 import requests
 import sqlalchemy as sa
 
@@ -100,3 +101,26 @@ def test_the_status_page_tells_the_last_scan_rebuild_and_reconciliation(runtime,
     runtime.clock = FixedClock(NOW + DAY + timedelta(hours=1))
     SleeperRefresher(runtime).refresh_stale(DAY)
     assert "последняя сверка (2026-11-25 11:00:00 UTC) не нашла ничего" in page("/status?lang=ru")
+
+
+def test_a_rebuild_by_hand_waits_for_the_worker_and_says_so_when_it_cannot(runtime, admin_pages, monkeypatch):
+    """A "refresh now" (page or command) and the worker's scan never write the model at once."""
+    from sidecar.jobs import SLEEPERS_REFRESH_JOB
+    from sidecar.monitor import refresh
+    from sidecar.monitor.increments import RefreshBusy
+    from sidecar.store import leases
+
+    runtime.clock = FixedClock(NOW)
+    assert leases.try_acquire(runtime.sessions, SLEEPERS_REFRESH_JOB, "worker-elsewhere:1", DAY, NOW)
+    monkeypatch.setattr(refresh, "WAIT_FOR_WORKER_SECONDS", 0.0)
+    with pytest.raises(RefreshBusy, match="try again shortly"):
+        SleeperRefresher(runtime).refresh_all()
+    with pytest.raises(RefreshBusy):
+        SleeperRefresher(runtime).refresh_level(7)
+    _app, client = admin_pages.signed_in(runtime)
+    token = admin_pages.csrf_in(client.get("/monitor").get_data(as_text=True))
+    page = client.post("/monitor/refresh?lang=en", data={"csrf_token": token}, follow_redirects=True)
+    assert "did not finish within two minutes" in html.unescape(page.get_data(as_text=True))
+
+    leases.release(runtime.sessions, SLEEPERS_REFRESH_JOB, "worker-elsewhere:1", NOW, "ok")
+    assert len(SleeperRefresher(runtime).refresh_all()) == len(runtime.reader.levels())
