@@ -20,6 +20,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from sidecar.domain.access import KeyRow
 from sidecar.memberlux.reader import WpUser, key_row_from_values
@@ -33,8 +34,6 @@ __all__ = ["supported", "packed_key_groups", "packed_users"]
 _FIELD = "\x1f"   # ASCII unit separator
 _RECORD = "\x1e"  # ASCII record separator
 _KEY_FIELDS = 12
-#: Enough for a user with tens of thousands of keys; a longer group is cut, noticed and re-read.
-_GROUP_LIMIT = 64 * 1024 * 1024
 _USER_META = ("first_name", "last_name", "wpm_status")
 
 
@@ -42,10 +41,33 @@ def supported(reader: MemberLuxReader) -> bool:
     return reader.engine.dialect.name in ("mysql", "mariadb")
 
 
-def _stream(reader: MemberLuxReader, sql: str, params: dict[str, Any]) -> Iterator[sa.Row[Any]]:
+class _GroupConcat(sa.sql.expression.ColumnElement[str]):
+    """MySQL's ``GROUP_CONCAT(value ORDER BY key SEPARATOR 'sep')`` (SQLAlchemy has no ordered form)."""
+
+    inherit_cache = False
+    type = sa.Text()
+
+    def __init__(self, value: sa.ColumnElement[Any], order_by: sa.ColumnElement[Any], separator: str) -> None:
+        self.value, self.order_by, self.separator = value, order_by, separator
+
+
+@compiles(_GroupConcat, "mysql")
+def _compile_group_concat(element: _GroupConcat, compiler: Any, **kw: Any) -> str:
+    separator = compiler.render_literal_value(element.separator, sa.String())
+    return (f"GROUP_CONCAT({compiler.process(element.value, **kw)} "
+            f"ORDER BY {compiler.process(element.order_by, **kw)} SEPARATOR {separator})")
+
+
+def _text_of(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    # NULL and '' normalise alike for every packed column; IFNULL keeps each column in its place.
+    return sa.func.ifnull(column, "")
+
+
+def _stream(reader: MemberLuxReader, stmt: sa.Select[Any]) -> Iterator[sa.Row[Any]]:
     with reader.engine.connect() as conn:
-        conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {_GROUP_LIMIT}")
-        result = conn.execution_options(yield_per=2000).execute(sa.text(sql), params)
+        # 64 MB: enough for a user with tens of thousands of keys; a longer group is cut, noticed, re-read.
+        conn.exec_driver_sql("SET SESSION group_concat_max_len = 67108864")
+        result = conn.execution_options(yield_per=2000).execute(stmt)
         yield from result
 
 
@@ -53,27 +75,23 @@ def packed_key_groups(reader: MemberLuxReader, *, low: int | None = None,
                       high: int | None = None) -> Iterator[tuple[int, list[KeyRow]]]:
     """``(user_id, rows)`` of every owner of key rows (optionally with ``low <= user_id <= high``), in
     user order, rows in id order: what ``key_rows`` would return per user, in one streamed query."""
-    tk = reader.schema.table("memberlux_term_keys")
-    km = reader.schema.table("memberlux_keys_meta")
-    unlimited = "IFNULL(k.is_unlimited, '')" if "is_unlimited" in tk.c else "'0'"
-    columns = ["k.id", "k.term_id", "IFNULL(k.status, '')", "IFNULL(k.key_type, '')", "IFNULL(k.is_banned, '')",
-               unlimited, "IFNULL(k.duration, '')", "IFNULL(k.units, '')", "IFNULL(k.date_start, '')",
-               "IFNULL(k.date_end, '')", "IFNULL(k.date_registered, '')", "IFNULL(m.activation_datetime, '')"]
-    where = "k.user_id IS NOT NULL AND k.term_id IS NOT NULL"
-    params: dict[str, Any] = {}
+    tk = reader.schema.table("memberlux_term_keys").alias("k")
+    km = reader.schema.table("memberlux_keys_meta").alias("m")
+    unlimited = _text_of(tk.c.is_unlimited) if "is_unlimited" in tk.c else sa.literal("0")
+    columns = [tk.c.id, tk.c.term_id, _text_of(tk.c.status), _text_of(tk.c.key_type), _text_of(tk.c.is_banned),
+               unlimited, _text_of(tk.c.duration), _text_of(tk.c.units), _text_of(tk.c.date_start),
+               _text_of(tk.c.date_end), _text_of(tk.c.date_registered), _text_of(km.c.activation_datetime)]
+    conditions: list[sa.ColumnElement[bool]] = [tk.c.user_id.is_not(None), tk.c.term_id.is_not(None)]
     if low is not None:
-        where += " AND k.user_id >= :low"
-        params["low"] = low
+        conditions.append(tk.c.user_id >= low)
     if high is not None:
-        where += " AND k.user_id <= :high"
-        params["high"] = high
-    # Table names are the reflected tables' own; every value is a bound parameter.
-    sql = (f"SELECT k.user_id AS user_id, COUNT(*) AS n, "  # noqa: S608
-           f"GROUP_CONCAT(CONCAT_WS('{_FIELD}', {', '.join(columns)}) ORDER BY k.id SEPARATOR '{_RECORD}') AS packed "
-           f"FROM `{tk.name}` k LEFT JOIN `{km.name}` m ON m.key_id = k.id "
-           f"WHERE {where} GROUP BY k.user_id ORDER BY k.user_id")
+        conditions.append(tk.c.user_id <= high)
+    stmt = (sa.select(tk.c.user_id, sa.func.count().label("n"),
+                      _GroupConcat(sa.func.concat_ws(_FIELD, *columns), tk.c.id, _RECORD).label("packed"))
+            .select_from(tk.outerjoin(km, km.c.key_id == tk.c.id))
+            .where(*conditions).group_by(tk.c.user_id).order_by(tk.c.user_id))
     days: dict[str, date | None] = {}
-    for user_id, count, packed in _stream(reader, sql, params):
+    for user_id, count, packed in _stream(reader, stmt):
         user_id = int(user_id)
         rows = _unpack_keys(user_id, int(count), _text(packed), days)
         yield user_id, rows if rows is not None else reader.key_rows(user_id)
@@ -105,20 +123,19 @@ def packed_users(reader: MemberLuxReader, *, low: int | None = None,
     """Every user (optionally with ``low <= ID <= high``) with login, e-mail, names and block flag, in
     ``ID`` order, in one streamed query."""
     users, um = reader.schema.table("users"), reader.schema.table("usermeta")
-    keys = ", ".join(f"'{key}'" for key in _USER_META)
-    where, params = "1 = 1", dict[str, Any]()
+    u, m = users.alias("u"), um.alias("m")
+    conditions: list[sa.ColumnElement[bool]] = []
     if low is not None:
-        where += " AND u.ID >= :low"
-        params["low"] = low
+        conditions.append(u.c.ID >= low)
     if high is not None:
-        where += " AND u.ID <= :high"
-        params["high"] = high
-    sql = (f"SELECT u.ID AS id, u.user_login AS login, u.user_email AS email, u.display_name AS display_name, "  # noqa: S608
-           f"COUNT(m.umeta_id) AS n, GROUP_CONCAT(CONCAT(m.meta_key, '{_FIELD}', IFNULL(m.meta_value, '')) "
-           f"ORDER BY m.umeta_id SEPARATOR '{_RECORD}') AS packed "
-           f"FROM `{users.name}` u LEFT JOIN `{um.name}` m ON m.user_id = u.ID AND m.meta_key IN ({keys}) "
-           f"WHERE {where} GROUP BY u.ID ORDER BY u.ID")
-    for row in _stream(reader, sql, params):
+        conditions.append(u.c.ID <= high)
+    stmt = (sa.select(u.c.ID.label("id"), u.c.user_login.label("login"), u.c.user_email.label("email"),
+                      u.c.display_name.label("display_name"), sa.func.count(m.c.umeta_id).label("n"),
+                      _GroupConcat(sa.func.concat(m.c.meta_key, _FIELD, _text_of(m.c.meta_value)), m.c.umeta_id,
+                                   _RECORD).label("packed"))
+            .select_from(u.outerjoin(m, sa.and_(m.c.user_id == u.c.ID, m.c.meta_key.in_(_USER_META))))
+            .where(*conditions).group_by(u.c.ID).order_by(u.c.ID))
+    for row in _stream(reader, stmt):
         meta = _unpack_meta(int(row.n), _text(row.packed))
         if meta is None:
             user = reader.user(int(row.id))

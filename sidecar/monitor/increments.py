@@ -101,7 +101,8 @@ def refresh_lease(runtime: Runtime, who: str, wait_seconds: float) -> Iterator[b
     from sidecar.jobs import SLEEPERS_REFRESH_JOB
     from sidecar.store import leases
 
-    holder = f"{leases.holder_name()}:{threading.get_ident()}:{who}"  # threads of one process are rivals too
+    # One holder per thread (threads of one process are rivals too); ``who`` goes into the recorded outcome.
+    holder = f"{leases.holder_name()}:{threading.get_ident()}:sleepers"
     give_up = time.monotonic() + wait_seconds
     while not leases.try_acquire(runtime.sessions, SLEEPERS_REFRESH_JOB, holder, timedelta(hours=1),
                                  runtime.clock.now()):

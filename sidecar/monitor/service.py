@@ -603,7 +603,7 @@ class MonitorService:
                 if mysql:
                     # The rows come as the reader takes them: a download the browser pauses pauses the
                     # reads, and MariaDB drops a result left unread for net_write_timeout (60 s by default).
-                    conn.exec_driver_sql(f"SET SESSION net_write_timeout = {STREAM_WRITE_TIMEOUT_SECONDS}")
+                    conn.exec_driver_sql("SET SESSION net_write_timeout = 3600")  # STREAM_WRITE_TIMEOUT_SECONDS
                 result = conn.execution_options(yield_per=batch).execute(stmt)
                 try:
                     yield from result.partitions()
