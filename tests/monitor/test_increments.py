@@ -11,10 +11,8 @@ on who sleeps. At the end a reconciling rebuild must find nothing the scans miss
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -37,6 +35,7 @@ from tests.monitor.test_refresh_and_query import (
     RandomSite,
     brute_force,
     brute_sleepers,
+    open_random_site,
     random_sites,
 )
 
@@ -51,13 +50,8 @@ def _noon(day: date) -> FixedClock:
 
 @pytest.fixture(scope="module")
 def site():
-    with tempfile.TemporaryDirectory() as directory:
-        site = RandomSite(Path(directory))
-        try:
-            yield site
-        finally:
-            site.runtime.close()
-            site.writer.dispose()
+    with open_random_site() as site:
+        yield site
 
 
 # --------------------------------------------------------------------------------------------------

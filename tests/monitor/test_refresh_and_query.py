@@ -18,6 +18,8 @@ import random
 import tempfile
 import time as _time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
@@ -456,8 +458,9 @@ class RandomSite:
                 session.execute(sa.delete(model))
 
 
-@pytest.fixture(scope="module")
-def random_site():
+@contextmanager
+def open_random_site() -> Iterator[RandomSite]:
+    """A RandomSite in a temporary directory, closed and removed afterwards."""
     with tempfile.TemporaryDirectory() as directory:
         site = RandomSite(Path(directory))
         try:
@@ -465,6 +468,12 @@ def random_site():
         finally:
             site.runtime.close()
             site.writer.dispose()
+
+
+@pytest.fixture(scope="module")
+def random_site():
+    with open_random_site() as site:
+        yield site
 
 
 @pytest.mark.slow
