@@ -70,7 +70,7 @@ from _common import (bench_runtime, cli, empty_store, legacy_v3_page, run_indexe
                      split_password, write_config)  # (bench/ is on sys.path: run as a script)
 from sidecar.monitor.certificates import CertificateClassifier
 from sidecar.monitor.query import live_sleeper_ids
-from sidecar.monitor.increments import SleeperIncrements
+from sidecar.monitor.increments import SleeperIncrements, missed_total
 from sidecar.monitor.refresh import SleeperRefresher
 from sidecar.store.monitor_models import SleeperEntry
 from sidecar.monitor.service import MonitorService, SleeperQuery
@@ -177,7 +177,7 @@ class SiteSide:
         outcome = self.increments.rebuild(self.day, sync_certificates=False)
         figures[f"{key}rebuild_warm_s"] = time.perf_counter() - started
         print(f"{label}: rebuild, warm (the daily reconciliation; rows the scans missed: "
-              f"{sum(sum(v.values()) for v in outcome.missed.values())}): {fmt(figures[f'{key}rebuild_warm_s'])}",
+              f"{missed_total(outcome.missed)}): {fmt(figures[f'{key}rebuild_warm_s'])}",
               flush=True)
         idle, _, outcome = timed(lambda: self.increments.run(timedelta(days=1)), 3)
         assert outcome.kind == "idle", outcome.summary()

@@ -45,6 +45,7 @@ class SleepersState:
 
 
 def sleepers_state(runtime: Runtime) -> SleepersState | None:
+    from sidecar.monitor.increments import missed_total
     from sidecar.store.monitor_models import SleeperScan
 
     with runtime.sessions() as session:
@@ -53,7 +54,7 @@ def sleepers_state(runtime: Runtime) -> SleepersState | None:
             return None
         return SleepersState(scan.day, scan.scanned_at, scan.scan_seconds, dict(scan.last_changes or {}),
                              scan.rebuilt_at, scan.rebuild_seconds, scan.reconciled_at,
-                             sum(sum(v.values()) for v in (scan.missed or {}).values()))
+                             missed_total(scan.missed or {}))
 
 
 def site_timezone(runtime: Runtime):

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from sidecar.monitor.query import day_sql
+
 if TYPE_CHECKING:
     from sidecar.bootstrap import Runtime
 
@@ -132,18 +134,13 @@ def users_crossing(runtime: Runtime, after: date, up_to: date) -> set[int]:
     """Users with a key row that starts or ends on a UTC day in ``(after, up_to]``: moving the rule's day
     from ``after`` to ``up_to`` can change their verdicts and nobody else's (index ranges on
     ``date_start`` and ``date_end``, core.md §10)."""
-    from sidecar.monitor.query import day_sql
-
     keys = runtime.site.table("memberlux_term_keys")
     sql = day_sql(runtime.wp_engine.dialect.name)
     low, high = sql.literal(after), sql.literal(up_to)
     found: set[int] = set()
     with runtime.wp_engine.connect() as conn:
         for column in (keys.c.date_start, keys.c.date_end):
-            stmt = (sa.select(keys.c.user_id).distinct()
-                    .where(column > low, column <= high, keys.c.user_id.is_not(None)))
-            if sql.sqlite:
-                stmt = sa.select(keys.c.user_id).distinct().where(
-                    sa.func.date(column) > low, sa.func.date(column) <= high, keys.c.user_id.is_not(None))
+            day = sql.day(column)
+            stmt = sa.select(keys.c.user_id).distinct().where(day > low, day <= high, keys.c.user_id.is_not(None))
             found.update(int(u) for u in conn.execute(stmt).scalars())
     return found

@@ -49,13 +49,13 @@ from sidecar.monitor.model_store import ReadModelWriter, RefreshReport, model_ro
 from sidecar.monitor.site_pass import LevelTally, SitePass, UserSelection
 from sidecar.store.db import unit_of_work
 from sidecar.store.monitor_models import SleeperCount, SleeperEntry, SleeperHint, SleeperRefresh, SleeperScan
-from sidecar.webhooks.access import AccessAnnouncer, Ended
+from sidecar.webhooks.access import AccessAnnouncer, ends_of
 from sidecar.webhooks.events import emit, listens
 
 if TYPE_CHECKING:
     from sidecar.bootstrap import Runtime
 
-__all__ = ["RefreshBusy", "ScanOutcome", "SleeperIncrements", "hint_users", "refresh_lease"]
+__all__ = ["RefreshBusy", "ScanOutcome", "SleeperIncrements", "hint_users", "missed_total", "refresh_lease"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ScanOutcome:
 
     def summary(self) -> str:
         if self.kind == "rebuild":
-            missed = sum(sum(v.values()) for v in self.missed.values())
+            missed = missed_total(self.missed)
             text = (f"full rebuild of {len(self.reports)} level(s) for {self.day} in {self.seconds:.1f} s: "
                     f"{sum(r.sleepers for r in self.reports)} sleepers")
             return text + (f"; {missed} row(s) the increments had missed" if missed else "")
@@ -118,6 +118,11 @@ def refresh_lease(runtime: Runtime, who: str, wait_seconds: float) -> Iterator[b
         raise
     finally:
         leases.release(runtime.sessions, SLEEPERS_REFRESH_JOB, holder, runtime.clock.now(), outcome)
+
+
+def missed_total(missed: dict[str, dict[str, int]]) -> int:
+    """Rows a reconciling rebuild found wrong, over every level and kind (missing, extra, different)."""
+    return sum(sum(kinds.values()) for kinds in missed.values())
 
 
 def hint_users(runtime: Runtime, user_ids: Iterable[int]) -> None:
@@ -178,7 +183,7 @@ class SleeperIncrements:
                                                     time.perf_counter() - pass_seconds)
             if comparable and replaced.differences():
                 missed[str(term_id)] = replaced.differences()
-            AccessAnnouncer(runtime).announce_expiries(term_id, day, _ended(tally))
+            AccessAnnouncer(runtime).announce_expiries(term_id, day, ends_of(tally.sleepers, tally.certified))
             self.writer.backfill_first_time(term_id, day, parents)
             reports.append(RefreshReport(term_id, day, replaced.seconds, **stats))
             if progress is not None:
@@ -187,7 +192,7 @@ class SleeperIncrements:
         now = runtime.clock.now()
         if missed:
             log.warning("the reconciling rebuild found %d read-model row(s) the change scan had missed: %s",
-                        sum(sum(v.values()) for v in missed.values()), missed)
+                        missed_total(missed), missed)
         self._save(day=day, shape=self._shape(parents), digests=digests, scanned_at=now, scan_seconds=seconds,
                    last_changes={}, rebuilt_at=now, rebuild_seconds=seconds,
                    reconciled_at=now if comparable else None, missed=missed, keep_reconciled=not comparable)
@@ -215,7 +220,7 @@ class SleeperIncrements:
             evaluated = site_pass.users_evaluated
             rows_changed, touched = self._apply(tallies, selection, day)
             for term_id, tally in tallies.items():
-                AccessAnnouncer(runtime).announce_expiries(term_id, day, _ended(tally))
+                AccessAnnouncer(runtime).announce_expiries(term_id, day, ends_of(tally.sleepers, tally.certified))
         self._mark_current(day, counted=None if state.day != day else touched)
         seconds = round(time.perf_counter() - started, 3)
         changes = {"buckets": len(buckets), "users": len(singles), "evaluated": evaluated, "rows": rows_changed}
@@ -224,9 +229,6 @@ class SleeperIncrements:
         self._forget_hints(hint_ids)
         kind = "idle" if selection.empty and state.day == day else "scan"
         return ScanOutcome(kind, day, seconds, buckets=len(buckets), users=evaluated, rows_changed=rows_changed)
-
-    def state(self) -> SleeperScan | None:
-        return self._state()
 
     # --- internals -----------------------------------------------------------------------------------
 
@@ -334,8 +336,3 @@ def _selection_filters(column: sa.Column, selection: UserSelection) -> list[sa.C
     filters += [column.in_(singles[start:start + _IN]) for start in range(0, len(singles), _IN)]
     return filters
 
-
-def _ended(tally: LevelTally) -> list[Ended]:
-    return ([Ended(user_id, expired_on, last_grant, blocked, email)
-             for user_id, expired_on, last_grant, blocked, email, *_ in tally.sleepers]
-            + [Ended(*entry) for entry in tally.certified])

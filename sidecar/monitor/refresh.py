@@ -31,7 +31,7 @@ from sidecar.monitor.increments import RefreshBusy, ScanOutcome, SleeperIncremen
 from sidecar.monitor.level_rows import USER_BATCH, ancestor_key_rows, user_batches
 from sidecar.monitor.model_store import ReadModelWriter, RefreshReport, search_text
 from sidecar.monitor.query import manual_certificate_users
-from sidecar.webhooks.access import AccessAnnouncer, Ended
+from sidecar.webhooks.access import AccessAnnouncer, Ended, ends_of
 
 if TYPE_CHECKING:
     from sidecar.bootstrap import Runtime
@@ -57,9 +57,7 @@ class LevelEvaluation:
 
     def ended(self) -> list[Ended]:
         """Everyone whose access to the level ended without renewal: sleepers and certificate holders."""
-        return ([Ended(user_id, expired_on, last_grant, blocked, email)
-                 for user_id, expired_on, last_grant, blocked, email, *_ in self.sleepers]
-                + [Ended(*entry) for entry in self.certified])
+        return ends_of(self.sleepers, self.certified)
 
 
 class SleeperRefresher:

@@ -84,6 +84,15 @@ class Ended:
     email: str
 
 
+def ends_of(sleepers: Iterable[tuple], certified: Iterable[tuple]) -> list[Ended]:
+    """Everyone whose access to a level ended without renewal: the sleeper tuples
+    ``(user_id, expired_on, last_grant, blocked, email, ...)`` and the certificate holders
+    ``(user_id, expired_on, last_grant, blocked, email)`` the report leaves out."""
+    return ([Ended(user_id, expired_on, last_grant, blocked, email)
+             for user_id, expired_on, last_grant, blocked, email, *_ in sleepers]
+            + [Ended(*entry) for entry in certified])
+
+
 @dataclass(frozen=True)
 class ScanReport:
     listening: bool = True
