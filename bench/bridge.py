@@ -71,6 +71,7 @@ from _common import cli as _cli
 from _common import free_port as _free_port
 from _common import percentile as _percentile
 from _common import split_password as _split_password
+import _wrk
 
 DUPLICATE_SHARE = 0.10
 WARMUP_REQUESTS = 64
@@ -253,6 +254,45 @@ def grant_requests(count: int, run_id: str, products: list[tuple[int, int, str]]
     return made
 
 
+def local_database_pid(store: str) -> int | None:
+    """The pid of the MariaDB server of a store on this machine (its CPU is part of each request's cost),
+    or None for SQLite, a remote server, or a server this user cannot see."""
+    url = sa.make_url(store)
+    if url.get_backend_name() != "mysql" or (url.host or "localhost") not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    for name in ("mariadbd", "mysqld"):
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and (entry / "comm").read_text().strip() == name:
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def wrk_phase(args, port: int, server_pid: int, database_pid: int | None, products: list[tuple[int, int, str]],
+              api_key: str, run_id: str) -> dict | None:
+    """GET /healthz, then intake, closed loop with wrk: the same connections as the Python client, a
+    client that costs next to no CPU. Returns both runs' figures (None when wrk is not installed)."""
+    if not _wrk.available():
+        print("  (wrk is not installed: the closed loop with wrk is skipped; apt-get install wrk)", flush=True)
+        return None
+    url = f"http://{HOST}:{port}"
+    runs = {}
+    for name, target, grants in (("baseline", "/healthz", None),
+                                 ("intake", "/api/v1/grants", {"products": products, "run_id": run_id + "k",
+                                                               "api_key": api_key, "duplicate_share": DUPLICATE_SHARE})):
+        cpu_before, database_before = _cpu_seconds(server_pid), _cpu_seconds(database_pid) if database_pid else 0.0
+        figures = _wrk.run(url + target, seconds=args.wrk_seconds, connections=args.concurrency, grants=grants)
+        figures["server_cpu_ms_per_request"] = round((_cpu_seconds(server_pid) - cpu_before) /
+                                                     max(1, figures["requests"]) * 1000, 3)
+        if database_pid:
+            figures["database_cpu_ms_per_request"] = round((_cpu_seconds(database_pid) - database_before) /
+                                                           max(1, figures["requests"]) * 1000, 3)
+        runs[name] = figures
+    return runs
+
+
 # --- store queries --------------------------------------------------------------------------------------
 def grants_of_run(runtime, run_id: str) -> list[Grant]:
     with runtime.sessions() as session:
@@ -363,6 +403,9 @@ def main() -> None:  # one linear script
     parser.add_argument("--store-url", action="append", default=None,
                         help="a store to measure: 'sqlite' (a new SQLite file, the default) or the URL of an existing "
                              "database you can spare; repeat to measure several stores in one run")
+    parser.add_argument("--wrk-seconds", type=float, default=10.0,
+                        help="seconds of each closed-loop run with wrk (GET /healthz, then intake), the client that "
+                             "costs next to no CPU (default 10; 0 skips; skipped with a note when wrk is not installed)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     args = parser.parse_args()
@@ -438,6 +481,10 @@ INCLUDES = {
                    "soon as it has read the previous answer; 10 % repeat an earlier external_id (answered from the "
                    "store as replays); rps = answers / wall time of the phase; latency = from sending the request "
                    "to having read the whole answer, on the client; no worker running",
+    "closed_loop_wrk": "the same two closed loops (GET /healthz as baseline, then the intake with new deals and 10 % "
+                       "repeats) from wrk, a C client with one thread and --concurrency connections, for --wrk-seconds "
+                       "each: what the server does when the client costs next to no CPU; latency is wrk's (request "
+                       "written to answer read); rps = answers / duration",
     "open_loop": "POST /api/v1/grants due at --rate per second whatever the server does, sent over --concurrency "
                  "keep-alive connections; latency counts from each request's due time (queueing in the client "
                  "when all connections are busy included: no coordinated omission); achieved_rps = answers / wall time",
@@ -532,6 +579,7 @@ def _measure(args, processes: Processes, runtime, run_id: str, notes: list[str],
     intake_requests = grant_requests(args.requests, run_id, products, api_key, rng)
     duplicates = args.requests - len({body for _m, _p, body, _h in intake_requests})
     intake = run_load(port, intake_requests, args.concurrency, server.pid)
+    wrk_figures = wrk_phase(args, port, server.pid, local_database_pid(store), products, api_key, run_id) if args.wrk_seconds else None
     paced = None
     if args.rate and args.paced_requests:
         paced_requests = grant_requests(args.paced_requests, run_id + "p", products, api_key, rng)
@@ -608,6 +656,18 @@ def _measure(args, processes: Processes, runtime, run_id: str, notes: list[str],
           f"gunicorn {intake.server_cpu:.1f} s ({intake.server_cpu / intake.wall:.0%} of a core, "
           f"{intake.server_cpu / max(1, len(intake.latencies)) * 1000:.2f} ms per request), "
           f"of {cores} cores x {intake.wall:.1f} s")
+    if wrk_figures:
+        for name, figures in wrk_figures.items():
+            lat = figures["latency_us"]
+            print(f"  wrk {name:<13} {'GET /healthz' if name == 'baseline' else 'POST /api/v1/grants'} for "
+                  f"{args.wrk_seconds:g} s, {args.concurrency} connections (wrk, 1 thread): "
+                  f"{figures['rps']:,.0f} req/s; p50 {lat['p50'] / 1000:.1f} ms, p90 {lat['p90'] / 1000:.1f} ms, "
+                  f"p99 {lat['p99'] / 1000:.1f} ms, max {lat['max'] / 1000:.1f} ms; answers 200/202 {figures['ok']}, "
+                  f"other {figures['other_status']}, replayed {figures['replayed']}, socket errors "
+                  f"{sum(v for k, v in figures['errors'].items() if k != 'status')}; gunicorn CPU "
+                  f"{figures['server_cpu_ms_per_request']:.2f} ms per request" +
+                  (f", MariaDB server CPU {figures['database_cpu_ms_per_request']:.2f} ms per request"
+                   if "database_cpu_ms_per_request" in figures else ""))
     if paced:
         print(f"  paced intake      {args.paced_requests} POST /api/v1/grants offered at {args.rate:g} req/s (open loop, "
               f"latency from each request's due time), {args.concurrency} connections")
@@ -652,6 +712,16 @@ def _measure(args, processes: Processes, runtime, run_id: str, notes: list[str],
                               "replayed": intake.replayed, "transport_errors": sum(intake.errors.values()),
                               "server_cpu_ms_per_request": cpu_per_request(intake),
                               "grants_stored": len(accepted), "grants_expected": args.requests - duplicates}
+    if wrk_figures:
+        figures["closed_loop_wrk"] = {
+            name: {"requests": f["requests"], "seconds": round(f["duration_us"] / 1e6, 2), "rps": round(f["rps"]),
+                   "p50_ms": round(f["latency_us"]["p50"] / 1000, 1), "p90_ms": round(f["latency_us"]["p90"] / 1000, 1),
+                   "p99_ms": round(f["latency_us"]["p99"] / 1000, 1), "max_ms": round(f["latency_us"]["max"] / 1000, 1),
+                   "ok": f["ok"], "other_status": f["other_status"], "replayed": f["replayed"], "errors": f["errors"],
+                   "server_cpu_ms_per_request": f["server_cpu_ms_per_request"],
+                   **({"database_cpu_ms_per_request": f["database_cpu_ms_per_request"]}
+                      if "database_cpu_ms_per_request" in f else {})}
+            for name, f in wrk_figures.items()}
     if paced:
         figures["open_loop"] = {"requests": len(paced.latencies), "offered_rps": args.rate,
                                 "achieved_rps": round(len(paced.latencies) / paced.wall), **_latencies(paced.latencies),

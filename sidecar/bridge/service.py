@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from sidecar.bootstrap import Runtime
 from sidecar.domain.grants import FieldError, GrantSpec, validate_grant
@@ -25,10 +26,11 @@ from sidecar.domain.messages import Message
 from sidecar.memberlux.products import Override, ProductCatalog
 from sidecar.store import audit
 from sidecar.webhooks.events import emit
-from sidecar.store.db import unit_of_work, write_gate
+from sidecar.store.db import unit_of_work
 from sidecar.store.grant_models import CANCELLED, FAILED, FETCHING, FINAL_STATES, OPEN_STATES, QUEUED, SHADOW, Grant
 
 from .auth import Principal
+from .intake_writer import IntakeWriter, KeyTaken, PendingGrant
 from .parsers import ParsedRequest
 from .reasons import error_values
 
@@ -129,6 +131,7 @@ class BridgeService:
             runtime.wp_engine, runtime.site,
             [Override(o.term_id, o.duration, o.units, o.product_id) for o in settings.bridge.product_overrides])
         self.levels = _LevelCache(runtime)
+        self.writer = IntakeWriter(lambda: runtime.store_engine)
 
     @property
     def shadow(self) -> bool:
@@ -293,20 +296,17 @@ class BridgeService:
             existing = self._existing(grant.idempotency_key, grant.request_hash, grant.channel)
             if existing is not None:
                 return existing
+        # One transaction: the grant (the outbox entry), its audit events and its webhook event, shared
+        # with the requests that arrive meanwhile (intake_writer). Plain INSERTs rather than the ORM's
+        # unit of work, which costs more than the writes themselves; everything is prepared before.
+        values = row_values(grant)
+        events = [audit.row(subject_type="grant", subject_id=grant.id, action=action, at=grant.created_at,
+                            actor=str(context.principal), source_ip=context.source_ip, **details)
+                  for action, details in steps]
         try:
-            # One transaction: the grant (the outbox entry), its audit events and its webhook event.
-            # Plain INSERTs rather than the ORM's unit of work, which costs more than the writes themselves.
-            # Everything is prepared before the write begins, so the store's write lock is held briefly.
-            values = row_values(grant)
-            events = [audit.row(subject_type="grant", subject_id=grant.id, action=action, at=grant.created_at,
-                                actor=str(context.principal), source_ip=context.source_ip, **details)
-                      for action, details in steps]
-            with write_gate(self.runtime.store_engine), unit_of_work(self.runtime.sessions) as session:
-                session.connection().execute(_INSERT_GRANT, values)
-                audit.insert_rows(session, events)
-                emit_accepted(session, grant)
-        except IntegrityError:
-            # A concurrent request with the same key won the unique constraint a moment ago.
+            self.writer.write(PendingGrant(values, events, accepted_event(grant)))
+        except KeyTaken:
+            # Stored already, or a concurrent request with the same key won the unique constraint.
             existing = self._existing(grant.idempotency_key or "", grant.request_hash, grant.channel)
             if existing is None:
                 raise
@@ -388,9 +388,6 @@ class BridgeService:
             return grant
 
 
-_INSERT_GRANT = Grant.__table__.insert()
-
-
 def row_values(grant: Grant) -> dict[str, Any]:
     """Every column of a new, unsaved grant, with the model's defaults filled in on the object too, so the
     answer built from it reads as it would after an ORM flush."""
@@ -405,13 +402,21 @@ def row_values(grant: Grant) -> dict[str, Any]:
     return values
 
 
-def emit_accepted(session, grant: Grant) -> None:
-    """``grant.accepted`` in the transaction that stores the grant (amoCRM grants: once their lead is read)."""
+def accepted_event(grant: Grant) -> tuple[str, dict[str, Any]] | None:
+    """The type and data of ``grant.accepted`` for ``grant``; None while it does not say what it grants
+    (an amoCRM lead not read yet)."""
     if grant.term_id is None:
-        return
-    emit(session, "grant.accepted", {"grant_id": grant.id, "channel": grant.channel, "external_id": grant.external_id,
-                                     "email": grant.email or "", "term_id": grant.term_id, "duration": grant.duration,
-                                     "units": grant.units}, grant.created_at)
+        return None
+    return "grant.accepted", {"grant_id": grant.id, "channel": grant.channel, "external_id": grant.external_id,
+                              "email": grant.email or "", "term_id": grant.term_id, "duration": grant.duration,
+                              "units": grant.units}
+
+
+def emit_accepted(session: Session | Connection, grant: Grant) -> None:
+    """``grant.accepted`` in the transaction that stores the grant (amoCRM grants: once their lead is read)."""
+    event = accepted_event(grant)
+    if event is not None:
+        emit(session, *event, grant.created_at)
 
 
 def is_final(grant: Grant) -> bool:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from sidecar.logs import request_id_var
@@ -33,12 +34,12 @@ def row(*, subject_type: str, subject_id: str, action: str, at: datetime, actor:
             "details": {k: v for k, v in details.items() if v is not None}}
 
 
-def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Add events in one statement of ``session``'s transaction, without the ORM's unit of work: the
-    grant intake stores a few events per request, and building and flushing objects costs more than the
-    write itself."""
+def insert_rows(target: Session | Connection, rows: list[dict[str, Any]]) -> None:
+    """Add events in one statement of the transaction of ``target`` (a session or a connection), without
+    the ORM's unit of work: the grant intake stores a few events per request, and building and flushing
+    objects costs more than the write itself."""
     if rows:
-        session.connection().execute(_INSERT, rows)
+        (target.connection() if isinstance(target, Session) else target).execute(_INSERT, rows)
 
 
 def trail(session: Session, subject_type: str, subject_id: str) -> list[AuditEvent]:

@@ -77,9 +77,14 @@ class SqliteWriteGate:
         self._fd: int | None = None
         self._pid = 0
 
-    def _descriptor(self) -> int:
+    def _descriptor(self) -> int | None:
         if self._fd is None or self._pid != os.getpid():  # a forked child needs a description of its own
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                # The store's directory is gone or read-only: the transaction will fail on the database
+                # itself, with the store's own error (answered as "store unavailable"), not on this file.
+                return None
             self._pid = os.getpid()
         return self._fd
 
@@ -87,6 +92,9 @@ class SqliteWriteGate:
     def __call__(self) -> Iterator[None]:
         with self._threads:
             descriptor = self._descriptor()
+            if descriptor is None:
+                yield
+                return
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             try:
                 yield

@@ -347,9 +347,10 @@ def test_admin_retry_of_an_order_without_key_looks_for_the_key_first_then_orders
 
 
 def test_store_unavailable_answers_503_with_retry_after_and_recovers(bridge, tmp_path):
-    working = bridge.runtime.sessions
+    working, working_engine = bridge.runtime.sessions, bridge.runtime.store_engine
     broken = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-directory' / 'store.sqlite'}")
     bridge.runtime.sessions = store_db.session_factory(broken)
+    bridge.runtime.store_engine = broken   # the intake's shared commits write through the engine
     try:
         for response in (bridge.api(brief_body()), bridge.api(brief_body(external_id="deal-503")),
                          bridge.signed({"email": "a@example.org", "key": {"term_id": 7, "duration": 1}})):
@@ -358,7 +359,7 @@ def test_store_unavailable_answers_503_with_retry_after_and_recovers(bridge, tmp
             assert response.get_json()["code"] == "store_unavailable"
             assert response.get_json()["ok"] is False
     finally:
-        bridge.runtime.sessions = working
+        bridge.runtime.sessions, bridge.runtime.store_engine = working, working_engine
         broken.dispose()
     response = bridge.api(brief_body(external_id="deal-503"))
     assert response.status_code == 202
