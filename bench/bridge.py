@@ -1,6 +1,6 @@
 """Grant bridge figures: intake throughput of `mlsidecar serve`, delivery throughput of `mlsidecar worker`.
 
-    .venv/bin/python bench/bridge.py [--requests 5000] [--concurrency 32] [--workers 2]
+    .venv/bin/python bench/bridge.py [--requests 5000] [--concurrency 32] [--workers 2] [--wrk-seconds 10]
                                      [--delivery-concurrency 8] [--latency 1.5] [--grants 400]
                                      [--store-url sqlite --store-url mysql+pymysql://root@127.0.0.1:3306/mls_bench]
 
@@ -15,6 +15,10 @@ Everything runs on loopback, in a temporary directory removed at the end (also o
    request as soon as it has read the previous answer), 10 % of them repeating an earlier
    ``external_id`` with the same payload. No worker runs, so this measures the sidecar's intake alone.
    A GET /healthz run with the same client first shows the ceiling of client + gunicorn on this machine.
+   The same two closed loops again from ``wrk`` (a C client, ``apt-get install wrk``; skipped with a note
+   when it is missing) for ``--wrk-seconds`` each: the Python client costs CPU on the same cores as the
+   server, wrk next to none. For a MariaDB store on this machine the server's CPU per request is printed
+   too (it is the whole server's: run it with nothing else using that server).
    Intake, open loop: ``--paced-requests`` more posts due at ``--rate`` per second whatever the server
    does; each latency counts from the request's due time (a server that falls behind shows it).
 3. Delivery: the first ``--grants`` accepted grants stay queued (the others are cancelled in the store,
