@@ -13,9 +13,11 @@ lead to the oldest request that queued meanwhile (which takes everything queued 
 request waits for more than one transaction beyond its own and no thread lives here.
 
 A request whose idempotency key is already stored, or taken by an earlier request of the same
-transaction, gets :class:`KeyTaken` and answers as a replay. When the transaction fails on a unique
-key that the look before it could not see (another process inserted it a moment earlier), every
-grant of it is written again in a transaction of its own, so one collision never fails the others.
+transaction, gets :class:`KeyTaken` and answers as a replay. A grant committed alone is inserted
+without a look (the unique key decides, as before shared commits); a shared commit looks first, and
+when it still fails on a unique key the look could not see (another process inserted it a moment
+earlier), every grant of it is written again in a transaction of its own, so one collision never
+fails the others.
 """
 
 from __future__ import annotations
@@ -144,7 +146,9 @@ class IntakeWriter:
         keys = [p.key for p in batch if p.key]
         engine = self._engine()
         with write_gate(engine), engine.begin() as connection:
-            stored = _stored_keys(connection, keys) if keys else set()
+            # A grant alone is inserted straight away (a stored key fails it, as a replay); a shared
+            # commit looks first, so that one replay among them does not fail the others' transaction.
+            stored = _stored_keys(connection, keys) if keys and len(batch) > 1 else set()
             writing: list[PendingGrant] = []
             taken: list[PendingGrant] = []
             for pending in batch:
