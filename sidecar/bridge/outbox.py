@@ -461,8 +461,8 @@ class GrantDeliverer:
     # --- evidence -------------------------------------------------------------------------------------
     def _evidence(self, grant: Grant) -> Evidence:
         """Every trace of this grant's order calls the site's database shows now."""
-        user = self.runtime.reader.user_by_email(grant.email) if grant.email else None
-        user_id = user.id if user else grant.user_id
+        found = self.runtime.reader.user_id_by_email(grant.email) if grant.email else None
+        user_id = found if found is not None else grant.user_id
         keys = self.traces.keys(user_id, grant.term_id, grant.id) if user_id is not None else []
         orders = []
         uses_orders = self.runtime.settings.memberlux.order_dialect == "woocommerce"
@@ -601,8 +601,9 @@ class GrantDeliverer:
                               grant_changes={"status": CONFIRMING if judgement.verdict is Verdict.ORDERED else UNKNOWN})
                 return self._release(grant, next_attempt_at=self._next_look(started, grant.settle_until))
             self._attempt(grant, "lookup", "settled", started, detail=judgement.reason)
-        existing_user = self.runtime.reader.user_by_email(grant.email) if grant.email else None
-        user_existed = grant.user_existed if grant.user_existed is not None else existing_user is not None
+        user_existed = grant.user_existed
+        if user_existed is None:
+            user_existed = bool(grant.email) and self.runtime.reader.user_id_by_email(grant.email or "") is not None
         started = self.runtime.clock.now()
         first_ordered_at = grant.first_ordered_at or started
         # Committed before the call: a crash from here on is seen by the next claimer as an unknown outcome.
