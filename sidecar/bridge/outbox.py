@@ -29,9 +29,11 @@ import random
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -62,7 +64,10 @@ from .reasons import error_values
 from .service import BridgeService, IntakeRejected, emit_accepted
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
+_GRANTS = Grant.__table__
+_ATTEMPTS = GrantAttempt.__table__
 WORKABLE = (QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING, SHADOW)
 #: New orders after orders that exist without a key, never answered as complete, on a site whose
 #: payments add-on is active with auto-activation (a bound against a site that breaks every order).
@@ -140,8 +145,8 @@ class GrantDeliverer:
     def claim(self, grant_id: str) -> Grant | None:
         now = self.runtime.clock.now()
         with unit_of_work(self.runtime.sessions) as session:
-            won = session.execute(
-                sa.update(Grant).where(Grant.id == grant_id, self._claimable(now))
+            won = session.connection().execute(
+                sa.update(_GRANTS).where(_GRANTS.c.id == grant_id, self._claimable(now))
                 .values(claimed_by=self._claim_name(), claim_expires_at=now + self.lease)
             ).rowcount
             return session.get(Grant, grant_id) if won else None
@@ -151,10 +156,14 @@ class GrantDeliverer:
         """The grant is still under the claim this copy was read with: the condition of every state write."""
         return sa.and_(Grant.id == grant.id, Grant.claimed_by == grant.claimed_by, Grant.claimed_by.is_not(None))
 
+    def _set(self, session, grant: Grant, changes: dict) -> bool:
+        """Apply ``changes`` to the grant row under our claim; whether we still held it. A plain UPDATE of the
+        table: the ORM's bulk update would look for loaded copies to synchronise, and there are none."""
+        return bool(session.connection().execute(sa.update(_GRANTS).where(self._ours(grant))
+                                                 .values(updated_at=self.runtime.clock.now(), **changes)).rowcount)
+
     def _write(self, session, grant: Grant, **changes) -> None:
-        won = session.execute(sa.update(Grant).where(self._ours(grant))
-                              .values(updated_at=self.runtime.clock.now(), **changes)).rowcount
-        if not won:
+        if not self._set(session, grant, changes):
             raise ClaimLost(grant.id)
 
     def _release(self, grant: Grant, **changes) -> Grant:
@@ -165,8 +174,7 @@ class GrantDeliverer:
     def release(self, grant: Grant) -> Grant:
         """Give a grant back untouched if we still hold it (a pass may have released it already)."""
         with unit_of_work(self.runtime.sessions) as session:
-            session.execute(sa.update(Grant).where(self._ours(grant))
-                            .values(claimed_by=None, claim_expires_at=None, updated_at=self.runtime.clock.now()))
+            self._set(session, grant, {"claimed_by": None, "claim_expires_at": None})
             return session.get(Grant, grant.id)
 
     def _update(self, grant: Grant, **changes) -> None:
@@ -176,36 +184,73 @@ class GrantDeliverer:
     # --- bookkeeping -------------------------------------------------------------------------------
     def _attempt(self, grant: Grant, kind: str, outcome: str, started: datetime, *, status: int | None = None,
                  detail: str | None = None, action: str | None = None, grant_changes: dict | None = None,
-                 events: list[tuple[str, dict]] | None = None, **audit_details) -> None:
+                 events: list[tuple[str, dict]] | None = None, finished: datetime | None = None,
+                 then: dict | None = None, reread: bool = False, **audit_details) -> Grant | None:
         """Record one attempt (and its audit event), applying ``grant_changes`` in the same transaction.
 
         The attempt is recorded even when our claim was lost meanwhile (what the site answered is a
         fact worth keeping); the grant's state and the events are written only under our claim.
+
+        ``then`` is a second attempt of the same pass (the same arguments as a dict), recorded after this
+        one in the same transaction, its ``grant_changes`` applied over this one's: an order's answer and
+        the read-back that found its key are one commit. It is recorded only under our claim: a read-back
+        is no fact about the site worth keeping once another worker holds the grant. ``finished`` is when
+        the attempt ended (default: now). With ``reread`` the grant as written is returned.
         """
         now = self.runtime.clock.now()
+        attempts = [(kind, outcome, started, finished or now, status, detail, action, audit_details)]
+        changes = dict(grant_changes or {})
+        emitted = list(events or ())
+        if then is not None:
+            then = dict(then)
+            changes.update(then.pop("grant_changes", None) or {})
+            emitted.extend(then.pop("events", None) or ())
+            attempts.append((then.pop("kind"), then.pop("outcome"), then.pop("started"), then.pop("finished", None) or now,
+                             then.pop("status", None), then.pop("detail", None), then.pop("action", None), then))
+        released = None
         with unit_of_work(self.runtime.sessions) as session:
             # The grant row first: inserting the attempt takes a shared lock on it (foreign key), and a
             # shared lock upgraded to an exclusive one deadlocks against a rival's claim on MariaDB.
-            lost = False
-            if grant_changes:
-                lost = not session.execute(sa.update(Grant).where(self._ours(grant))
-                                           .values(updated_at=now, **grant_changes)).rowcount
-            number = (session.scalar(sa.select(sa.func.count()).select_from(GrantAttempt)
-                                     .where(GrantAttempt.grant_id == grant.id)) or 0) + 1
-            session.add(GrantAttempt(grant_id=grant.id, number=number, kind=kind, started_at=started, finished_at=now,
-                                     outcome=outcome, http_status=status, detail=(detail or "")[:1000] or None,
-                                     elapsed_ms=int((now - started).total_seconds() * 1000), worker=self.holder))
-            audit.record(session, subject_type="grant", subject_id=grant.id, action=action or f"{kind}.{outcome}",
-                         at=now, actor=self.holder, http_status=status, detail=(detail or None), **audit_details)
+            lost = bool(changes) and not self._set(session, grant, changes)
             if lost:
-                audit.record(session, subject_type="grant", subject_id=grant.id, action="grant.claim_lost", at=now,
-                             actor=self.holder, detail=f"claim expired before {kind} {outcome} could be applied")
-            else:
-                for name, payload in events or ():
+                attempts = attempts[:1]
+            connection = session.connection()
+            number = connection.scalar(sa.select(sa.func.count()).select_from(_ATTEMPTS)
+                                       .where(_ATTEMPTS.c.grant_id == grant.id)) or 0
+            # Plain INSERTs: building and flushing ORM objects costs more than these writes themselves.
+            connection.execute(_ATTEMPTS.insert(), [
+                {"grant_id": grant.id, "number": number + n, "kind": a_kind, "started_at": a_started,
+                 "finished_at": a_finished, "outcome": a_outcome, "http_status": a_status,
+                 "detail": (a_detail or "")[:1000] or None,
+                 "elapsed_ms": int((a_finished - a_started).total_seconds() * 1000), "worker": self.holder}
+                for n, (a_kind, a_outcome, a_started, a_finished, a_status, a_detail, _a, _d) in enumerate(attempts, 1)])
+            trail = [audit.row(subject_type="grant", subject_id=grant.id, action=a_action or f"{a_kind}.{a_outcome}",
+                               at=a_finished, actor=self.holder, http_status=a_status, detail=(a_detail or None),
+                               **a_details)
+                     for a_kind, a_outcome, _s, a_finished, a_status, a_detail, a_action, a_details in attempts]
+            if lost:
+                trail.append(audit.row(subject_type="grant", subject_id=grant.id, action="grant.claim_lost", at=now,
+                                       actor=self.holder,
+                                       detail=f"claim expired before {kind} {outcome} could be applied"))
+            audit.insert_rows(session, trail)
+            if not lost:
+                for name, payload in emitted:
                     emit(session, name, payload, now)
+                if reread:
+                    released = session.get(Grant, grant.id)
         if lost:
             log.warning("grant %s: claim lost before %s %s was applied; left to its new holder", grant.id, kind, outcome)
             raise ClaimLost(grant.id)
+        return released
+
+    def _after(self, grant: Grant, first: dict | None, kind: str, outcome: str, started: datetime,
+               **record) -> Grant | None:
+        """Record an attempt, after ``first`` (an attempt not yet recorded) in the same transaction if given."""
+        if first is None:
+            return self._attempt(grant, kind, outcome, started, **record)
+        reread = record.pop("reread", False)
+        return self._attempt(grant, **first, then={"kind": kind, "outcome": outcome, "started": started, **record},
+                             reread=reread)
 
     def _backoff(self, attempts: int) -> timedelta:
         base, cap = self.settings.retry_base_seconds, self.settings.retry_max_seconds
@@ -416,8 +461,8 @@ class GrantDeliverer:
     # --- evidence -------------------------------------------------------------------------------------
     def _evidence(self, grant: Grant) -> Evidence:
         """Every trace of this grant's order calls the site's database shows now."""
-        user = self.runtime.reader.user_by_email(grant.email) if grant.email else None
-        user_id = user.id if user else grant.user_id
+        found = self.runtime.reader.user_id_by_email(grant.email) if grant.email else None
+        user_id = found if found is not None else grant.user_id
         keys = self.traces.keys(user_id, grant.term_id, grant.id) if user_id is not None else []
         orders = []
         uses_orders = self.runtime.settings.memberlux.order_dialect == "woocommerce"
@@ -438,22 +483,38 @@ class GrantDeliverer:
         judgement = judge(self._evidence(grant), now=started, settle_until=grant.settle_until)
         return judgement, started
 
+    def _read(self, read: Callable[[], _T], grant: Grant, answer: dict | None) -> _T:
+        """A read of the site made while an order's answer is not recorded yet: when it fails, the answer is
+        recorded before the error goes on (that the site answered is what keeps the grant from new orders)."""
+        try:
+            return read()
+        except Exception:
+            if answer is not None:
+                self._attempt(grant, **answer)
+            raise
+
     def _key_rows(self, key_ids: tuple[int, ...]) -> list[KeyRow]:
         return self.runtime.reader.key_rows_by_ids(key_ids)
 
-    def _conclude(self, grant: Grant, judgement: Judgement, kind: str, started: datetime) -> Grant | None:
-        """Apply a judgement that ends the search (a key found, or nothing more to wait for)."""
+    def _conclude(self, grant: Grant, judgement: Judgement, kind: str, started: datetime, *,
+                  answer: dict | None = None) -> Grant | None:
+        """Apply a judgement that ends the search (a key found, or nothing more to wait for).
+
+        ``answer`` is an order's answer not recorded yet: a key found is recorded with it in one transaction;
+        any other conclusion records it first. Returns None (with ``answer`` still unrecorded) otherwise."""
         verdict = judgement.verdict
         if verdict in (Verdict.CONFIRMED, Verdict.CONFIRMED_UNTAGGED):
-            rows = self._key_rows(judgement.keys)
+            rows = self._read(lambda: self._key_rows(judgement.keys), grant, answer)
             if rows:
                 return self._succeed(grant, rows, order_id=grant.order_id, attempt=(kind, started, judgement.reason),
-                                     untagged=verdict is Verdict.CONFIRMED_UNTAGGED)
+                                     untagged=verdict is Verdict.CONFIRMED_UNTAGGED, answer=answer)
         if verdict is Verdict.DUPLICATED:
-            rows = self._key_rows(judgement.keys)
+            rows = self._read(lambda: self._key_rows(judgement.keys), grant, answer)
             if len(rows) > 1:
-                return self._duplicated(grant, rows, kind, started, judgement.reason)
+                return self._duplicated(grant, rows, kind, started, judgement.reason, answer=answer)
         if verdict is Verdict.ORDER_WITHOUT_KEY:
+            if answer is not None:
+                self._attempt(grant, **answer)
             meta = grant.meta or {}
             reorders = int(meta.get("reorders_without_key", 0))
             payments = payments_state(self.runtime.reader, multisite=bool(self.runtime.settings.wordpress.base_prefix))
@@ -540,8 +601,9 @@ class GrantDeliverer:
                               grant_changes={"status": CONFIRMING if judgement.verdict is Verdict.ORDERED else UNKNOWN})
                 return self._release(grant, next_attempt_at=self._next_look(started, grant.settle_until))
             self._attempt(grant, "lookup", "settled", started, detail=judgement.reason)
-        existing_user = self.runtime.reader.user_by_email(grant.email) if grant.email else None
-        user_existed = grant.user_existed if grant.user_existed is not None else existing_user is not None
+        user_existed = grant.user_existed
+        if user_existed is None:
+            user_existed = bool(grant.email) and self.runtime.reader.user_id_by_email(grant.email or "") is not None
         started = self.runtime.clock.now()
         first_ordered_at = grant.first_ordered_at or started
         # Committed before the call: a crash from here on is seen by the next claimer as an unknown outcome.
@@ -588,21 +650,28 @@ class GrantDeliverer:
         grant.orders_sent += 1
         now = self.runtime.clock.now()
         meta = {**(grant.meta or {}), "order_answered": True}
-        self._attempt(grant, "order", "ok", started, status=result.status,
-                      detail=f"order {result.order_id} in {result.elapsed:.2f} s", order_id=result.order_id,
-                      grant_changes={"status": CONFIRMING, "outcome_unknown": False, "order_id": result.order_id,
-                                     "settle_until": now + self.settle, "meta": meta})
+        answer = {"kind": "order", "outcome": "ok", "started": started, "finished": now, "status": result.status,
+                  "detail": f"order {result.order_id} in {result.elapsed:.2f} s", "order_id": result.order_id,
+                  "grant_changes": {"status": CONFIRMING, "outcome_unknown": False, "order_id": result.order_id,
+                                    "settle_until": now + self.settle, "meta": meta}}
         grant.meta = meta
         grant.status, grant.order_id, grant.outcome_unknown = CONFIRMING, result.order_id, False
         grant.settle_until = now + self.settle
-        return self.confirm(grant)
+        # The key is read back before the answer is recorded, so that a key found is one commit with it.
+        # Until that commit the store still says ``delivering``: a crash meanwhile is seen like one during
+        # the call (an unknown outcome, looked up, never ordered again before the settle time).
+        return self.confirm(grant, answer=answer)
 
-    def confirm(self, grant: Grant) -> Grant:
-        """An order exists: read its key back until the settle time; never order again."""
-        judgement, started = self._look(grant)
-        concluded = self._conclude(grant, judgement, "confirm", started)
+    def confirm(self, grant: Grant, *, answer: dict | None = None) -> Grant:
+        """An order exists: read its key back until the settle time; never order again.
+
+        ``answer`` is the order's answer, recorded with the key found or else before anything else."""
+        judgement, started = self._read(lambda: self._look(grant), grant, answer)
+        concluded = self._conclude(grant, judgement, "confirm", started, answer=answer)
         if concluded is not None:
             return concluded
+        if answer is not None:
+            self._attempt(grant, **answer)
         if judgement.verdict is Verdict.SAFE_TO_ORDER:
             # The site said it made an order, yet nothing of it shows after the settle time.
             self._attempt(grant, "confirm", "not_found", started, detail=judgement.reason)
@@ -620,14 +689,15 @@ class GrantDeliverer:
                 "is_unlimited": bool(row.is_unlimited)}
 
     def _succeed(self, grant: Grant, rows: list[KeyRow], order_id: int | None,
-                 attempt: tuple[str, datetime, str], *, untagged: bool = False) -> Grant:
+                 attempt: tuple[str, datetime, str], *, untagged: bool = False, answer: dict | None = None) -> Grant:
         """Record the read-back that found the key, the audit event and the final state: one transaction."""
         row = next((r for r in rows if r.term_id == grant.term_id), rows[0])
         kind, started, detail = attempt
         now = self.runtime.clock.now()
         # Ordered more than once: an earlier call could still add a key; keep reading for a while.
         verify_until = now + self.settle if grant.orders_sent > 1 else None
-        self._attempt(grant, kind, "found", started, detail=detail, action="grant.succeeded", key_id=row.key_id,
+        released = self._after(grant, answer, kind, "found", started, detail=detail, action="grant.succeeded",
+                      key_id=row.key_id,
                       user_id=row.user_id, term_id=row.term_id, date_start=str(row.date_start),
                       date_end=str(row.date_end), order_id=order_id, matched_without_utm_id=untagged or None,
                       events=[("grant.succeeded", self._grant_event(grant, row, order_id))],
@@ -636,9 +706,8 @@ class GrantDeliverer:
                                      "user_id": row.user_id, "date_start": row.date_start,
                                      "date_end": None if row.is_unlimited else row.date_end,
                                      "is_unlimited": row.is_unlimited, "order_id": order_id,
-                                     "verify_until": verify_until, "claimed_by": None, "claim_expires_at": None})
-        with self.runtime.sessions() as session:
-            released = session.get(Grant, grant.id)
+                                     "verify_until": verify_until, "claimed_by": None, "claim_expires_at": None},
+                      reread=True)
         log.info("grant %s succeeded: key %s for user %s, level %s until %s", grant.id, row.key_id, row.user_id,
                  row.term_id, row.date_end)
         if released is not None and self.runtime.settings.bridge.welcome_email.enabled:
@@ -648,7 +717,7 @@ class GrantDeliverer:
         return released
 
     def _duplicated(self, grant: Grant, rows: list[KeyRow], kind: str, started: datetime, reason: str, *,
-                    already_succeeded: bool = False) -> Grant:
+                    already_succeeded: bool = False, answer: dict | None = None) -> Grant:
         """More than one key carries the grant's id: final, loud, with the keys listed for an admin."""
         rows = sorted(rows, key=lambda r: r.key_id)
         row = next((r for r in rows if r.term_id == grant.term_id), rows[0])
@@ -661,7 +730,8 @@ class GrantDeliverer:
                             for r in rows]}
         events = [] if already_succeeded else [("grant.succeeded", self._grant_event(grant, row, grant.order_id))]
         events.append(("grant.duplicated", payload))
-        self._attempt(grant, kind, "duplicated", started, detail=reason, action="grant.duplicated", key_ids=key_ids,
+        released = self._after(grant, answer, kind, "duplicated", started, detail=reason, action="grant.duplicated",
+                               key_ids=key_ids,
                       user_id=row.user_id, term_id=row.term_id, events=events,
                       grant_changes={"status": DUPLICATED, "outcome_unknown": False, "completed_at": now,
                                      "key_id": row.key_id, "user_id": row.user_id, "date_start": row.date_start,
@@ -670,10 +740,11 @@ class GrantDeliverer:
                                      **error_values({**(grant.meta or {}), "duplicate_keys": key_ids},
                                                     Message("grants.duplicated", {"count": len(rows),
                                                                                   "keys": ", ".join(map(str, key_ids))})),
-                                     "claimed_by": None, "claim_expires_at": None})
+                                     "claimed_by": None, "claim_expires_at": None},
+                               reread=True)
         log.warning("grant %s is duplicated: keys %s carry its id", grant.id, key_ids)
-        with self.runtime.sessions() as session:
-            return session.get(Grant, grant.id)
+        assert released is not None
+        return released
 
     # --- late duplicates ----------------------------------------------------------------------------------
     def verify_recent(self, limit: int = 200) -> list[Step]:

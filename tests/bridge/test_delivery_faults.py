@@ -23,6 +23,7 @@ from sidecar.bridge.service import BridgeService
 from sidecar.clock import FixedClock
 from sidecar.devstack.emulator import set_auto_activation
 from sidecar.memberlux.rest import Customer, MemberLuxRestClient
+from sidecar.store import audit
 from sidecar.store import db as store_db
 from sidecar.store.grant_models import GrantAttempt
 from sidecar.store.db import unit_of_work
@@ -444,6 +445,50 @@ def test_store_lost_right_after_the_site_answered_leaves_a_grant_that_is_confirm
     assert [s.status for s in bridge.deliver()] == ["succeeded"]
     assert bridge.orders_handled() == 1 and len(bridge.keys_of_grant(grant_id)) == 1
     assert attempts(bridge, grant_id) == [("order", "interrupted"), ("lookup", "found")]
+
+
+def test_an_answered_order_whose_key_is_there_is_recorded_with_it_in_one_commit(bridge):
+    freeze(bridge)
+    grant_id = bridge.api(brief_body()).get_json()["grant_id"]
+    commits = []
+
+    def committed(_conn) -> None:
+        commits.append(1)
+
+    sa.event.listen(bridge.runtime.store_engine, "commit", committed)
+    try:
+        assert [s.status for s in bridge.deliver()] == ["succeeded"]
+    finally:
+        sa.event.remove(bridge.runtime.store_engine, "commit", committed)
+    # The claim, the mark before the call, then the answer with the read-back and the success together.
+    assert len(commits) == 3
+    assert attempts(bridge, grant_id) == [("order", "ok"), ("confirm", "found")]
+    grant = bridge.grant(grant_id)
+    assert grant.meta["order_answered"] is True and grant.order_id is not None
+    with bridge.runtime.sessions() as session:
+        trail = [a.action for a in audit.trail(session, "grant", grant_id)]
+    assert trail[-2:] == ["order.ok", "grant.succeeded"]
+
+
+def test_a_failed_read_of_the_site_after_the_answer_records_the_answer_first(bridge):
+    clock = freeze(bridge)
+    grant_id = bridge.api(brief_body()).get_json()["grant_id"]
+    doomed = bridge.deliverer(holder="worker-with-dying-site-reads")
+
+    def site_gone(grant):
+        raise sa.exc.OperationalError("SELECT wp_users", {}, Exception("server has gone away"))
+
+    doomed._evidence = site_gone
+    with pytest.raises(sa.exc.OperationalError):
+        doomed.run_once()
+    grant = bridge.grant(grant_id)
+    # What keeps the grant from ever being ordered again without a key is recorded: the site answered.
+    assert (grant.status, grant.orders_sent, grant.meta.get("order_answered")) == ("confirming", 1, True)
+    assert attempts(bridge, grant_id) == [("order", "ok")]
+
+    clock.instant = grant.claim_expires_at + timedelta(seconds=1)
+    assert [s.status for s in bridge.deliver()] == ["succeeded"]
+    assert bridge.orders_handled() == 1 and len(bridge.keys_of_grant(grant_id)) == 1
 
 
 def test_look_ups_of_earlier_calls_come_before_new_orders(bridge):

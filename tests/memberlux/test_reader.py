@@ -389,6 +389,8 @@ def test_mixed_utf8mb3_and_utf8mb4_tables(make_site):
     assert found is not None and found.id == 10 and found.first_name == "Пётр"
     assert reader.user_by_email("петр.😀@пример.рф").id == 11
     assert reader.user_by_email("пётр.😁@пример.рф").id == 12
+    # The id-only look-up (the grant worker's) finds the same users.
+    assert [reader.user_id_by_email(e) for e in ("ПЁТР.😀@ПРИМЕР.РФ", "петр.😀@пример.рф", "пётр.😁@пример.рф")] == [10, 11, 12]
     assert [r.key_id for r in reader.key_rows(found.id)] == [key_id]
     assert reader.levels()[0].name == "Курс 🚀"
     assert site.utm_keys(10, "Ё-1") == [key_id] or site.engine.dialect.name == "sqlite"
@@ -450,6 +452,18 @@ def test_user_by_email_unknown_or_empty(site):
     assert reader.user_by_email("nobody@example.org") is None
     assert reader.user_by_email("   ") is None
     assert reader.user_by_email(" USER1@example.org ").id == 1
+    assert reader.user_id_by_email("nobody@example.org") is None
+    assert reader.user_id_by_email("   ") is None
+    assert reader.user_id_by_email(" USER1@example.org ") == 1
+
+
+def test_user_id_by_email_is_the_lowest_id_of_the_same_address_in_any_case(make_site):
+    site = make_site()
+    site.user(5, email="Twice@Example.org")
+    site.user(3, email="twice@example.ORG")
+    site.user(4, email="twice.not@example.org")
+    reader = site.reader()
+    assert reader.user_id_by_email("TWICE@example.org") == reader.user_by_email("TWICE@example.org").id == 3
 
 
 # --- levels -------------------------------------------------------------------------------------------

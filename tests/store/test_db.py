@@ -96,3 +96,44 @@ def test_naive_datetimes_are_refused(tmp_path):
         session.add(AuditEvent(occurred_at=datetime(2026, 1, 1), subject_type="t", subject_id="1", action="a", details={}))
         with pytest.raises(sa.exc.StatementError, match="naive datetime"):
             session.flush()
+
+
+def _kill_pooled_connection(engine: sa.Engine, admin_url: str) -> int:
+    """Use one pooled connection, put it back, and have the server drop it while it is idle."""
+    with engine.connect() as conn:
+        connection_id = conn.execute(sa.select(sa.func.connection_id())).scalar_one()
+    admin = sa.create_engine(admin_url)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("KILL :id"), {"id": connection_id})
+    finally:
+        admin.dispose()
+    return connection_id
+
+
+@pytest.mark.mariadb
+def test_a_connection_dropped_while_idle_is_pinged_and_replaced(mariadb_database, mariadb_admin_url, monkeypatch):
+    monkeypatch.setattr(store_db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    engine = store_db.create_store_engine(mariadb_database)
+    try:
+        killed = _kill_pooled_connection(engine, mariadb_admin_url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.connection_id())).scalar_one() != killed
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.mariadb
+def test_a_connection_back_a_moment_ago_is_handed_out_without_a_ping(mariadb_database, mariadb_admin_url, monkeypatch):
+    # The other side of the trade-off: within the idle threshold nothing checks the connection, so one the
+    # server dropped meanwhile fails its first statement (and the pool is renewed after it).
+    monkeypatch.setattr(store_db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    engine = store_db.create_store_engine(mariadb_database)
+    try:
+        _kill_pooled_connection(engine, mariadb_admin_url)
+        with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
+            conn.execute(sa.select(1)).scalar_one()
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(1)).scalar_one() == 1
+    finally:
+        engine.dispose()
