@@ -20,6 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from sidecar.dbpool import ping_when_idle
+
 from sidecar.memberlux.wpdata import WpDataError, maybe_unserialize, php_truthy
 
 __all__ = [
@@ -249,9 +251,10 @@ def connect_wordpress(url: str, *, connect_timeout: int = 5, pool_size: int = 5)
         if parsed.drivername == backend:  # no driver named: use the one we ship
             parsed = parsed.set(drivername=f"{backend}+pymysql")
         engine = sa.create_engine(
-            parsed, pool_pre_ping=True, pool_size=pool_size, pool_recycle=3600,
+            parsed, pool_size=pool_size, pool_recycle=3600,
             connect_args={"connect_timeout": connect_timeout, "charset": "utf8mb4"},
         )
+        ping_when_idle(engine, "WordPress database")
 
         @event.listens_for(engine, "connect")
         def _read_only_session(dbapi_conn: Any, _record: Any) -> None:

@@ -11,7 +11,6 @@ import fcntl
 import functools
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -23,40 +22,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session, sessionmaker
 
+from sidecar.dbpool import ping_when_idle
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "mls_alembic_version"
 
 
 class StoreError(Exception):
     """The store cannot be used as configured."""
-
-
-#: A pooled connection back in the pool for less than this is handed out again without a ping.
-PING_AFTER_IDLE_SECONDS = 1.0
-
-
-def _ping_when_idle(engine: sa.Engine) -> None:
-    """Ping a pooled connection at checkout only when it has been idle in the pool for a while.
-
-    A ping is a round trip of its own before every unit of work (one grant's delivery takes several);
-    a connection that came back a moment ago has just worked. One the server dropped within that moment
-    fails its first statement instead, which invalidates the pool's connections, and that unit of work
-    is rolled back like any failed one (each is safe to repeat).
-    """
-
-    @sa.event.listens_for(engine, "checkin")
-    def _checked_in(_dbapi_conn, record) -> None:
-        record.info["mls_checked_in"] = time.monotonic()
-
-    @sa.event.listens_for(engine, "checkout")
-    def _checked_out(dbapi_conn, record, _proxy) -> None:
-        since = record.info.get("mls_checked_in")
-        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
-            return  # a new connection, or one that was in use a moment ago
-        try:
-            engine.dialect.do_ping(dbapi_conn)
-        except Exception as exc:  # the pool replaces the connection and checks out another
-            raise sa.exc.DisconnectionError(f"store connection lost while idle: {exc}") from exc
 
 
 def create_store_engine(url: str) -> sa.Engine:
@@ -73,7 +46,7 @@ def create_store_engine(url: str) -> sa.Engine:
         if "charset" not in parsed.query:
             url = parsed.update_query_dict({"charset": "utf8mb4"}).render_as_string(hide_password=False)
     engine = sa.create_engine(url, **kwargs)
-    _ping_when_idle(engine)
+    ping_when_idle(engine, "store")
     if engine.dialect.name == "sqlite":
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
