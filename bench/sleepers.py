@@ -23,7 +23,9 @@ with the most owned key rows. Times are wall time, p50 (and p95 where repeated) 
 * rebuild — ``SleeperIncrements.rebuild``: every user's key rows (packed per user by the server) and
   users streamed once, the rule in Python for every level, each level's changed rows written to the store.
   "first" runs on the empty store (every row written, and each level's first trend backfill: once per
-  store); "warm" is the daily reconciling rebuild (same rows: next to nothing written). ``refresh_level(T)``:
+  store); "warm" is the daily reconciling rebuild (same rows: next to nothing written), with its memory: the
+  peak RSS of this process during it (VmHWM reset before; this process evaluates one share of the users,
+  merges every share's sleepers and writes the store) and of the largest pass process it started; ``refresh_level(T)``:
   the per-level path the "refresh" button of one level uses;
 * change scan — ``SleeperIncrements.run`` as the worker runs it every ``schedule.sleepers_scan_seconds``
   (30 s by default): certificate sync, the site's digests (three ``GROUP BY`` statements on the server), the
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -84,6 +87,32 @@ def fmt(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.1f} ms"
 
 
+def reset_peak_rss() -> bool:
+    """Start this process's peak RSS (VmHWM) afresh (Linux: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since :func:`reset_peak_rss` (VmHWM), else since it started (ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def children_peak_rss_mb() -> float:
+    """The largest peak RSS of the child processes ended so far (``RUSAGE_CHILDREN``). Right after a rebuild,
+    when it grew during the rebuild, it is that rebuild's largest pass process; otherwise an upper bound."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
     """p50 and p95 of ``repeat`` runs of ``fn`` and the last run's result."""
     values, result = [], None
@@ -112,17 +141,20 @@ def csv_export(site_url: str, prefix: str, store: Path, work: Path) -> dict[str,
         "memberlux": {"rest_base_url": "http://127.0.0.1:9/wp-json", "rest_user": "bench", "rest_password": "unused"},
         "store": {"url": f"sqlite:///{store}"},
     })
-    out = work / "sleepers.csv"
+    out, errors = work / "sleepers.csv", work / "sleepers.csv.err"
     started = time.perf_counter()
-    with out.open("wb") as handle:
-        result = subprocess.run([*cli(), "--config", str(config), "sleepers", "list", "--format", "csv"],
-                                stdout=handle, stderr=subprocess.PIPE, timeout=3600)
+    with out.open("wb") as handle, errors.open("wb") as error_handle:
+        child = subprocess.Popen([*cli(), "--config", str(config), "sleepers", "list", "--format", "csv"],
+                                 stdout=handle, stderr=error_handle)
+        # wait4: this child's own peak RSS (RUSAGE_CHILDREN would be the largest child so far, pass processes too).
+        _pid, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit("CSV export failed:\n" + result.stderr.decode(errors="replace")[-3000:])
+    if child.returncode != 0:
+        raise SystemExit("CSV export failed:\n" + errors.read_text(errors="replace")[-3000:])
     with out.open("rb") as handle:
         rows = sum(1 for _ in handle) - 1
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
+    peak_mb = usage.ru_maxrss / 1024
     return {"rows": rows, "seconds": seconds, "peak_rss_mb": peak_mb, "bytes": out.stat().st_size}
 
 
@@ -173,12 +205,17 @@ class SiteSide:
 
     def measure(self, label: str, key: str) -> dict[str, Any]:
         figures: dict[str, Any] = {}
+        reset, before = reset_peak_rss(), children_peak_rss_mb()
         started = time.perf_counter()
         outcome = self.increments.rebuild(self.day, sync_certificates=False)
         figures[f"{key}rebuild_warm_s"] = time.perf_counter() - started
+        figures[f"{key}rebuild_warm_parent_peak_rss_mb"] = parent = peak_rss_mb()
+        figures[f"{key}rebuild_pass_child_peak_rss_mb"] = child = children_peak_rss_mb()
         print(f"{label}: rebuild, warm (the daily reconciliation; rows the scans missed: "
-              f"{missed_total(outcome.missed)}): {fmt(figures[f'{key}rebuild_warm_s'])}",
-              flush=True)
+              f"{missed_total(outcome.missed)}): {fmt(figures[f'{key}rebuild_warm_s'])}; peak RSS: this process "
+              f"{parent:.0f} MB ({'during the warm rebuild' if reset else 'since it started: no /proc/self/clear_refs'}"
+              f"; it evaluates one share of the users, merges every share, writes the store), the largest pass "
+              f"process it started {'' if child > before else 'at most '}{child:.0f} MB", flush=True)
         idle, _, outcome = timed(lambda: self.increments.run(timedelta(days=1)), 3)
         assert outcome.kind == "idle", outcome.summary()
         figures[f"{key}scan_idle_s"] = idle

@@ -183,17 +183,15 @@ def packed_users(reader: MemberLuxReader, *, low: int | None = None,
                                    _RECORD).label("packed"))
             .select_from(u.outerjoin(m, sa.and_(m.c.user_id == u.c.ID, m.c.meta_key.in_(_USER_META))))
             .where(*conditions).group_by(u.c.ID).order_by(u.c.ID))
-    for row in _stream(reader, stmt):
-        meta = _unpack_meta(int(row.n), _text(row.packed))
+    for user_id, login, email, display_name, count, packed in _stream(reader, stmt):
+        meta = _unpack_meta(int(count), _text(packed))
         if meta is None:
-            user = reader.user(int(row.id))
+            user = reader.user(int(user_id))
             if user is not None:
                 yield user
             continue
-        yield WpUser(id=int(row.id), login=_text(row.login), email=_text(row.email),
-                     display_name=_text(row.display_name), first_name=meta.get("first_name", ""),
-                     last_name=meta.get("last_name", ""),
-                     blocked=meta.get("wpm_status", "").strip() == "inactive")
+        yield WpUser(int(user_id), _text(login), _text(email), _text(display_name), meta.get("first_name", ""),
+                     meta.get("last_name", ""), meta.get("wpm_status", "").strip() == "inactive")
 
 
 def _unpack_meta(count: int, packed: str) -> dict[str, str] | None:
@@ -212,6 +210,8 @@ def _unpack_meta(count: int, packed: str) -> dict[str, str] | None:
 
 
 def _text(value: object) -> str:
+    if value.__class__ is str:
+        return value
     if value is None:
         return ""
     if isinstance(value, bytes):
