@@ -157,7 +157,7 @@ def row_facts(row: KeyRow, policy: AccessPolicy = DEFAULT_POLICY) -> RowFacts:
                      row.date_end, row.date_registered, activated_on, policy.include_basket)
 
 
-def evaluate_facts(facts: Sequence[RowFacts], day: date, *, ancestor_facts: Iterable[RowFacts] = (),
+def evaluate_facts(facts: Sequence[RowFacts], day: date, *, ancestor_facts: Sequence[RowFacts] = (),
                    has_manual_certificate: bool = False, window: Window = Window(),
                    check_ancestors: bool = True) -> tuple[Reason, date | None, date | None]:
     """``(reason, expired_on, last_grant)`` of :func:`evaluate` for an existing user, from the facts of the
@@ -194,7 +194,8 @@ def evaluate_facts(facts: Sequence[RowFacts], day: date, *, ancestor_facts: Iter
         # A limited row opens [start, end); one ending before it starts opens nothing, as in has_access_on.
         active = any(f[1] == QUALIFYING and f[4] <= day < f[5] for f in facts)
         return (Reason.ACTIVE if active else Reason.RENEWED), x, grant
-    if check_ancestors and any(f[1] == QUALIFYING and f[4] <= day and (f[3] or day < f[5]) for f in ancestor_facts):
+    if check_ancestors and ancestor_facts and any(
+            f[1] == QUALIFYING and f[4] <= day and (f[3] or day < f[5]) for f in ancestor_facts):
         return Reason.ANCESTOR_ACTIVE, x, grant
     if has_manual_certificate:
         return Reason.MANUAL_CERTIFICATE, x, grant

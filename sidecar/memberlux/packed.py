@@ -16,7 +16,7 @@ MySQL/MariaDB only; :func:`supported` says whether the site's engine is one.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -120,10 +120,6 @@ class _Days(dict[str, "date | None"]):
         return day
 
 
-def _flag(text: str) -> bool:
-    return False if text == "0" else True if text == "1" else _flag_value(text)
-
-
 def _unpack_facts(count: int, packed: str, days: _Days, include_basket: bool) -> list[RowFacts] | None:
     """What :func:`_unpack_keys` then :func:`row_facts` give, field for field (tests/memberlux/test_packed.py)."""
     records = packed.split(_RECORD)
@@ -135,14 +131,26 @@ def _unpack_facts(count: int, packed: str, days: _Days, include_basket: bool) ->
         if len(fields) != _KEY_FIELDS:
             return None
         _key, term_id, status, key_type, banned, unlimited, _duration, _units, start, end, registered, activated = fields
+        activated_on = _activation_day(activated) if activated else None
         try:
-            activated_at = parse_datetime(activated) if activated else None
-            facts.append(key_facts(int(term_id), status, key_type, _flag(banned), _flag(unlimited), days[start],
-                                   days[end], days[registered], None if activated_at is None else utc_day(activated_at),
-                                   include_basket))
+            facts.append(key_facts(int(term_id), status, key_type,
+                                   False if banned == "0" else True if banned == "1" else _flag_value(banned),
+                                   False if unlimited == "0" else True if unlimited == "1" else _flag_value(unlimited),
+                                   days[start], days[end], days[registered], activated_on, include_basket))
         except ValueError:
             return None
     return facts
+
+
+def _activation_day(text: str) -> date | None:
+    """``utc_day(parse_datetime(text))``, parsing a plain ``YYYY-MM-DD HH:MM:SS`` directly."""
+    try:
+        at = datetime.fromisoformat(text) if text[:4] != "0000" and text == text.strip() else parse_datetime(text)
+    except ValueError:
+        return None  # as parse_datetime: unreadable is no date
+    if at is None:
+        return None
+    return at.date() if at.tzinfo is None else utc_day(at)
 
 
 def _unpack_keys(user_id: int, count: int, packed: str, days: dict[str, date | None]) -> list[KeyRow] | None:

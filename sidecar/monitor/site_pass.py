@@ -226,9 +226,6 @@ def evaluate_groups(groups: Iterator[tuple[int, list[RowFacts]]], lookup: Callab
     return tallies, evaluated
 
 
-_REASON_TEXT = {reason: reason.value for reason in Reason}
-
-
 def _evaluate_user(user_id: int, facts: list[RowFacts], user: WpUser | None, day: date,
                    ancestors: Mapping[int, list[int]], tallies: dict[int, LevelTally],
                    manual: Collection[tuple[int, int]], check_ancestors: bool) -> None:
@@ -254,7 +251,7 @@ def _evaluate_user(user_id: int, facts: list[RowFacts], user: WpUser | None, day
             has_manual_certificate=(user_id, term_id) in manual,
             check_ancestors=check_ancestors,
         )
-        tally.reasons[_REASON_TEXT[reason]] += 1
+        tally.reasons[reason._value_] += 1  # the value itself: .value and hashing an Enum run Python code
         if reason is Reason.SLEEPER:
             tally.sleepers.append((user_id, expired_on, last_grant, user.blocked,
                                    user.email, user.login, user.first_name, user.last_name))
