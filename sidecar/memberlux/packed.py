@@ -5,7 +5,9 @@ needs to produce them: every column of every row is a length-coded field to deco
 on the server (``GROUP_CONCAT`` of each row's columns joined by control characters), the same data
 comes back as one string per user, split here with ``str.split``. Values pass through the reader's
 own normalisation (:func:`sidecar.memberlux.reader.key_row_from_values`), so a packed row is the row
-the reader returns.
+the reader returns. A whole-site pass needs only what the sleeper rule reads of each row:
+:func:`packed_key_facts` makes those facts from the text directly, equal to ``row_facts`` of the reader's
+rows (tests/memberlux/test_packed.py).
 
 Nothing is trusted blindly: each packed group carries its row count; a group that splits into
 another number of rows or fields (a value containing a separator, a result cut by

@@ -1,14 +1,16 @@
 """Every level at once for a set of users: the unit both the full rebuild and the increments evaluate.
 
 The rule (:func:`sidecar.domain.sleepers.evaluate`) looks at one user's rows of a level and of its
-ancestor levels, the user's manual certificate and block flag. A pass reads it through the rows' facts
-(:func:`sidecar.domain.sleepers.evaluate_facts`, proved equal to it by tests/domain/test_sleepers.py):
-a million rows go through it. A user's rows are therefore all it
+ancestor levels, the user's manual certificate and block flag. A user's rows are therefore all it
 needs: reading the site once in ``user_id`` order and evaluating each user on every level they hold
 rows of gives every level's sleepers in one pass (one streamed query instead of one per level, no
 per-batch look-up of ancestor rows), and re-evaluating a handful of users after a change gives exactly
 the rows a full rebuild would give them. That equality is what makes the increments safe
 (tests/monitor/test_increments.py).
+
+A whole-site pass puts a million rows through the rule, so it reads the rule through the rows' facts
+(:func:`sidecar.domain.sleepers.evaluate_facts` over ``row_facts``, proved equal to ``evaluate`` by
+tests/domain/test_sleepers.py), made straight from the packed text on MySQL/MariaDB.
 """
 
 from __future__ import annotations
