@@ -23,7 +23,9 @@ with the most owned key rows. Times are wall time, p50 (and p95 where repeated) 
 * rebuild — ``SleeperIncrements.rebuild``: every user's key rows (packed per user by the server) and
   users streamed once, the rule in Python for every level, each level's changed rows written to the store.
   "first" runs on the empty store (every row written, and each level's first trend backfill: once per
-  store); "warm" is the daily reconciling rebuild (same rows: next to nothing written). ``refresh_level(T)``:
+  store); "warm" is the daily reconciling rebuild (same rows: next to nothing written), with its memory: the
+  peak RSS of this process during it (VmHWM reset before; this process evaluates one share of the users,
+  merges every share's sleepers and writes the store) and of the largest pass process it started; ``refresh_level(T)``:
   the per-level path the "refresh" button of one level uses;
 * change scan — ``SleeperIncrements.run`` as the worker runs it every ``schedule.sleepers_scan_seconds``
   (30 s by default): certificate sync, the site's digests (three ``GROUP BY`` statements on the server), the
@@ -50,11 +52,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -82,6 +86,80 @@ PASSWORD_ENV = "MLS_BENCH_SLEEPERS_WP_PASSWORD"
 
 def fmt(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.1f} ms"
+
+
+def reset_peak_rss() -> bool:
+    """Start this process's peak RSS (VmHWM) afresh (Linux: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since :func:`reset_peak_rss` (VmHWM), else since it started (ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class ChildrenPeakRss:
+    """The peak RSS (VmHWM) of each child process started while it watches, sampled from /proc every 20 ms.
+
+    Neither ``RUSAGE_CHILDREN`` nor ``wait4`` would do: on Linux a child's ``ru_maxrss`` counts the RSS its
+    parent had when it forked, so a small child of a large process reads as large. VmHWM belongs to the
+    child's own address space once it has exec'd (samples before are skipped). A child's growth in its last
+    20 ms may be missed."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="peak-rss", daemon=True)
+
+    def __enter__(self) -> ChildrenPeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def largest_mb(self) -> float:
+        return max(self.peaks.values(), default=0.0)
+
+    def _watch(self) -> None:
+        me = os.getpid()
+        own_command = Path(f"/proc/{me}/cmdline").read_bytes()
+        while True:
+            for pid in self._children(me):
+                try:
+                    # Between fork and exec a child still has this process's memory (and command line).
+                    if Path(f"/proc/{pid}/cmdline").read_bytes() == own_command:
+                        continue
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peaks[pid] = max(self.peaks.get(pid, 0.0), int(line.split()[1]) / 1024)
+            if self._stop.wait(0.02):
+                return
+
+    @staticmethod
+    def _children(me: int) -> list[int]:
+        found = []
+        for task in Path(f"/proc/{me}/task").glob("*/children"):
+            try:
+                found.extend(int(pid) for pid in task.read_text().split())
+            except OSError:
+                continue
+        return found
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
@@ -112,17 +190,17 @@ def csv_export(site_url: str, prefix: str, store: Path, work: Path) -> dict[str,
         "memberlux": {"rest_base_url": "http://127.0.0.1:9/wp-json", "rest_user": "bench", "rest_password": "unused"},
         "store": {"url": f"sqlite:///{store}"},
     })
-    out = work / "sleepers.csv"
+    out, errors = work / "sleepers.csv", work / "sleepers.csv.err"
     started = time.perf_counter()
-    with out.open("wb") as handle:
-        result = subprocess.run([*cli(), "--config", str(config), "sleepers", "list", "--format", "csv"],
-                                stdout=handle, stderr=subprocess.PIPE, timeout=3600)
+    with out.open("wb") as handle, errors.open("wb") as error_handle, ChildrenPeakRss() as peaks:
+        child = subprocess.run([*cli(), "--config", str(config), "sleepers", "list", "--format", "csv"],
+                               stdout=handle, stderr=error_handle, timeout=3600)
     seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit("CSV export failed:\n" + result.stderr.decode(errors="replace")[-3000:])
+    if child.returncode != 0:
+        raise SystemExit("CSV export failed:\n" + errors.read_text(errors="replace")[-3000:])
     with out.open("rb") as handle:
         rows = sum(1 for _ in handle) - 1
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
+    peak_mb = peaks.largest_mb
     return {"rows": rows, "seconds": seconds, "peak_rss_mb": peak_mb, "bytes": out.stat().st_size}
 
 
@@ -173,12 +251,18 @@ class SiteSide:
 
     def measure(self, label: str, key: str) -> dict[str, Any]:
         figures: dict[str, Any] = {}
+        reset = reset_peak_rss()
         started = time.perf_counter()
-        outcome = self.increments.rebuild(self.day, sync_certificates=False)
+        with ChildrenPeakRss() as children:
+            outcome = self.increments.rebuild(self.day, sync_certificates=False)
         figures[f"{key}rebuild_warm_s"] = time.perf_counter() - started
+        figures[f"{key}rebuild_warm_parent_peak_rss_mb"] = parent = peak_rss_mb()
+        figures[f"{key}rebuild_pass_child_peak_rss_mb"] = child = children.largest_mb
         print(f"{label}: rebuild, warm (the daily reconciliation; rows the scans missed: "
-              f"{missed_total(outcome.missed)}): {fmt(figures[f'{key}rebuild_warm_s'])}",
-              flush=True)
+              f"{missed_total(outcome.missed)}): {fmt(figures[f'{key}rebuild_warm_s'])}; peak RSS: this process "
+              f"{parent:.0f} MB ({'during the warm rebuild' if reset else 'since it started: no /proc/self/clear_refs'}"
+              f"; it evaluates one share of the users, merges every share, writes the store), the largest pass "
+              f"process it started {child:.0f} MB", flush=True)
         idle, _, outcome = timed(lambda: self.increments.run(timedelta(days=1)), 3)
         assert outcome.kind == "idle", outcome.summary()
         figures[f"{key}scan_idle_s"] = idle

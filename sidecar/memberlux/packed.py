@@ -5,7 +5,9 @@ needs to produce them: every column of every row is a length-coded field to deco
 on the server (``GROUP_CONCAT`` of each row's columns joined by control characters), the same data
 comes back as one string per user, split here with ``str.split``. Values pass through the reader's
 own normalisation (:func:`sidecar.memberlux.reader.key_row_from_values`), so a packed row is the row
-the reader returns.
+the reader returns. A whole-site pass needs only what the sleeper rule reads of each row:
+:func:`packed_key_facts` makes those facts from the text directly, equal to ``row_facts`` of the reader's
+rows (tests/memberlux/test_packed.py).
 
 Nothing is trusted blindly: each packed group carries its row count; a group that splits into
 another number of rows or fields (a value containing a separator, a result cut by
@@ -16,20 +18,21 @@ MySQL/MariaDB only; :func:`supported` says whether the site's engine is one.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
-from sidecar.domain.access import KeyRow
-from sidecar.memberlux.reader import WpUser, key_row_from_values
-from sidecar.memberlux.schema import parse_date
+from sidecar.domain.access import AccessPolicy, KeyRow, utc_day
+from sidecar.domain.sleepers import RowFacts, key_facts, row_facts
+from sidecar.memberlux.reader import WpUser, _flag_value, key_row_from_values
+from sidecar.memberlux.schema import parse_date, parse_datetime
 
 if TYPE_CHECKING:
     from sidecar.memberlux.reader import MemberLuxReader
 
-__all__ = ["supported", "packed_key_groups", "packed_users"]
+__all__ = ["supported", "packed_key_groups", "packed_key_facts", "packed_users"]
 
 _FIELD = "\x1f"   # ASCII unit separator
 _RECORD = "\x1e"  # ASCII record separator
@@ -71,10 +74,7 @@ def _stream(reader: MemberLuxReader, stmt: sa.Select[Any]) -> Iterator[sa.Row[An
         yield from result
 
 
-def packed_key_groups(reader: MemberLuxReader, *, low: int | None = None,
-                      high: int | None = None) -> Iterator[tuple[int, list[KeyRow]]]:
-    """``(user_id, rows)`` of every owner of key rows (optionally with ``low <= user_id <= high``), in
-    user order, rows in id order: what ``key_rows`` would return per user, in one streamed query."""
+def _key_groups(reader: MemberLuxReader, low: int | None, high: int | None) -> sa.Select[Any]:
     tk = reader.schema.table("memberlux_term_keys").alias("k")
     km = reader.schema.table("memberlux_keys_meta").alias("m")
     unlimited = _text_of(tk.c.is_unlimited) if "is_unlimited" in tk.c else sa.literal("0")
@@ -86,15 +86,73 @@ def packed_key_groups(reader: MemberLuxReader, *, low: int | None = None,
         conditions.append(tk.c.user_id >= low)
     if high is not None:
         conditions.append(tk.c.user_id <= high)
-    stmt = (sa.select(tk.c.user_id, sa.func.count().label("n"),
+    return (sa.select(tk.c.user_id, sa.func.count().label("n"),
                       _GroupConcat(sa.func.concat_ws(_FIELD, *columns), tk.c.id, _RECORD).label("packed"))
             .select_from(tk.outerjoin(km, km.c.key_id == tk.c.id))
             .where(*conditions).group_by(tk.c.user_id).order_by(tk.c.user_id))
+
+
+def packed_key_groups(reader: MemberLuxReader, *, low: int | None = None,
+                      high: int | None = None) -> Iterator[tuple[int, list[KeyRow]]]:
+    """``(user_id, rows)`` of every owner of key rows (optionally with ``low <= user_id <= high``), in
+    user order, rows in id order: what ``key_rows`` would return per user, in one streamed query."""
     days: dict[str, date | None] = {}
-    for user_id, count, packed in _stream(reader, stmt):
+    for user_id, count, packed in _stream(reader, _key_groups(reader, low, high)):
         user_id = int(user_id)
         rows = _unpack_keys(user_id, int(count), _text(packed), days)
         yield user_id, rows if rows is not None else reader.key_rows(user_id)
+
+
+def packed_key_facts(reader: MemberLuxReader, policy: AccessPolicy, *, low: int | None = None,
+                     high: int | None = None) -> Iterator[tuple[int, list[RowFacts]]]:
+    """:func:`packed_key_groups` as the sleeper rule reads it: ``(user_id, [row_facts(row, policy), ...])``,
+    made from the packed text without building the rows (a whole-site pass reads a million of them)."""
+    days = _Days()
+    for user_id, count, packed in _stream(reader, _key_groups(reader, low, high)):
+        user_id = int(user_id)
+        facts = _unpack_facts(int(count), _text(packed), days, policy.include_basket)
+        yield user_id, facts if facts is not None else [row_facts(row, policy) for row in reader.key_rows(user_id)]
+
+
+class _Days(dict[str, "date | None"]):
+    """Texts of dates parsed once per pass: a site has a few thousand distinct days."""
+
+    def __missing__(self, text: str) -> date | None:
+        day = self[text] = parse_date(text)
+        return day
+
+
+def _unpack_facts(count: int, packed: str, days: _Days, include_basket: bool) -> list[RowFacts] | None:
+    """What :func:`_unpack_keys` then :func:`row_facts` give, field for field (tests/memberlux/test_packed.py)."""
+    records = packed.split(_RECORD)
+    if len(records) != count:
+        return None
+    facts = []
+    for record in records:
+        fields = record.split(_FIELD)
+        if len(fields) != _KEY_FIELDS:
+            return None
+        _key, term_id, status, key_type, banned, unlimited, _duration, _units, start, end, registered, activated = fields
+        activated_on = _activation_day(activated) if activated else None
+        try:
+            facts.append(key_facts(int(term_id), status, key_type,
+                                   False if banned == "0" else True if banned == "1" else _flag_value(banned),
+                                   False if unlimited == "0" else True if unlimited == "1" else _flag_value(unlimited),
+                                   days[start], days[end], days[registered], activated_on, include_basket))
+        except ValueError:
+            return None
+    return facts
+
+
+def _activation_day(text: str) -> date | None:
+    """``utc_day(parse_datetime(text))``, parsing a plain ``YYYY-MM-DD HH:MM:SS`` directly."""
+    try:
+        at = datetime.fromisoformat(text) if text[:4] != "0000" and text == text.strip() else parse_datetime(text)
+    except ValueError:
+        return None  # as parse_datetime: unreadable is no date
+    if at is None:
+        return None
+    return at.date() if at.tzinfo is None else utc_day(at)
 
 
 def _unpack_keys(user_id: int, count: int, packed: str, days: dict[str, date | None]) -> list[KeyRow] | None:
@@ -135,17 +193,15 @@ def packed_users(reader: MemberLuxReader, *, low: int | None = None,
                                    _RECORD).label("packed"))
             .select_from(u.outerjoin(m, sa.and_(m.c.user_id == u.c.ID, m.c.meta_key.in_(_USER_META))))
             .where(*conditions).group_by(u.c.ID).order_by(u.c.ID))
-    for row in _stream(reader, stmt):
-        meta = _unpack_meta(int(row.n), _text(row.packed))
+    for user_id, login, email, display_name, count, packed in _stream(reader, stmt):
+        meta = _unpack_meta(int(count), _text(packed))
         if meta is None:
-            user = reader.user(int(row.id))
+            user = reader.user(int(user_id))
             if user is not None:
                 yield user
             continue
-        yield WpUser(id=int(row.id), login=_text(row.login), email=_text(row.email),
-                     display_name=_text(row.display_name), first_name=meta.get("first_name", ""),
-                     last_name=meta.get("last_name", ""),
-                     blocked=meta.get("wpm_status", "").strip() == "inactive")
+        yield WpUser(int(user_id), _text(login), _text(email), _text(display_name), meta.get("first_name", ""),
+                     meta.get("last_name", ""), meta.get("wpm_status", "").strip() == "inactive")
 
 
 def _unpack_meta(count: int, packed: str) -> dict[str, str] | None:
@@ -164,6 +220,8 @@ def _unpack_meta(count: int, packed: str) -> dict[str, str] | None:
 
 
 def _text(value: object) -> str:
+    if value.__class__ is str:
+        return value
     if value is None:
         return ""
     if isinstance(value, bytes):

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 INSERT_CHUNK = 1000
 
 _COLUMN_WIDTHS = {"email": 100, "login": 60, "first_name": 100, "last_name": 100, "search_text": 400}
+_EMAIL, _LOGIN, _FIRST, _LAST = (_COLUMN_WIDTHS[c] for c in ("email", "login", "first_name", "last_name"))
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,10 @@ def stored_columns(entries: sa.Table) -> list[sa.Column]:
 def stored_tuple(sleeper: tuple) -> tuple:
     """A sleeper tuple as the read model stores it (texts cut to their columns), for comparisons."""
     user_id, expired_on, last_grant, blocked, email, login, first, last = sleeper
+    if (blocked.__class__ is bool and email.__class__ is str and login.__class__ is str and first.__class__ is str
+            and last.__class__ is str and len(email) <= _EMAIL and len(login) <= _LOGIN and len(first) <= _FIRST
+            and len(last) <= _LAST):
+        return (user_id, expired_on, last_grant, blocked, email, login, first, last)  # nothing to cut (most)
     return (user_id, expired_on, last_grant, bool(blocked), _cut(email, "email"), _cut(login, "login"),
             _cut(first, "first_name"), _cut(last, "last_name"))
 
@@ -132,20 +137,27 @@ class ReadModelWriter:
         with unit_of_work(self.runtime.sessions) as session:
             previous = {int(row[0]): tuple(row) for row in session.execute(
                 sa.select(*stored_columns(entries)).where(entries.c.term_id == term_id))}
-            stale = sorted(user_id for user_id, row in previous.items()
-                           if user_id not in fresh or fresh[user_id][0] != row)
-            added = [sleeper for user_id, (row, sleeper) in fresh.items() if previous.get(user_id) != row]
+            # One walk over each side: a warm rebuild compares hundreds of thousands of rows to find a few.
+            stale, added, missing, different = [], [], 0, 0
+            for user_id, (row, sleeper) in fresh.items():
+                old = previous.get(user_id)
+                if old is None:
+                    missing += 1
+                    added.append(sleeper)
+                elif old != row:
+                    different += 1
+                    added.append(sleeper)
+                    stale.append(user_id)
+            gone = [user_id for user_id in previous if user_id not in fresh]
+            stale = sorted(stale + gone)
             for start in range(0, len(stale), INSERT_CHUNK):
                 session.execute(sa.delete(entries).where(entries.c.term_id == term_id,
                                                          entries.c.user_id.in_(stale[start:start + INSERT_CHUNK])))
             for start in range(0, len(added), INSERT_CHUNK):
                 session.execute(entries.insert(), [model_row(term_id, sleeper, now)
                                                    for sleeper in added[start:start + INSERT_CHUNK]])
-            changes = Replaced(
-                seconds=round(time.perf_counter() - started, 3),
-                missing=sum(1 for user_id in fresh if user_id not in previous),
-                extra=sum(1 for user_id in previous if user_id not in fresh),
-                different=sum(1 for user_id, row in previous.items() if user_id in fresh and fresh[user_id][0] != row))
+            changes = Replaced(seconds=round(time.perf_counter() - started, 3), missing=missing, extra=len(gone),
+                               different=different)
             if stats is None:
                 session.execute(sa.delete(SleeperRefresh.__table__)
                                 .where(SleeperRefresh.__table__.c.term_id == term_id))

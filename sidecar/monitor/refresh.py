@@ -57,7 +57,7 @@ class LevelEvaluation:
 
     def ended(self) -> list[Ended]:
         """Everyone whose access to the level ended without renewal: sleepers and certificate holders."""
-        return ends_of(self.sleepers, self.certified)
+        return list(ends_of(self.sleepers, self.certified))
 
 
 class SleeperRefresher:

@@ -7,6 +7,10 @@ rows of gives every level's sleepers in one pass (one streamed query instead of 
 per-batch look-up of ancestor rows), and re-evaluating a handful of users after a change gives exactly
 the rows a full rebuild would give them. That equality is what makes the increments safe
 (tests/monitor/test_increments.py).
+
+A whole-site pass puts a million rows through the rule, so it reads the rule through the rows' facts
+(:func:`sidecar.domain.sleepers.evaluate_facts` over ``row_facts``, proved equal to ``evaluate`` by
+tests/domain/test_sleepers.py), made straight from the packed text on MySQL/MariaDB.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from sidecar.domain.access import AccessPolicy, KeyRow
-from sidecar.domain.sleepers import Reason, evaluate
+from sidecar.domain.sleepers import Reason, RowFacts, evaluate_facts, row_facts
 from sidecar.memberlux import packed
 from sidecar.memberlux.reader import MemberLuxReader, WpUser, _key_row, ancestors_from_parents
 from sidecar.memberlux.schema import connect_wordpress, reflect_site
@@ -120,8 +124,7 @@ class SitePass:
             return self._run_in_processes(day, parents, manual)
         groups = self._grouped(selection)
         tallies, self.users_evaluated = evaluate_groups(
-            groups, self._user_lookup(selection), day, parents, manual, self.runtime.access_policy,
-            self.check_ancestors)
+            groups, self._user_lookup(selection), day, parents, manual, self.check_ancestors)
         return tallies
 
     def _run_in_processes(self, day: date, parents: dict[int, int],
@@ -166,20 +169,22 @@ class SitePass:
         stream, pending = packed.packed_users(self.reader), []
         return lambda ids: packed.merge_users(stream, ids, pending)
 
-    def _grouped(self, selection: UserSelection) -> Iterator[tuple[int, list[KeyRow]]]:
+    def _grouped(self, selection: UserSelection) -> Iterator[tuple[int, list[RowFacts]]]:
+        """``(user_id, facts of the user's rows)`` in user order, as the rule reads them (``row_facts``)."""
+        policy = self.runtime.access_policy
         if packed.supported(self.reader):
             # Whole groups packed by the server: a tenth of the driver's work (sidecar.memberlux.packed).
             if selection.everybody:
                 # Read ahead in a thread: the server packs and sends while this thread evaluates.
-                yield from read_ahead(packed.packed_key_groups(self.reader))
+                yield from read_ahead(packed.packed_key_facts(self.reader, policy))
                 return
             for low, high in selection.ranges:
-                yield from packed.packed_key_groups(self.reader, low=low, high=high)
+                yield from packed.packed_key_facts(self.reader, policy, low=low, high=high)
             selection = UserSelection(users=selection.users)
         for rows in self._streams(selection):
             for user_id, group in itertools.groupby(rows, key=lambda r: r.user_id):
                 if user_id is not None:
-                    yield user_id, list(group)
+                    yield user_id, [row_facts(row, policy) for row in group]
 
     def _streams(self, selection: UserSelection) -> Iterator[Iterable[KeyRow]]:
         tk = self.reader.schema.table("memberlux_term_keys")
@@ -205,11 +210,12 @@ class SitePass:
                 yield _key_row(raw)
 
 
-def evaluate_groups(groups: Iterator[tuple[int, list[KeyRow]]], lookup: Callable[[list[int]], dict[int, WpUser]],
+def evaluate_groups(groups: Iterator[tuple[int, list[RowFacts]]], lookup: Callable[[list[int]], dict[int, WpUser]],
                     day: date, parents: Mapping[int, int], manual: Collection[tuple[int, int]],
-                    policy: AccessPolicy, check_ancestors: bool) -> tuple[dict[int, LevelTally], int]:
-    """The rule for every user of ``groups`` (``(user_id, rows)`` in user order) on every level they hold
-    rows of; returns the tallies per existing level and the number of users evaluated."""
+                    check_ancestors: bool) -> tuple[dict[int, LevelTally], int]:
+    """The rule for every user of ``groups`` (``(user_id, facts of their rows)`` in user order, the facts taken
+    under the site's policy) on every level they hold rows of; returns the tallies per existing level and the
+    number of users evaluated."""
     ancestors = {term_id: ancestors_from_parents(parents, term_id) if check_ancestors else []
                  for term_id in parents}
     tallies: dict[int, LevelTally] = {term_id: LevelTally() for term_id in parents}
@@ -217,42 +223,42 @@ def evaluate_groups(groups: Iterator[tuple[int, list[KeyRow]]], lookup: Callable
     for batch in _batches(groups, USER_LOOKUP_BATCH):
         users = lookup([user_id for user_id, _ in batch])
         evaluated += len(batch)
-        for user_id, rows in batch:
-            _evaluate_user(user_id, rows, users.get(user_id), day, ancestors, tallies, manual, policy,
-                           check_ancestors)
+        for user_id, facts in batch:
+            _evaluate_user(user_id, facts, users.get(user_id), day, ancestors, tallies, manual, check_ancestors)
     return tallies, evaluated
 
 
-def _evaluate_user(user_id: int, rows: list[KeyRow], user: WpUser | None, day: date,
+def _evaluate_user(user_id: int, facts: list[RowFacts], user: WpUser | None, day: date,
                    ancestors: Mapping[int, list[int]], tallies: dict[int, LevelTally],
-                   manual: Collection[tuple[int, int]], policy: AccessPolicy, check_ancestors: bool) -> None:
-    by_level: dict[int, list[KeyRow]] = {}
-    for row in rows:
-        by_level.setdefault(row.term_id, []).append(row)  # type: ignore[arg-type]
-    for term_id, level_rows in by_level.items():
-        tally = tallies.get(term_id)
+                   manual: Collection[tuple[int, int]], check_ancestors: bool) -> None:
+    by_level: dict[int | None, list[RowFacts]] = {}
+    for fact in facts:
+        level_facts = by_level.get(fact[0])
+        if level_facts is None:
+            by_level[fact[0]] = [fact]
+        else:
+            level_facts.append(fact)
+    for term_id, level_facts in by_level.items():
+        tally = tallies.get(term_id)  # type: ignore[arg-type]
         if tally is None:
             continue  # a deleted level
-        tally.rows_scanned += len(level_rows)
-        ancestor_rows = [r for a in ancestors[term_id] for r in by_level.get(a, ())]
-        verdict = evaluate(
-            user_id, term_id, level_rows, day,
-            ancestor_rows=ancestor_rows,
+        tally.rows_scanned += len(level_facts)
+        if user is None:
+            tally.reasons[Reason.USER_DELETED.value] += 1
+            continue
+        above = ancestors[term_id]  # type: ignore[index]
+        reason, expired_on, last_grant = evaluate_facts(
+            level_facts, day,
+            ancestor_facts=[f for a in above for f in by_level.get(a, ())] if above else (),
             has_manual_certificate=(user_id, term_id) in manual,
-            blocked=user.blocked if user is not None else False,
-            user_exists=user is not None,
-            policy=policy,
             check_ancestors=check_ancestors,
         )
-        tally.reasons[verdict.reason.value] += 1
-        if user is None:
-            continue
-        if verdict.reason is Reason.SLEEPER:
-            tally.sleepers.append((user_id, verdict.expired_on, verdict.last_grant, verdict.blocked,
+        tally.reasons[reason._value_] += 1  # the value itself: .value and hashing an Enum run Python code
+        if reason is Reason.SLEEPER:
+            tally.sleepers.append((user_id, expired_on, last_grant, user.blocked,
                                    user.email, user.login, user.first_name, user.last_name))
-        elif verdict.reason is Reason.MANUAL_CERTIFICATE:
-            tally.certified.append((user_id, verdict.expired_on, verdict.last_grant, verdict.blocked,
-                                    user.email))
+        elif reason is Reason.MANUAL_CERTIFICATE:
+            tally.certified.append((user_id, expired_on, last_grant, user.blocked, user.email))
 
 
 def _evaluate_range(job: _RangeJob) -> tuple[dict[int, LevelTally], int]:
@@ -260,10 +266,10 @@ def _evaluate_range(job: _RangeJob) -> tuple[dict[int, LevelTally], int]:
     engine = connect_wordpress(job.url)
     try:
         reader = MemberLuxReader(engine, reflect_site(engine, job.prefix, job.base_prefix))
-        groups = read_ahead(packed.packed_key_groups(reader, low=job.low, high=job.high))
+        groups = read_ahead(packed.packed_key_facts(reader, job.policy, low=job.low, high=job.high))
         stream, pending = packed.packed_users(reader, low=job.low, high=job.high), []
         return evaluate_groups(groups, lambda ids: packed.merge_users(stream, ids, pending), job.day, job.parents,
-                               job.manual, job.policy, job.check_ancestors)
+                               job.manual, job.check_ancestors)
     finally:
         engine.dispose()
 
@@ -321,7 +327,7 @@ def read_ahead(items: Iterator, *, chunk: int = 500, depth: int = 8) -> Iterator
         producer.join()
 
 
-def _batches(groups: Iterator[tuple[int, list[KeyRow]]], size: int) -> Iterator[list[tuple[int, list[KeyRow]]]]:
+def _batches(groups: Iterator[tuple[int, list[RowFacts]]], size: int) -> Iterator[list[tuple[int, list[RowFacts]]]]:
     while True:
         batch = list(itertools.islice(groups, size))
         if not batch:

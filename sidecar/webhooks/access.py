@@ -32,7 +32,7 @@ announced; ``mls_access_expiries`` makes each once-only across rebuilds, restart
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -84,13 +84,15 @@ class Ended:
     email: str
 
 
-def ends_of(sleepers: Iterable[tuple], certified: Iterable[tuple]) -> list[Ended]:
+def ends_of(sleepers: Iterable[tuple], certified: Iterable[tuple]) -> Iterator[Ended]:
     """Everyone whose access to a level ended without renewal: the sleeper tuples
     ``(user_id, expired_on, last_grant, blocked, email, ...)`` and the certificate holders
-    ``(user_id, expired_on, last_grant, blocked, email)`` the report leaves out."""
-    return ([Ended(user_id, expired_on, last_grant, blocked, email)
-             for user_id, expired_on, last_grant, blocked, email, *_ in sleepers]
-            + [Ended(*entry) for entry in certified])
+    ``(user_id, expired_on, last_grant, blocked, email)`` the report leaves out. Made as they are read: a
+    whole-site rebuild has hundreds of thousands, wanted only when someone listens."""
+    for user_id, expired_on, last_grant, blocked, email, *_ in sleepers:
+        yield Ended(user_id, expired_on, last_grant, blocked, email)
+    for entry in certified:
+        yield Ended(*entry)
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ class AccessAnnouncer:
 
     # --- access.expired ---------------------------------------------------------------------------------------
 
-    def announce_expiries(self, term_id: int, day: date, ended: Sequence[Ended]) -> int:
+    def announce_expiries(self, term_id: int, day: date, ended: Iterable[Ended]) -> int:
         """Announce the ends of access a rebuild of ``term_id`` for UTC day ``day`` found, each once.
 
         Only a rebuild for today announces (``sleepers refresh --date`` looks at another day); the

@@ -6,6 +6,7 @@ that shares no code with the module under test.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from sidecar.domain.access import AccessPolicy, KeyRow
 from sidecar.domain.certificates import CertificateClass, CertificateFacts, classify_certificate
-from sidecar.domain.sleepers import Reason, SleeperVerdict, Window, evaluate
+from sidecar.domain.sleepers import Reason, SleeperVerdict, Window, evaluate, evaluate_facts, row_facts
 
 D = date
 TODAY = D(2026, 6, 1)
@@ -418,3 +419,50 @@ def test_is_sleeper_matches_a_day_by_day_oracle(rows, ancestor_rows, day, manual
         counted = [r for r in rows if oracle_qualifies(r, include_basket)]
         assert verdict.expired_on == max(r.date_end for r in counted)
         assert verdict.blocked is blocked
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole-site pass's reading of the rule (evaluate_facts over row_facts) is the rule
+
+
+@st.composite
+def wide_rows_strategy(draw, term_id: int = LEVEL, max_rows: int = 5) -> list[KeyRow]:
+    """rows_strategy's rows with what it leaves out: unknown statuses, ends before starts, activation times
+    (naive, or aware and on another UTC day), missing registration days."""
+    rows = []
+    for row in draw(rows_strategy(term_id=term_id, max_rows=max_rows)):
+        start = row.date_start or BASE
+        activated_at = draw(st.sampled_from([
+            None, None, datetime.combine(start, datetime.min.time()) + timedelta(hours=10),
+            datetime(start.year, start.month, start.day, 23, 30, tzinfo=timezone(timedelta(hours=-3)))]))
+        end = row.date_end
+        if end is not None and draw(st.sampled_from([False] * 8 + [True])):
+            end = start - timedelta(days=draw(st.integers(1, 40)))
+        rows.append(replace(
+            row, status=draw(st.sampled_from([row.status] * 6 + ["weird", ""])), date_end=end,
+            activated_at=activated_at, date_registered=draw(st.sampled_from([row.date_registered, None]))))
+    return rows
+
+
+@settings(max_examples=600, deadline=None)
+@given(rows=wide_rows_strategy(), ancestor_rows=wide_rows_strategy(term_id=PARENT, max_rows=3),
+       day=st.one_of(st.integers(0, SPAN + 120).map(_days), st.just(date.max)),
+       manual=st.sampled_from([False] * 4 + [True]), window=st.tuples(optional_day, optional_day),
+       include_basket=st.booleans(), check_ancestors=st.booleans(), blocked=st.booleans())
+def test_evaluate_facts_over_row_facts_is_evaluate(rows, ancestor_rows, day, manual, window, include_basket,
+                                                   check_ancestors, blocked):
+    policy = AccessPolicy(include_basket=include_basket)
+    expected = evaluate(USER, LEVEL, rows, day, ancestor_rows=ancestor_rows, has_manual_certificate=manual,
+                        blocked=blocked, window=Window(*window), policy=policy, check_ancestors=check_ancestors)
+    reason, expired_on, grant = evaluate_facts(
+        [row_facts(r, policy) for r in rows], day, ancestor_facts=[row_facts(r, policy) for r in ancestor_rows],
+        has_manual_certificate=manual, window=Window(*window), check_ancestors=check_ancestors)
+    assert SleeperVerdict(USER, LEVEL, reason, expired_on, grant, blocked) == expected
+
+
+def test_evaluate_facts_an_unlimited_ancestor_key_opens_every_day_even_the_last():
+    rows, ancestors = [key(D(2026, 1, 1), D(2026, 2, 1))], [key(D(2026, 1, 1), None, unlimited=True, term_id=PARENT)]
+    for day in (TODAY, date.max):
+        reason, _, _ = evaluate_facts([row_facts(r) for r in rows], day,
+                                      ancestor_facts=[row_facts(r) for r in ancestors])
+        assert reason is Reason.ANCESTOR_ACTIVE is judge(rows, day, ancestor_rows=ancestors).reason

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar.domain.access import AccessPolicy
+from sidecar.domain.sleepers import row_facts
 from sidecar.memberlux import packed
 from tests.memberlux.test_reader import Site
 
@@ -48,6 +50,26 @@ def test_packed_key_groups_equal_the_reader_s_rows(site):
     for user_id, rows in groups:
         assert rows == reader.key_rows(user_id), user_id
     assert [u for u, _ in packed.packed_key_groups(reader, low=2, high=5)] == [2, 3, 5]
+
+
+@pytest.mark.parametrize("include_basket", [True, False])
+def test_packed_key_facts_equal_the_facts_of_the_reader_s_rows(site, include_basket):
+    _odd_site(site)
+    for user_id in (8, 9):                                          # stacked, banned, unlimited, aware times
+        site.user(user_id)
+        site.key(user_id=user_id, date_start="2025-01-01", date_end="2025-02-01", is_banned=user_id == 9)
+        site.key(user_id=user_id, status="used", is_unlimited=1, date_start="2025-02-01", date_end="0000-00-00")
+        site.key(user_id=user_id, term_id=2, key_type="wpm_keys_basket", status="used", is_banned=0, date_start="2025-03-01",
+                 date_end="2025-01-01", date_registered=None)
+        late = site.key(user_id=user_id, status="new", date_start="2025-04-01", date_end="2025-05-01")
+        site.insert("memberlux_keys_meta", key_id=late, activation_datetime="2025-04-01 23:30:00", source="admin")
+    reader = site.reader()
+    policy = AccessPolicy(include_basket=include_basket)
+    groups = list(packed.packed_key_facts(reader, policy))
+    assert [user_id for user_id, _ in groups] == [1, 2, 3, 5, 7, 8, 9]
+    for user_id, facts in groups:
+        assert facts == [row_facts(row, policy) for row in reader.key_rows(user_id)], user_id
+    assert [u for u, _ in packed.packed_key_facts(reader, policy, low=2, high=5)] == [2, 3, 5]
 
 
 def test_packed_users_equal_the_reader_s_users(site):

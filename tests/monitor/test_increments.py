@@ -316,3 +316,13 @@ def test_on_mariadb_the_server_s_digests_catch_every_kind_of_change(mariadb_data
     finally:
         writer.dispose()
         runtime.close()
+
+
+def test_stored_tuple_is_the_row_as_stored_cut_to_the_columns():
+    day = date(2026, 1, 1)
+    short = (7, day, None, False, "a@b.c", "ann", "Ann", "Lee")
+    assert stored_tuple(short) == short
+    long = (7, day, day, 1, "e" * 120, "l" * 70, "f" * 130, None)
+    assert stored_tuple(long) == (7, day, day, True, "e" * 100, "l" * 60, "f" * 100, "")
+    assert stored_tuple(short[:3] + (True,) + ("e" * 100, "l" * 60, "f" * 100, "x" * 101))[4:] == \
+        ("e" * 100, "l" * 60, "f" * 100, "x" * 100)
