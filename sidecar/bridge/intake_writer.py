@@ -138,6 +138,12 @@ class IntakeWriter:
             for pending in batch:
                 pending.finish(exc)
             return
+        except BaseException as exc:
+            # The leading thread itself is being stopped: nobody of its batch may be left waiting.
+            for pending in batch:
+                if not pending._done.is_set() or pending._lead:
+                    pending.finish(exc)
+            raise
         if self.on_commit is not None:
             self.on_commit(len(written))
 

@@ -199,3 +199,24 @@ def test_more_requests_than_one_commit_takes_are_written_by_the_next_commits(ser
     assert service.commits == [1, 2, 2, 1]
     grants, _events = stored(service)
     assert len(grants) == 6
+
+
+def test_a_leader_stopped_in_the_middle_of_a_commit_leaves_nobody_waiting(service, held, monkeypatch):
+    class Stopped(BaseException):
+        pass
+
+    real_write = service.writer._write
+
+    def stopped_on_the_shared_commit(batch):
+        if len(batch) > 1:
+            raise Stopped()
+        return real_write(batch)
+
+    monkeypatch.setattr(service.writer, "_write", stopped_on_the_shared_commit)
+    bodies = [brief_body(new_email(f"stop{n}"), external_id=f"deal-stop-{n}") for n in range(4)]
+    results, errors = accept_in_threads(service, bodies, held)
+    assert sorted(results) == [0]
+    assert sorted(errors) == [1, 2, 3] and all(isinstance(e, Stopped) for e in errors.values())
+    # The writer is free again: the next request leads and is stored.
+    again = service.accept(parse_grant_body(bodies[3]), CONTEXT)
+    assert not again.replayed and again.grant.external_id == "deal-stop-3"
