@@ -160,16 +160,24 @@ class GrantDeliverer:
         """Apply ``changes`` to the grant row under our claim; whether we still held it. A plain UPDATE of the
         table: the ORM's bulk update would look for loaded copies to synchronise, and there are none."""
         return bool(session.connection().execute(sa.update(_GRANTS).where(self._ours(grant))
-                                                 .values(updated_at=self.runtime.clock.now(), **changes)).rowcount)
+                                                 .values(**{"updated_at": self.runtime.clock.now(), **changes})).rowcount)
 
     def _write(self, session, grant: Grant, **changes) -> None:
         if not self._set(session, grant, changes):
             raise ClaimLost(grant.id)
 
+    def _as_written(self, grant: Grant, changes: dict) -> Grant:
+        """The grant as its row now is, without reading it again: the copy read under our claim with the
+        changes just written under that same claim (nobody else writes a grant we hold)."""
+        for name, value in changes.items():
+            setattr(grant, name, value)
+        return grant
+
     def _release(self, grant: Grant, **changes) -> Grant:
+        changes = {"updated_at": self.runtime.clock.now(), "claimed_by": None, "claim_expires_at": None, **changes}
         with unit_of_work(self.runtime.sessions) as session:
-            self._write(session, grant, claimed_by=None, claim_expires_at=None, **changes)
-            return session.get(Grant, grant.id)
+            self._write(session, grant, **changes)
+        return self._as_written(grant, changes)
 
     def release(self, grant: Grant) -> Grant:
         """Give a grant back untouched if we still hold it (a pass may have released it already)."""
@@ -195,7 +203,8 @@ class GrantDeliverer:
         one in the same transaction, its ``grant_changes`` applied over this one's: an order's answer and
         the read-back that found its key are one commit. It is recorded only under our claim: a read-back
         is no fact about the site worth keeping once another worker holds the grant. ``finished`` is when
-        the attempt ended (default: now). With ``reread`` the grant as written is returned.
+        the attempt ended (default: now). With ``reread`` the grant as written is returned (built from what
+        was written under our claim, not read again).
         """
         now = self.runtime.clock.now()
         attempts = [(kind, outcome, started, finished or now, status, detail, action, audit_details)]
@@ -207,6 +216,8 @@ class GrantDeliverer:
             emitted.extend(then.pop("events", None) or ())
             attempts.append((then.pop("kind"), then.pop("outcome"), then.pop("started"), then.pop("finished", None) or now,
                              then.pop("status", None), then.pop("detail", None), then.pop("action", None), then))
+        if changes:
+            changes = {"updated_at": now, **changes}
         released = None
         with unit_of_work(self.runtime.sessions) as session:
             # The grant row first: inserting the attempt takes a shared lock on it (foreign key), and a
@@ -215,15 +226,14 @@ class GrantDeliverer:
             if lost:
                 attempts = attempts[:1]
             connection = session.connection()
-            number = connection.scalar(sa.select(sa.func.count()).select_from(_ATTEMPTS)
-                                       .where(_ATTEMPTS.c.grant_id == grant.id)) or 0
-            # Plain INSERTs: building and flushing ORM objects costs more than these writes themselves.
-            connection.execute(_ATTEMPTS.insert(), [
-                {"grant_id": grant.id, "number": number + n, "kind": a_kind, "started_at": a_started,
+            # Plain INSERTs (building and flushing ORM objects costs more than these writes themselves), in one
+            # INSERT ... SELECT numbering the attempts after those already stored: no round trip to count them.
+            connection.execute(_numbered_attempts([
+                {"grant_id": grant.id, "kind": a_kind, "started_at": a_started,
                  "finished_at": a_finished, "outcome": a_outcome, "http_status": a_status,
                  "detail": (a_detail or "")[:1000] or None,
                  "elapsed_ms": int((a_finished - a_started).total_seconds() * 1000), "worker": self.holder}
-                for n, (a_kind, a_outcome, a_started, a_finished, a_status, a_detail, _a, _d) in enumerate(attempts, 1)])
+                for a_kind, a_outcome, a_started, a_finished, a_status, a_detail, _a, _d in attempts]))
             trail = [audit.row(subject_type="grant", subject_id=grant.id, action=a_action or f"{a_kind}.{a_outcome}",
                                at=a_finished, actor=self.holder, http_status=a_status, detail=(a_detail or None),
                                **a_details)
@@ -236,8 +246,11 @@ class GrantDeliverer:
             if not lost:
                 for name, payload in emitted:
                     emit(session, name, payload, now)
-                if reread:
-                    released = session.get(Grant, grant.id)
+        if not lost:
+            # Our copy follows the row, so that what a pass returns is the grant as stored.
+            self._as_written(grant, changes)
+            if reread:
+                released = grant
         if lost:
             log.warning("grant %s: claim lost before %s %s was applied; left to its new holder", grant.id, kind, outcome)
             raise ClaimLost(grant.id)
@@ -619,6 +632,10 @@ class GrantDeliverer:
             return self._release(grant, next_attempt_at=self.runtime.clock.now() + timedelta(seconds=wait),
                                  **error_values(grant.meta, Message("grants.rival", {"rival": rival})))
         grant.attempts += 1
+        grant.status, grant.outcome_unknown, grant.user_existed = DELIVERING, True, user_existed
+        # Written again with the call's outcome so that the copy returned has it; not set on the copy before,
+        # as the read-back right after the answer looks for keys, not orders, as it always did.
+        marked = {"first_ordered_at": first_ordered_at}
         customer = Customer(email=grant.email or "", first_name=grant.first_name or "", last_name=grant.last_name or "",
                             patronymic=grant.patronymic or "", phone=grant.phone or "")
         try:
@@ -640,12 +657,12 @@ class GrantDeliverer:
             self._attempt(grant, "order", "unknown", started, status=exc.status,
                           detail=f"{exc}; no new order before {settle_until:%Y-%m-%d %H:%M:%S} UTC",
                           grant_changes={"status": UNKNOWN, "outcome_unknown": True, "settle_until": settle_until,
-                                         **error_values(grant.meta, Message("grants.unknown_outcome",
+                                         **marked, **error_values(grant.meta, Message("grants.unknown_outcome",
                                                                             {"detail": str(exc)}))})
             return self._release(grant, next_attempt_at=now + self.poll)
         except RestError as exc:  # unreachable: nothing left this process
             self._attempt(grant, "order", "unreachable", started, status=exc.status, detail=str(exc),
-                          grant_changes={"orders_sent": grant.orders_sent, "outcome_unknown": False})
+                          grant_changes={"orders_sent": grant.orders_sent, "outcome_unknown": False, **marked})
             return self._transient(grant, Message("grants.unreachable", {"detail": str(exc)}), status=QUEUED)
         grant.orders_sent += 1
         now = self.runtime.clock.now()
@@ -653,7 +670,7 @@ class GrantDeliverer:
         answer = {"kind": "order", "outcome": "ok", "started": started, "finished": now, "status": result.status,
                   "detail": f"order {result.order_id} in {result.elapsed:.2f} s", "order_id": result.order_id,
                   "grant_changes": {"status": CONFIRMING, "outcome_unknown": False, "order_id": result.order_id,
-                                    "settle_until": now + self.settle, "meta": meta}}
+                                    "settle_until": now + self.settle, "meta": meta, **marked}}
         grant.meta = meta
         grant.status, grant.order_id, grant.outcome_unknown = CONFIRMING, result.order_id, False
         grant.settle_until = now + self.settle
@@ -774,6 +791,19 @@ class GrantDeliverer:
                 continue
             steps.append(Step(grant.id, "verify", grant.status))
         return steps
+
+
+def _numbered_attempts(rows: list[dict]) -> sa.Insert:
+    """Attempt rows (all of one grant) numbered after its stored ones, as one INSERT ... SELECT; both
+    databases read the whole SELECT before inserting into the table it counts."""
+    stored = (sa.select(sa.func.count()).select_from(_ATTEMPTS)
+              .where(_ATTEMPTS.c.grant_id == rows[0]["grant_id"]).scalar_subquery())
+    names = [*rows[0], "number"]
+    selects = [sa.select(*(sa.bindparam(None, row[name], type_=_ATTEMPTS.c[name].type) for name in rows[0]),
+                         (stored + n).label("number"))
+               for n, row in enumerate(rows, 1)]
+    source = selects[0] if len(selects) == 1 else sa.union_all(*selects)
+    return _ATTEMPTS.insert().from_select(names, source)
 
 
 def _lead_rejected(grant: Grant, exc: IntakeRejected) -> Message:
