@@ -28,31 +28,34 @@ def _kill_pooled_connection(engine: sa.Engine, admin_url: str) -> int:
     return connection_id
 
 
-@pytest.mark.parametrize("which", ENGINES)
-def test_a_connection_dropped_while_idle_is_pinged_and_replaced(which, mariadb_database, mariadb_admin_url,
-                                                                 monkeypatch):
-    monkeypatch.setattr(dbpool, "PING_AFTER_IDLE_SECONDS", 0.0)
-    engine = ENGINES[which](mariadb_database)
-    try:
-        killed = _kill_pooled_connection(engine, mariadb_admin_url)
-        with engine.connect() as conn:
-            assert conn.execute(sa.select(sa.func.connection_id())).scalar_one() != killed
-    finally:
+@pytest.fixture(params=list(ENGINES))
+def pooled(request, mariadb_database, monkeypatch):
+    """``pooled(idle_seconds)``: the store's or the WordPress database's engine, pinging after that idle time."""
+    made: list[sa.Engine] = []
+
+    def build(idle_seconds: float) -> sa.Engine:
+        monkeypatch.setattr(dbpool, "PING_AFTER_IDLE_SECONDS", idle_seconds)
+        made.append(ENGINES[request.param](mariadb_database))
+        return made[-1]
+
+    yield build
+    for engine in made:
         engine.dispose()
 
 
-@pytest.mark.parametrize("which", ENGINES)
-def test_a_connection_back_a_moment_ago_is_handed_out_without_a_ping(which, mariadb_database, mariadb_admin_url,
-                                                                      monkeypatch):
+def test_a_connection_dropped_while_idle_is_pinged_and_replaced(pooled, mariadb_admin_url):
+    engine = pooled(0.0)
+    killed = _kill_pooled_connection(engine, mariadb_admin_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.connection_id())).scalar_one() != killed
+
+
+def test_a_connection_back_a_moment_ago_is_handed_out_without_a_ping(pooled, mariadb_admin_url):
     # The other side of the trade-off: within the idle threshold nothing checks the connection, so one the
     # server dropped meanwhile fails its first statement (and the pool is renewed after it).
-    monkeypatch.setattr(dbpool, "PING_AFTER_IDLE_SECONDS", 3600.0)
-    engine = ENGINES[which](mariadb_database)
-    try:
-        _kill_pooled_connection(engine, mariadb_admin_url)
-        with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
-            conn.execute(sa.select(1)).scalar_one()
-        with engine.connect() as conn:
-            assert conn.execute(sa.select(1)).scalar_one() == 1
-    finally:
-        engine.dispose()
+    engine = pooled(3600.0)
+    _kill_pooled_connection(engine, mariadb_admin_url)
+    with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
+        conn.execute(sa.select(1)).scalar_one()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(1)).scalar_one() == 1

@@ -122,16 +122,23 @@ class _Days(dict[str, "date | None"]):
         return day
 
 
-def _unpack_facts(count: int, packed: str, days: _Days, include_basket: bool) -> list[RowFacts] | None:
-    """What :func:`_unpack_keys` then :func:`row_facts` give, field for field (tests/memberlux/test_packed.py)."""
+def _split_group(count: int, packed: str) -> list[list[str]] | None:
+    """The fields of each record of one user's packed group; None when it does not split into ``count``
+    records of ``_KEY_FIELDS`` fields (a separator inside a value, a group cut by group_concat_max_len)."""
     records = packed.split(_RECORD)
     if len(records) != count:
         return None
+    groups = [record.split(_FIELD) for record in records]
+    return groups if all(len(fields) == _KEY_FIELDS for fields in groups) else None
+
+
+def _unpack_facts(count: int, packed: str, days: _Days, include_basket: bool) -> list[RowFacts] | None:
+    """What :func:`_unpack_keys` then :func:`row_facts` give, field for field (tests/memberlux/test_packed.py)."""
+    groups = _split_group(count, packed)
+    if groups is None:
+        return None
     facts = []
-    for record in records:
-        fields = record.split(_FIELD)
-        if len(fields) != _KEY_FIELDS:
-            return None
+    for fields in groups:
         _key, term_id, status, key_type, banned, unlimited, _duration, _units, start, end, registered, activated = fields
         activated_on = _activation_day(activated) if activated else None
         try:
@@ -156,14 +163,11 @@ def _activation_day(text: str) -> date | None:
 
 
 def _unpack_keys(user_id: int, count: int, packed: str, days: dict[str, date | None]) -> list[KeyRow] | None:
-    records = packed.split(_RECORD)
-    if len(records) != count:
+    groups = _split_group(count, packed)
+    if groups is None:
         return None
     rows = []
-    for record in records:
-        fields = record.split(_FIELD)
-        if len(fields) != _KEY_FIELDS:
-            return None
+    for fields in groups:
         key_id, term_id, status, key_type, banned, unlimited, duration, units, start, end, registered, activated = fields
         try:
             # A site has a few thousand distinct days: each text is parsed once per pass.
