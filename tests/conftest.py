@@ -104,6 +104,13 @@ def site_db_url(request: pytest.FixtureRequest, tmp_path) -> str:
     return request.getfixturevalue("mariadb_database")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def store_section(request: pytest.FixtureRequest) -> dict:
+    """The ``[store]`` section of a test's settings: empty (the default SQLite file in tmp_path) or a
+    fresh MariaDB database, so a test runs once on each store."""
+    return {"url": request.getfixturevalue("mariadb_database")} if request.param == "mariadb" else {}
+
+
 # --- a small emulated site with the sidecar wired to it ----------------------------------------------
 
 SMALL_SITE = {"users": 60, "levels": 4, "seed": 7}

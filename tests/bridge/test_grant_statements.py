@@ -20,11 +20,9 @@ from sidecar.store.grant_models import Grant, GrantAttempt
 from tests.bridge.support import Bridge, brief_body
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-def bridge(request, make_bridge) -> Bridge:
-    if request.param == "mariadb":
-        return make_bridge(store={"url": request.getfixturevalue("mariadb_database")})
-    return make_bridge()
+@pytest.fixture
+def bridge(store_section, make_bridge) -> Bridge:
+    return make_bridge(store=store_section)
 
 
 @contextmanager

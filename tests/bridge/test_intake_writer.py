@@ -26,13 +26,9 @@ from tests.bridge.support import brief_body, new_email
 CONTEXT = IntakeContext(channel="api", principal=Principal("api_key", "crm"))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-def service(request, make_bridge) -> BridgeService:
-    if request.param == "mariadb":
-        bridge = make_bridge(store={"url": request.getfixturevalue("mariadb_database")})
-    else:
-        bridge = make_bridge()
-    built = BridgeService(bridge.runtime)
+@pytest.fixture
+def service(store_section, make_bridge) -> BridgeService:
+    built = BridgeService(make_bridge(store=store_section).runtime)
     built.commits = []                                   # sizes of the committed batches, in order
     built.writer.on_commit = built.commits.append
     return built

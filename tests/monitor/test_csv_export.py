@@ -52,10 +52,9 @@ def _plant(runtime) -> None:
                              due_on=TODAY, planned_at=now, updated_at=now))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-def planted(request, small_site, settings_for):
-    store = {"url": request.getfixturevalue("mariadb_database")} if request.param == "mariadb" else {}
-    settings = settings_for(small_site, store=store) if store else settings_for(small_site)
+@pytest.fixture
+def planted(store_section, small_site, settings_for):
+    settings = settings_for(small_site, store=store_section)
     migrate_store(store_url(settings))
     runtime = build_runtime(settings, clock=FixedClock(START))
     monitor = Monitor(runtime)

@@ -26,12 +26,10 @@ from werkzeug.datastructures import MultiDict
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-def listing(request, small_site, settings_for):
+@pytest.fixture
+def listing(store_section, small_site, settings_for):
     """A signed-in monitor on the small site (39 sleepers), its store on SQLite or MariaDB."""
-    store = {"url": request.getfixturevalue("mariadb_database")} if request.param == "mariadb" else {}
-    settings = settings_for(small_site, store=store, web={"api_tokens": {"reports": API_TOKEN}}) if store else \
-        settings_for(small_site, web={"api_tokens": {"reports": API_TOKEN}})
+    settings = settings_for(small_site, store=store_section, web={"api_tokens": {"reports": API_TOKEN}})
     migrate_store(store_url(settings))
     runtime = build_runtime(settings, clock=FixedClock(START))
     monitor = Monitor(runtime)

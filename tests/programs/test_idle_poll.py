@@ -29,10 +29,9 @@ YOGA, ENGLISH = 10, 7                     # manual-certificate levels of the sma
 START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-def runtime(request, small_site, settings_for):
-    store = {"url": request.getfixturevalue("mariadb_database")} if request.param == "mariadb" else {}
-    settings = settings_for(small_site, store=store) if store else settings_for(small_site)
+@pytest.fixture
+def runtime(store_section, small_site, settings_for):
+    settings = settings_for(small_site, store=store_section)
     migrate_store(store_url(settings))
     built = build_runtime(settings, clock=FixedClock(START))
     CertificateClassifier(built).sync()   # the site's certificates so far are history

@@ -20,11 +20,9 @@ CRM, SHOP = API_KEYS["crm"], API_KEYS["shop"]
 BEFORE = "0010_admin_sessions"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-def bridge(request, make_bridge) -> Bridge:
-    if request.param == "mariadb":
-        return make_bridge(store={"url": request.getfixturevalue("mariadb_database")})
-    return make_bridge()
+@pytest.fixture
+def bridge(store_section, make_bridge) -> Bridge:
+    return make_bridge(store=store_section)
 
 
 def test_another_key_cannot_read_a_grant_by_external_id_or_id(bridge):
