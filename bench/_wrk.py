@@ -39,7 +39,6 @@ function init(args)
   ok = 0
   other = 0
   replayed = 0
-  statuses = ""
 end
 
 request = function()
@@ -71,21 +70,23 @@ done = function(summary, latency, requests)
     total_other = total_other + thread:get("other")
     total_replayed = total_replayed + thread:get("replayed")
   end
-  io.write(string.format('%(prefix)s{"requests": %%d, "duration_us": %%d, "ok": %%d, "other_status": %%d, ' ..
-    '"replayed": %%d, "errors": {"connect": %%d, "read": %%d, "write": %%d, "timeout": %%d, "status": %%d}, ' ..
-    '"latency_us": {"p50": %%d, "p90": %%d, "p99": %%d, "max": %%d, "mean": %%.1f}}\n',
-    summary.requests, summary.duration, total_ok, total_other, total_replayed,
-    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout, summary.errors.status,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+  report(summary, latency, total_ok, total_other, total_replayed)
 end
 """
 
 _HEALTH_SCRIPT = r"""
 done = function(summary, latency, requests)
+  report(summary, latency, summary.requests - summary.errors.status, summary.errors.status, 0)
+end
+"""
+
+# Appended to both scripts: the one JSON line the run's figures are read from.
+_REPORT = r"""
+function report(summary, latency, ok, other, replayed)
   io.write(string.format('%(prefix)s{"requests": %%d, "duration_us": %%d, "ok": %%d, "other_status": %%d, ' ..
-    '"replayed": 0, "errors": {"connect": %%d, "read": %%d, "write": %%d, "timeout": %%d, "status": %%d}, ' ..
+    '"replayed": %%d, "errors": {"connect": %%d, "read": %%d, "write": %%d, "timeout": %%d, "status": %%d}, ' ..
     '"latency_us": {"p50": %%d, "p90": %%d, "p99": %%d, "max": %%d, "mean": %%.1f}}\n',
-    summary.requests, summary.duration, summary.requests - summary.errors.status, summary.errors.status,
+    summary.requests, summary.duration, ok, other, replayed,
     summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout, summary.errors.status,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
 end
@@ -106,10 +107,10 @@ def run(url: str, *, seconds: float, connections: int, threads: int = 1, grants:
     duplicate_share) it posts new grants, else it GETs ``url``. Returns wrk's figures as a dict."""
     if grants is not None:
         text = _SCRIPT % {"products": _lua_products(grants["products"]), "run_id": grants["run_id"],
-                          "api_key": grants["api_key"], "duplicate_share": grants["duplicate_share"],
-                          "prefix": RESULT_PREFIX}
+                          "api_key": grants["api_key"], "duplicate_share": grants["duplicate_share"]}
     else:
-        text = _HEALTH_SCRIPT % {"prefix": RESULT_PREFIX}
+        text = _HEALTH_SCRIPT
+    text += _REPORT % {"prefix": RESULT_PREFIX}
     with tempfile.TemporaryDirectory(prefix="mls-wrk-") as work:
         script = Path(work) / "load.lua"
         script.write_text(text, encoding="utf-8")
