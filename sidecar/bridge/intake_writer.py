@@ -47,7 +47,7 @@ class KeyTaken(Exception):
 class PendingGrant:
     """One request's rows, waiting for the transaction that writes them."""
 
-    __slots__ = ("values", "audit_rows", "event", "_done", "_lead", "_error")
+    __slots__ = ("values", "audit_rows", "event", "_done", "_lead", "_finished", "_error")
 
     def __init__(self, values: dict[str, Any], audit_rows: list[dict[str, Any]],
                  event: tuple[str, dict[str, Any]] | None) -> None:
@@ -56,6 +56,7 @@ class PendingGrant:
         self.event = event                    # (type, data) of the webhook event, if any
         self._done = threading.Event()
         self._lead = False
+        self._finished = False
         self._error: BaseException | None = None
 
     @property
@@ -64,6 +65,7 @@ class PendingGrant:
 
     def finish(self, error: BaseException | None = None) -> None:
         self._error = error
+        self._finished = True
         self._done.set()
 
     def lead(self) -> None:
@@ -141,7 +143,7 @@ class IntakeWriter:
         except BaseException as exc:
             # The leading thread itself is being stopped: nobody of its batch may be left waiting.
             for pending in batch:
-                if not pending._done.is_set() or pending._lead:
+                if not pending._finished:
                     pending.finish(exc)
             raise
         if self.on_commit is not None:
