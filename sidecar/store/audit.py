@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from sidecar.logs import request_id_var
+from sidecar.store.db import connection_of
 from sidecar.store.models import AuditEvent
 
 
@@ -39,7 +40,7 @@ def insert_rows(target: Session | Connection, rows: list[dict[str, Any]]) -> Non
     the ORM's unit of work: the grant intake stores a few events per request, and building and flushing
     objects costs more than the write itself."""
     if rows:
-        (target.connection() if isinstance(target, Session) else target).execute(_INSERT, rows)
+        connection_of(target).execute(_INSERT, rows)
 
 
 def trail(session: Session, subject_type: str, subject_id: str) -> list[AuditEvent]:

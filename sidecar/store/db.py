@@ -153,6 +153,11 @@ def session_factory(engine: sa.Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, future=True)
 
 
+def connection_of(target: Session | sa.Connection) -> sa.Connection:
+    """The connection of a session's transaction, or the connection itself: for writers that take either."""
+    return target.connection() if isinstance(target, Session) else target
+
+
 @contextmanager
 def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session committed on success and rolled back on any exception."""

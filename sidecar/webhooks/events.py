@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from sidecar.config import WEBHOOK_EVENTS
+from sidecar.store.db import connection_of
 from sidecar.store.webhook_models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from sidecar.webhooks.samples import TEST_EVENT
 
@@ -130,7 +131,7 @@ def emit(target: Session | Connection, event_type: str, data: dict[str, Any], at
     """
     if event_type not in SCHEMAS:
         raise ValueError(f"unknown event type {event_type}")
-    connection = target.connection() if isinstance(target, Session) else target
+    connection = connection_of(target)
     # Nothing pending in a session can change the answer: endpoints are edited in transactions of their own.
     listening = [e for e in (enabled_endpoints(connection) if endpoints is None else endpoints)
                  if _matches(e, event_type, program_id)]
