@@ -37,6 +37,7 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
 
 from sidecar.bootstrap import Runtime
 from sidecar.domain.access import KeyRow
@@ -52,7 +53,7 @@ from sidecar.memberlux.rest import (
 from sidecar.memberlux.traces import Customer as TraceCustomer
 from sidecar.memberlux.traces import TraceReader
 from sidecar.store import audit
-from sidecar.store.db import unit_of_work
+from sidecar.store.db import rolled_back_by_contention, unit_of_work
 from sidecar.store.grant_models import (
     CONFIRMING, DELIVERING, DUPLICATED, FAILED, FETCHING, QUEUED, SHADOW, SHADOWED, SUCCEEDED, UNKNOWN, Grant, GrantAttempt,
 )
@@ -72,6 +73,10 @@ WORKABLE = (QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING, SHADOW)
 #: New orders after orders that exist without a key, never answered as complete, on a site whose
 #: payments add-on is active with auto-activation (a bound against a site that breaks every order).
 MAX_REORDERS_WITHOUT_KEY = 3
+#: How often a bookkeeping transaction the store rolled back because of a concurrent one is run again,
+#: and the pause before each run (times the run's number).
+CONTENTION_RETRIES = 4
+CONTENTION_PAUSE_SECONDS = 0.02
 
 
 class ClaimLost(Exception):
@@ -219,33 +224,7 @@ class GrantDeliverer:
         if changes:
             changes = {"updated_at": now, **changes}
         released = None
-        with unit_of_work(self.runtime.sessions) as session:
-            # The grant row first: inserting the attempt takes a shared lock on it (foreign key), and a
-            # shared lock upgraded to an exclusive one deadlocks against a rival's claim on MariaDB.
-            lost = bool(changes) and not self._set(session, grant, changes)
-            if lost:
-                attempts = attempts[:1]
-            connection = session.connection()
-            # Plain INSERTs (building and flushing ORM objects costs more than these writes themselves), in one
-            # INSERT ... SELECT numbering the attempts after those already stored: no round trip to count them.
-            connection.execute(_numbered_attempts([
-                {"grant_id": grant.id, "kind": a_kind, "started_at": a_started,
-                 "finished_at": a_finished, "outcome": a_outcome, "http_status": a_status,
-                 "detail": (a_detail or "")[:1000] or None,
-                 "elapsed_ms": int((a_finished - a_started).total_seconds() * 1000), "worker": self.holder}
-                for a_kind, a_outcome, a_started, a_finished, a_status, a_detail, _a, _d in attempts]))
-            trail = [audit.row(subject_type="grant", subject_id=grant.id, action=a_action or f"{a_kind}.{a_outcome}",
-                               at=a_finished, actor=self.holder, http_status=a_status, detail=(a_detail or None),
-                               **a_details)
-                     for a_kind, a_outcome, _s, a_finished, a_status, a_detail, a_action, a_details in attempts]
-            if lost:
-                trail.append(audit.row(subject_type="grant", subject_id=grant.id, action="grant.claim_lost", at=now,
-                                       actor=self.holder,
-                                       detail=f"claim expired before {kind} {outcome} could be applied"))
-            audit.insert_rows(session, trail)
-            if not lost:
-                for name, payload in emitted:
-                    emit(session, name, payload, now)
+        lost = self._record(grant, attempts, changes, emitted, now, f"{kind} {outcome}")
         if not lost:
             # Our copy follows the row, so that what a pass returns is the grant as stored.
             self._as_written(grant, changes)
@@ -255,6 +234,54 @@ class GrantDeliverer:
             log.warning("grant %s: claim lost before %s %s was applied; left to its new holder", grant.id, kind, outcome)
             raise ClaimLost(grant.id)
         return released
+
+    def _record(self, grant: Grant, attempts: list[tuple], changes: dict, emitted: list[tuple[str, dict]],
+                now: datetime, what: str) -> bool:
+        """One transaction: ``changes`` under our claim, the attempt rows, their audit trail and ``emitted``;
+        True when the claim was lost (then only the first attempt is recorded). A transaction MariaDB
+        rolled back because of a concurrent one is run again: nothing of it was written, and what it
+        records (often the site's answer to an order) must not wait for the claim to expire."""
+        for tries_left in range(CONTENTION_RETRIES, -1, -1):
+            try:
+                with unit_of_work(self.runtime.sessions) as session:
+                    # The grant row first: inserting the attempt takes a shared lock on it (foreign key), and a
+                    # shared lock upgraded to an exclusive one deadlocks against a rival's claim on MariaDB.
+                    lost = bool(changes) and not self._set(session, grant, changes)
+                    recorded = attempts[:1] if lost else attempts
+                    connection = session.connection()
+                    # Numbered after the stored ones, counted by a plain read: an INSERT ... SELECT counting
+                    # them would lock what it reads and hold the table's AUTO-INC lock for the statement,
+                    # and two such inserts deadlock on MariaDB.
+                    stored = connection.execute(sa.select(sa.func.count()).select_from(_ATTEMPTS)
+                                                .where(_ATTEMPTS.c.grant_id == grant.id)).scalar_one()
+                    # Plain INSERTs: building and flushing ORM objects costs more than these writes themselves.
+                    connection.execute(_ATTEMPTS.insert(), [
+                        {"grant_id": grant.id, "number": stored + n, "kind": a_kind, "started_at": a_started,
+                         "finished_at": a_finished, "outcome": a_outcome, "http_status": a_status,
+                         "detail": (a_detail or "")[:1000] or None,
+                         "elapsed_ms": int((a_finished - a_started).total_seconds() * 1000), "worker": self.holder}
+                        for n, (a_kind, a_outcome, a_started, a_finished, a_status, a_detail, _a, _d)
+                        in enumerate(recorded, 1)])
+                    trail = [audit.row(subject_type="grant", subject_id=grant.id,
+                                       action=a_action or f"{a_kind}.{a_outcome}", at=a_finished, actor=self.holder,
+                                       http_status=a_status, detail=(a_detail or None), **a_details)
+                             for a_kind, a_outcome, _s, a_finished, a_status, a_detail, a_action, a_details in recorded]
+                    if lost:
+                        trail.append(audit.row(subject_type="grant", subject_id=grant.id, action="grant.claim_lost",
+                                               at=now, actor=self.holder,
+                                               detail=f"claim expired before {what} could be applied"))
+                    audit.insert_rows(session, trail)
+                    if not lost:
+                        for name, payload in emitted:
+                            emit(session, name, payload, now)
+                return lost
+            except OperationalError as exc:
+                if not tries_left or not rolled_back_by_contention(exc):
+                    raise
+                log.info("grant %s: the store rolled back the record of %s (%s); writing it again",
+                         grant.id, what, exc.orig)
+                time.sleep(CONTENTION_PAUSE_SECONDS * (CONTENTION_RETRIES - tries_left + 1))
+        raise AssertionError("unreachable")
 
     def _after(self, grant: Grant, first: dict | None, kind: str, outcome: str, started: datetime,
                **record) -> Grant | None:
@@ -791,19 +818,6 @@ class GrantDeliverer:
                 continue
             steps.append(Step(grant.id, "verify", grant.status))
         return steps
-
-
-def _numbered_attempts(rows: list[dict]) -> sa.Insert:
-    """Attempt rows (all of one grant) numbered after its stored ones, as one INSERT ... SELECT; both
-    databases read the whole SELECT before inserting into the table it counts."""
-    stored = (sa.select(sa.func.count()).select_from(_ATTEMPTS)
-              .where(_ATTEMPTS.c.grant_id == rows[0]["grant_id"]).scalar_subquery())
-    names = [*rows[0], "number"]
-    selects = [sa.select(*(sa.bindparam(None, row[name], type_=_ATTEMPTS.c[name].type) for name in rows[0]),
-                         (stored + n).label("number"))
-               for n, row in enumerate(rows, 1)]
-    source = selects[0] if len(selects) == 1 else sa.union_all(*selects)
-    return _ATTEMPTS.insert().from_select(names, source)
 
 
 def _lead_rejected(grant: Grant, exc: IntakeRejected) -> Message:

@@ -50,7 +50,7 @@ from sidecar.store.monitor_models import SleeperEntry
 from sidecar.store.reminder_models import Reminder, ReminderDigest
 from sidecar.reminders.approval import approved_levels, letter_count, record_awaiting
 from sidecar.reminders.unsubscribe import unsubscribed_ids
-from sidecar.store.db import unit_of_work
+from sidecar.store.db import rolled_back_by_contention, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +342,7 @@ class ReminderPlanner:
                 with unit_of_work(self.runtime.sessions) as session:
                     session.execute(table.insert(), chunk)
             except (IntegrityError, OperationalError) as exc:
-                if isinstance(exc, OperationalError) and not _is_deadlock(exc):
+                if isinstance(exc, OperationalError) and not rolled_back_by_contention(exc):
                     raise
                 # Another planner got there first for some rows: keep theirs, add the rest one by one.
                 duplicates += sum(0 if self._insert_one(table, value) else 1 for value in chunk)
@@ -365,7 +365,7 @@ class ReminderPlanner:
             except IntegrityError:
                 return False
             except OperationalError as exc:
-                if not _is_deadlock(exc) or attempt == attempts - 1:
+                if not rolled_back_by_contention(exc) or attempt == attempts - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
         return False
@@ -400,7 +400,3 @@ def _sent_on(state: str, sent_at: datetime | None, data_started_at: datetime | N
     moment = data_started_at if state == State.UNKNOWN.value else sent_at
     return moment.date() if moment is not None else None
 
-
-def _is_deadlock(exc: OperationalError) -> bool:
-    code = getattr(exc.orig, "args", (None,))[0]
-    return code in (1213, 1205) or "deadlock" in str(exc.orig).lower()

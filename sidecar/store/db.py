@@ -158,6 +158,21 @@ def connection_of(target: Session | sa.Connection) -> sa.Connection:
     return target.connection() if isinstance(target, Session) else target
 
 
+#: MySQL/MariaDB errors after which the server has rolled the whole transaction back because of another
+#: transaction, not because of anything in it: a deadlock (1213), a lock wait timeout (1205), and the
+#: AUTO-INC lock of a deadlocked statement (1467, "Failed to read auto-increment value from storage engine").
+_CONTENTION_CODES = frozenset({1205, 1213, 1467})
+
+
+def rolled_back_by_contention(exc: BaseException) -> bool:
+    """Whether ``exc`` is a transaction the server gave up because of a concurrent one: running the same
+    transaction again is the remedy (nothing of it was written)."""
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    code = getattr(exc.orig, "args", (None,))[0]
+    return code in _CONTENTION_CODES or "deadlock" in str(exc.orig).lower()
+
+
 @contextmanager
 def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session committed on success and rolled back on any exception."""
