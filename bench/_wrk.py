@@ -54,8 +54,9 @@ request = function()
       run_id, tid, sent, sent, p[1], p[2], p[3], run_id, tid, sent)
     if #made < 4096 then table.insert(made, body) end
   end
-  return wrk.format("POST", "/api/v1/grants",
-    {["Content-Type"] = "application/json", ["X-API-Key"] = api_key}, body)
+  local headers = {["Content-Type"] = "application/json", ["X-API-Key"] = api_key}
+  if %(close)s then headers["Connection"] = "close" end
+  return wrk.format("POST", "/api/v1/grants", headers, body)
 end
 
 response = function(status, headers, body)
@@ -102,12 +103,16 @@ def _lua_products(products: list[tuple[int, int, str]]) -> str:
     return "{" + ", ".join(f'{{{int(t)}, {int(d)}, "{str(u)}"}}' for t, d, u in products) + "}"
 
 
-def run(url: str, *, seconds: float, connections: int, threads: int = 1, grants: dict | None = None) -> dict:
+def run(url: str, *, seconds: float, connections: int, threads: int = 1, grants: dict | None = None,
+        new_connections: bool = False) -> dict:
     """Run wrk against ``url`` for ``seconds``; with ``grants`` (products, run_id, api_key,
-    duplicate_share) it posts new grants, else it GETs ``url``. Returns wrk's figures as a dict."""
+    duplicate_share) it posts new grants, else it GETs ``url``. With ``new_connections`` each post asks
+    the server to close the connection after its answer (``Connection: close``), so every request comes
+    on a new connection, as webhooks of most senders do. Returns wrk's figures as a dict."""
     if grants is not None:
         text = _SCRIPT % {"products": _lua_products(grants["products"]), "run_id": grants["run_id"],
-                          "api_key": grants["api_key"], "duplicate_share": grants["duplicate_share"]}
+                          "api_key": grants["api_key"], "duplicate_share": grants["duplicate_share"],
+                          "close": "true" if new_connections else "false"}
     else:
         text = _HEALTH_SCRIPT
     text += _REPORT % {"prefix": RESULT_PREFIX}

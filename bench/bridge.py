@@ -17,8 +17,12 @@ Everything runs on loopback, in a temporary directory removed at the end (also o
    A GET /healthz run with the same client first shows the ceiling of client + gunicorn on this machine.
    The same two closed loops again from ``wrk`` (a C client, ``apt-get install wrk``; skipped with a note
    when it is missing) for ``--wrk-seconds`` each: the Python client costs CPU on the same cores as the
-   server, wrk next to none. For a MariaDB store on this machine the server's CPU per request is printed
-   too (it is the whole server's: run it with nothing else using that server).
+   server, wrk next to none. Then the intake once more from wrk with a new connection per request
+   (``Connection: close``, as most webhook senders connect): a keep-alive connection stays with the
+   gunicorn worker that accepted it, so a few busy connections can load one worker while the other
+   idles (the share of the busiest worker's CPU is printed for each run). For a MariaDB store on this
+   machine the server's CPU per request is printed too (it is the whole server's: run it with nothing
+   else using that server).
    Intake, open loop: ``--paced-requests`` more posts due at ``--rate`` per second whatever the server
    does; each latency counts from the request's due time (a server that falls behind shows it).
 3. Delivery: the first ``--grants`` accepted grants stay queued (the others are cancelled in the store,
@@ -88,24 +92,37 @@ def _wait_http(url: str, processes: Processes, name: str, timeout: float = 90) -
     wait_http(url, processes, name, timeout)
 
 
-def _cpu_seconds(root_pid: int) -> float:
-    """User + system CPU of a process and its children (gunicorn master and workers), from /proc."""
+def _cpu_by_process(root_pid: int) -> dict[int, float]:
+    """User + system CPU seconds of a process and each of its descendants (gunicorn master and workers),
+    from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total, pending, seen = 0.0, [root_pid], set()
+    found: dict[int, float] = {}
+    pending = [root_pid]
     while pending:
         pid = pending.pop()
-        if pid in seen:
+        if pid in found:
             continue
-        seen.add(pid)
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
+            found[pid] = (int(fields[11]) + int(fields[12])) / ticks
             for task in Path(f"/proc/{pid}/task").iterdir():
                 children = (task / "children").read_text().split()
                 pending.extend(int(c) for c in children)
         except (OSError, ValueError, IndexError):
             continue
-    return total
+    return found
+
+
+def _cpu_seconds(root_pid: int) -> float:
+    """User + system CPU of a process and its children (gunicorn master and workers), from /proc."""
+    return sum(_cpu_by_process(root_pid).values())
+
+
+def _busiest_share(before: dict[int, float], after: dict[int, float], root_pid: int) -> float:
+    """The share of the gunicorn workers' CPU (master left out) spent by the busiest worker between two
+    readings: 1/workers when the load was spread evenly, 1.0 when one worker took it all."""
+    used = [after[pid] - before.get(pid, 0.0) for pid in after if pid != root_pid]
+    return max(used) / sum(used) if used and sum(used) > 0 else float("nan")
 
 
 # --- setup -------------------------------------------------------------------------------------------
@@ -283,13 +300,19 @@ def wrk_phase(args, port: int, server_pid: int, database_pid: int | None, produc
         return None
     url = f"http://{HOST}:{port}"
     runs = {}
-    for name, target, grants in (("baseline", "/healthz", None),
-                                 ("intake", "/api/v1/grants", {"products": products, "run_id": run_id + "k",
-                                                               "api_key": api_key, "duplicate_share": DUPLICATE_SHARE})):
-        cpu_before, database_before = _cpu_seconds(server_pid), _cpu_seconds(database_pid) if database_pid else 0.0
-        figures = _wrk.run(url + target, seconds=args.wrk_seconds, connections=args.concurrency, grants=grants)
-        figures["server_cpu_ms_per_request"] = round((_cpu_seconds(server_pid) - cpu_before) /
+    for name, target, grants, new_connections in (
+            ("baseline", "/healthz", None, False),
+            ("intake", "/api/v1/grants", {"products": products, "run_id": run_id + "k", "api_key": api_key,
+                                          "duplicate_share": DUPLICATE_SHARE}, False),
+            ("intake_new_conn", "/api/v1/grants", {"products": products, "run_id": run_id + "n", "api_key": api_key,
+                                                   "duplicate_share": DUPLICATE_SHARE}, True)):
+        cpu_before, database_before = _cpu_by_process(server_pid), _cpu_seconds(database_pid) if database_pid else 0.0
+        figures = _wrk.run(url + target, seconds=args.wrk_seconds, connections=args.concurrency, grants=grants,
+                           new_connections=new_connections)
+        cpu_after = _cpu_by_process(server_pid)
+        figures["server_cpu_ms_per_request"] = round((sum(cpu_after.values()) - sum(cpu_before.values())) /
                                                      max(1, figures["requests"]) * 1000, 3)
+        figures["busiest_worker_cpu_share"] = round(_busiest_share(cpu_before, cpu_after, server_pid), 2)
         if database_pid:
             figures["database_cpu_ms_per_request"] = round((_cpu_seconds(database_pid) - database_before) /
                                                            max(1, figures["requests"]) * 1000, 3)
@@ -486,9 +509,12 @@ INCLUDES = {
                    "store as replays); rps = answers / wall time of the phase; latency = from sending the request "
                    "to having read the whole answer, on the client; no worker running",
     "closed_loop_wrk": "the same two closed loops (GET /healthz as baseline, then the intake with new deals and 10 % "
-                       "repeats) from wrk, a C client with one thread and --concurrency connections, for --wrk-seconds "
-                       "each: what the server does when the client costs next to no CPU; latency is wrk's (request "
-                       "written to answer read); rps = answers / duration",
+                       "repeats) from wrk, a C client with one thread and --concurrency keep-alive connections, for "
+                       "--wrk-seconds each: what the server does when the client costs next to no CPU; then the intake "
+                       "again with a new connection per request (intake_new_conn: Connection: close, as most webhook "
+                       "senders connect); latency is wrk's (request written to answer read); rps = answers / duration; "
+                       "busiest_worker_cpu_share = CPU of the busiest gunicorn worker / CPU of all workers (a keep-alive "
+                       "connection stays with the worker that accepted it)",
     "open_loop": "POST /api/v1/grants due at --rate per second whatever the server does, sent over --concurrency "
                  "keep-alive connections; latency counts from each request's due time (queueing in the client "
                  "when all connections are busy included: no coordinated omission); achieved_rps = answers / wall time",
@@ -663,13 +689,16 @@ def _measure(args, processes: Processes, runtime, run_id: str, notes: list[str],
     if wrk_figures:
         for name, figures in wrk_figures.items():
             lat = figures["latency_us"]
-            print(f"  wrk {name:<13} {'GET /healthz' if name == 'baseline' else 'POST /api/v1/grants'} for "
-                  f"{args.wrk_seconds:g} s, {args.concurrency} connections (wrk, 1 thread): "
+            print(f"  wrk {name:<15} {'GET /healthz' if name == 'baseline' else 'POST /api/v1/grants'} for "
+                  f"{args.wrk_seconds:g} s, {args.concurrency} "
+                  f"{'new connections (Connection: close)' if name.endswith('new_conn') else 'keep-alive connections'} "
+                  f"(wrk, 1 thread): "
                   f"{figures['rps']:,.0f} req/s; p50 {lat['p50'] / 1000:.1f} ms, p90 {lat['p90'] / 1000:.1f} ms, "
                   f"p99 {lat['p99'] / 1000:.1f} ms, max {lat['max'] / 1000:.1f} ms; answers 200/202 {figures['ok']}, "
                   f"other {figures['other_status']}, replayed {figures['replayed']}, socket errors "
                   f"{sum(v for k, v in figures['errors'].items() if k != 'status')}; gunicorn CPU "
-                  f"{figures['server_cpu_ms_per_request']:.2f} ms per request" +
+                  f"{figures['server_cpu_ms_per_request']:.2f} ms per request, "
+                  f"{figures['busiest_worker_cpu_share']:.0%} of it in the busiest worker" +
                   (f", MariaDB server CPU {figures['database_cpu_ms_per_request']:.2f} ms per request"
                    if "database_cpu_ms_per_request" in figures else ""))
     if paced:
@@ -723,6 +752,7 @@ def _measure(args, processes: Processes, runtime, run_id: str, notes: list[str],
                    "p99_ms": round(f["latency_us"]["p99"] / 1000, 1), "max_ms": round(f["latency_us"]["max"] / 1000, 1),
                    "ok": f["ok"], "other_status": f["other_status"], "replayed": f["replayed"], "errors": f["errors"],
                    "server_cpu_ms_per_request": f["server_cpu_ms_per_request"],
+                   "busiest_worker_cpu_share": f["busiest_worker_cpu_share"],
                    **({"database_cpu_ms_per_request": f["database_cpu_ms_per_request"]}
                       if "database_cpu_ms_per_request" in f else {})}
             for name, f in wrk_figures.items()}

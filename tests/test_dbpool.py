@@ -1,5 +1,6 @@
-"""Pooled connections of the store and of the WordPress database: pinged at checkout only after a
-moment idle (sidecar/dbpool.py), on a real MariaDB server that drops them."""
+"""Pooled connections of the store and of the WordPress database (sidecar/dbpool.py), on a real MariaDB
+server: pinged at checkout only after a moment idle, replaced when the server dropped them, and rolled
+back on their way back to the pool only when the server says a transaction is open on them."""
 
 from __future__ import annotations
 
@@ -59,3 +60,42 @@ def test_a_connection_back_a_moment_ago_is_handed_out_without_a_ping(pooled, mar
         conn.execute(sa.select(1)).scalar_one()
     with engine.connect() as conn:
         assert conn.execute(sa.select(1)).scalar_one() == 1
+
+
+def _rollbacks_sent(conn: sa.Connection) -> int:
+    """ROLLBACK statements the server counted on this connection so far."""
+    return int(conn.execute(sa.text("SHOW SESSION STATUS LIKE 'Com_rollback'")).one()[1])
+
+
+def test_a_connection_whose_transaction_was_committed_goes_back_without_a_rollback(pooled):
+    engine = pooled(3600.0)
+    with engine.connect() as conn:
+        connection_id = conn.execute(sa.select(sa.func.connection_id())).scalar_one()
+        before = _rollbacks_sent(conn)
+        conn.commit()
+    for _ in range(3):
+        with engine.begin() as conn:
+            assert conn.execute(sa.select(sa.func.connection_id())).scalar_one() == connection_id
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.connection_id())).scalar_one() == connection_id
+        assert _rollbacks_sent(conn) == before
+        conn.commit()
+
+
+def test_a_connection_left_inside_a_transaction_is_rolled_back_before_anyone_else_uses_it(mariadb_database):
+    engine = store_db.create_store_engine(mariadb_database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE mls_pool_probe (id INT PRIMARY KEY) ENGINE=InnoDB"))
+        with engine.connect() as conn:
+            connection_id = conn.execute(sa.select(sa.func.connection_id())).scalar_one()
+            conn.commit()
+            # Written behind SQLAlchemy's back: the pool cannot know a transaction is open, the server can.
+            conn.connection.dbapi_connection.cursor().execute("INSERT INTO mls_pool_probe VALUES (1)")
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.connection_id())).scalar_one() == connection_id
+            conn.commit()   # would commit the stray INSERT had it not been rolled back on return
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT COUNT(*) FROM mls_pool_probe")).scalar_one() == 0
+    finally:
+        engine.dispose()

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from sidecar.dbpool import ping_when_idle
+from sidecar.dbpool import NO_BLIND_RESET, ping_when_idle, roll_back_open_transactions
 
 from sidecar.memberlux.wpdata import WpDataError, maybe_unserialize, php_truthy
 
@@ -251,10 +251,11 @@ def connect_wordpress(url: str, *, connect_timeout: int = 5, pool_size: int = 5)
         if parsed.drivername == backend:  # no driver named: use the one we ship
             parsed = parsed.set(drivername=f"{backend}+pymysql")
         engine = sa.create_engine(
-            parsed, pool_size=pool_size, pool_recycle=3600,
+            parsed, pool_size=pool_size, pool_recycle=3600, **NO_BLIND_RESET,
             connect_args={"connect_timeout": connect_timeout, "charset": "utf8mb4"},
         )
         ping_when_idle(engine, "WordPress database")
+        roll_back_open_transactions(engine)
 
         @event.listens_for(engine, "connect")
         def _read_only_session(dbapi_conn: Any, _record: Any) -> None:

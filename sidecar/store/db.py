@@ -22,7 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session, sessionmaker
 
-from sidecar.dbpool import ping_when_idle
+from sidecar.dbpool import NO_BLIND_RESET, ping_when_idle, roll_back_open_transactions
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "mls_alembic_version"
@@ -43,10 +43,13 @@ def create_store_engine(url: str) -> sa.Engine:
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     elif parsed.get_backend_name() == "mysql":
         kwargs["pool_recycle"] = 3600
+        kwargs.update(NO_BLIND_RESET)
         if "charset" not in parsed.query:
             url = parsed.update_query_dict({"charset": "utf8mb4"}).render_as_string(hide_password=False)
     engine = sa.create_engine(url, **kwargs)
     ping_when_idle(engine, "store")
+    if engine.dialect.name == "mysql":
+        roll_back_open_transactions(engine)
     if engine.dialect.name == "sqlite":
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
