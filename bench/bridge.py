@@ -3,10 +3,12 @@
     .venv/bin/python bench/bridge.py [--requests 5000] [--concurrency 32] [--workers 2] [--wrk-seconds 10]
                                      [--delivery-concurrency 8] [--latency 1.5] [--grants 400]
                                      [--store-url sqlite --store-url mysql+pymysql://root@127.0.0.1:3306/mls_bench]
+                                     [--site-url mysql+pymysql://root@127.0.0.1:3306/mls_bench_site]
 
 Everything runs on loopback, in a temporary directory removed at the end (also on Ctrl-C):
 
-1. A demo site (SQLite, ``--users`` learners) served by ``mlsidecar devstack serve``. Then, for each
+1. A demo site (``--users`` learners; a new SQLite file, or with ``--site-url`` an existing, disposable
+   MariaDB/MySQL database, as real sites run on) served by ``mlsidecar devstack serve``. Then, for each
    ``--store-url`` in turn (``sqlite``, the default, is a new SQLite file in WAL mode; a URL is an existing,
    disposable database): the store migrated to head, a TOML configuration, ``mlsidecar serve`` under
    gunicorn with ``--workers`` processes, and phases 2-4 below against it.
@@ -427,6 +429,10 @@ def main() -> None:  # one linear script
     parser.add_argument("--overhead-grants", type=int, default=60, help="grants of the overhead phase (default 60)")
     parser.add_argument("--baseline-requests", type=int, default=2000, help="GET /healthz requests (default 2000)")
     parser.add_argument("--users", type=int, default=2000, help="learners of the demo site (default 2000)")
+    parser.add_argument("--site-url", default=None,
+                        help="the demo site's database: an existing MariaDB/MySQL database you can spare (every site "
+                             "table in it is dropped and seeded again), as real MemberLux sites run on; default a new "
+                             "SQLite file (WAL) in the temporary directory")
     parser.add_argument("--store-url", action="append", default=None,
                         help="a store to measure: 'sqlite' (a new SQLite file, the default) or the URL of an existing "
                              "database you can spare; repeat to measure several stores in one run")
@@ -464,16 +470,16 @@ def run(args, work: Path, processes: Processes) -> None:
     load_before = os.getloadavg()
 
     # Site and emulator ------------------------------------------------------------------------------------
-    site_file = work / "wordpress.sqlite"
-    site_url = f"sqlite:///{site_file}"
+    site_url = args.site_url or f"sqlite:///{work / 'wordpress.sqlite'}"
     started = time.perf_counter()
     build_demo_site(site_url, users=args.users, levels=8, seed=args.seed, today=date.today(), fresh=True)
     seeded_in = time.perf_counter() - started
-    # The emulator writes while the sidecar reads: WAL lets readers go on during a write, as InnoDB does.
-    engine = sa.create_engine(site_url)
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-    engine.dispose()
+    if not args.site_url:
+        # The emulator writes while the sidecar reads: WAL lets readers go on during a write, as InnoDB does.
+        engine = sa.create_engine(site_url)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        engine.dispose()
 
     app_password = secrets.token_urlsafe(18)
     emulator_port = _free_port()
@@ -490,6 +496,7 @@ def run(args, work: Path, processes: Processes) -> None:
         "bench": "bridge", "commit": _commit(), "cores": os.cpu_count(), "python": sys.version.split()[0],
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "site": sa.make_url(site_url).get_backend_name(),
         "settings": {"concurrency": args.concurrency, "rate": args.rate, "workers": args.workers,
                      "requests": args.requests, "paced_requests": args.paced_requests,
                      "latency": args.latency, "delivery_concurrency": args.delivery_concurrency},
@@ -664,7 +671,8 @@ def _measure(args, processes: Processes, runtime, run_id: str, notes: list[str],
     print()
     print("grant bridge bench")
     print(f"  machine           {cores} CPU cores; everything on loopback; Python {sys.version.split()[0]}")
-    print(f"  site              SQLite (WAL), {args.users} learners, {len(products)} grantable products, "
+    site_kind = "SQLite (WAL)" if site_url.startswith("sqlite") else sa.make_url(site_url).render_as_string(hide_password=True)
+    print(f"  site              {site_kind}, {args.users} learners, {len(products)} grantable products, "
           f"seeded in {seeded_in:.1f} s; emulator = `mlsidecar devstack serve` (werkzeug, threaded)")
     print(f"  sidecar           `mlsidecar serve`: gunicorn gthread, {args.workers} workers x 4 threads; "
           f"store {store_kind}{' (WAL)' if store_kind == 'sqlite' else ''}; log level INFO")
