@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from sidecar.bootstrap import Runtime
 from sidecar.domain.access import KeyRow
@@ -147,14 +148,34 @@ class GrantDeliverer:
         # never passes for this one when a write checks who holds the grant.
         return f"{self.holder[:100]}:{secrets.token_hex(4)}"
 
+    def _transaction(self, work: Callable[[Session], _T], grant_id: str, what: str) -> _T:
+        """``work(session)`` in one transaction of the store, committed. A transaction MariaDB rolled back
+        because of a concurrent one (deadlock, lock wait timeout) is run again: nothing of it was written,
+        and a grant must not wait for its claim to expire because a bookkeeping write lost a race (what it
+        records is often the site's answer to an order). Any other error goes to the caller."""
+        for tries_left in range(CONTENTION_RETRIES, -1, -1):
+            try:
+                with unit_of_work(self.runtime.sessions) as session:
+                    return work(session)
+            except OperationalError as exc:
+                if not tries_left or not rolled_back_by_contention(exc):
+                    raise
+                log.info("grant %s: the store rolled back the transaction of %s (%s); running it again",
+                         grant_id, what, exc.orig)
+                time.sleep(CONTENTION_PAUSE_SECONDS * (CONTENTION_RETRIES - tries_left + 1))
+        raise AssertionError("unreachable")
+
     def claim(self, grant_id: str) -> Grant | None:
         now = self.runtime.clock.now()
-        with unit_of_work(self.runtime.sessions) as session:
+
+        def claimed(session: Session) -> Grant | None:
             won = session.connection().execute(
                 sa.update(_GRANTS).where(_GRANTS.c.id == grant_id, self._claimable(now))
                 .values(claimed_by=self._claim_name(), claim_expires_at=now + self.lease)
             ).rowcount
             return session.get(Grant, grant_id) if won else None
+
+        return self._transaction(claimed, grant_id, "the claim")
 
     @staticmethod
     def _ours(grant: Grant) -> sa.ColumnElement[bool]:
@@ -180,19 +201,20 @@ class GrantDeliverer:
 
     def _release(self, grant: Grant, **changes) -> Grant:
         changes = {"updated_at": self.runtime.clock.now(), "claimed_by": None, "claim_expires_at": None, **changes}
-        with unit_of_work(self.runtime.sessions) as session:
-            self._write(session, grant, **changes)
+        self._update(grant, **changes)
         return self._as_written(grant, changes)
 
-    def release(self, grant: Grant) -> Grant:
+    def release(self, grant: Grant) -> Grant | None:
         """Give a grant back untouched if we still hold it (a pass may have released it already)."""
-        with unit_of_work(self.runtime.sessions) as session:
+
+        def released(session: Session) -> Grant | None:
             self._set(session, grant, {"claimed_by": None, "claim_expires_at": None})
             return session.get(Grant, grant.id)
 
+        return self._transaction(released, grant.id, "a release")
+
     def _update(self, grant: Grant, **changes) -> None:
-        with unit_of_work(self.runtime.sessions) as session:
-            self._write(session, grant, **changes)
+        self._transaction(lambda session: self._write(session, grant, **changes), grant.id, "a state change")
 
     # --- bookkeeping -------------------------------------------------------------------------------
     def _attempt(self, grant: Grant, kind: str, outcome: str, started: datetime, *, status: int | None = None,
@@ -238,50 +260,42 @@ class GrantDeliverer:
     def _record(self, grant: Grant, attempts: list[tuple], changes: dict, emitted: list[tuple[str, dict]],
                 now: datetime, what: str) -> bool:
         """One transaction: ``changes`` under our claim, the attempt rows, their audit trail and ``emitted``;
-        True when the claim was lost (then only the first attempt is recorded). A transaction MariaDB
-        rolled back because of a concurrent one is run again: nothing of it was written, and what it
-        records (often the site's answer to an order) must not wait for the claim to expire."""
-        for tries_left in range(CONTENTION_RETRIES, -1, -1):
-            try:
-                with unit_of_work(self.runtime.sessions) as session:
-                    # The grant row first: inserting the attempt takes a shared lock on it (foreign key), and a
-                    # shared lock upgraded to an exclusive one deadlocks against a rival's claim on MariaDB.
-                    lost = bool(changes) and not self._set(session, grant, changes)
-                    recorded = attempts[:1] if lost else attempts
-                    connection = session.connection()
-                    # Numbered after the stored ones, counted by a plain read: an INSERT ... SELECT counting
-                    # them would lock what it reads and hold the table's AUTO-INC lock for the statement,
-                    # and two such inserts deadlock on MariaDB.
-                    stored = connection.execute(sa.select(sa.func.count()).select_from(_ATTEMPTS)
-                                                .where(_ATTEMPTS.c.grant_id == grant.id)).scalar_one()
-                    # Plain INSERTs: building and flushing ORM objects costs more than these writes themselves.
-                    connection.execute(_ATTEMPTS.insert(), [
-                        {"grant_id": grant.id, "number": stored + n, "kind": a_kind, "started_at": a_started,
-                         "finished_at": a_finished, "outcome": a_outcome, "http_status": a_status,
-                         "detail": (a_detail or "")[:1000] or None,
-                         "elapsed_ms": int((a_finished - a_started).total_seconds() * 1000), "worker": self.holder}
-                        for n, (a_kind, a_outcome, a_started, a_finished, a_status, a_detail, _a, _d)
-                        in enumerate(recorded, 1)])
-                    trail = [audit.row(subject_type="grant", subject_id=grant.id,
-                                       action=a_action or f"{a_kind}.{a_outcome}", at=a_finished, actor=self.holder,
-                                       http_status=a_status, detail=(a_detail or None), **a_details)
-                             for a_kind, a_outcome, _s, a_finished, a_status, a_detail, a_action, a_details in recorded]
-                    if lost:
-                        trail.append(audit.row(subject_type="grant", subject_id=grant.id, action="grant.claim_lost",
-                                               at=now, actor=self.holder,
-                                               detail=f"claim expired before {what} could be applied"))
-                    audit.insert_rows(session, trail)
-                    if not lost:
-                        for name, payload in emitted:
-                            emit(session, name, payload, now)
-                return lost
-            except OperationalError as exc:
-                if not tries_left or not rolled_back_by_contention(exc):
-                    raise
-                log.info("grant %s: the store rolled back the record of %s (%s); writing it again",
-                         grant.id, what, exc.orig)
-                time.sleep(CONTENTION_PAUSE_SECONDS * (CONTENTION_RETRIES - tries_left + 1))
-        raise AssertionError("unreachable")
+        True when the claim was lost (then only the first attempt is recorded)."""
+
+        def recorded_in(session: Session) -> bool:
+            # The grant row first: inserting the attempt takes a shared lock on it (foreign key), and a
+            # shared lock upgraded to an exclusive one deadlocks against a rival's claim on MariaDB.
+            lost = bool(changes) and not self._set(session, grant, changes)
+            recorded = attempts[:1] if lost else attempts
+            connection = session.connection()
+            # Numbered after the stored ones, counted by a plain read: an INSERT ... SELECT counting
+            # them would lock what it reads and hold the table's AUTO-INC lock for the statement,
+            # and two such inserts deadlock on MariaDB.
+            stored = connection.execute(sa.select(sa.func.count()).select_from(_ATTEMPTS)
+                                        .where(_ATTEMPTS.c.grant_id == grant.id)).scalar_one()
+            # Plain INSERTs: building and flushing ORM objects costs more than these writes themselves.
+            connection.execute(_ATTEMPTS.insert(), [
+                {"grant_id": grant.id, "number": stored + n, "kind": a_kind, "started_at": a_started,
+                 "finished_at": a_finished, "outcome": a_outcome, "http_status": a_status,
+                 "detail": (a_detail or "")[:1000] or None,
+                 "elapsed_ms": int((a_finished - a_started).total_seconds() * 1000), "worker": self.holder}
+                for n, (a_kind, a_outcome, a_started, a_finished, a_status, a_detail, _a, _d)
+                in enumerate(recorded, 1)])
+            trail = [audit.row(subject_type="grant", subject_id=grant.id,
+                               action=a_action or f"{a_kind}.{a_outcome}", at=a_finished, actor=self.holder,
+                               http_status=a_status, detail=(a_detail or None), **a_details)
+                     for a_kind, a_outcome, _s, a_finished, a_status, a_detail, a_action, a_details in recorded]
+            if lost:
+                trail.append(audit.row(subject_type="grant", subject_id=grant.id, action="grant.claim_lost",
+                                       at=now, actor=self.holder,
+                                       detail=f"claim expired before {what} could be applied"))
+            audit.insert_rows(session, trail)
+            if not lost:
+                for name, payload in emitted:
+                    emit(session, name, payload, now)
+            return lost
+
+        return self._transaction(recorded_in, grant.id, f"the record of {what}")
 
     def _after(self, grant: Grant, first: dict | None, kind: str, outcome: str, started: datetime,
                **record) -> Grant | None:
