@@ -113,6 +113,7 @@ def empty_site_schema(engine: sa.Engine, prefix: str = "wp_", base_prefix: str |
     with _lock:
         if key not in _schema_templates:
             template = Path(tempfile.mkdtemp(prefix="mls-site-schema-")) / "wordpress.sqlite"
+            atexit.register(shutil.rmtree, template.parent, ignore_errors=True)  # one per process: gone at its end
             template_engine = sa.create_engine(f"sqlite:///{template}")
             try:
                 create_site_schema(template_engine, prefix, base_prefix, without_modules=without_modules)
