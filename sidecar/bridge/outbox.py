@@ -37,7 +37,6 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from sidecar.bootstrap import Runtime
@@ -54,7 +53,7 @@ from sidecar.memberlux.rest import (
 from sidecar.memberlux.traces import Customer as TraceCustomer
 from sidecar.memberlux.traces import TraceReader
 from sidecar.store import audit
-from sidecar.store.db import rolled_back_by_contention, unit_of_work
+from sidecar.store.db import run_transaction, unit_of_work
 from sidecar.store.grant_models import (
     CONFIRMING, DELIVERING, DUPLICATED, FAILED, FETCHING, QUEUED, SHADOW, SHADOWED, SUCCEEDED, UNKNOWN, Grant, GrantAttempt,
 )
@@ -74,10 +73,6 @@ WORKABLE = (QUEUED, FETCHING, DELIVERING, UNKNOWN, CONFIRMING, SHADOW)
 #: New orders after orders that exist without a key, never answered as complete, on a site whose
 #: payments add-on is active with auto-activation (a bound against a site that breaks every order).
 MAX_REORDERS_WITHOUT_KEY = 3
-#: How often a bookkeeping transaction the store rolled back because of a concurrent one is run again,
-#: and the pause before each run (times the run's number).
-CONTENTION_RETRIES = 4
-CONTENTION_PAUSE_SECONDS = 0.02
 
 
 class ClaimLost(Exception):
@@ -149,21 +144,10 @@ class GrantDeliverer:
         return f"{self.holder[:100]}:{secrets.token_hex(4)}"
 
     def _transaction(self, work: Callable[[Session], _T], grant_id: str, what: str) -> _T:
-        """``work(session)`` in one transaction of the store, committed. A transaction MariaDB rolled back
-        because of a concurrent one (deadlock, lock wait timeout) is run again: nothing of it was written,
-        and a grant must not wait for its claim to expire because a bookkeeping write lost a race (what it
-        records is often the site's answer to an order). Any other error goes to the caller."""
-        for tries_left in range(CONTENTION_RETRIES, -1, -1):
-            try:
-                with unit_of_work(self.runtime.sessions) as session:
-                    return work(session)
-            except OperationalError as exc:
-                if not tries_left or not rolled_back_by_contention(exc):
-                    raise
-                log.info("grant %s: the store rolled back the transaction of %s (%s); running it again",
-                         grant_id, what, exc.orig)
-                time.sleep(CONTENTION_PAUSE_SECONDS * (CONTENTION_RETRIES - tries_left + 1))
-        raise AssertionError("unreachable")
+        """``work(session)`` in one committed transaction, run again when MariaDB rolled it back for
+        contention: a grant must not wait for its claim to expire because a bookkeeping write lost a race
+        (what it records is often the site's answer to an order)."""
+        return run_transaction(self.runtime.sessions, work, f"{what} of grant {grant_id}")
 
     def claim(self, grant_id: str) -> Grant | None:
         now = self.runtime.clock.now()

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import logging
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -23,6 +26,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.dbpool import NO_BLIND_RESET, ping_when_idle, roll_back_open_transactions
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "mls_alembic_version"
@@ -174,6 +180,30 @@ def rolled_back_by_contention(exc: BaseException) -> bool:
         return False
     code = getattr(exc.orig, "args", (None,))[0]
     return code in _CONTENTION_CODES or "deadlock" in str(exc.orig).lower()
+
+
+#: How often :func:`run_transaction` runs again a transaction the server rolled back for contention, and
+#: the pause before each new run (times the run's number).
+CONTENTION_RETRIES = 4
+CONTENTION_PAUSE_SECONDS = 0.02
+
+
+def run_transaction(factory: sessionmaker[Session], work: Callable[[Session], _T], what: str) -> _T:
+    """``work(session)`` in one committed transaction; run again when MariaDB rolled it back because of a
+    concurrent transaction (:func:`rolled_back_by_contention`: nothing of it was written), up to
+    ``CONTENTION_RETRIES`` more times. For bookkeeping that must not wait for a lease to expire because it
+    lost a race (a worker recording what a remote side answered). Any other error goes to the caller;
+    ``what`` names the transaction in the log line of a retry."""
+    for tries_left in range(CONTENTION_RETRIES, -1, -1):
+        try:
+            with unit_of_work(factory) as session:
+                return work(session)
+        except sa.exc.OperationalError as exc:
+            if not tries_left or not rolled_back_by_contention(exc):
+                raise
+            log.info("the store rolled back %s (%s); running it again", what, exc.orig)
+            time.sleep(CONTENTION_PAUSE_SECONDS * (CONTENTION_RETRIES - tries_left + 1))
+    raise AssertionError("unreachable")
 
 
 @contextmanager

@@ -40,7 +40,7 @@ from sidecar.store.webhook_models import WebhookAttempt, WebhookDelivery, Webhoo
 from sidecar.webhooks.events import TEST_EVENT
 from sidecar.webhooks.formats import FORMATTERS, load_providers
 from sidecar.webhooks.ssrf import DestinationRefused, Resolver, pinned_session, system_resolver
-from sidecar.store.db import unit_of_work
+from sidecar.store.db import run_transaction, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,8 @@ class WebhookDeliverer:
         now = self.runtime.clock.now()
         attempts = delivery.attempts + 1
         success = not error
-        with unit_of_work(self.runtime.sessions) as session:
+
+        def recorded(session: Any) -> WebhookAttempt:
             attempt = WebhookAttempt(delivery_id=delivery.id, at=now, status_code=status, duration_ms=duration,
                                      response_excerpt=excerpt[:1000], error=error[:500])
             session.add(attempt)
@@ -206,6 +207,11 @@ class WebhookDeliverer:
                             .execution_options(synchronize_session=False))
             if success or (values["state"] == "failed" and not final):  # an unknown outcome is no endpoint failure
                 self._endpoint_health(session, endpoint.id, success, error, now)
+            return attempt
+
+        # Run again if the store rolled it back for contention: left unrecorded, a delivery the receiver
+        # already took would be sent once more when its lease expires.
+        attempt = run_transaction(self.runtime.sessions, recorded, f"the record of webhook delivery {delivery.id}")
         if error:
             log.info("webhook %s to %s: attempt %d failed: %s", delivery.event_id, endpoint.name, attempts, error)
         return attempt

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
-import pymysql
 import pytest
 import sqlalchemy as sa
 
 from sidecar.store.grant_models import GrantAttempt
 from tests.bridge.support import Bridge, brief_body
+from tests.contention import CONTENTION, failing_once
 
 WORKERS = 8
 GRANTS = 48
@@ -31,7 +30,7 @@ def bridge(store_section, make_bridge) -> Bridge:
     return make_bridge(store=store_section)
 
 
-def test_concurrent_passes_deliver_every_grant_in_its_own_pass(bridge, caplog):
+def test_concurrent_passes_deliver_every_grant_in_its_own_pass(bridge):
     grant_ids = [bridge.api(brief_body()).get_json()["grant_id"] for _ in range(GRANTS)]
     start = threading.Barrier(WORKERS)
     deliverers = [bridge.deliverer(holder=f"worker-{n}") for n in range(WORKERS)]
@@ -54,10 +53,6 @@ def test_concurrent_passes_deliver_every_grant_in_its_own_pass(bridge, caplog):
     assert all(found == list(range(1, len(found) + 1)) for found in numbers.values()), numbers
 
 
-def _params(parameters) -> dict:
-    return parameters if isinstance(parameters, dict) else (parameters[0] if parameters else {})
-
-
 #: Statements of one delivery, each the first of its kind in a pass: the claim, the ``delivering`` mark
 #: committed before the order, and the record of the site's answer with the key found.
 STEPS = {
@@ -67,34 +62,9 @@ STEPS = {
 }
 
 
-@contextmanager
-def failing_once(engine: sa.Engine, matches, error: Exception):
-    """The first statement ``matches(sql, parameters)`` accepts fails with the driver's ``error``, as
-    SQLAlchemy raises it (MariaDB has rolled the whole transaction back by then)."""
-    failed: list[str] = []
-
-    def before(_conn, _cursor, statement: str, parameters, *_args) -> None:
-        if not failed and matches(statement, _params(parameters)):
-            failed.append(statement)
-            raise sa.exc.OperationalError(statement, parameters, error)
-
-    sa.event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield failed
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", before)
-
-
 @pytest.fixture
 def mariadb_bridge(mariadb_database, make_bridge) -> Bridge:
     return make_bridge(store={"url": mariadb_database})
-
-
-CONTENTION = [
-    (1213, "Deadlock found when trying to get lock; try restarting transaction"),
-    (1467, "Failed to read auto-increment value from storage engine"),
-    (1205, "Lock wait timeout exceeded; try restarting transaction"),
-]
 
 
 @pytest.mark.mariadb
@@ -104,7 +74,7 @@ def test_a_step_the_store_rolled_back_for_contention_runs_again_in_the_same_pass
     bridge = mariadb_bridge
     grant_id = bridge.api(brief_body()).get_json()["grant_id"]
     orders_before = bridge.orders_handled()
-    with failing_once(bridge.runtime.store_engine, STEPS[step], pymysql.err.OperationalError(code, message)) as failed:
+    with failing_once(bridge.runtime.store_engine, STEPS[step], code, message) as failed:
         step_done = bridge.deliverer().process_by_id(grant_id)
     assert failed, "the injected failure never happened"
     assert step_done is not None and step_done.status == "succeeded"
@@ -125,8 +95,7 @@ def test_a_store_error_that_is_not_contention_is_not_retried(mariadb_bridge):
     statements: list[str] = []
     sa.event.listen(bridge.runtime.store_engine, "before_cursor_execute",
                     lambda _c, _cur, statement, *_a: statements.append(statement))
-    with failing_once(bridge.runtime.store_engine, STEPS["record"],
-                      pymysql.err.OperationalError(1146, "Table 'mls_grant_attempts' doesn't exist")):
+    with failing_once(bridge.runtime.store_engine, STEPS["record"], 1146, "Table 'mls_grant_attempts' doesn't exist"):
         with pytest.raises(sa.exc.OperationalError):
             bridge.deliverer().process(bridge.deliverer().claim(grant_id))
     assert sum(s.startswith("INSERT INTO mls_grant_attempts") for s in statements) == 1

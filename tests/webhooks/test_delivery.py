@@ -16,6 +16,7 @@ from sidecar.webhooks import endpoints as endpoint_store
 from sidecar.webhooks.delivery import MAX_ATTEMPTS, RETRY_SCHEDULE, WebhookDeliverer, redeliver
 from sidecar.webhooks.events import json_schema
 from sidecar.webhooks.ssrf import DestinationRefused, check_destination
+from tests.contention import CONTENTION, failing_once
 from tests.webhooks.support import NOW, SECRET, Receiver, deliveries, endpoint, fire
 
 OLD_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
@@ -239,3 +240,24 @@ def test_an_automatic_switch_off_of_a_file_endpoint_survives_a_restart(small_sit
         assert row.enabled and row.consecutive_failures == 0 and row.disabled_reason == ""
     with pytest.raises(endpoint_store.EndpointRejected):
         endpoint_store.set_enabled(runtime, endpoint_id, False, actor="admin")   # the file decides that
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("code, message", CONTENTION)
+def test_a_delivery_whose_record_the_store_rolled_back_is_recorded_again_not_sent_again(
+        small_site, settings_for, make_runtime, mariadb_database, receiver, code, message):
+    runtime = make_runtime(settings_for(small_site, store={"url": mariadb_database},
+                                        webhooks={"allow_private_destinations": ["127.0.0.1"]}), clock=FixedClock(NOW))
+    endpoint(runtime, receiver.url)
+    fire(runtime)
+    recording = lambda sql, _p: sql.startswith("INSERT INTO mls_webhook_attempts")  # noqa: E731
+    with failing_once(runtime.store_engine, recording, code, message) as failed:
+        assert WebhookDeliverer(runtime).run_once() == 1
+    assert failed, "the injected failure never happened"
+    assert len(receiver.received) == 1
+    [delivery] = deliveries(runtime)
+    assert delivery.state == "succeeded" and delivery.attempts == 1 and delivery.claimed_until is None
+    with runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(WebhookAttempt)) == 1
+    # Nothing left for a later run: the receiver is not called again.
+    assert WebhookDeliverer(runtime).run_once() == 0 and len(receiver.received) == 1
