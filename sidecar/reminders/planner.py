@@ -50,7 +50,7 @@ from sidecar.store.monitor_models import SleeperEntry
 from sidecar.store.reminder_models import Reminder, ReminderDigest
 from sidecar.reminders.approval import approved_levels, letter_count, record_awaiting
 from sidecar.reminders.unsubscribe import unsubscribed_ids
-from sidecar.store.db import rolled_back_by_contention, unit_of_work
+from sidecar.store.db import rolled_back_by_contention, run_transaction, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -354,21 +354,15 @@ class ReminderPlanner:
                                 .values(learners=count, updated_at=now))
         return duplicates
 
-    def _insert_one(self, table: sa.Table, value: dict, attempts: int = 5) -> bool:
+    def _insert_one(self, table: sa.Table, value: dict) -> bool:
         """Insert one decision; False when the ledger already holds it. InnoDB may pick a racing
-        insert of the same unique key as a deadlock victim: that is retried, not an error."""
-        for attempt in range(attempts):
-            try:
-                with unit_of_work(self.runtime.sessions) as session:
-                    session.execute(table.insert(), [value])
-                return True
-            except IntegrityError:
-                return False
-            except OperationalError as exc:
-                if not rolled_back_by_contention(exc) or attempt == attempts - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        return False
+        insert of the same unique key as a deadlock victim: that is run again, not an error."""
+        try:
+            run_transaction(self.runtime.sessions, lambda session: session.execute(table.insert(), [value]),
+                            "the insert of one reminder decision")
+        except IntegrityError:
+            return False
+        return True
 
     def _digest_for(self, term_id: int, day: date, now: datetime) -> int | None:
         """Today's digest of the level while it can still take learners (planned), else None."""
